@@ -1,0 +1,219 @@
+/*
+ * diff: snapshot and lifecycle logic of session-bridge.
+ *
+ * Pure code: no sockets, no files, no clock. The caller hands in the
+ * records of one complete poll and the time it observed them; the module
+ * answers with the lifecycle events to publish and the delta to persist.
+ *
+ * A cycle never mutates the index until diff_cycle_apply(), which the caller
+ * invokes only after every event was acknowledged and the delta committed.
+ * Abandoning a cycle (diff_cycle_free() without apply) leaves the index as
+ * it was, so a failed poll or a failed delivery commits nothing.
+ */
+#ifndef SB_DIFF_H
+#define SB_DIFF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+/* Longest provider session id we accept; longer ids fail the page. */
+#define DIFF_ID_MAX 256
+/* Longest raw status we accept; longer statuses fail the page. */
+#define DIFF_STATUS_MAX 64
+/* Distinct raw statuses one index may intern; a provider that invents more
+ * is misbehaving and its page is rejected rather than growing memory. */
+#define DIFF_MAX_STATUSES 1024
+/* Upper bound of vanish_grace (misses are stored in a byte). */
+#define DIFF_MAX_GRACE 100
+/* Length of an event id: 32 hex digits and the NUL. */
+#define DIFF_EVENT_ID_LEN 33
+/* Longest stored record encoding, see diff_record_encode(). */
+#define DIFF_RECORD_MAX (DIFF_STATUS_MAX + 32)
+
+typedef enum diff_state {
+    DIFF_STATE_NONE = 0, /* never seen in a known status */
+    DIFF_STATE_PENDING,
+    DIFF_STATE_ACTIVE,
+    DIFF_STATE_COMPLETED,
+    DIFF_STATE_CANCELLED,
+} diff_state_t;
+
+typedef enum diff_event_type {
+    DIFF_EV_STARTED = 0,
+    DIFF_EV_COMPLETED,
+    DIFF_EV_CANCELLED,
+} diff_event_type_t;
+#define DIFF_EV_COUNT 3
+
+typedef enum diff_reason {
+    DIFF_REASON_STATUS_CHANGE = 0,
+    DIFF_REASON_FIRST_SEEN,
+    DIFF_REASON_VANISHED,
+} diff_reason_t;
+
+/* "pending", "active", "completed", "cancelled"; NULL for DIFF_STATE_NONE. */
+const char *diff_state_name(diff_state_t state);
+/* Parses a canonical state name (not "none"). Returns 0 or -1. */
+int diff_state_parse(const char *name, diff_state_t *out);
+/* "session.started", ... */
+const char *diff_event_type_name(diff_event_type_t type);
+/* "started", "completed", "cancelled": the names used in config. */
+const char *diff_event_type_short(diff_event_type_t type);
+/* "status_change", "first_seen", "vanished". */
+const char *diff_reason_name(diff_reason_t reason);
+
+/*
+ * Writes the deterministic event id: the first 32 hex digits of
+ * SHA-256(source "\n" session_id "\n" type name), type name as
+ * diff_event_type_name() returns it.
+ */
+void diff_event_id(const char *source, const char *session_id, diff_event_type_t type,
+                   char out[DIFF_EVENT_ID_LEN]);
+
+/* ---- status maps: raw provider status -> canonical state ---- */
+
+typedef struct diff_status_map diff_status_map_t;
+
+diff_status_map_t *diff_status_map_new(void);
+void diff_status_map_free(diff_status_map_t *map);
+/* Adds or replaces one mapping (the raw string is copied). 0 or -1 (ENOMEM,
+ * raw longer than DIFF_STATUS_MAX or empty). Mapping to DIFF_STATE_NONE is an
+ * error: an override must name a canonical state. */
+int diff_status_map_set(diff_status_map_t *map, const char *raw, diff_state_t state);
+/* 0 and *out set when raw is mapped; -1 when it is unknown. Exact match. */
+int diff_status_map_lookup(const diff_status_map_t *map, const char *raw, diff_state_t *out);
+
+/* ---- what is remembered per session ---- */
+
+/*
+ * The persisted view of one session: the state last published, the raw status
+ * last seen, a fingerprint of the record last seen and how many complete
+ * polls in a row have missed it.
+ */
+typedef struct diff_record {
+    diff_state_t state;
+    uint8_t misses;
+    uint64_t fingerprint;
+    const char *status; /* raw status, borrowed; "" when none */
+} diff_record_t;
+
+/*
+ * Encodes a record as the compact text stored in Redis:
+ * "<state digit>:<misses>:<16 hex fingerprint>:<raw status>".
+ * Returns the length written (excluding the NUL) or -1 if buf is too small.
+ */
+int diff_record_encode(const diff_record_t *rec, char *buf, size_t buflen);
+/*
+ * Decodes what diff_record_encode() wrote. The raw status is copied into
+ * status_buf (at least DIFF_STATUS_MAX + 1 bytes) and rec->status points to it.
+ * Returns 0 or -1 on malformed input.
+ */
+int diff_record_decode(const char *text, size_t len, diff_record_t *rec, char *status_buf,
+                       size_t status_buflen);
+
+/*
+ * Fingerprint of a provider record: a 64-bit hash over its keys and values
+ * in document order. Equal records give equal fingerprints.
+ */
+uint64_t diff_fingerprint(const cJSON *record);
+
+/* ---- the session index of one source ---- */
+
+typedef struct diff_index diff_index_t;
+
+diff_index_t *diff_index_new(void);
+void diff_index_free(diff_index_t *ix);
+size_t diff_index_size(const diff_index_t *ix);
+/* Inserts or replaces a session (used when loading from the store). The id
+ * and rec->status are copied. 0 or -1 (ENOMEM, id or status too long). */
+int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec);
+/* Looks a session up. On 0, out->status points into the index and stays
+ * valid until the index is modified. -1 when absent. */
+int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t *out);
+/* Removes every session. */
+void diff_index_clear(diff_index_t *ix);
+/* Bytes the index holds on the heap (entries, table, interned statuses). */
+size_t diff_index_memory(const diff_index_t *ix);
+
+/* ---- one poll cycle ---- */
+
+typedef struct diff_options {
+    const char *source;                   /* source name, for event ids; borrowed */
+    unsigned vanish_grace;                /* 1..DIFF_MAX_GRACE */
+    const diff_status_map_t *status_map; /* borrowed */
+    /*
+     * True when the source has no stored snapshot yet and its
+     * initial_snapshot is "baseline": the cycle records every session and
+     * produces no event.
+     */
+    bool baseline;
+} diff_options_t;
+
+typedef struct diff_event {
+    diff_event_type_t type;
+    diff_reason_t reason;
+    bool synthesized;
+    const char *session_id;
+    diff_state_t state;          /* the state the event enters */
+    diff_state_t previous_state; /* DIFF_STATE_NONE when first seen */
+    const char *status;          /* raw status observed; NULL when vanished */
+    const char *previous_status; /* raw status stored before; NULL if none */
+    const cJSON *record;         /* the provider's record; NULL when vanished */
+    char id[DIFF_EVENT_ID_LEN];
+} diff_event_t;
+
+typedef struct diff_change {
+    const char *session_id;
+    bool removed;      /* true: delete from the store; rec is unused */
+    diff_record_t rec; /* the record to store */
+} diff_change_t;
+
+typedef struct diff_cycle diff_cycle_t;
+
+/*
+ * Starts a cycle over ix. opt and everything it points to must outlive the
+ * cycle. At most one cycle per index may be open at a time. NULL on ENOMEM.
+ */
+diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt);
+
+/*
+ * Feeds one record of the poll. session_id and raw_status are copied when
+ * needed; record is borrowed for this call only (the cycle duplicates it when
+ * an event will carry it). A session seen twice in one poll keeps the
+ * observation with the most advanced state.
+ * Returns 0, or -1 with a reason in err for input that must fail the page
+ * (empty or oversized id or status, too many distinct statuses, ENOMEM).
+ */
+int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw_status,
+                       const cJSON *record, char *err, size_t errlen);
+
+/*
+ * Closes a complete poll: computes vanished sessions, the events and the
+ * changes. Call once, after the last observe. Returns 0 or -1 (ENOMEM).
+ */
+int diff_cycle_finish(diff_cycle_t *cy);
+
+/* Events in publication order (a session's events adjacent, started before
+ * completed). Valid until diff_cycle_free(). */
+size_t diff_cycle_events(const diff_cycle_t *cy, const diff_event_t **events);
+/* The delta to persist. Valid until diff_cycle_free(). */
+size_t diff_cycle_changes(const diff_cycle_t *cy, const diff_change_t **changes);
+/* Sessions observed in this cycle, including duplicates. */
+size_t diff_cycle_observed(const diff_cycle_t *cy);
+/*
+ * Raw statuses that mapped to no state and were never reported before by this
+ * index (each is reported once per index lifetime), and the number of
+ * observations with an unknown status in this cycle.
+ */
+size_t diff_cycle_new_unknown_statuses(const diff_cycle_t *cy, const char *const **statuses);
+size_t diff_cycle_unknown_count(const diff_cycle_t *cy);
+
+/* Applies the changes to the index: call only after they were committed. */
+void diff_cycle_apply(diff_cycle_t *cy);
+/* Frees the cycle; without a prior apply the index is left untouched. */
+void diff_cycle_free(diff_cycle_t *cy);
+
+#endif /* SB_DIFF_H */
