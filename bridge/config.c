@@ -1,0 +1,634 @@
+/*
+ * config: load, expand and validate the configuration.
+ *
+ * Expansion happens on the parsed tree, string by string, before any
+ * validation, so that validators see the values the daemon will use and
+ * every message can name the JSON path. Values are never quoted back in
+ * messages: after expansion any string may hold a secret.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest string after expansion. */
+#define CONF_EXPANDED_MAX (64u * 1024u)
+/* Longest JSON path we format. */
+#define CONF_PATH_MAX 256
+
+static const char *const top_keys[] = {"redis", "admin", "sources", "sinks", NULL};
+static const char *const redis_keys[] = {"url", "prefix", NULL};
+static const char *const admin_keys[] = {"listen", NULL};
+static const char *const source_common_keys[] = {
+    "name",      "provider",     "base_url", "auth",       "interval_s",       "timeout_s",
+    "page_size", "vanish_grace", "filters",  "status_map", "initial_snapshot", NULL};
+
+/* ---- ${VAR} expansion ---- */
+
+typedef struct strbuf {
+    char *buf;
+    size_t len, cap;
+} strbuf_t;
+
+static int sb_put(strbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > CONF_EXPANDED_MAX)
+        return -1;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *nb = realloc(b->buf, cap);
+        if (nb == NULL)
+            return -1;
+        b->buf = nb;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+    return 0;
+}
+
+static int valid_var_name(const char *s, size_t n)
+{
+    if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+char *conf_expand(const char *s, char *err, size_t errlen)
+{
+    strbuf_t b = {0};
+    const char *p = s;
+
+    if (sb_put(&b, "", 0) != 0)
+        goto nomem;
+    while (*p) {
+        if (p[0] == '$' && p[1] == '$' && p[2] == '{') {
+            if (sb_put(&b, "${", 2) != 0)
+                goto toolong;
+            p += 3;
+            continue;
+        }
+        if (p[0] != '$' || p[1] != '{') {
+            if (sb_put(&b, p, 1) != 0)
+                goto toolong;
+            p++;
+            continue;
+        }
+        const char *name = p + 2;
+        const char *close = strchr(name, '}');
+        if (close == NULL) {
+            snprintf(err, errlen, "unterminated ${ in string");
+            goto fail;
+        }
+        const char *sep = strstr(name, ":-");
+        size_t namelen = (sep && sep < close) ? (size_t)(sep - name) : (size_t)(close - name);
+        if (!valid_var_name(name, namelen)) {
+            snprintf(err, errlen, "invalid variable reference ${%.*s}", (int)(close - name), name);
+            goto fail;
+        }
+        char var[256];
+        if (namelen >= sizeof(var)) {
+            snprintf(err, errlen, "variable name too long");
+            goto fail;
+        }
+        memcpy(var, name, namelen);
+        var[namelen] = '\0';
+        const char *val = getenv(var);
+        if (val == NULL) {
+            if (sep && sep < close) {
+                if (sb_put(&b, sep + 2, (size_t)(close - sep - 2)) != 0)
+                    goto toolong;
+            } else {
+                snprintf(err, errlen, "environment variable %s is not set (and no ${%s:-default})",
+                         var, var);
+                goto fail;
+            }
+        } else if (sb_put(&b, val, strlen(val)) != 0) {
+            goto toolong;
+        }
+        p = close + 1;
+    }
+    return b.buf;
+toolong:
+    snprintf(err, errlen, "string longer than %u bytes after expansion", CONF_EXPANDED_MAX);
+    goto fail;
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    free(b.buf);
+    return NULL;
+}
+
+static void path_key(char *out, size_t n, const char *parent, const char *key)
+{
+    snprintf(out, n, "%s%s%s", parent, *parent ? "." : "", key);
+}
+
+static void path_index(char *out, size_t n, const char *parent, size_t i)
+{
+    snprintf(out, n, "%s[%zu]", parent, i);
+}
+
+/* Replaces every string in the tree by its expansion; reports failures. */
+static void expand_tree(cJSON *node, const char *path, sink_errors_t *errs)
+{
+    char sub[CONF_PATH_MAX];
+    size_t i = 0;
+
+    if (cJSON_IsString(node)) {
+        char err[256];
+        char *v = conf_expand(node->valuestring, err, sizeof(err));
+        if (v == NULL) {
+            sink_errors_add(errs, path, "%s", err);
+            return;
+        }
+        /* cJSON has no setter that takes ownership; swap the pointer. */
+        cJSON_free(node->valuestring);
+        node->valuestring = v;
+        return;
+    }
+    for (cJSON *c = node->child; c; c = c->next, i++) {
+        if (cJSON_IsObject(node))
+            path_key(sub, sizeof(sub), path, c->string ? c->string : "");
+        else
+            path_index(sub, sizeof(sub), path, i);
+        expand_tree(c, sub, errs);
+    }
+}
+
+/* ---- helpers ---- */
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CONF_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_http_url(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > CONF_URL_MAX)
+        return 0;
+    const char *rest;
+    if (strncmp(s, "http://", 7) == 0)
+        rest = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        rest = s + 8;
+    else
+        return 0;
+    if (*rest == '\0' || *rest == '/')
+        return 0;
+    for (const char *p = s; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == '?' || *p == '#')
+            return 0;
+    }
+    return 1;
+}
+
+/* Accepts host:port with a numeric port. */
+static int valid_listen(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s)
+        return 0;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return *end == '\0' && errno == 0 && port >= 0 && port <= 65535 && colon[1] != '\0';
+}
+
+/* ---- sources ---- */
+
+static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, const char *path,
+                         sink_errors_t *errs)
+{
+    const char *name = NULL, *provider = NULL, *base_url = NULL, *initial = NULL;
+    long long v;
+    char sub[CONF_PATH_MAX];
+
+    if (!cJSON_IsObject(obj)) {
+        sink_errors_add(errs, path, "expected an object");
+        return;
+    }
+    if (sink_conf_string(obj, path, "name", true, NULL, &name, errs) == 0 && name &&
+        !valid_name(name))
+        sink_errors_add(errs, path, "name: expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
+    src->name = xstrdup(name);
+
+    if (sink_conf_string(obj, path, "provider", true, NULL, &provider, errs) == 0 && provider) {
+        src->provider = provider_find(provider);
+        if (src->provider == NULL) {
+            char known[256] = "";
+            for (size_t i = 0; provider_all[i]; i++) {
+                strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
+                strncat(known, provider_all[i]->name, sizeof(known) - strlen(known) - 1);
+            }
+            path_key(sub, sizeof(sub), path, "provider");
+            sink_errors_add(errs, sub, "unknown provider \"%s\", expected one of: %s", provider,
+                            known);
+        }
+    }
+
+    /* Unknown keys: the common ones plus what the provider adds. */
+    const char *allowed[64];
+    size_t na = 0;
+    for (size_t i = 0; source_common_keys[i]; i++)
+        allowed[na++] = source_common_keys[i];
+    if (src->provider && src->provider->keys) {
+        for (size_t i = 0; src->provider->keys[i] && na < 63; i++)
+            allowed[na++] = src->provider->keys[i];
+    }
+    allowed[na] = NULL;
+    if (cJSON_IsObject(obj))
+        sink_conf_check_keys(obj, path, allowed, errs);
+
+    if (sink_conf_string(obj, path, "base_url", true, NULL, &base_url, errs) == 0 && base_url) {
+        if (!valid_http_url(base_url)) {
+            path_key(sub, sizeof(sub), path, "base_url");
+            sink_errors_add(errs, sub,
+                            "expected an http:// or https:// URL with a host, without query or "
+                            "fragment, at most %d bytes",
+                            CONF_URL_MAX);
+        } else {
+            src->base_url = xstrdup(base_url);
+            size_t n = strlen(src->base_url);
+            while (n > 0 && src->base_url[n - 1] == '/')
+                src->base_url[--n] = '\0';
+        }
+    }
+    if (sink_conf_int(obj, path, "interval_s", false, CONF_DEFAULT_INTERVAL_S, 1, 86400, &v,
+                      errs) == 0)
+        src->interval_s = (int)v;
+    if (sink_conf_int(obj, path, "timeout_s", false, CONF_DEFAULT_TIMEOUT_S, 1, 300, &v, errs) == 0)
+        src->timeout_s = (int)v;
+    if (sink_conf_int(obj, path, "vanish_grace", false, CONF_DEFAULT_VANISH_GRACE, 1,
+                      DIFF_MAX_GRACE, &v, errs) == 0)
+        src->vanish_grace = (unsigned)v;
+    if (src->provider) {
+        if (sink_conf_int(obj, path, "page_size", false, src->provider->default_page_size, 1,
+                          src->provider->max_page_size, &v, errs) == 0)
+            src->page_size = (int)v;
+    }
+    if (sink_conf_string(obj, path, "initial_snapshot", false, "baseline", &initial, errs) == 0 &&
+        initial) {
+        if (strcmp(initial, "emit") == 0) {
+            src->initial_emit = true;
+        } else if (strcmp(initial, "baseline") != 0) {
+            path_key(sub, sizeof(sub), path, "initial_snapshot");
+            sink_errors_add(errs, sub, "expected \"baseline\" or \"emit\"");
+        }
+    }
+
+    const cJSON *smap = cJSON_GetObjectItemCaseSensitive(obj, "status_map");
+    path_key(sub, sizeof(sub), path, "status_map");
+    if (smap && !cJSON_IsObject(smap)) {
+        sink_errors_add(errs, sub, "expected an object of raw status -> state");
+        smap = NULL;
+    }
+    int smap_ok = 1;
+    for (const cJSON *e = smap ? smap->child : NULL; e; e = e->next) {
+        diff_state_t st;
+        char epath[CONF_PATH_MAX];
+        path_key(epath, sizeof(epath), sub, e->string);
+        if (!cJSON_IsString(e) || diff_state_parse(e->valuestring, &st) != 0) {
+            sink_errors_add(errs, epath, "expected one of pending, active, completed, cancelled");
+            smap_ok = 0;
+        } else if (e->string[0] == '\0' || strlen(e->string) > DIFF_STATUS_MAX) {
+            sink_errors_add(errs, epath, "raw status must be 1..%d bytes", DIFF_STATUS_MAX);
+            smap_ok = 0;
+        }
+    }
+    if (src->provider) {
+        src->pconf = src->provider->configure(obj, path, errs);
+        if (smap_ok) {
+            src->status_map = provider_status_map(src->provider, smap);
+            if (src->status_map == NULL)
+                sink_errors_add(errs, sub, "out of memory");
+        }
+    }
+    (void)conf;
+}
+
+/* ---- sinks ---- */
+
+static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const char *path,
+                       sink_errors_t *errs)
+{
+    const char *name = NULL, *type = NULL;
+    char sub[CONF_PATH_MAX];
+
+    if (!cJSON_IsObject(obj)) {
+        sink_errors_add(errs, path, "expected an object");
+        return;
+    }
+    if (sink_conf_string(obj, path, "name", true, NULL, &name, errs) == 0 && name &&
+        !valid_name(name))
+        sink_errors_add(errs, path, "name: expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
+    sk->name = xstrdup(name);
+    if (sink_conf_string(obj, path, "type", true, NULL, &type, errs) == 0 && type) {
+        sk->type = sink_type_find(type);
+        if (sk->type == NULL) {
+            char known[256] = "";
+            for (size_t i = 0; sink_builtin_types[i]; i++) {
+                strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
+                strncat(known, sink_builtin_types[i]->name, sizeof(known) - strlen(known) - 1);
+            }
+            path_key(sub, sizeof(sub), path, "type");
+            sink_errors_add(errs, sub, "unknown sink type \"%s\", expected one of: %s", type,
+                            known);
+        }
+    }
+
+    const cJSON *events = cJSON_GetObjectItemCaseSensitive(obj, "events");
+    path_key(sub, sizeof(sub), path, "events");
+    if (events == NULL) {
+        sk->events = (1u << DIFF_EV_COUNT) - 1;
+    } else if (!cJSON_IsArray(events) || cJSON_GetArraySize(events) == 0) {
+        sink_errors_add(errs, sub, "expected a non-empty array of started, completed, cancelled");
+    } else {
+        size_t i = 0;
+        for (const cJSON *e = events->child; e; e = e->next, i++) {
+            int t = -1;
+            for (int k = 0; k < DIFF_EV_COUNT && cJSON_IsString(e); k++) {
+                if (strcmp(e->valuestring, diff_event_type_short((diff_event_type_t)k)) == 0)
+                    t = k;
+            }
+            if (t < 0) {
+                char ep[CONF_PATH_MAX];
+                path_index(ep, sizeof(ep), sub, i);
+                sink_errors_add(errs, ep, "expected one of started, completed, cancelled");
+            } else {
+                sk->events |= 1u << t;
+            }
+        }
+    }
+
+    const cJSON *sources = cJSON_GetObjectItemCaseSensitive(obj, "sources");
+    path_key(sub, sizeof(sub), path, "sources");
+    if (sources != NULL) {
+        if (!cJSON_IsArray(sources) || cJSON_GetArraySize(sources) == 0) {
+            sink_errors_add(errs, sub, "expected a non-empty array of source names");
+        } else {
+            size_t n = (size_t)cJSON_GetArraySize(sources), i = 0;
+            sk->sources = calloc(n, sizeof(char *));
+            for (const cJSON *e = sources->child; e && sk->sources; e = e->next, i++) {
+                char ep[CONF_PATH_MAX];
+                path_index(ep, sizeof(ep), sub, i);
+                if (!cJSON_IsString(e)) {
+                    sink_errors_add(errs, ep, "expected a source name");
+                    continue;
+                }
+                if (conf_find_source(conf, e->valuestring) == NULL)
+                    sink_errors_add(errs, ep, "no source named \"%s\"", e->valuestring);
+                sk->sources[sk->nsources++] = xstrdup(e->valuestring);
+            }
+        }
+    }
+    if (sk->type) {
+        sk->type->validate(obj, path, errs);
+        sk->json = cJSON_Duplicate(obj, 1);
+    }
+}
+
+/* ---- the whole file ---- */
+
+static void check_unique(const char *what, const char *path, char **names, size_t n,
+                         sink_errors_t *errs)
+{
+    char sub[CONF_PATH_MAX];
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (names[i] && names[j] && strcmp(names[i], names[j]) == 0) {
+                path_index(sub, sizeof(sub), path, i);
+                sink_errors_add(errs, sub, "duplicate %s name \"%s\" (also %s[%zu])", what,
+                                names[i], path, j);
+            }
+        }
+    }
+}
+
+conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t *errs)
+{
+    conf_t *conf = NULL;
+    cJSON *root = NULL, *empty = NULL;
+    const char *s;
+    size_t start_count = errs->count;
+
+    root = cJSON_ParseWithLength(text, len);
+    if (root == NULL) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t off = (at && at >= text && at <= text + len) ? (size_t)(at - text) : 0;
+        size_t line = 1;
+        for (size_t i = 0; i < off; i++)
+            line += text[i] == '\n';
+        sink_errors_add(errs, "$", "invalid JSON near line %zu (byte %zu)", line, off);
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        sink_errors_add(errs, "$", "expected a JSON object at the top");
+        goto out;
+    }
+    expand_tree(root, "", errs);
+
+    conf = calloc(1, sizeof(*conf));
+    if (conf == NULL)
+        goto out;
+    conf->path = xstrdup(path);
+    sink_conf_check_keys(root, "", top_keys, errs);
+    /* Absent sections read as empty objects, so that defaults apply. */
+    empty = cJSON_CreateObject();
+    if (empty == NULL)
+        goto out;
+
+    const cJSON *redis = cJSON_GetObjectItemCaseSensitive(root, "redis");
+    if (redis && !cJSON_IsObject(redis)) {
+        sink_errors_add(errs, "redis", "expected an object");
+        redis = NULL;
+    }
+    if (redis)
+        sink_conf_check_keys(redis, "redis", redis_keys, errs);
+    else
+        redis = empty;
+    if (sink_conf_string(redis, "redis", "url", false, CONF_DEFAULT_REDIS_URL, &s, errs) == 0) {
+        if (strncmp(s, "redis://", 8) != 0 || strlen(s) > CONF_URL_MAX)
+            sink_errors_add(errs, "redis.url", "expected redis://[:password@]host[:port][/db]");
+        conf->redis_url = xstrdup(s);
+    }
+    if (sink_conf_string(redis, "redis", "prefix", false, CONF_DEFAULT_PREFIX, &s, errs) == 0) {
+        int ok = strlen(s) >= 1 && strlen(s) <= 64;
+        for (const char *p = s; *p; p++)
+            ok = ok && (unsigned char)*p > 0x20 && *p != 0x7f;
+        if (!ok)
+            sink_errors_add(errs, "redis.prefix", "expected 1..64 printable characters, no spaces");
+        conf->redis_prefix = xstrdup(s);
+    }
+
+    const cJSON *admin = cJSON_GetObjectItemCaseSensitive(root, "admin");
+    if (admin && !cJSON_IsObject(admin)) {
+        sink_errors_add(errs, "admin", "expected an object");
+        admin = NULL;
+    }
+    if (admin)
+        sink_conf_check_keys(admin, "admin", admin_keys, errs);
+    else
+        admin = empty;
+    if (sink_conf_string(admin, "admin", "listen", false, CONF_DEFAULT_ADMIN, &s, errs) == 0) {
+        if (!valid_listen(s))
+            sink_errors_add(errs, "admin.listen", "expected host:port");
+        conf->admin_listen = xstrdup(s);
+    }
+
+    const cJSON *sources = cJSON_GetObjectItemCaseSensitive(root, "sources");
+    if (!cJSON_IsArray(sources) || cJSON_GetArraySize(sources) == 0) {
+        sink_errors_add(errs, "sources", "required, expected a non-empty array of sources");
+    } else {
+        size_t n = (size_t)cJSON_GetArraySize(sources), i = 0;
+        conf->sources = calloc(n, sizeof(conf_source_t));
+        if (conf->sources == NULL)
+            goto out;
+        char sub[CONF_PATH_MAX];
+        for (const cJSON *e = sources->child; e; e = e->next, i++) {
+            path_index(sub, sizeof(sub), "sources", i);
+            parse_source(conf, &conf->sources[i], e, sub, errs);
+            conf->nsources++;
+        }
+        char **names = calloc(n, sizeof(char *));
+        for (i = 0; names && i < n; i++)
+            names[i] = conf->sources[i].name;
+        if (names)
+            check_unique("source", "sources", names, n, errs);
+        free(names);
+    }
+
+    const cJSON *sinks = cJSON_GetObjectItemCaseSensitive(root, "sinks");
+    if (!cJSON_IsArray(sinks) || cJSON_GetArraySize(sinks) == 0) {
+        sink_errors_add(errs, "sinks", "required, expected a non-empty array of sinks");
+    } else {
+        size_t n = (size_t)cJSON_GetArraySize(sinks), i = 0;
+        conf->sinks = calloc(n, sizeof(conf_sink_t));
+        if (conf->sinks == NULL)
+            goto out;
+        char sub[CONF_PATH_MAX];
+        for (const cJSON *e = sinks->child; e; e = e->next, i++) {
+            path_index(sub, sizeof(sub), "sinks", i);
+            parse_sink(conf, &conf->sinks[i], e, sub, errs);
+            conf->nsinks++;
+        }
+        char **names = calloc(n, sizeof(char *));
+        for (i = 0; names && i < n; i++)
+            names[i] = conf->sinks[i].name;
+        if (names)
+            check_unique("sink", "sinks", names, n, errs);
+        free(names);
+    }
+
+out:
+    cJSON_Delete(empty);
+    cJSON_Delete(root);
+    if (conf == NULL && errs->count == start_count)
+        sink_errors_add(errs, "$", "out of memory");
+    if (errs->count != start_count) {
+        conf_free(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+conf_t *conf_load(const char *path, sink_errors_t *errs)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        sink_errors_add(errs, "$", "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(CONF_MAX_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, CONF_MAX_BYTES + 1, f) : 0;
+    int rerr = ferror(f);
+    fclose(f);
+    if (buf == NULL || rerr) {
+        sink_errors_add(errs, "$", "cannot read the file");
+        free(buf);
+        return NULL;
+    }
+    if (n > CONF_MAX_BYTES) {
+        sink_errors_add(errs, "$", "larger than %u bytes", CONF_MAX_BYTES);
+        free(buf);
+        return NULL;
+    }
+    conf_t *conf = conf_parse(buf, n, path, errs);
+    free(buf);
+    return conf;
+}
+
+void conf_free(conf_t *conf)
+{
+    if (conf == NULL)
+        return;
+    for (size_t i = 0; i < conf->nsources; i++) {
+        conf_source_t *s = &conf->sources[i];
+        if (s->provider && s->pconf)
+            s->provider->free_config(s->pconf);
+        diff_status_map_free(s->status_map);
+        free(s->name);
+        free(s->base_url);
+    }
+    for (size_t i = 0; i < conf->nsinks; i++) {
+        conf_sink_t *k = &conf->sinks[i];
+        for (size_t j = 0; j < k->nsources; j++)
+            free(k->sources[j]);
+        free(k->sources);
+        cJSON_Delete(k->json);
+        free(k->name);
+    }
+    free(conf->sources);
+    free(conf->sinks);
+    free(conf->path);
+    free(conf->redis_url);
+    free(conf->redis_prefix);
+    free(conf->admin_listen);
+    free(conf);
+}
+
+const conf_source_t *conf_find_source(const conf_t *conf, const char *name)
+{
+    for (size_t i = 0; i < conf->nsources; i++) {
+        if (conf->sources[i].name && strcmp(conf->sources[i].name, name) == 0)
+            return &conf->sources[i];
+    }
+    return NULL;
+}
+
+int conf_sink_routes(const conf_sink_t *sink, const char *source, diff_event_type_t type)
+{
+    if (!(sink->events & (1u << type)))
+        return 0;
+    if (sink->sources == NULL)
+        return 1;
+    for (size_t i = 0; i < sink->nsources; i++) {
+        if (sink->sources[i] && strcmp(sink->sources[i], source) == 0)
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,72 @@
+/*
+ * event: CloudEvents 1.0, JSON structured mode. The provider's record is
+ * attached by reference, not copied: it is owned by the diff cycle.
+ */
+#include "event.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN])
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, EVENT_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, EVENT_TIME_LEN - n, ".%03dZ", (int)(unix_ms % 1000));
+}
+
+static cJSON *string_or_null(const char *s)
+{
+    return s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
+                   int64_t observed_ms, size_t *len)
+{
+    char ce_source[128], when[EVENT_TIME_LEN];
+    char *out = NULL;
+    cJSON *ce = cJSON_CreateObject();
+    cJSON *data = cJSON_CreateObject();
+    const char *prev_state = diff_state_name(ev->previous_state);
+
+    if (ce == NULL || data == NULL)
+        goto out;
+    snprintf(ce_source, sizeof(ce_source), "session-bridge/%s", source);
+    event_format_time(observed_ms, when);
+    cJSON_AddStringToObject(ce, "specversion", "1.0");
+    cJSON_AddStringToObject(ce, "id", ev->id);
+    cJSON_AddStringToObject(ce, "source", ce_source);
+    cJSON_AddStringToObject(ce, "type", diff_event_type_name(ev->type));
+    cJSON_AddStringToObject(ce, "subject", ev->session_id);
+    cJSON_AddStringToObject(ce, "time", when);
+    cJSON_AddStringToObject(ce, "datacontenttype", "application/json");
+    cJSON_AddItemToObject(ce, "data", data);
+
+    cJSON_AddStringToObject(data, "source", source);
+    cJSON_AddStringToObject(data, "provider", provider);
+    cJSON_AddStringToObject(data, "session_id", ev->session_id);
+    cJSON_AddStringToObject(data, "state", diff_state_name(ev->state));
+    cJSON_AddItemToObject(data, "previous_state", string_or_null(prev_state));
+    cJSON_AddItemToObject(data, "status", string_or_null(ev->status));
+    cJSON_AddItemToObject(data, "previous_status", string_or_null(ev->previous_status));
+    cJSON_AddStringToObject(data, "reason", diff_reason_name(ev->reason));
+    cJSON_AddBoolToObject(data, "synthesized", ev->synthesized);
+    if (ev->record)
+        cJSON_AddItemReferenceToObject(data, "session", (cJSON *)ev->record);
+    else
+        cJSON_AddNullToObject(data, "session");
+
+    out = cJSON_PrintUnformatted(ce);
+    if (out && len)
+        *len = strlen(out);
+out:
+    if (ce)
+        cJSON_Delete(ce); /* frees data too, and not the referenced record */
+    else
+        cJSON_Delete(data);
+    return out;
+}

@@ -1,0 +1,25 @@
+/*
+ * event: a diff event as the CloudEvent 1.0 of CONTRACT §6.
+ */
+#ifndef SB_EVENT_H
+#define SB_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "diff.h"
+
+/* RFC 3339 UTC with milliseconds: "2026-11-23T10:00:00.123Z" and a NUL. */
+#define EVENT_TIME_LEN 25
+
+void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN]);
+
+/*
+ * Encodes ev observed at observed_ms from the named source and provider.
+ * Returns the JSON text (malloc'd, owned by the caller; *len set) or NULL
+ * on ENOMEM.
+ */
+char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
+                   int64_t observed_ms, size_t *len);
+
+#endif /* SB_EVENT_H */

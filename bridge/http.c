@@ -1,0 +1,319 @@
+/*
+ * http: libcurl easy handle per client, reused across requests so that the
+ * connection to a provider is kept alive between pages and cycles.
+ */
+#include "http.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/rand.h>
+
+const http_retry_policy_t http_default_retry = {
+    .max_attempts = 4,
+    .base_delay_s = 0.5,
+    .max_delay_s = 30.0,
+    .max_retry_after_s = 120.0,
+};
+
+struct http_client {
+    CURL *curl;
+    http_options_t opt;
+    char errbuf[CURL_ERROR_SIZE];
+    /* The response being received, during http_get() only. */
+    http_response_t *resp;
+    size_t cap;
+    int too_large;
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
+{
+    http_client_t *c = opaque;
+    http_response_t *r = c->resp;
+    size_t n = size * nmemb;
+
+    if (r->len + n > c->opt.max_body) {
+        c->too_large = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (r->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 16384;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        char *nb = realloc(r->body, cap);
+        if (nb == NULL)
+            return 0;
+        r->body = nb;
+        c->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
+{
+    http_client_t *c = opaque;
+    http_response_t *r = c->resp;
+    size_t n = size * nmemb;
+
+    /* A new status line (redirect or 100-continue) starts a new header set. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        r->nheaders = 0;
+        r->retry_after_s = -1;
+        return n;
+    }
+    const char *colon = memchr(data, ':', n);
+    if (colon == NULL || r->nheaders >= HTTP_MAX_HEADERS)
+        return n;
+    size_t nl = (size_t)(colon - data);
+    const char *v = colon + 1;
+    size_t vl = n - nl - 1;
+    while (vl > 0 && (*v == ' ' || *v == '\t'))
+        v++, vl--;
+    while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+        vl--;
+    if (nl == 0 || nl >= sizeof(r->headers[0].name) || vl >= sizeof(r->headers[0].value))
+        return n;
+    if (r->headers == NULL) {
+        r->headers = calloc(HTTP_MAX_HEADERS, sizeof(http_header_t));
+        if (r->headers == NULL)
+            return n;
+    }
+    http_header_t *h = &r->headers[r->nheaders++];
+    memcpy(h->name, data, nl);
+    h->name[nl] = '\0';
+    memcpy(h->value, v, vl);
+    h->value[vl] = '\0';
+    if (strcasecmp(h->name, "Retry-After") == 0) {
+        char *end;
+        double secs = strtod(h->value, &end);
+        if (end != h->value && *end == '\0' && secs >= 0) {
+            r->retry_after_s = secs;
+        } else {
+            /* An HTTP-date: curl parses it for us. */
+            time_t when = curl_getdate(h->value, NULL);
+            if (when > 0) {
+                double d = difftime(when, time(NULL));
+                r->retry_after_s = d > 0 ? d : 0;
+            }
+        }
+    }
+    return n;
+}
+
+http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errlen)
+{
+    http_client_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->opt = *opt;
+    if (c->opt.max_body == 0)
+        c->opt.max_body = HTTP_DEFAULT_MAX_BODY;
+    c->curl = curl_easy_init();
+    if (c->curl == NULL) {
+        snprintf(err, errlen, "curl_easy_init failed");
+        free(c);
+        return NULL;
+    }
+    CURL *h = c->curl;
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->opt.timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     c->opt.connect_timeout_ms ? c->opt.connect_timeout_ms : c->opt.timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* A redirect could carry our credentials to another host: refuse it. */
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->opt.max_body);
+    curl_easy_setopt(h, CURLOPT_USERAGENT,
+                     c->opt.user_agent ? c->opt.user_agent : "session-bridge/" SB_VERSION);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    return c;
+}
+
+void http_client_free(http_client_t *c)
+{
+    if (c == NULL)
+        return;
+    curl_easy_cleanup(c->curl);
+    free(c);
+}
+
+void http_response_reset(http_response_t *r)
+{
+    free(r->body);
+    free(r->headers);
+    memset(r, 0, sizeof(*r));
+    r->retry_after_s = -1;
+}
+
+const char *http_response_header(const http_response_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    }
+    return NULL;
+}
+
+int http_get(http_client_t *c, const char *url, const char *const *headers, size_t nheaders,
+             http_response_t *resp, char *err, size_t errlen)
+{
+    struct curl_slist *hl = NULL;
+    int rc = -1;
+
+    http_response_reset(resp);
+    c->resp = resp;
+    c->cap = 0;
+    c->too_large = 0;
+    c->errbuf[0] = '\0';
+    for (size_t i = 0; i < nheaders; i++) {
+        struct curl_slist *n = curl_slist_append(hl, headers[i]);
+        if (n == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        hl = n;
+    }
+    curl_easy_setopt(c->curl, CURLOPT_URL, url);
+    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
+    CURLcode cc = curl_easy_perform(c->curl);
+    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (c->too_large || cc == CURLE_FILESIZE_EXCEEDED) {
+        snprintf(err, errlen, "response body larger than %zu bytes", c->opt.max_body);
+        goto out;
+    }
+    if (cc != CURLE_OK) {
+        /* curl's message may quote the URL; ours never shows the query. */
+        snprintf(err, errlen, "%s", curl_easy_strerror(cc));
+        goto out;
+    }
+    rc = 0;
+out:
+    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hl);
+    c->resp = NULL;
+    if (rc != 0) {
+        free(resp->body);
+        resp->body = NULL;
+        resp->len = 0;
+    }
+    return rc;
+}
+
+int http_status_retryable(long status)
+{
+    return status == 429 || (status >= 500 && status <= 599);
+}
+
+double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retry_after_s,
+                          double rnd)
+{
+    double d = p->base_delay_s * ldexp(1.0, attempt > 1 ? attempt - 1 : 0);
+    if (d > p->max_delay_s)
+        d = p->max_delay_s;
+    d = d / 2 + d / 2 * rnd;
+    if (retry_after_s > d)
+        d = retry_after_s;
+    return d;
+}
+
+static double uniform01(void)
+{
+    uint32_t v;
+    if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+        v = (uint32_t)rand();
+    return (double)v / 4294967296.0;
+}
+
+/* Sleeps for secs, in slices, returning -1 early when *stop is set. */
+static int sleep_interruptible(double secs, volatile sig_atomic_t *stop)
+{
+    while (secs > 0) {
+        if (stop && *stop)
+            return -1;
+        double slice = secs < 0.1 ? secs : 0.1;
+        struct timespec ts = {.tv_sec = (time_t)slice,
+                              .tv_nsec = (long)((slice - (double)(time_t)slice) * 1e9)};
+        nanosleep(&ts, NULL);
+        secs -= slice;
+    }
+    return stop && *stop ? -1 : 0;
+}
+
+int http_get_retry(http_client_t *c, const http_retry_policy_t *p, const char *url,
+                   const char *const *headers, size_t nheaders, volatile sig_atomic_t *stop,
+                   http_response_t *resp, int *attempts_out, char *err, size_t errlen)
+{
+    int attempt;
+    for (attempt = 1;; attempt++) {
+        char terr[256];
+        int retryable;
+        if (http_get(c, url, headers, nheaders, resp, terr, sizeof(terr)) != 0) {
+            snprintf(err, errlen, "%s", terr);
+            retryable = 1;
+        } else if (resp->status >= 200 && resp->status <= 299) {
+            break;
+        } else {
+            snprintf(err, errlen, "HTTP status %ld", resp->status);
+            retryable = http_status_retryable(resp->status);
+        }
+        if (!retryable || attempt >= p->max_attempts)
+            goto fail;
+        if (resp->retry_after_s > p->max_retry_after_s) {
+            snprintf(err, errlen, "HTTP status %ld with Retry-After %.0f s (over %.0f s)",
+                     resp->status, resp->retry_after_s, p->max_retry_after_s);
+            goto fail;
+        }
+        double delay = http_backoff_delay(p, attempt, resp->retry_after_s, uniform01());
+        if (sleep_interruptible(delay, stop) != 0) {
+            snprintf(err, errlen, "interrupted by shutdown");
+            goto fail;
+        }
+    }
+    if (attempts_out)
+        *attempts_out = attempt;
+    return 0;
+fail:
+    if (attempts_out)
+        *attempts_out = attempt;
+    return -1;
+}
+
+int http_url_encode(const char *s, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
+        if (o + (keep ? 1 : 3) + 1 > outlen)
+            return -1;
+        if (keep) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    if (o + 1 > outlen)
+        return -1;
+    out[o] = '\0';
+    return 0;
+}

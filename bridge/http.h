@@ -1,0 +1,98 @@
+/*
+ * http: the pollers' HTTP client (libcurl easy handle per source, so that
+ * connections are kept alive between pages and cycles).
+ *
+ * Every response is bounded: the body by max_body, the headers by count and
+ * size. Retries live here too, so that every provider gets the same polite
+ * behaviour: bounded attempts, exponential backoff with jitter, Retry-After.
+ */
+#ifndef SB_HTTP_H
+#define SB_HTTP_H
+
+#include <signal.h>
+#include <stddef.h>
+
+/* Response headers kept per response; further ones are dropped. */
+#define HTTP_MAX_HEADERS 64
+/* Longest header line kept; longer ones are dropped. */
+#define HTTP_HEADER_MAX 1024
+/* Default bound of a response body: a page of 1,000 rich records fits. */
+#define HTTP_DEFAULT_MAX_BODY (16u * 1024u * 1024u)
+/* Request headers a caller may pass. */
+#define HTTP_MAX_REQUEST_HEADERS 8
+
+typedef struct http_header {
+    char name[128];
+    char value[HTTP_HEADER_MAX];
+} http_header_t;
+
+typedef struct http_response {
+    long status; /* HTTP status, 0 when no response */
+    char *body;  /* NUL-terminated, owned; NULL when empty */
+    size_t len;  /* body length */
+    http_header_t *headers;
+    size_t nheaders;
+    double retry_after_s; /* from Retry-After, -1 when absent */
+} http_response_t;
+
+typedef struct http_client http_client_t;
+
+typedef struct http_options {
+    long timeout_ms; /* whole request */
+    long connect_timeout_ms;
+    size_t max_body;
+    const char *user_agent; /* borrowed */
+} http_options_t;
+
+http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errlen);
+void http_client_free(http_client_t *c);
+
+/* Frees what a response holds and resets it to empty. */
+void http_response_reset(http_response_t *r);
+/* Case-insensitive header lookup; NULL when absent. */
+const char *http_response_header(const http_response_t *r, const char *name);
+
+/*
+ * One GET. headers are "Name: value" lines (they may carry credentials: they
+ * are never logged). On 0, resp holds the answer, whatever its status. On -1
+ * (transport failure, timeout, body over max_body) err says why, without the
+ * URL's query string.
+ */
+int http_get(http_client_t *c, const char *url, const char *const *headers, size_t nheaders,
+             http_response_t *resp, char *err, size_t errlen);
+
+typedef struct http_retry_policy {
+    int max_attempts;         /* >= 1 */
+    double base_delay_s;      /* first backoff */
+    double max_delay_s;       /* cap of one backoff */
+    double max_retry_after_s; /* a longer Retry-After fails at once */
+} http_retry_policy_t;
+
+extern const http_retry_policy_t http_default_retry;
+
+/* 1 when status deserves a retry (429, 5xx), 0 otherwise. */
+int http_status_retryable(long status);
+
+/*
+ * Delay before retry number attempt (1-based) after a response with
+ * retry_after_s (-1 when none): exponential with full jitter in
+ * [d/2, d], d = min(max_delay, base * 2^(attempt-1)), raised to
+ * Retry-After when that is larger. rnd is a uniform sample in [0, 1).
+ */
+double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retry_after_s,
+                          double rnd);
+
+/*
+ * GET with retries on transport errors, 429 and 5xx. Returns 0 with a 2xx
+ * response in resp, or -1 with err (the last failure). Sleeps between
+ * attempts, waking early and failing when *stop becomes non-zero (stop may
+ * be NULL). *attempts_out (may be NULL) receives the attempts made.
+ */
+int http_get_retry(http_client_t *c, const http_retry_policy_t *p, const char *url,
+                   const char *const *headers, size_t nheaders, volatile sig_atomic_t *stop,
+                   http_response_t *resp, int *attempts_out, char *err, size_t errlen);
+
+/* Percent-encodes s (RFC 3986 unreserved kept) into out; -1 if it does not fit. */
+int http_url_encode(const char *s, char *out, size_t outlen);
+
+#endif /* SB_HTTP_H */

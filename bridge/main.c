@@ -1,0 +1,208 @@
+/*
+ * session-bridge: the command line of CONTRACT §2.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+
+/* sysexits.h: EX_USAGE is 64, but the contract says 2 for usage errors. */
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define EXIT_CONFIG 78
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "session-bridge %s: lifecycle events from \"list sessions\" APIs\n"
+        "\n"
+        "Usage:\n"
+        "  session-bridge run   -c FILE                  poll every source until SIGTERM/SIGINT\n"
+        "  session-bridge once  -c FILE [--source NAME]  one cycle per source, then exit\n"
+        "  session-bridge check -c FILE                  validate the configuration\n"
+        "  session-bridge version\n"
+        "\n"
+        "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
+        "source), 2 usage error, 78 configuration error.\n"
+        "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info). Strings in\n"
+        "the configuration may use ${VAR} and ${VAR:-default}.\n",
+        SB_VERSION);
+}
+
+typedef struct args {
+    const char *cmd;
+    const char *config;
+    const char *source;
+} args_t;
+
+static int parse_args(int argc, char **argv, args_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (argc < 2)
+        return -1;
+    a->cmd = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i];
+        if ((strcmp(o, "-c") == 0 || strcmp(o, "--config") == 0) && i + 1 < argc) {
+            a->config = argv[++i];
+        } else if (strncmp(o, "--config=", 9) == 0) {
+            a->config = o + 9;
+        } else if (strcmp(o, "--source") == 0 && i + 1 < argc) {
+            a->source = argv[++i];
+        } else if (strncmp(o, "--source=", 9) == 0) {
+            a->source = o + 9;
+        } else {
+            fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", o);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Prints every configuration problem as FILE: PATH: MESSAGE. */
+static void print_conf_errors(const char *path, const sink_errors_t *errs, int as_log)
+{
+    size_t shown = errs->count < SINK_ERRORS_MAX ? errs->count : SINK_ERRORS_MAX;
+    for (size_t i = 0; i < shown; i++) {
+        if (as_log)
+            LOG_ERROR("configuration error", LF_S("file", path), LF_S("error", errs->msg[i]));
+        else
+            fprintf(stderr, "%s: %s\n", path, errs->msg[i]);
+    }
+    if (errs->count > shown && !as_log)
+        fprintf(stderr, "%s: ... and %zu more\n", path, errs->count - shown);
+}
+
+static int cmd_check(const args_t *a)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    if (errs == NULL)
+        return EXIT_RUNTIME;
+    conf_t *conf = conf_load(a->config, errs);
+    if (conf == NULL) {
+        print_conf_errors(a->config, errs, 0);
+        fprintf(stderr, "%s: %zu problem%s\n", a->config, errs->count, errs->count == 1 ? "" : "s");
+        free(errs);
+        return EXIT_CONFIG;
+    }
+    printf("%s: OK (%zu source%s, %zu sink%s)\n", a->config, conf->nsources,
+           conf->nsources == 1 ? "" : "s", conf->nsinks, conf->nsinks == 1 ? "" : "s");
+    for (size_t i = 0; i < conf->nsources; i++)
+        printf("  source %-24s %-18s every %ds\n", conf->sources[i].name,
+               conf->sources[i].provider->name, conf->sources[i].interval_s);
+    for (size_t i = 0; i < conf->nsinks; i++)
+        printf("  sink   %-24s %s\n", conf->sinks[i].name, conf->sinks[i].type->name);
+    conf_free(conf);
+    free(errs);
+    return 0;
+}
+
+static int cmd_daemon(const args_t *a, int once)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    char err[512];
+    int rc = EXIT_RUNTIME;
+    engine_t *e = NULL;
+
+    if (errs == NULL)
+        return EXIT_RUNTIME;
+    conf_t *conf = conf_load(a->config, errs);
+    if (conf == NULL) {
+        print_conf_errors(a->config, errs, 1);
+        free(errs);
+        return EXIT_CONFIG;
+    }
+    free(errs);
+    if (a->source && conf_find_source(conf, a->source) == NULL) {
+        LOG_ERROR("no such source in the configuration", LF_S("source", a->source),
+                  LF_S("file", a->config));
+        conf_free(conf);
+        return EXIT_USAGE;
+    }
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    LOG_INFO("starting", LF_S("version", SB_VERSION), LF_S("mode", once ? "once" : "run"),
+             LF_S("config", a->config), LF_S("librdkafka", rd_kafka_version_str()));
+    e = engine_new(conf, &stop_requested, err, sizeof(err));
+    if (e == NULL) {
+        LOG_ERROR("cannot start", LF_S("error", err));
+        goto out;
+    }
+    if (once)
+        rc = engine_run_once(e, a->source) == 0 ? 0 : EXIT_RUNTIME;
+    else
+        rc = engine_run(e) == 0 ? 0 : EXIT_RUNTIME;
+out:
+    engine_free(e);
+    conf_free(conf);
+    LOG_INFO("exiting", LF_I("code", rc));
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    args_t a;
+
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+                      strcmp(argv[1], "help") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0)) {
+        printf("session-bridge %s (librdkafka %s, %s)\n", SB_VERSION, rd_kafka_version_str(),
+               curl_version());
+        return 0;
+    }
+    if (parse_args(argc, argv, &a) != 0) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    int is_run = strcmp(a.cmd, "run") == 0, is_once = strcmp(a.cmd, "once") == 0,
+        is_check = strcmp(a.cmd, "check") == 0;
+    if (!is_run && !is_once && !is_check) {
+        fprintf(stderr, "session-bridge: unknown command \"%s\"\n\n", a.cmd);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (a.config == NULL) {
+        fprintf(stderr, "session-bridge %s: -c FILE is required\n", a.cmd);
+        return EXIT_USAGE;
+    }
+    if (a.source && !is_once) {
+        fprintf(stderr, "session-bridge %s: --source only goes with once\n", a.cmd);
+        return EXIT_USAGE;
+    }
+    if (log_init_from_env() != 0) {
+        fprintf(stderr, "session-bridge: SB_LOG_LEVEL must be error, warn, info or debug\n");
+        return EXIT_USAGE;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "session-bridge: libcurl failed to initialise\n");
+        return EXIT_RUNTIME;
+    }
+    int rc = is_check ? cmd_check(&a) : cmd_daemon(&a, is_once);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,115 @@
+/*
+ * provider: the registry of adapters and what they share.
+ */
+#include "provider.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Nesting deeper than this in a provider's page is refused before parsing. */
+#define PROVIDER_MAX_JSON_DEPTH 64
+
+const provider_ops_t *const provider_all[] = {&provider_century, NULL};
+
+const provider_ops_t *provider_find(const char *name)
+{
+    for (size_t i = 0; provider_all[i]; i++) {
+        if (strcmp(provider_all[i]->name, name) == 0)
+            return provider_all[i];
+    }
+    return NULL;
+}
+
+diff_status_map_t *provider_status_map(const provider_ops_t *p, const cJSON *overrides)
+{
+    diff_status_map_t *m = diff_status_map_new();
+    if (m == NULL)
+        return NULL;
+    for (const provider_status_t *s = p->statuses; s && s->raw; s++) {
+        if (diff_status_map_set(m, s->raw, s->state) != 0)
+            goto fail;
+    }
+    for (const cJSON *e = overrides ? overrides->child : NULL; e; e = e->next) {
+        diff_state_t st;
+        if (!cJSON_IsString(e) || diff_state_parse(e->valuestring, &st) != 0 ||
+            diff_status_map_set(m, e->string, st) != 0)
+            goto fail;
+    }
+    return m;
+fail:
+    diff_status_map_free(m);
+    return NULL;
+}
+
+int provider_url_add(char *url, size_t urlsize, const char *name, const char *value)
+{
+    char enc_name[256], enc_value[2048];
+    if (http_url_encode(name, enc_name, sizeof(enc_name)) != 0 ||
+        http_url_encode(value, enc_value, sizeof(enc_value)) != 0)
+        return -1;
+    size_t len = strlen(url);
+    int n = snprintf(url + len, urlsize - len, "%c%s=%s", strchr(url, '?') ? '&' : '?', enc_name,
+                     enc_value);
+    if (n < 0 || (size_t)n >= urlsize - len) {
+        url[len] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * cJSON recurses once per nesting level; a hostile page of a million '['
+ * must not reach it. One pass over the bytes, skipping strings.
+ */
+static int json_depth_ok(const char *s, size_t len, int max)
+{
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max)
+                return 0;
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    return 1;
+}
+
+cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen)
+{
+    if (resp->body == NULL || resp->len == 0) {
+        snprintf(err, errlen, "empty body");
+        return NULL;
+    }
+    if (!json_depth_ok(resp->body, resp->len, PROVIDER_MAX_JSON_DEPTH)) {
+        snprintf(err, errlen, "JSON nested deeper than %d levels", PROVIDER_MAX_JSON_DEPTH);
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(resp->body, resp->len, &end, 0);
+    if (doc == NULL) {
+        size_t off = end ? (size_t)(end - resp->body) : 0;
+        snprintf(err, errlen, "malformed JSON at byte %zu of %zu", off, resp->len);
+        return NULL;
+    }
+    return doc;
+}
+
+int provider_add_header(provider_request_t *req, const char *name, const char *value)
+{
+    if (req->nheaders >= HTTP_MAX_REQUEST_HEADERS)
+        return -1;
+    int n = snprintf(req->headers[req->nheaders], sizeof(req->headers[0]), "%s: %s", name, value);
+    if (n < 0 || (size_t)n >= sizeof(req->headers[0]))
+        return -1;
+    req->nheaders++;
+    return 0;
+}

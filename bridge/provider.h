@@ -1,0 +1,106 @@
+/*
+ * provider: one adapter per "list sessions" API.
+ *
+ * An adapter is a request/response state machine: the engine asks it for
+ * the next request, performs it (with the shared retry policy), and hands
+ * back the response, from which the adapter extracts (id, raw status,
+ * record) triples. Adapters do no I/O themselves, so the same adapter runs
+ * under a blocking loop or an event loop, and its paging is unit-testable
+ * with canned responses.
+ */
+#ifndef SB_PROVIDER_H
+#define SB_PROVIDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "diff.h"
+#include "http.h"
+#include "sink.h"
+
+/* Longest request URL an adapter builds. */
+#define PROVIDER_URL_MAX 8192
+/* Pages one poll may fetch; a provider that never ends is cut off. */
+#define PROVIDER_MAX_PAGES 20000
+
+struct conf_source;
+
+typedef struct provider_request {
+    char url[PROVIDER_URL_MAX];
+    /* "Name: value" lines; they may hold credentials: never log them. */
+    char headers[HTTP_MAX_REQUEST_HEADERS][HTTP_HEADER_MAX];
+    size_t nheaders;
+    /* What a log line may show of the request: the endpoint, no query. */
+    char label[256];
+} provider_request_t;
+
+/*
+ * Receives one record of a page. record is borrowed for the call.
+ * Returns 0, or -1 with err to fail the page.
+ */
+typedef int (*provider_record_fn)(void *opaque, const char *session_id, const char *raw_status,
+                                  const cJSON *record, char *err, size_t errlen);
+
+typedef struct provider_status {
+    const char *raw;
+    diff_state_t state;
+} provider_status_t;
+
+typedef struct provider_ops {
+    const char *name;
+    /* Default status map (CONTRACT §5), terminated by {NULL, 0}. */
+    const provider_status_t *statuses;
+    /* Source keys this provider adds to the common ones, NULL-terminated. */
+    const char *const *keys;
+    int default_page_size;
+    int max_page_size;
+    /*
+     * Validates the provider's own keys of src (path is "sources[i]") and
+     * returns its parsed configuration, owned by the caller and released
+     * with free_config(); NULL after adding problems to errs.
+     */
+    void *(*configure)(const cJSON *src, const char *path, sink_errors_t *errs);
+    void (*free_config)(void *pconf);
+    /*
+     * Starts one poll at unix time now_s. Returns the poll state, owned by
+     * the caller and released with poll_free(); NULL on ENOMEM.
+     */
+    void *(*poll_begin)(const struct conf_source *src, int64_t now_s);
+    /*
+     * Fills req with the next request and returns 1, returns 0 when the
+     * poll is complete, or -1 with err.
+     */
+    int (*next_request)(void *poll, provider_request_t *req, char *err, size_t errlen);
+    /*
+     * Consumes the 2xx response to the last request, calling fn per record.
+     * Returns 0, or -1 with err when the page is malformed.
+     */
+    int (*handle_page)(void *poll, const http_response_t *resp, provider_record_fn fn, void *opaque,
+                       char *err, size_t errlen);
+    void (*poll_free)(void *poll);
+} provider_ops_t;
+
+extern const provider_ops_t provider_century;
+
+/* Known providers, NULL-terminated. */
+extern const provider_ops_t *const provider_all[];
+const provider_ops_t *provider_find(const char *name);
+
+/*
+ * Builds a source's status map: the provider's defaults, then the
+ * overrides of status_map (raw -> state name), which may be NULL.
+ */
+diff_status_map_t *provider_status_map(const provider_ops_t *p, const cJSON *overrides);
+
+/* Helpers shared by adapters. */
+
+/* Appends "&name=value" (or "?name=value" for the first) with value encoded. */
+int provider_url_add(char *url, size_t urlsize, const char *name, const char *value);
+/* Parses a JSON body with a depth bound; NULL with err. */
+cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen);
+/* Sets req->headers[req->nheaders++] = "name: value"; -1 if it does not fit. */
+int provider_add_header(provider_request_t *req, const char *name, const char *value);
+
+#endif /* SB_PROVIDER_H */

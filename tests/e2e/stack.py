@@ -1,0 +1,265 @@
+"""The local stack for end-to-end tests and the benchmark.
+
+Starts real processes on loopback, each on a port of its own, in a temporary
+directory: redis-server, sb-kafka-mock (librdkafka's mock cluster as its own
+process), sb-provider-sim (the simulated provider APIs), and runs the
+session-bridge binary against them. Events are read back with kcat, a real
+Kafka consumer. Nothing here imports project code: expectations are computed
+independently (event ids with hashlib, from the simulator's ground truth).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+BUILD = os.environ.get("SB_BUILD_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
+BRIDGE = os.path.join(BUILD, "bridge", "session-bridge")
+KAFKA_MOCK = os.path.join(BUILD, "tests", "stack", "sb-kafka-mock")
+SIM = os.path.join(BUILD, "tests", "stack", "sb-provider-sim")
+
+TOPICS = {"started": "sessions.started", "completed": "sessions.completed",
+          "cancelled": "sessions.cancelled"}
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def event_id(source, session_id, type_name):
+    """CONTRACT §6, computed here without the project's code."""
+    h = hashlib.sha256(f"{source}\n{session_id}\n{type_name}".encode())
+    return h.hexdigest()[:32]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def check_sanitizers(text, who):
+    for mark in SANITIZER_MARKS:
+        if mark in text:
+            raise AssertionError(f"{who}: sanitizer report:\n{text[-4000:]}")
+
+
+class Stack:
+    def __init__(self, name="e2e"):
+        self.dir = tempfile.mkdtemp(prefix=f"sb-{name}-")
+        self.procs = {}
+        self.redis_port = None
+        self.bootstrap = None
+        self.sim_url = None
+        self.api_key = "k-" + os.urandom(8).hex()
+
+    # ---- processes ----
+
+    def _spawn(self, name, argv, **kw):
+        log = open(os.path.join(self.dir, f"{name}.log"), "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, **kw)
+        self.procs[name] = p
+        return p
+
+    def log_of(self, name):
+        with open(os.path.join(self.dir, f"{name}.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def start_redis(self):
+        if self.redis_port is None:
+            self.redis_port = free_port()
+        data = os.path.join(self.dir, "redis")
+        os.makedirs(data, exist_ok=True)
+        self._spawn("redis", ["redis-server", "--port", str(self.redis_port),
+                              "--bind", "127.0.0.1", "--dir", data,
+                              "--appendonly", "yes", "--appendfsync", "always",
+                              "--save", "", "--protected-mode", "no"])
+        wait_for(lambda: self._redis_ping(), what="redis")
+
+    def _redis_ping(self):
+        try:
+            return self.redis("PING") == "PONG"
+        except subprocess.CalledProcessError:
+            return False
+
+    def stop_redis(self):
+        p = self.procs.pop("redis")
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=15)
+
+    def redis(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), "--raw", *args],
+                             check=True, capture_output=True, timeout=15)
+        return out.stdout.decode().rstrip("\n")
+
+    def snapshot_meta(self, source):
+        raw = self.redis("HGETALL", f"sb:meta:{source}").split("\n")
+        return dict(zip(raw[0::2], raw[1::2])) if raw != [""] else {}
+
+    def start_kafka(self, partitions=3):
+        bootfile = os.path.join(self.dir, "bootstrap")
+        argv = [KAFKA_MOCK, "--bootstrap-file", bootfile, "--partitions", str(partitions)]
+        for t in TOPICS.values():
+            argv += ["--topic", t]
+        self._spawn("kafka", argv)
+        self.bootstrap = wait_for(lambda: os.path.exists(bootfile) and
+                                  open(bootfile).read().strip(), what="kafka mock")
+
+    def kafka_down(self):
+        self.procs["kafka"].send_signal(signal.SIGUSR1)
+        wait_for(lambda: "down" in self.log_of("kafka"), what="brokers down")
+
+    def kafka_up(self):
+        self.procs["kafka"].send_signal(signal.SIGUSR2)
+        wait_for(lambda: " up" in self.log_of("kafka") or "up\n" in self.log_of("kafka"),
+                 what="brokers up")
+
+    def start_sim(self, dialect="century", active=20, completed=10, seed=1, extra=()):
+        urlfile = os.path.join(self.dir, "sim-url")
+        self.truth_path = os.path.join(self.dir, "truth.jsonl")
+        self._spawn("sim", [SIM, "--port", "0", "--url-file", urlfile, "--dialect", dialect,
+                            "--api-key", self.api_key, "--active", str(active),
+                            "--completed", str(completed), "--seed", str(seed),
+                            "--truth", self.truth_path, *extra])
+        self.sim_url = wait_for(lambda: os.path.exists(urlfile) and open(urlfile).read().strip(),
+                                what="simulator")
+
+    def sim(self, method, path):
+        req = urllib.request.Request(self.sim_url + path, method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def tick(self, started=0, completed=0, vanished=0):
+        return self.sim("POST", f"/_sim/tick?started={started}&completed={completed}"
+                                f"&vanished={vanished}")
+
+    def truth(self):
+        with open(self.truth_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    # ---- the bridge ----
+
+    def config(self, name="century", source=None, sinks=None, **source_keys):
+        src = {"name": name, "provider": "century_smart_ia",
+               "base_url": self.sim_url + "/api/v1",
+               "auth": {"api_key": "${TEST_CENTURY_KEY}"},
+               "interval_s": 1, "vanish_grace": 1}
+        src.update(source_keys)
+        if source is not None:
+            src = source
+        if sinks is None:
+            sinks = [{"name": "bus", "type": "kafka", "brokers": self.bootstrap,
+                      "topics": TOPICS,
+                      "properties": {"message.timeout.ms": "5000"}}]
+        conf = {"redis": {"url": f"redis://127.0.0.1:{self.redis_port}/0", "prefix": "sb"},
+                "admin": {"listen": "127.0.0.1:0"},
+                "sources": [src], "sinks": sinks}
+        path = os.path.join(self.dir, f"config-{os.urandom(3).hex()}.json")
+        with open(path, "w") as f:
+            json.dump(conf, f, indent=2)
+        return path
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env["TEST_CENTURY_KEY"] = self.api_key
+        env.setdefault("SB_LOG_LEVEL", "info")
+        env.update(extra)
+        return env
+
+    def bridge(self, *args, timeout=120, env=None):
+        """Runs session-bridge to completion; returns (rc, stdout, stderr)."""
+        p = subprocess.run([BRIDGE, *args], capture_output=True, timeout=timeout,
+                           env=env or self.env(), stdin=subprocess.DEVNULL)
+        out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+        with open(os.path.join(self.dir, "bridge.log"), "a") as f:
+            f.write(f"$ session-bridge {' '.join(args)} -> {p.returncode}\n{err}\n")
+        check_sanitizers(err, "session-bridge")
+        return p.returncode, out, err
+
+    def once(self, config, *extra, expect=0):
+        rc, out, err = self.bridge("once", "-c", config, *extra)
+        if expect is not None and rc != expect:
+            raise AssertionError(f"once exited {rc}, expected {expect}:\n{err[-3000:]}")
+        return rc, out, err
+
+    # ---- reading back ----
+
+    def consume(self, topic):
+        """Every message of topic, as kcat -J prints them."""
+        p = subprocess.run(["kcat", "-b", self.bootstrap, "-C", "-t", topic, "-o", "beginning",
+                            "-e", "-J", "-q", "-X", "topic.metadata.refresh.interval.ms=1000"],
+                           capture_output=True, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError(f"kcat failed: {p.stderr.decode()}")
+        msgs = []
+        for line in p.stdout.decode().splitlines():
+            if not line.strip():
+                continue
+            m = json.loads(line)
+            hdrs = m.get("headers") or []
+            m["headers"] = dict(zip(hdrs[0::2], hdrs[1::2]))
+            m["event"] = json.loads(m["payload"])
+            msgs.append(m)
+        return msgs
+
+    def events(self):
+        """Every event on the three topics: a list of (topic kind, message)."""
+        out = []
+        for kind, topic in TOPICS.items():
+            out += [(kind, m) for m in self.consume(topic)]
+        return out
+
+    def close(self):
+        for name, p in list(self.procs.items()):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.procs.clear()
+        if os.environ.get("SB_KEEP_TMP"):
+            print(f"kept {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def expected_from_truth(truth, source, after_tick=0):
+    """The (session_id, type) events CONTRACT §5 requires for the upstream
+    transitions after tick after_tick, given the Century mapping (active ->
+    started, completed -> completed with a synthesized started when the
+    session was never seen active, gone from active -> cancelled)."""
+    state = {}
+    want = set()
+    for t in truth:
+        sid, to, tick = t["session_id"], t["to"], t["tick"]
+        prev = state.get(sid)
+        state[sid] = to
+        if tick <= after_tick:
+            continue
+        if to == "active":
+            want.add((sid, "session.started"))
+        elif to == "completed":
+            if prev != "active":
+                want.add((sid, "session.started"))
+            want.add((sid, "session.completed"))
+        elif to in ("gone", "cancelled") and prev in ("active", "pending"):
+            want.add((sid, "session.cancelled"))
+    return want
+

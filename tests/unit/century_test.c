@@ -1,0 +1,267 @@
+/*
+ * The Century Smart IA adapter, driven with canned responses: the seeds'
+ * example pages (kept verbatim in tests/fixtures/century), paging through
+ * both lists, the requests it builds, and the pages it must refuse.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "provider.h"
+
+static char *read_fixture(const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/tests/fixtures/century/%s", getenv("SB_SOURCE_DIR"), name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
+static conf_t *load(const char *source_json)
+{
+    char text[8192];
+    snprintf(text, sizeof(text),
+             "{\"sources\":[%s],\"sinks\":[{\"name\":\"out\",\"type\":\"stdout\"}]}", source_json);
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    conf_t *c = conf_parse(text, strlen(text), "test.json", errs);
+    ck_assert_msg(c != NULL, "config refused: %s", errs->count ? errs->msg[0] : "?");
+    free(errs);
+    return c;
+}
+
+#define BASIC                                                                                      \
+    "{\"name\":\"c\",\"provider\":\"century_smart_ia\",\"base_url\":\"http://h/api/v1/\","         \
+    "\"auth\":{\"api_key\":\"secret-key\"}"
+
+typedef struct seen {
+    char ids[64][64];
+    char statuses[64][32];
+    int n;
+} seen_t;
+
+static int collect(void *opaque, const char *id, const char *status, const cJSON *rec, char *err,
+                   size_t errlen)
+{
+    seen_t *s = opaque;
+    ck_assert_int_lt(s->n, 64);
+    ck_assert_ptr_nonnull(rec);
+    snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
+    snprintf(s->statuses[s->n], sizeof(s->statuses[0]), "%s", status);
+    s->n++;
+    return 0;
+}
+
+static http_response_t response(const char *body)
+{
+    http_response_t r = {.status = 200, .retry_after_s = -1};
+    r.body = strdup(body);
+    r.len = strlen(body);
+    return r;
+}
+
+static int page(void *poll, const char *body, seen_t *seen, char *err, size_t errlen)
+{
+    http_response_t r = response(body);
+    int rc = provider_century.handle_page(poll, &r, collect, seen, err, errlen);
+    http_response_reset(&r);
+    return rc;
+}
+
+START_TEST(seed_examples_parse)
+{
+    conf_t *c = load(BASIC "}");
+    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
+    provider_request_t req;
+    char err[256];
+    seen_t seen = {0};
+    char *in_progress = read_fixture("in_progress_seed.json");
+    char *completed = read_fixture("completed_seed.json");
+
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_int_eq(page(poll, in_progress, &seen, err, sizeof(err)), 0);
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert_str_eq(seen.ids[0], "d93ba3c3-2482-4b0d-8b99-42a20e68e11e");
+    ck_assert_str_eq(seen.statuses[0], "IN_PROGRESS");
+    /* The seed's page has a nextCursor: the next request carries it. */
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_ptr_nonnull(strstr(req.url, "/smart-ia/sessions/in-progress?"));
+    ck_assert_ptr_nonnull(strstr(
+        req.url, "cursor=eyJsaW1pdCI6MSxiZWZvcmU6IiIsc29ydDpbWyJlbmREYXRlIiwiZGVzYyJdXX0%3D"));
+    ck_assert_int_eq(
+        page(poll, "{\"data\":[],\"pagination\":{\"nextCursor\":null}}", &seen, err, sizeof(err)),
+        0);
+    /* Then the completed list, whose seed example parses too. */
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_ptr_nonnull(strstr(req.url, "/smart-ia/sessions/completed?"));
+    ck_assert_int_eq(page(poll, completed, &seen, err, sizeof(err)), 0);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_str_eq(seen.statuses[1], "COMPLETED");
+    free(in_progress);
+    free(completed);
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(requests_carry_limit_key_filters_and_lookback)
+{
+    conf_t *c = load(BASIC ",\"page_size\":25,\"completed_lookback_s\":86400,"
+                           "\"filters\":{\"subject\":[\"English\",\"Maths & Stats\"],"
+                           "\"userId\":[\"68f06c66-702a-4c26-b8c5-b6dc4f81f25d\"],"
+                           "\"startDate\":{\"lt\":\"2030-01-01T00:00:00Z\"}}}");
+    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
+    provider_request_t req;
+    char err[256];
+    seen_t seen = {0};
+
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    /* The trailing '/' of base_url is dropped; paths are appended as-is. */
+    ck_assert_ptr_nonnull(
+        strstr(req.url, "http://h/api/v1/smart-ia/sessions/in-progress?limit=25"));
+    ck_assert_ptr_nonnull(strstr(req.url, "&subject=English&subject=Maths%20%26%20Stats"));
+    ck_assert_ptr_nonnull(strstr(req.url, "&userId=68f06c66-702a-4c26-b8c5-b6dc4f81f25d"));
+    ck_assert_ptr_nonnull(strstr(req.url, "startDate%5Blt%5D=2030-01-01T00%3A00%3A00Z"));
+    /* No lookback bound on the in-progress list. */
+    ck_assert_ptr_null(strstr(req.url, "startDate%5Bgt%5D"));
+    ck_assert_ptr_null(strstr(req.url, "cursor="));
+    ck_assert_str_eq(req.headers[0], "x-api-key: secret-key");
+    ck_assert_str_eq(req.label, "/smart-ia/sessions/in-progress");
+    ck_assert_ptr_null(strstr(req.label, "secret"));
+    ck_assert_int_eq(
+        page(poll, "{\"data\":[],\"pagination\":{\"nextCursor\":null}}", &seen, err, sizeof(err)),
+        0);
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    /* 1700000000 - 86400 = 2023-11-13T22:13:20Z */
+    ck_assert_ptr_nonnull(strstr(req.url, "startDate%5Bgt%5D=2023-11-13T22%3A13%3A20.000Z"));
+    ck_assert_int_eq(
+        page(poll, "{\"data\":[],\"pagination\":{\"nextCursor\":null}}", &seen, err, sizeof(err)),
+        0);
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 0);
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(user_lower_bound_later_than_lookback_wins)
+{
+    conf_t *c = load(BASIC ",\"completed_lookback_s\":86400,"
+                           "\"filters\":{\"startDate\":{\"gte\":1699990000}}}");
+    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
+    provider_request_t req;
+    char err[256];
+    seen_t seen = {0};
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_int_eq(
+        page(poll, "{\"data\":[],\"pagination\":{\"nextCursor\":null}}", &seen, err, sizeof(err)),
+        0);
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_ptr_nonnull(strstr(req.url, "startDate%5Bgte%5D=1699990000"));
+    /* gt and gte are exclusive: the lookback is not sent beside it. */
+    ck_assert_ptr_null(strstr(req.url, "startDate%5Bgt%5D"));
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+/* Pages the adapter must refuse: each would otherwise end a poll early. */
+static const struct {
+    const char *body;
+    const char *err;
+} bad_pages[] = {
+    {"{\"data\":[]}", "pagination.nextCursor"},
+    {"{\"data\":[],\"pagination\":{}}", "pagination.nextCursor"},
+    {"{\"data\":[],\"pagination\":{\"nextCursor\":5}}", "pagination.nextCursor"},
+    {"{\"pagination\":{\"nextCursor\":null}}", "\"data\" array"},
+    {"{\"data\":{},\"pagination\":{\"nextCursor\":null}}", "\"data\" array"},
+    {"{\"data\":[{\"status\":\"IN_PROGRESS\"}],\"pagination\":{\"nextCursor\":null}}", "data[0]"},
+    {"{\"data\":[{\"sessionId\":7,\"status\":\"IN_PROGRESS\"}],\"pagination\":{\"nextCursor\":"
+     "null}}",
+     "data[0]"},
+    {"{\"data\":[{\"sessionId\":\"a\",\"status\":\"IN_PROGRESS\"}],\"pagination\":",
+     "malformed JSON"},
+    {"", "empty body"},
+};
+
+START_TEST(malformed_pages_fail)
+{
+    conf_t *c = load(BASIC "}");
+    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
+    provider_request_t req;
+    char err[256] = "";
+    seen_t seen = {0};
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_int_eq(page(poll, bad_pages[_i].body, &seen, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, bad_pages[_i].err) != NULL, "row %d: \"%s\" lacks \"%s\"", _i, err,
+                  bad_pages[_i].err);
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(deep_nesting_and_cursor_loops_fail)
+{
+    conf_t *c = load(BASIC "}");
+    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
+    provider_request_t req;
+    char err[256];
+    seen_t seen = {0};
+    char *deep = malloc(200002);
+    memset(deep, '[', 100000);
+    memset(deep + 100000, ']', 100000);
+    deep[200000] = '\0';
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_int_eq(page(poll, deep, &seen, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "nested deeper"));
+    free(deep);
+
+    const char *p1 = "{\"data\":[],\"pagination\":{\"nextCursor\":\"abc\"}}";
+    ck_assert_int_eq(page(poll, p1, &seen, err, sizeof(err)), 0);
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_int_eq(page(poll, p1, &seen, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "paging loop"));
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(default_status_map_matches_contract)
+{
+    conf_t *c = load(BASIC ",\"status_map\":{\"ABANDONED\":\"cancelled\"}}");
+    diff_state_t st;
+    const diff_status_map_t *m = c->sources[0].status_map;
+    ck_assert_int_eq(diff_status_map_lookup(m, "IN_PROGRESS", &st), 0);
+    ck_assert_int_eq(st, DIFF_STATE_ACTIVE);
+    ck_assert_int_eq(diff_status_map_lookup(m, "COMPLETED", &st), 0);
+    ck_assert_int_eq(st, DIFF_STATE_COMPLETED);
+    ck_assert_int_eq(diff_status_map_lookup(m, "ABANDONED", &st), 0);
+    ck_assert_int_eq(st, DIFF_STATE_CANCELLED);
+    ck_assert_int_eq(diff_status_map_lookup(m, "in_progress", &st), -1);
+    conf_free(c);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("century");
+    TCase *tc = tcase_create("adapter");
+    tcase_add_test(tc, seed_examples_parse);
+    tcase_add_test(tc, requests_carry_limit_key_filters_and_lookback);
+    tcase_add_test(tc, user_lower_bound_later_than_lookback_wins);
+    tcase_add_loop_test(tc, malformed_pages_fail, 0,
+                        (int)(sizeof(bad_pages) / sizeof(bad_pages[0])));
+    tcase_add_test(tc, deep_nesting_and_cursor_loops_fail);
+    tcase_add_test(tc, default_status_map_matches_contract);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,225 @@
+/*
+ * Configuration: ${VAR} expansion, and a table of bad files, each with the
+ * JSON path and expectation its message must name. No message may quote a
+ * value, since after expansion any string may be a secret.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#define SECRET "s3cr3t-VALUE-never-logged"
+
+static const struct {
+    const char *in;
+    const char *out; /* NULL: an error containing err */
+    const char *err;
+} expansions[] = {
+    {"plain", "plain", NULL},
+    {"${SB_T_SET}", "value", NULL},
+    {"a-${SB_T_SET}-b", "a-value-b", NULL},
+    {"${SB_T_UNSET:-fallback}", "fallback", NULL},
+    {"${SB_T_SET:-fallback}", "value", NULL},
+    {"${SB_T_EMPTY:-fallback}", "", NULL}, /* set but empty is set */
+    {"${SB_T_UNSET:-}", "", NULL},
+    {"$${SB_T_SET}", "${SB_T_SET}", NULL},
+    {"cost $5", "cost $5", NULL},
+    {"${SB_T_UNSET}", NULL, "SB_T_UNSET is not set"},
+    {"${SB_T_SET", NULL, "unterminated"},
+    {"${1BAD}", NULL, "invalid variable"},
+    {"${}", NULL, "invalid variable"},
+};
+
+START_TEST(expand_table)
+{
+    char err[256] = "";
+    setenv("SB_T_SET", "value", 1);
+    setenv("SB_T_EMPTY", "", 1);
+    unsetenv("SB_T_UNSET");
+    char *v = conf_expand(expansions[_i].in, err, sizeof(err));
+    if (expansions[_i].out) {
+        ck_assert_msg(v != NULL, "row %d: %s", _i, err);
+        ck_assert_str_eq(v, expansions[_i].out);
+    } else {
+        ck_assert_ptr_null(v);
+        ck_assert_msg(strstr(err, expansions[_i].err), "row %d: %s", _i, err);
+    }
+    free(v);
+}
+END_TEST
+
+#define SRC_OK                                                                                     \
+    "{\"name\":\"century\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x/api/v1\","   \
+    "\"auth\":{\"api_key\":\"${SB_T_SECRET}\"}}"
+#define SINKS_OK "[{\"name\":\"console\",\"type\":\"stdout\"}]"
+
+/* Each row: a whole file, and a fragment the error list must contain. */
+static const struct {
+    const char *json;
+    const char *want;
+} bad[] = {
+    {"not json", "invalid JSON near line 1"},
+    {"[]", "expected a JSON object"},
+    {"{\"sinks\":" SINKS_OK "}", "sources: required"},
+    {"{\"sources\":[" SRC_OK "]}", "sinks: required"},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK ",\"extra\":1}", "extra: unknown key"},
+    {"{\"redis\":{\"url\":\"http://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "redis.url: expected redis://"},
+    {"{\"redis\":{\"urll\":\"redis://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "redis.urll: unknown key"},
+    {"{\"admin\":{\"listen\":\"nowhere\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "admin.listen: expected host:port"},
+    {"{\"sources\":[{\"name\":\"Bad Name\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://x\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0]: name: expected [a-z0-9_-]"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"nope\",\"base_url\":\"https://x\"}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].provider: unknown provider \"nope\", expected one of: century_smart_ia"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"ftp://x\","
+     "\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].base_url: expected an http:// or https:// URL"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].auth.api_key: required"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"${SB_T_NOT_SET}\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].auth.api_key: environment variable SB_T_NOT_SET is not set"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\",\"apikey\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].auth.apikey: unknown key"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"page_size\":101}],\"sinks\":" SINKS_OK "}",
+     "sources[0].page_size"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"interval_s\":\"30\"}],\"sinks\":" SINKS_OK "}",
+     "sources[0].interval_s"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"vanish_grace\":0}],\"sinks\":" SINKS_OK "}",
+     "sources[0].vanish_grace"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"initial_snapshot\":\"all\"}],\"sinks\":" SINKS_OK "}",
+     "sources[0].initial_snapshot: expected \"baseline\" or \"emit\""},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"status_map\":{\"X\":\"done\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].status_map.X: expected one of pending, active, completed, cancelled"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"startDate\":{\"gt\":1,\"gte\":2}}}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.startDate: gt and gte cannot be used together"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"startDate\":{\"lt\":\"2023-07-15\","
+     "\"lte\":\"2023-07-16\"}}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.startDate: lt and lte cannot be used together"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"startDate\":{\"gt\":\"yesterday\"}}}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.startDate.gt: expected a unix timestamp or an ISO 8601"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"userId\":[\"not-a-uuid\"]}}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.userId[0]: expected a UUID"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"subject\":[]}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.subject: expected an array of 1 to 30 values"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"sort\":\"x\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.sort: unknown key"},
+    {"{\"sources\":[" SRC_OK "," SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "sources[1]: duplicate source name \"century\""},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"carrier-pigeon\"}]}",
+     "sinks[0].type: unknown sink type \"carrier-pigeon\""},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"stdout\",\"events\":"
+     "[\"started\",\"paused\"]}]}",
+     "sinks[0].events[1]: expected one of started, completed, cancelled"},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"stdout\",\"sources\":"
+     "[\"elsewhere\"]}]}",
+     "sinks[0].sources[0]: no source named \"elsewhere\""},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"kafka\"}]}",
+     "sinks[0].brokers"},
+};
+
+START_TEST(bad_configs_name_path_and_expectation)
+{
+    setenv("SB_T_SECRET", SECRET, 1);
+    unsetenv("SB_T_NOT_SET");
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    conf_t *c = conf_parse(bad[_i].json, strlen(bad[_i].json), "t.json", errs);
+    ck_assert_msg(c == NULL, "row %d was accepted", _i);
+    ck_assert_uint_gt(errs->count, 0);
+    int found = 0;
+    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++) {
+        found |= strstr(errs->msg[i], bad[_i].want) != NULL;
+        ck_assert_msg(strstr(errs->msg[i], SECRET) == NULL, "secret in \"%s\"", errs->msg[i]);
+    }
+    if (!found) {
+        for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++)
+            fprintf(stderr, "row %d: %s\n", _i, errs->msg[i]);
+    }
+    ck_assert_msg(found, "row %d: no message contains \"%s\"", _i, bad[_i].want);
+    free(errs);
+}
+END_TEST
+
+START_TEST(every_problem_is_listed)
+{
+    const char *json = "{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\","
+                       "\"base_url\":\"x\",\"auth\":{},\"interval_s\":0,\"typo\":1}],"
+                       "\"sinks\":[{\"name\":\"b\",\"type\":\"nope\"}]}";
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    ck_assert_ptr_null(conf_parse(json, strlen(json), "t.json", errs));
+    ck_assert_uint_ge(errs->count, 5);
+    free(errs);
+}
+END_TEST
+
+START_TEST(good_config_with_defaults)
+{
+    setenv("SB_T_SECRET", SECRET, 1);
+    setenv("SB_T_BROKERS", "127.0.0.1:9092", 1);
+    const char *json =
+        "{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"bus\",\"type\":\"kafka\","
+        "\"brokers\":\"${SB_T_BROKERS}\",\"events\":[\"completed\"],\"sources\":[\"century\"]},"
+        "{\"name\":\"console\",\"type\":\"stdout\"}]}";
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    conf_t *c = conf_parse(json, strlen(json), "t.json", errs);
+    ck_assert_msg(c != NULL, "%s", errs->count ? errs->msg[0] : "");
+    ck_assert_str_eq(c->redis_url, CONF_DEFAULT_REDIS_URL);
+    ck_assert_str_eq(c->redis_prefix, "sb");
+    ck_assert_str_eq(c->admin_listen, CONF_DEFAULT_ADMIN);
+    const conf_source_t *s = conf_find_source(c, "century");
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(s->interval_s, 30);
+    ck_assert_int_eq(s->timeout_s, 10);
+    ck_assert_int_eq(s->page_size, 100);
+    ck_assert_uint_eq(s->vanish_grace, 2);
+    ck_assert(!s->initial_emit);
+    ck_assert_str_eq(s->base_url, "https://x/api/v1");
+    ck_assert_str_eq(cJSON_GetObjectItem(c->sinks[0].json, "brokers")->valuestring,
+                     "127.0.0.1:9092");
+    ck_assert(conf_sink_routes(&c->sinks[0], "century", DIFF_EV_COMPLETED));
+    ck_assert(!conf_sink_routes(&c->sinks[0], "century", DIFF_EV_STARTED));
+    ck_assert(!conf_sink_routes(&c->sinks[0], "other", DIFF_EV_COMPLETED));
+    ck_assert(conf_sink_routes(&c->sinks[1], "other", DIFF_EV_CANCELLED));
+    conf_free(c);
+    free(errs);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_add_loop_test(tc, expand_table, 0, (int)(sizeof(expansions) / sizeof(expansions[0])));
+    tcase_add_loop_test(tc, bad_configs_name_path_and_expectation, 0,
+                        (int)(sizeof(bad) / sizeof(bad[0])));
+    tcase_add_test(tc, every_problem_is_listed);
+    tcase_add_test(tc, good_config_with_defaults);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,292 @@
+/*
+ * The HTTP client against a real loopback server (libmicrohttpd) that
+ * answers from a script: retries, Retry-After, bounds, keep-alive.
+ */
+#include <check.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http.h"
+
+typedef struct step {
+    unsigned status;
+    const char *retry_after;
+    size_t body_len; /* 0: a small JSON body */
+} step_t;
+
+static struct {
+    const step_t *steps;
+    size_t nsteps, next;
+    int connections;
+    char last_key[128];
+} srv;
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **con_cls)
+{
+    const step_t *s = srv.next < srv.nsteps ? &srv.steps[srv.next] : &srv.steps[srv.nsteps - 1];
+    srv.next++;
+    const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    snprintf(srv.last_key, sizeof(srv.last_key), "%s", key ? key : "");
+    struct MHD_Response *r;
+    if (s->body_len) {
+        char *body = malloc(s->body_len);
+        memset(body, 'x', s->body_len);
+        r = MHD_create_response_from_buffer(s->body_len, body, MHD_RESPMEM_MUST_FREE);
+    } else {
+        static const char ok[] = "{\"ok\":true}";
+        r = MHD_create_response_from_buffer(sizeof(ok) - 1, (void *)ok, MHD_RESPMEM_PERSISTENT);
+    }
+    if (s->retry_after)
+        MHD_add_response_header(r, "Retry-After", s->retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, s->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        srv.connections++;
+}
+
+static struct MHD_Daemon *daemon_;
+static char base_url[64];
+
+static void start(const step_t *steps, size_t n)
+{
+    memset(&srv, 0, sizeof(srv));
+    srv.steps = steps;
+    srv.nsteps = n;
+    daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, handler, NULL,
+                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
+    ck_assert_ptr_nonnull(daemon_);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
+    snprintf(base_url, sizeof(base_url), "http://127.0.0.1:%u/x", info->port);
+}
+
+static void stop(void)
+{
+    MHD_stop_daemon(daemon_);
+    daemon_ = NULL;
+}
+
+static const http_retry_policy_t fast = {
+    .max_attempts = 4, .base_delay_s = 0.01, .max_delay_s = 0.05, .max_retry_after_s = 5};
+
+static http_client_t *client(size_t max_body)
+{
+    char err[256];
+    http_options_t o = {.timeout_ms = 5000, .max_body = max_body};
+    http_client_t *c = http_client_new(&o, err, sizeof(err));
+    ck_assert_ptr_nonnull(c);
+    return c;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+START_TEST(retries_5xx_then_succeeds_on_one_connection)
+{
+    static const step_t steps[] = {{503, NULL, 0}, {500, NULL, 0}, {200, NULL, 0}};
+    start(steps, 3);
+    http_client_t *c = client(0);
+    http_response_t r = {.retry_after_s = -1};
+    const char *hdr[] = {"x-api-key: k1"};
+    char err[256];
+    int attempts = 0;
+    ck_assert_int_eq(
+        http_get_retry(c, &fast, base_url, hdr, 1, NULL, &r, &attempts, err, sizeof(err)), 0);
+    ck_assert_int_eq(attempts, 3);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, "{\"ok\":true}");
+    ck_assert_str_eq(srv.last_key, "k1");
+    /* Further requests reuse the kept-alive connection. */
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(http_get(c, base_url, hdr, 1, &r, err, sizeof(err)), 0);
+    ck_assert_int_eq(srv.connections, 1);
+    http_response_reset(&r);
+    http_client_free(c);
+    stop();
+}
+END_TEST
+
+START_TEST(client_errors_are_not_retried)
+{
+    static const step_t steps[] = {{404, NULL, 0}, {200, NULL, 0}};
+    start(steps, 2);
+    http_client_t *c = client(0);
+    http_response_t r = {.retry_after_s = -1};
+    char err[256];
+    int attempts = 0;
+    ck_assert_int_eq(
+        http_get_retry(c, &fast, base_url, NULL, 0, NULL, &r, &attempts, err, sizeof(err)), -1);
+    ck_assert_int_eq(attempts, 1);
+    ck_assert_ptr_nonnull(strstr(err, "404"));
+    http_response_reset(&r);
+    http_client_free(c);
+    stop();
+}
+END_TEST
+
+START_TEST(gives_up_after_max_attempts)
+{
+    static const step_t steps[] = {{502, NULL, 0}};
+    start(steps, 1);
+    http_client_t *c = client(0);
+    http_response_t r = {.retry_after_s = -1};
+    char err[256];
+    int attempts = 0;
+    ck_assert_int_eq(
+        http_get_retry(c, &fast, base_url, NULL, 0, NULL, &r, &attempts, err, sizeof(err)), -1);
+    ck_assert_int_eq(attempts, 4);
+    ck_assert_uint_eq(srv.next, 4);
+    http_response_reset(&r);
+    http_client_free(c);
+    stop();
+}
+END_TEST
+
+START_TEST(retry_after_is_honoured_and_bounded)
+{
+    static const step_t steps[] = {{429, "1", 0}, {200, NULL, 0}};
+    start(steps, 2);
+    http_client_t *c = client(0);
+    http_response_t r = {.retry_after_s = -1};
+    char err[256];
+    double t0 = now_s();
+    ck_assert_int_eq(http_get_retry(c, &fast, base_url, NULL, 0, NULL, &r, NULL, err, sizeof(err)),
+                     0);
+    /* The policy's own backoff is 10 ms: only Retry-After explains 1 s. */
+    ck_assert_double_ge(now_s() - t0, 0.95);
+    stop();
+
+    static const step_t too_long[] = {{503, "3600", 0}, {200, NULL, 0}};
+    start(too_long, 2);
+    int attempts = 0;
+    ck_assert_int_eq(
+        http_get_retry(c, &fast, base_url, NULL, 0, NULL, &r, &attempts, err, sizeof(err)), -1);
+    ck_assert_int_eq(attempts, 1);
+    ck_assert_ptr_nonnull(strstr(err, "Retry-After"));
+    http_response_reset(&r);
+    http_client_free(c);
+    stop();
+}
+END_TEST
+
+START_TEST(body_is_bounded)
+{
+    static const step_t steps[] = {{200, NULL, 100000}};
+    start(steps, 1);
+    http_client_t *c = client(4096);
+    http_response_t r = {.retry_after_s = -1};
+    char err[256];
+    ck_assert_int_eq(http_get(c, base_url, NULL, 0, &r, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "larger than 4096"));
+    ck_assert_ptr_null(r.body);
+    http_response_reset(&r);
+    http_client_free(c);
+    stop();
+}
+END_TEST
+
+START_TEST(stop_flag_interrupts_backoff)
+{
+    static const step_t steps[] = {{503, "4", 0}};
+    start(steps, 1);
+    http_client_t *c = client(0);
+    http_response_t r = {.retry_after_s = -1};
+    char err[256];
+    volatile sig_atomic_t stop_flag = 1;
+    ck_assert_int_eq(
+        http_get_retry(c, &fast, base_url, NULL, 0, &stop_flag, &r, NULL, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "shutdown"));
+    ck_assert_uint_eq(srv.next, 1);
+    http_response_reset(&r);
+    http_client_free(c);
+    stop();
+}
+END_TEST
+
+START_TEST(connection_refused_is_an_error)
+{
+    http_client_t *c = client(0);
+    http_response_t r = {.retry_after_s = -1};
+    char err[256];
+    http_retry_policy_t once = fast;
+    once.max_attempts = 2;
+    int attempts = 0;
+    /* Port 1 on loopback: nothing listens there. */
+    ck_assert_int_eq(http_get_retry(c, &once, "http://127.0.0.1:1/x?secret=1", NULL, 0, NULL, &r,
+                                    &attempts, err, sizeof(err)),
+                     -1);
+    ck_assert_int_eq(attempts, 2);
+    ck_assert_ptr_null(strstr(err, "secret"));
+    http_response_reset(&r);
+    http_client_free(c);
+}
+END_TEST
+
+/* Backoff: exponential, capped, jittered in [d/2, d], raised to Retry-After. */
+static const struct {
+    int attempt;
+    double retry_after, rnd, want;
+} backoff[] = {
+    {1, -1, 0.0, 0.25},  {1, -1, 0.999999, 0.5}, {2, -1, 0.0, 0.5},
+    {3, -1, 0.0, 1.0},   {4, -1, 1.0, 4.0},      {10, -1, 1.0, 30.0},
+    {30, -1, 0.0, 15.0}, {1, 7.0, 0.0, 7.0},     {6, 2.0, 1.0, 16.0},
+};
+
+START_TEST(backoff_table)
+{
+    double d = http_backoff_delay(&http_default_retry, backoff[_i].attempt, backoff[_i].retry_after,
+                                  backoff[_i].rnd);
+    ck_assert_double_eq_tol(d, backoff[_i].want, 1e-5);
+}
+END_TEST
+
+START_TEST(retryable_statuses_and_encoding)
+{
+    ck_assert(http_status_retryable(429));
+    ck_assert(http_status_retryable(500));
+    ck_assert(http_status_retryable(503));
+    ck_assert(!http_status_retryable(400));
+    ck_assert(!http_status_retryable(401));
+    ck_assert(!http_status_retryable(404));
+    char out[64];
+    ck_assert_int_eq(http_url_encode("a b&c=d/é~", out, sizeof(out)), 0);
+    ck_assert_str_eq(out, "a%20b%26c%3Dd%2F%C3%A9~");
+    ck_assert_int_eq(http_url_encode("abcdef", out, 4), -1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, retries_5xx_then_succeeds_on_one_connection);
+    tcase_add_test(tc, client_errors_are_not_retried);
+    tcase_add_test(tc, gives_up_after_max_attempts);
+    tcase_add_test(tc, retry_after_is_honoured_and_bounded);
+    tcase_add_test(tc, body_is_bounded);
+    tcase_add_test(tc, stop_flag_interrupts_backoff);
+    tcase_add_test(tc, connection_refused_is_an_error);
+    tcase_add_loop_test(tc, backoff_table, 0, (int)(sizeof(backoff) / sizeof(backoff[0])));
+    tcase_add_test(tc, retryable_statuses_and_encoding);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
