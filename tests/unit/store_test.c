@@ -1,0 +1,1233 @@
+/*
+ * store_test: the Redis store against real redis-server processes.
+ *
+ * Every test case starts its own redis-server on a free loopback port in a
+ * temporary directory and never touches a Redis that may already run.
+ * Servers shared by a test case are started by the runner process (unchecked
+ * fixture); the restart tests, which kill and restart their server, start it
+ * in the forked test itself (checked fixture). Every server is started with
+ * PR_SET_PDEATHSIG so that it dies with whoever started it, even when a test
+ * aborts or the runner is killed by a timeout.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "store.h"
+
+/* How long a starting redis-server may take to answer PING. */
+#define SERVER_START_MS 10000
+#define SERVER_POLL_MS 20
+#define ERRLEN 512
+/* Population of the command-count tests. */
+#define BIG_N 5000
+#define SMALL_N 10
+/* The password of every URL in the tests: no message may contain it. */
+#define SECRET "s3cr3t"
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    bool aof;
+    const char *const *extra; /* more redis-server arguments, NULL-terminated */
+    char dir[64];
+} server_t;
+
+static server_t srv;
+
+/* ---- redis-server processes ---- */
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static redisContext *raw_connect(int port)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 500000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+
+    if (c != NULL && c->err != 0) {
+        redisFree(c);
+        return NULL;
+    }
+    if (c != NULL)
+        redisSetTimeout(c, tv);
+    return c;
+}
+
+static bool server_answers(int port)
+{
+    redisContext *c = raw_connect(port);
+    redisReply *r;
+    bool ok;
+
+    if (c == NULL)
+        return false;
+    r = redisCommand(c, "PING");
+    /* NOAUTH proves the server is up; LOADING (an AOF being replayed) does
+     * not: it refuses every command until it is done. */
+    ok = r != NULL && (r->type == REDIS_REPLY_STATUS ||
+                       (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0));
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+static void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        char sub[512];
+        struct stat sb;
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
+            remove_tree(sub);
+        else
+            unlink(sub);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static void server_start(server_t *s)
+{
+    char port[16], logfile[96];
+    const char *argv[40];
+    int argc = 0;
+    pid_t pid;
+
+    snprintf(port, sizeof port, "%d", s->port);
+    snprintf(logfile, sizeof logfile, "%s/redis.log", s->dir);
+    argv[argc++] = "redis-server";
+    argv[argc++] = "--port";
+    argv[argc++] = port;
+    argv[argc++] = "--bind";
+    argv[argc++] = "127.0.0.1";
+    argv[argc++] = "--save";
+    argv[argc++] = "";
+    argv[argc++] = "--daemonize";
+    argv[argc++] = "no";
+    argv[argc++] = "--dir";
+    argv[argc++] = s->dir;
+    argv[argc++] = "--logfile";
+    argv[argc++] = logfile;
+    argv[argc++] = "--appendonly";
+    argv[argc++] = s->aof ? "yes" : "no";
+    if (s->aof) {
+        argv[argc++] = "--appendfsync";
+        argv[argc++] = "always";
+    }
+    for (int i = 0; s->extra != NULL && s->extra[i] != NULL; i++)
+        argv[argc++] = s->extra[i];
+    argv[argc] = NULL;
+
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execvp("redis-server", (char *const *)argv);
+        _exit(127);
+    }
+    s->pid = pid;
+    for (int waited = 0; !server_answers(s->port); waited += SERVER_POLL_MS) {
+        int status;
+
+        if (waitpid(pid, &status, WNOHANG) != 0 || waited >= SERVER_START_MS) {
+            char log[512] = "";
+            FILE *f = fopen(logfile, "r");
+
+            /* The last line of its log says why. */
+            while (f != NULL && fgets(log, sizeof log, f) != NULL)
+                ;
+            if (f != NULL)
+                fclose(f);
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            s->pid = 0;
+            remove_tree(s->dir);
+            ck_abort_msg("redis-server on port %d did not start: %s", s->port, log);
+        }
+        sleep_ms(SERVER_POLL_MS);
+    }
+}
+
+/* SIGKILL: no shutdown, no final save; with appendfsync always every
+ * acknowledged write is already on disk. */
+static void server_kill(server_t *s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
+}
+
+static void server_setup(server_t *s, bool aof, const char *const *extra)
+{
+    memset(s, 0, sizeof *s);
+    s->aof = aof;
+    s->extra = extra;
+    snprintf(s->dir, sizeof s->dir, "/tmp/store_test.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(s->dir));
+    s->port = free_port();
+    server_start(s);
+}
+
+static void server_teardown(server_t *s)
+{
+    server_kill(s);
+    if (s->dir[0] != '\0')
+        remove_tree(s->dir);
+    s->dir[0] = '\0';
+}
+
+static void raw_ok(int port, const char *fmt, ...)
+{
+    redisContext *c = raw_connect(port);
+    redisReply *r;
+    va_list ap;
+
+    ck_assert_ptr_nonnull(c);
+    va_start(ap, fmt);
+    r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(r->type != REDIS_REPLY_ERROR, "%s", r->str);
+    freeReplyObject(r);
+}
+
+static long long raw_int(int port, const char *fmt, ...)
+{
+    redisContext *c = raw_connect(port);
+    redisReply *r;
+    long long v;
+    va_list ap;
+
+    ck_assert_ptr_nonnull(c);
+    va_start(ap, fmt);
+    r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    ck_assert_ptr_nonnull(r);
+    if (r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    else
+        v = -1;
+    freeReplyObject(r);
+    return v;
+}
+
+/* ---- stores and deltas ---- */
+
+static store_t *open_store_url(const char *url, const char *prefix, int timeout_ms)
+{
+    char err[ERRLEN] = "";
+    store_options_t opt = {.url = url, .prefix = prefix, .timeout_ms = timeout_ms};
+    store_t *st = store_new(&opt, err, sizeof err);
+
+    ck_assert_msg(st != NULL, "store_new(%s): %s", url, err);
+    return st;
+}
+
+static store_t *open_store(int port)
+{
+    char url[64];
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    return open_store_url(url, NULL, 2000);
+}
+
+static diff_change_t upsert(const char *id, diff_state_t state, uint8_t misses, uint64_t fp,
+                            const char *status)
+{
+    return (diff_change_t){
+        .session_id = id,
+        .removed = false,
+        .rec = {.state = state, .misses = misses, .fingerprint = fp, .status = status}};
+}
+
+static diff_change_t removal(const char *id)
+{
+    return (diff_change_t){.session_id = id, .removed = true};
+}
+
+static void assert_record(const diff_index_t *ix, const char *id, const diff_record_t *want)
+{
+    diff_record_t got;
+
+    ck_assert_msg(diff_index_get(ix, id, &got) == 0, "session %s missing after load", id);
+    ck_assert_int_eq(got.state, want->state);
+    ck_assert_uint_eq(got.misses, want->misses);
+    ck_assert_uint_eq(got.fingerprint, want->fingerprint);
+    ck_assert_str_eq(got.status, want->status);
+}
+
+static void assert_absent(const diff_index_t *ix, const char *id)
+{
+    diff_record_t got;
+
+    ck_assert_msg(diff_index_get(ix, id, &got) != 0, "session %s still present", id);
+}
+
+static void commit_ok(store_t *st, const char *source, const diff_change_t *ch, size_t n,
+                      size_t after, uint64_t *cycle)
+{
+    char err[ERRLEN] = "";
+    uint64_t before = *cycle;
+
+    ck_assert_msg(store_commit(st, source, ch, n, after, cycle, err, sizeof err) == 0,
+                  "commit %s: %s", source, err);
+    ck_assert_uint_eq(*cycle, before + 1);
+}
+
+static diff_index_t *load_ok(store_t *st, const char *source, bool *exists, uint64_t *cycle)
+{
+    char err[ERRLEN] = "";
+    diff_index_t *ix = diff_index_new();
+
+    ck_assert_ptr_nonnull(ix);
+    ck_assert_msg(store_load(st, source, ix, exists, cycle, err, sizeof err) == 0, "load %s: %s",
+                  source, err);
+    return ix;
+}
+
+static void assert_no_secret(const char *err)
+{
+    ck_assert_msg(strstr(err, SECRET) == NULL, "the password leaked into: %s", err);
+}
+
+/* ================= URL and options (no server) ================= */
+
+struct url_case {
+    const char *url;
+    bool ok;
+    const char *err_part; /* expected in the message when !ok */
+};
+
+static const struct url_case url_cases[] = {
+    {"redis://127.0.0.1", true, NULL},
+    {"redis://127.0.0.1:1", true, NULL},
+    {"redis://127.0.0.1:65535/", true, NULL},
+    {"redis://127.0.0.1:1/15", true, NULL},
+    {"REDIS://localhost:1/0", true, NULL},
+    {"redis://[::1]:1/2", true, NULL},
+    {"redis://:" SECRET "@127.0.0.1:1", true, NULL},
+    {"redis://alice:" SECRET "@127.0.0.1:1/3", true, NULL},
+    {"redis://:" SECRET "%40x%3a@127.0.0.1:1", true, NULL},
+    {"redis://:" SECRET ":with@at@127.0.0.1:1", true, NULL},
+    {"", false, "empty"},
+    {"127.0.0.1:6379", false, "redis://"},
+    {"http://127.0.0.1:6379", false, "redis://"},
+    {"rediss://:" SECRET "@127.0.0.1:6379", false, "TLS"},
+    {"unix:///tmp/redis.sock", false, "unix"},
+    {"redis://", false, "no host"},
+    {"redis://:6379", false, "no host"},
+    {"redis://:" SECRET "@:6379", false, "no host"},
+    {"redis://:" SECRET "@", false, "no host"},
+    {"redis://h:0", false, "port"},
+    {"redis://h:65536", false, "port"},
+    {"redis://h:", false, "port"},
+    {"redis://h:-1", false, "port"},
+    {"redis://h:63a", false, "unexpected"},
+    {"redis://:" SECRET "@h:99999999999999999999999", false, "port"},
+    {"redis://h/abc", false, "unexpected"},
+    {"redis://h/1/2", false, "unexpected"},
+    {"redis://h/-1", false, "unexpected"},
+    {"redis://h/2147483648", false, "database"},
+    {"redis://h/0?timeout=1", false, "query"},
+    {"redis://h#frag", false, "unexpected"},
+    {"redis://ho$t", false, "host"},
+    {"redis://[::1", false, "IPv6"},
+    {"redis://[]:1", false, "no host"},
+    {"redis://h st", false, "space"},
+    {"redis://:" SECRET " x@h", false, "space"},
+    {"redis://h\n", false, "control"},
+    {"redis://" SECRET "@h", false, "[user]:password"},
+    {"redis://alice:@h", false, "empty password"},
+    {"redis://:" SECRET "%zz@h", false, "percent"},
+    {"redis://:" SECRET "%4@h", false, "percent"},
+    {"redis://:" SECRET "%@h", false, "percent"},
+    {"redis://al%xxce:" SECRET "@h", false, "user"},
+};
+
+START_TEST(test_url_table)
+{
+    const struct url_case *c = &url_cases[_i];
+    char err[ERRLEN] = "";
+    store_options_t opt = {.url = c->url, .prefix = "sb", .timeout_ms = 200};
+    store_t *st = store_new(&opt, err, sizeof err);
+
+    if (c->ok) {
+        ck_assert_msg(st != NULL, "case %d: store_new rejected a valid URL: %s", _i, err);
+    } else {
+        ck_assert_msg(st == NULL, "case %d: store_new accepted an invalid URL", _i);
+        ck_assert_msg(strstr(err, c->err_part) != NULL, "case %d: \"%s\" does not mention %s", _i,
+                      err, c->err_part);
+        ck_assert_msg(strstr(err, "redis URL") != NULL, "case %d: %s", _i, err);
+    }
+    assert_no_secret(err);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_url_too_long)
+{
+    char url[4096];
+    char err[ERRLEN] = "";
+    store_options_t opt = {.url = url, .timeout_ms = 200};
+    int n = snprintf(url, sizeof url, "redis://:%s", SECRET);
+
+    memset(url + n, 'a', sizeof url - (size_t)n - 20);
+    strcpy(url + sizeof url - 20, "@127.0.0.1:1");
+    ck_assert_ptr_null(store_new(&opt, err, sizeof err));
+    ck_assert_msg(strstr(err, "longer") != NULL, "%s", err);
+    assert_no_secret(err);
+}
+END_TEST
+
+START_TEST(test_options_invalid)
+{
+    char err[ERRLEN];
+    char long_prefix[STORE_PREFIX_MAX + 2];
+    store_options_t opt = {.url = "redis://127.0.0.1:1", .timeout_ms = 200};
+    const char *bad_prefixes[] = {"", "a b", "tab\there", "nl\n", "del\x7f", long_prefix};
+
+    memset(long_prefix, 'p', sizeof long_prefix - 1);
+    long_prefix[sizeof long_prefix - 1] = '\0';
+    for (size_t i = 0; i < sizeof bad_prefixes / sizeof *bad_prefixes; i++) {
+        opt.prefix = bad_prefixes[i];
+        err[0] = '\0';
+        ck_assert_msg(store_new(&opt, err, sizeof err) == NULL, "prefix %zu accepted", i);
+        ck_assert_msg(strstr(err, "prefix") != NULL, "%s", err);
+    }
+    /* The longest accepted prefix. */
+    long_prefix[STORE_PREFIX_MAX] = '\0';
+    opt.prefix = long_prefix;
+    store_free(open_store_url(opt.url, opt.prefix, 200));
+
+    opt.prefix = NULL;
+    opt.timeout_ms = -1;
+    ck_assert_ptr_null(store_new(&opt, err, sizeof err));
+    ck_assert_msg(strstr(err, "timeout") != NULL, "%s", err);
+
+    opt.timeout_ms = 200;
+    opt.url = NULL;
+    ck_assert_ptr_null(store_new(&opt, err, sizeof err));
+    ck_assert_ptr_null(store_new(NULL, err, sizeof err));
+    /* No error buffer at all must not crash. */
+    ck_assert_ptr_null(store_new(NULL, NULL, 0));
+    store_free(NULL);
+}
+END_TEST
+
+/* ================= a server that is down ================= */
+
+START_TEST(test_down_server)
+{
+    char url[96], err[ERRLEN] = "", endpoint[32];
+    int port = free_port(); /* nobody listens there */
+    diff_change_t ch = upsert("a", DIFF_STATE_ACTIVE, 0, 1, "IN_PROGRESS");
+    diff_index_t *ix = diff_index_new();
+    uint64_t cycle = 7;
+    bool exists = true;
+    store_t *st;
+
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d/1", SECRET, port);
+    snprintf(endpoint, sizeof endpoint, "127.0.0.1:%d", port);
+    st = open_store_url(url, NULL, 500); /* down is not an error for store_new */
+
+    ck_assert_int_eq(store_ping(st, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
+    assert_no_secret(err);
+
+    err[0] = '\0';
+    ck_assert_int_eq(store_commit(st, "src", &ch, 1, 1, &cycle, err, sizeof err), -1);
+    ck_assert_uint_eq(cycle, 7);
+    ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
+    assert_no_secret(err);
+
+    err[0] = '\0';
+    ck_assert_int_eq(store_load(st, "src", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert(!exists);
+    ck_assert_msg(strstr(err, "refused") != NULL, "%s", err);
+    assert_no_secret(err);
+
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+/* ================= one shared server ================= */
+
+static void basic_setup(void)
+{
+    server_setup(&srv, false, NULL);
+}
+
+static void basic_teardown(void)
+{
+    server_teardown(&srv);
+}
+
+START_TEST(test_ping)
+{
+    char err[ERRLEN] = "";
+    store_t *st = open_store(srv.port);
+    uint64_t before = store_commands_sent(st);
+
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(store_commands_sent(st), before + 1);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_load_without_snapshot)
+{
+    store_t *st = open_store(srv.port);
+    diff_index_t *ix = diff_index_new();
+    diff_record_t stale = {.state = DIFF_STATE_ACTIVE, .status = "x"};
+    char err[ERRLEN] = "";
+    uint64_t cycle = 42;
+    bool exists = true;
+
+    ck_assert_int_eq(diff_index_put(ix, "stale", &stale), 0);
+    ck_assert_msg(store_load(st, "never-committed", ix, &exists, &cycle, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(!exists);
+    ck_assert_uint_eq(cycle, 0);
+    ck_assert_uint_eq(diff_index_size(ix), 0);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_round_trip)
+{
+    char long_id[DIFF_ID_MAX + 1], long_status[DIFF_STATUS_MAX + 1];
+    store_t *st = open_store(srv.port);
+    diff_index_t *ix;
+    uint64_t cycle = 0;
+    bool exists;
+    long long t0 = now_ms(), t1;
+
+    memset(long_id, 'i', DIFF_ID_MAX);
+    long_id[DIFF_ID_MAX] = '\0';
+    memset(long_status, 's', DIFF_STATUS_MAX);
+    long_status[DIFF_STATUS_MAX] = '\0';
+
+    diff_change_t first[] = {
+        upsert("plain", DIFF_STATE_ACTIVE, 0, 0x0123456789abcdefULL, "IN_PROGRESS"),
+        upsert("with space:and colon", DIFF_STATE_PENDING, 1, 0, "Needs Proctor"),
+        upsert("st:colon", DIFF_STATE_COMPLETED, 0, UINT64_MAX, "a:b: c :"),
+        upsert("empty-status", DIFF_STATE_NONE, 0, 42, ""),
+        upsert("misses-max", DIFF_STATE_ACTIVE, DIFF_MAX_GRACE, 7, "Active"),
+        upsert("cancelled", DIFF_STATE_CANCELLED, 2, 9, "Approval Denied"),
+        upsert("bytes\x01\x7f\xff\xc3\xa9", DIFF_STATE_ACTIVE, 0, 1, "started"),
+        upsert(long_id, DIFF_STATE_ACTIVE, 3, 3, long_status),
+        upsert("to-remove", DIFF_STATE_COMPLETED, 0, 5, "COMPLETED"),
+    };
+    const size_t nfirst = sizeof first / sizeof *first;
+
+    commit_ok(st, "rt", first, nfirst, nfirst, &cycle);
+    ck_assert_uint_eq(cycle, 1);
+    ix = load_ok(st, "rt", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_uint_eq(diff_index_size(ix), nfirst);
+    for (size_t i = 0; i < nfirst; i++)
+        assert_record(ix, first[i].session_id, &first[i].rec);
+
+    /* Second cycle: a change, a miss counted up, a removal, a new session. */
+    diff_change_t second[] = {
+        upsert("plain", DIFF_STATE_COMPLETED, 0, 0xfedcba9876543210ULL, "COMPLETED"),
+        upsert("with space:and colon", DIFF_STATE_PENDING, 2, 0, "Needs Proctor"),
+        removal("to-remove"),
+        removal("never-stored"), /* removing an unknown id is harmless */
+        upsert("new one", DIFF_STATE_ACTIVE, 0, 11, "in progress: step 2"),
+    };
+    const size_t nsecond = sizeof second / sizeof *second;
+
+    commit_ok(st, "rt", second, nsecond, nfirst, &cycle);
+    ck_assert_uint_eq(cycle, 2);
+    t1 = now_ms();
+    diff_index_free(ix);
+    ix = load_ok(st, "rt", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 2);
+    ck_assert_uint_eq(diff_index_size(ix), nfirst);
+    assert_record(ix, "plain", &second[0].rec);
+    assert_record(ix, "with space:and colon", &second[1].rec);
+    assert_absent(ix, "to-remove");
+    assert_absent(ix, "never-stored");
+    assert_record(ix, "new one", &second[4].rec);
+    for (size_t i = 2; i < nfirst - 1; i++) /* untouched ones */
+        assert_record(ix, first[i].session_id, &first[i].rec);
+
+    ck_assert_int_eq(raw_int(srv.port, "HGET sb:meta:rt cycle"), 2);
+    ck_assert_int_eq(raw_int(srv.port, "HGET sb:meta:rt sessions"), (long long)nfirst);
+    long long at = raw_int(srv.port, "HGET sb:meta:rt committed_at");
+    ck_assert_msg(at >= t0 && at <= t1, "committed_at %lld not in [%lld, %lld]", at, t0, t1);
+    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:rt"), (long long)nfirst);
+
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_meta_cycles)
+{
+    store_t *st = open_store(srv.port);
+    diff_index_t *ix;
+    uint64_t cycle = 0;
+    bool exists = true;
+    uint64_t before;
+
+    ix = load_ok(st, "meta", &exists, &cycle);
+    ck_assert(!exists);
+    ck_assert_uint_eq(cycle, 0);
+    ck_assert_int_eq(raw_int(srv.port, "EXISTS sb:meta:meta"), 0);
+
+    /* An empty first poll still gives the source a snapshot. */
+    before = store_commands_sent(st);
+    commit_ok(st, "meta", NULL, 0, 0, &cycle);
+    ck_assert_uint_eq(store_commands_sent(st) - before, 3); /* MULTI, HSET meta, EXEC */
+    diff_index_free(ix);
+    ix = load_ok(st, "meta", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_uint_eq(diff_index_size(ix), 0);
+    ck_assert_int_eq(raw_int(srv.port, "HGET sb:meta:meta sessions"), 0);
+
+    for (int i = 0; i < 3; i++)
+        commit_ok(st, "meta", NULL, 0, 0, &cycle);
+    diff_index_free(ix);
+    ix = load_ok(st, "meta", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 4);
+
+    /* Sources are independent. */
+    diff_index_free(ix);
+    ix = load_ok(st, "meta-other", &exists, &cycle);
+    ck_assert(!exists);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+static char big_ids[BIG_N][24];
+
+static diff_change_t *make_upserts(size_t n)
+{
+    diff_change_t *ch = calloc(n, sizeof *ch);
+
+    ck_assert_ptr_nonnull(ch);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(big_ids[i], sizeof big_ids[i], "s-%05zu", i);
+        ch[i] = upsert(big_ids[i], DIFF_STATE_ACTIVE, 0, (uint64_t)i * 2654435761u, "active");
+    }
+    return ch;
+}
+
+START_TEST(test_command_counts)
+{
+    const uint64_t batches = (BIG_N + STORE_BATCH - 1) / STORE_BATCH;
+    store_t *st = open_store(srv.port);
+    diff_change_t *big = make_upserts(BIG_N);
+    diff_change_t small[SMALL_N];
+    char small_ids[SMALL_N][24];
+    uint64_t cycle_big = 0, cycle_small = 0, before, big_commit, small_on_big, small_on_small;
+    uint64_t load_cmds;
+    diff_index_t *ix;
+    bool exists;
+
+    before = store_commands_sent(st);
+    commit_ok(st, "big", big, BIG_N, BIG_N, &cycle_big);
+    big_commit = store_commands_sent(st) - before;
+    /* MULTI, ceil(5000 / STORE_BATCH) HSET, HSET meta, EXEC */
+    ck_assert_uint_le(big_commit, 2 + batches + 2);
+    ck_assert_uint_eq(big_commit, 2 + batches + 1);
+    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:big"), BIG_N);
+
+    before = store_commands_sent(st);
+    ix = load_ok(st, "big", &exists, &cycle_big);
+    load_cmds = store_commands_sent(st) - before;
+    ck_assert_uint_eq(diff_index_size(ix), BIG_N);
+    for (size_t i = 0; i < BIG_N; i += 499)
+        assert_record(ix, big[i].session_id, &big[i].rec);
+    diff_index_free(ix);
+
+    /* Ten changes cost the same against 5,000 stored sessions as against ten:
+     * 5 upserts and 5 removals = MULTI, HSET, HDEL, HSET meta, EXEC. */
+    for (size_t i = 0; i < SMALL_N; i++) {
+        snprintf(small_ids[i], sizeof small_ids[i], "s-%05zu", i * 7);
+        small[i] = i % 2 ? removal(small_ids[i])
+                         : upsert(small_ids[i], DIFF_STATE_COMPLETED, 0, i, "completed");
+    }
+    before = store_commands_sent(st);
+    commit_ok(st, "big", small, SMALL_N, BIG_N - SMALL_N / 2, &cycle_big);
+    small_on_big = store_commands_sent(st) - before;
+
+    commit_ok(st, "small", big, SMALL_N * 7, SMALL_N * 7, &cycle_small);
+    before = store_commands_sent(st);
+    commit_ok(st, "small", small, SMALL_N, SMALL_N * 7 - SMALL_N / 2, &cycle_small);
+    small_on_small = store_commands_sent(st) - before;
+    ck_assert_uint_eq(small_on_big, 5);
+    ck_assert_uint_eq(small_on_small, small_on_big);
+    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:big"), BIG_N - SMALL_N / 2);
+
+    /* A delta half upserts, half removals: both kinds chunked. */
+    for (size_t i = 0; i < BIG_N; i += 2)
+        big[i].removed = true;
+    before = store_commands_sent(st);
+    commit_ok(st, "big", big, BIG_N, BIG_N / 2, &cycle_big);
+    uint64_t mixed = store_commands_sent(st) - before;
+    ck_assert_uint_le(mixed, 2 + 2 * ((BIG_N / 2 + STORE_BATCH - 1) / STORE_BATCH) + 1);
+    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:big"), BIG_N / 2);
+
+    fprintf(stderr,
+            "store_test: commands: commit %d upserts %" PRIu64 ", load %d sessions %" PRIu64
+            ", commit %d changes on %d sessions %" PRIu64 " / on %d sessions %" PRIu64
+            ", commit %d mixed %" PRIu64 "\n",
+            BIG_N, big_commit, BIG_N, load_cmds, SMALL_N, BIG_N, small_on_big, SMALL_N * 7,
+            small_on_small, BIG_N, mixed);
+    free(big);
+    store_free(st);
+}
+END_TEST
+
+/* A stored value or meta field that we did not write fails the load, and the
+ * message names the key and the field. */
+START_TEST(test_malformed_values)
+{
+    static const struct {
+        const char *field;
+        size_t field_len;
+        const char *value;
+        size_t value_len;
+        const char *err_part;
+    } cases[] = {
+        {"bad id", 6, "garbage", 7, "\"bad id\""},
+        {"bad-state", 9, "9:0:0000000000000000:x", 22, "bad-state"},
+        {"short-fp", 8, "1:0:00ff:x", 10, "short-fp"},
+        {"empty", 5, "", 0, "empty"},
+        {"nul\0id", 6, "1:0:0000000000000000:x", 22, "nul\\x00id"},
+        {"", 0, "1:0:0000000000000000:x", 22, "\"\""},
+        {"bin\x01\xff", 5, "x", 1, "bin\\x01\\xff"},
+    };
+    char long_value[DIFF_RECORD_MAX + 2], long_field[DIFF_ID_MAX + 2];
+    diff_change_t ok = upsert("good", DIFF_STATE_ACTIVE, 0, 1, "active");
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN];
+    uint64_t cycle = 0;
+    bool exists;
+    diff_index_t *ix = diff_index_new();
+
+    commit_ok(st, "bad", &ok, 1, 1, &cycle);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        raw_ok(srv.port, "HSET sb:snap:bad %b %b", cases[i].field, cases[i].field_len,
+               cases[i].value, cases[i].value_len);
+        err[0] = '\0';
+        ck_assert_msg(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err) == -1,
+                      "case %zu loaded", i);
+        ck_assert_msg(strstr(err, "sb:snap:bad") != NULL && strstr(err, cases[i].err_part) != NULL,
+                      "case %zu: %s", i, err);
+        ck_assert_uint_eq(diff_index_size(ix), 0);
+        ck_assert(!exists);
+        ck_assert_uint_eq(cycle, 0);
+        raw_ok(srv.port, "HDEL sb:snap:bad %b", cases[i].field, cases[i].field_len);
+    }
+
+    /* Longer than any record: rejected before decoding. */
+    memset(long_value, 'v', sizeof long_value - 1);
+    long_value[sizeof long_value - 1] = '\0';
+    raw_ok(srv.port, "HSET sb:snap:bad long-value %s", long_value);
+    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "long-value") != NULL && strstr(err, "longer") != NULL, "%s", err);
+    raw_ok(srv.port, "DEL sb:snap:bad");
+    memset(long_field, 'f', sizeof long_field - 1);
+    long_field[sizeof long_field - 1] = '\0';
+    raw_ok(srv.port, "HSET sb:snap:bad %s 1:0:0000000000000000:x", long_field);
+    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "sb:snap:bad") != NULL && strstr(err, "ffff...") != NULL, "%s", err);
+    raw_ok(srv.port, "DEL sb:snap:bad");
+
+    /* The meta hash. */
+    raw_ok(srv.port, "HSET sb:meta:bad cycle 12x");
+    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "sb:meta:bad") != NULL && strstr(err, "cycle") != NULL, "%s", err);
+    raw_ok(srv.port, "HSET sb:meta:bad cycle 99999999999999999999");
+    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    raw_ok(srv.port, "HDEL sb:meta:bad cycle");
+    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "sb:meta:bad") != NULL && strstr(err, "cycle") != NULL, "%s", err);
+    raw_ok(srv.port, "HSET sb:meta:bad cycle 12");
+
+    /* And a correct one loads again over the same connection. */
+    ck_assert_msg(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err) == 0, "%s", err);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 12);
+    ck_assert_uint_eq(diff_index_size(ix), 0);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_error_reply_fails_commit)
+{
+    diff_change_t ch[] = {upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active"), removal("b")};
+    store_t *st = open_store(srv.port);
+    diff_index_t *ix = diff_index_new();
+    char err[ERRLEN] = "";
+    uint64_t cycle = 3;
+    bool exists;
+
+    raw_ok(srv.port, "SET sb:snap:wrongtype not-a-hash");
+    ck_assert_int_eq(store_commit(st, "wrongtype", ch, 2, 1, &cycle, err, sizeof err), -1);
+    ck_assert_uint_eq(cycle, 3);
+    ck_assert_msg(strstr(err, "WRONGTYPE") != NULL && strstr(err, "sb:snap:wrongtype") != NULL,
+                  "%s", err);
+
+    err[0] = '\0';
+    ck_assert_int_eq(store_load(st, "wrongtype", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "WRONGTYPE") != NULL, "%s", err);
+
+    /* Every reply was read: the connection is still in step. */
+    cycle = 0;
+    commit_ok(st, "after-error", ch, 2, 1, &cycle);
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_db_and_prefix)
+{
+    char url[96];
+    diff_change_t ch = upsert("x", DIFF_STATE_ACTIVE, 0, 1, "active");
+    store_t *st;
+    uint64_t cycle = 0;
+    bool exists;
+    diff_index_t *ix;
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/3", srv.port);
+    st = open_store_url(url, "tenant:a", 2000);
+    commit_ok(st, "db3", &ch, 1, 1, &cycle);
+    ck_assert_int_eq(raw_int(srv.port, "EXISTS tenant:a:snap:db3"), 0); /* not in db 0 */
+    {
+        redisContext *c = raw_connect(srv.port);
+        redisReply *r;
+
+        ck_assert_ptr_nonnull(c);
+        freeReplyObject(redisCommand(c, "SELECT 3"));
+        r = redisCommand(c, "EXISTS tenant:a:snap:db3 tenant:a:meta:db3");
+        ck_assert_int_eq(r->integer, 2);
+        freeReplyObject(r);
+        redisFree(c);
+    }
+    ix = load_ok(st, "db3", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(diff_index_size(ix), 1);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+/* Bad input is refused before anything is sent. */
+START_TEST(test_invalid_input_sends_nothing)
+{
+    char too_long_id[DIFF_ID_MAX + 2], too_long_status[DIFF_STATUS_MAX + 2], long_src[70];
+    store_t *st = open_store(srv.port);
+    diff_index_t *ix = diff_index_new();
+    char err[ERRLEN];
+    uint64_t cycle = 0, before;
+    bool exists;
+    const char *bad_sources[] = {NULL, "", "Upper", "sp ace", "colon:x", long_src};
+
+    memset(long_src, 'a', sizeof long_src - 1);
+    long_src[sizeof long_src - 1] = '\0';
+    memset(too_long_id, 'i', sizeof too_long_id - 1);
+    too_long_id[sizeof too_long_id - 1] = '\0';
+    memset(too_long_status, 's', sizeof too_long_status - 1);
+    too_long_status[sizeof too_long_status - 1] = '\0';
+
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    before = store_commands_sent(st);
+    for (size_t i = 0; i < sizeof bad_sources / sizeof *bad_sources; i++) {
+        err[0] = '\0';
+        ck_assert_int_eq(store_commit(st, bad_sources[i], NULL, 0, 0, &cycle, err, sizeof err), -1);
+        ck_assert_msg(strstr(err, "source") != NULL, "%s", err);
+        ck_assert_int_eq(store_load(st, bad_sources[i], ix, &exists, &cycle, err, sizeof err), -1);
+    }
+
+    diff_change_t bad_changes[][2] = {
+        {upsert("ok", DIFF_STATE_ACTIVE, 0, 1, "a"), upsert(NULL, DIFF_STATE_ACTIVE, 0, 1, "a")},
+        {upsert("ok", DIFF_STATE_ACTIVE, 0, 1, "a"), upsert("", DIFF_STATE_ACTIVE, 0, 1, "a")},
+        {upsert("ok", DIFF_STATE_ACTIVE, 0, 1, "a"), removal(too_long_id)},
+        {upsert("ok", DIFF_STATE_ACTIVE, 0, 1, "a"),
+         upsert("x", DIFF_STATE_ACTIVE, 0, 1, too_long_status)},
+        {upsert("ok", DIFF_STATE_ACTIVE, 0, 1, "a"),
+         upsert("x", DIFF_STATE_ACTIVE, DIFF_MAX_GRACE + 1, 1, "a")},
+        {upsert("ok", DIFF_STATE_ACTIVE, 0, 1, "a"), upsert("x", (diff_state_t)9, 0, 1, "a")},
+    };
+    for (size_t i = 0; i < sizeof bad_changes / sizeof *bad_changes; i++) {
+        err[0] = '\0';
+        ck_assert_int_eq(store_commit(st, "input", bad_changes[i], 2, 2, &cycle, err, sizeof err),
+                         -1);
+        ck_assert_msg(strstr(err, "change 1") != NULL, "case %zu: %s", i, err);
+        ck_assert_uint_eq(cycle, 0);
+    }
+    ck_assert_int_eq(store_commit(st, "input", NULL, 3, 0, &cycle, err, sizeof err), -1);
+    cycle = UINT64_MAX;
+    ck_assert_int_eq(store_commit(st, "input", NULL, 0, 0, &cycle, err, sizeof err), -1);
+    ck_assert_uint_eq(store_commands_sent(st), before);
+    ck_assert_int_eq(raw_int(srv.port, "EXISTS sb:meta:input sb:snap:input"), 0);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+/* The server closing an idle connection (its timeout, CLIENT KILL, a restart)
+ * is noticed before sending, so the call reconnects instead of failing. */
+START_TEST(test_idle_connection_closed_by_server)
+{
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN] = "";
+    uint64_t cycle = 0;
+
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_ge(raw_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
+    sleep_ms(50);
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_ge(raw_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
+    sleep_ms(50);
+    commit_ok(st, "idle", NULL, 0, 0, &cycle);
+    store_free(st);
+}
+END_TEST
+
+/* ================= authentication ================= */
+
+static const char *const auth_args[] = {
+    "--requirepass",     SECRET "@pw:x", "--user", "alice", "on",
+    ">" SECRET "-alice", "~*",           "&*",     "+@all", NULL};
+
+static void auth_setup(void)
+{
+    server_setup(&srv, false, auth_args);
+}
+
+START_TEST(test_auth)
+{
+    static const struct {
+        const char *userinfo;
+        bool ok;
+    } cases[] = {
+        {":" SECRET "@pw:x", true},          /* '@' and ':' unencoded */
+        {":" SECRET "%40pw%3Ax", true},      /* and encoded */
+        {"default:" SECRET "@pw:x", true},   /* ACL user "default" */
+        {"alice:" SECRET "-alice", true},    /* ACL user */
+        {"al%69ce:" SECRET "-alice", true},  /* encoded user name */
+        {":" SECRET "-wrong", false},        /* wrong password */
+        {"alice:" SECRET "@pw:x", false},    /* right password, wrong user */
+        {"mallory:" SECRET "-alice", false}, /* unknown user */
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char url[160], err[ERRLEN] = "";
+        store_t *st;
+        int rc;
+
+        snprintf(url, sizeof url, "redis://%s@127.0.0.1:%d", cases[i].userinfo, srv.port);
+        st = open_store_url(url, NULL, 2000);
+        rc = store_ping(st, err, sizeof err);
+        if (cases[i].ok) {
+            ck_assert_msg(rc == 0, "case %zu: %s", i, err);
+        } else {
+            ck_assert_msg(rc == -1, "case %zu: accepted", i);
+            ck_assert_msg(strstr(err, "AUTH") != NULL, "case %zu: %s", i, err);
+        }
+        assert_no_secret(err);
+        store_free(st);
+    }
+}
+END_TEST
+
+START_TEST(test_auth_missing)
+{
+    char url[96], err[ERRLEN] = "";
+    uint64_t cycle = 0;
+    store_t *st;
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    st = open_store_url(url, NULL, 2000);
+    ck_assert_int_eq(store_commit(st, "noauth", NULL, 0, 0, &cycle, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "NOAUTH") != NULL, "%s", err);
+    ck_assert_uint_eq(cycle, 0);
+    store_free(st);
+}
+END_TEST
+
+/* ================= restarts, outages, timeouts ================= */
+
+/*
+ * The runner owns the directory, so that it is removed even when a test
+ * fails and its own teardown never runs; each test starts a server of its
+ * own in it, on an empty directory.
+ */
+static void restart_dir_setup(void)
+{
+    memset(&srv, 0, sizeof srv);
+    snprintf(srv.dir, sizeof srv.dir, "/tmp/store_test.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+}
+
+static void restart_setup(void)
+{
+    remove_tree(srv.dir);
+    ck_assert_int_eq(mkdir(srv.dir, 0700), 0);
+    srv.aof = true;
+    srv.port = free_port();
+    server_start(&srv);
+}
+
+static void restart_teardown(void)
+{
+    server_kill(&srv);
+}
+
+static diff_index_t *load_after_outage(store_t *st, const char *source, bool *exists,
+                                       uint64_t *cycle)
+{
+    char err[ERRLEN] = "";
+    diff_index_t *ix = diff_index_new();
+
+    /* The first call may fail (it finds the old connection dead); the one
+     * after must have reconnected. */
+    if (store_load(st, source, ix, exists, cycle, err, sizeof err) != 0) {
+        ck_assert_msg(strstr(err, "redis 127.0.0.1:") != NULL, "%s", err);
+        ck_assert_msg(store_load(st, source, ix, exists, cycle, err, sizeof err) == 0, "%s", err);
+    }
+    return ix;
+}
+
+START_TEST(test_restart_between_commits)
+{
+    diff_change_t a[] = {upsert("a1", DIFF_STATE_ACTIVE, 0, 1, "IN_PROGRESS"),
+                         upsert("a2", DIFF_STATE_PENDING, 0, 2, "Needs Proctor")};
+    diff_change_t b[] = {upsert("a1", DIFF_STATE_COMPLETED, 0, 3, "COMPLETED"),
+                         upsert("b1", DIFF_STATE_ACTIVE, 0, 4, "IN_PROGRESS")};
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN] = "";
+    uint64_t cycle = 0;
+    bool exists;
+    diff_index_t *ix;
+
+    commit_ok(st, "rs", a, 2, 2, &cycle);
+    server_kill(&srv);
+    server_start(&srv); /* same port, same directory: the AOF is replayed */
+
+    ix = load_after_outage(st, "rs", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_uint_eq(diff_index_size(ix), 2);
+    assert_record(ix, "a1", &a[0].rec);
+    assert_record(ix, "a2", &a[1].rec);
+    diff_index_free(ix);
+
+    /* This time the first call after the restart is a commit. */
+    server_kill(&srv);
+    server_start(&srv);
+    if (store_commit(st, "rs", b, 2, 3, &cycle, err, sizeof err) != 0) {
+        ck_assert_uint_eq(cycle, 1);
+        commit_ok(st, "rs", b, 2, 3, &cycle);
+    }
+    ck_assert_uint_eq(cycle, 2);
+    server_kill(&srv);
+    server_start(&srv);
+    ix = load_after_outage(st, "rs", &exists, &cycle);
+    ck_assert_uint_eq(cycle, 2);
+    ck_assert_uint_eq(diff_index_size(ix), 3);
+    assert_record(ix, "a1", &b[0].rec);
+    assert_record(ix, "a2", &a[1].rec);
+    assert_record(ix, "b1", &b[1].rec);
+    diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_commit_while_down_changes_nothing)
+{
+    diff_change_t a[] = {upsert("a1", DIFF_STATE_ACTIVE, 0, 1, "IN_PROGRESS")};
+    diff_change_t b[] = {upsert("a1", DIFF_STATE_COMPLETED, 0, 3, "COMPLETED"),
+                         upsert("b1", DIFF_STATE_ACTIVE, 0, 4, "IN_PROGRESS")};
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN] = "", endpoint[32];
+    uint64_t cycle = 0, sent;
+    bool exists;
+    diff_index_t *ix;
+
+    snprintf(endpoint, sizeof endpoint, "redis 127.0.0.1:%d", srv.port);
+    commit_ok(st, "down", a, 1, 1, &cycle);
+    server_kill(&srv);
+
+    for (int i = 0; i < 3; i++) { /* every call tries again, none sleeps */
+        long long t0 = now_ms();
+
+        err[0] = '\0';
+        ck_assert_int_eq(store_commit(st, "down", b, 2, 2, &cycle, err, sizeof err), -1);
+        ck_assert_uint_eq(cycle, 1);
+        ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
+        ck_assert_int_lt(now_ms() - t0, 1000);
+    }
+    ck_assert_int_eq(store_ping(st, err, sizeof err), -1);
+    sent = store_commands_sent(st);
+
+    server_start(&srv);
+    ix = load_after_outage(st, "down", &exists, &cycle);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_uint_eq(diff_index_size(ix), 1);
+    assert_record(ix, "a1", &a[0].rec);
+    ck_assert_uint_gt(store_commands_sent(st), sent);
+    diff_index_free(ix);
+
+    commit_ok(st, "down", b, 2, 2, &cycle);
+    ck_assert_uint_eq(cycle, 2);
+    store_free(st);
+}
+END_TEST
+
+START_TEST(test_timeout_then_reconnect)
+{
+    char url[96], err[ERRLEN] = "";
+    store_t *st;
+    long long t0, elapsed;
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    st = open_store_url(url, NULL, 300);
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+
+    kill(srv.pid, SIGSTOP); /* accepts nothing, answers nothing */
+    t0 = now_ms();
+    ck_assert_int_eq(store_ping(st, err, sizeof err), -1);
+    elapsed = now_ms() - t0;
+    kill(srv.pid, SIGCONT);
+    ck_assert_msg(strstr(err, "timed out after 300 ms") != NULL, "%s", err);
+    ck_assert_msg(elapsed >= 250 && elapsed < 2000, "took %lld ms", elapsed);
+
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    store_free(st);
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc;
+
+    tc = tcase_create("url");
+    tcase_add_loop_test(tc, test_url_table, 0, (int)(sizeof url_cases / sizeof *url_cases));
+    tcase_add_test(tc, test_url_too_long);
+    tcase_add_test(tc, test_options_invalid);
+    tcase_add_test(tc, test_down_server);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("redis");
+    tcase_add_unchecked_fixture(tc, basic_setup, basic_teardown);
+    tcase_add_test(tc, test_ping);
+    tcase_add_test(tc, test_load_without_snapshot);
+    tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_meta_cycles);
+    tcase_add_test(tc, test_command_counts);
+    tcase_add_test(tc, test_malformed_values);
+    tcase_add_test(tc, test_error_reply_fails_commit);
+    tcase_add_test(tc, test_db_and_prefix);
+    tcase_add_test(tc, test_invalid_input_sends_nothing);
+    tcase_add_test(tc, test_idle_connection_closed_by_server);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("auth");
+    tcase_add_unchecked_fixture(tc, auth_setup, basic_teardown);
+    tcase_add_test(tc, test_auth);
+    tcase_add_test(tc, test_auth_missing);
+    suite_add_tcase(s, tc);
+
+    /* These kill their server: each test starts its own, in the test process. */
+    tc = tcase_create("restart");
+    tcase_add_unchecked_fixture(tc, restart_dir_setup, basic_teardown);
+    tcase_add_checked_fixture(tc, restart_setup, restart_teardown);
+    tcase_add_test(tc, test_restart_between_commits);
+    tcase_add_test(tc, test_commit_while_down_changes_nothing);
+    tcase_add_test(tc, test_timeout_then_reconnect);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(store_suite());
+    int failed;
+
+    /* Writing to a connection the server dropped raises SIGPIPE; like the
+     * daemon, the tests ignore it and see EPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
