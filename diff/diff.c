@@ -1,0 +1,1385 @@
+/*
+ * diff: snapshot and lifecycle logic. See diff.h for the contract.
+ *
+ * Layout, chosen for 100k sessions per source:
+ * - the index is an open-addressing table (power of two, linear probing,
+ *   backward-shift deletion, no tombstones) of pointers to one malloc'd
+ *   entry per session holding the fixed 16-byte header and the id;
+ * - raw statuses are interned per index, so an entry stores a 16-bit index
+ *   instead of a string;
+ * - "seen in this cycle" is a stamp written into the entry: every
+ *   observation takes the next value of a per-index counter, and a cycle
+ *   owns the stamps from its begin on. The stamp doubles as the first
+ *   observation order, and an abandoned cycle's stamps are simply older
+ *   than the next cycle's, so no cleanup is needed;
+ * - a cycle allocates only for sessions that change (new, different
+ *   fields, misses to reset, vanishing), so a poll that changes nothing
+ *   allocates nothing per session.
+ */
+#include "diff.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/sha.h>
+
+/* ---- small helpers ---- */
+
+/* Smallest table; tables never shrink below it. */
+#define TAB_MIN_CAP 16
+/* Tables grow before more than 3/4 of their slots are used: linear probing
+ * degrades quickly above that, and below it the slot array costs at most
+ * 8 / (3/8) ~ 21 bytes per session. */
+#define TAB_LOAD_NUM 3
+#define TAB_LOAD_DEN 4
+/* After removals a table shrinks when fewer than 1/8 of its slots are used. */
+#define TAB_SHRINK_DEN 8
+
+/*
+ * What glibc's malloc really takes for a request: an 8-byte chunk header,
+ * 16-byte granularity and a 32-byte minimum chunk; requests above the mmap
+ * threshold are whole pages. diff_index_memory() counts with this so that
+ * the figure is what the process pays, not what was asked for.
+ */
+#define MALLOC_HEADER 8
+#define MALLOC_ALIGN 16
+#define MALLOC_MIN_CHUNK 32
+#define MALLOC_MMAP_THRESHOLD (128 * 1024)
+#define MALLOC_PAGE 4096
+
+/* Stamps are renumbered from 1 when the counter passes this at the start of
+ * a cycle, leaving 2^31 observations of headroom for the cycle itself. */
+#define STAMP_RENUMBER_AT (UINT32_C(1) << 31)
+/* Stamp of an entry never observed (every cycle starts above it). */
+#define STAMP_NEVER 0
+
+/* Deepest record the fingerprint descends into; cJSON's own parser stops at
+ * 1000, this only guards trees built by hand. */
+#define FP_MAX_DEPTH 1000
+
+/* Stack buffer for the event id input; longer inputs are hashed from the heap. */
+#define EVENT_ID_STACK_BUF 512
+
+/* Stored status index 0 is the empty status ("no status"), interned at
+ * creation and not counted against DIFF_MAX_STATUSES. */
+#define STATUS_NONE_IDX 0
+
+/* Observed state of an unknown raw status: below every canonical state. */
+#define OBS_UNKNOWN 0xff
+
+static size_t heap_cost(size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (n >= MALLOC_MMAP_THRESHOLD)
+        return (n + MALLOC_HEADER + MALLOC_PAGE - 1) / MALLOC_PAGE * MALLOC_PAGE;
+    size_t c = (n + MALLOC_HEADER + MALLOC_ALIGN - 1) & ~(size_t)(MALLOC_ALIGN - 1);
+    return c < MALLOC_MIN_CHUNK ? MALLOC_MIN_CHUNK : c;
+}
+
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* FNV-1a with a final avalanche: table indexes use the low bits, which plain
+ * FNV-1a mixes poorly for short keys that differ only at the end. */
+#define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
+#define FNV_PRIME UINT64_C(0x100000001b3)
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    /* splitmix64 finalizer */
+    x ^= x >> 30;
+    x *= UINT64_C(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x *= UINT64_C(0x94d049bb133111eb);
+    x ^= x >> 31;
+    return x;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    return mix64(fnv_bytes(FNV_OFFSET, s, strlen(s)));
+}
+
+/* ---- pointer tables keyed by a string inside the pointee ---- */
+
+typedef struct ptab {
+    void **slots;
+    size_t cap; /* 0 or a power of two */
+    size_t count;
+    size_t key_off; /* offset of the NUL-terminated key inside each pointee */
+} ptab_t;
+
+static const char *ptab_key(const ptab_t *t, const void *p)
+{
+    return (const char *)p + t->key_off;
+}
+
+/* Slot holding key, or SIZE_MAX. */
+static size_t ptab_find(const ptab_t *t, const char *key, uint64_t h)
+{
+    if (t->cap == 0)
+        return SIZE_MAX;
+    size_t mask = t->cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        void *p = t->slots[i];
+        if (p == NULL)
+            return SIZE_MAX;
+        if (strcmp(ptab_key(t, p), key) == 0)
+            return i;
+    }
+}
+
+static void *ptab_get(const ptab_t *t, const char *key, uint64_t h)
+{
+    size_t i = ptab_find(t, key, h);
+    return i == SIZE_MAX ? NULL : t->slots[i];
+}
+
+static void ptab_place(void **slots, size_t cap, void *p, uint64_t h)
+{
+    size_t mask = cap - 1;
+    size_t i = (size_t)h & mask;
+    while (slots[i] != NULL)
+        i = (i + 1) & mask;
+    slots[i] = p;
+}
+
+static int ptab_resize(ptab_t *t, size_t cap)
+{
+    void **slots = calloc(cap, sizeof(*slots));
+    if (slots == NULL)
+        return -1;
+    for (size_t i = 0; i < t->cap; i++) {
+        void *p = t->slots[i];
+        if (p != NULL)
+            ptab_place(slots, cap, p, hash_str(ptab_key(t, p)));
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+static size_t ptab_cap_for(size_t count)
+{
+    size_t cap = TAB_MIN_CAP;
+    while (count * TAB_LOAD_DEN > cap * TAB_LOAD_NUM) {
+        if (cap > SIZE_MAX / 2)
+            return 0;
+        cap *= 2;
+    }
+    return cap;
+}
+
+/* Makes room for `count` entries in total, so that inserts up to it cannot
+ * fail. 0 or -1. */
+static int ptab_reserve(ptab_t *t, size_t count)
+{
+    size_t cap = ptab_cap_for(count);
+    if (cap == 0)
+        return -1;
+    if (cap <= t->cap)
+        return 0;
+    return ptab_resize(t, cap);
+}
+
+/* The key must be absent and room reserved. */
+static void ptab_insert(ptab_t *t, void *p, uint64_t h)
+{
+    ptab_place(t->slots, t->cap, p, h);
+    t->count++;
+}
+
+/* Backward-shift deletion: later members of the probe run move up so that
+ * lookups never need tombstones. */
+static void ptab_remove_at(ptab_t *t, size_t slot)
+{
+    size_t mask = t->cap - 1;
+    size_t i = slot;
+    size_t j = slot;
+    t->slots[i] = NULL;
+    for (;;) {
+        j = (j + 1) & mask;
+        void *p = t->slots[j];
+        if (p == NULL)
+            break;
+        size_t k = (size_t)hash_str(ptab_key(t, p)) & mask;
+        /* p may stay if its home k lies cyclically in (i, j]. */
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (stays)
+            continue;
+        t->slots[i] = p;
+        t->slots[j] = NULL;
+        i = j;
+    }
+    t->count--;
+}
+
+/* Gives memory back after mass removals; keeps the table when that fails. */
+static void ptab_maybe_shrink(ptab_t *t)
+{
+    if (t->cap <= TAB_MIN_CAP || t->count * TAB_SHRINK_DEN >= t->cap)
+        return;
+    size_t cap = ptab_cap_for(t->count);
+    if (cap != 0 && cap < t->cap)
+        (void)ptab_resize(t, cap);
+}
+
+static void ptab_release(ptab_t *t)
+{
+    free(t->slots);
+    t->slots = NULL;
+    t->cap = 0;
+    t->count = 0;
+}
+
+/* ---- names ---- */
+
+static const char *const state_names[] = {
+    [DIFF_STATE_NONE] = NULL,
+    [DIFF_STATE_PENDING] = "pending",
+    [DIFF_STATE_ACTIVE] = "active",
+    [DIFF_STATE_COMPLETED] = "completed",
+    [DIFF_STATE_CANCELLED] = "cancelled",
+};
+#define STATE_LAST DIFF_STATE_CANCELLED
+
+static const char *const event_names[DIFF_EV_COUNT] = {
+    [DIFF_EV_STARTED] = "session.started",
+    [DIFF_EV_COMPLETED] = "session.completed",
+    [DIFF_EV_CANCELLED] = "session.cancelled",
+};
+
+static const char *const event_short[DIFF_EV_COUNT] = {
+    [DIFF_EV_STARTED] = "started",
+    [DIFF_EV_COMPLETED] = "completed",
+    [DIFF_EV_CANCELLED] = "cancelled",
+};
+
+static const char *const reason_names[] = {
+    [DIFF_REASON_STATUS_CHANGE] = "status_change",
+    [DIFF_REASON_FIRST_SEEN] = "first_seen",
+    [DIFF_REASON_VANISHED] = "vanished",
+};
+
+const char *diff_state_name(diff_state_t state)
+{
+    if ((unsigned)state > STATE_LAST)
+        return NULL;
+    return state_names[state];
+}
+
+int diff_state_parse(const char *name, diff_state_t *out)
+{
+    if (name == NULL)
+        return -1;
+    for (unsigned s = DIFF_STATE_PENDING; s <= STATE_LAST; s++) {
+        if (strcmp(name, state_names[s]) == 0) {
+            if (out != NULL)
+                *out = (diff_state_t)s;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *diff_event_type_name(diff_event_type_t type)
+{
+    return (unsigned)type < DIFF_EV_COUNT ? event_names[type] : NULL;
+}
+
+const char *diff_event_type_short(diff_event_type_t type)
+{
+    return (unsigned)type < DIFF_EV_COUNT ? event_short[type] : NULL;
+}
+
+const char *diff_reason_name(diff_reason_t reason)
+{
+    return (unsigned)reason <= DIFF_REASON_VANISHED ? reason_names[reason] : NULL;
+}
+
+/* ---- event id ---- */
+
+static int event_id(const char *source, const char *session_id, diff_event_type_t type,
+                    char out[DIFF_EVENT_ID_LEN])
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *tname = diff_event_type_name(type);
+    if (source == NULL || session_id == NULL || tname == NULL)
+        return -1;
+    size_t ls = strlen(source), li = strlen(session_id), lt = strlen(tname);
+    size_t n = ls + 1 + li + 1 + lt;
+    char stackbuf[EVENT_ID_STACK_BUF];
+    char *buf = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+    if (buf == NULL)
+        return -1;
+    memcpy(buf, source, ls);
+    buf[ls] = '\n';
+    memcpy(buf + ls + 1, session_id, li);
+    buf[ls + 1 + li] = '\n';
+    memcpy(buf + ls + 2 + li, tname, lt);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)buf, n, md);
+    if (buf != stackbuf)
+        free(buf);
+    for (size_t i = 0; i < (DIFF_EVENT_ID_LEN - 1) / 2; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 0xf];
+    }
+    out[DIFF_EVENT_ID_LEN - 1] = '\0';
+    return 0;
+}
+
+/* On failure (only ENOMEM for an absurdly long source) the id is empty, which
+ * no consumer can mistake for a real one. */
+void diff_event_id(const char *source, const char *session_id, diff_event_type_t type,
+                   char out[DIFF_EVENT_ID_LEN])
+{
+    if (event_id(source, session_id, type, out) != 0)
+        out[0] = '\0';
+}
+
+/* ---- status maps ---- */
+
+typedef struct map_entry {
+    uint8_t state;
+    char raw[];
+} map_entry_t;
+
+struct diff_status_map {
+    ptab_t tab;
+};
+
+diff_status_map_t *diff_status_map_new(void)
+{
+    diff_status_map_t *map = calloc(1, sizeof(*map));
+    if (map == NULL)
+        return NULL;
+    map->tab.key_off = offsetof(map_entry_t, raw);
+    return map;
+}
+
+void diff_status_map_free(diff_status_map_t *map)
+{
+    if (map == NULL)
+        return;
+    for (size_t i = 0; i < map->tab.cap; i++)
+        free(map->tab.slots[i]);
+    ptab_release(&map->tab);
+    free(map);
+}
+
+/* Length of s if it is 1..max bytes long, else 0. */
+static size_t bounded_len(const char *s, size_t max)
+{
+    if (s == NULL)
+        return 0;
+    size_t n = strnlen(s, max + 1);
+    return n > max ? 0 : n;
+}
+
+int diff_status_map_set(diff_status_map_t *map, const char *raw, diff_state_t state)
+{
+    if (map == NULL || state <= DIFF_STATE_NONE || state > STATE_LAST)
+        return -1;
+    size_t n = bounded_len(raw, DIFF_STATUS_MAX);
+    if (n == 0)
+        return -1;
+    uint64_t h = hash_str(raw);
+    map_entry_t *me = ptab_get(&map->tab, raw, h);
+    if (me != NULL) {
+        me->state = (uint8_t)state;
+        return 0;
+    }
+    if (ptab_reserve(&map->tab, map->tab.count + 1) != 0)
+        return -1;
+    me = malloc(sizeof(*me) + n + 1);
+    if (me == NULL)
+        return -1;
+    me->state = (uint8_t)state;
+    memcpy(me->raw, raw, n + 1);
+    ptab_insert(&map->tab, me, h);
+    return 0;
+}
+
+int diff_status_map_lookup(const diff_status_map_t *map, const char *raw, diff_state_t *out)
+{
+    if (map == NULL || raw == NULL)
+        return -1;
+    const map_entry_t *me = ptab_get(&map->tab, raw, hash_str(raw));
+    if (me == NULL)
+        return -1;
+    if (out != NULL)
+        *out = (diff_state_t)me->state;
+    return 0;
+}
+
+/* ---- stored records ---- */
+
+int diff_record_encode(const diff_record_t *rec, char *buf, size_t buflen)
+{
+    if (rec == NULL || buf == NULL || (unsigned)rec->state > STATE_LAST)
+        return -1;
+    const char *status = rec->status != NULL ? rec->status : "";
+    if (strnlen(status, DIFF_STATUS_MAX + 1) > DIFF_STATUS_MAX)
+        return -1;
+    int n = snprintf(buf, buflen, "%u:%u:%016llx:%s", (unsigned)rec->state, (unsigned)rec->misses,
+                     (unsigned long long)rec->fingerprint, status);
+    if (n < 0 || (size_t)n >= buflen)
+        return -1;
+    return n;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Digits of DIFF_MAX_GRACE: a longer misses field is malformed, not large. */
+#define MISSES_MAX_DIGITS 3
+#define FP_HEX_DIGITS 16
+
+int diff_record_decode(const char *text, size_t len, diff_record_t *rec, char *status_buf,
+                       size_t status_buflen)
+{
+    if (text == NULL || rec == NULL || status_buf == NULL)
+        return -1;
+    const char *p = text, *end = text + len;
+
+    if (end - p < 2 || p[0] < '0' || p[0] > '0' + STATE_LAST || p[1] != ':')
+        return -1;
+    diff_state_t state = (diff_state_t)(p[0] - '0');
+    p += 2;
+
+    unsigned misses = 0;
+    size_t digits = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (++digits > MISSES_MAX_DIGITS)
+            return -1;
+        misses = misses * 10 + (unsigned)(*p - '0');
+        p++;
+    }
+    if (digits == 0 || misses > DIFF_MAX_GRACE || p >= end || *p != ':')
+        return -1;
+    p++;
+
+    if (end - p < FP_HEX_DIGITS + 1 || p[FP_HEX_DIGITS] != ':')
+        return -1;
+    uint64_t fp = 0;
+    for (int i = 0; i < FP_HEX_DIGITS; i++) {
+        int v = hex_value(p[i]);
+        if (v < 0)
+            return -1;
+        fp = fp << 4 | (uint64_t)v;
+    }
+    p += FP_HEX_DIGITS + 1;
+
+    /* The status is the tail: it may itself contain ':'. */
+    size_t slen = (size_t)(end - p);
+    if (slen > DIFF_STATUS_MAX || slen + 1 > status_buflen || memchr(p, '\0', slen) != NULL)
+        return -1;
+    memcpy(status_buf, p, slen);
+    status_buf[slen] = '\0';
+
+    rec->state = state;
+    rec->misses = (uint8_t)misses;
+    rec->fingerprint = fp;
+    rec->status = status_buf;
+    return 0;
+}
+
+/* ---- fingerprint ---- */
+
+static uint64_t fp_str(uint64_t h, const char *s)
+{
+    if (s == NULL) {
+        /* a length no real string has */
+        uint64_t none = UINT64_MAX;
+        return fnv_bytes(h, &none, sizeof(none));
+    }
+    uint64_t n = strlen(s);
+    h = fnv_bytes(h, &n, sizeof(n));
+    return fnv_bytes(h, s, (size_t)n);
+}
+
+/* Hashes type tag, key (inside objects), value; containers are bracketed
+ * and counted so that [[1],2] and [[1,2]] differ. */
+static uint64_t fp_walk(uint64_t h, const cJSON *node, bool in_object, unsigned depth)
+{
+    unsigned char tag = (unsigned char)(node->type & 0xff);
+    h = fnv_bytes(h, &tag, 1);
+    if (in_object)
+        h = fp_str(h, node->string);
+    switch (node->type & 0xff) {
+    case cJSON_Number: {
+        uint64_t bits;
+        double d = node->valuedouble;
+        memcpy(&bits, &d, sizeof(bits));
+        h = fnv_bytes(h, &bits, sizeof(bits));
+        break;
+    }
+    case cJSON_String:
+    case cJSON_Raw:
+        h = fp_str(h, node->valuestring);
+        break;
+    case cJSON_Array:
+    case cJSON_Object: {
+        uint64_t count = 0;
+        if (depth < FP_MAX_DEPTH) {
+            bool obj = (node->type & 0xff) == cJSON_Object;
+            for (const cJSON *c = node->child; c != NULL; c = c->next, count++)
+                h = fp_walk(h, c, obj, depth + 1);
+        }
+        h = fnv_bytes(h, &count, sizeof(count));
+        break;
+    }
+    default: /* false, true, null, invalid: the tag says it all */
+        break;
+    }
+    return h;
+}
+
+uint64_t diff_fingerprint(const cJSON *record)
+{
+    if (record == NULL)
+        return mix64(FNV_OFFSET);
+    return mix64(fp_walk(FNV_OFFSET, record, false, 0));
+}
+
+/* ---- the index ---- */
+
+/* 16 bytes before the id: a 36-char id makes a 53-byte request, one 64-byte
+ * malloc chunk. */
+typedef struct entry {
+    uint64_t fingerprint;
+    uint32_t seen; /* stamp of the first observation in the latest cycle */
+    uint16_t status_idx;
+    uint8_t state;
+    uint8_t misses;
+    char id[];
+} entry_t;
+
+typedef struct status {
+    uint16_t idx;
+    bool reported; /* already returned as a new unknown status */
+    char raw[];
+} status_t;
+
+struct diff_index {
+    ptab_t tab;          /* entry_t * by id */
+    ptab_t stab;         /* status_t * by raw */
+    status_t **statuses; /* by status_idx */
+    size_t nstatuses;
+    size_t statuses_cap;
+    size_t entry_bytes;  /* heap_cost() of every entry */
+    size_t status_bytes; /* heap_cost() of every status_t */
+    uint32_t next_stamp;
+    bool cycle_open;
+};
+
+/* Interns raw, returns its index or -1 (ENOMEM or DIFF_MAX_STATUSES reached). */
+static int intern_status(diff_index_t *ix, const char *raw, size_t len)
+{
+    uint64_t h = hash_str(raw);
+    const status_t *st = ptab_get(&ix->stab, raw, h);
+    if (st != NULL)
+        return st->idx;
+    /* index 0 is the empty status and does not count */
+    if (ix->nstatuses > DIFF_MAX_STATUSES)
+        return -1;
+    if (ix->nstatuses == ix->statuses_cap) {
+        size_t cap = ix->statuses_cap == 0 ? 8 : ix->statuses_cap * 2;
+        if (cap > DIFF_MAX_STATUSES + 1)
+            cap = DIFF_MAX_STATUSES + 1;
+        status_t **v = realloc(ix->statuses, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        ix->statuses = v;
+        ix->statuses_cap = cap;
+    }
+    if (ptab_reserve(&ix->stab, ix->stab.count + 1) != 0)
+        return -1;
+    status_t *ns = malloc(sizeof(*ns) + len + 1);
+    if (ns == NULL)
+        return -1;
+    ns->idx = (uint16_t)ix->nstatuses;
+    ns->reported = false;
+    memcpy(ns->raw, raw, len + 1);
+    ptab_insert(&ix->stab, ns, h);
+    ix->statuses[ix->nstatuses++] = ns;
+    ix->status_bytes += heap_cost(sizeof(*ns) + len + 1);
+    return ns->idx;
+}
+
+static const char *status_raw(const diff_index_t *ix, uint16_t idx)
+{
+    return ix->statuses[idx]->raw;
+}
+
+diff_index_t *diff_index_new(void)
+{
+    diff_index_t *ix = calloc(1, sizeof(*ix));
+    if (ix == NULL)
+        return NULL;
+    ix->tab.key_off = offsetof(entry_t, id);
+    ix->stab.key_off = offsetof(status_t, raw);
+    ix->next_stamp = STAMP_NEVER + 1;
+    if (intern_status(ix, "", 0) != STATUS_NONE_IDX)
+        goto err;
+    return ix;
+err:
+    diff_index_free(ix);
+    return NULL;
+}
+
+void diff_index_clear(diff_index_t *ix)
+{
+    if (ix == NULL)
+        return;
+    for (size_t i = 0; i < ix->tab.cap; i++)
+        free(ix->tab.slots[i]);
+    ptab_release(&ix->tab);
+    ix->entry_bytes = 0;
+}
+
+void diff_index_free(diff_index_t *ix)
+{
+    if (ix == NULL)
+        return;
+    diff_index_clear(ix);
+    for (size_t i = 0; i < ix->nstatuses; i++)
+        free(ix->statuses[i]);
+    free(ix->statuses);
+    ptab_release(&ix->stab);
+    free(ix);
+}
+
+size_t diff_index_size(const diff_index_t *ix)
+{
+    return ix != NULL ? ix->tab.count : 0;
+}
+
+size_t diff_index_memory(const diff_index_t *ix)
+{
+    if (ix == NULL)
+        return 0;
+    return heap_cost(sizeof(*ix)) + heap_cost(ix->tab.cap * sizeof(void *)) + ix->entry_bytes +
+           heap_cost(ix->stab.cap * sizeof(void *)) +
+           heap_cost(ix->statuses_cap * sizeof(status_t *)) + ix->status_bytes;
+}
+
+static entry_t *entry_new(const char *id, size_t idlen)
+{
+    entry_t *e = malloc(sizeof(*e) + idlen + 1);
+    if (e == NULL)
+        return NULL;
+    memset(e, 0, sizeof(*e));
+    e->seen = STAMP_NEVER;
+    memcpy(e->id, id, idlen + 1);
+    return e;
+}
+
+static size_t entry_cost(const entry_t *e)
+{
+    return heap_cost(sizeof(*e) + strlen(e->id) + 1);
+}
+
+int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec)
+{
+    if (ix == NULL || rec == NULL || (unsigned)rec->state > STATE_LAST)
+        return -1;
+    size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
+    if (idlen == 0)
+        return -1;
+    const char *status = rec->status != NULL ? rec->status : "";
+    size_t slen = strnlen(status, DIFF_STATUS_MAX + 1);
+    if (slen > DIFF_STATUS_MAX)
+        return -1;
+    int sidx = intern_status(ix, status, slen);
+    if (sidx < 0)
+        return -1;
+
+    uint64_t h = hash_str(session_id);
+    entry_t *e = ptab_get(&ix->tab, session_id, h);
+    if (e == NULL) {
+        if (ptab_reserve(&ix->tab, ix->tab.count + 1) != 0)
+            return -1;
+        e = entry_new(session_id, idlen);
+        if (e == NULL)
+            return -1;
+        ptab_insert(&ix->tab, e, h);
+        ix->entry_bytes += entry_cost(e);
+    }
+    e->state = (uint8_t)rec->state;
+    e->misses = rec->misses;
+    e->fingerprint = rec->fingerprint;
+    e->status_idx = (uint16_t)sidx;
+    return 0;
+}
+
+static void entry_record(const diff_index_t *ix, const entry_t *e, diff_record_t *out)
+{
+    out->state = (diff_state_t)e->state;
+    out->misses = e->misses;
+    out->fingerprint = e->fingerprint;
+    out->status = status_raw(ix, e->status_idx);
+}
+
+int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t *out)
+{
+    if (ix == NULL || session_id == NULL)
+        return -1;
+    const entry_t *e = ptab_get(&ix->tab, session_id, hash_str(session_id));
+    if (e == NULL)
+        return -1;
+    if (out != NULL)
+        entry_record(ix, e, out);
+    return 0;
+}
+
+/* ---- lifecycle rules ---- */
+
+static bool state_terminal(unsigned s)
+{
+    return s == DIFF_STATE_COMPLETED || s == DIFF_STATE_CANCELLED;
+}
+
+/* How advanced an observation is, for duplicates: the two terminal states
+ * tie, and an unknown status is below everything. */
+static unsigned obs_rank(unsigned obs)
+{
+    switch (obs) {
+    case DIFF_STATE_PENDING:
+        return 1;
+    case DIFF_STATE_ACTIVE:
+        return 2;
+    case DIFF_STATE_COMPLETED:
+    case DIFF_STATE_CANCELLED:
+        return 3;
+    default:
+        return 0;
+    }
+}
+
+/* What is stored for a session before the cycle (absent: present false). */
+typedef struct stored {
+    bool present;
+    uint8_t state;
+    uint8_t misses;
+    uint16_t status_idx;
+    uint64_t fingerprint;
+} stored_t;
+
+typedef struct planned_event {
+    uint8_t type;
+    uint8_t state;
+    uint8_t previous_state;
+    bool synthesized;
+} planned_event_t;
+
+/* The outcome of one observation against what is stored. */
+typedef struct plan {
+    uint8_t state;
+    uint8_t misses;
+    uint16_t status_idx;
+    uint64_t fingerprint;
+    unsigned nev;
+    planned_event_t ev[2];
+} plan_t;
+
+static void plan_event(plan_t *p, diff_event_type_t type, unsigned state, unsigned prev, bool synth)
+{
+    p->ev[p->nev++] = (planned_event_t){
+        .type = (uint8_t)type,
+        .state = (uint8_t)state,
+        .previous_state = (uint8_t)prev,
+        .synthesized = synth,
+    };
+}
+
+static void plan_observation(const stored_t *s, unsigned obs, uint16_t obs_status, uint64_t obs_fp,
+                             bool baseline, plan_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    unsigned cur = s->present ? s->state : DIFF_STATE_NONE;
+    p->misses = 0; /* seen */
+    if (obs == OBS_UNKNOWN) {
+        /* A sighting only. A session known in no state keeps its latest raw
+         * status so that the first event can report it; a known one keeps
+         * the status its state came from. */
+        p->state = (uint8_t)cur;
+        if (cur == DIFF_STATE_NONE) {
+            p->status_idx = obs_status;
+            p->fingerprint = obs_fp;
+        } else {
+            p->status_idx = s->status_idx;
+            p->fingerprint = s->fingerprint;
+        }
+        return;
+    }
+    p->state = (uint8_t)cur;
+    p->status_idx = obs_status;
+    p->fingerprint = obs_fp;
+    if (state_terminal(cur) || obs <= cur)
+        return; /* forward only; terminal is final */
+    p->state = (uint8_t)obs;
+    if (baseline)
+        return;
+    switch (obs) {
+    case DIFF_STATE_ACTIVE:
+        plan_event(p, DIFF_EV_STARTED, DIFF_STATE_ACTIVE, cur, false);
+        break;
+    case DIFF_STATE_COMPLETED:
+        /* consumers always see started before completed */
+        if (cur < DIFF_STATE_ACTIVE) {
+            plan_event(p, DIFF_EV_STARTED, DIFF_STATE_ACTIVE, cur, true);
+            plan_event(p, DIFF_EV_COMPLETED, DIFF_STATE_COMPLETED, DIFF_STATE_ACTIVE, false);
+        } else {
+            plan_event(p, DIFF_EV_COMPLETED, DIFF_STATE_COMPLETED, cur, false);
+        }
+        break;
+    case DIFF_STATE_CANCELLED:
+        /* cancelled before it ever became active: no started */
+        plan_event(p, DIFF_EV_CANCELLED, DIFF_STATE_CANCELLED, cur, false);
+        break;
+    default: /* pending has no event */
+        break;
+    }
+}
+
+static bool plan_changes(const stored_t *s, const plan_t *p)
+{
+    return !s->present || p->state != s->state || p->misses != s->misses ||
+           p->status_idx != s->status_idx || p->fingerprint != s->fingerprint;
+}
+
+static stored_t stored_of(const entry_t *e)
+{
+    stored_t s = {0};
+    if (e != NULL) {
+        s.present = true;
+        s.state = e->state;
+        s.misses = e->misses;
+        s.status_idx = e->status_idx;
+        s.fingerprint = e->fingerprint;
+    }
+    return s;
+}
+
+/* ---- one cycle ---- */
+
+/* Order key of vanished sessions: after every observation stamp. */
+#define ORDER_VANISHED (UINT64_C(1) << 32)
+
+/* Per-cycle note of a session that changes (or might, for duplicates). */
+typedef struct crec {
+    entry_t *entry;     /* in the index; NULL for a new session */
+    entry_t *new_entry; /* built by finish for a new session, owned until apply */
+    cJSON *record;      /* duplicate, only when an event carries it */
+    uint64_t order;     /* first observation stamp, or ORDER_VANISHED + n */
+    uint64_t fingerprint;
+    uint16_t status_idx;       /* observed */
+    uint16_t store_status_idx; /* what finish decided to store */
+    uint8_t obs;               /* observed state or OBS_UNKNOWN */
+    bool vanished;
+    bool changed;
+    bool removed;
+    diff_record_t rec; /* what finish decided to store */
+    char id[];
+} crec_t;
+
+#define STATE_CACHE_UNSET (-2)
+#define STATE_CACHE_UNKNOWN (-1)
+
+struct diff_cycle {
+    diff_index_t *ix;
+    const diff_options_t *opt;
+    uint32_t base; /* stamps >= base were written by this cycle */
+    bool finished;
+    bool settled; /* finish succeeded: the changes are complete */
+    bool applied;
+    ptab_t notes;   /* crec_t * by id */
+    crec_t **order; /* every crec; sorted by finish */
+    size_t norder;
+    size_t order_cap;
+    size_t observed;
+    size_t unknown_count;
+    const char **new_unknown;
+    size_t nnew_unknown;
+    size_t new_unknown_cap;
+    diff_event_t *events;
+    size_t nevents;
+    diff_change_t *changes;
+    size_t nchanges;
+    /* status_idx -> state, computed once per cycle (the map is fixed for
+     * its duration) */
+    int8_t state_cache[DIFF_MAX_STATUSES + 1];
+};
+
+diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt)
+{
+    if (ix == NULL || opt == NULL || opt->source == NULL || opt->vanish_grace < 1 ||
+        opt->vanish_grace > DIFF_MAX_GRACE || ix->cycle_open)
+        return NULL;
+    diff_cycle_t *cy = calloc(1, sizeof(*cy));
+    if (cy == NULL)
+        return NULL;
+    cy->ix = ix;
+    cy->opt = opt;
+    cy->notes.key_off = offsetof(crec_t, id);
+    for (size_t i = 0; i < sizeof(cy->state_cache); i++)
+        cy->state_cache[i] = STATE_CACHE_UNSET;
+    if (ix->next_stamp >= STAMP_RENUMBER_AT) {
+        for (size_t i = 0; i < ix->tab.cap; i++) {
+            entry_t *e = ix->tab.slots[i];
+            if (e != NULL)
+                e->seen = STAMP_NEVER;
+        }
+        ix->next_stamp = STAMP_NEVER + 1;
+    }
+    cy->base = ix->next_stamp;
+    ix->cycle_open = true;
+    return cy;
+}
+
+static unsigned cycle_state_of(diff_cycle_t *cy, uint16_t sidx)
+{
+    int8_t v = cy->state_cache[sidx];
+    if (v == STATE_CACHE_UNSET) {
+        diff_state_t st;
+        const char *raw = status_raw(cy->ix, sidx);
+        v = (raw[0] != '\0' && diff_status_map_lookup(cy->opt->status_map, raw, &st) == 0)
+                ? (int8_t)st
+                : STATE_CACHE_UNKNOWN;
+        cy->state_cache[sidx] = v;
+    }
+    return v == STATE_CACHE_UNKNOWN ? OBS_UNKNOWN : (unsigned)v;
+}
+
+static crec_t *crec_add(diff_cycle_t *cy, const char *id, size_t idlen, uint64_t h)
+{
+    if (cy->norder == cy->order_cap) {
+        size_t cap = cy->order_cap == 0 ? 64 : cy->order_cap * 2;
+        crec_t **v = realloc(cy->order, cap * sizeof(*v));
+        if (v == NULL)
+            return NULL;
+        cy->order = v;
+        cy->order_cap = cap;
+    }
+    if (ptab_reserve(&cy->notes, cy->notes.count + 1) != 0)
+        return NULL;
+    crec_t *r = calloc(1, sizeof(*r) + idlen + 1);
+    if (r == NULL)
+        return NULL;
+    memcpy(r->id, id, idlen + 1);
+    ptab_insert(&cy->notes, r, h);
+    cy->order[cy->norder++] = r;
+    return r;
+}
+
+/* Stores observation into r, duplicating the provider record only when an
+ * event of this cycle will carry it. 0 or -1 (ENOMEM). */
+static int crec_observe(diff_cycle_t *cy, crec_t *r, unsigned obs, uint16_t sidx, uint64_t fp,
+                        const cJSON *record)
+{
+    stored_t s = stored_of(r->entry);
+    plan_t p;
+    plan_observation(&s, obs, sidx, fp, cy->opt->baseline, &p);
+    cJSON *dup = NULL;
+    if (p.nev > 0 && record != NULL) {
+        dup = cJSON_Duplicate(record, 1);
+        if (dup == NULL)
+            return -1;
+    }
+    cJSON_Delete(r->record);
+    r->record = dup;
+    r->obs = (uint8_t)obs;
+    r->status_idx = sidx;
+    r->fingerprint = fp;
+    return 0;
+}
+
+static int cycle_note_unknown(diff_cycle_t *cy, uint16_t sidx)
+{
+    cy->unknown_count++;
+    status_t *st = cy->ix->statuses[sidx];
+    if (st->reported)
+        return 0;
+    if (cy->nnew_unknown == cy->new_unknown_cap) {
+        size_t cap = cy->new_unknown_cap == 0 ? 8 : cy->new_unknown_cap * 2;
+        const char **v = realloc(cy->new_unknown, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        cy->new_unknown = v;
+        cy->new_unknown_cap = cap;
+    }
+    /* reported at first sight, whether or not this cycle is applied: the
+     * point is to log it once, not to commit it */
+    st->reported = true;
+    cy->new_unknown[cy->nnew_unknown++] = st->raw;
+    return 0;
+}
+
+int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw_status,
+                       const cJSON *record, char *err, size_t errlen)
+{
+    if (cy == NULL) {
+        set_err(err, errlen, "%s", "no cycle");
+        return -1;
+    }
+    if (cy->finished) {
+        set_err(err, errlen, "%s", "cycle already finished");
+        return -1;
+    }
+    size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
+    if (idlen == 0) {
+        set_err(err, errlen, "session id is empty or longer than %d bytes", DIFF_ID_MAX);
+        return -1;
+    }
+    size_t slen = bounded_len(raw_status, DIFF_STATUS_MAX);
+    if (slen == 0) {
+        set_err(err, errlen, "status of session \"%s\" is empty or longer than %d bytes",
+                session_id, DIFF_STATUS_MAX);
+        return -1;
+    }
+    diff_index_t *ix = cy->ix;
+    if (ix->next_stamp == UINT32_MAX) {
+        set_err(err, errlen, "%s", "too many observations in one cycle");
+        return -1;
+    }
+    int sidx_i = intern_status(ix, raw_status, slen);
+    if (sidx_i < 0) {
+        if (ix->nstatuses > DIFF_MAX_STATUSES)
+            set_err(err, errlen, "more than %d distinct raw statuses (new one: \"%s\")",
+                    DIFF_MAX_STATUSES, raw_status);
+        else
+            set_err(err, errlen, "%s", "out of memory");
+        return -1;
+    }
+    uint16_t sidx = (uint16_t)sidx_i;
+    unsigned obs = cycle_state_of(cy, sidx);
+    if (obs == OBS_UNKNOWN && cycle_note_unknown(cy, sidx) != 0) {
+        set_err(err, errlen, "%s", "out of memory");
+        return -1;
+    }
+    uint64_t fp = diff_fingerprint(record);
+    uint32_t stamp = ix->next_stamp++;
+    cy->observed++;
+
+    uint64_t h = hash_str(session_id);
+    entry_t *e = ptab_get(&ix->tab, session_id, h);
+    crec_t *r = NULL;
+    if (e == NULL || e->seen >= cy->base)
+        r = ptab_get(&cy->notes, session_id, h);
+
+    if (e != NULL && e->seen < cy->base) {
+        /* first sighting of a stored session in this cycle */
+        e->seen = stamp;
+        stored_t s = stored_of(e);
+        plan_t p;
+        plan_observation(&s, obs, sidx, fp, cy->opt->baseline, &p);
+        /* Nothing to note when nothing changes. Requiring the same raw
+         * status also lets a later duplicate recover this observation's
+         * state from the stored status alone. */
+        if (!plan_changes(&s, &p) && p.nev == 0 && sidx == e->status_idx)
+            return 0;
+        r = crec_add(cy, session_id, idlen, h);
+        if (r == NULL)
+            goto oom;
+        r->entry = e;
+        r->order = stamp;
+    } else if (e != NULL) {
+        /* duplicate of a stored session */
+        unsigned first = r != NULL ? r->obs : cycle_state_of(cy, e->status_idx);
+        if (obs_rank(obs) <= obs_rank(first))
+            return 0; /* ties keep the first */
+        if (r == NULL) {
+            r = crec_add(cy, session_id, idlen, h);
+            if (r == NULL)
+                goto oom;
+            r->entry = e;
+            r->order = e->seen;
+        }
+    } else if (r != NULL) {
+        /* duplicate of a new session */
+        if (obs_rank(obs) <= obs_rank(r->obs))
+            return 0;
+    } else {
+        r = crec_add(cy, session_id, idlen, h);
+        if (r == NULL)
+            goto oom;
+        r->order = stamp;
+    }
+    if (crec_observe(cy, r, obs, sidx, fp, record) != 0)
+        goto oom;
+    return 0;
+oom:
+    set_err(err, errlen, "%s", "out of memory");
+    return -1;
+}
+
+static int crec_cmp(const void *a, const void *b)
+{
+    const crec_t *x = *(crec_t *const *)a, *y = *(crec_t *const *)b;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int cycle_add_event(diff_cycle_t *cy, const crec_t *r, const planned_event_t *pe,
+                           diff_reason_t reason, const char *status, const char *prev_status)
+{
+    diff_event_t *ev = &cy->events[cy->nevents];
+    *ev = (diff_event_t){
+        .type = (diff_event_type_t)pe->type,
+        .reason = reason,
+        .synthesized = pe->synthesized,
+        .session_id = r->id,
+        .state = (diff_state_t)pe->state,
+        .previous_state = (diff_state_t)pe->previous_state,
+        .status = status,
+        .previous_status = prev_status,
+        .record = r->record,
+    };
+    if (event_id(cy->opt->source, r->id, ev->type, ev->id) != 0)
+        return -1;
+    cy->nevents++;
+    return 0;
+}
+
+/* Stored raw status as an event reports it: NULL when there is none. */
+static const char *previous_status_of(const diff_index_t *ix, const entry_t *e)
+{
+    if (e == NULL || e->status_idx == STATUS_NONE_IDX)
+        return NULL;
+    return status_raw(ix, e->status_idx);
+}
+
+/* Notes every stored session this cycle did not see. */
+static int cycle_note_vanished(diff_cycle_t *cy)
+{
+    diff_index_t *ix = cy->ix;
+    uint64_t n = 0;
+    for (size_t i = 0; i < ix->tab.cap; i++) {
+        entry_t *e = ix->tab.slots[i];
+        if (e == NULL || e->seen >= cy->base)
+            continue;
+        crec_t *r = crec_add(cy, e->id, strlen(e->id), hash_str(e->id));
+        if (r == NULL)
+            return -1;
+        r->entry = e;
+        r->vanished = true;
+        r->order = ORDER_VANISHED + n++;
+    }
+    return 0;
+}
+
+/* Decides r's change and events. */
+static int cycle_settle(diff_cycle_t *cy, crec_t *r)
+{
+    diff_index_t *ix = cy->ix;
+    entry_t *e = r->entry;
+    stored_t s = stored_of(e);
+
+    if (r->vanished) {
+        unsigned misses = (unsigned)e->misses + 1;
+        if (misses < cy->opt->vanish_grace) {
+            r->changed = true;
+            r->store_status_idx = e->status_idx;
+            entry_record(ix, e, &r->rec);
+            r->rec.misses = (uint8_t)misses;
+            return 0;
+        }
+        r->changed = true;
+        r->removed = true;
+        r->store_status_idx = e->status_idx;
+        entry_record(ix, e, &r->rec);
+        /* terminal and never-known sessions are forgotten silently */
+        if (cy->opt->baseline || (e->state != DIFF_STATE_PENDING && e->state != DIFF_STATE_ACTIVE))
+            return 0;
+        planned_event_t pe = {
+            .type = DIFF_EV_CANCELLED,
+            .state = DIFF_STATE_CANCELLED,
+            .previous_state = e->state,
+            .synthesized = false,
+        };
+        return cycle_add_event(cy, r, &pe, DIFF_REASON_VANISHED, NULL, previous_status_of(ix, e));
+    }
+
+    plan_t p;
+    plan_observation(&s, r->obs, r->status_idx, r->fingerprint, cy->opt->baseline, &p);
+    r->changed = plan_changes(&s, &p);
+    r->store_status_idx = p.status_idx;
+    r->rec = (diff_record_t){
+        .state = (diff_state_t)p.state,
+        .misses = p.misses,
+        .fingerprint = p.fingerprint,
+        .status = status_raw(ix, p.status_idx),
+    };
+    if (r->changed && e == NULL) {
+        /* built now so that apply cannot fail */
+        r->new_entry = entry_new(r->id, strlen(r->id));
+        if (r->new_entry == NULL)
+            return -1;
+    }
+    diff_reason_t reason =
+        s.state == DIFF_STATE_NONE ? DIFF_REASON_FIRST_SEEN : DIFF_REASON_STATUS_CHANGE;
+    const char *status = status_raw(ix, r->status_idx);
+    const char *prev_status = previous_status_of(ix, e);
+    for (unsigned i = 0; i < p.nev; i++) {
+        if (cycle_add_event(cy, r, &p.ev[i], reason, status, prev_status) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int diff_cycle_finish(diff_cycle_t *cy)
+{
+    if (cy == NULL || cy->finished)
+        return -1;
+    cy->finished = true;
+    if (cycle_note_vanished(cy) != 0)
+        return -1;
+    if (cy->norder > 0) {
+        qsort(cy->order, cy->norder, sizeof(*cy->order), crec_cmp);
+        /* at most two events per session */
+        cy->events = calloc(cy->norder * 2, sizeof(*cy->events));
+        cy->changes = calloc(cy->norder, sizeof(*cy->changes));
+        if (cy->events == NULL || cy->changes == NULL)
+            return -1;
+    }
+    size_t added = 0;
+    for (size_t i = 0; i < cy->norder; i++) {
+        crec_t *r = cy->order[i];
+        if (cycle_settle(cy, r) != 0)
+            return -1;
+        if (!r->changed)
+            continue;
+        if (r->new_entry != NULL)
+            added++;
+        cy->changes[cy->nchanges++] = (diff_change_t){
+            .session_id = r->id,
+            .removed = r->removed,
+            .rec = r->rec,
+        };
+    }
+    /* room for the new sessions now, so that apply cannot fail; a larger
+     * table does not change what the index holds */
+    if (ptab_reserve(&cy->ix->tab, cy->ix->tab.count + added) != 0)
+        return -1;
+    cy->settled = true;
+    return 0;
+}
+
+size_t diff_cycle_events(const diff_cycle_t *cy, const diff_event_t **events)
+{
+    if (events != NULL)
+        *events = cy != NULL ? cy->events : NULL;
+    return cy != NULL ? cy->nevents : 0;
+}
+
+size_t diff_cycle_changes(const diff_cycle_t *cy, const diff_change_t **changes)
+{
+    if (changes != NULL)
+        *changes = cy != NULL ? cy->changes : NULL;
+    return cy != NULL ? cy->nchanges : 0;
+}
+
+size_t diff_cycle_observed(const diff_cycle_t *cy)
+{
+    return cy != NULL ? cy->observed : 0;
+}
+
+size_t diff_cycle_new_unknown_statuses(const diff_cycle_t *cy, const char *const **statuses)
+{
+    if (statuses != NULL)
+        *statuses = cy != NULL ? cy->new_unknown : NULL;
+    return cy != NULL ? cy->nnew_unknown : 0;
+}
+
+size_t diff_cycle_unknown_count(const diff_cycle_t *cy)
+{
+    return cy != NULL ? cy->unknown_count : 0;
+}
+
+void diff_cycle_apply(diff_cycle_t *cy)
+{
+    if (cy == NULL || !cy->settled || cy->applied)
+        return;
+    cy->applied = true;
+    diff_index_t *ix = cy->ix;
+    bool removed_any = false;
+    for (size_t i = 0; i < cy->norder; i++) {
+        crec_t *r = cy->order[i];
+        if (!r->changed)
+            continue;
+        entry_t *e = r->entry;
+        if (r->removed) {
+            size_t slot = ptab_find(&ix->tab, e->id, hash_str(e->id));
+            if (slot != SIZE_MAX)
+                ptab_remove_at(&ix->tab, slot);
+            ix->entry_bytes -= entry_cost(e);
+            free(e);
+            r->entry = NULL;
+            removed_any = true;
+            continue;
+        }
+        if (e == NULL) {
+            e = r->new_entry;
+            r->new_entry = NULL; /* the index owns it now */
+            r->entry = e;
+            ptab_insert(&ix->tab, e, hash_str(e->id));
+            ix->entry_bytes += entry_cost(e);
+        }
+        e->state = (uint8_t)r->rec.state;
+        e->misses = r->rec.misses;
+        e->fingerprint = r->rec.fingerprint;
+        e->status_idx = r->store_status_idx;
+    }
+    if (removed_any)
+        ptab_maybe_shrink(&ix->tab);
+}
+
+void diff_cycle_free(diff_cycle_t *cy)
+{
+    if (cy == NULL)
+        return;
+    for (size_t i = 0; i < cy->norder; i++) {
+        crec_t *r = cy->order[i];
+        cJSON_Delete(r->record);
+        free(r->new_entry);
+        free(r);
+    }
+    free(cy->order);
+    ptab_release(&cy->notes);
+    free(cy->new_unknown);
+    free(cy->events);
+    free(cy->changes);
+    cy->ix->cycle_open = false;
+    free(cy);
+}
