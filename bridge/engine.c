@@ -414,6 +414,14 @@ static int source_cycle(engine_t *e, source_rt_t *s)
     st->events = diff_cycle_events(cy, &events);
     st->changes = diff_cycle_changes(cy, &changes);
 
+    /* Delivering while Redis is away would only produce duplicates: the
+     * commit after it would fail. One PING avoids the common case. */
+    char err[256];
+    if (st->events > 0 && store_ping(e->store, err, sizeof(err)) != 0) {
+        LOG_WARN("redis unreachable; not delivering, nothing committed",
+                 LF_S("source", cs->name), LF_S("error", err));
+        goto out;
+    }
     double t1 = now_mono();
     if (deliver(e, s, events, st->events, observed_ms) != 0)
         goto out;
@@ -430,7 +438,6 @@ static int source_cycle(engine_t *e, source_rt_t *s)
             after++;
     }
     double t2 = now_mono();
-    char err[256];
     if (store_commit(e->store, cs->name, changes, st->changes, after, &s->cycle, err,
                      sizeof(err)) != 0) {
         /* An EXEC whose reply was lost may have applied: re-read it. */
@@ -450,7 +457,8 @@ static int source_cycle(engine_t *e, source_rt_t *s)
              LF_I("changes", st->changes), LF_I("sessions", st->sessions),
              LF_I("unknown_statuses", diff_cycle_unknown_count(cy)), LF_D("poll_s", st->poll_s),
              LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
-             LF_I("redis_commands", (long long)st->redis_commands));
+             LF_I("redis_commands", (long long)st->redis_commands),
+             LF_I("index_bytes", diff_index_memory(s->index)));
     rc = 0;
 out:
     diff_cycle_free(cy);

@@ -32,7 +32,7 @@ class CenturyEndToEnd(unittest.TestCase):
         self.assertEqual(self.s.events(), [], "a baseline must not emit events")
         return int(self.s.snapshot_meta(SOURCE)["cycle"])
 
-    def assert_events_match_truth(self, after_tick=0):
+    def assert_events_match_truth(self, after_tick=0, allow_duplicates=False):
         events = self.s.events()
         want = st.expected_from_truth(self.s.truth(), SOURCE, after_tick)
         got = collections.Counter()
@@ -55,18 +55,22 @@ class CenturyEndToEnd(unittest.TestCase):
             if ev["data"]["reason"] != "vanished":
                 self.assertEqual(ev["data"]["session"]["sessionId"], sid)
         self.assertEqual(set(got), want, "events differ from the ground truth")
-        dups = {k: n for k, n in got.items() if n > 1}
-        self.assertEqual(dups, {}, "an event was published twice")
-        # Per session: started is never after completed or cancelled.
+        if not allow_duplicates:
+            dups = {k: n for k, n in got.items() if n > 1}
+            self.assertEqual(dups, {}, "an event was published twice")
+        # Per session: started is never after completed or cancelled, and a
+        # session born after the baseline never completes without started.
+        born_after = {t["session_id"] for t in self.s.truth()
+                      if t["tick"] > after_tick and t["from"] == "none"}
         by_session = collections.defaultdict(dict)
         for kind, m in events:
-            by_session[m["event"]["subject"]][kind] = m["event"]["time"]
+            by_session[m["event"]["subject"]].setdefault(kind, m["event"]["time"])
         for sid, kinds in by_session.items():
             if "started" in kinds:
                 for later in ("completed", "cancelled"):
                     if later in kinds:
                         self.assertLessEqual(kinds["started"], kinds[later], sid)
-            elif "completed" in kinds:
+            elif "completed" in kinds and sid in born_after:
                 self.fail(f"{sid}: completed without started")
         return events
 
@@ -215,7 +219,9 @@ class CenturyEndToEnd(unittest.TestCase):
         text = open(log.name).read()
         st.check_sanitizers(text, "session-bridge run")
         self.assertEqual(rc, 0, text[-3000:])
-        self.assert_events_match_truth()
+        # A commit that fails after delivery (Redis gone between the PING
+        # and the EXEC) redelivers: at least once, always with the same id.
+        self.assert_events_match_truth(allow_duplicates=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
                                const char *method, const char *version, const char *upload,
                                size_t *upload_size, void **con_cls)
 {
+    static int first_call_marker;
+    /* Answering on the first call, before MHD knows the request has no
+     * body, makes it close the connection: wait for the second call. */
+    if (*con_cls == NULL) {
+        *con_cls = &first_call_marker;
+        return MHD_YES;
+    }
     const step_t *s = srv.next < srv.nsteps ? &srv.steps[srv.next] : &srv.steps[srv.nsteps - 1];
     srv.next++;
     const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
