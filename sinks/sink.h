@@ -121,7 +121,19 @@ struct sink_errors {
     size_t count; /* may exceed SINK_ERRORS_MAX */
 };
 
-/* Appends "<path>: <printf message>". */
+/* Longest JSON path the helpers build; longer ones are truncated. */
+#define SINK_PATH_MAX 256
+
+/*
+ * JSON path joiners for messages. sink_conf_path() writes "<path>.<key>"
+ * (just "<key>" when path is NULL or empty), sink_conf_path_index() writes
+ * "<path>[<index>]". Both write into the caller's buf (truncating to size)
+ * and return it, so that they can be used as arguments.
+ */
+const char *sink_conf_path(char *buf, size_t size, const char *path, const char *key);
+const char *sink_conf_path_index(char *buf, size_t size, const char *path, size_t index);
+
+/* Appends "<path>: <printf message>" ("<message>" when path is NULL or empty). */
 void sink_errors_add(sink_errors_t *errs, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

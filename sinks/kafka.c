@@ -1,0 +1,803 @@
+/*
+ * sinks/kafka: publishes events to Kafka with librdkafka.
+ *
+ * One idempotent producer (acks=all) per sink instance. Every callback the
+ * producer makes (delivery reports, errors, and librdkafka's own log lines,
+ * whose queue is forwarded to the main queue) runs inside rd_kafka_poll() or
+ * rd_kafka_flush() on the main loop thread, so the context needs no lock:
+ * only what ready() and pending() read, which the admin thread may call for
+ * /readyz and /metrics, is atomic.
+ *
+ * A ticket travels as the message opaque and is resolved exactly once: by
+ * the delivery report, or by the purge in destroy() for what never got one.
+ * The sink counts the messages between a successful produce and their report
+ * itself (pending), because rd_kafka_outq_len() also counts requests and
+ * queued callbacks.
+ */
+#include "sink.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+/* Kafka's limit on topic names. */
+#define KAFKA_TOPIC_MAX 249
+/* Longest source name the core accepts ([a-z0-9_-]{1,64}); {source} counts as this. */
+#define KAFKA_SOURCE_MAX 64
+/* Longest event kind ("completed", "cancelled"); {type} counts as this. */
+#define KAFKA_KIND_MAX 9
+/*
+ * Topic handles kept open. With {source} in a name there is one per source
+ * and kind; past the bound, handles are opened per message and dropped,
+ * which is slower but correct. A linear scan is cheaper than the produce at
+ * this size.
+ */
+#define KAFKA_TOPIC_CACHE_MAX 256
+/*
+ * QUEUE_FULL means queue.buffering.max.* is reached: serve delivery reports
+ * for up to KAFKA_QUEUE_FULL_RETRIES x KAFKA_QUEUE_FULL_POLL_MS (2 s), then
+ * give the event back so that the main loop is not held longer.
+ */
+#define KAFKA_QUEUE_FULL_POLL_MS 100
+#define KAFKA_QUEUE_FULL_RETRIES 20
+/* librdkafka's default (300 s) would hold a source's commit for 5 minutes. */
+#define KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS "30000"
+/* destroy(): grace time for in-flight deliveries before purging them. */
+#define KAFKA_DESTROY_FLUSH_MS 10000
+/* destroy(): time to serve the delivery reports of purged messages. */
+#define KAFKA_PURGE_SERVE_MS 2000
+/* While the brokers are down and the sink idle: how often poll() asks for metadata. */
+#define KAFKA_PROBE_INTERVAL_MS 5000
+/* ... and for how long at most (also bounded by poll()'s timeout). */
+#define KAFKA_PROBE_TIMEOUT_MS 1000
+/* librdkafka property values and error strings we handle. */
+#define KAFKA_STR_MAX 512
+
+#define KAFKA_CLIENT_ID "session-bridge"
+#define KAFKA_CE_SOURCE_PREFIX "session-bridge/"
+#define KAFKA_CONTENT_TYPE "application/cloudevents+json"
+
+enum { KIND_STARTED, KIND_COMPLETED, KIND_CANCELLED, KIND_COUNT };
+
+static const char *const kind_names[KIND_COUNT + 1] = {"started", "completed", "cancelled", NULL};
+static const char *const default_topics[KIND_COUNT] = {"sessions.started", "sessions.completed",
+                                                       "sessions.cancelled"};
+
+static const char *const allowed_keys[] = {
+    /* common keys, checked by the core */
+    "name", "type", "events", "sources",
+    /* ours */
+    "brokers", "topics", "properties", NULL};
+
+typedef struct kafka_opts {
+    const char *brokers;
+    const char *topics[KIND_COUNT]; /* templates, pointing into the cJSON tree */
+} kafka_opts_t;
+
+typedef struct kafka_topic {
+    char *name;
+    rd_kafka_topic_t *rkt;
+} kafka_topic_t;
+
+typedef struct kafka_sink {
+    char *name;
+    rd_kafka_t *rk;
+    char *topics[KIND_COUNT]; /* templates */
+    kafka_topic_t cache[KAFKA_TOPIC_CACHE_MAX];
+    size_t ncache;
+    atomic_size_t pending;
+    int64_t last_probe_ms;
+    atomic_int seen_cluster; /* metadata arrived or a delivery succeeded */
+    atomic_int down;         /* all brokers down or a delivery timed out */
+} kafka_sink_t;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- configuration ---- */
+
+/* Property names whose values must never appear in a message. */
+static bool secret_property(const char *name)
+{
+    static const char *const words[] = {"password", "secret", "sasl", "ssl.key", NULL};
+    char lower[SINK_PATH_MAX];
+    size_t i, n = strlen(name);
+
+    if (n >= sizeof(lower))
+        return true; /* too long to tell: err on the safe side */
+    for (i = 0; i <= n; i++)
+        lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
+    for (i = 0; words[i]; i++) {
+        if (strstr(lower, words[i]))
+            return true;
+    }
+    return false;
+}
+
+static void trim_right(char *s)
+{
+    size_t n = strlen(s);
+
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+        s[--n] = '\0';
+}
+
+/*
+ * librdkafka quotes values in its messages ("Invalid value \"x\" for ...")
+ * and prints numbers bare. For a secret property, every quoted token but the
+ * property's name becomes (redacted), and if the value still shows anywhere
+ * the whole message is replaced.
+ */
+static void redact(char *msg, size_t size, const char *name, const char *value)
+{
+    char out[KAFKA_STR_MAX];
+    size_t o = 0;
+    const char *p = msg;
+
+    while (*p && o < sizeof(out) - 1) {
+        const char *end;
+        size_t len;
+
+        if (*p != '"' || !(end = strchr(p + 1, '"'))) {
+            out[o++] = *p++;
+            continue;
+        }
+        len = (size_t)(end - p - 1);
+        if (len == strlen(name) && strncmp(p + 1, name, len) == 0)
+            o += (size_t)snprintf(out + o, sizeof(out) - o, "\"%s\"", name);
+        else
+            o += (size_t)snprintf(out + o, sizeof(out) - o, "\"(redacted)\"");
+        if (o >= sizeof(out))
+            o = sizeof(out) - 1;
+        p = end + 1;
+    }
+    out[o] = '\0';
+    if (*value && strstr(out, value))
+        snprintf(out, sizeof(out), "invalid value (redacted)");
+    snprintf(msg, size, "%s", out);
+}
+
+/* Sets name=value; 0 or -1 with librdkafka's message (secrets redacted) in errs. */
+static int conf_set(rd_kafka_conf_t *conf, const char *path, const char *name, const char *value,
+                    sink_errors_t *errs)
+{
+    char errstr[KAFKA_STR_MAX];
+
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+        return 0;
+    trim_right(errstr);
+    if (secret_property(name))
+        redact(errstr, sizeof(errstr), name, value);
+    sink_errors_add(errs, path, "%s", errstr);
+    return -1;
+}
+
+/* Replaces every occurrence of needle in msg with "(redacted)". */
+static void replace_all(char *msg, size_t size, const char *needle)
+{
+    char out[KAFKA_STR_MAX];
+    size_t o = 0, n = strlen(needle);
+    const char *p = msg, *hit;
+
+    if (n == 0)
+        return;
+    while ((hit = strstr(p, needle)) && o < sizeof(out)) {
+        o += (size_t)snprintf(out + o, sizeof(out) - o, "%.*s(redacted)", (int)(hit - p), p);
+        p = hit + n;
+    }
+    if (o < sizeof(out))
+        snprintf(out + o, sizeof(out) - o, "%s", p);
+    snprintf(msg, size, "%s", out);
+}
+
+static const char *property_value(const cJSON *item, char *buf, size_t size);
+
+/*
+ * For librdkafka messages that are not about one property (rd_kafka_new()'s
+ * checks across properties): the values of secret properties are cut out,
+ * and so is whatever follows a secret property's name, where librdkafka may
+ * quote part of its value.
+ */
+static void redact_text(char *msg, size_t size, const cJSON *props)
+{
+    const cJSON *item;
+
+    cJSON_ArrayForEach(item, props)
+    {
+        char num[64], *hit;
+        const char *value;
+
+        if (!item->string || !secret_property(item->string))
+            continue;
+        if ((value = property_value(item, num, sizeof(num))))
+            replace_all(msg, size, value);
+        if ((hit = strstr(msg, item->string))) {
+            size_t at = (size_t)(hit - msg) + strlen(item->string);
+
+            snprintf(msg + at, size - at, " (rest redacted)");
+        }
+    }
+}
+
+/* Reads a property back, so that aliases ("request.required.acks") are seen too. */
+static const char *conf_get(rd_kafka_conf_t *conf, const char *name, char *buf, size_t size)
+{
+    if (rd_kafka_conf_get(conf, name, buf, &size) != RD_KAFKA_CONF_OK)
+        return "";
+    return buf;
+}
+
+/* What the contract (§7) needs of the producer; set before and after the user's properties. */
+static void force_guarantees(rd_kafka_conf_t *conf, sink_errors_t *errs)
+{
+    conf_set(conf, "", "enable.idempotence", "true", errs);
+    conf_set(conf, "", "acks", "all", errs);
+    /* Log lines are served by rd_kafka_poll() on the main thread. */
+    conf_set(conf, "", "log.queue", "true", errs);
+}
+
+/* The JSON value of a property as librdkafka wants it: a string. */
+static const char *property_value(const cJSON *item, char *buf, size_t size)
+{
+    if (cJSON_IsString(item))
+        return item->valuestring;
+    if (cJSON_IsBool(item))
+        return cJSON_IsTrue(item) ? "true" : "false";
+    if (cJSON_IsNumber(item)) {
+        double d = item->valuedouble;
+
+        if (d >= -1e15 && d <= 1e15 && d == (double)(long long)d)
+            snprintf(buf, size, "%lld", (long long)d);
+        else
+            snprintf(buf, size, "%.17g", d);
+        return buf;
+    }
+    return NULL;
+}
+
+static void apply_property(rd_kafka_conf_t *conf, const char *ppath, const cJSON *item,
+                           sink_errors_t *errs)
+{
+    const char *name = item->string;
+    char path[SINK_PATH_MAX];
+    char num[64], got[KAFKA_STR_MAX];
+    const char *value;
+
+    sink_conf_path(path, sizeof(path), ppath, name);
+    value = property_value(item, num, sizeof(num));
+    if (!value) {
+        sink_errors_add(errs, path, "expected a string, number or boolean");
+        return;
+    }
+    if (strncmp(name, "transactional.", strlen("transactional.")) == 0) {
+        sink_errors_add(errs, path,
+                        "refused: the sink does not use transactions; events are "
+                        "acknowledged one by one by the idempotent producer");
+        return;
+    }
+    if (strcmp(name, "bootstrap.servers") == 0 || strcmp(name, "metadata.broker.list") == 0) {
+        sink_errors_add(errs, path, "set the sink's brokers key instead");
+        return;
+    }
+    if (conf_set(conf, path, name, value, errs) != 0)
+        return;
+    if (strcmp(conf_get(conf, "enable.idempotence", got, sizeof(got)), "true") != 0) {
+        sink_errors_add(errs, path,
+                        "refused: enable.idempotence must stay true, or a retry may "
+                        "duplicate or reorder a session's events");
+        force_guarantees(conf, errs);
+    }
+    if (strcmp(conf_get(conf, "acks", got, sizeof(got)), "-1") != 0) {
+        sink_errors_add(errs, path,
+                        "refused: acks must stay all (-1); an event counts as delivered "
+                        "only when every in-sync replica has it");
+        force_guarantees(conf, errs);
+    }
+}
+
+/*
+ * A topic template: Kafka's topic characters plus the {source} and {type}
+ * placeholders, short enough once expanded.
+ */
+static void check_topic(const char *tmpl, const char *path, sink_errors_t *errs)
+{
+    size_t len = 0;
+
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "{source}", 8) == 0) {
+            len += KAFKA_SOURCE_MAX;
+            p += 8;
+        } else if (strncmp(p, "{type}", 6) == 0) {
+            len += KAFKA_KIND_MAX;
+            p += 6;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-') {
+            len++;
+            p++;
+        } else {
+            sink_errors_add(errs, path,
+                            "expected a Kafka topic name (letters, digits, '.', '_', '-') "
+                            "with optional {source} and {type} placeholders");
+            return;
+        }
+    }
+    if (len > KAFKA_TOPIC_MAX)
+        sink_errors_add(errs, path,
+                        "too long: a topic name has at most %d characters, counting "
+                        "{source} as %d",
+                        KAFKA_TOPIC_MAX, KAFKA_SOURCE_MAX);
+}
+
+/*
+ * Some checks span properties and run only in rd_kafka_new() (max.in.flight
+ * with idempotence, linger.ms against message.timeout.ms, loading ssl.*
+ * files, SASL support in this build). validate() runs them on an instance
+ * without bootstrap servers, which knows no broker and so connects nowhere;
+ * its log lines stay in its unforwarded log queue.
+ */
+static void trial_instance(const rd_kafka_conf_t *kconf, const char *ppath, const cJSON *props,
+                           sink_errors_t *errs)
+{
+    rd_kafka_conf_t *dup = rd_kafka_conf_dup(kconf);
+    char errstr[KAFKA_STR_MAX];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, dup, errstr, sizeof(errstr));
+
+    if (rk) {
+        rd_kafka_destroy(rk);
+        return;
+    }
+    rd_kafka_conf_destroy(dup); /* not taken over on failure */
+    trim_right(errstr);
+    redact_text(errstr, sizeof(errstr), props);
+    sink_errors_add(errs, ppath, "%s", errstr);
+}
+
+/*
+ * Checks conf and fills opts (pointing into conf). With confp, also builds
+ * the librdkafka configuration, which the caller then owns; it is built for
+ * validation either way, as rd_kafka_conf_set() is the only judge of
+ * property names and values. Returns 0 when valid.
+ */
+static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, kafka_opts_t *opts,
+                 rd_kafka_conf_t **confp)
+{
+    size_t before = errs->count;
+    char tpath[SINK_PATH_MAX], ppath[SINK_PATH_MAX], kpath[SINK_PATH_MAX];
+    const cJSON *topics, *props, *item;
+    rd_kafka_conf_t *kconf;
+
+    if (confp)
+        *confp = NULL;
+    if (!cJSON_IsObject(conf)) {
+        sink_errors_add(errs, path, "expected an object");
+        return -1;
+    }
+    sink_conf_check_keys(conf, path, allowed_keys, errs);
+    sink_conf_string(conf, path, "brokers", true, NULL, &opts->brokers, errs);
+
+    sink_conf_path(tpath, sizeof(tpath), path, "topics");
+    topics = cJSON_GetObjectItemCaseSensitive(conf, "topics");
+    if (topics && !cJSON_IsObject(topics)) {
+        sink_errors_add(errs, tpath, "expected an object with started, completed, cancelled");
+        topics = NULL;
+    }
+    sink_conf_check_keys(topics, tpath, kind_names, errs);
+    for (int k = 0; k < KIND_COUNT; k++) {
+        if (sink_conf_string(topics, tpath, kind_names[k], false, default_topics[k],
+                             &opts->topics[k], errs) == 0)
+            check_topic(opts->topics[k], sink_conf_path(kpath, sizeof(kpath), tpath, kind_names[k]),
+                        errs);
+    }
+
+    sink_conf_path(ppath, sizeof(ppath), path, "properties");
+    props = cJSON_GetObjectItemCaseSensitive(conf, "properties");
+    if (props && !cJSON_IsObject(props)) {
+        sink_errors_add(errs, ppath, "expected an object of librdkafka properties");
+        props = NULL;
+    }
+
+    kconf = rd_kafka_conf_new();
+    /* Defaults the user's properties may override. */
+    conf_set(kconf, "", "client.id", KAFKA_CLIENT_ID, errs);
+    conf_set(kconf, "", "message.timeout.ms", KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS, errs);
+    force_guarantees(kconf, errs);
+    cJSON_ArrayForEach(item, props)
+    {
+        apply_property(kconf, ppath, item, errs);
+    }
+    force_guarantees(kconf, errs);
+
+    if (errs->count == before && !confp)
+        trial_instance(kconf, ppath, props, errs);
+    if (errs->count != before) {
+        rd_kafka_conf_destroy(kconf);
+        return -1;
+    }
+    if (!confp) {
+        rd_kafka_conf_destroy(kconf);
+        return 0;
+    }
+    if (conf_set(kconf, sink_conf_path(kpath, sizeof(kpath), path, "brokers"), "bootstrap.servers",
+                 opts->brokers, errs) != 0) {
+        rd_kafka_conf_destroy(kconf);
+        return -1;
+    }
+    *confp = kconf;
+    return 0;
+}
+
+static int kafka_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
+{
+    kafka_opts_t opts = {0};
+
+    return parse(conf, path, errs, &opts, NULL);
+}
+
+/* ---- callbacks (main loop thread, from rd_kafka_poll() / rd_kafka_flush()) ---- */
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    kafka_sink_t *ctx = opaque;
+    sink_ticket_t *ticket = msg->_private;
+    char fatal[KAFKA_STR_MAX];
+
+    atomic_fetch_sub(&ctx->pending, 1);
+    if (!ticket)
+        return;
+    if (!msg->err) {
+        atomic_store(&ctx->seen_cluster, 1);
+        atomic_store(&ctx->down, 0);
+        sink_ticket_done(ticket, SINK_OK, NULL);
+        return;
+    }
+    if (rd_kafka_fatal_error(rk, fatal, sizeof(fatal))) {
+        sink_ticket_done(ticket, SINK_ERR_FATAL, fatal);
+        return;
+    }
+    if (msg->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
+        atomic_store(&ctx->down, 1);
+    sink_log(SINK_LOG_DEBUG, ctx->name, "delivery to %s failed: %s", rd_kafka_topic_name(msg->rkt),
+             rd_kafka_err2str(msg->err));
+    sink_ticket_done(ticket, SINK_ERR_RETRY, rd_kafka_err2str(msg->err));
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_sink_t *ctx = opaque;
+    char fatal[KAFKA_STR_MAX];
+    rd_kafka_resp_err_t orig;
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        orig = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        sink_log(SINK_LOG_ERROR, ctx->name, "fatal producer error, the sink cannot go on: %s: %s",
+                 rd_kafka_err2name(orig), fatal);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        atomic_store(&ctx->down, 1);
+    sink_log(SINK_LOG_WARN, ctx->name, "%s: %s", rd_kafka_err2name(err), reason);
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    const kafka_sink_t *ctx = rd_kafka_opaque(rk);
+    sink_log_level_t l = level <= 3   ? SINK_LOG_ERROR /* emerg .. err */
+                         : level == 4 ? SINK_LOG_WARN
+                         : level <= 6 ? SINK_LOG_INFO /* notice, info */
+                                      : SINK_LOG_DEBUG;
+
+    /* Connection failures come twice, here and in error_cb(), which has them at warn. */
+    if (strcmp(fac, "FAIL") == 0)
+        l = SINK_LOG_DEBUG;
+    sink_log(l, ctx ? ctx->name : "kafka", "librdkafka %s: %s", fac, buf);
+}
+
+/* ---- instance ---- */
+
+static void kafka_destroy(void *vctx)
+{
+    kafka_sink_t *ctx = vctx;
+
+    if (!ctx)
+        return;
+    if (ctx->rk) {
+        rd_kafka_flush(ctx->rk, KAFKA_DESTROY_FLUSH_MS);
+        if (atomic_load(&ctx->pending) > 0) {
+            /* Resolve what is left (as RETRY, through the delivery reports of
+             * the purge) rather than leave the core's tickets dangling. */
+            sink_log(SINK_LOG_WARN, ctx->name,
+                     "%zu events not acknowledged within %d ms, giving them back",
+                     atomic_load(&ctx->pending), KAFKA_DESTROY_FLUSH_MS);
+            rd_kafka_purge(ctx->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(ctx->rk, KAFKA_PURGE_SERVE_MS);
+        }
+        if (atomic_load(&ctx->pending) > 0)
+            sink_log(SINK_LOG_ERROR, ctx->name, "%zu events left without a delivery report",
+                     atomic_load(&ctx->pending));
+        if (rd_kafka_outq_len(ctx->rk) > 0)
+            sink_log(SINK_LOG_WARN, ctx->name, "%d requests still queued at shutdown",
+                     rd_kafka_outq_len(ctx->rk));
+        for (size_t i = 0; i < ctx->ncache; i++) {
+            rd_kafka_topic_destroy(ctx->cache[i].rkt);
+            free(ctx->cache[i].name);
+        }
+        rd_kafka_destroy(ctx->rk);
+    }
+    for (int k = 0; k < KIND_COUNT; k++)
+        free(ctx->topics[k]);
+    free(ctx->name);
+    free(ctx);
+}
+
+/* Joins the collected messages into err for create(). */
+static void errors_join(const sink_errors_t *errs, char *err, size_t errlen)
+{
+    size_t n = errs->count < SINK_ERRORS_MAX ? errs->count : SINK_ERRORS_MAX;
+    size_t o = 0;
+
+    if (errlen == 0)
+        return;
+    err[0] = '\0';
+    for (size_t i = 0; i < n && o < errlen - 1; i++) {
+        int w = snprintf(err + o, errlen - o, "%s%s", i ? "; " : "", errs->msg[i]);
+        o += w > 0 ? (size_t)w : 0;
+    }
+}
+
+static void *kafka_create(const cJSON *conf, const char *name, char *err, size_t errlen)
+{
+    kafka_sink_t *ctx = NULL;
+    rd_kafka_conf_t *kconf = NULL;
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    kafka_opts_t opts = {0};
+    char errstr[KAFKA_STR_MAX];
+
+    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (parse(conf, "", errs, &opts, &kconf) != 0) {
+        errors_join(errs, err, errlen);
+        goto fail;
+    }
+    ctx->name = strdup(name ? name : "kafka");
+    for (int k = 0; k < KIND_COUNT; k++)
+        ctx->topics[k] = strdup(opts.topics[k]);
+    if (!ctx->name || !ctx->topics[0] || !ctx->topics[1] || !ctx->topics[2]) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    rd_kafka_conf_set_opaque(kconf, ctx);
+    rd_kafka_conf_set_dr_msg_cb(kconf, dr_msg_cb);
+    rd_kafka_conf_set_error_cb(kconf, error_cb);
+    rd_kafka_conf_set_log_cb(kconf, log_cb);
+    ctx->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
+    if (!ctx->rk) {
+        trim_right(errstr);
+        redact_text(errstr, sizeof(errstr), cJSON_GetObjectItemCaseSensitive(conf, "properties"));
+        snprintf(err, errlen, "cannot create the producer: %s", errstr);
+        goto fail;
+    }
+    kconf = NULL; /* owned by ctx->rk now */
+    if (rd_kafka_set_log_queue(ctx->rk, NULL) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "cannot forward librdkafka's log queue");
+        goto fail;
+    }
+    ctx->last_probe_ms = now_ms();
+    free(errs);
+    return ctx;
+
+fail:
+    if (kconf)
+        rd_kafka_conf_destroy(kconf);
+    kafka_destroy(ctx);
+    free(errs);
+    return NULL;
+}
+
+/* Expands {source} and {type} into buf; -1 when the name does not fit. */
+static int expand_topic(const char *tmpl, const sink_event_t *ev, char *buf, size_t size)
+{
+    size_t o = 0;
+
+    for (const char *p = tmpl; *p;) {
+        const char *sub = NULL;
+        size_t len;
+
+        if (strncmp(p, "{source}", 8) == 0) {
+            sub = ev->source;
+            p += 8;
+        } else if (strncmp(p, "{type}", 6) == 0) {
+            sub = ev->kind;
+            p += 6;
+        }
+        if (!sub) {
+            if (o + 1 >= size)
+                return -1;
+            buf[o++] = *p++;
+            continue;
+        }
+        len = strlen(sub);
+        if (o + len >= size)
+            return -1;
+        memcpy(buf + o, sub, len);
+        o += len;
+    }
+    buf[o] = '\0';
+    return 0;
+}
+
+/*
+ * The cached handle for topic, opening it on a miss. When the cache is full
+ * the handle is new and *owned is set: the caller destroys it after use.
+ */
+static rd_kafka_topic_t *topic_handle(kafka_sink_t *ctx, const char *topic, bool *owned)
+{
+    rd_kafka_topic_t *rkt;
+    char *copy;
+
+    *owned = false;
+    for (size_t i = 0; i < ctx->ncache; i++) {
+        if (strcmp(ctx->cache[i].name, topic) == 0)
+            return ctx->cache[i].rkt;
+    }
+    /* NULL topic conf: the default one, which carries acks=all. */
+    rkt = rd_kafka_topic_new(ctx->rk, topic, NULL);
+    if (!rkt)
+        return NULL;
+    if (ctx->ncache == KAFKA_TOPIC_CACHE_MAX || !(copy = strdup(topic))) {
+        *owned = true;
+        return rkt;
+    }
+    ctx->cache[ctx->ncache].name = copy;
+    ctx->cache[ctx->ncache].rkt = rkt;
+    ctx->ncache++;
+    return rkt;
+}
+
+static int kind_index(const char *kind)
+{
+    for (int k = 0; kind && k < KIND_COUNT; k++) {
+        if (strcmp(kind, kind_names[k]) == 0)
+            return k;
+    }
+    return -1;
+}
+
+static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
+{
+    kafka_sink_t *ctx = vctx;
+    char topic[KAFKA_TOPIC_MAX + 1];
+    char ce_source[sizeof(KAFKA_CE_SOURCE_PREFIX) + SINK_PATH_MAX];
+    char fatal[KAFKA_STR_MAX];
+    rd_kafka_resp_err_t err;
+    rd_kafka_topic_t *rkt;
+    bool owned;
+    int k = kind_index(ev->kind);
+
+    if (rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)))
+        return SINK_ERR_FATAL;
+    if (k < 0 || expand_topic(ctx->topics[k], ev, topic, sizeof(topic)) != 0 ||
+        (size_t)snprintf(ce_source, sizeof(ce_source), KAFKA_CE_SOURCE_PREFIX "%s", ev->source) >=
+            sizeof(ce_source)) {
+        sink_log(SINK_LOG_ERROR, ctx->name, "event %s: bad kind or source name too long", ev->id);
+        return SINK_ERR_RETRY;
+    }
+    rkt = topic_handle(ctx, topic, &owned);
+    if (!rkt) {
+        sink_log(SINK_LOG_WARN, ctx->name, "cannot open topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return SINK_ERR_RETRY;
+    }
+
+    for (int attempt = 0;; attempt++) {
+        err = rd_kafka_producev(
+            ctx->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(ev->key, strlen(ev->key)),
+            RD_KAFKA_V_VALUE((void *)ev->json, ev->json_len),
+            RD_KAFKA_V_HEADER("ce_id", ev->id, -1), RD_KAFKA_V_HEADER("ce_type", ev->type, -1),
+            RD_KAFKA_V_HEADER("ce_source", ce_source, -1),
+            RD_KAFKA_V_HEADER("content-type", KAFKA_CONTENT_TYPE, -1), RD_KAFKA_V_OPAQUE(ticket),
+            RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || attempt == KAFKA_QUEUE_FULL_RETRIES)
+            break;
+        rd_kafka_poll(ctx->rk, KAFKA_QUEUE_FULL_POLL_MS);
+    }
+    if (owned)
+        rd_kafka_topic_destroy(rkt);
+
+    if (!err) {
+        atomic_fetch_add(&ctx->pending, 1);
+        return SINK_OK;
+    }
+    if (err == RD_KAFKA_RESP_ERR__FATAL || rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)))
+        return SINK_ERR_FATAL;
+    sink_log(SINK_LOG_WARN, ctx->name, "cannot produce event %s to %s: %s", ev->id, topic,
+             rd_kafka_err2str(err));
+    return SINK_ERR_RETRY;
+}
+
+/*
+ * Besides serving callbacks: after an outage with nothing to deliver, no
+ * delivery report would ever tell that the brokers are back, so while the
+ * sink is marked down and idle, poll() spends part of its budget on a
+ * metadata request every KAFKA_PROBE_INTERVAL_MS.
+ */
+static void kafka_poll(void *vctx, int timeout_ms)
+{
+    kafka_sink_t *ctx = vctx;
+
+    if (atomic_load(&ctx->down) && atomic_load(&ctx->pending) == 0 && timeout_ms > 0 &&
+        now_ms() - ctx->last_probe_ms >= KAFKA_PROBE_INTERVAL_MS) {
+        const struct rd_kafka_metadata *md = NULL;
+        int64_t start = now_ms();
+        int budget = timeout_ms < KAFKA_PROBE_TIMEOUT_MS ? timeout_ms : KAFKA_PROBE_TIMEOUT_MS;
+
+        ctx->last_probe_ms = start;
+        if (rd_kafka_metadata(ctx->rk, 0, NULL, &md, budget) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_metadata_destroy(md);
+            atomic_store(&ctx->down, 0);
+        }
+        timeout_ms -= (int)(now_ms() - start);
+        if (timeout_ms < 0)
+            timeout_ms = 0;
+    }
+    rd_kafka_poll(ctx->rk, timeout_ms);
+}
+
+static size_t kafka_pending(void *vctx)
+{
+    return atomic_load(&((kafka_sink_t *)vctx)->pending);
+}
+
+/*
+ * Ready when the producer has no fatal error, the cluster has answered
+ * (cached metadata, checked without blocking, or a delivery report) and
+ * nothing since says it is gone (all brokers down, a delivery timed out);
+ * a successful delivery or poll()'s probe clears that. May run on any thread.
+ */
+static int kafka_ready(void *vctx)
+{
+    kafka_sink_t *ctx = vctx;
+    char fatal[KAFKA_STR_MAX];
+
+    if (rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)) || atomic_load(&ctx->down))
+        return 0;
+    if (!atomic_load(&ctx->seen_cluster) && rd_kafka_controllerid(ctx->rk, 0) >= 0)
+        atomic_store(&ctx->seen_cluster, 1);
+    return atomic_load(&ctx->seen_cluster);
+}
+
+static int kafka_flush(void *vctx, int timeout_ms)
+{
+    kafka_sink_t *ctx = vctx;
+
+    if (atomic_load(&ctx->pending) == 0) {
+        rd_kafka_poll(ctx->rk, 0);
+        return 0;
+    }
+    rd_kafka_flush(ctx->rk, timeout_ms);
+    return atomic_load(&ctx->pending) == 0 ? 0 : -1;
+}
+
+const sink_type_t sink_kafka_type = {
+    .name = "kafka",
+    .validate = kafka_validate,
+    .create = kafka_create,
+    .submit = kafka_submit,
+    .poll = kafka_poll,
+    .pending = kafka_pending,
+    .ready = kafka_ready,
+    .flush = kafka_flush,
+    .destroy = kafka_destroy,
+};

@@ -1,0 +1,136 @@
+/*
+ * sinks/stdout: one event per line on standard output (JSON Lines), for
+ * debugging and for piping into other tools.
+ *
+ * A write is acknowledged once fflush() returned, i.e. once the kernel has
+ * the line; that is as durable as a pipe gets. Tickets are resolved inside
+ * submit(), so nothing is ever pending. The daemon must ignore SIGPIPE for
+ * a closed reader to surface as a write error here rather than kill it.
+ */
+#include "sink.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const allowed_keys[] = {"name", "type", "events", "sources", NULL};
+
+typedef struct stdout_sink {
+    char *name;
+    char *line; /* event + '\n', so that each line goes out in one fwrite() */
+    size_t cap;
+} stdout_sink_t;
+
+static int stdout_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
+{
+    if (!cJSON_IsObject(conf)) {
+        sink_errors_add(errs, path, "expected an object");
+        return -1;
+    }
+    return sink_conf_check_keys(conf, path, allowed_keys, errs) == 0 ? 0 : -1;
+}
+
+static void stdout_destroy(void *vctx)
+{
+    stdout_sink_t *ctx = vctx;
+
+    if (!ctx)
+        return;
+    free(ctx->line);
+    free(ctx->name);
+    free(ctx);
+}
+
+static void *stdout_create(const cJSON *conf, const char *name, char *err, size_t errlen)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    stdout_sink_t *ctx = NULL;
+
+    if (!errs) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (stdout_validate(conf, "", errs) != 0) {
+        snprintf(err, errlen, "%s%s", errs->msg[0], errs->count > 1 ? " (and more)" : "");
+        goto fail;
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (!ctx || !(ctx->name = strdup(name ? name : "stdout"))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    free(errs);
+    return ctx;
+
+fail:
+    stdout_destroy(ctx);
+    free(errs);
+    return NULL;
+}
+
+static sink_result_t stdout_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
+{
+    stdout_sink_t *ctx = vctx;
+    size_t n = ev->json_len + 1;
+
+    if (n > ctx->cap) {
+        char *line = realloc(ctx->line, n);
+
+        if (!line)
+            return SINK_ERR_RETRY; /* ticket untouched: the caller resolves it */
+        ctx->line = line;
+        ctx->cap = n;
+    }
+    memcpy(ctx->line, ev->json, ev->json_len);
+    ctx->line[ev->json_len] = '\n';
+
+    if (fwrite(ctx->line, 1, n, stdout) != n || fflush(stdout) != 0) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "write to stdout: %s", strerror(errno));
+        clearerr(stdout);
+        sink_log(SINK_LOG_WARN, ctx->name, "event %s: %s", ev->id, msg);
+        sink_ticket_done(ticket, SINK_ERR_RETRY, msg);
+        return SINK_OK;
+    }
+    sink_ticket_done(ticket, SINK_OK, NULL);
+    return SINK_OK;
+}
+
+static void stdout_poll(void *vctx, int timeout_ms)
+{
+    (void)vctx;
+    (void)timeout_ms;
+}
+
+static size_t stdout_pending(void *vctx)
+{
+    (void)vctx;
+    return 0;
+}
+
+static int stdout_ready(void *vctx)
+{
+    (void)vctx;
+    return 1;
+}
+
+static int stdout_flush(void *vctx, int timeout_ms)
+{
+    (void)vctx;
+    (void)timeout_ms;
+    return 0;
+}
+
+const sink_type_t sink_stdout_type = {
+    .name = "stdout",
+    .validate = stdout_validate,
+    .create = stdout_create,
+    .submit = stdout_submit,
+    .poll = stdout_poll,
+    .pending = stdout_pending,
+    .ready = stdout_ready,
+    .flush = stdout_flush,
+    .destroy = stdout_destroy,
+};

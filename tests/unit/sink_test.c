@@ -1,0 +1,1019 @@
+/*
+ * Tests of sinks/: the configuration helpers and logger (tables), kafka's
+ * validation (table), and the kafka and stdout sinks end to end: kafka
+ * against librdkafka's in-process mock cluster, read back with a consumer;
+ * stdout through a temporary file put in place of fd 1.
+ */
+#include "sink.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+/* InitProducerId, the Kafka protocol's ApiKey 22. */
+#define API_INIT_PRODUCER_ID 22
+
+static cJSON *parse_json(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+
+    ck_assert_msg(j != NULL, "bad test JSON: %s", text);
+    return j;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every collected message, for failure output. */
+static const char *errs_dump(const sink_errors_t *errs)
+{
+    static char buf[8192];
+    size_t o = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX && o < sizeof(buf); i++)
+        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "[%s] ", errs->msg[i]);
+    return buf;
+}
+
+static bool errs_contain(const sink_errors_t *errs, const char *needle)
+{
+    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++) {
+        if (strstr(errs->msg[i], needle))
+            return true;
+    }
+    return false;
+}
+
+/* ---- path joiners and the error list ---- */
+
+START_TEST(test_paths)
+{
+    char buf[SINK_PATH_MAX], small[8];
+
+    ck_assert_str_eq(sink_conf_path_index(buf, sizeof(buf), "sinks", 1), "sinks[1]");
+    ck_assert_str_eq(sink_conf_path(buf, sizeof(buf), "sinks[1]", "topics"), "sinks[1].topics");
+    ck_assert_str_eq(sink_conf_path(buf, sizeof(buf), "", "redis"), "redis");
+    ck_assert_str_eq(sink_conf_path(buf, sizeof(buf), NULL, "redis"), "redis");
+    ck_assert_str_eq(sink_conf_path_index(buf, sizeof(buf), "sources[0].filters.userId", 12),
+                     "sources[0].filters.userId[12]");
+    ck_assert_str_eq(sink_conf_path(small, sizeof(small), "sinks[1]", "topics"), "sinks[1");
+}
+END_TEST
+
+START_TEST(test_errors_add)
+{
+    sink_errors_t errs = {0};
+    char longmsg[SINK_ERROR_LEN * 2];
+
+    sink_errors_add(&errs, "sinks[0].brokers", "expected %s", "a string");
+    sink_errors_add(&errs, "", "no path");
+    sink_errors_add(&errs, NULL, "null path");
+    memset(longmsg, 'x', sizeof(longmsg) - 1);
+    longmsg[sizeof(longmsg) - 1] = '\0';
+    sink_errors_add(&errs, "p", "%s", longmsg);
+    ck_assert_uint_eq(errs.count, 4);
+    ck_assert_str_eq(errs.msg[0], "sinks[0].brokers: expected a string");
+    ck_assert_str_eq(errs.msg[1], "no path");
+    ck_assert_str_eq(errs.msg[2], "null path");
+    ck_assert_uint_eq(strlen(errs.msg[3]), SINK_ERROR_LEN - 1);
+    ck_assert(strncmp(errs.msg[3], "p: xxx", 6) == 0);
+
+    /* Past the bound, messages are counted only. */
+    for (int i = 0; i < SINK_ERRORS_MAX + 6; i++)
+        sink_errors_add(&errs, "k", "n%d", i);
+    ck_assert_uint_eq(errs.count, 4 + SINK_ERRORS_MAX + 6);
+    ck_assert_str_eq(errs.msg[SINK_ERRORS_MAX - 1], "k: n59");
+
+    sink_errors_add(NULL, "k", "ignored"); /* must not crash */
+}
+END_TEST
+
+START_TEST(test_check_keys)
+{
+    static const char *const allowed[] = {"name", "brokers", NULL};
+    cJSON *j = parse_json("{\"name\":1,\"brokres\":2,\"brokers\":3,\"Brokers\":4,\"topic\":5}");
+    sink_errors_t errs = {0};
+
+    /* Every unknown key at once, in document order; matching is case-sensitive. */
+    ck_assert_int_eq(sink_conf_check_keys(j, "sinks[1]", allowed, &errs), 3);
+    ck_assert_uint_eq(errs.count, 3);
+    ck_assert_str_eq(errs.msg[0], "sinks[1].brokres: unknown key");
+    ck_assert_str_eq(errs.msg[1], "sinks[1].Brokers: unknown key");
+    ck_assert_str_eq(errs.msg[2], "sinks[1].topic: unknown key");
+
+    /* Not an object, or NULL: nothing to report. */
+    memset(&errs, 0, sizeof(errs));
+    ck_assert_int_eq(sink_conf_check_keys(NULL, "x", allowed, &errs), 0);
+    ck_assert_uint_eq(errs.count, 0);
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* ---- typed getters (tables) ---- */
+
+static const struct string_case {
+    const char *json, *key;
+    bool required;
+    const char *def;
+    int rc;
+    const char *out; /* NULL: expect NULL */
+    const char *err; /* NULL: no error */
+} string_cases[] = {
+    {"{\"started\":\"sessions.started\"}", "started", true, NULL, 0, "sessions.started", NULL},
+    {"{}", "started", false, "dflt", 0, "dflt", NULL},
+    {"{}", "started", false, NULL, 0, NULL, NULL},
+    {"{}", "started", true, NULL, -1, NULL,
+     "sinks[1].topics.started: required, expected a non-empty string"},
+    {"{\"started\":\"\"}", "started", false, "dflt", -1, "dflt",
+     "sinks[1].topics.started: expected a non-empty string"},
+    {"{\"started\":5}", "started", false, "dflt", -1, "dflt",
+     "sinks[1].topics.started: expected a non-empty string"},
+    {"{\"started\":null}", "started", false, "dflt", -1, "dflt",
+     "sinks[1].topics.started: expected a non-empty string"},
+    {"{\"started\":[\"a\"]}", "started", true, NULL, -1, NULL,
+     "sinks[1].topics.started: expected a non-empty string"},
+    {"{\"Started\":\"x\"}", "started", false, "dflt", 0, "dflt", NULL},
+    {"[\"started\"]", "started", false, "dflt", 0, "dflt", NULL},
+};
+
+START_TEST(test_conf_string)
+{
+    const struct string_case *c = &string_cases[_i];
+    cJSON *j = parse_json(c->json);
+    sink_errors_t errs = {0};
+    const char *out = "untouched";
+
+    ck_assert_int_eq(
+        sink_conf_string(j, "sinks[1].topics", c->key, c->required, c->def, &out, &errs), c->rc);
+    if (c->out)
+        ck_assert_str_eq(out, c->out);
+    else
+        ck_assert_ptr_null(out);
+    if (c->err) {
+        ck_assert_uint_eq(errs.count, 1);
+        ck_assert_str_eq(errs.msg[0], c->err);
+    } else {
+        ck_assert_msg(errs.count == 0, "unexpected: %s", errs_dump(&errs));
+    }
+    cJSON_Delete(j);
+}
+END_TEST
+
+static const struct int_case {
+    const char *json;
+    bool required;
+    long long def, min, max;
+    int rc;
+    long long out;
+    const char *err;
+} int_cases[] = {
+    {"{\"n\":5}", true, 0, 1, 10, 0, 5, NULL},
+    {"{\"n\":1}", true, 0, 1, 10, 0, 1, NULL},
+    {"{\"n\":10}", true, 0, 1, 10, 0, 10, NULL},
+    {"{}", false, 7, 1, 10, 0, 7, NULL},
+    {"{}", true, 7, 1, 10, -1, 7, "s.n: required, expected an integer between 1 and 10"},
+    {"{\"n\":0}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10, got 0"},
+    {"{\"n\":11}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10, got 11"},
+    {"{\"n\":1.5}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":\"5\"}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":true}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":1e300}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":-9007199254740992}", false, 0, -9007199254740992LL, 0, 0, -9007199254740992LL, NULL},
+};
+
+START_TEST(test_conf_int)
+{
+    const struct int_case *c = &int_cases[_i];
+    cJSON *j = parse_json(c->json);
+    sink_errors_t errs = {0};
+    long long out = -12345;
+
+    ck_assert_int_eq(sink_conf_int(j, "s", "n", c->required, c->def, c->min, c->max, &out, &errs),
+                     c->rc);
+    ck_assert_int_eq(out, c->out);
+    if (c->err) {
+        ck_assert_uint_eq(errs.count, 1);
+        ck_assert_str_eq(errs.msg[0], c->err);
+    } else {
+        ck_assert_msg(errs.count == 0, "unexpected: %s", errs_dump(&errs));
+    }
+    cJSON_Delete(j);
+}
+END_TEST
+
+static const struct bool_case {
+    const char *json;
+    bool def;
+    int rc;
+    bool out;
+    const char *err;
+} bool_cases[] = {
+    {"{\"b\":true}", false, 0, true, NULL},
+    {"{\"b\":false}", true, 0, false, NULL},
+    {"{}", true, 0, true, NULL},
+    {"{\"b\":\"true\"}", false, -1, false, "a.b: expected true or false"},
+    {"{\"b\":1}", true, -1, true, "a.b: expected true or false"},
+};
+
+START_TEST(test_conf_bool)
+{
+    const struct bool_case *c = &bool_cases[_i];
+    cJSON *j = parse_json(c->json);
+    sink_errors_t errs = {0};
+    bool out = !c->out;
+
+    ck_assert_int_eq(sink_conf_bool(j, "a", "b", c->def, &out, &errs), c->rc);
+    ck_assert(out == c->out);
+    if (c->err) {
+        ck_assert_uint_eq(errs.count, 1);
+        ck_assert_str_eq(errs.msg[0], c->err);
+    } else {
+        ck_assert_uint_eq(errs.count, 0);
+    }
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* ---- registry and logger ---- */
+
+START_TEST(test_registry)
+{
+    size_t n = 0;
+
+    ck_assert_ptr_eq(sink_type_find("kafka"), &sink_kafka_type);
+    ck_assert_ptr_eq(sink_type_find("stdout"), &sink_stdout_type);
+    ck_assert_ptr_null(sink_type_find("Kafka"));
+    ck_assert_ptr_null(sink_type_find("webhook-nope"));
+    ck_assert_ptr_null(sink_type_find(NULL));
+    for (const sink_type_t *const *t = sink_builtin_types; *t; t++, n++) {
+        ck_assert((*t)->name && (*t)->validate && (*t)->create && (*t)->submit && (*t)->poll &&
+                  (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
+    }
+    ck_assert_uint_eq(n, 2);
+}
+END_TEST
+
+static struct {
+    int calls;
+    sink_log_level_t level;
+    char sink[64], msg[256];
+    void *opaque;
+} logged;
+
+static void capture_logger(sink_log_level_t level, const char *sink, const char *msg, void *opaque)
+{
+    logged.calls++;
+    logged.level = level;
+    snprintf(logged.sink, sizeof(logged.sink), "%s", sink);
+    snprintf(logged.msg, sizeof(logged.msg), "%s", msg);
+    logged.opaque = opaque;
+}
+
+START_TEST(test_logger)
+{
+    int marker;
+
+    memset(&logged, 0, sizeof(logged));
+    sink_set_logger(capture_logger, SINK_LOG_WARN, &marker);
+    sink_log(SINK_LOG_DEBUG, "bus", "hidden %d", 1);
+    sink_log(SINK_LOG_INFO, "bus", "hidden %d", 2);
+    ck_assert_int_eq(logged.calls, 0);
+    sink_log(SINK_LOG_WARN, "bus", "shown %d %s", 3, "x");
+    sink_log(SINK_LOG_ERROR, "bus", "shown %d", 4);
+    ck_assert_int_eq(logged.calls, 2);
+    ck_assert_int_eq(logged.level, SINK_LOG_ERROR);
+    ck_assert_str_eq(logged.sink, "bus");
+    ck_assert_str_eq(logged.msg, "shown 4");
+    ck_assert_ptr_eq(logged.opaque, &marker);
+
+    /* Back to the default stderr logger; nothing reaches the capture any more. */
+    sink_set_logger(NULL, SINK_LOG_DEBUG, NULL);
+    sink_log(SINK_LOG_DEBUG, "bus", "to stderr");
+    ck_assert_int_eq(logged.calls, 2);
+}
+END_TEST
+
+/* ---- kafka: validation (table) ---- */
+
+static const struct validate_case {
+    const char *json;
+    int rc;
+    const char *expect[4]; /* substrings that must each appear in some message */
+    const char *never;     /* must appear in no message */
+} validate_cases[] = {
+    {"{\"name\":\"bus\",\"type\":\"kafka\",\"events\":[\"started\"],\"sources\":[\"a\"],"
+     "\"brokers\":\"127.0.0.1:9092\"}",
+     0,
+     {NULL},
+     NULL},
+    {"{\"brokers\":\"b:9092\",\"topics\":{\"started\":\"sb.{source}.{type}\"},"
+     "\"properties\":{\"compression.type\":\"lz4\",\"message.timeout.ms\":3000,"
+     "\"enable.idempotence\":true,\"acks\":\"all\",\"socket.keepalive.enable\":true,"
+     "\"request.required.acks\":-1}}",
+     0,
+     {NULL},
+     NULL},
+    {"[]", -1, {"sinks[1]: expected an object"}, NULL},
+    {"{\"type\":\"kafka\"}", -1, {"sinks[1].brokers: required, expected a non-empty string"}, NULL},
+    {"{\"brokers\":\"b\",\"brokres\":\"x\",\"propertys\":{}}",
+     -1,
+     {"sinks[1].brokres: unknown key", "sinks[1].propertys: unknown key"},
+     NULL},
+    {"{\"brokers\":\"b\",\"topics\":\"sessions\"}",
+     -1,
+     {"sinks[1].topics: expected an object"},
+     NULL},
+    {"{\"brokers\":\"b\",\"topics\":{\"started\":5,\"strated\":\"x\"}}",
+     -1,
+     {"sinks[1].topics.started: expected a non-empty string",
+      "sinks[1].topics.strated: unknown key"},
+     NULL},
+    {"{\"brokers\":\"b\",\"topics\":{\"completed\":\"sessions/completed\"}}",
+     -1,
+     {"sinks[1].topics.completed: expected a Kafka topic name"},
+     NULL},
+    {"{\"brokers\":\"b\",\"topics\":{\"cancelled\":\"sb.{sorce}\"}}",
+     -1,
+     {"sinks[1].topics.cancelled: expected a Kafka topic name"},
+     NULL},
+    /* 186 characters and {source} (64): 250, one past the limit. */
+    {"{\"brokers\":\"b\",\"topics\":{\"started\":\"{source}"
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "xxxxxxxxxxxx\"}}",
+     -1,
+     {"sinks[1].topics.started: too long"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":[\"acks\"]}",
+     -1,
+     {"sinks[1].properties: expected an object"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"foo.bar\":\"1\"}}",
+     -1,
+     {"sinks[1].properties.foo.bar: No such configuration property: \"foo.bar\""},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"compression.type\":\"lz5\"}}",
+     -1,
+     {"sinks[1].properties.compression.type: Invalid value \"lz5\""},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"linger.ms\":{\"v\":1}}}",
+     -1,
+     {"sinks[1].properties.linger.ms: expected a string, number or boolean"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"enable.idempotence\":false}}",
+     -1,
+     {"sinks[1].properties.enable.idempotence: refused: enable.idempotence must stay true"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"acks\":1}}",
+     -1,
+     {"sinks[1].properties.acks: refused: acks must stay all"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"request.required.acks\":\"0\"}}",
+     -1,
+     {"sinks[1].properties.request.required.acks: refused: acks must stay all"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"transactional.id\":\"tx\"}}",
+     -1,
+     {"sinks[1].properties.transactional.id: refused"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"bootstrap.servers\":\"x:1\"}}",
+     -1,
+     {"sinks[1].properties.bootstrap.servers: set the sink's brokers key instead"},
+     NULL},
+    /* Secrets: librdkafka echoes bad values; the message must not. */
+    {"{\"brokers\":\"b\",\"properties\":{\"sasl.kerberos.min.time.before.relogin\":"
+     "\"notanumber-s3cr3t\"}}",
+     -1,
+     {"sinks[1].properties.sasl.kerberos.min.time.before.relogin: "},
+     "s3cr3t"},
+    {"{\"brokers\":\"b\",\"properties\":{\"sasl.kerberos.min.time.before.relogin\":-54321}}",
+     -1,
+     {"sinks[1].properties.sasl.kerberos.min.time.before.relogin: ", "(redacted)"},
+     "54321"},
+    {"{\"brokers\":\"b\",\"properties\":{\"SSL.Key.Password\":\"hunter2-s3cr3t\"}}",
+     -1,
+     {"sinks[1].properties.SSL.Key.Password: No such configuration property"},
+     "hunter2"},
+    {"{\"brokers\":\"b\",\"properties\":{\"sasl.password\":{\"v\":\"hunter2\"}}}",
+     -1,
+     {"sinks[1].properties.sasl.password: expected a string, number or boolean"},
+     "hunter2"},
+    /* Checks across properties, which only rd_kafka_new() makes. */
+    {"{\"brokers\":\"b\",\"properties\":{\"max.in.flight\":10}}",
+     -1,
+     {"sinks[1].properties: `max.in.flight` must be set <= 5"},
+     NULL},
+    {"{\"brokers\":\"b\",\"properties\":{\"security.protocol\":\"ssl\","
+     "\"ssl.key.location\":\"/nonexistent/s3cr3t.pem\"}}",
+     -1,
+     {"sinks[1].properties: ", "ssl.key.location"},
+     "s3cr3t"},
+    /* Everything wrong at once is reported at once. */
+    {"{\"brokres\":1,\"topics\":{\"strated\":\"x\"},\"properties\":{\"acks\":0,\"foo\":1}}",
+     -1,
+     {"sinks[1].brokres: unknown key", "sinks[1].brokers: required",
+      "sinks[1].topics.strated: unknown key", "sinks[1].properties.foo: No such"},
+     NULL},
+};
+
+START_TEST(test_kafka_validate)
+{
+    const struct validate_case *c = &validate_cases[_i];
+    cJSON *j = parse_json(c->json);
+    sink_errors_t errs = {0};
+    int rc = sink_kafka_type.validate(j, "sinks[1]", &errs);
+
+    ck_assert_msg(rc == c->rc, "case %d: rc %d: %s", _i, rc, errs_dump(&errs));
+    ck_assert_msg((rc == 0) == (errs.count == 0), "case %d: %s", _i, errs_dump(&errs));
+    for (int k = 0; k < 4 && c->expect[k]; k++)
+        ck_assert_msg(errs_contain(&errs, c->expect[k]), "case %d: no \"%s\" in %s", _i,
+                      c->expect[k], errs_dump(&errs));
+    if (c->never)
+        ck_assert_msg(!errs_contain(&errs, c->never), "case %d: leaked \"%s\": %s", _i, c->never,
+                      errs_dump(&errs));
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_kafka_create_invalid)
+{
+    cJSON *j = parse_json("{\"brokres\":\"x\",\"properties\":{\"acks\":1}}");
+    char err[512] = "";
+
+    ck_assert_ptr_null(sink_kafka_type.create(j, "bus", err, sizeof(err)));
+    ck_assert_msg(strstr(err, "brokres: unknown key") && strstr(err, "brokers: required") &&
+                      strstr(err, "properties.acks: refused"),
+                  "%s", err);
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* ---- events and tickets ---- */
+
+typedef struct test_ticket {
+    sink_ticket_t t; /* first: the callback casts back */
+    int calls;
+    sink_result_t result;
+    char err[256];
+} test_ticket_t;
+
+static void ticket_done(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+{
+    test_ticket_t *tt = (test_ticket_t *)t;
+
+    tt->calls++;
+    tt->result = result;
+    snprintf(tt->err, sizeof(tt->err), "%s", errmsg ? errmsg : "");
+}
+
+static void ticket_init(test_ticket_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->t.done = ticket_done;
+    t->result = -1;
+}
+
+typedef struct test_event {
+    char id[33], type[32], key[128], json[512];
+    sink_event_t ev;
+} test_event_t;
+
+static void event_init(test_event_t *te, const char *source, const char *session, const char *kind,
+                       int n)
+{
+    snprintf(te->id, sizeof(te->id), "%032x", 0xabc000 + n);
+    snprintf(te->type, sizeof(te->type), "session.%s", kind);
+    snprintf(te->key, sizeof(te->key), "%s/%s", source, session);
+    snprintf(te->json, sizeof(te->json),
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"session-bridge/%s\","
+             "\"type\":\"%s\",\"subject\":\"%s\",\"data\":{\"n\":%d}}",
+             te->id, source, te->type, session, n);
+    te->ev = (sink_event_t){.id = te->id,
+                            .type = te->type,
+                            .kind = kind,
+                            .source = source,
+                            .session_id = session,
+                            .key = te->key,
+                            .json = te->json,
+                            .json_len = strlen(te->json)};
+}
+
+/* Polls until every ticket resolved or timeout_ms passed. */
+static bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
+                                int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        int open = 0;
+
+        for (int i = 0; i < n; i++)
+            open += t[i].calls == 0;
+        if (!open)
+            return true;
+        if (now_ms() > deadline)
+            return false;
+        type->poll(ctx, 50);
+    }
+}
+
+/* ---- kafka against the mock cluster ---- */
+
+typedef struct mock {
+    rd_kafka_t *rk; /* only for the cluster's bookkeeping */
+    rd_kafka_mock_cluster_t *mc;
+    const char *bootstraps;
+} mock_t;
+
+static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+static void mock_start(mock_t *m, int brokers)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+
+    /* The handle has no bootstrap.servers and would warn about it. */
+    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    ck_assert_msg(m->rk != NULL, "%s", err);
+    m->mc = rd_kafka_mock_cluster_new(m->rk, brokers);
+    ck_assert_ptr_nonnull(m->mc);
+    m->bootstraps = rd_kafka_mock_cluster_bootstraps(m->mc);
+}
+
+static void mock_topics(mock_t *m, const char *const *topics)
+{
+    for (; *topics; topics++)
+        ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, *topics, 1, 1), 0);
+}
+
+static void mock_stop(mock_t *m)
+{
+    rd_kafka_mock_cluster_destroy(m->mc);
+    rd_kafka_destroy(m->rk);
+    /* Every handle, ours and the sink's, must be gone. */
+    ck_assert_int_eq(rd_kafka_wait_destroyed(5000), 0);
+}
+
+static void *kafka_sink_new(const mock_t *m, const char *extra)
+{
+    char json[1024], err[512] = "";
+    cJSON *conf;
+    void *ctx;
+
+    snprintf(json, sizeof(json), "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\"%s}",
+             m->bootstraps, extra);
+    conf = parse_json(json);
+    ctx = sink_kafka_type.create(conf, "bus", err, sizeof(err));
+    ck_assert_msg(ctx != NULL, "create: %s", err);
+    cJSON_Delete(conf); /* the sink keeps no pointer into it */
+    return ctx;
+}
+
+static const char *header(rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size)
+{
+    const void *val;
+    size_t len;
+
+    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return "(missing)";
+    snprintf(buf, size, "%.*s", (int)len, (const char *)val);
+    return buf;
+}
+
+/* A consumer reading partition 0 of each topic from the beginning; no group join. */
+static rd_kafka_t *consumer_new(const mock_t *m, const char *const *topics)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_t *rk;
+    char err[512];
+
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstraps, err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "group.id", "sink_test", err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    ck_assert_msg(rk != NULL, "%s", err);
+    for (; *topics; topics++)
+        rd_kafka_topic_partition_list_add(parts, *topics, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    ck_assert_int_eq(rd_kafka_assign(rk, parts), 0);
+    rd_kafka_topic_partition_list_destroy(parts);
+    return rk;
+}
+
+/* The next message, skipping consumer events; NULL after timeout_ms. */
+static rd_kafka_message_t *consume_one(rd_kafka_t *rk, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    while (now_ms() < deadline) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 100);
+
+        if (msg && !msg->err)
+            return msg;
+        if (msg)
+            rd_kafka_message_destroy(msg);
+    }
+    return NULL;
+}
+
+START_TEST(test_kafka_end_to_end)
+{
+    static const char *const topics[] = {"sb.century.started", "sessions.completed",
+                                         "sessions.cancelled", NULL};
+    mock_t m;
+    test_event_t ev[3];
+    test_ticket_t t[3];
+    rd_kafka_t *consumer;
+    void *ctx;
+
+    sink_set_logger(NULL, SINK_LOG_WARN, NULL);
+    mock_start(&m, 1);
+    mock_topics(&m, topics);
+    ctx = kafka_sink_new(&m, ",\"topics\":{\"started\":\"sb.{source}.{type}\"},"
+                             "\"properties\":{\"linger.ms\":0}");
+
+    event_init(&ev[0], "century", "s-1", "started", 0);
+    event_init(&ev[1], "century", "s-1", "completed", 1);
+    event_init(&ev[2], "quiz", "q-9", "cancelled", 2);
+    for (int i = 0; i < 3; i++) {
+        ticket_init(&t[i]);
+        ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev[i].ev, &t[i].t), SINK_OK);
+    }
+    ck_assert_uint_eq(sink_kafka_type.pending(ctx), 3);
+    ck_assert(poll_until_resolved(&sink_kafka_type, ctx, t, 3, 10000));
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(t[i].calls, 1);
+        ck_assert_msg(t[i].result == SINK_OK, "ticket %d: %d %s", i, t[i].result, t[i].err);
+    }
+    ck_assert_uint_eq(sink_kafka_type.pending(ctx), 0);
+    ck_assert_int_eq(sink_kafka_type.ready(ctx), 1);
+    ck_assert_int_eq(sink_kafka_type.flush(ctx, 1000), 0);
+
+    consumer = consumer_new(&m, topics);
+    for (int i = 0; i < 3; i++) {
+        rd_kafka_message_t *msg = consume_one(consumer, 10000);
+        rd_kafka_headers_t *hdrs = NULL;
+        test_event_t *e = NULL;
+        char buf[256], src[128];
+
+        ck_assert_msg(msg != NULL, "message %d not consumed", i);
+        for (int k = 0; k < 3; k++) {
+            if (strcmp(rd_kafka_topic_name(msg->rkt), topics[k]) == 0)
+                e = &ev[k];
+        }
+        ck_assert_msg(e != NULL, "unexpected topic %s", rd_kafka_topic_name(msg->rkt));
+        ck_assert_uint_eq(msg->key_len, strlen(e->key));
+        ck_assert(memcmp(msg->key, e->key, msg->key_len) == 0);
+        ck_assert_uint_eq(msg->len, e->ev.json_len);
+        ck_assert(memcmp(msg->payload, e->json, msg->len) == 0);
+        ck_assert_int_eq(rd_kafka_message_headers(msg, &hdrs), 0);
+        ck_assert_uint_eq(rd_kafka_header_cnt(hdrs), 4);
+        ck_assert_str_eq(header(hdrs, "ce_id", buf, sizeof(buf)), e->id);
+        ck_assert_str_eq(header(hdrs, "ce_type", buf, sizeof(buf)), e->type);
+        snprintf(src, sizeof(src), "session-bridge/%s", e->ev.source);
+        ck_assert_str_eq(header(hdrs, "ce_source", buf, sizeof(buf)), src);
+        ck_assert_str_eq(header(hdrs, "content-type", buf, sizeof(buf)),
+                         "application/cloudevents+json");
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_consumer_close(consumer);
+    rd_kafka_destroy(consumer);
+
+    sink_kafka_type.destroy(ctx);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(t[i].calls, 1); /* destroy resolved nothing twice */
+    mock_stop(&m);
+}
+END_TEST
+
+static void set_brokers(rd_kafka_mock_cluster_t *mc, int nbrokers, bool up)
+{
+    /* -1 means every broker (documented); fall back to each id if refused. */
+    rd_kafka_resp_err_t err =
+        up ? rd_kafka_mock_broker_set_up(mc, -1) : rd_kafka_mock_broker_set_down(mc, -1);
+
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    for (int id = 1; id <= nbrokers; id++) {
+        err = up ? rd_kafka_mock_broker_set_up(mc, id) : rd_kafka_mock_broker_set_down(mc, id);
+        ck_assert_int_eq(err, 0);
+    }
+}
+
+START_TEST(test_kafka_brokers_down)
+{
+    static const char *const topics[] = {"sessions.started", NULL};
+    mock_t m;
+    test_event_t ev[4];
+    test_ticket_t t[4];
+    void *ctx;
+    int64_t start;
+
+    sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
+    mock_start(&m, 1);
+    mock_topics(&m, topics);
+    /* Short timeouts and backoffs keep this test to seconds. */
+    ctx = kafka_sink_new(&m, ",\"properties\":{\"message.timeout.ms\":3000,"
+                             "\"reconnect.backoff.ms\":100,\"reconnect.backoff.max.ms\":500,"
+                             "\"linger.ms\":0}");
+
+    /* Up: delivered. */
+    event_init(&ev[0], "century", "s-1", "started", 0);
+    ticket_init(&t[0]);
+    ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev[0].ev, &t[0].t), SINK_OK);
+    ck_assert(poll_until_resolved(&sink_kafka_type, ctx, t, 1, 10000));
+    ck_assert_int_eq(t[0].result, SINK_OK);
+    ck_assert_int_eq(sink_kafka_type.ready(ctx), 1);
+
+    /* Down: every ticket resolves with RETRY within message.timeout.ms (+ the scan). */
+    set_brokers(m.mc, 1, false);
+    start = now_ms();
+    for (int i = 1; i <= 2; i++) {
+        event_init(&ev[i], "century", "s-2", "started", i);
+        ticket_init(&t[i]);
+        ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev[i].ev, &t[i].t), SINK_OK);
+    }
+    ck_assert_uint_eq(sink_kafka_type.pending(ctx), 2);
+    ck_assert(poll_until_resolved(&sink_kafka_type, ctx, &t[1], 2, 8000));
+    ck_assert_int_lt(now_ms() - start, 6000);
+    for (int i = 1; i <= 2; i++) {
+        ck_assert_int_eq(t[i].calls, 1);
+        ck_assert_msg(t[i].result == SINK_ERR_RETRY, "ticket %d: %d %s", i, t[i].result, t[i].err);
+        ck_assert_str_ne(t[i].err, "");
+    }
+    ck_assert_uint_eq(sink_kafka_type.pending(ctx), 0);
+    ck_assert_int_eq(sink_kafka_type.flush(ctx, 0), 0);
+    ck_assert_int_eq(sink_kafka_type.ready(ctx), 0);
+
+    /* Up again: idle, poll()'s probe notices; then new events are delivered. */
+    set_brokers(m.mc, 1, true);
+    start = now_ms();
+    while (!sink_kafka_type.ready(ctx) && now_ms() - start < 10000)
+        sink_kafka_type.poll(ctx, 100);
+    ck_assert_int_eq(sink_kafka_type.ready(ctx), 1);
+
+    event_init(&ev[3], "century", "s-3", "started", 3);
+    ticket_init(&t[3]);
+    ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev[3].ev, &t[3].t), SINK_OK);
+    ck_assert(poll_until_resolved(&sink_kafka_type, ctx, &t[3], 1, 10000));
+    ck_assert_msg(t[3].result == SINK_OK, "%d %s", t[3].result, t[3].err);
+    ck_assert_uint_eq(sink_kafka_type.pending(ctx), 0);
+
+    sink_kafka_type.destroy(ctx);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(t[i].calls, 1);
+    mock_stop(&m);
+}
+END_TEST
+
+START_TEST(test_kafka_fatal)
+{
+    static const char *const topics[] = {"sessions.started", NULL};
+    mock_t m;
+    test_event_t ev;
+    test_ticket_t t;
+    void *ctx;
+    sink_result_t r;
+
+    sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
+    mock_start(&m, 1);
+    mock_topics(&m, topics);
+    /* The idempotent producer treats this answer to InitProducerId as fatal. */
+    rd_kafka_mock_push_request_errors(m.mc, API_INIT_PRODUCER_ID, 1,
+                                      RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
+    ctx = kafka_sink_new(&m, "");
+
+    event_init(&ev, "century", "s-1", "started", 0);
+    ticket_init(&t);
+    r = sink_kafka_type.submit(ctx, &ev.ev, &t.t);
+    if (r == SINK_OK) {
+        ck_assert(poll_until_resolved(&sink_kafka_type, ctx, &t, 1, 10000));
+        ck_assert_int_eq(t.calls, 1);
+        ck_assert_msg(t.result == SINK_ERR_FATAL, "%d %s", t.result, t.err);
+    } else {
+        ck_assert_int_eq(r, SINK_ERR_FATAL);
+        ck_assert_int_eq(t.calls, 0);
+    }
+    ck_assert_int_eq(sink_kafka_type.ready(ctx), 0);
+    ticket_init(&t);
+    ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev.ev, &t.t), SINK_ERR_FATAL);
+    ck_assert_int_eq(t.calls, 0);
+    ck_assert_uint_eq(sink_kafka_type.pending(ctx), 0);
+    sink_kafka_type.destroy(ctx);
+    mock_stop(&m);
+}
+END_TEST
+
+/* destroy() with an undeliverable event: the ticket still resolves, once. */
+START_TEST(test_kafka_destroy_resolves)
+{
+    static const char *const topics[] = {"sessions.started", NULL};
+    mock_t m;
+    test_event_t ev;
+    test_ticket_t t;
+    void *ctx;
+    int64_t start;
+
+    sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
+    mock_start(&m, 1);
+    mock_topics(&m, topics);
+    set_brokers(m.mc, 1, false);
+    ctx = kafka_sink_new(&m, ",\"properties\":{\"message.timeout.ms\":1000}");
+    event_init(&ev, "century", "s-1", "started", 0);
+    ticket_init(&t);
+    ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev.ev, &t.t), SINK_OK);
+    start = now_ms();
+    sink_kafka_type.destroy(ctx);
+    ck_assert_int_lt(now_ms() - start, 5000);
+    ck_assert_int_eq(t.calls, 1);
+    ck_assert_int_eq(t.result, SINK_ERR_RETRY);
+    mock_stop(&m);
+}
+END_TEST
+
+/* ---- stdout ---- */
+
+/* Runs fn with fd 1 replaced by fd; stdout is flushed around the swap. */
+static void with_stdout(int fd, void (*fn)(void *), void *arg)
+{
+    int saved;
+
+    fflush(stdout);
+    saved = dup(STDOUT_FILENO);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(dup2(fd, STDOUT_FILENO), 0);
+    fn(arg);
+    fflush(stdout);
+    clearerr(stdout);
+    ck_assert_int_ge(dup2(saved, STDOUT_FILENO), 0);
+    close(saved);
+}
+
+typedef struct stdout_run {
+    void *ctx;
+    test_event_t ev[3];
+    test_ticket_t t[3];
+    sink_result_t r[3];
+    int n;
+} stdout_run_t;
+
+static void stdout_submit_all(void *arg)
+{
+    stdout_run_t *run = arg;
+
+    for (int i = 0; i < run->n; i++)
+        run->r[i] = sink_stdout_type.submit(run->ctx, &run->ev[i].ev, &run->t[i].t);
+}
+
+START_TEST(test_stdout_lines)
+{
+    cJSON *conf = parse_json("{\"name\":\"console\",\"type\":\"stdout\",\"events\":[\"started\"]}");
+    stdout_run_t run = {.n = 3};
+    char err[256] = "", line[1024];
+    FILE *tmp = tmpfile();
+    int lines = 0;
+
+    ck_assert_ptr_nonnull(tmp);
+    run.ctx = sink_stdout_type.create(conf, "console", err, sizeof(err));
+    ck_assert_msg(run.ctx != NULL, "%s", err);
+    for (int i = 0; i < 3; i++) {
+        event_init(&run.ev[i], "century", "s-1", i == 0 ? "started" : "completed", i);
+        ticket_init(&run.t[i]);
+    }
+    with_stdout(fileno(tmp), stdout_submit_all, &run);
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(run.r[i], SINK_OK);
+        ck_assert_int_eq(run.t[i].calls, 1); /* resolved inside submit() */
+        ck_assert_int_eq(run.t[i].result, SINK_OK);
+    }
+    ck_assert_uint_eq(sink_stdout_type.pending(run.ctx), 0);
+    ck_assert_int_eq(sink_stdout_type.ready(run.ctx), 1);
+    ck_assert_int_eq(sink_stdout_type.flush(run.ctx, 0), 0);
+
+    rewind(tmp);
+    while (fgets(line, sizeof(line), tmp)) {
+        ck_assert_int_lt(lines, 3);
+        ck_assert_uint_eq(strlen(line), run.ev[lines].ev.json_len + 1);
+        ck_assert(line[run.ev[lines].ev.json_len] == '\n');
+        line[run.ev[lines].ev.json_len] = '\0';
+        ck_assert_str_eq(line, run.ev[lines].json);
+        lines++;
+    }
+    ck_assert_int_eq(lines, 3);
+    fclose(tmp);
+    sink_stdout_type.destroy(run.ctx);
+    sink_stdout_type.destroy(NULL);
+    cJSON_Delete(conf);
+}
+END_TEST
+
+START_TEST(test_stdout_write_error)
+{
+    cJSON *conf = parse_json("{}");
+    stdout_run_t run = {.n = 1};
+    char err[256] = "";
+    int fd = open("/dev/null", O_RDONLY); /* writes fail with EBADF */
+
+    ck_assert_int_ge(fd, 0);
+    sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
+    run.ctx = sink_stdout_type.create(conf, "console", err, sizeof(err));
+    ck_assert_ptr_nonnull(run.ctx);
+    event_init(&run.ev[0], "century", "s-1", "started", 0);
+    ticket_init(&run.t[0]);
+    with_stdout(fd, stdout_submit_all, &run);
+    close(fd);
+    ck_assert_int_eq(run.r[0], SINK_OK);
+    ck_assert_int_eq(run.t[0].calls, 1);
+    ck_assert_int_eq(run.t[0].result, SINK_ERR_RETRY);
+    ck_assert_msg(strstr(run.t[0].err, "write to stdout") != NULL, "%s", run.t[0].err);
+    sink_stdout_type.destroy(run.ctx);
+    cJSON_Delete(conf);
+}
+END_TEST
+
+START_TEST(test_stdout_validate)
+{
+    cJSON *ok = parse_json("{\"name\":\"c\",\"type\":\"stdout\",\"events\":[],\"sources\":[]}");
+    cJSON *bad = parse_json("{\"name\":\"c\",\"type\":\"stdout\",\"path\":\"/tmp/x\",\"fsync\":1}");
+    sink_errors_t errs = {0};
+    char err[256] = "";
+
+    ck_assert_int_eq(sink_stdout_type.validate(ok, "sinks[0]", &errs), 0);
+    ck_assert_uint_eq(errs.count, 0);
+    ck_assert_int_eq(sink_stdout_type.validate(bad, "sinks[0]", &errs), -1);
+    ck_assert_uint_eq(errs.count, 2);
+    ck_assert_str_eq(errs.msg[0], "sinks[0].path: unknown key");
+    ck_assert_str_eq(errs.msg[1], "sinks[0].fsync: unknown key");
+    ck_assert_ptr_null(sink_stdout_type.create(bad, "c", err, sizeof(err)));
+    ck_assert_msg(strstr(err, "path: unknown key") != NULL, "%s", err);
+    cJSON_Delete(ok);
+    cJSON_Delete(bad);
+}
+END_TEST
+
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static Suite *sink_suite(void)
+{
+    Suite *s = suite_create("sink");
+    TCase *conf = tcase_create("conf");
+    TCase *kafka = tcase_create("kafka");
+    TCase *out = tcase_create("stdout");
+
+    tcase_add_test(conf, test_paths);
+    tcase_add_test(conf, test_errors_add);
+    tcase_add_test(conf, test_check_keys);
+    tcase_add_loop_test(conf, test_conf_string, 0, N(string_cases));
+    tcase_add_loop_test(conf, test_conf_int, 0, N(int_cases));
+    tcase_add_loop_test(conf, test_conf_bool, 0, N(bool_cases));
+    tcase_add_test(conf, test_registry);
+    tcase_add_test(conf, test_logger);
+    suite_add_tcase(s, conf);
+
+    tcase_add_loop_test(kafka, test_kafka_validate, 0, N(validate_cases));
+    tcase_add_test(kafka, test_kafka_create_invalid);
+    tcase_add_test(kafka, test_kafka_end_to_end);
+    tcase_add_test(kafka, test_kafka_brokers_down);
+    tcase_add_test(kafka, test_kafka_fatal);
+    tcase_add_test(kafka, test_kafka_destroy_resolves);
+    tcase_set_timeout(kafka, 60);
+    suite_add_tcase(s, kafka);
+
+    tcase_add_test(out, test_stdout_lines);
+    tcase_add_test(out, test_stdout_write_error);
+    tcase_add_test(out, test_stdout_validate);
+    suite_add_tcase(s, out);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(sink_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
