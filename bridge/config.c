@@ -17,7 +17,7 @@
 /* Longest string after expansion. */
 #define CONF_EXPANDED_MAX (64u * 1024u)
 /* Longest JSON path we format. */
-#define CONF_PATH_MAX 256
+#define CONF_PATH_MAX SINK_PATH_MAX
 
 static const char *const top_keys[] = {"redis", "admin", "sources", "sinks", NULL};
 static const char *const redis_keys[] = {"url", "prefix", NULL};
@@ -129,16 +129,6 @@ fail:
     return NULL;
 }
 
-static void path_key(char *out, size_t n, const char *parent, const char *key)
-{
-    snprintf(out, n, "%s%s%s", parent, *parent ? "." : "", key);
-}
-
-static void path_index(char *out, size_t n, const char *parent, size_t i)
-{
-    snprintf(out, n, "%s[%zu]", parent, i);
-}
-
 /* Replaces every string in the tree by its expansion; reports failures. */
 static void expand_tree(cJSON *node, const char *path, sink_errors_t *errs)
 {
@@ -159,9 +149,9 @@ static void expand_tree(cJSON *node, const char *path, sink_errors_t *errs)
     }
     for (cJSON *c = node->child; c; c = c->next, i++) {
         if (cJSON_IsObject(node))
-            path_key(sub, sizeof(sub), path, c->string ? c->string : "");
+            sink_conf_path(sub, sizeof(sub), path, c->string ? c->string : "");
         else
-            path_index(sub, sizeof(sub), path, i);
+            sink_conf_path_index(sub, sizeof(sub), path, i);
         expand_tree(c, sub, errs);
     }
 }
@@ -219,12 +209,44 @@ static int valid_listen(const char *s)
     return *end == '\0' && errno == 0 && port >= 0 && port <= 65535 && colon[1] != '\0';
 }
 
+/* Reads and validates the "name" of a source or sink; returns a copy. */
+static char *dup_name(const cJSON *obj, const char *path, sink_errors_t *errs)
+{
+    const char *name = NULL;
+    if (sink_conf_string(obj, path, "name", true, NULL, &name, errs) == 0 && name &&
+        !valid_name(name))
+        sink_errors_add(errs, path, "name: expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
+    return xstrdup(name);
+}
+
+/* Writes "a, b, c": the names a registry knows, for "expected one of". */
+static const char *join_names(char *buf, size_t n, const char *(*name_at)(size_t i))
+{
+    const char *name;
+    buf[0] = '\0';
+    for (size_t i = 0; (name = name_at(i)) != NULL; i++) {
+        strncat(buf, i ? ", " : "", n - strlen(buf) - 1);
+        strncat(buf, name, n - strlen(buf) - 1);
+    }
+    return buf;
+}
+
+static const char *provider_name_at(size_t i)
+{
+    return provider_all[i] ? provider_all[i]->name : NULL;
+}
+
+static const char *sink_type_name_at(size_t i)
+{
+    return sink_builtin_types[i] ? sink_builtin_types[i]->name : NULL;
+}
+
 /* ---- sources ---- */
 
 static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, const char *path,
                          sink_errors_t *errs)
 {
-    const char *name = NULL, *provider = NULL, *base_url = NULL, *initial = NULL;
+    const char *provider = NULL, *base_url = NULL, *initial = NULL;
     long long v;
     char sub[CONF_PATH_MAX];
 
@@ -232,22 +254,15 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
         sink_errors_add(errs, path, "expected an object");
         return;
     }
-    if (sink_conf_string(obj, path, "name", true, NULL, &name, errs) == 0 && name &&
-        !valid_name(name))
-        sink_errors_add(errs, path, "name: expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
-    src->name = xstrdup(name);
+    src->name = dup_name(obj, path, errs);
 
     if (sink_conf_string(obj, path, "provider", true, NULL, &provider, errs) == 0 && provider) {
         src->provider = provider_find(provider);
         if (src->provider == NULL) {
-            char known[256] = "";
-            for (size_t i = 0; provider_all[i]; i++) {
-                strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
-                strncat(known, provider_all[i]->name, sizeof(known) - strlen(known) - 1);
-            }
-            path_key(sub, sizeof(sub), path, "provider");
-            sink_errors_add(errs, sub, "unknown provider \"%s\", expected one of: %s", provider,
-                            known);
+            char known[256];
+            sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), path, "provider"),
+                            "unknown provider \"%s\", expected one of: %s", provider,
+                            join_names(known, sizeof(known), provider_name_at));
         }
     }
 
@@ -266,7 +281,7 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
 
     if (sink_conf_string(obj, path, "base_url", true, NULL, &base_url, errs) == 0 && base_url) {
         if (!valid_http_url(base_url)) {
-            path_key(sub, sizeof(sub), path, "base_url");
+            sink_conf_path(sub, sizeof(sub), path, "base_url");
             sink_errors_add(errs, sub,
                             "expected an http:// or https:// URL with a host, without query or "
                             "fragment, at most %d bytes",
@@ -296,13 +311,13 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
         if (strcmp(initial, "emit") == 0) {
             src->initial_emit = true;
         } else if (strcmp(initial, "baseline") != 0) {
-            path_key(sub, sizeof(sub), path, "initial_snapshot");
+            sink_conf_path(sub, sizeof(sub), path, "initial_snapshot");
             sink_errors_add(errs, sub, "expected \"baseline\" or \"emit\"");
         }
     }
 
     const cJSON *smap = cJSON_GetObjectItemCaseSensitive(obj, "status_map");
-    path_key(sub, sizeof(sub), path, "status_map");
+    sink_conf_path(sub, sizeof(sub), path, "status_map");
     if (smap && !cJSON_IsObject(smap)) {
         sink_errors_add(errs, sub, "expected an object of raw status -> state");
         smap = NULL;
@@ -311,7 +326,7 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
     for (const cJSON *e = smap ? smap->child : NULL; e; e = e->next) {
         diff_state_t st;
         char epath[CONF_PATH_MAX];
-        path_key(epath, sizeof(epath), sub, e->string);
+        sink_conf_path(epath, sizeof(epath), sub, e->string);
         if (!cJSON_IsString(e) || diff_state_parse(e->valuestring, &st) != 0) {
             sink_errors_add(errs, epath, "expected one of pending, active, completed, cancelled");
             smap_ok = 0;
@@ -336,33 +351,26 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
 static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const char *path,
                        sink_errors_t *errs)
 {
-    const char *name = NULL, *type = NULL;
+    const char *type = NULL;
     char sub[CONF_PATH_MAX];
 
     if (!cJSON_IsObject(obj)) {
         sink_errors_add(errs, path, "expected an object");
         return;
     }
-    if (sink_conf_string(obj, path, "name", true, NULL, &name, errs) == 0 && name &&
-        !valid_name(name))
-        sink_errors_add(errs, path, "name: expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
-    sk->name = xstrdup(name);
+    sk->name = dup_name(obj, path, errs);
     if (sink_conf_string(obj, path, "type", true, NULL, &type, errs) == 0 && type) {
         sk->type = sink_type_find(type);
         if (sk->type == NULL) {
-            char known[256] = "";
-            for (size_t i = 0; sink_builtin_types[i]; i++) {
-                strncat(known, i ? ", " : "", sizeof(known) - strlen(known) - 1);
-                strncat(known, sink_builtin_types[i]->name, sizeof(known) - strlen(known) - 1);
-            }
-            path_key(sub, sizeof(sub), path, "type");
-            sink_errors_add(errs, sub, "unknown sink type \"%s\", expected one of: %s", type,
-                            known);
+            char known[256];
+            sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), path, "type"),
+                            "unknown sink type \"%s\", expected one of: %s", type,
+                            join_names(known, sizeof(known), sink_type_name_at));
         }
     }
 
     const cJSON *events = cJSON_GetObjectItemCaseSensitive(obj, "events");
-    path_key(sub, sizeof(sub), path, "events");
+    sink_conf_path(sub, sizeof(sub), path, "events");
     if (events == NULL) {
         sk->events = (1u << DIFF_EV_COUNT) - 1;
     } else if (!cJSON_IsArray(events) || cJSON_GetArraySize(events) == 0) {
@@ -377,7 +385,7 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
             }
             if (t < 0) {
                 char ep[CONF_PATH_MAX];
-                path_index(ep, sizeof(ep), sub, i);
+                sink_conf_path_index(ep, sizeof(ep), sub, i);
                 sink_errors_add(errs, ep, "expected one of started, completed, cancelled");
             } else {
                 sk->events |= 1u << t;
@@ -386,7 +394,7 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
     }
 
     const cJSON *sources = cJSON_GetObjectItemCaseSensitive(obj, "sources");
-    path_key(sub, sizeof(sub), path, "sources");
+    sink_conf_path(sub, sizeof(sub), path, "sources");
     if (sources != NULL) {
         if (!cJSON_IsArray(sources) || cJSON_GetArraySize(sources) == 0) {
             sink_errors_add(errs, sub, "expected a non-empty array of source names");
@@ -395,7 +403,7 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
             sk->sources = calloc(n, sizeof(char *));
             for (const cJSON *e = sources->child; e && sk->sources; e = e->next, i++) {
                 char ep[CONF_PATH_MAX];
-                path_index(ep, sizeof(ep), sub, i);
+                sink_conf_path_index(ep, sizeof(ep), sub, i);
                 if (!cJSON_IsString(e)) {
                     sink_errors_add(errs, ep, "expected a source name");
                     continue;
@@ -421,7 +429,7 @@ static void check_unique(const char *what, const char *path, char **names, size_
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < i; j++) {
             if (names[i] && names[j] && strcmp(names[i], names[j]) == 0) {
-                path_index(sub, sizeof(sub), path, i);
+                sink_conf_path_index(sub, sizeof(sub), path, i);
                 sink_errors_add(errs, sub, "duplicate %s name \"%s\" (also %s[%zu])", what,
                                 names[i], path, j);
             }
@@ -510,7 +518,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
             goto out;
         char sub[CONF_PATH_MAX];
         for (const cJSON *e = sources->child; e; e = e->next, i++) {
-            path_index(sub, sizeof(sub), "sources", i);
+            sink_conf_path_index(sub, sizeof(sub), "sources", i);
             parse_source(conf, &conf->sources[i], e, sub, errs);
             conf->nsources++;
         }
@@ -532,7 +540,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
             goto out;
         char sub[CONF_PATH_MAX];
         for (const cJSON *e = sinks->child; e; e = e->next, i++) {
-            path_index(sub, sizeof(sub), "sinks", i);
+            sink_conf_path_index(sub, sizeof(sub), "sinks", i);
             parse_sink(conf, &conf->sinks[i], e, sub, errs);
             conf->nsinks++;
         }

@@ -27,6 +27,12 @@
 #define ENGINE_REDIS_TIMEOUT_MS 5000
 /* Bound of the final flush of every sink at exit. */
 #define ENGINE_FLUSH_MS 10000
+/*
+ * Deliveries in flight at once. A first cycle with initial_snapshot=emit
+ * can hold a whole population's events; handing them over in windows keeps
+ * the sinks' queues (and our memory) bounded.
+ */
+#define ENGINE_DELIVERY_WINDOW 5000
 /* Fraction of an interval added as random jitter, so sources spread out. */
 #define ENGINE_JITTER 0.1
 
@@ -199,6 +205,18 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
         b->fatal = 1;
 }
 
+/* Serves the sinks until at most target deliveries of b are pending. */
+static void serve_sinks(engine_t *e, batch_t *b, size_t target)
+{
+    while (b->pending > target) {
+        for (size_t k = 0; k < e->nsinks; k++) {
+            const sink_type_t *t = e->sinks[k].conf->type;
+            if (t->pending(e->sinks[k].ctx) > 0)
+                t->poll(e->sinks[k].ctx, ENGINE_SINK_POLL_MS);
+        }
+    }
+}
+
 /*
  * Encodes and hands every event to every sink that routes it, then serves
  * the sinks until every ticket resolved. Sinks bound how long a ticket can
@@ -227,6 +245,8 @@ static int deliver(engine_t *e, source_rt_t *s, const diff_event_t *events, size
 
     for (size_t i = 0; i < n && !b.fatal; i++) {
         const diff_event_t *ev = &events[i];
+        if (b.pending >= ENGINE_DELIVERY_WINDOW)
+            serve_sinks(e, &b, ENGINE_DELIVERY_WINDOW / 2);
         size_t len = 0;
         char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
         char *json = event_encode(ev, cs->name, cs->provider->name, observed_ms, &len);
@@ -260,13 +280,7 @@ static int deliver(engine_t *e, source_rt_t *s, const diff_event_t *events, size
         free(json);
     }
 
-    while (b.pending > 0) {
-        for (size_t k = 0; k < e->nsinks; k++) {
-            const sink_type_t *t = e->sinks[k].conf->type;
-            if (t->pending(e->sinks[k].ctx) > 0)
-                t->poll(e->sinks[k].ctx, ENGINE_SINK_POLL_MS);
-        }
-    }
+    serve_sinks(e, &b, 0);
     if (b.fatal) {
         e->fatal = 1;
         LOG_ERROR("sink failed fatally; stopping", LF_S("source", cs->name),
@@ -418,8 +432,8 @@ static int source_cycle(engine_t *e, source_rt_t *s)
      * commit after it would fail. One PING avoids the common case. */
     char err[256];
     if (st->events > 0 && store_ping(e->store, err, sizeof(err)) != 0) {
-        LOG_WARN("redis unreachable; not delivering, nothing committed",
-                 LF_S("source", cs->name), LF_S("error", err));
+        LOG_WARN("redis unreachable; not delivering, nothing committed", LF_S("source", cs->name),
+                 LF_S("error", err));
         goto out;
     }
     double t1 = now_mono();

@@ -55,8 +55,8 @@ int store_ping(store_t *st, char *err, size_t errlen);
  * *exists tells whether the source has a snapshot; *cycle is its cycle
  * number (0 without one). 0 or -1 with err (ix is then cleared).
  */
-int store_load(store_t *st, const char *source, diff_index_t *ix, bool *exists,
-               uint64_t *cycle, char *err, size_t errlen);
+int store_load(store_t *st, const char *source, diff_index_t *ix, bool *exists, uint64_t *cycle,
+               char *err, size_t errlen);
 
 /*
  * Commits one cycle's delta atomically and sets meta: cycle = *cycle + 1,

@@ -1,0 +1,119 @@
+"""The command line as a user meets it (CONTRACT §2): exit codes, `check`
+messages naming the file and JSON path, JSON log lines, and secrets that
+never reach any output, whatever fails."""
+
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack as st  # noqa: E402
+
+API_SECRET = "sk-live-" + "7d1f0c9e" * 4
+REDIS_SECRET = "redis-pass-" + "a9" * 8
+SASL_SECRET = "sasl-" + "5e" * 10
+
+
+class Cli(unittest.TestCase):
+    def setUp(self):
+        self.s = st.Stack(self.id().split(".")[-1])
+        self.addCleanup(self.s.close)
+
+    def write(self, conf):
+        path = os.path.join(self.s.dir, "c.json")
+        with open(path, "w") as f:
+            f.write(conf if isinstance(conf, str) else json.dumps(conf))
+        return path
+
+    def test_version_and_usage(self):
+        rc, out, _ = self.s.bridge("version")
+        self.assertEqual(rc, 0)
+        self.assertRegex(out, r"^session-bridge \d+\.\d+\.\d+ ")
+        rc, out, _ = self.s.bridge("--help")
+        self.assertEqual(rc, 0)
+        for cmd in ("run", "once", "check", "version"):
+            self.assertIn(f"session-bridge {cmd}", out)
+        for argv in ([], ["frobnicate", "-c", "x"], ["once"], ["run", "-c", "x", "--source", "a"],
+                     ["check", "-c", "x", "--bogus"]):
+            rc, _, err = self.s.bridge(*argv)
+            self.assertEqual(rc, 2, argv)
+            self.assertTrue(err.strip(), argv)
+
+    def test_check_lists_every_problem_with_its_path(self):
+        path = self.write({
+            "redis": {"url": f"redis://:{REDIS_SECRET}@127.0.0.1:1/0", "prefx": "x"},
+            "sources": [{"name": "century", "provider": "century_smart_ia",
+                         "base_url": "https://example.invalid/api/v1",
+                         "auth": {"api_key": API_SECRET}, "interval_s": 0,
+                         "filters": {"userId": ["nope"]}},
+                        {"name": "q", "provider": "quiz"}],
+            "sinks": [{"name": "bus", "type": "kafka", "brokers": "127.0.0.1:1",
+                       "properties": {"sasl.password": SASL_SECRET, "acks": "1"}}]})
+        rc, out, err = self.s.bridge("check", "-c", path)
+        self.assertEqual(rc, 78)
+        for want in ("redis.prefx: unknown key",
+                     "sources[0].interval_s: expected an integer between 1 and 86400",
+                     "sources[0].filters.userId[0]: expected a UUID",
+                     "sources[1].provider: unknown provider \"quiz\"",
+                     "sinks[0].properties.acks"):
+            self.assertIn(f"{path}: {want}", err)
+        self.assertRegex(err, r"\d+ problems")
+        for secret in (API_SECRET, REDIS_SECRET, SASL_SECRET):
+            self.assertNotIn(secret, out + err)
+
+    def test_check_ok_and_missing_file(self):
+        os.environ["SB_TEST_KEY"] = API_SECRET
+        path = self.write({
+            "sources": [{"name": "century", "provider": "century_smart_ia",
+                         "base_url": "https://example.invalid/api/v1",
+                         "auth": {"api_key": "${SB_TEST_KEY}"}}],
+            "sinks": [{"name": "console", "type": "stdout"}]})
+        rc, out, err = self.s.bridge("check", "-c", path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("OK (1 source, 1 sink)", out)
+        rc, _, err = self.s.bridge("check", "-c", path + ".missing")
+        self.assertEqual(rc, 78)
+        self.assertIn("cannot open", err)
+        rc, _, err = self.s.bridge("once", "-c", path, "--source", "elsewhere")
+        self.assertEqual(rc, 2)
+
+    def test_runtime_failures_log_json_and_no_secret(self):
+        """A provider refusing the key (401) and a Redis that is down: exit
+        1, every stderr line a JSON object, no secret anywhere."""
+        self.s.start_redis()
+        self.s.start_kafka()
+        self.s.start_sim()
+        cases = ((API_SECRET, f"redis://127.0.0.1:{self.s.redis_port}/0", "HTTP status 401"),
+                 (self.s.api_key, f"redis://:{REDIS_SECRET}@127.0.0.1:1/0",
+                  "cannot load the snapshot"))
+        for key, redis_url, why in cases:
+            path = self.write({
+                "redis": {"url": redis_url},
+                "sources": [{"name": "century", "provider": "century_smart_ia",
+                             "base_url": self.s.sim_url + "/api/v1",
+                             "auth": {"api_key": "${SB_TEST_KEY}"}}],
+                "sinks": [{"name": "bus", "type": "kafka", "brokers": self.s.bootstrap,
+                           "properties": {"sasl.password": "${SB_TEST_SASL}",
+                                          "message.timeout.ms": "3000"}}]})
+            env = self.s.env(SB_TEST_KEY=key, SB_TEST_SASL=SASL_SECRET, SB_LOG_LEVEL="debug")
+            rc, out, err = self.s.bridge("once", "-c", path, env=env)
+            self.assertEqual(rc, 1, err)
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            self.assertTrue(lines)
+            for ln in lines:
+                rec = json.loads(ln)
+                self.assertTrue({"ts", "level", "msg"} <= rec.keys(), ln)
+            self.assertIn(why, err)
+            for secret in (API_SECRET, REDIS_SECRET, SASL_SECRET):
+                self.assertNotIn(secret, out + err)
+
+    def test_log_level(self):
+        rc, _, err = self.s.bridge("once", "-c", "/nonexistent",
+                                   env=self.s.env(SB_LOG_LEVEL="loud"))
+        self.assertEqual(rc, 2)
+        self.assertIn("SB_LOG_LEVEL", err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
