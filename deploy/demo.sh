@@ -74,9 +74,25 @@ for t in sessions.started sessions.completed sessions.cancelled; do
   pids+=($!)
 done
 
-echo "==> session-bridge run -c conf/demo.json (stdout sink: one CloudEvent per line; logs in $stack/bridge.log)"
+# The stdout sink prints one CloudEvent per line; keep them whole in
+# events.jsonl and show one line each.
+summary_py=$(cat <<'PY'
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    d = e["data"]
+    how = d["reason"] + (", synthesized" if d["synthesized"] else "")
+    print("stdout %-18s %s/%s  %s -> %s (%s)  id=%s" % (
+        e["type"], d["source"], d["session_id"], d["previous_state"] or "-",
+        d["state"], how, e["id"]), flush=True)
+PY
+)
+summarize() { tee "$stack/events.jsonl" | python3 -u -c "$summary_py"; }
+echo "==> session-bridge run -c conf/demo.json"
+echo "    stdout lines: the stdout sink (whole CloudEvents in $stack/events.jsonl)"
+echo "    kafka lines:  kcat reading the topics back; bridge logs in $stack/bridge.log"
 "$build/bridge/session-bridge" run -c "$root/conf/demo.json" 2>"$stack/bridge.log" \
-  > >(sed -u 's/^/stdout /') &
+  > >(summarize) &
 pids+=($!)
 
 if [ -n "${DEMO_SECONDS:-}" ]; then
