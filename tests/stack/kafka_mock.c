@@ -42,11 +42,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include "stack_util.h"
 
 /* Brokers get ids 1..N; more than a handful only costs threads and ports. */
 #define MAX_BROKERS 16
@@ -117,6 +118,8 @@ static void usage(FILE *out)
             MAX_BROKERS, MAX_TOPICS, rd_kafka_version_str());
 }
 
+/* Not sim_parse_u64() (sb-provider-sim's): strtol() also takes leading
+ * blanks and a '+', which --brokers and --partitions have always accepted. */
 static int parse_int(const char *s, int min, int max, int *out)
 {
     char *end;
@@ -214,30 +217,6 @@ static int parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* Write text to path through a temporary file and rename(), so that a test
- * polling for the file never reads a partial line. */
-static int write_file_atomic(const char *path, const char *text)
-{
-    char tmp[4096];
-    FILE *f;
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return -1;
-    f = fopen(tmp, "w");
-    if (!f)
-        return -1;
-    if (fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 /* Called from librdkafka's internal threads; stderr writes are atomic per
  * line for lines this short, which is all a log needs. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -260,31 +239,11 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int brokers, int up)
     fprintf(stderr, "sb-kafka-mock: brokers %s\n", up ? "up" : "down");
 }
 
-static int install_signals(sigset_t *blocked, sigset_t *waitmask)
-{
-    static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigemptyset(blocked);
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        if (sigaction(sigs[i], &sa, NULL) != 0)
-            return -1;
-        sigaddset(blocked, sigs[i]);
-    }
-    signal(SIGPIPE, SIG_IGN);
-    /* Blocked everywhere except inside pselect(): librdkafka's threads
-     * inherit the mask, so the signals reach only the main loop, and a signal
-     * that arrives while the loop is busy waits instead of being lost. */
-    return pthread_sigmask(SIG_BLOCK, blocked, waitmask) == 0 ? 0 : -1;
-}
-
 int main(int argc, char **argv)
 {
     struct options o;
-    sigset_t blocked, waitmask;
+    static const int sigs[] = {SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
+    sigset_t waitmask;
     char errstr[512];
     rd_kafka_conf_t *conf;
     rd_kafka_t *rk;
@@ -298,10 +257,10 @@ int main(int argc, char **argv)
         return 0;
     if (rc != 0)
         return 2;
-    if (install_signals(&blocked, &waitmask) != 0) {
-        perror("sb-kafka-mock: signals");
+    /* Before rd_kafka_new(): librdkafka's threads inherit the blocked mask. */
+    if (stack_install_signals("sb-kafka-mock", on_signal, sigs, sizeof(sigs) / sizeof(sigs[0]),
+                              &waitmask) != 0)
         return 1;
-    }
 
     conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, log_cb);
@@ -342,18 +301,14 @@ int main(int argc, char **argv)
 
     bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (o.pid_file) {
-        char pid[32];
-        snprintf(pid, sizeof(pid), "%ld", (long)getpid());
-        if (write_file_atomic(o.pid_file, pid) != 0) {
-            fprintf(stderr, "sb-kafka-mock: cannot write %s: %s\n", o.pid_file, strerror(errno));
+        if (stack_write_pid_file("sb-kafka-mock", o.pid_file) != 0) {
             exit_code = 1;
             goto out;
         }
         wrote_pid = 1;
     }
     /* Last, so that a test waiting for this file finds topics created. */
-    if (o.bootstrap_file && write_file_atomic(o.bootstrap_file, bootstraps) != 0) {
-        fprintf(stderr, "sb-kafka-mock: cannot write %s: %s\n", o.bootstrap_file, strerror(errno));
+    if (o.bootstrap_file && stack_write_file("sb-kafka-mock", o.bootstrap_file, bootstraps) != 0) {
         exit_code = 1;
         goto out;
     }
@@ -362,8 +317,6 @@ int main(int argc, char **argv)
             bootstraps, rd_kafka_version_str());
 
     while (!stop_requested) {
-        struct timespec ts = {0, LOOP_WAKE_MS * 1000000L};
-
         if (down_requested) {
             down_requested = 0;
             set_all_brokers(mc, o.brokers, 0);
@@ -375,8 +328,7 @@ int main(int argc, char **argv)
         rd_kafka_poll(rk, 0);
         /* Signals are unblocked only while waiting here, so a flag set just
          * before this call is never slept through. */
-        if (pselect(0, NULL, NULL, NULL, &ts, &waitmask) < 0 && errno != EINTR) {
-            perror("sb-kafka-mock: pselect");
+        if (stack_wait("sb-kafka-mock", &waitmask, LOOP_WAKE_MS) != 0) {
             exit_code = 1;
             break;
         }

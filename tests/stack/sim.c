@@ -45,6 +45,7 @@
  * ticks never interleave with a page. SIGTERM/SIGINT: exit 0.
  */
 #include "sim.h"
+#include "stack_util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,7 +56,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -222,6 +222,18 @@ static const char *reason_phrase(int status)
     }
 }
 
+void sim_error_body(struct sim_response *res, int status, const char *msg)
+{
+    res->status = status;
+    res->content_type = CONTENT_JSON;
+    sim_buf_free(&res->body);
+    sim_buf_printf(&res->body, "{\"statusCode\":%d,\"error\":\"%s\",\"message\":", status,
+                   reason_phrase(status));
+    sim_buf_json_str(&res->body, msg);
+    sim_buf_puts(&res->body, "}");
+}
+
+/* sim_error_body() with a formatted message of up to 511 bytes. */
 __attribute__((format(printf, 3, 4))) static void json_error(struct sim_response *res, int status,
                                                              const char *fmt, ...)
 {
@@ -231,13 +243,7 @@ __attribute__((format(printf, 3, 4))) static void json_error(struct sim_response
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    res->status = status;
-    res->content_type = CONTENT_JSON;
-    sim_buf_free(&res->body);
-    sim_buf_printf(&res->body, "{\"statusCode\":%d,\"error\":\"%s\",\"message\":", status,
-                   reason_phrase(status));
-    sim_buf_json_str(&res->body, msg);
-    sim_buf_puts(&res->body, "}");
+    sim_error_body(res, status, msg);
 }
 
 /* ---- counters -------------------------------------------------------- */
@@ -926,49 +932,6 @@ static int parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* Through a temporary file and rename(), so that a test polling for the
- * file never reads half a line. */
-static int write_file_atomic(const char *path, const char *text)
-{
-    char tmp[4096];
-    FILE *f;
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return -1;
-    f = fopen(tmp, "w");
-    if (!f)
-        return -1;
-    if (fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
-static int install_signals(sigset_t *waitmask)
-{
-    struct sigaction sa;
-    sigset_t blocked;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&blocked);
-    sigaddset(&blocked, SIGTERM);
-    sigaddset(&blocked, SIGINT);
-    /* Blocked everywhere but in the main loop's pselect(); the MHD thread
-     * inherits the mask, so only the main thread sees these signals. */
-    return pthread_sigmask(SIG_BLOCK, &blocked, waitmask) == 0 ? 0 : -1;
-}
-
 int main(int argc, char **argv)
 {
     struct options o;
@@ -977,6 +940,7 @@ int main(int argc, char **argv)
     struct sockaddr_in sa;
     struct MHD_Daemon *d = NULL;
     const union MHD_DaemonInfo *info;
+    static const int sigs[] = {SIGTERM, SIGINT};
     sigset_t waitmask;
     char err[512], url[128];
     int rc = parse_args(argc, argv, &o), exit_code = 1;
@@ -1015,10 +979,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "sb-provider-sim: --bind wants an IPv4 address\n");
         return 2;
     }
-    if (install_signals(&waitmask) != 0) {
-        perror("sb-provider-sim: signals");
+    /* Before MHD_start_daemon(): its thread inherits the blocked mask. */
+    if (stack_install_signals("sb-provider-sim", on_signal, sigs, sizeof(sigs) / sizeof(sigs[0]),
+                              &waitmask) != 0)
         return 1;
-    }
 
     memset(&po, 0, sizeof(po));
     po.seed = o.seed;
@@ -1055,19 +1019,13 @@ int main(int argc, char **argv)
              strcmp(o.bind, "0.0.0.0") == 0 ? "127.0.0.1" : o.bind,
              info ? (unsigned)info->port : (unsigned)o.port);
     if (o.pid_file) {
-        char pid[32];
-        snprintf(pid, sizeof(pid), "%ld", (long)getpid());
-        if (write_file_atomic(o.pid_file, pid) != 0) {
-            fprintf(stderr, "sb-provider-sim: cannot write %s: %s\n", o.pid_file, strerror(errno));
+        if (stack_write_pid_file("sb-provider-sim", o.pid_file) != 0)
             goto out;
-        }
         wrote_pid = 1;
     }
     if (o.url_file) {
-        if (write_file_atomic(o.url_file, url) != 0) {
-            fprintf(stderr, "sb-provider-sim: cannot write %s: %s\n", o.url_file, strerror(errno));
+        if (stack_write_file("sb-provider-sim", o.url_file, url) != 0)
             goto out;
-        }
         wrote_url = 1;
     }
     fprintf(stderr,
@@ -1077,11 +1035,8 @@ int main(int argc, char **argv)
             o.completed);
 
     while (!stop_requested) {
-        struct timespec ts = {0, LOOP_WAKE_MS * 1000000L};
-        if (pselect(0, NULL, NULL, NULL, &ts, &waitmask) < 0 && errno != EINTR) {
-            perror("sb-provider-sim: pselect");
+        if (stack_wait("sb-provider-sim", &waitmask, LOOP_WAKE_MS) != 0)
             goto out;
-        }
     }
     fprintf(stderr, "sb-provider-sim: stopping\n");
     exit_code = 0;

@@ -257,6 +257,12 @@ struct sim_response {
 void sim_response_header(struct sim_response *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Replaces res with status and the error object Century answers with,
+ * {"statusCode":400,"error":"Bad Request","message":msg}, "error" being the
+ * status's reason phrase. The simulator's own errors (control API, injected
+ * faults) take the same shape, so there is one writer for both. */
+void sim_error_body(struct sim_response *res, int status, const char *msg);
+
 /* What a dialect sees of the simulator. */
 struct sim_env {
     const struct sim_pop *pop;

@@ -97,18 +97,7 @@ static const char *century_route(const char *path)
     return NULL;
 }
 
-static void error_body(struct sim_response *res, int status, const char *error, const char *msg)
-{
-    res->status = status;
-    res->content_type = CONTENT_JSON;
-    sim_buf_free(&res->body);
-    sim_buf_printf(&res->body, "{\"statusCode\":%d,\"error\":", status);
-    sim_buf_json_str(&res->body, error);
-    sim_buf_puts(&res->body, ",\"message\":");
-    sim_buf_json_str(&res->body, msg);
-    sim_buf_puts(&res->body, "}");
-}
-
+/* A 400 with a formatted message of up to 255 bytes (sim_error_body()). */
 __attribute__((format(printf, 2, 3))) static void bad_request(struct sim_response *res,
                                                               const char *fmt, ...)
 {
@@ -118,7 +107,7 @@ __attribute__((format(printf, 2, 3))) static void bad_request(struct sim_respons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    error_body(res, 400, "Bad Request", msg);
+    sim_error_body(res, 400, msg);
 }
 
 /* ---- cursors --------------------------------------------------------- */
@@ -361,6 +350,23 @@ static void write_record(const struct sim_pop *pop, const struct sim_session *s,
 
 /* ---- the handler ----------------------------------------------------- */
 
+/* One of a page's two cursors (next or previous), or null when the list has
+ * nothing more on that side. A page with items is keyed on its edge item,
+ * edge_dir facing away from the page; an empty page has no edge, so the key
+ * is the one of the cursor that asked for it, turned by the caller (key_dir)
+ * to face that side. */
+static void write_cursor(enum list_kind list, const struct params *p, int more,
+                         const struct sim_session *edge, enum cursor_dir edge_dir,
+                         enum cursor_dir key_dir, struct sim_buf *b)
+{
+    if (more && edge)
+        cursor_encode(list, edge_dir, edge->key_ms, edge->id, p->limit, b);
+    else if (more && p->has_cursor)
+        cursor_encode(list, key_dir, p->cursor.ms, p->cursor.id, p->limit, b);
+    else
+        sim_buf_puts(b, "null");
+}
+
 static void century_handle(const struct sim_env *env, const struct sim_request *req,
                            struct sim_response *res)
 {
@@ -377,11 +383,11 @@ static void century_handle(const struct sim_env *env, const struct sim_request *
 
     if (strcmp(req->method, "GET") != 0) {
         sim_response_header(res, "Allow", "GET");
-        error_body(res, 405, "Method Not Allowed", "only GET is supported");
+        sim_error_body(res, 405, "only GET is supported");
         return;
     }
     if (!key || strcmp(key, env->api_key) != 0) {
-        error_body(res, 401, "Unauthorized", "Invalid authentication credentials");
+        sim_error_body(res, 401, "Invalid authentication credentials");
         return;
     }
     if (parse_params(req, list, &p, res) < 0)
@@ -389,7 +395,7 @@ static void century_handle(const struct sim_env *env, const struct sim_request *
     pg = malloc(sizeof(*pg));
     if (!pg || match_prepare(pop, &p, &m) < 0) {
         free(pg);
-        error_body(res, 500, "Internal Server Error", "out of memory");
+        sim_error_body(res, 500, "out of memory");
         return;
     }
 
@@ -433,27 +439,15 @@ static void century_handle(const struct sim_env *env, const struct sim_request *
     }
     sim_buf_printf(b, "],\"pagination\":{\"limit\":%u,\"total\":%zu,\"offset\":%zu,\"nextCursor\":",
                    p.limit, pg->total, pg->offset);
-    if (pg->has_next && pg->n) {
-        const struct sim_session *last = sim_pop_at(pop, pg->pos[pg->n - 1]);
-        cursor_encode(list, DIR_AFTER, last->key_ms, last->id, p.limit, b);
-    } else if (pg->has_next && p.has_cursor) {
-        /* An empty page before the key: what follows starts at the key. */
-        cursor_encode(list, p.cursor.dir == DIR_UPTO ? DIR_AFTER : DIR_FROM, p.cursor.ms,
-                      p.cursor.id, p.limit, b);
-    } else {
-        sim_buf_puts(b, "null");
-    }
+    /* After the last item; an empty page before the key: what follows
+     * starts at the key. */
+    write_cursor(list, &p, pg->has_next, pg->n ? sim_pop_at(pop, pg->pos[pg->n - 1]) : NULL,
+                 DIR_AFTER, p.cursor.dir == DIR_UPTO ? DIR_AFTER : DIR_FROM, b);
     sim_buf_puts(b, ",\"previousCursor\":");
-    if (pg->has_prev && pg->n) {
-        const struct sim_session *first = sim_pop_at(pop, pg->pos[0]);
-        cursor_encode(list, DIR_BEFORE, first->key_ms, first->id, p.limit, b);
-    } else if (pg->has_prev && p.has_cursor) {
-        /* An empty page after the key: what precedes ends at the key. */
-        cursor_encode(list, p.cursor.dir == DIR_FROM ? DIR_BEFORE : DIR_UPTO, p.cursor.ms,
-                      p.cursor.id, p.limit, b);
-    } else {
-        sim_buf_puts(b, "null");
-    }
+    /* Before the first item; an empty page after the key: what precedes
+     * ends at the key. */
+    write_cursor(list, &p, pg->has_prev, pg->n ? sim_pop_at(pop, pg->pos[0]) : NULL, DIR_BEFORE,
+                 p.cursor.dir == DIR_FROM ? DIR_BEFORE : DIR_UPTO, b);
     sim_buf_puts(b, "}}");
     free(pg);
 }
