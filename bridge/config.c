@@ -271,6 +271,11 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
     size_t na = 0;
     for (size_t i = 0; source_common_keys[i]; i++)
         allowed[na++] = source_common_keys[i];
+    if (src->provider && src->provider->expand_key) {
+        /* The list itself is gone after a good expansion, reported if bad. */
+        allowed[na++] = src->provider->expand_key;
+        allowed[na++] = src->provider->expand_into;
+    }
     if (src->provider && src->provider->keys) {
         for (size_t i = 0; src->provider->keys[i] && na < 63; i++)
             allowed[na++] = src->provider->keys[i];
@@ -420,6 +425,118 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
     }
 }
 
+/* Appends the messages of from that errs does not hold yet. */
+static void merge_errors(sink_errors_t *errs, const sink_errors_t *from)
+{
+    size_t shown = from->count < SINK_ERRORS_MAX ? from->count : SINK_ERRORS_MAX;
+    for (size_t i = 0; i < shown; i++) {
+        size_t j, have = errs->count < SINK_ERRORS_MAX ? errs->count : SINK_ERRORS_MAX;
+        for (j = 0; j < have && strcmp(errs->msg[j], from->msg[i]) != 0; j++)
+            ;
+        if (j == have) {
+            if (errs->count < SINK_ERRORS_MAX)
+                memcpy(errs->msg[errs->count], from->msg[i], SINK_ERROR_LEN);
+            errs->count++;
+        }
+    }
+}
+
+/* The text of one element of an expansion list: a positive integer or a
+ * non-empty string of [A-Za-z0-9_-] (it becomes part of a source name). */
+static int expansion_text(const cJSON *v, char *out, size_t n)
+{
+    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 9007199254740991.0 &&
+        v->valuedouble == (double)(long long)v->valuedouble) {
+        snprintf(out, n, "%lld", (long long)v->valuedouble);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= n)
+        return -1;
+    for (const char *p = v->valuestring; *p; p++) {
+        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '-'))
+            return -1;
+    }
+    snprintf(out, n, "%s", v->valuestring);
+    return 0;
+}
+
+/*
+ * Turns the sources array into [{"path": "sources[i]", "source": {...}}],
+ * one element per source after expansion: an entry whose provider declares
+ * an expand_key (exam_ids) becomes one source per listed value. Returns NULL
+ * only on ENOMEM; problems go to errs and the entry is kept as it is.
+ */
+static cJSON *expand_sources(const cJSON *sources, sink_errors_t *errs)
+{
+    cJSON *out = cJSON_CreateArray();
+    size_t i = 0, total = 0;
+    char path[CONF_PATH_MAX], sub[CONF_PATH_MAX];
+
+    for (const cJSON *e = sources ? sources->child : NULL; out && e; e = e->next, i++) {
+        sink_conf_path_index(path, sizeof(path), "sources", i);
+        const cJSON *prov = cJSON_GetObjectItemCaseSensitive(e, "provider");
+        const provider_ops_t *p = cJSON_IsString(prov) ? provider_find(prov->valuestring) : NULL;
+        const cJSON *list =
+            p && p->expand_key ? cJSON_GetObjectItemCaseSensitive(e, p->expand_key) : NULL;
+        size_t copies = 1;
+        if (list) {
+            sink_conf_path(sub, sizeof(sub), path, p->expand_key);
+            if (cJSON_GetObjectItemCaseSensitive(e, p->expand_into)) {
+                sink_errors_add(errs, path, "%s and %s cannot be used together", p->expand_into,
+                                p->expand_key);
+                list = NULL;
+            } else if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+                sink_errors_add(errs, sub, "expected a non-empty array");
+                list = NULL;
+            } else {
+                copies = (size_t)cJSON_GetArraySize(list);
+            }
+        }
+        if (total + copies > CONF_MAX_SOURCES) {
+            sink_errors_add(errs, path, "more than %d sources after expansion", CONF_MAX_SOURCES);
+            break;
+        }
+        total += copies;
+        if (list == NULL) {
+            cJSON *item = cJSON_CreateObject();
+            cJSON_AddItemToArray(out, item);
+            if (!cJSON_AddStringToObject(item, "path", path) ||
+                !cJSON_AddItemToObject(item, "source", cJSON_Duplicate(e, 1)))
+                goto nomem;
+            continue;
+        }
+        size_t j = 0;
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+        for (const cJSON *v = list->child; v; v = v->next, j++) {
+            char text[CONF_NAME_MAX + 1], full[2 * CONF_NAME_MAX + 2];
+            if (expansion_text(v, text, sizeof(text)) != 0) {
+                char vpath[CONF_PATH_MAX];
+                sink_errors_add(errs, sink_conf_path_index(vpath, sizeof(vpath), sub, j),
+                                "expected a positive integer or a string of [A-Za-z0-9_-]");
+                continue;
+            }
+            cJSON *copy = cJSON_Duplicate(e, 1);
+            cJSON *item = cJSON_CreateObject();
+            cJSON_AddItemToArray(out, item);
+            if (copy == NULL || item == NULL || !cJSON_AddStringToObject(item, "path", path) ||
+                !cJSON_AddItemToObject(item, "source", copy)) {
+                cJSON_Delete(copy);
+                goto nomem;
+            }
+            cJSON_DeleteItemFromObjectCaseSensitive(copy, p->expand_key);
+            cJSON_AddItemToObject(copy, p->expand_into, cJSON_Duplicate(v, 1));
+            if (cJSON_IsString(name)) {
+                snprintf(full, sizeof(full), "%s-%s", name->valuestring, text);
+                cJSON_ReplaceItemInObjectCaseSensitive(copy, "name", cJSON_CreateString(full));
+            }
+        }
+    }
+    return out;
+nomem:
+    cJSON_Delete(out);
+    return NULL;
+}
+
 /* ---- the whole file ---- */
 
 static void check_unique(const char *what, const char *path, char **names, size_t n,
@@ -440,7 +557,7 @@ static void check_unique(const char *what, const char *path, char **names, size_
 conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t *errs)
 {
     conf_t *conf = NULL;
-    cJSON *root = NULL, *empty = NULL;
+    cJSON *root = NULL, *empty = NULL, *expanded = NULL;
     const char *s;
     size_t start_count = errs->count;
 
@@ -512,17 +629,26 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     if (!cJSON_IsArray(sources) || cJSON_GetArraySize(sources) == 0) {
         sink_errors_add(errs, "sources", "required, expected a non-empty array of sources");
     } else {
-        size_t n = (size_t)cJSON_GetArraySize(sources), i = 0;
-        conf->sources = calloc(n, sizeof(conf_source_t));
+        expanded = expand_sources(sources, errs);
+        if (expanded == NULL)
+            goto out;
+        size_t n = (size_t)cJSON_GetArraySize(expanded), i = 0;
+        conf->sources = calloc(n ? n : 1, sizeof(conf_source_t));
         if (conf->sources == NULL)
             goto out;
-        char sub[CONF_PATH_MAX];
-        for (const cJSON *e = sources->child; e; e = e->next, i++) {
-            sink_conf_path_index(sub, sizeof(sub), "sources", i);
-            parse_source(conf, &conf->sources[i], e, sub, errs);
+        for (const cJSON *e = expanded->child; e; e = e->next, i++) {
+            const char *spath = cJSON_GetObjectItemCaseSensitive(e, "path")->valuestring;
+            const cJSON *obj = cJSON_GetObjectItemCaseSensitive(e, "source");
+            /* Copies of one entry share every problem but their id: say each once. */
+            sink_errors_t *mine = calloc(1, sizeof(*mine));
+            if (mine == NULL)
+                goto out;
+            parse_source(conf, &conf->sources[i], obj, spath, mine);
             conf->nsources++;
+            merge_errors(errs, mine);
+            free(mine);
         }
-        char **names = calloc(n, sizeof(char *));
+        char **names = calloc(n ? n : 1, sizeof(char *));
         for (i = 0; names && i < n; i++)
             names[i] = conf->sources[i].name;
         if (names)
@@ -553,6 +679,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     }
 
 out:
+    cJSON_Delete(expanded);
     cJSON_Delete(empty);
     cJSON_Delete(root);
     if (conf == NULL && errs->count == start_count)

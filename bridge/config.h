@@ -19,6 +19,8 @@
 #define CONF_MAX_BYTES (4u * 1024u * 1024u)
 #define CONF_NAME_MAX 64
 #define CONF_URL_MAX 1024
+/* Sources after expansion (exam_ids); more is a configuration error. */
+#define CONF_MAX_SOURCES 10000
 
 #define CONF_DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
 #define CONF_DEFAULT_PREFIX "sb"

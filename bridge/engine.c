@@ -1,11 +1,18 @@
 /*
- * engine: poll, diff, deliver, commit.
+ * engine: poll, diff, deliver, commit, for every source at once.
  *
  * The ordering is the delivery guarantee (CONTRACT §7): the delta of a
  * cycle reaches Redis only after every ticket of the cycle resolved with
  * SINK_OK, and the in-memory index advances only after that commit. Any
  * failure drops the cycle: the next one re-diffs against the last
  * committed snapshot and produces the same events with the same ids.
+ *
+ * Concurrency without threads: each source is a small state machine
+ * (idle -> fetching a page <-> backing off -> delivering -> idle), HTTP
+ * transfers of all sources run in one libcurl multi handle, and one loop
+ * moves every machine on. A slow or failing source only holds its own
+ * machine. Redis calls (load, PING, commit) stay synchronous: they are a
+ * handful of round trips per cycle on loopback-class latency.
  */
 #include "engine.h"
 
@@ -14,34 +21,63 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/rand.h>
-
 #include "event.h"
 #include "http.h"
 #include "log.h"
 #include "store.h"
 
-/* How long one poll() of the sinks may block while waiting for acks. */
-#define ENGINE_SINK_POLL_MS 50
 /* Redis connect and command timeout. */
 #define ENGINE_REDIS_TIMEOUT_MS 5000
 /* Bound of the final flush of every sink at exit. */
 #define ENGINE_FLUSH_MS 10000
 /*
- * Deliveries in flight at once. A first cycle with initial_snapshot=emit
+ * Deliveries in flight per source. A first cycle with initial_snapshot=emit
  * can hold a whole population's events; handing them over in windows keeps
  * the sinks' queues (and our memory) bounded.
  */
 #define ENGINE_DELIVERY_WINDOW 5000
+/* Longest wait of one loop turn when nothing is due sooner. */
+#define ENGINE_IDLE_WAIT_MS 100
+/* Wait of one loop turn while deliveries are pending: acks are served per turn. */
+#define ENGINE_DELIVERY_WAIT_MS 5
 /* Fraction of an interval added as random jitter, so sources spread out. */
 #define ENGINE_JITTER 0.1
+
+/* Figures of the last cycle of a source, logged when it commits. */
+typedef struct engine_cycle_stats {
+    size_t pages;
+    size_t observed;
+    size_t events;
+    size_t changes;
+    size_t sessions; /* tracked after the cycle */
+    double poll_s;   /* fetching and parsing every page */
+    double deliver_s;
+    double commit_s;
+    uint64_t redis_commands; /* sent during the cycle, load included */
+} engine_cycle_stats_t;
+
+typedef enum phase {
+    PHASE_IDLE = 0,
+    PHASE_FETCH,   /* a page request is in flight */
+    PHASE_BACKOFF, /* waiting before retrying the page */
+    PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
+} phase_t;
+
+typedef struct source_rt source_rt_t;
+
+/* One outstanding delivery of one event to one sink. */
+typedef struct delivery {
+    sink_ticket_t ticket;
+    source_rt_t *src;
+} delivery_t;
 
 typedef struct engine_sink {
     const conf_sink_t *conf;
     void *ctx;
 } engine_sink_t;
 
-typedef struct source_rt {
+struct source_rt {
+    engine_t *e;
     const conf_source_t *conf;
     diff_index_t *index;
     http_client_t *http;
@@ -49,34 +85,44 @@ typedef struct source_rt {
     int has_snapshot; /* Redis holds a snapshot of this source */
     uint64_t cycle;
     double next_due; /* monotonic seconds */
-    int unknown_logged;
+    phase_t phase;
+    int wanted;   /* once: a cycle was asked for */
+    int finished; /* once: that cycle ended */
+    int last_ok;
     engine_cycle_stats_t stats;
-} source_rt_t;
+
+    /* The cycle in progress; all NULL/0 when idle. */
+    diff_options_t opt;
+    diff_cycle_t *cy;
+    void *poll;
+    provider_request_t *req;
+    http_response_t resp;
+    int attempt;
+    double retry_at;
+    int64_t observed_ms;
+    double t_start, t_deliver;
+    uint64_t cmds0;
+    const diff_event_t *events;
+    size_t nevents, next_event;
+    delivery_t *ds;
+    size_t nds, next_d;
+    size_t pending, failed;
+    int fatal;
+    char first_error[256];
+    char first_sink[CONF_NAME_MAX + 1];
+};
 
 struct engine {
     const conf_t *conf;
     volatile sig_atomic_t *stop;
     store_t *store;
+    http_multi_t *multi;
     engine_sink_t *sinks;
     size_t nsinks;
     source_rt_t *sources;
     size_t nsources;
     int fatal;
 };
-
-/* One outstanding delivery of one event to one sink. */
-typedef struct delivery {
-    sink_ticket_t ticket;
-    struct batch *batch;
-} delivery_t;
-
-typedef struct batch {
-    size_t pending;
-    size_t failed;
-    int fatal;
-    char first_error[256];
-    char first_sink[CONF_NAME_MAX + 1];
-} batch_t;
 
 static double now_mono(void)
 {
@@ -92,11 +138,9 @@ static int64_t now_unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static double jitter01(void)
+static int stopping(const engine_t *e)
 {
-    uint32_t v = 0;
-    RAND_bytes((unsigned char *)&v, sizeof(v));
-    return (double)v / 4294967296.0;
+    return e->fatal || (e->stop && *e->stop);
 }
 
 /* ---- construction ---- */
@@ -120,6 +164,9 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         snprintf(err, errlen, "redis: %s", serr);
         goto err;
     }
+    e->multi = http_multi_new(err, errlen);
+    if (e->multi == NULL)
+        goto err;
 
     e->sinks = calloc(conf->nsinks, sizeof(engine_sink_t));
     if (e->sinks == NULL)
@@ -144,7 +191,9 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         source_rt_t *s = &e->sources[i];
         const conf_source_t *cs = &conf->sources[i];
         char herr[256];
+        s->e = e;
         s->conf = cs;
+        s->resp.retry_after_s = -1;
         s->index = diff_index_new();
         http_options_t ho = {.timeout_ms = cs->timeout_s * 1000L,
                              .connect_timeout_ms = cs->timeout_s * 1000L,
@@ -154,7 +203,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         if (s->index == NULL || s->http == NULL)
             goto nomem;
         /* Spread the first cycles over a fraction of each interval. */
-        s->next_due = t0 + cs->interval_s * ENGINE_JITTER * jitter01();
+        s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
     }
     return e;
 nomem:
@@ -162,6 +211,25 @@ nomem:
 err:
     engine_free(e);
     return NULL;
+}
+
+static void cycle_release(source_rt_t *s)
+{
+    if (s->poll)
+        s->conf->provider->poll_free(s->poll);
+    s->poll = NULL;
+    diff_cycle_free(s->cy);
+    s->cy = NULL;
+    free(s->req);
+    s->req = NULL;
+    http_response_reset(&s->resp);
+    free(s->ds);
+    s->ds = NULL;
+    s->events = NULL;
+    s->nevents = s->next_event = s->nds = s->next_d = 0;
+    s->pending = s->failed = 0;
+    s->fatal = 0;
+    s->first_error[0] = s->first_sink[0] = '\0';
 }
 
 void engine_free(engine_t *e)
@@ -179,134 +247,36 @@ void engine_free(engine_t *e)
     }
     free(e->sinks);
     for (size_t i = 0; i < e->nsources; i++) {
-        diff_index_free(e->sources[i].index);
+        /* Sinks are gone: no ticket of a cycle can still be resolved. */
         http_client_free(e->sources[i].http);
+        cycle_release(&e->sources[i]);
+        diff_index_free(e->sources[i].index);
     }
     free(e->sources);
+    http_multi_free(e->multi);
     store_free(e->store);
     free(e);
 }
 
-/* ---- delivery ---- */
+/* ---- the end of a cycle ---- */
 
-static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+static void cycle_end(source_rt_t *s, int ok)
 {
-    delivery_t *d = (delivery_t *)t;
-    batch_t *b = d->batch;
-    const char *sink = t->opaque;
-    b->pending--;
-    if (result == SINK_OK)
-        return;
-    if (b->failed++ == 0) {
-        snprintf(b->first_error, sizeof(b->first_error), "%s", errmsg ? errmsg : "failed");
-        snprintf(b->first_sink, sizeof(b->first_sink), "%s", sink);
-    }
-    if (result == SINK_ERR_FATAL)
-        b->fatal = 1;
+    double iv = s->conf->interval_s;
+    cycle_release(s);
+    s->phase = PHASE_IDLE;
+    s->finished = 1;
+    s->last_ok = ok;
+    s->next_due = now_mono() + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
 }
 
-/* Serves the sinks until at most target deliveries of b are pending. */
-static void serve_sinks(engine_t *e, batch_t *b, size_t target)
+/* Ends the cycle without committing; logs msg with err when msg is set. */
+static void cycle_fail(source_rt_t *s, const char *msg, const char *err)
 {
-    while (b->pending > target) {
-        for (size_t k = 0; k < e->nsinks; k++) {
-            const sink_type_t *t = e->sinks[k].conf->type;
-            if (t->pending(e->sinks[k].ctx) > 0)
-                t->poll(e->sinks[k].ctx, ENGINE_SINK_POLL_MS);
-        }
-    }
-}
-
-/*
- * Encodes and hands every event to every sink that routes it, then serves
- * the sinks until every ticket resolved. Sinks bound how long a ticket can
- * stay open (Kafka: message.timeout.ms), so this wait ends. Returns 0 when
- * every delivery succeeded.
- */
-static int deliver(engine_t *e, source_rt_t *s, const diff_event_t *events, size_t n,
-                   int64_t observed_ms)
-{
-    const conf_source_t *cs = s->conf;
-    batch_t b = {0};
-    size_t routes = 0, next = 0;
-    int rc = -1;
-
-    for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < e->nsinks; k++)
-            routes += conf_sink_routes(e->sinks[k].conf, cs->name, events[i].type);
-    }
-    if (routes == 0)
-        return 0;
-    delivery_t *ds = calloc(routes, sizeof(delivery_t));
-    if (ds == NULL) {
-        LOG_ERROR("out of memory delivering events", LF_S("source", cs->name));
-        return -1;
-    }
-
-    for (size_t i = 0; i < n && !b.fatal; i++) {
-        const diff_event_t *ev = &events[i];
-        if (b.pending >= ENGINE_DELIVERY_WINDOW)
-            serve_sinks(e, &b, ENGINE_DELIVERY_WINDOW / 2);
-        size_t len = 0;
-        char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
-        char *json = event_encode(ev, cs->name, cs->provider->name, observed_ms, &len);
-        if (json == NULL) {
-            b.failed++;
-            snprintf(b.first_error, sizeof(b.first_error), "out of memory encoding an event");
-            break;
-        }
-        snprintf(key, sizeof(key), "%s/%s", cs->name, ev->session_id);
-        sink_event_t se = {.id = ev->id,
-                           .type = diff_event_type_name(ev->type),
-                           .kind = diff_event_type_short(ev->type),
-                           .source = cs->name,
-                           .session_id = ev->session_id,
-                           .key = key,
-                           .json = json,
-                           .json_len = len};
-        for (size_t k = 0; k < e->nsinks; k++) {
-            engine_sink_t *sk = &e->sinks[k];
-            if (!conf_sink_routes(sk->conf, cs->name, ev->type))
-                continue;
-            delivery_t *d = &ds[next++];
-            d->ticket.done = on_delivered;
-            d->ticket.opaque = sk->conf->name;
-            d->batch = &b;
-            b.pending++;
-            sink_result_t r = sk->conf->type->submit(sk->ctx, &se, &d->ticket);
-            if (r != SINK_OK) /* not taken: resolve it ourselves */
-                on_delivered(&d->ticket, r, "the sink refused the event");
-        }
-        free(json);
-    }
-
-    serve_sinks(e, &b, 0);
-    if (b.fatal) {
-        e->fatal = 1;
-        LOG_ERROR("sink failed fatally; stopping", LF_S("source", cs->name),
-                  LF_S("sink", b.first_sink), LF_S("error", b.first_error));
-    } else if (b.failed > 0) {
-        LOG_WARN("events not acknowledged; nothing committed, the next cycle retries",
-                 LF_S("source", cs->name), LF_S("sink", b.first_sink), LF_I("failed", b.failed),
-                 LF_I("deliveries", routes), LF_S("error", b.first_error));
-    } else {
-        rc = 0;
-    }
-    free(ds);
-    return rc;
-}
-
-/* ---- one cycle ---- */
-
-typedef struct observe_ctx {
-    diff_cycle_t *cycle;
-} observe_ctx_t;
-
-static int on_record(void *opaque, const char *session_id, const char *raw_status,
-                     const cJSON *record, char *err, size_t errlen)
-{
-    observe_ctx_t *o = opaque;
-    return diff_cycle_observe(o->cycle, session_id, raw_status, record, err, errlen);
+    if (msg)
+        LOG_WARN(msg, LF_S("source", s->conf->name), LF_S("error", err),
+                 LF_I("pages", s->stats.pages));
+    cycle_end(s, 0);
 }
 
 static int ensure_loaded(engine_t *e, source_rt_t *s)
@@ -327,120 +297,15 @@ static int ensure_loaded(engine_t *e, source_rt_t *s)
     return 0;
 }
 
-/* Fetches and feeds every page; 0 when the poll completed. */
-static int poll_source(engine_t *e, source_rt_t *s, diff_cycle_t *cy, int64_t now_s)
+static void cycle_commit(source_rt_t *s)
 {
-    const conf_source_t *cs = s->conf;
-    const provider_ops_t *p = cs->provider;
-    observe_ctx_t oc = {.cycle = cy};
-    http_response_t resp = {.retry_after_s = -1};
-    provider_request_t *req = malloc(sizeof(*req));
-    void *poll = p->poll_begin(cs, now_s);
-    char err[512];
-    int rc = -1;
-
-    if (req == NULL || poll == NULL) {
-        snprintf(err, sizeof(err), "out of memory");
-        goto fail;
-    }
-    for (;;) {
-        int r = p->next_request(poll, req, err, sizeof(err));
-        if (r == 0)
-            break;
-        if (r < 0)
-            goto fail;
-        const char *hdrs[HTTP_MAX_REQUEST_HEADERS];
-        for (size_t i = 0; i < req->nheaders; i++)
-            hdrs[i] = req->headers[i];
-        int attempts = 0;
-        char herr[256];
-        if (http_get_retry(s->http, &http_default_retry, req->url, hdrs, req->nheaders, e->stop,
-                           &resp, &attempts, herr, sizeof(herr)) != 0) {
-            snprintf(err, sizeof(err), "%s: %s after %d attempt%s", req->label, herr, attempts,
-                     attempts == 1 ? "" : "s");
-            goto fail;
-        }
-        s->stats.pages++;
-        char perr[256];
-        if (p->handle_page(poll, &resp, on_record, &oc, perr, sizeof(perr)) != 0) {
-            snprintf(err, sizeof(err), "%s page %zu: %s", req->label, s->stats.pages, perr);
-            goto fail;
-        }
-        LOG_DEBUG("page", LF_S("source", cs->name), LF_S("endpoint", req->label),
-                  LF_I("page", s->stats.pages), LF_I("bytes", resp.len));
-    }
-    rc = 0;
-    goto out;
-fail:
-    LOG_WARN("poll failed; nothing emitted, nothing committed", LF_S("source", cs->name),
-             LF_S("error", err), LF_I("pages", s->stats.pages));
-out:
-    http_response_reset(&resp);
-    if (poll)
-        p->poll_free(poll);
-    free(req);
-    return rc;
-}
-
-static void log_unknown_statuses(source_rt_t *s, diff_cycle_t *cy)
-{
-    const char *const *unknown;
-    size_t n = diff_cycle_new_unknown_statuses(cy, &unknown);
-    for (size_t i = 0; i < n; i++)
-        LOG_WARN("unknown raw status: no transition; map it with status_map",
-                 LF_S("source", s->conf->name), LF_S("status", unknown[i]));
-}
-
-static int source_cycle(engine_t *e, source_rt_t *s)
-{
-    const conf_source_t *cs = s->conf;
+    engine_t *e = s->e;
     engine_cycle_stats_t *st = &s->stats;
-    uint64_t cmds0 = store_commands_sent(e->store);
-    int rc = -1;
-
-    memset(st, 0, sizeof(*st));
-    if (ensure_loaded(e, s) != 0)
-        return -1;
-
-    diff_options_t opt = {.source = cs->name,
-                          .vanish_grace = cs->vanish_grace,
-                          .status_map = cs->status_map,
-                          .baseline = !s->has_snapshot && !cs->initial_emit};
-    diff_cycle_t *cy = diff_cycle_begin(s->index, &opt);
-    if (cy == NULL) {
-        LOG_ERROR("out of memory", LF_S("source", cs->name));
-        return -1;
-    }
-    int64_t observed_ms = now_unix_ms();
-    double t0 = now_mono();
-    if (poll_source(e, s, cy, observed_ms / 1000) != 0)
-        goto out;
-    if (diff_cycle_finish(cy) != 0) {
-        LOG_ERROR("out of memory finishing the diff", LF_S("source", cs->name));
-        goto out;
-    }
-    st->poll_s = now_mono() - t0;
-    st->observed = diff_cycle_observed(cy);
-    log_unknown_statuses(s, cy);
-
-    const diff_event_t *events;
     const diff_change_t *changes;
-    st->events = diff_cycle_events(cy, &events);
-    st->changes = diff_cycle_changes(cy, &changes);
-
-    /* Delivering while Redis is away would only produce duplicates: the
-     * commit after it would fail. One PING avoids the common case. */
     char err[256];
-    if (st->events > 0 && store_ping(e->store, err, sizeof(err)) != 0) {
-        LOG_WARN("redis unreachable; not delivering, nothing committed", LF_S("source", cs->name),
-                 LF_S("error", err));
-        goto out;
-    }
-    double t1 = now_mono();
-    if (deliver(e, s, events, st->events, observed_ms) != 0)
-        goto out;
-    st->deliver_s = now_mono() - t1;
 
+    st->deliver_s = s->nevents ? now_mono() - s->t_deliver : 0;
+    st->changes = diff_cycle_changes(s->cy, &changes);
     /* The size after the cycle: what apply() will leave. */
     size_t after = diff_index_size(s->index);
     for (size_t i = 0; i < st->changes; i++) {
@@ -451,91 +316,372 @@ static int source_cycle(engine_t *e, source_rt_t *s)
         else if (!changes[i].removed && !present)
             after++;
     }
-    double t2 = now_mono();
-    if (store_commit(e->store, cs->name, changes, st->changes, after, &s->cycle, err,
+    double t0 = now_mono();
+    if (store_commit(e->store, s->conf->name, changes, st->changes, after, &s->cycle, err,
                      sizeof(err)) != 0) {
         /* An EXEC whose reply was lost may have applied: re-read it. */
         s->loaded = 0;
-        LOG_WARN("commit failed; events may be delivered again with the same ids",
-                 LF_S("source", cs->name), LF_S("error", err));
-        goto out;
+        cycle_fail(s, "commit failed; events may be delivered again with the same ids", err);
+        return;
     }
-    st->commit_s = now_mono() - t2;
-    diff_cycle_apply(cy);
+    st->commit_s = now_mono() - t0;
+    diff_cycle_apply(s->cy);
     s->has_snapshot = 1;
     st->sessions = diff_index_size(s->index);
-    st->redis_commands = store_commands_sent(e->store) - cmds0;
-    LOG_INFO(opt.baseline ? "baseline recorded" : "cycle committed", LF_S("source", cs->name),
-             LF_I("cycle", (long long)s->cycle), LF_I("pages", st->pages),
-             LF_I("observed", st->observed), LF_I("events", st->events),
+    st->redis_commands = store_commands_sent(e->store) - s->cmds0;
+    LOG_INFO(s->opt.baseline ? "baseline recorded" : "cycle committed",
+             LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
+             LF_I("pages", st->pages), LF_I("observed", st->observed), LF_I("events", st->events),
              LF_I("changes", st->changes), LF_I("sessions", st->sessions),
-             LF_I("unknown_statuses", diff_cycle_unknown_count(cy)), LF_D("poll_s", st->poll_s),
+             LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)), LF_D("poll_s", st->poll_s),
              LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
              LF_I("redis_commands", (long long)st->redis_commands),
              LF_I("index_bytes", diff_index_memory(s->index)));
-    rc = 0;
-out:
-    diff_cycle_free(cy);
-    return rc;
+    cycle_end(s, 1);
 }
 
-/* ---- loops ---- */
+/* ---- delivery ---- */
+
+/* Called by a sink on the loop's thread, exactly once per submitted event. */
+static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+{
+    delivery_t *d = (delivery_t *)t;
+    source_rt_t *s = d->src;
+    s->pending--;
+    if (result == SINK_OK)
+        return;
+    if (s->failed++ == 0) {
+        snprintf(s->first_error, sizeof(s->first_error), "%s", errmsg ? errmsg : "failed");
+        snprintf(s->first_sink, sizeof(s->first_sink), "%s", (const char *)t->opaque);
+    }
+    if (result == SINK_ERR_FATAL) {
+        s->fatal = 1;
+        s->e->fatal = 1;
+    }
+}
+
+/*
+ * Hands further events of the cycle to every sink that routes them, until
+ * the window is full. After a failure nothing more is handed over: the
+ * cycle will not commit, the next one delivers everything again.
+ */
+static void deliver_more(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    const conf_source_t *cs = s->conf;
+
+    while (s->next_event < s->nevents && s->pending < ENGINE_DELIVERY_WINDOW && !s->failed) {
+        const diff_event_t *ev = &s->events[s->next_event++];
+        size_t len = 0;
+        char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
+        char *json = event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len);
+        if (json == NULL) {
+            s->failed++;
+            snprintf(s->first_error, sizeof(s->first_error), "out of memory encoding an event");
+            break;
+        }
+        snprintf(key, sizeof(key), "%s/%s", cs->name, ev->session_id);
+        sink_event_t se = {.id = ev->id,
+                           .type = diff_event_type_name(ev->type),
+                           .kind = diff_event_type_short(ev->type),
+                           .source = cs->name,
+                           .session_id = ev->session_id,
+                           .key = key,
+                           .json = json,
+                           .json_len = len};
+        for (size_t k = 0; k < e->nsinks && s->next_d < s->nds; k++) {
+            engine_sink_t *sk = &e->sinks[k];
+            if (!conf_sink_routes(sk->conf, cs->name, ev->type))
+                continue;
+            delivery_t *d = &s->ds[s->next_d++];
+            d->ticket.done = on_delivered;
+            d->ticket.opaque = sk->conf->name;
+            d->src = s;
+            s->pending++;
+            sink_result_t r = sk->conf->type->submit(sk->ctx, &se, &d->ticket);
+            if (r != SINK_OK) /* not taken: resolve it ourselves */
+                on_delivered(&d->ticket, r, "the sink refused the event");
+        }
+        free(json);
+    }
+}
+
+/* Called each loop turn for a delivering source: commits once every ticket resolved. */
+static void deliver_check(source_rt_t *s)
+{
+    deliver_more(s);
+    if (s->pending > 0 || (s->next_event < s->nevents && !s->failed))
+        return;
+    if (s->fatal) {
+        LOG_ERROR("sink failed fatally; stopping", LF_S("source", s->conf->name),
+                  LF_S("sink", s->first_sink), LF_S("error", s->first_error));
+        cycle_fail(s, NULL, NULL);
+    } else if (s->failed) {
+        LOG_WARN("events not acknowledged; nothing committed, the next cycle retries",
+                 LF_S("source", s->conf->name), LF_S("sink", s->first_sink),
+                 LF_I("failed", s->failed), LF_I("deliveries", s->nds),
+                 LF_S("error", s->first_error));
+        cycle_fail(s, NULL, NULL);
+    } else {
+        cycle_commit(s);
+    }
+}
+
+static void log_unknown_statuses(source_rt_t *s)
+{
+    const char *const *unknown;
+    size_t n = diff_cycle_new_unknown_statuses(s->cy, &unknown);
+    for (size_t i = 0; i < n; i++)
+        LOG_WARN("unknown raw status: no transition; map it with status_map",
+                 LF_S("source", s->conf->name), LF_S("status", unknown[i]));
+}
+
+/* Every page was read: diff, then deliver or commit. */
+static void poll_complete(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    engine_cycle_stats_t *st = &s->stats;
+    char err[256];
+
+    if (diff_cycle_finish(s->cy) != 0) {
+        cycle_fail(s, "out of memory finishing the diff", "ENOMEM");
+        return;
+    }
+    st->poll_s = now_mono() - s->t_start;
+    st->observed = diff_cycle_observed(s->cy);
+    log_unknown_statuses(s);
+    s->nevents = st->events = diff_cycle_events(s->cy, &s->events);
+    for (size_t i = 0; i < s->nevents; i++) {
+        for (size_t k = 0; k < e->nsinks; k++)
+            s->nds += conf_sink_routes(e->sinks[k].conf, s->conf->name, s->events[i].type);
+    }
+    if (s->nds == 0) {
+        cycle_commit(s);
+        return;
+    }
+    /* Delivering while Redis is away would only produce duplicates: the
+     * commit after it would fail. One PING avoids the common case. */
+    if (store_ping(e->store, err, sizeof(err)) != 0) {
+        cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
+        return;
+    }
+    s->ds = calloc(s->nds, sizeof(delivery_t));
+    if (s->ds == NULL) {
+        cycle_fail(s, "out of memory delivering events", "ENOMEM");
+        return;
+    }
+    s->phase = PHASE_DELIVER;
+    s->t_deliver = now_mono();
+    deliver_check(s);
+}
+
+/* ---- fetching ---- */
+
+static void on_http_done(void *opaque, int rc, const char *terr);
+
+static void fetch_start(source_rt_t *s)
+{
+    const char *hdrs[HTTP_MAX_REQUEST_HEADERS];
+    char err[256];
+    for (size_t i = 0; i < s->req->nheaders; i++)
+        hdrs[i] = s->req->headers[i];
+    if (http_start(s->e->multi, s->http, s->req->url, hdrs, s->req->nheaders, &s->resp,
+                   on_http_done, s, err, sizeof(err)) != 0) {
+        cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    }
+    s->phase = PHASE_FETCH;
+}
+
+/* Asks the adapter for the next page, or closes the poll. */
+static void fetch_next(source_rt_t *s)
+{
+    char err[512];
+    int r = s->conf->provider->next_request(s->poll, s->req, err, sizeof(err));
+    if (r < 0) {
+        cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+    } else if (r == 0) {
+        poll_complete(s);
+    } else {
+        s->attempt = 1;
+        fetch_start(s);
+    }
+}
+
+static int on_record(void *opaque, const char *session_id, const char *raw_status,
+                     const cJSON *record, char *err, size_t errlen)
+{
+    source_rt_t *s = opaque;
+    return diff_cycle_observe(s->cy, session_id, raw_status, record, err, errlen);
+}
+
+/* A page transfer ended (called from http_multi_run on the loop's thread). */
+static void on_http_done(void *opaque, int rc, const char *terr)
+{
+    source_rt_t *s = opaque;
+    const provider_ops_t *p = s->conf->provider;
+    char err[512], herr[256];
+    double delay = 0;
+
+    snprintf(herr, sizeof(herr), "%s", terr ? terr : "");
+    switch (http_retry_decide(&http_default_retry, s->attempt, rc, &s->resp, &delay, herr,
+                              sizeof(herr))) {
+    case HTTP_RETRY_AGAIN:
+        LOG_DEBUG("retrying a page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
+                  LF_S("error", herr), LF_I("attempt", s->attempt), LF_D("delay_s", delay));
+        s->attempt++;
+        s->retry_at = now_mono() + delay;
+        s->phase = PHASE_BACKOFF;
+        return;
+    case HTTP_RETRY_FAIL:
+        snprintf(err, sizeof(err), "%s: %s after %d attempt%s", s->req->label, herr, s->attempt,
+                 s->attempt == 1 ? "" : "s");
+        cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    case HTTP_RETRY_DONE:
+        break;
+    }
+    s->stats.pages++;
+    if (p->handle_page(s->poll, &s->resp, on_record, s, herr, sizeof(herr)) != 0) {
+        snprintf(err, sizeof(err), "%s page %zu: %s", s->req->label, s->stats.pages, herr);
+        cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    }
+    LOG_DEBUG("page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
+              LF_I("page", s->stats.pages), LF_I("bytes", s->resp.len));
+    http_response_reset(&s->resp);
+    fetch_next(s);
+}
+
+static void cycle_start(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    const conf_source_t *cs = s->conf;
+
+    memset(&s->stats, 0, sizeof(s->stats));
+    s->cmds0 = store_commands_sent(e->store);
+    s->finished = 0;
+    if (ensure_loaded(e, s) != 0) {
+        cycle_end(s, 0);
+        return;
+    }
+    s->opt = (diff_options_t){.source = cs->name,
+                              .vanish_grace = cs->vanish_grace,
+                              .status_map = cs->status_map,
+                              .baseline = !s->has_snapshot && !cs->initial_emit};
+    s->observed_ms = now_unix_ms();
+    s->t_start = now_mono();
+    s->cy = diff_cycle_begin(s->index, &s->opt);
+    s->poll = cs->provider->poll_begin(cs, s->observed_ms / 1000);
+    s->req = malloc(sizeof(*s->req));
+    if (s->cy == NULL || s->poll == NULL || s->req == NULL) {
+        cycle_fail(s, "cannot start a cycle", "out of memory");
+        return;
+    }
+    fetch_next(s);
+}
+
+/* ---- the loop ---- */
+
+/* Serves the sinks: the first one with pending events may wait wait_ms. */
+static void serve_sinks(engine_t *e, int wait_ms)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        const sink_type_t *t = e->sinks[k].conf->type;
+        int ms = t->pending(e->sinks[k].ctx) > 0 ? wait_ms : 0;
+        t->poll(e->sinks[k].ctx, ms);
+        if (ms > 0)
+            wait_ms = 0;
+    }
+}
+
+/*
+ * Moves every source on until the work asked for is done: in once mode the
+ * cycle of every wanted source; in run mode until a stop was requested and
+ * every cycle in flight ended.
+ */
+static void run_loop(engine_t *e, int once)
+{
+    for (;;) {
+        double now = now_mono(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
+        int busy = 0, delivering = 0;
+        int halt = stopping(e);
+
+        for (size_t i = 0; i < e->nsources; i++) {
+            source_rt_t *s = &e->sources[i];
+            switch (s->phase) {
+            case PHASE_IDLE:
+                if (!halt && (once ? s->wanted && !s->finished : s->next_due <= now))
+                    cycle_start(s);
+                break;
+            case PHASE_BACKOFF:
+                if (halt)
+                    cycle_fail(s, "poll failed; nothing emitted, nothing committed",
+                               "interrupted by shutdown");
+                else if (s->retry_at <= now)
+                    fetch_start(s);
+                break;
+            case PHASE_DELIVER:
+                deliver_check(s);
+                break;
+            case PHASE_FETCH:
+                break;
+            }
+            /* Re-read: the calls above may have moved it on. */
+            busy |= s->phase != PHASE_IDLE;
+            delivering |= s->phase == PHASE_DELIVER;
+            if (s->phase == PHASE_BACKOFF && s->retry_at < wake)
+                wake = s->retry_at;
+            if (!once && s->phase == PHASE_IDLE && s->next_due < wake)
+                wake = s->next_due;
+        }
+        if (!busy) {
+            int pending_once = 0;
+            for (size_t i = 0; once && i < e->nsources; i++)
+                pending_once |= e->sources[i].wanted && !e->sources[i].finished;
+            if (once ? !pending_once || halt : halt)
+                break;
+        }
+
+        int wait_ms = (int)((wake - now_mono()) * 1000);
+        if (delivering && wait_ms > ENGINE_DELIVERY_WAIT_MS)
+            wait_ms = ENGINE_DELIVERY_WAIT_MS;
+        if (wait_ms < 0)
+            wait_ms = 0;
+        if (http_multi_active(e->multi) > 0) {
+            http_multi_run(e->multi, wait_ms);
+            serve_sinks(e, 0);
+        } else {
+            serve_sinks(e, wait_ms);
+            if (!delivering && wait_ms > 0) {
+                struct timespec ts = {wait_ms / 1000, (long)(wait_ms % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+}
 
 int engine_run_once(engine_t *e, const char *source)
 {
-    int rc = 0;
-    for (size_t i = 0; i < e->nsources && !e->fatal; i++) {
-        if (source && strcmp(e->sources[i].conf->name, source) != 0)
-            continue;
-        if (source_cycle(e, &e->sources[i]) != 0)
+    for (size_t i = 0; i < e->nsources; i++) {
+        source_rt_t *s = &e->sources[i];
+        s->wanted = source == NULL || strcmp(s->conf->name, source) == 0;
+        s->finished = 0;
+        s->last_ok = 0;
+    }
+    run_loop(e, 1);
+    int rc = e->fatal ? -1 : 0;
+    for (size_t i = 0; i < e->nsources; i++) {
+        if (e->sources[i].wanted && !e->sources[i].last_ok)
             rc = -1;
     }
-    return e->fatal ? -1 : rc;
+    return rc;
 }
 
 int engine_run(engine_t *e)
 {
     LOG_INFO("running", LF_I("sources", e->nsources), LF_I("sinks", e->nsinks));
-    while (!(e->stop && *e->stop) && !e->fatal) {
-        double now = now_mono(), soonest = now + 1.0;
-        for (size_t i = 0; i < e->nsources && !(e->stop && *e->stop) && !e->fatal; i++) {
-            source_rt_t *s = &e->sources[i];
-            if (s->next_due <= now) {
-                source_cycle(e, s);
-                double iv = s->conf->interval_s;
-                s->next_due = now_mono() + iv + iv * ENGINE_JITTER * (jitter01() - 0.5);
-            }
-            if (s->next_due < soonest)
-                soonest = s->next_due;
-        }
-        /* Idle: keep the sinks' callbacks served while waiting. */
-        while (!(e->stop && *e->stop) && now_mono() < soonest) {
-            for (size_t k = 0; k < e->nsinks; k++)
-                e->sinks[k].conf->type->poll(e->sinks[k].ctx, 0);
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    run_loop(e, 0);
     LOG_INFO(e->fatal ? "stopping after a fatal sink error" : "stopping");
     return e->fatal ? -1 : 0;
-}
-
-int engine_last_stats(const engine_t *e, const char *source, engine_cycle_stats_t *out)
-{
-    for (size_t i = 0; i < e->nsources; i++) {
-        if (strcmp(e->sources[i].conf->name, source) == 0) {
-            *out = e->sources[i].stats;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-size_t engine_index_memory(const engine_t *e, const char *source)
-{
-    for (size_t i = 0; i < e->nsources; i++) {
-        if (strcmp(e->sources[i].conf->name, source) == 0)
-            return diff_index_memory(e->sources[i].index);
-    }
-    return 0;
 }

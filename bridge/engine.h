@@ -15,19 +15,6 @@
 
 typedef struct engine engine_t;
 
-/* Figures of the last cycle of a source, for logs and benchmarks. */
-typedef struct engine_cycle_stats {
-    size_t pages;
-    size_t observed;
-    size_t events;
-    size_t changes;
-    size_t sessions; /* tracked after the cycle */
-    double poll_s;   /* fetching and parsing every page */
-    double deliver_s;
-    double commit_s;
-    uint64_t redis_commands; /* sent during the cycle, load included */
-} engine_cycle_stats_t;
-
 /*
  * Creates the store and every sink of conf (borrowed: it must outlive the
  * engine). stop is the flag the signal handlers set (may be NULL). NULL with
@@ -45,10 +32,5 @@ int engine_run_once(engine_t *e, const char *source);
 
 /* Polls every source on its interval until *stop; returns 0, or -1 on a fatal sink error. */
 int engine_run(engine_t *e);
-
-/* The stats of the last cycle of the named source; -1 if unknown. */
-int engine_last_stats(const engine_t *e, const char *source, engine_cycle_stats_t *out);
-/* Heap bytes held by the snapshot index of the named source. */
-size_t engine_index_memory(const engine_t *e, const char *source);
 
 #endif /* SB_ENGINE_H */

@@ -25,10 +25,20 @@ struct http_client {
     CURL *curl;
     http_options_t opt;
     char errbuf[CURL_ERROR_SIZE];
-    /* The response being received, during http_get() only. */
+    /* The request in progress, between request_begin() and request_end(). */
     http_response_t *resp;
     size_t cap;
     int too_large;
+    struct curl_slist *request_headers;
+    /* For transfers driven by an http_multi_t. */
+    http_done_fn done;
+    void *done_opaque;
+    http_multi_t *multi; /* while a transfer of an http_multi_t runs */
+};
+
+struct http_multi {
+    CURLM *multi;
+    size_t active;
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
@@ -149,6 +159,12 @@ void http_client_free(http_client_t *c)
 {
     if (c == NULL)
         return;
+    if (c->multi != NULL) {
+        /* Abandoned mid-transfer (shutdown): detach it before freeing. */
+        curl_multi_remove_handle(c->multi->multi, c->curl);
+        c->multi->active--;
+        curl_slist_free_all(c->request_headers);
+    }
     curl_easy_cleanup(c->curl);
     free(c);
 }
@@ -170,43 +186,51 @@ const char *http_response_header(const http_response_t *r, const char *name)
     return NULL;
 }
 
-int http_get(http_client_t *c, const char *url, const char *const *headers, size_t nheaders,
-             http_response_t *resp, char *err, size_t errlen)
+/* Prepares c for one GET into resp. 0, or -1 with err (ENOMEM). */
+static int request_begin(http_client_t *c, const char *url, const char *const *headers,
+                         size_t nheaders, http_response_t *resp, char *err, size_t errlen)
 {
-    struct curl_slist *hl = NULL;
-    int rc = -1;
-
     http_response_reset(resp);
     c->resp = resp;
     c->cap = 0;
     c->too_large = 0;
     c->errbuf[0] = '\0';
+    c->request_headers = NULL;
     for (size_t i = 0; i < nheaders; i++) {
-        struct curl_slist *n = curl_slist_append(hl, headers[i]);
+        struct curl_slist *n = curl_slist_append(c->request_headers, headers[i]);
         if (n == NULL) {
+            curl_slist_free_all(c->request_headers);
+            c->request_headers = NULL;
+            c->resp = NULL;
             snprintf(err, errlen, "out of memory");
-            goto out;
+            return -1;
         }
-        hl = n;
+        c->request_headers = n;
     }
     curl_easy_setopt(c->curl, CURLOPT_URL, url);
-    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, c->request_headers);
     curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
-    CURLcode cc = curl_easy_perform(c->curl);
+    return 0;
+}
+
+/* Closes the request begun on c, whose transfer ended with cc. */
+static int request_end(http_client_t *c, CURLcode cc, char *err, size_t errlen)
+{
+    http_response_t *resp = c->resp;
+    int rc = -1;
+
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &resp->status);
     if (c->too_large || cc == CURLE_FILESIZE_EXCEEDED) {
         snprintf(err, errlen, "response body larger than %zu bytes", c->opt.max_body);
-        goto out;
-    }
-    if (cc != CURLE_OK) {
+    } else if (cc != CURLE_OK) {
         /* curl's message may quote the URL; ours never shows the query. */
         snprintf(err, errlen, "%s", curl_easy_strerror(cc));
-        goto out;
+    } else {
+        rc = 0;
     }
-    rc = 0;
-out:
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(hl);
+    curl_slist_free_all(c->request_headers);
+    c->request_headers = NULL;
     c->resp = NULL;
     if (rc != 0) {
         free(resp->body);
@@ -214,6 +238,85 @@ out:
         resp->len = 0;
     }
     return rc;
+}
+
+int http_get(http_client_t *c, const char *url, const char *const *headers, size_t nheaders,
+             http_response_t *resp, char *err, size_t errlen)
+{
+    if (request_begin(c, url, headers, nheaders, resp, err, errlen) != 0)
+        return -1;
+    return request_end(c, curl_easy_perform(c->curl), err, errlen);
+}
+
+/* ---- many transfers at once ---- */
+
+http_multi_t *http_multi_new(char *err, size_t errlen)
+{
+    http_multi_t *m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->multi = curl_multi_init()) == NULL) {
+        free(m);
+        snprintf(err, errlen, "cannot create a libcurl multi handle");
+        return NULL;
+    }
+    return m;
+}
+
+void http_multi_free(http_multi_t *m)
+{
+    if (m == NULL)
+        return;
+    curl_multi_cleanup(m->multi);
+    free(m);
+}
+
+int http_start(http_multi_t *m, http_client_t *c, const char *url, const char *const *headers,
+               size_t nheaders, http_response_t *resp, http_done_fn done, void *opaque, char *err,
+               size_t errlen)
+{
+    if (request_begin(c, url, headers, nheaders, resp, err, errlen) != 0)
+        return -1;
+    c->done = done;
+    c->done_opaque = opaque;
+    curl_easy_setopt(c->curl, CURLOPT_PRIVATE, c);
+    CURLMcode mc = curl_multi_add_handle(m->multi, c->curl);
+    if (mc != CURLM_OK) {
+        request_end(c, CURLE_FAILED_INIT, err, errlen);
+        snprintf(err, errlen, "%s", curl_multi_strerror(mc));
+        return -1;
+    }
+    m->active++;
+    c->multi = m;
+    return 0;
+}
+
+int http_multi_run(http_multi_t *m, int timeout_ms)
+{
+    int running = 0, queued = 0;
+    CURLMsg *msg;
+
+    if (m->active > 0 && curl_multi_poll(m->multi, NULL, 0, timeout_ms, NULL) != CURLM_OK)
+        return -1;
+    if (curl_multi_perform(m->multi, &running) != CURLM_OK)
+        return -1;
+    while ((msg = curl_multi_info_read(m->multi, &queued)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        http_client_t *c = NULL;
+        CURLcode cc = msg->data.result;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        curl_multi_remove_handle(m->multi, msg->easy_handle);
+        m->active--;
+        c->multi = NULL;
+        char err[256] = "";
+        int rc = request_end(c, cc, err, sizeof(err));
+        c->done(c->done_opaque, rc, err);
+    }
+    return 0;
+}
+
+size_t http_multi_active(const http_multi_t *m)
+{
+    return m->active;
 }
 
 int http_status_retryable(long status)
@@ -233,7 +336,7 @@ double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retr
     return d;
 }
 
-static double uniform01(void)
+double http_uniform01(void)
 {
     uint32_t v;
     if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
@@ -241,58 +344,26 @@ static double uniform01(void)
     return (double)v / 4294967296.0;
 }
 
-/* Sleeps for secs, in slices, returning -1 early when *stop is set. */
-static int sleep_interruptible(double secs, volatile sig_atomic_t *stop)
+http_retry_t http_retry_decide(const http_retry_policy_t *p, int attempt, int rc,
+                               const http_response_t *resp, double *delay_s, char *err,
+                               size_t errlen)
 {
-    while (secs > 0) {
-        if (stop && *stop)
-            return -1;
-        double slice = secs < 0.1 ? secs : 0.1;
-        struct timespec ts = {.tv_sec = (time_t)slice,
-                              .tv_nsec = (long)((slice - (double)(time_t)slice) * 1e9)};
-        nanosleep(&ts, NULL);
-        secs -= slice;
+    int retryable = 1; /* transport failures: timeouts, refused, reset */
+    if (rc == 0) {
+        if (resp->status >= 200 && resp->status <= 299)
+            return HTTP_RETRY_DONE;
+        snprintf(err, errlen, "HTTP status %ld", resp->status);
+        retryable = http_status_retryable(resp->status);
     }
-    return stop && *stop ? -1 : 0;
-}
-
-int http_get_retry(http_client_t *c, const http_retry_policy_t *p, const char *url,
-                   const char *const *headers, size_t nheaders, volatile sig_atomic_t *stop,
-                   http_response_t *resp, int *attempts_out, char *err, size_t errlen)
-{
-    int attempt;
-    for (attempt = 1;; attempt++) {
-        char terr[256];
-        int retryable;
-        if (http_get(c, url, headers, nheaders, resp, terr, sizeof(terr)) != 0) {
-            snprintf(err, errlen, "%s", terr);
-            retryable = 1;
-        } else if (resp->status >= 200 && resp->status <= 299) {
-            break;
-        } else {
-            snprintf(err, errlen, "HTTP status %ld", resp->status);
-            retryable = http_status_retryable(resp->status);
-        }
-        if (!retryable || attempt >= p->max_attempts)
-            goto fail;
-        if (resp->retry_after_s > p->max_retry_after_s) {
-            snprintf(err, errlen, "HTTP status %ld with Retry-After %.0f s (over %.0f s)",
-                     resp->status, resp->retry_after_s, p->max_retry_after_s);
-            goto fail;
-        }
-        double delay = http_backoff_delay(p, attempt, resp->retry_after_s, uniform01());
-        if (sleep_interruptible(delay, stop) != 0) {
-            snprintf(err, errlen, "interrupted by shutdown");
-            goto fail;
-        }
+    if (!retryable || attempt >= p->max_attempts)
+        return HTTP_RETRY_FAIL;
+    if (resp->retry_after_s > p->max_retry_after_s) {
+        snprintf(err, errlen, "HTTP status %ld with Retry-After %.0f s (over %.0f s)", resp->status,
+                 resp->retry_after_s, p->max_retry_after_s);
+        return HTTP_RETRY_FAIL;
     }
-    if (attempts_out)
-        *attempts_out = attempt;
-    return 0;
-fail:
-    if (attempts_out)
-        *attempts_out = attempt;
-    return -1;
+    *delay_s = http_backoff_delay(p, attempt, resp->retry_after_s, http_uniform01());
+    return HTTP_RETRY_AGAIN;
 }
 
 int http_url_encode(const char *s, char *out, size_t outlen)

@@ -9,7 +9,6 @@
 #ifndef SB_HTTP_H
 #define SB_HTTP_H
 
-#include <signal.h>
 #include <stddef.h>
 
 /* Response headers kept per response; further ones are dropped. */
@@ -36,6 +35,7 @@ typedef struct http_response {
 } http_response_t;
 
 typedef struct http_client http_client_t;
+typedef struct http_multi http_multi_t;
 
 typedef struct http_options {
     long timeout_ms; /* whole request */
@@ -82,15 +82,49 @@ int http_status_retryable(long status);
 double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retry_after_s,
                           double rnd);
 
+typedef enum http_retry {
+    HTTP_RETRY_DONE = 0, /* a 2xx response */
+    HTTP_RETRY_AGAIN,    /* retry after *delay_s */
+    HTTP_RETRY_FAIL,     /* give up; err says why */
+} http_retry_t;
+
 /*
- * GET with retries on transport errors, 429 and 5xx. Returns 0 with a 2xx
- * response in resp, or -1 with err (the last failure). Sleeps between
- * attempts, waking early and failing when *stop becomes non-zero (stop may
- * be NULL). *attempts_out (may be NULL) receives the attempts made.
+ * What to do after attempt number attempt (1-based) of a request whose
+ * transfer returned rc (http_get()'s result, with its message in err) and
+ * response resp. The one retry policy of every poller, blocking or not.
  */
-int http_get_retry(http_client_t *c, const http_retry_policy_t *p, const char *url,
-                   const char *const *headers, size_t nheaders, volatile sig_atomic_t *stop,
-                   http_response_t *resp, int *attempts_out, char *err, size_t errlen);
+http_retry_t http_retry_decide(const http_retry_policy_t *p, int attempt, int rc,
+                               const http_response_t *resp, double *delay_s, char *err,
+                               size_t errlen);
+
+/* A uniform sample in [0, 1) from the CSPRNG, for jitter. */
+double http_uniform01(void);
+
+/* ---- many transfers at once (libcurl multi), for the scheduler ---- */
+
+/*
+ * Called from http_multi_run() on its thread when the transfer started with
+ * http_start() ended: rc and err as http_get() would give them; the response
+ * is in the resp passed to http_start().
+ */
+typedef void (*http_done_fn)(void *opaque, int rc, const char *err);
+
+http_multi_t *http_multi_new(char *err, size_t errlen);
+/* Every transfer must have completed (or the clients be freed) before. */
+void http_multi_free(http_multi_t *m);
+/*
+ * Starts one GET on client c (one transfer per client at a time) into resp,
+ * which must stay valid until done is called. 0, or -1 with err (done is
+ * then not called).
+ */
+int http_start(http_multi_t *m, http_client_t *c, const char *url, const char *const *headers,
+               size_t nheaders, http_response_t *resp, http_done_fn done, void *opaque, char *err,
+               size_t errlen);
+/* Waits up to timeout_ms for network activity, moves every transfer on and
+ * calls the done callbacks of those that ended. 0 or -1 (libcurl failure). */
+int http_multi_run(http_multi_t *m, int timeout_ms);
+/* Transfers started and not yet done. */
+size_t http_multi_active(const http_multi_t *m);
 
 /* Percent-encodes s (RFC 3986 unreserved kept) into out; -1 if it does not fit. */
 int http_url_encode(const char *s, char *out, size_t outlen);

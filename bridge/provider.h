@@ -57,6 +57,14 @@ typedef struct provider_ops {
     int default_page_size;
     int max_page_size;
     /*
+     * Per-exam providers: a source entry holding the list key expand_key
+     * (e.g. "exam_ids") becomes one source per element, each with
+     * expand_into (e.g. "exam_id") set to the element and named
+     * "<name>-<element>". NULL when the provider has no such list.
+     */
+    const char *expand_key;
+    const char *expand_into;
+    /*
      * Validates the provider's own keys of src (path is "sources[i]") and
      * returns its parsed configuration, owned by the caller and released
      * with free_config(); NULL after adding problems to errs.
@@ -83,6 +91,9 @@ typedef struct provider_ops {
 } provider_ops_t;
 
 extern const provider_ops_t provider_century;
+extern const provider_ops_t provider_quiz_jsonapi;
+extern const provider_ops_t provider_proctorexam;
+extern const provider_ops_t provider_smarterproctoring;
 
 /* Known providers, NULL-terminated. */
 extern const provider_ops_t *const provider_all[];

@@ -52,6 +52,15 @@ def wait_for(predicate, timeout=15.0, what="condition"):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def read_text(path):
+    """The file's content, or "" when it does not exist yet."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def check_sanitizers(text, who):
     for mark in SANITIZER_MARKS:
         if mark in text:
@@ -117,8 +126,7 @@ class Stack:
         for t in TOPICS.values():
             argv += ["--topic", t]
         self._spawn("kafka", argv)
-        self.bootstrap = wait_for(lambda: os.path.exists(bootfile) and
-                                  open(bootfile).read().strip(), what="kafka mock")
+        self.bootstrap = wait_for(lambda: read_text(bootfile), what="kafka mock")
 
     def kafka_down(self):
         self.procs["kafka"].send_signal(signal.SIGUSR1)
@@ -136,8 +144,7 @@ class Stack:
                             "--api-key", self.api_key, "--active", str(active),
                             "--completed", str(completed), "--seed", str(seed),
                             "--truth", self.truth_path, *extra])
-        self.sim_url = wait_for(lambda: os.path.exists(urlfile) and open(urlfile).read().strip(),
-                                what="simulator")
+        self.sim_url = wait_for(lambda: read_text(urlfile), what="simulator")
 
     def sim(self, method, path):
         req = urllib.request.Request(self.sim_url + path, method=method, data=b"" if method == "POST" else None)
@@ -242,9 +249,11 @@ class Stack:
 
 def expected_from_truth(truth, source, after_tick=0):
     """The (session_id, type) events CONTRACT §5 requires for the upstream
-    transitions after tick after_tick, given the Century mapping (active ->
-    started, completed -> completed with a synthesized started when the
-    session was never seen active, gone from active -> cancelled)."""
+    transitions after tick after_tick, assuming the bridge polled after every
+    tick: entering active -> started; entering completed -> completed, with
+    a synthesized started when the session was not active before; entering
+    cancelled -> cancelled; gone while pending or active -> cancelled
+    (vanished); gone while terminal -> nothing."""
     state = {}
     want = set()
     for t in truth:
@@ -259,7 +268,9 @@ def expected_from_truth(truth, source, after_tick=0):
             if prev != "active":
                 want.add((sid, "session.started"))
             want.add((sid, "session.completed"))
-        elif to in ("gone", "cancelled") and prev in ("active", "pending"):
+        elif to == "cancelled" and prev not in ("completed", "cancelled"):
+            want.add((sid, "session.cancelled"))
+        elif to == "gone" and prev in ("active", "pending"):
             want.add((sid, "session.cancelled"))
     return want
 

@@ -201,7 +201,7 @@ class CenturyEndToEnd(unittest.TestCase):
                              stdout=subprocess.DEVNULL, env=env)
         try:
             def committed():
-                return open(log.name).read().count("cycle committed")
+                return st.read_text(log.name).count("cycle committed")
             st.wait_for(lambda: committed() >= 1, 30, "first daemon cycle")
             self.s.tick(started=3, completed=2, vanished=1)
             n = committed()
@@ -216,7 +216,7 @@ class CenturyEndToEnd(unittest.TestCase):
             p.send_signal(signal.SIGTERM)
             rc = p.wait(timeout=30)
             log.close()
-        text = open(log.name).read()
+        text = st.read_text(log.name)
         st.check_sanitizers(text, "session-bridge run")
         self.assertEqual(rc, 0, text[-3000:])
         # A commit that fails after delivery (Redis gone between the PING
