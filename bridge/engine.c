@@ -40,6 +40,12 @@
 #define ENGINE_IDLE_WAIT_MS 100
 /* Wait of one loop turn while deliveries are pending: acks are served per turn. */
 #define ENGINE_DELIVERY_WAIT_MS 5
+/*
+ * Page transfers in flight at once, over all sources. Per-exam sources
+ * usually share one provider host: a thousand simultaneous requests to it
+ * would be neither polite nor faster. Sources beyond it queue in order.
+ */
+#define ENGINE_MAX_TRANSFERS 32
 /* Fraction of an interval added as random jitter, so sources spread out. */
 #define ENGINE_JITTER 0.1
 
@@ -58,6 +64,7 @@ typedef struct engine_cycle_stats {
 
 typedef enum phase {
     PHASE_IDLE = 0,
+    PHASE_QUEUED,  /* a page request waits for a transfer slot */
     PHASE_FETCH,   /* a page request is in flight */
     PHASE_BACKOFF, /* waiting before retrying the page */
     PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
@@ -483,6 +490,10 @@ static void fetch_start(source_rt_t *s)
 {
     const char *hdrs[HTTP_MAX_REQUEST_HEADERS];
     char err[256];
+    if (http_multi_active(s->e->multi) >= ENGINE_MAX_TRANSFERS) {
+        s->phase = PHASE_QUEUED;
+        return;
+    }
     for (size_t i = 0; i < s->req->nheaders; i++)
         hdrs[i] = s->req->headers[i];
     if (http_start(s->e->multi, s->http, s->req->url, hdrs, s->req->nheaders, &s->resp,
@@ -491,6 +502,18 @@ static void fetch_start(source_rt_t *s)
         return;
     }
     s->phase = PHASE_FETCH;
+}
+
+/* Retries the current page, rebuilt first when the provider's requests are single-use. */
+static void fetch_retry(source_rt_t *s)
+{
+    const provider_ops_t *p = s->conf->provider;
+    char err[512];
+    if (p->refresh_request && p->refresh_request(s->poll, s->req, err, sizeof(err)) != 0) {
+        cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    }
+    fetch_start(s);
 }
 
 /* Asks the adapter for the next page, or closes the poll. */
@@ -619,7 +642,10 @@ static void run_loop(engine_t *e, int once)
                     cycle_fail(s, "poll failed; nothing emitted, nothing committed",
                                "interrupted by shutdown");
                 else if (s->retry_at <= now)
-                    fetch_start(s);
+                    fetch_retry(s);
+                break;
+            case PHASE_QUEUED:
+                fetch_start(s);
                 break;
             case PHASE_DELIVER:
                 deliver_check(s);
