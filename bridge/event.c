@@ -1,9 +1,12 @@
 /*
  * event: CloudEvents 1.0, JSON structured mode. The provider's record is
- * attached by reference, not copied: it is owned by the diff cycle.
+ * attached by reference, not copied (it is owned by the diff cycle), unless
+ * it holds integers cJSON would not print as they were received.
  */
 #include "event.h"
 
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -22,6 +25,57 @@ void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN])
 static cJSON *string_or_null(const char *s)
 {
     return s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+/* Integers above this are not exact in a double: cJSON parsed them lossily. */
+#define EVENT_MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
+
+static int big_integer(const cJSON *n)
+{
+    double d = n->valuedouble;
+    return cJSON_IsNumber(n) && fabs(d) > INT_MAX && fabs(d) <= EVENT_MAX_EXACT_INT &&
+           d == floor(d);
+}
+
+/*
+ * cJSON prints an integer beyond int's range as "%1.15g"
+ * (4436481160115170 becomes 4.43648116011517e+15): no longer the record as
+ * received. Such numbers are exact in a double up to 2^53, so a record that
+ * holds any is copied with them as raw integer text.
+ */
+static int has_big_integer(const cJSON *n)
+{
+    if (big_integer(n))
+        return 1;
+    for (const cJSON *c = n->child; c; c = c->next) {
+        if (has_big_integer(c))
+            return 1;
+    }
+    return 0;
+}
+
+static cJSON *copy_exact(const cJSON *n)
+{
+    if (big_integer(n)) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%.0f", n->valuedouble);
+        return cJSON_CreateRaw(buf);
+    }
+    if (!cJSON_IsArray(n) && !cJSON_IsObject(n))
+        return cJSON_Duplicate(n, 0);
+    cJSON *copy = cJSON_IsArray(n) ? cJSON_CreateArray() : cJSON_CreateObject();
+    for (const cJSON *c = n->child; copy && c; c = c->next) {
+        cJSON *item = copy_exact(c);
+        if (item == NULL) {
+            cJSON_Delete(copy);
+            return NULL;
+        }
+        if (cJSON_IsArray(n))
+            cJSON_AddItemToArray(copy, item);
+        else
+            cJSON_AddItemToObject(copy, c->string, item);
+    }
+    return copy;
 }
 
 char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
@@ -55,7 +109,9 @@ char *event_encode(const diff_event_t *ev, const char *source, const char *provi
     cJSON_AddItemToObject(data, "previous_status", string_or_null(ev->previous_status));
     cJSON_AddStringToObject(data, "reason", diff_reason_name(ev->reason));
     cJSON_AddBoolToObject(data, "synthesized", ev->synthesized);
-    if (ev->record)
+    if (ev->record && has_big_integer(ev->record))
+        cJSON_AddItemToObject(data, "session", copy_exact(ev->record));
+    else if (ev->record)
         cJSON_AddItemReferenceToObject(data, "session", (cJSON *)ev->record);
     else
         cJSON_AddNullToObject(data, "session");

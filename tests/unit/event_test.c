@@ -102,6 +102,27 @@ START_TEST(first_seen_synthesized_event)
 }
 END_TEST
 
+START_TEST(large_integers_stay_exact)
+{
+    cJSON *record = cJSON_Parse("{\"id\":4436481160115170,\"n\":[-9007199254740992,7,1.5],"
+                                "\"s\":{\"x\":2147483648}}");
+    diff_event_t ev = {.type = DIFF_EV_STARTED,
+                       .reason = DIFF_REASON_FIRST_SEEN,
+                       .session_id = "4436481160115170",
+                       .state = DIFF_STATE_ACTIVE,
+                       .status = "exam_started",
+                       .record = record};
+    size_t len = 0;
+    char *json = event_encode(&ev, "pe", "proctorexam", 0, &len);
+    ck_assert_ptr_nonnull(json);
+    ck_assert_ptr_nonnull(strstr(json, "\"session\":{\"id\":4436481160115170,\"n\":"
+                                       "[-9007199254740992,7,1.5],\"s\":{\"x\":2147483648}}"));
+    ck_assert_ptr_null(strstr(json, "e+"));
+    free(json);
+    cJSON_Delete(record);
+}
+END_TEST
+
 START_TEST(time_format)
 {
     char out[EVENT_TIME_LEN];
@@ -119,6 +140,7 @@ int main(void)
     tcase_add_test(tc, status_change_event);
     tcase_add_test(tc, vanished_event_has_nulls);
     tcase_add_test(tc, first_seen_synthesized_event);
+    tcase_add_test(tc, large_integers_stay_exact);
     tcase_add_test(tc, time_format);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
