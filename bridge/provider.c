@@ -9,7 +9,9 @@
 /* Nesting deeper than this in a provider's page is refused before parsing. */
 #define PROVIDER_MAX_JSON_DEPTH 64
 
-const provider_ops_t *const provider_all[] = {&provider_century, NULL};
+const provider_ops_t *const provider_all[] = {&provider_century, &provider_quiz_jsonapi,
+                                              &provider_proctorexam, &provider_smarterproctoring,
+                                              NULL};
 
 const provider_ops_t *provider_find(const char *name)
 {

@@ -82,6 +82,12 @@ typedef struct provider_ops {
      */
     int (*next_request)(void *poll, provider_request_t *req, char *err, size_t errlen);
     /*
+     * Optional. Rebuilds the last request before it is retried, for APIs
+     * whose requests are single-use (ProctorExam: fresh timestamp, nonce and
+     * signature). NULL: a retry resends the request as it was. 0 or -1.
+     */
+    int (*refresh_request)(void *poll, provider_request_t *req, char *err, size_t errlen);
+    /*
      * Consumes the 2xx response to the last request, calling fn per record.
      * Returns 0, or -1 with err when the page is malformed.
      */

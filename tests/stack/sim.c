@@ -82,6 +82,9 @@
 
 static const struct sim_dialect *const dialects[] = {
     &sim_dialect_century,
+    &sim_dialect_quiz_jsonapi,
+    &sim_dialect_proctorexam,
+    &sim_dialect_smarterproctoring,
 };
 #define NDIALECTS (sizeof(dialects) / sizeof(dialects[0]))
 
@@ -148,6 +151,7 @@ struct options {
     const char *dialect;
     const char *prefix;
     const char *api_key;
+    const char *secret;
     uint32_t pending, active, completed;
     uint32_t users;
     uint64_t seed;
@@ -748,6 +752,7 @@ static void usage(FILE *out)
             "  --prefix PATH      URL prefix of the provider API (default: the dialect's;\n"
             "                     \"\" for none). The bridge's base_url is URL+PREFIX.\n"
             "  --api-key KEY      credential requests must present (default %s)\n"
+            "  --secret KEY       signing secret (proctorexam HMAC), default: the api key\n"
             "  --port N           TCP port, 0 for an ephemeral one (default 0)\n"
             "  --bind ADDR        IPv4 address to listen on (default 127.0.0.1)\n"
             "  --url-file PATH    write \"http://127.0.0.1:PORT\" to PATH, atomically,\n"
@@ -805,6 +810,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         OPT_DIALECT,
         OPT_PREFIX,
         OPT_API_KEY,
+        OPT_SECRET,
         OPT_ACTIVE,
         OPT_COMPLETED,
         OPT_PENDING,
@@ -824,6 +830,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"dialect", required_argument, NULL, OPT_DIALECT},
         {"prefix", required_argument, NULL, OPT_PREFIX},
         {"api-key", required_argument, NULL, OPT_API_KEY},
+        {"secret", required_argument, NULL, OPT_SECRET},
         {"active", required_argument, NULL, OPT_ACTIVE},
         {"completed", required_argument, NULL, OPT_COMPLETED},
         {"pending", required_argument, NULL, OPT_PENDING},
@@ -868,6 +875,9 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_PREFIX:
             o->prefix = optarg;
+            break;
+        case OPT_SECRET:
+            o->secret = optarg;
             break;
         case OPT_API_KEY:
             o->api_key = optarg;
@@ -1001,6 +1011,7 @@ int main(int argc, char **argv)
     }
     sim.env.pop = sim.pop;
     sim.env.api_key = o.api_key;
+    sim.env.secret = o.secret ? o.secret : o.api_key;
     sim.verbose = o.verbose;
     pthread_mutex_init(&sim.lock, NULL);
 

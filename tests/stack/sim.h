@@ -267,6 +267,7 @@ void sim_error_body(struct sim_response *res, int status, const char *msg);
 struct sim_env {
     const struct sim_pop *pop;
     const char *api_key; /* the credential requests must present */
+    const char *secret;  /* the signing secret (proctorexam), never logged */
 };
 
 struct sim_dialect {
@@ -284,5 +285,8 @@ struct sim_dialect {
 };
 
 extern const struct sim_dialect sim_dialect_century;
+extern const struct sim_dialect sim_dialect_quiz_jsonapi;
+extern const struct sim_dialect sim_dialect_proctorexam;
+extern const struct sim_dialect sim_dialect_smarterproctoring;
 
 #endif

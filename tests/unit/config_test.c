@@ -207,6 +207,51 @@ START_TEST(good_config_with_defaults)
 }
 END_TEST
 
+#define PE_SRC(extra)                                                                              \
+    "{\"sources\":[{\"name\":\"pe\",\"provider\":\"proctorexam\",\"base_url\":\"https://x\","      \
+    "\"auth\":{\"api_token\":\"t\",\"secret_key\":\"k\"}" extra "}],\"sinks\":" SINKS_OK "}"
+
+START_TEST(exam_ids_expand_into_one_source_each)
+{
+    const char *json = PE_SRC(",\"exam_ids\":[12,\"34\",56]");
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    conf_t *c = conf_parse(json, strlen(json), "t.json", errs);
+    ck_assert_msg(c != NULL, "%s", errs->count ? errs->msg[0] : "");
+    ck_assert_uint_eq(c->nsources, 3);
+    ck_assert_ptr_nonnull(conf_find_source(c, "pe-12"));
+    ck_assert_ptr_nonnull(conf_find_source(c, "pe-34"));
+    ck_assert_ptr_nonnull(conf_find_source(c, "pe-56"));
+    conf_free(c);
+
+    static const struct {
+        const char *json, *want;
+    } bad_rows[] = {
+        {PE_SRC(",\"exam_ids\":[1],\"exam_id\":2"),
+         "sources[0]: exam_id and exam_ids cannot be used together"},
+        {PE_SRC(",\"exam_ids\":[]"), "sources[0].exam_ids: expected a non-empty array"},
+        {PE_SRC(",\"exam_ids\":[1,{}]"), "sources[0].exam_ids[1]: expected a positive integer"},
+        {PE_SRC(",\"exam_ids\":[1,1]"), "duplicate source name \"pe-1\""},
+    };
+    for (size_t r = 0; r < sizeof(bad_rows) / sizeof(bad_rows[0]); r++) {
+        memset(errs, 0, sizeof(*errs));
+        ck_assert_ptr_null(conf_parse(bad_rows[r].json, strlen(bad_rows[r].json), "t.json", errs));
+        int found = 0;
+        for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++)
+            found |= strstr(errs->msg[i], bad_rows[r].want) != NULL;
+        ck_assert_msg(found, "row %zu: no \"%s\" (first: %s)", r, bad_rows[r].want,
+                      errs->count ? errs->msg[0] : "none");
+    }
+    /* A problem shared by every copy is reported once, not once per exam. */
+    const char *shared = "{\"sources\":[{\"name\":\"pe\",\"provider\":\"proctorexam\","
+                         "\"base_url\":\"https://x\",\"auth\":{\"api_token\":\"t\"},"
+                         "\"exam_ids\":[1,2,3,4,5]}],\"sinks\":" SINKS_OK "}";
+    memset(errs, 0, sizeof(*errs));
+    ck_assert_ptr_null(conf_parse(shared, strlen(shared), "t.json", errs));
+    ck_assert_uint_eq(errs->count, 1);
+    free(errs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -216,6 +261,7 @@ int main(void)
                         (int)(sizeof(bad) / sizeof(bad[0])));
     tcase_add_test(tc, every_problem_is_listed);
     tcase_add_test(tc, good_config_with_defaults);
+    tcase_add_test(tc, exam_ids_expand_into_one_source_each);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,607 @@
+/*
+ * smarterproctoring: the SmarterProctoring adapter (seed 004).
+ *
+ * One list per source, GET
+ * /v1/installs/{install_sid}/enrollments/{enrollment_sid}/exams/{exam_sid}/sessions,
+ * paged by offset and limit. The first request is built here (offset=0);
+ * every later one is the page's "next" link as the provider wrote it, until
+ * next is null, absent or "". Following a provider's link is what the seed
+ * asks for, and it is also where the token could leak: the link is resolved
+ * against base_url (absolute, "/path", "?query" or a relative path) and
+ * refused unless its scheme, host and port are base_url's, because the
+ * token header goes to whatever URL we request.
+ *
+ * includeActive=true is always sent: without it the seed's default (false)
+ * leaves active sessions out, and they would look vanished. A next link
+ * that dropped the parameter gets it appended; one that sets it to anything
+ * but true fails the poll.
+ */
+#include "config.h"
+#include "provider.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* The seed gives no maximum for limit (only x >= 0); 1000 records of the
+ * seed's shape stay far below HTTP_DEFAULT_MAX_BODY. */
+#define SP_MAX_LIMIT 1000
+#define SP_DEFAULT_LIMIT 100
+/* "token: <value>" must fit one request header line. */
+#define SP_TOKEN_MAX (HTTP_HEADER_MAX - 16)
+/* The seed's SIDs: a two-letter prefix and 32 lowercase hex digits. */
+#define SP_SID_HEX 32
+#define SP_HOST_MAX 256
+
+static const char *const sp_keys[] = {"install_sid", "enrollment_sid", "exam_sid", NULL};
+static const char *const auth_keys[] = {"token", NULL};
+static const char *const filter_keys[] = {"status", "sortKeys", "sortOrder", NULL};
+/* The seed's enums, verbatim. */
+static const char *const status_enum[] = {
+    "Needs Proctor", "Pending Approval", "Approval Denied", "Scheduled",
+    "Incident",      "Closed",           "Processing",      NULL};
+static const char *const sort_key_enum[] = {"createdDate", NULL};
+static const char *const sort_order_enum[] = {"ASC", "DESC", NULL};
+
+static const struct {
+    const char *key;
+    const char *prefix;
+} sids[] = {{"install_sid", "AI"}, {"enrollment_sid", "EN"}, {"exam_sid", "EX"}};
+#define NSIDS (sizeof(sids) / sizeof(sids[0]))
+
+/* CONTRACT §5. "Active" and "In Progress" are not in the seed's status
+ * enum: they are what includeActive adds. */
+static const provider_status_t sp_statuses[] = {
+    {"Needs Proctor", DIFF_STATE_PENDING},     {"Pending Approval", DIFF_STATE_PENDING},
+    {"Scheduled", DIFF_STATE_PENDING},         {"Active", DIFF_STATE_ACTIVE},
+    {"In Progress", DIFF_STATE_ACTIVE},        {"Incident", DIFF_STATE_ACTIVE},
+    {"Processing", DIFF_STATE_COMPLETED},      {"Closed", DIFF_STATE_COMPLETED},
+    {"Approval Denied", DIFF_STATE_CANCELLED}, {NULL, DIFF_STATE_NONE},
+};
+
+typedef struct sp_conf {
+    char sid[NSIDS][2 + SP_SID_HEX + 1];
+    char *token;
+    const char *statuses[8]; /* point into status_enum */
+    size_t nstatuses;
+    int sort_created;       /* sortKeys=createdDate */
+    const char *sort_order; /* NULL: the provider's default; else points into sort_order_enum */
+} sp_conf_t;
+
+/* ---- configuration ---- */
+
+static int valid_sid(const char *s, const char *prefix)
+{
+    if (strncmp(s, prefix, 2) != 0 || strlen(s) != 2 + SP_SID_HEX)
+        return 0;
+    for (size_t i = 2; i < 2 + SP_SID_HEX; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
+/* Index of s in a NULL-terminated table, or -1. */
+static int enum_index(const char *const *table, const char *s)
+{
+    for (int i = 0; table[i]; i++) {
+        if (strcmp(table[i], s) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static void join_enum(const char *const *table, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; table[i] && len < n; i++) {
+        int w = snprintf(out + len, n - len, "%s%s", i ? ", " : "", table[i]);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+}
+
+static void sp_free_config(void *p)
+{
+    sp_conf_t *c = p;
+    if (c == NULL)
+        return;
+    free(c->token);
+    free(c);
+}
+
+/*
+ * Validates filters.<key> as an array of 1..max values of table; each valid
+ * value is passed to add(). Duplicates are refused: they would only repeat
+ * a query parameter.
+ */
+static void configure_enum_array(const cJSON *filters, const char *fpath, const char *key,
+                                 const char *const *table, size_t max, const char **out,
+                                 size_t *nout, sink_errors_t *errs)
+{
+    char sub[SINK_PATH_MAX], epath[SINK_PATH_MAX], names[256];
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(filters, key);
+    if (arr == NULL)
+        return;
+    sink_conf_path(sub, sizeof(sub), fpath, key);
+    join_enum(table, names, sizeof(names));
+    int n = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
+    if (n < 1 || (size_t)n > max) {
+        sink_errors_add(errs, sub, "expected an array of 1 to %zu of: %s", max, names);
+        return;
+    }
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+        sink_conf_path_index(epath, sizeof(epath), sub, i);
+        int k = cJSON_IsString(e) ? enum_index(table, e->valuestring) : -1;
+        if (k < 0) {
+            sink_errors_add(errs, epath, "expected one of: %s", names);
+            continue;
+        }
+        for (size_t j = 0; j < *nout; j++) {
+            if (out[j] == table[k]) {
+                sink_errors_add(errs, epath, "\"%s\" is listed twice", table[k]);
+                k = -1;
+                break;
+            }
+        }
+        if (k >= 0)
+            out[(*nout)++] = table[k];
+    }
+}
+
+static void configure_filters(sp_conf_t *c, const cJSON *filters, const char *path,
+                              sink_errors_t *errs)
+{
+    char fpath[SINK_PATH_MAX], sub[SINK_PATH_MAX];
+    sink_conf_path(fpath, sizeof(fpath), path, "filters");
+    if (!cJSON_IsObject(filters)) {
+        sink_errors_add(errs, fpath, "expected an object of status, sortKeys, sortOrder");
+        return;
+    }
+    sink_conf_check_keys(filters, fpath, filter_keys, errs);
+    configure_enum_array(filters, fpath, "status", status_enum,
+                         sizeof(c->statuses) / sizeof(c->statuses[0]) - 1, c->statuses,
+                         &c->nstatuses, errs);
+    const char *keys[2];
+    size_t nkeys = 0;
+    configure_enum_array(filters, fpath, "sortKeys", sort_key_enum, 1, keys, &nkeys, errs);
+    c->sort_created = nkeys > 0;
+
+    const cJSON *order = cJSON_GetObjectItemCaseSensitive(filters, "sortOrder");
+    if (order) {
+        int k = cJSON_IsString(order) ? enum_index(sort_order_enum, order->valuestring) : -1;
+        if (k < 0)
+            sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), fpath, "sortOrder"),
+                            "expected \"ASC\" or \"DESC\"");
+        else
+            c->sort_order = sort_order_enum[k];
+    }
+}
+
+/* A header value must not be able to start another header. */
+static int header_safe(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static void *sp_configure(const cJSON *src, const char *path, sink_errors_t *errs)
+{
+    sp_conf_t *c = calloc(1, sizeof(*c));
+    char sub[SINK_PATH_MAX];
+    const char *v = NULL;
+    size_t before = errs->count;
+
+    if (c == NULL) {
+        sink_errors_add(errs, path, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < NSIDS; i++) {
+        v = NULL;
+        if (sink_conf_string(src, path, sids[i].key, true, NULL, &v, errs) != 0 || v == NULL)
+            continue;
+        if (!valid_sid(v, sids[i].prefix)) {
+            sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), path, sids[i].key),
+                            "expected a string matching ^%s[a-f0-9]{32}$", sids[i].prefix);
+            continue;
+        }
+        memcpy(c->sid[i], v, sizeof(c->sid[i]));
+    }
+
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(src, "auth");
+    sink_conf_path(sub, sizeof(sub), path, "auth");
+    if (!cJSON_IsObject(auth)) {
+        sink_errors_add(errs, sub, "required, expected an object with token");
+    } else {
+        char tpath[SINK_PATH_MAX];
+        sink_conf_check_keys(auth, sub, auth_keys, errs);
+        v = NULL;
+        if (sink_conf_string(auth, sub, "token", true, NULL, &v, errs) == 0 && v) {
+            /* The message never shows the value: it is the credential. */
+            if (v[0] == '\0' || strlen(v) > SP_TOKEN_MAX || !header_safe(v))
+                sink_errors_add(errs, sink_conf_path(tpath, sizeof(tpath), sub, "token"),
+                                "expected a non-empty string of at most %d bytes without "
+                                "control characters",
+                                SP_TOKEN_MAX);
+            else
+                c->token = strdup(v);
+        }
+    }
+
+    const cJSON *filters = cJSON_GetObjectItemCaseSensitive(src, "filters");
+    if (filters)
+        configure_filters(c, filters, path, errs);
+    if (errs->count != before || c->token == NULL) {
+        if (errs->count == before)
+            sink_errors_add(errs, path, "out of memory");
+        sp_free_config(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- URLs ---- */
+
+/* scheme://host[:port] of an http(s) URL, lowercased, port made explicit. */
+typedef struct sp_origin {
+    char scheme[8];
+    char host[SP_HOST_MAX];
+    unsigned port;
+} sp_origin_t;
+
+typedef enum sp_url_rc {
+    SP_URL_OK = 0,
+    SP_URL_SCHEME,   /* not http or https */
+    SP_URL_USERINFO, /* user:password@ in the authority */
+    SP_URL_BAD,      /* no host, bad port */
+} sp_url_rc_t;
+
+/*
+ * Parses the origin of an absolute URL; *rest points at what follows the
+ * authority (path, query or end). The host is compared as text: no IDNA,
+ * no IP normalisation, so "127.1" and "127.0.0.1" are different origins,
+ * which errs on the side of refusing.
+ */
+static sp_url_rc_t parse_origin(const char *url, sp_origin_t *o, const char **rest)
+{
+    const char *p = strstr(url, "://");
+    memset(o, 0, sizeof(*o));
+    if (p == NULL || (size_t)(p - url) >= sizeof(o->scheme))
+        return SP_URL_SCHEME;
+    for (size_t i = 0; url + i < p; i++) {
+        /* "://" found later in the link (in its query, say) is no scheme. */
+        if (!isalpha((unsigned char)url[i]))
+            return SP_URL_SCHEME;
+        o->scheme[i] = (char)tolower((unsigned char)url[i]);
+    }
+    if (strcmp(o->scheme, "http") != 0 && strcmp(o->scheme, "https") != 0)
+        return SP_URL_SCHEME;
+    const char *a = p + 3;
+    size_t alen = strcspn(a, "/?#");
+    if (memchr(a, '@', alen))
+        return SP_URL_USERINFO;
+    const char *port = NULL;
+    size_t hlen;
+    if (a[0] == '[') {
+        const char *close = memchr(a, ']', alen);
+        if (close == NULL)
+            return SP_URL_BAD;
+        hlen = (size_t)(close - a) + 1;
+        if (hlen < alen) {
+            if (a[hlen] != ':')
+                return SP_URL_BAD;
+            port = a + hlen + 1;
+        }
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        hlen = colon ? (size_t)(colon - a) : alen;
+        port = colon ? colon + 1 : NULL;
+    }
+    if (hlen == 0 || hlen >= sizeof(o->host))
+        return SP_URL_BAD;
+    for (size_t i = 0; i < hlen; i++)
+        o->host[i] = (char)tolower((unsigned char)a[i]);
+    o->port = strcmp(o->scheme, "https") == 0 ? 443 : 80;
+    if (port && port < a + alen) {
+        unsigned n = 0;
+        for (const char *d = port; d < a + alen; d++) {
+            if (!isdigit((unsigned char)*d) || (n = n * 10 + (unsigned)(*d - '0')) > 65535)
+                return SP_URL_BAD;
+        }
+        if (n == 0)
+            return SP_URL_BAD;
+        o->port = n;
+    }
+    *rest = a + alen;
+    return SP_URL_OK;
+}
+
+/* RFC 3986 unreserved, reserved and '%': what a link may hold unencoded.
+ * Spaces, controls, quotes, '\\', '<>', '{}', '|', '^' and '`' are not. */
+static int url_char_ok(unsigned char ch)
+{
+    return isalnum(ch) || (ch && strchr("-._~:/?#[]@!$&'()*+,;=%", ch) != NULL);
+}
+
+static int has_scheme(const char *s)
+{
+    if (!isalpha((unsigned char)s[0]))
+        return 0;
+    size_t n =
+        1 + strspn(s + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+    return s[n] == ':';
+}
+
+/* ---- one poll ---- */
+
+typedef struct sp_poll {
+    const conf_source_t *src;
+    const sp_conf_t *conf;
+    int pages;
+    int done;
+    int have_next; /* url holds the next request */
+    sp_origin_t origin;
+    int origin_ok;
+    char label[256];
+    char url[PROVIDER_URL_MAX];     /* the next request */
+    char fetched[PROVIDER_URL_MAX]; /* the last request made */
+} sp_poll_t;
+
+static void *sp_poll_begin(const conf_source_t *src, int64_t now_s)
+{
+    sp_poll_t *p = calloc(1, sizeof(*p));
+    const char *rest;
+    (void)now_s;
+    if (p == NULL)
+        return NULL;
+    p->src = src;
+    p->conf = src->pconf;
+    p->origin_ok = parse_origin(src->base_url, &p->origin, &rest) == SP_URL_OK;
+    snprintf(p->label, sizeof(p->label), "/v1/installs/%s/enrollments/%s/exams/%s/sessions",
+             p->conf->sid[0], p->conf->sid[1], p->conf->sid[2]);
+    return p;
+}
+
+static void sp_poll_free(void *poll)
+{
+    free(poll);
+}
+
+static int first_url(sp_poll_t *p, char *url, size_t n)
+{
+    const sp_conf_t *c = p->conf;
+    char limit[16];
+    int w = snprintf(url, n, "%s%s", p->src->base_url, p->label);
+    if (w < 0 || (size_t)w >= n)
+        return -1;
+    snprintf(limit, sizeof(limit), "%d", p->src->page_size);
+    if (provider_url_add(url, n, "offset", "0") != 0 ||
+        provider_url_add(url, n, "limit", limit) != 0 ||
+        provider_url_add(url, n, "includeActive", "true") != 0)
+        return -1;
+    for (size_t i = 0; i < c->nstatuses; i++) {
+        if (provider_url_add(url, n, "status", c->statuses[i]) != 0)
+            return -1;
+    }
+    if (c->sort_created && provider_url_add(url, n, "sortKeys", "createdDate") != 0)
+        return -1;
+    if (c->sort_order && provider_url_add(url, n, "sortOrder", c->sort_order) != 0)
+        return -1;
+    return 0;
+}
+
+static int sp_next_request(void *poll, provider_request_t *req, char *err, size_t errlen)
+{
+    sp_poll_t *p = poll;
+
+    if (p->done)
+        return 0;
+    if (p->pages >= PROVIDER_MAX_PAGES) {
+        snprintf(err, errlen, "more than %d pages in one poll", PROVIDER_MAX_PAGES);
+        return -1;
+    }
+    memset(req, 0, sizeof(*req));
+    snprintf(req->label, sizeof(req->label), "%s", p->label);
+    if (p->have_next) {
+        memcpy(req->url, p->url, sizeof(req->url));
+    } else if (first_url(p, req->url, sizeof(req->url)) != 0) {
+        snprintf(err, errlen, "request URL longer than %d bytes", PROVIDER_URL_MAX);
+        return -1;
+    }
+    if (provider_add_header(req, "token", p->conf->token) != 0 ||
+        provider_add_header(req, "Accept", "application/json") != 0) {
+        snprintf(err, errlen, "request header too long");
+        return -1;
+    }
+    memcpy(p->fetched, req->url, sizeof(p->fetched));
+    p->have_next = 0;
+    p->pages++;
+    return 1;
+}
+
+/*
+ * Resolves the page's next link against the URL just fetched (RFC 3986,
+ * without dot-segment removal: it cannot change the origin) into out.
+ * Returns 0, or -1 with err; err never holds the link's query.
+ */
+static int resolve_next(const sp_poll_t *p, const char *next, char *out, size_t n, char *err,
+                        size_t errlen)
+{
+    char buf[PROVIDER_URL_MAX];
+    size_t len = strlen(next);
+    const char *rest;
+    int w;
+
+    if (len >= PROVIDER_URL_MAX) {
+        snprintf(err, errlen, "next URL longer than %d bytes", PROVIDER_URL_MAX - 1);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!url_char_ok((unsigned char)next[i])) {
+            snprintf(err, errlen, "next URL has a character not allowed in a URL at byte %zu", i);
+            return -1;
+        }
+    }
+    if (!p->origin_ok) {
+        snprintf(err, errlen, "base_url has no http(s) origin to resolve next URLs against");
+        return -1;
+    }
+    /* The fragment never reaches the server; dropping it keeps the loop
+     * check exact. */
+    len = strcspn(next, "#");
+
+    if (next[0] == '/' && next[1] == '/') {
+        /* A network-path reference: another host, the base's scheme. */
+        w = snprintf(buf, sizeof(buf), "%s:%.*s", p->origin.scheme, (int)len, next);
+    } else if (has_scheme(next)) {
+        w = snprintf(buf, sizeof(buf), "%.*s", (int)len, next);
+    } else if (next[0] == '/') {
+        /* Absolute path: the base's origin as base_url spells it. */
+        const char *a = strstr(p->src->base_url, "://") + 3;
+        size_t olen = (size_t)(a - p->src->base_url) + strcspn(a, "/?#");
+        w = snprintf(buf, sizeof(buf), "%.*s%.*s", (int)olen, p->src->base_url, (int)len, next);
+    } else if (next[0] == '?') {
+        /* Query only: the path just fetched. */
+        size_t plen = strcspn(p->fetched, "?#");
+        w = snprintf(buf, sizeof(buf), "%.*s%.*s", (int)plen, p->fetched, (int)len, next);
+    } else {
+        /* Relative path: merged with the directory just fetched. */
+        size_t plen = strcspn(p->fetched, "?#");
+        const char *a = strstr(p->fetched, "://") + 3;
+        while (plen > (size_t)(a - p->fetched) && p->fetched[plen - 1] != '/')
+            plen--;
+        w = snprintf(buf, sizeof(buf), "%.*s%s%.*s", (int)plen, p->fetched,
+                     p->fetched[plen - 1] == '/' ? "" : "/", (int)len, next);
+    }
+    if (w < 0 || (size_t)w >= sizeof(buf)) {
+        snprintf(err, errlen, "next URL longer than %d bytes once resolved", PROVIDER_URL_MAX - 1);
+        return -1;
+    }
+
+    sp_origin_t o;
+    switch (parse_origin(buf, &o, &rest)) {
+    case SP_URL_SCHEME:
+        snprintf(err, errlen,
+                 "next URL's scheme is not %s like base_url's; refusing to send the token there",
+                 p->origin.scheme);
+        return -1;
+    case SP_URL_USERINFO:
+        snprintf(err, errlen, "next URL carries user information; refusing to follow it");
+        return -1;
+    case SP_URL_BAD:
+        snprintf(err, errlen, "next URL has no valid host or port");
+        return -1;
+    case SP_URL_OK:
+        break;
+    }
+    const char *what = strcmp(o.scheme, p->origin.scheme) != 0 ? "scheme"
+                       : strcmp(o.host, p->origin.host) != 0   ? "host"
+                       : o.port != p->origin.port              ? "port"
+                                                               : NULL;
+    if (what) {
+        snprintf(err, errlen,
+                 "next URL's %s differs from base_url's (it points to %s://%s:%u); refusing to "
+                 "send the token to another origin",
+                 what, o.scheme, o.host, o.port);
+        return -1;
+    }
+
+    /* includeActive: kept true on every page, or active sessions of the
+     * later pages would look vanished. */
+    const char *q = strchr(rest, '?');
+    int seen = 0;
+    for (const char *s = q; s && *s;) {
+        s++;
+        size_t plen = strcspn(s, "&");
+        if (plen >= 14 && strncmp(s, "includeActive=", 14) == 0) {
+            if (plen != 18 || strncasecmp(s + 14, "true", 4) != 0) {
+                snprintf(err, errlen, "next URL sets includeActive to another value than true");
+                return -1;
+            }
+            seen = 1;
+        } else if (plen == 13 && strncmp(s, "includeActive", 13) == 0) {
+            snprintf(err, errlen, "next URL sets includeActive to another value than true");
+            return -1;
+        }
+        s += plen;
+    }
+    if (!seen && provider_url_add(buf, sizeof(buf), "includeActive", "true") != 0) {
+        snprintf(err, errlen, "next URL longer than %d bytes once resolved", PROVIDER_URL_MAX - 1);
+        return -1;
+    }
+    if (strcmp(buf, p->fetched) == 0) {
+        snprintf(err, errlen, "next URL repeats the URL just fetched (a paging loop)");
+        return -1;
+    }
+    memcpy(out, buf, n < sizeof(buf) ? n : sizeof(buf));
+    out[n - 1] = '\0';
+    return 0;
+}
+
+static int sp_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
+                          void *opaque, char *err, size_t errlen)
+{
+    sp_poll_t *p = poll;
+    int rc = -1;
+    cJSON *doc = provider_parse_json(resp, err, errlen);
+    if (doc == NULL)
+        return -1;
+
+    const cJSON *results = cJSON_GetObjectItemCaseSensitive(doc, "results");
+    if (!cJSON_IsArray(results)) {
+        snprintf(err, errlen, "page has no \"results\" array");
+        goto out;
+    }
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
+    if (next && !cJSON_IsNull(next) && !cJSON_IsString(next)) {
+        snprintf(err, errlen, "page's \"next\" is neither a string nor null");
+        goto out;
+    }
+    /* The link is checked before any record is handed over: a page we
+     * cannot continue from fails whole. */
+    int more = cJSON_IsString(next) && next->valuestring[0] != '\0';
+    if (more && resolve_next(p, next->valuestring, p->url, sizeof(p->url), err, errlen) != 0)
+        goto out;
+    size_t i = 0;
+    for (const cJSON *rec = results->child; rec; rec = rec->next, i++) {
+        const cJSON *sid = cJSON_GetObjectItemCaseSensitive(rec, "sid");
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(rec, "status");
+        if (!cJSON_IsString(sid) || sid->valuestring[0] == '\0' || !cJSON_IsString(status)) {
+            snprintf(err, errlen,
+                     "results[%zu] lacks a non-empty string \"sid\" or a string "
+                     "\"status\"",
+                     i);
+            goto out;
+        }
+        if (fn(opaque, sid->valuestring, status->valuestring, rec, err, errlen) != 0)
+            goto out;
+    }
+    p->have_next = more;
+    p->done = !more;
+    rc = 0;
+out:
+    cJSON_Delete(doc);
+    return rc;
+}
+
+const provider_ops_t provider_smarterproctoring = {
+    .name = "smarterproctoring",
+    .statuses = sp_statuses,
+    .keys = sp_keys,
+    .default_page_size = SP_DEFAULT_LIMIT,
+    .max_page_size = SP_MAX_LIMIT,
+    .configure = sp_configure,
+    .free_config = sp_free_config,
+    .poll_begin = sp_poll_begin,
+    .next_request = sp_next_request,
+    .handle_page = sp_handle_page,
+    .poll_free = sp_poll_free,
+};
