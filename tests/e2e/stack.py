@@ -79,9 +79,9 @@ class Stack:
     # ---- processes ----
 
     def _spawn(self, name, argv, **kw):
-        log = open(os.path.join(self.dir, f"{name}.log"), "ab")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, **kw)
+        with open(os.path.join(self.dir, f"{name}.log"), "ab") as log:
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, **kw)
         self.procs[name] = p
         return p
 
@@ -151,9 +151,11 @@ class Stack:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read() or b"null")
 
-    def tick(self, started=0, completed=0, vanished=0):
-        return self.sim("POST", f"/_sim/tick?started={started}&completed={completed}"
-                                f"&vanished={vanished}")
+    def tick(self, **counts):
+        """One upstream tick: started=, completed=, vanished=, and for the
+        dialects that show them pending=, activated=, cancelled=, purged=."""
+        query = "&".join(f"{k}={v}" for k, v in counts.items())
+        return self.sim("POST", f"/_sim/tick?{query}")
 
     def truth(self):
         with open(self.truth_path) as f:
