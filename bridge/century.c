@@ -371,16 +371,11 @@ static int century_handle_page(void *poll, const http_response_t *resp, provider
 {
     century_poll_t *p = poll;
     int rc = -1;
-    cJSON *doc = provider_parse_json(resp, err, errlen);
+    const cJSON *data;
+    cJSON *doc = provider_page_array(resp, "data", &data, err, errlen);
     if (doc == NULL)
         return -1;
-
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(doc, "data");
     const cJSON *pag = cJSON_GetObjectItemCaseSensitive(doc, "pagination");
-    if (!cJSON_IsArray(data)) {
-        snprintf(err, errlen, "page has no \"data\" array");
-        goto out;
-    }
     /* Without pagination we cannot know the list ended: failing is the only
      * answer that cannot produce a false cancellation. */
     const cJSON *next =

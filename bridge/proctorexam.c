@@ -494,42 +494,21 @@ static long header_number(const http_response_t *resp, const char *name)
     return strtol(v, NULL, 10);
 }
 
-/* A record's id: a whole JSON number as decimal text, or a short string. */
-static int record_id(const cJSON *id, char *out, size_t n)
-{
-    if (cJSON_IsNumber(id)) {
-        double d = id->valuedouble;
-        if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || (double)(long long)d != d)
-            return -1;
-        snprintf(out, n, "%lld", (long long)d);
-        return 0;
-    }
-    if (cJSON_IsString(id) && id->valuestring[0] != '\0' && strlen(id->valuestring) <= PE_ID_MAX) {
-        snprintf(out, n, "%s", id->valuestring);
-        return 0;
-    }
-    return -1;
-}
-
 static int pe_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
                           void *opaque, char *err, size_t errlen)
 {
     pe_poll_t *p = poll;
     int rc = -1;
     size_t i = 0;
-    cJSON *doc = provider_parse_json(resp, err, errlen);
+    const cJSON *students;
+    cJSON *doc = provider_page_array(resp, "students", &students, err, errlen);
     if (doc == NULL)
         return -1;
 
-    const cJSON *students = cJSON_GetObjectItemCaseSensitive(doc, "students");
-    if (!cJSON_IsArray(students)) {
-        snprintf(err, errlen, "page has no \"students\" array");
-        goto out;
-    }
     for (const cJSON *rec = students->child; rec; rec = rec->next, i++) {
         char id[PE_ID_MAX + 1];
         const cJSON *status = cJSON_GetObjectItemCaseSensitive(rec, "status");
-        if (record_id(cJSON_GetObjectItemCaseSensitive(rec, "id"), id, sizeof(id)) != 0 ||
+        if (provider_id_text(cJSON_GetObjectItemCaseSensitive(rec, "id"), id, sizeof(id)) != 0 ||
             !cJSON_IsString(status) || status->valuestring[0] == '\0') {
             snprintf(err, errlen,
                      "students[%zu] lacks an \"id\" (integer or string) or a string \"status\"", i);

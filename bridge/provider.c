@@ -115,3 +115,41 @@ int provider_add_header(provider_request_t *req, const char *name, const char *v
     req->nheaders++;
     return 0;
 }
+
+cJSON *provider_page_array(const http_response_t *resp, const char *key, const cJSON **array,
+                           char *err, size_t errlen)
+{
+    cJSON *doc = provider_parse_json(resp, err, errlen);
+    if (doc == NULL)
+        return NULL;
+    *array = cJSON_GetObjectItemCaseSensitive(doc, key);
+    if (!cJSON_IsArray(*array)) {
+        snprintf(err, errlen, "page has no \"%s\" array", key);
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+int provider_exact_integer(double d, long long *out)
+{
+    /* The range test also refuses NaN and the infinities. */
+    if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || (double)(long long)d != d)
+        return 0;
+    *out = (long long)d;
+    return 1;
+}
+
+int provider_id_text(const cJSON *v, char *out, size_t n)
+{
+    long long ll;
+    if (cJSON_IsNumber(v) && provider_exact_integer(v->valuedouble, &ll)) {
+        snprintf(out, n, "%lld", ll);
+        return 0;
+    }
+    if (cJSON_IsString(v) && v->valuestring[0] != '\0' && strlen(v->valuestring) < n) {
+        snprintf(out, n, "%s", v->valuestring);
+        return 0;
+    }
+    return -1;
+}

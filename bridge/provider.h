@@ -117,6 +117,21 @@ diff_status_map_t *provider_status_map(const provider_ops_t *p, const cJSON *ove
 int provider_url_add(char *url, size_t urlsize, const char *name, const char *value);
 /* Parses a JSON body with a depth bound; NULL with err. */
 cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen);
+/*
+ * Parses a page and finds its array member key ("data", "students" ...).
+ * Returns the document, owned by the caller (cJSON_Delete), with *array
+ * pointing into it; or NULL with err ("page has no \"key\" array").
+ */
+cJSON *provider_page_array(const http_response_t *resp, const char *key, const cJSON **array,
+                           char *err, size_t errlen);
+/* 1 with *out set when d is a whole number that a double holds exactly (|d| <= 2^53). */
+int provider_exact_integer(double d, long long *out);
+/*
+ * A session id as the provider sent it: a non-empty string shorter than n,
+ * or a whole number (exact in a double) as decimal text. 0, or -1 for
+ * anything else.
+ */
+int provider_id_text(const cJSON *v, char *out, size_t n);
 /* Sets req->headers[req->nheaders++] = "name: value"; -1 if it does not fit. */
 int provider_add_header(provider_request_t *req, const char *name, const char *value);
 

@@ -88,18 +88,6 @@ static int is_printable(const char *s)
     return 1;
 }
 
-/*
- * 1 when d is an integer with one decimal text: |d| <= 2^53, where doubles
- * are exact (the range test also refuses NaN and infinities).
- */
-static int exact_integer(double d, long long *out)
-{
-    if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || (double)(long long)d != d)
-        return 0;
-    *out = (long long)d;
-    return 1;
-}
-
 static void quiz_free_config(void *p)
 {
     quiz_conf_t *c = p;
@@ -146,7 +134,7 @@ static int filter_text(const cJSON *v, char *buf, size_t n)
     if (cJSON_IsNumber(v)) {
         long long ll;
         double d = v->valuedouble;
-        if (exact_integer(d, &ll))
+        if (provider_exact_integer(d, &ll))
             snprintf(buf, n, "%lld", ll);
         else if (d == d && d - d == 0) { /* finite: the shortest text that reads back */
             snprintf(buf, n, "%.15g", d);
@@ -353,21 +341,7 @@ static int resource_id(const cJSON *rec, const cJSON *attrs, char *buf, size_t n
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(rec, "id");
     if ((id == NULL || cJSON_IsNull(id)) && cJSON_IsObject(attrs))
         id = cJSON_GetObjectItemCaseSensitive(attrs, "id");
-    if (cJSON_IsString(id)) {
-        size_t len = strlen(id->valuestring);
-        if (len == 0 || len > QUIZ_ID_MAX || len >= n)
-            return -1;
-        memcpy(buf, id->valuestring, len + 1);
-        return 0;
-    }
-    if (cJSON_IsNumber(id)) {
-        long long ll;
-        if (!exact_integer(id->valuedouble, &ll))
-            return -1;
-        snprintf(buf, n, "%lld", ll);
-        return 0;
-    }
-    return -1;
+    return provider_id_text(id, buf, n);
 }
 
 static int quiz_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
@@ -375,15 +349,11 @@ static int quiz_handle_page(void *poll, const http_response_t *resp, provider_re
 {
     quiz_poll_t *p = poll;
     int rc = -1;
-    cJSON *doc = provider_parse_json(resp, err, errlen);
+    const cJSON *data;
+    cJSON *doc = provider_page_array(resp, "data", &data, err, errlen);
     if (doc == NULL)
         return -1;
 
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(doc, "data");
-    if (!cJSON_IsArray(data)) {
-        snprintf(err, errlen, "page has no \"data\" array");
-        goto out;
-    }
     size_t i = 0;
     for (const cJSON *rec = data->child; rec; rec = rec->next, i++) {
         char id[QUIZ_ID_MAX + 1];

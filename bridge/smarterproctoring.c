@@ -551,15 +551,11 @@ static int sp_handle_page(void *poll, const http_response_t *resp, provider_reco
 {
     sp_poll_t *p = poll;
     int rc = -1;
-    cJSON *doc = provider_parse_json(resp, err, errlen);
+    const cJSON *results;
+    cJSON *doc = provider_page_array(resp, "results", &results, err, errlen);
     if (doc == NULL)
         return -1;
 
-    const cJSON *results = cJSON_GetObjectItemCaseSensitive(doc, "results");
-    if (!cJSON_IsArray(results)) {
-        snprintf(err, errlen, "page has no \"results\" array");
-        goto out;
-    }
     const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
     if (next && !cJSON_IsNull(next) && !cJSON_IsString(next)) {
         snprintf(err, errlen, "page's \"next\" is neither a string nor null");
