@@ -1,6 +1,6 @@
 /*
- * http: libcurl easy handle per client, reused across requests so that the
- * connection to a provider is kept alive between pages and cycles.
+ * http: a libcurl easy handle per client, its transfers run by a multi
+ * handle (http_start, http_multi_run).
  */
 #include "http.h"
 
@@ -238,14 +238,6 @@ static int request_end(http_client_t *c, CURLcode cc, char *err, size_t errlen)
         resp->len = 0;
     }
     return rc;
-}
-
-int http_get(http_client_t *c, const char *url, const char *const *headers, size_t nheaders,
-             http_response_t *resp, char *err, size_t errlen)
-{
-    if (request_begin(c, url, headers, nheaders, resp, err, errlen) != 0)
-        return -1;
-    return request_end(c, curl_easy_perform(c->curl), err, errlen);
 }
 
 /* ---- many transfers at once ---- */

@@ -1,10 +1,12 @@
 /*
- * http: the pollers' HTTP client (libcurl easy handle per source, so that
- * connections are kept alive between pages and cycles).
+ * http: the pollers' HTTP client. One client (a libcurl easy handle) per
+ * source, every transfer driven by one multi handle, whose connection cache
+ * keeps provider connections alive between pages and cycles.
  *
  * Every response is bounded: the body by max_body, the headers by count and
- * size. Retries live here too, so that every provider gets the same polite
- * behaviour: bounded attempts, exponential backoff with jitter, Retry-After.
+ * size. The retry policy lives here too (http_retry_decide), so that every
+ * provider gets the same polite behaviour: bounded attempts, exponential
+ * backoff with jitter, Retry-After; the engine runs its delays as timers.
  */
 #ifndef SB_HTTP_H
 #define SB_HTTP_H
@@ -52,15 +54,6 @@ void http_response_reset(http_response_t *r);
 /* Case-insensitive header lookup; NULL when absent. */
 const char *http_response_header(const http_response_t *r, const char *name);
 
-/*
- * One GET. headers are "Name: value" lines (they may carry credentials: they
- * are never logged). On 0, resp holds the answer, whatever its status. On -1
- * (transport failure, timeout, body over max_body) err says why, without the
- * URL's query string.
- */
-int http_get(http_client_t *c, const char *url, const char *const *headers, size_t nheaders,
-             http_response_t *resp, char *err, size_t errlen);
-
 typedef struct http_retry_policy {
     int max_attempts;         /* >= 1 */
     double base_delay_s;      /* first backoff */
@@ -90,7 +83,7 @@ typedef enum http_retry {
 
 /*
  * What to do after attempt number attempt (1-based) of a request whose
- * transfer returned rc (http_get()'s result, with its message in err) and
+ * transfer ended with rc (as passed to http_done_fn, its message in err) and
  * response resp. The one retry policy of every poller, blocking or not.
  */
 http_retry_t http_retry_decide(const http_retry_policy_t *p, int attempt, int rc,
@@ -104,8 +97,10 @@ double http_uniform01(void);
 
 /*
  * Called from http_multi_run() on its thread when the transfer started with
- * http_start() ended: rc and err as http_get() would give them; the response
- * is in the resp passed to http_start().
+ * http_start() ended. rc is 0 when a response arrived (whatever its status;
+ * it is in the resp passed to http_start()), or -1 with err for a transport
+ * failure, a timeout or a body over max_body; err never holds the URL's
+ * query. Request headers may carry credentials: they are never logged.
  */
 typedef void (*http_done_fn)(void *opaque, int rc, const char *err);
 
