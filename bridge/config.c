@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,7 +239,10 @@ static const char *provider_name_at(size_t i)
 
 static const char *sink_type_name_at(size_t i)
 {
-    return sink_builtin_types[i] ? sink_builtin_types[i]->name : NULL;
+    size_t n = 0;
+    while (sink_builtin_types[n])
+        n++;
+    return i < n ? sink_builtin_types[i]->name : i == n ? "module" : NULL;
 }
 
 /* ---- sources ---- */
@@ -353,6 +357,51 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
 
 /* ---- sinks ---- */
 
+/*
+ * Loads the shared object of a "module" sink and returns the sink type it
+ * exports, or NULL with the reason in errs. The handle stays open in sk
+ * until conf_free(): the type's functions live in it.
+ */
+static const sink_type_t *load_module(conf_sink_t *sk, const cJSON *obj, const char *path,
+                                      sink_errors_t *errs)
+{
+    const char *file = NULL;
+    char sub[CONF_PATH_MAX];
+    const sink_module_t *m;
+    const sink_type_t *t;
+
+    sink_conf_path(sub, sizeof(sub), path, "path");
+    if (sink_conf_string(obj, path, "path", true, NULL, &file, errs) != 0 || file == NULL)
+        return NULL;
+    sk->module = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+    if (sk->module == NULL) {
+        const char *why = dlerror();
+        sink_errors_add(errs, sub, "cannot load the sink module: %s", why ? why : "dlopen failed");
+        return NULL;
+    }
+    m = dlsym(sk->module, SINK_MODULE_SYMBOL);
+    if (m == NULL) {
+        sink_errors_add(errs, sub, "%s does not export %s; is it a session-bridge sink module?",
+                        file, SINK_MODULE_SYMBOL);
+        return NULL;
+    }
+    if (m->abi_version != SINK_ABI_VERSION) {
+        sink_errors_add(errs, sub,
+                        "%s was built for sink ABI %u, this session-bridge speaks %u; rebuild "
+                        "it against this version's sink.h",
+                        file, (unsigned)m->abi_version, (unsigned)SINK_ABI_VERSION);
+        return NULL;
+    }
+    t = m->type;
+    if (t == NULL || t->name == NULL || !t->validate || !t->create || !t->submit || !t->poll ||
+        !t->pending || !t->ready || !t->flush || !t->destroy) {
+        sink_errors_add(errs, sub,
+                        "%s exports an incomplete sink type (every function is required)", file);
+        return NULL;
+    }
+    return t;
+}
+
 static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const char *path,
                        sink_errors_t *errs)
 {
@@ -365,8 +414,9 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
     }
     sk->name = dup_name(obj, path, errs);
     if (sink_conf_string(obj, path, "type", true, NULL, &type, errs) == 0 && type) {
-        sk->type = sink_type_find(type);
-        if (sk->type == NULL) {
+        sk->type =
+            strcmp(type, "module") == 0 ? load_module(sk, obj, path, errs) : sink_type_find(type);
+        if (sk->type == NULL && strcmp(type, "module") != 0) {
             char known[256];
             sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), path, "type"),
                             "unknown sink type \"%s\", expected one of: %s", type,
@@ -736,6 +786,8 @@ void conf_free(conf_t *conf)
         free(k->sources);
         cJSON_Delete(k->json);
         free(k->name);
+        if (k->module)
+            dlclose(k->module);
     }
     free(conf->sources);
     free(conf->sinks);

@@ -182,7 +182,9 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         const conf_sink_t *cs = &conf->sinks[i];
         char kerr[256];
         e->sinks[i].conf = cs;
-        e->sinks[i].ctx = cs->type->create(cs->json, cs->name, kerr, sizeof(kerr));
+        sink_host_t host = {
+            .name = cs->name, .redis_url = conf->redis_url, .redis_prefix = conf->redis_prefix};
+        e->sinks[i].ctx = cs->type->create(cs->json, &host, kerr, sizeof(kerr));
         if (e->sinks[i].ctx == NULL) {
             snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
             goto err;

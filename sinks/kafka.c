@@ -444,6 +444,17 @@ static int kafka_validate(const cJSON *conf, const char *path, sink_errors_t *er
 
 /* ---- callbacks (main loop thread, from rd_kafka_poll() / rd_kafka_flush()) ---- */
 
+/*
+ * Errors that no retry can cure for this message (it is too large or the
+ * broker refuses its content): the event goes to the dead letters instead
+ * of blocking its source forever.
+ */
+static bool permanent(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || err == RD_KAFKA_RESP_ERR_INVALID_MSG ||
+           err == RD_KAFKA_RESP_ERR_INVALID_RECORD || err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE;
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     kafka_sink_t *ctx = opaque;
@@ -461,6 +472,12 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
     }
     if (rd_kafka_fatal_error(rk, fatal, sizeof(fatal))) {
         sink_ticket_done(ticket, SINK_ERR_FATAL, fatal);
+        return;
+    }
+    if (permanent(msg->err)) {
+        sink_log(SINK_LOG_ERROR, ctx->name, "event rejected by %s for good: %s",
+                 rd_kafka_topic_name(msg->rkt), rd_kafka_err2str(msg->err));
+        sink_ticket_done(ticket, SINK_ERR_PERMANENT, rd_kafka_err2str(msg->err));
         return;
     }
     if (msg->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
@@ -538,22 +555,7 @@ static void kafka_destroy(void *vctx)
     free(ctx);
 }
 
-/* Joins the collected messages into err for create(). */
-static void errors_join(const sink_errors_t *errs, char *err, size_t errlen)
-{
-    size_t n = errs->count < SINK_ERRORS_MAX ? errs->count : SINK_ERRORS_MAX;
-    size_t o = 0;
-
-    if (errlen == 0)
-        return;
-    err[0] = '\0';
-    for (size_t i = 0; i < n && o < errlen - 1; i++) {
-        int w = snprintf(err + o, errlen - o, "%s%s", i ? "; " : "", errs->msg[i]);
-        o += w > 0 ? (size_t)w : 0;
-    }
-}
-
-static void *kafka_create(const cJSON *conf, const char *name, char *err, size_t errlen)
+static void *kafka_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
 {
     kafka_sink_t *ctx = NULL;
     rd_kafka_conf_t *kconf = NULL;
@@ -566,10 +568,10 @@ static void *kafka_create(const cJSON *conf, const char *name, char *err, size_t
         goto fail;
     }
     if (parse(conf, "", errs, &opts, &kconf) != 0) {
-        errors_join(errs, err, errlen);
+        sink_errors_join(errs, err, errlen);
         goto fail;
     }
-    ctx->name = strdup(name ? name : "kafka");
+    ctx->name = strdup(host && host->name ? host->name : "kafka");
     for (int k = 0; k < KIND_COUNT; k++)
         ctx->topics[k] = strdup(opts.topics[k]);
     if (!ctx->name || !ctx->topics[0] || !ctx->topics[1] || !ctx->topics[2]) {
@@ -603,38 +605,6 @@ fail:
     kafka_destroy(ctx);
     free(errs);
     return NULL;
-}
-
-/* Expands {source} and {type} into buf; -1 when the name does not fit. */
-static int expand_topic(const char *tmpl, const sink_event_t *ev, char *buf, size_t size)
-{
-    size_t o = 0;
-
-    for (const char *p = tmpl; *p;) {
-        const char *sub = NULL;
-        size_t len;
-
-        if (strncmp(p, "{source}", 8) == 0) {
-            sub = ev->source;
-            p += 8;
-        } else if (strncmp(p, "{type}", 6) == 0) {
-            sub = ev->kind;
-            p += 6;
-        }
-        if (!sub) {
-            if (o + 1 >= size)
-                return -1;
-            buf[o++] = *p++;
-            continue;
-        }
-        len = strlen(sub);
-        if (o + len >= size)
-            return -1;
-        memcpy(buf + o, sub, len);
-        o += len;
-    }
-    buf[o] = '\0';
-    return 0;
 }
 
 /*
@@ -687,7 +657,7 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
 
     if (rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)))
         return SINK_ERR_FATAL;
-    if (k < 0 || expand_topic(ctx->topics[k], ev, topic, sizeof(topic)) != 0 ||
+    if (k < 0 || sink_expand_name(topic, sizeof(topic), ctx->topics[k], ev->source, ev->kind) < 0 ||
         (size_t)snprintf(ce_source, sizeof(ce_source), KAFKA_CE_SOURCE_PREFIX "%s", ev->source) >=
             sizeof(ce_source)) {
         sink_log(SINK_LOG_ERROR, ctx->name, "event %s: bad kind or source name too long", ev->id);
@@ -724,7 +694,7 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
         return SINK_ERR_FATAL;
     sink_log(SINK_LOG_WARN, ctx->name, "cannot produce event %s to %s: %s", ev->id, topic,
              rd_kafka_err2str(err));
-    return SINK_ERR_RETRY;
+    return permanent(err) ? SINK_ERR_PERMANENT : SINK_ERR_RETRY;
 }
 
 /*

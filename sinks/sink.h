@@ -9,8 +9,17 @@
  * The core commits a source's snapshot only when all tickets of its cycle
  * resolved with 0.
  *
+ * Sinks flagged SINK_F_OUTBOX (webhooks) are not called during the cycle:
+ * their events are written to a durable outbox in Redis in the same
+ * transaction as the snapshot delta, and the core's outbox worker later
+ * submits them one attempt at a time, retrying on the sink's
+ * retry_schedule_s and moving what exhausts it to the dead-letter store.
+ *
  * The configuration helpers below (sink_conf_*) are part of this API because
  * every sink validates its own keys with them, and so does the core.
+ *
+ * This header is installed: external sink modules are written against it
+ * (see sink_module_t at the end).
  */
 #ifndef SB_SINK_H
 #define SB_SINK_H
@@ -25,10 +34,19 @@ typedef struct sink_errors sink_errors_t;
 
 /* ---- results ---- */
 
+/*
+ * The ABI of this header. A module records the version it was built
+ * against in sink_module_t; the bridge refuses any other. Bump it on every
+ * change to a struct or a signature below.
+ */
+#define SINK_ABI_VERSION 1
+
 typedef enum sink_result {
     SINK_OK = 0,
-    SINK_ERR_RETRY,  /* not delivered; the next cycle delivers it again */
-    SINK_ERR_FATAL,  /* the sink cannot go on (e.g. Kafka fatal error) */
+    SINK_ERR_RETRY,     /* not delivered; delivered again later (next cycle or retry) */
+    SINK_ERR_FATAL,     /* the sink cannot go on (e.g. Kafka fatal error) */
+    SINK_ERR_PERMANENT, /* this event can never be delivered here: it goes to the dead letters */
+    SINK_ERR_GONE,      /* the endpoint asked to be disabled (HTTP 410); outbox sinks only */
 } sink_result_t;
 
 /* ---- the event as sinks see it ---- */
@@ -53,18 +71,34 @@ typedef struct sink_ticket sink_ticket_t;
 struct sink_ticket {
     void (*done)(sink_ticket_t *ticket, sink_result_t result, const char *errmsg);
     void *opaque;
+    /*
+     * The core sets it to -1. A sink resolving with SINK_ERR_RETRY may set
+     * it first to the delay the endpoint asked for (Retry-After, seconds):
+     * the next attempt is not made earlier.
+     */
+    double retry_after_s;
 };
 
-static inline void sink_ticket_done(sink_ticket_t *ticket, sink_result_t result,
-                                    const char *errmsg)
+static inline void sink_ticket_done(sink_ticket_t *ticket, sink_result_t result, const char *errmsg)
 {
     ticket->done(ticket, result, errmsg);
 }
 
 /* ---- the sink interface ---- */
 
+/* What the bridge tells a sink instance about its surroundings. */
+typedef struct sink_host {
+    const char *name;         /* the sink's configured name */
+    const char *redis_url;    /* the bridge's redis.url (for sinks that write to Redis) */
+    const char *redis_prefix; /* the bridge's redis.prefix */
+} sink_host_t;
+
+/* sink_type_t.flags */
+#define SINK_F_OUTBOX 0x1u /* delivered through the durable outbox (see above) */
+
 typedef struct sink_type {
     const char *name; /* the config "type" */
+    unsigned flags;   /* SINK_F_* */
     /*
      * Validates the sink's own keys (the common keys name, type, events,
      * sources are checked by the core and must be ignored here). conf is the
@@ -76,9 +110,10 @@ typedef struct sink_type {
     /*
      * Creates an instance; NULL with a reason in err. May start background
      * connections but must not block on them. The returned context belongs to
-     * the caller, who releases it with destroy().
+     * the caller, who releases it with destroy(). host and its strings are
+     * valid during the call only.
      */
-    void *(*create)(const cJSON *conf, const char *name, char *err, size_t errlen);
+    void *(*create)(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen);
     /*
      * Hands over one event. The sink copies what it needs from ev before
      * returning. Returns SINK_OK when the ticket is now the sink's
@@ -99,6 +134,12 @@ typedef struct sink_type {
     int (*flush)(void *ctx, int timeout_ms);
     /* Flushes within a bound and frees everything. Accepts NULL. */
     void (*destroy)(void *ctx);
+    /*
+     * Optional (NULL: unbounded). How many more events the sink would start
+     * delivering right now (e.g. max_in_flight minus the requests in
+     * flight). The outbox worker claims no more than this.
+     */
+    size_t (*room)(void *ctx);
 } sink_type_t;
 
 /* The built-in sink types, NULL-terminated. */
@@ -108,6 +149,9 @@ const sink_type_t *sink_type_find(const char *name);
 
 extern const sink_type_t sink_kafka_type;
 extern const sink_type_t sink_stdout_type;
+extern const sink_type_t sink_webhook_type;
+extern const sink_type_t sink_file_type;
+extern const sink_type_t sink_redis_stream_type;
 
 /* ---- configuration helpers ---- */
 
@@ -133,6 +177,9 @@ struct sink_errors {
 const char *sink_conf_path(char *buf, size_t size, const char *path, const char *key);
 const char *sink_conf_path_index(char *buf, size_t size, const char *path, size_t index);
 
+/* Joins the collected messages with "; " into err (for create()'s reason). */
+void sink_errors_join(const sink_errors_t *errs, char *err, size_t errlen);
+
 /* Appends "<path>: <printf message>" ("<message>" when path is NULL or empty). */
 void sink_errors_add(sink_errors_t *errs, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -152,11 +199,41 @@ int sink_conf_check_keys(const cJSON *obj, const char *path, const char *const *
  */
 int sink_conf_string(const cJSON *obj, const char *path, const char *key, bool required,
                      const char *def, const char **out, sink_errors_t *errs);
-int sink_conf_int(const cJSON *obj, const char *path, const char *key, bool required,
-                  long long def, long long min, long long max, long long *out,
-                  sink_errors_t *errs);
+int sink_conf_int(const cJSON *obj, const char *path, const char *key, bool required, long long def,
+                  long long min, long long max, long long *out, sink_errors_t *errs);
 int sink_conf_bool(const cJSON *obj, const char *path, const char *key, bool def, bool *out,
                    sink_errors_t *errs);
+
+/* Longest retry schedule accepted, and the longest single delay (seconds). */
+#define SINK_SCHEDULE_MAX 32
+#define SINK_SCHEDULE_DELAY_MAX (7.0 * 86400.0)
+/*
+ * The default retry_schedule_s of outbox sinks (Standard Webhooks): an
+ * attempt at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+ */
+#define SINK_DEFAULT_SCHEDULE                                                                      \
+    {                                                                                              \
+        0, 5, 300, 1800, 7200, 18000, 36000, 36000                                                 \
+    }
+#define SINK_DEFAULT_SCHEDULE_LEN 8
+
+/*
+ * A retry schedule: a non-empty list of at most SINK_SCHEDULE_MAX numbers of
+ * seconds (fractions allowed, each 0..SINK_SCHEDULE_DELAY_MAX). Entry i is
+ * the delay before attempt i+1, so its length is the number of attempts.
+ * When out is not NULL it receives a malloc'd copy (the default when key is
+ * absent) and n its length. Returns 0 or -1 with errs.
+ */
+int sink_conf_schedule(const cJSON *obj, const char *path, const char *key, double **out, size_t *n,
+                       sink_errors_t *errs);
+
+/*
+ * Expands "{source}" and "{type}" (the short kind: started, completed,
+ * cancelled) in a name template such as a topic or a stream name. Returns
+ * the length written, or -1 when the result does not fit size.
+ */
+int sink_expand_name(char *buf, size_t size, const char *tmpl, const char *source,
+                     const char *kind);
 
 /* ---- logging ---- */
 
@@ -180,5 +257,26 @@ void sink_set_logger(sink_log_fn fn, sink_log_level_t max_level, void *opaque);
 /* Formats and logs when level is enabled; arguments are not formatted otherwise. */
 void sink_log(sink_log_level_t level, const char *sink, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- external sink modules ---- */
+
+/*
+ * A sink module is a shared object named in the config as
+ * { "type": "module", "path": "/path/x.so", ...its own keys }. It exports one
+ * object of this type under the name SINK_MODULE_SYMBOL:
+ *
+ *     const sink_module_t session_bridge_sink_module = {
+ *         .abi_version = SINK_ABI_VERSION, .type = &my_sink_type };
+ *
+ * Its validate() must accept the common keys name, type, events, sources
+ * and path. It may call the sink_conf_* and sink_log helpers above: the
+ * bridge exports them.
+ */
+#define SINK_MODULE_SYMBOL "session_bridge_sink_module"
+
+typedef struct sink_module {
+    uint32_t abi_version; /* SINK_ABI_VERSION the module was built against */
+    const sink_type_t *type;
+} sink_module_t;
 
 #endif /* SB_SINK_H */

@@ -42,7 +42,7 @@ static void stdout_destroy(void *vctx)
     free(ctx);
 }
 
-static void *stdout_create(const cJSON *conf, const char *name, char *err, size_t errlen)
+static void *stdout_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
 {
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     stdout_sink_t *ctx = NULL;
@@ -56,7 +56,7 @@ static void *stdout_create(const cJSON *conf, const char *name, char *err, size_
         goto fail;
     }
     ctx = calloc(1, sizeof(*ctx));
-    if (!ctx || !(ctx->name = strdup(name ? name : "stdout"))) {
+    if (!ctx || !(ctx->name = strdup(host && host->name ? host->name : "stdout"))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

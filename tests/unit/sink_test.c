@@ -453,7 +453,7 @@ START_TEST(test_kafka_create_invalid)
     cJSON *j = parse_json("{\"brokres\":\"x\",\"properties\":{\"acks\":1}}");
     char err[512] = "";
 
-    ck_assert_ptr_null(sink_kafka_type.create(j, "bus", err, sizeof(err)));
+    ck_assert_ptr_null(sink_kafka_type.create(j, &(sink_host_t){.name = "bus"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, "brokres: unknown key") && strstr(err, "brokers: required") &&
                       strstr(err, "properties.acks: refused"),
                   "%s", err);
@@ -580,7 +580,7 @@ static void *kafka_sink_new(const mock_t *m, const char *extra)
     snprintf(json, sizeof(json), "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\"%s}",
              m->bootstraps, extra);
     conf = parse_json(json);
-    ctx = sink_kafka_type.create(conf, "bus", err, sizeof(err));
+    ctx = sink_kafka_type.create(conf, &(sink_host_t){.name = "bus"}, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "create: %s", err);
     cJSON_Delete(conf); /* the sink keeps no pointer into it */
     return ctx;
@@ -894,7 +894,7 @@ START_TEST(test_stdout_lines)
     int lines = 0;
 
     ck_assert_ptr_nonnull(tmp);
-    run.ctx = sink_stdout_type.create(conf, "console", err, sizeof(err));
+    run.ctx = sink_stdout_type.create(conf, &(sink_host_t){.name = "console"}, err, sizeof(err));
     ck_assert_msg(run.ctx != NULL, "%s", err);
     for (int i = 0; i < 3; i++) {
         event_init(&run.ev[i], "century", "s-1", i == 0 ? "started" : "completed", i);
@@ -937,7 +937,7 @@ START_TEST(test_stdout_write_error)
 
     ck_assert_int_ge(fd, 0);
     sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
-    run.ctx = sink_stdout_type.create(conf, "console", err, sizeof(err));
+    run.ctx = sink_stdout_type.create(conf, &(sink_host_t){.name = "console"}, err, sizeof(err));
     ck_assert_ptr_nonnull(run.ctx);
     event_init(&run.ev[0], "century", "s-1", "started", 0);
     ticket_init(&run.t[0]);
@@ -965,7 +965,7 @@ START_TEST(test_stdout_validate)
     ck_assert_uint_eq(errs.count, 2);
     ck_assert_str_eq(errs.msg[0], "sinks[0].path: unknown key");
     ck_assert_str_eq(errs.msg[1], "sinks[0].fsync: unknown key");
-    ck_assert_ptr_null(sink_stdout_type.create(bad, "c", err, sizeof(err)));
+    ck_assert_ptr_null(sink_stdout_type.create(bad, &(sink_host_t){.name = "c"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, "path: unknown key") != NULL, "%s", err);
     cJSON_Delete(ok);
     cJSON_Delete(bad);
