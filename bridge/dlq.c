@@ -146,8 +146,8 @@ static void replay_batch(replay_ctx_t *rp)
 
         p->ticket = (sink_ticket_t){.done = on_replayed, .opaque = rp, .retry_after_s = -1};
         if (record_parse(p->record, p->len, &r) != 0 ||
-            outbox_event_view(r.event, r.event_text, strlen(r.event_text), key, sizeof(key),
-                              &ev) != 0) {
+            outbox_event_view(r.event, r.event_text, strlen(r.event_text), key, sizeof(key), &ev) !=
+                0) {
             on_replayed(&p->ticket, SINK_ERR_PERMANENT, "not a dead-letter record of ours");
         } else {
             sink_result_t res = t->submit(rp->ctx, &ev, &p->ticket);
@@ -168,7 +168,7 @@ static void replay_batch(replay_ctx_t *rp)
             rp->gone |= p->resolved && p->result == SINK_ERR_GONE;
             LOG_WARN("dead letter not delivered; it stays in the store",
                      LF_S("sink", rp->sink->name), LF_S("event_id", p->id),
-                     LF_S("error", !p->resolved ? "no answer in time"
+                     LF_S("error", !p->resolved           ? "no answer in time"
                                    : p->result == SINK_OK ? err
                                                           : p->error));
         }
@@ -244,9 +244,8 @@ static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
 
 int dlq_run(const conf_t *conf, dlq_action_t action, const char *sink)
 {
-    store_options_t so = {.url = conf->redis_url,
-                          .prefix = conf->redis_prefix,
-                          .timeout_ms = DLQ_REDIS_TIMEOUT_MS};
+    store_options_t so = {
+        .url = conf->redis_url, .prefix = conf->redis_prefix, .timeout_ms = DLQ_REDIS_TIMEOUT_MS};
     char err[256];
     int rc = 0;
     store_t *st = store_new(&so, err, sizeof(err));

@@ -456,10 +456,8 @@ static void cycle_commit(source_rt_t *s)
         cycle_fail(s, "cannot commit", "out of memory");
         return;
     }
-    store_extra_t extra = {.outbox = l.outbox,
-                           .noutbox = l.noutbox,
-                           .dead = l.dead,
-                           .ndead = l.ndead};
+    store_extra_t extra = {
+        .outbox = l.outbox, .noutbox = l.noutbox, .dead = l.dead, .ndead = l.ndead};
     double t0 = now_mono();
     int rc = store_commit(e->store, s->conf->name, changes, st->changes, after, &extra, &s->cycle,
                           err, sizeof(err));

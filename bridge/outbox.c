@@ -166,8 +166,7 @@ int outbox_event_view(const cJSON *event, const char *json, size_t len, char *ke
     if (!cJSON_IsString(id) || !cJSON_IsString(type) || !cJSON_IsString(subject) ||
         !cJSON_IsString(source) || strncmp(type->valuestring, "session.", 8) != 0)
         return -1;
-    if ((size_t)snprintf(key, keylen, "%s/%s", source->valuestring, subject->valuestring) >=
-        keylen)
+    if ((size_t)snprintf(key, keylen, "%s/%s", source->valuestring, subject->valuestring) >= keylen)
         return -1;
     *ev = (sink_event_t){.id = id->valuestring,
                          .type = type->valuestring,
@@ -193,8 +192,8 @@ static void bury(outbox_t *ob, const store_claim_t *c, const char *error)
                   LF_S("sink", ob->sink), LF_S("event_id", c->id),
                   LF_S("error", rec ? err : "out of memory"));
     } else {
-        LOG_WARN("event moved to the dead letters", LF_S("sink", ob->sink),
-                 LF_S("event_id", c->id), LF_I("attempts", c->attempt), LF_S("error", error));
+        LOG_WARN("event moved to the dead letters", LF_S("sink", ob->sink), LF_S("event_id", c->id),
+                 LF_I("attempts", c->attempt), LF_S("error", error));
     }
     free(rec);
 }
@@ -262,8 +261,8 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
             bury(ob, c, why);
             break;
         }
-        LOG_INFO("delivery failed; retrying later", LF_S("sink", ob->sink),
-                 LF_S("event_id", c->id), LF_I("attempt", c->attempt), LF_D("retry_in_s", delay),
+        LOG_INFO("delivery failed; retrying later", LF_S("sink", ob->sink), LF_S("event_id", c->id),
+                 LF_I("attempt", c->attempt), LF_D("retry_in_s", delay),
                  LF_S("error", errmsg ? errmsg : "failed"));
         rc = store_outbox_retry(ob->store, ob->sink, c->id, now_unix_ms() + (int64_t)(delay * 1000),
                                 err, sizeof(err));
@@ -342,7 +341,7 @@ double outbox_turn(outbox_t *ob, bool stopping)
     if (stopping || now < ob->next_claim)
         return stopping ? OUTBOX_IDLE_CLAIM_S : ob->next_claim - now;
 
-    room = ob->disabled ? OUTBOX_CLAIM_BATCH
+    room = ob->disabled     ? OUTBOX_CLAIM_BATCH
            : ob->type->room ? ob->type->room(ob->ctx)
                             : OUTBOX_CLAIM_BATCH;
     if (room > OUTBOX_CLAIM_BATCH)

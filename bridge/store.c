@@ -1193,8 +1193,8 @@ int store_outbox_claim(store_t *st, const char *sink, size_t max, int64_t lease_
 {
     char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX];
     char now_s[STORE_U64_DIGITS + 1], max_s[16], until_s[STORE_U64_DIGITS + 1];
-    const char *argv[10] = {"EVAL", claim_script, "3", due, body, att, now_s, max_s, until_s,
-                            any ? "1" : "0"};
+    const char *argv[10] = {"EVAL", claim_script, "3",   due,     body,
+                            att,    now_s,        max_s, until_s, any ? "1" : "0"};
     size_t argvlen[10];
     uint64_t now = unix_ms();
     redisReply *r;
@@ -1292,8 +1292,8 @@ int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t du
     return 0;
 }
 
-int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record,
-                      char *err, size_t errlen)
+int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
+                      size_t errlen)
 {
     char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX], dlq[STORE_KEY_MAX];
 
@@ -1342,8 +1342,7 @@ int store_outbox_depth(store_t *st, const char *sink, size_t *n, char *err, size
     return run_count(st, "ZCARD", due, n, err, errlen);
 }
 
-int store_outbox_put(store_t *st, const store_letter_t *letters, size_t n, char *err,
-                     size_t errlen)
+int store_outbox_put(store_t *st, const store_letter_t *letters, size_t n, char *err, size_t errlen)
 {
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
     size_t multi_len[1] = {5}, exec_len[1] = {4};

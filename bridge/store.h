@@ -121,8 +121,8 @@ int store_outbox_done(store_t *st, const char *sink, const char *id, char *err, 
 int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t due_ms, char *err,
                        size_t errlen);
 /* Moves an outbox event to the dead letters (record: the dead-letter JSON text). */
-int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record,
-                      char *err, size_t errlen);
+int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
+                      size_t errlen);
 /* Events in the outbox (due or not). */
 int store_outbox_depth(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
 /* Puts events back into the outbox, due at once (dlq replay of an outbox sink). */
