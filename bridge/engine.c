@@ -29,8 +29,13 @@
 
 /* Redis connect and command timeout. */
 #define ENGINE_REDIS_TIMEOUT_MS 5000
-/* Bound of the final flush of every sink at exit. */
+/* Bound of the final flush of every sink at exit when no stop was asked (once). */
 #define ENGINE_FLUSH_MS 10000
+/*
+ * Of the shutdown grace, the part kept for flushing the sinks after the
+ * cycles in flight were given the rest to finish (at most, in seconds).
+ */
+#define ENGINE_FLUSH_RESERVE_S 5.0
 /*
  * Deliveries in flight per source. A first cycle with initial_snapshot=emit
  * can hold a whole population's events; handing them over in windows keeps
@@ -149,6 +154,7 @@ struct engine {
     source_rt_t *sources;
     size_t nsources;
     int fatal;
+    double halt_at; /* monotonic time the stop was first seen; 0 before */
 };
 
 static double now_mono(void)
@@ -276,16 +282,29 @@ static void cycle_release(source_rt_t *s)
     s->first_error[0] = s->first_sink[0] = '\0';
 }
 
+/*
+ * How long the final flush may take: what is left of the shutdown grace
+ * after a stop was asked, ENGINE_FLUSH_MS otherwise.
+ */
+static int flush_budget_ms(const engine_t *e)
+{
+    if (e->halt_at == 0)
+        return ENGINE_FLUSH_MS;
+    double left = e->halt_at + e->conf->shutdown_grace_s - now_mono() - 0.5;
+    return left > 0.1 ? (int)(left * 1000) : 100;
+}
+
 void engine_free(engine_t *e)
 {
     if (e == NULL)
         return;
+    int flush_ms = flush_budget_ms(e);
     for (size_t i = 0; i < e->nsinks; i++) {
         const sink_type_t *t = e->sinks[i].conf->type;
         if (e->sinks[i].ctx == NULL)
             continue;
         /* Outbox attempts settle through the store: both still exist here. */
-        if (t->flush(e->sinks[i].ctx, ENGINE_FLUSH_MS) != 0)
+        if (t->flush(e->sinks[i].ctx, flush_ms) != 0)
             LOG_WARN(e->sinks[i].ob ? "sink still had attempts in flight at exit; those events "
                                       "stay in the outbox and are retried after their claim "
                                       "expires"
@@ -792,6 +811,29 @@ static void serve_sinks(engine_t *e, int wait_ms)
     }
 }
 
+/* Past this, cycles still in flight at a stop are abandoned (uncommitted). */
+static double cycles_deadline(const engine_t *e)
+{
+    double grace = e->conf->shutdown_grace_s;
+    double reserve = grace / 4 < ENGINE_FLUSH_RESERVE_S ? grace / 4 : ENGINE_FLUSH_RESERVE_S;
+    return e->halt_at + grace - reserve;
+}
+
+/*
+ * The grace ran out: says which cycles did not finish. They commit nothing
+ * (their state is released by engine_free(), after the sinks resolved their
+ * tickets) and the next run delivers their events again with the same ids.
+ */
+static void abandon_cycles(engine_t *e)
+{
+    for (size_t i = 0; i < e->nsources; i++) {
+        if (e->sources[i].phase != PHASE_IDLE)
+            LOG_WARN("shutdown grace exceeded: cycle abandoned, nothing committed",
+                     LF_S("source", e->sources[i].conf->name),
+                     LF_S("phase", e->sources[i].phase == PHASE_DELIVER ? "deliver" : "poll"));
+    }
+}
+
 /*
  * Gives every outbox worker its turn; returns the seconds until one wants
  * the next, and sets *idle when none has anything due or in flight.
@@ -827,6 +869,17 @@ static void run_loop(engine_t *e, int once)
         double now = now_mono(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
         int busy = 0, delivering = 0, outbox_idle_all;
         int halt = stopping(e);
+
+        if (halt && e->halt_at == 0) {
+            e->halt_at = now;
+            if (!e->fatal)
+                LOG_INFO("stop requested: finishing the cycles in flight",
+                         LF_I("grace_s", e->conf->shutdown_grace_s));
+        }
+        if (halt && now >= cycles_deadline(e)) {
+            abandon_cycles(e);
+            break;
+        }
 
         for (size_t i = 0; i < e->nsources; i++) {
             source_rt_t *s = &e->sources[i];
