@@ -106,6 +106,31 @@ class Replicas(unittest.TestCase):
         self.assertEqual(self.s.stop_bridge("a"), 0)
         self.assertEqual(self.s.stop_bridge("b"), 0)
 
+    def test_sigterm_with_a_cycle_stuck_exits_0_within_the_grace(self):
+        names = ["slow"]
+        conf = self.config(names)
+        with open(conf) as f:
+            c = json.load(f)
+        c["shutdown_grace_s"] = 3
+        c["sinks"][0]["properties"]["message.timeout.ms"] = "60000"
+        with open(conf, "w") as f:
+            json.dump(c, f)
+        self.s.once(conf)
+        p = self.s.start_bridge(conf, name="a")
+        self.s.kafka_down()
+        self.s.tick(started=5)
+        st.wait_for(lambda: "lease acquired" in self.s.log_of("a"), timeout=20, what="a")
+        time.sleep(2)  # the cycle now waits for acks that cannot come
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 0)
+        self.assertLess(time.monotonic() - t0, 3 + 2, "the grace was not kept")
+        log = self.s.log_of("a")
+        self.assertIn("shutdown grace exceeded", log)
+        self.assertNotIn('"msg":"cycle committed","source":"slow","cycle":3', log)
+        self.assertEqual(self.s.redis("KEYS", "sb:lease:*"), "", "lease not released")
+        self.s.procs.pop("a")
+
 
 if __name__ == "__main__":
     unittest.main()
