@@ -392,17 +392,19 @@ static int set_prefix(store_t *st, const char *prefix, char *err, size_t errlen)
 static int make_key(const store_t *st, const char *kind, const char *name, const char *suffix,
                     char key[STORE_KEY_MAX], char *err, size_t errlen)
 {
+    /* Snapshots and leases are per source, outboxes and dead letters per sink. */
+    const char *noun = strcmp(kind, "ob") == 0 || strcmp(kind, "dlq") == 0 ? "sink" : "source";
     size_t len;
 
     if (name == NULL) {
-        set_err(err, errlen, "store: no %s name", kind);
+        set_err(err, errlen, "store: no %s name", noun);
         return -1;
     }
     len = strnlen(name, STORE_SOURCE_MAX + 1);
     if (len == 0 || len > STORE_SOURCE_MAX ||
         strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != len) {
-        set_err(err, errlen, "store: invalid name \"%.*s\" (expected [a-z0-9_-]{1,%d})",
-                (int)(len > STORE_SOURCE_MAX ? STORE_SOURCE_MAX : len), name, STORE_SOURCE_MAX);
+        set_err(err, errlen, "store: invalid %s name (expected [a-z0-9_-]{1,%d})", noun,
+                STORE_SOURCE_MAX);
         return -1;
     }
     snprintf(key, STORE_KEY_MAX, "%s:%s:%s%s", st->prefix, kind, name, suffix);
