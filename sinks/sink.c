@@ -15,6 +15,7 @@
 const sink_type_t *const sink_builtin_types[] = {
     &sink_kafka_type,
     &sink_stdout_type,
+    &sink_webhook_type,
     NULL,
 };
 

@@ -5,6 +5,7 @@
  * stdout through a temporary file put in place of fd 1.
  */
 #include "sink.h"
+#include "test_ticket.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -255,6 +256,9 @@ START_TEST(test_registry)
 
     ck_assert_ptr_eq(sink_type_find("kafka"), &sink_kafka_type);
     ck_assert_ptr_eq(sink_type_find("stdout"), &sink_stdout_type);
+    ck_assert_ptr_eq(sink_type_find("webhook"), &sink_webhook_type);
+    ck_assert_uint_eq(sink_webhook_type.flags & SINK_F_OUTBOX, SINK_F_OUTBOX);
+    ck_assert_ptr_nonnull(sink_webhook_type.room);
     ck_assert_ptr_null(sink_type_find("Kafka"));
     ck_assert_ptr_null(sink_type_find("webhook-nope"));
     ck_assert_ptr_null(sink_type_find(NULL));
@@ -262,7 +266,7 @@ START_TEST(test_registry)
         ck_assert((*t)->name && (*t)->validate && (*t)->create && (*t)->submit && (*t)->poll &&
                   (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
     }
-    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(n, 3);
 }
 END_TEST
 
@@ -462,29 +466,6 @@ START_TEST(test_kafka_create_invalid)
 END_TEST
 
 /* ---- events and tickets ---- */
-
-typedef struct test_ticket {
-    sink_ticket_t t; /* first: the callback casts back */
-    int calls;
-    sink_result_t result;
-    char err[256];
-} test_ticket_t;
-
-static void ticket_done(sink_ticket_t *t, sink_result_t result, const char *errmsg)
-{
-    test_ticket_t *tt = (test_ticket_t *)t;
-
-    tt->calls++;
-    tt->result = result;
-    snprintf(tt->err, sizeof(tt->err), "%s", errmsg ? errmsg : "");
-}
-
-static void ticket_init(test_ticket_t *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->t.done = ticket_done;
-    t->result = -1;
-}
 
 typedef struct test_event {
     char id[33], type[32], key[128], json[512];
