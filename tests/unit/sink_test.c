@@ -255,6 +255,8 @@ START_TEST(test_registry)
 
     ck_assert_ptr_eq(sink_type_find("kafka"), &sink_kafka_type);
     ck_assert_ptr_eq(sink_type_find("stdout"), &sink_stdout_type);
+    ck_assert_ptr_eq(sink_type_find("file"), &sink_file_type);
+    ck_assert_ptr_eq(sink_type_find("redis_stream"), &sink_redis_stream_type);
     ck_assert_ptr_null(sink_type_find("Kafka"));
     ck_assert_ptr_null(sink_type_find("webhook-nope"));
     ck_assert_ptr_null(sink_type_find(NULL));
@@ -262,7 +264,7 @@ START_TEST(test_registry)
         ck_assert((*t)->name && (*t)->validate && (*t)->create && (*t)->submit && (*t)->poll &&
                   (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
     }
-    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(n, 4);
 }
 END_TEST
 
