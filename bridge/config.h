@@ -28,6 +28,8 @@
 #define CONF_DEFAULT_INTERVAL_S 30
 #define CONF_DEFAULT_TIMEOUT_S 10
 #define CONF_DEFAULT_VANISH_GRACE 2
+/* Under Kubernetes' default terminationGracePeriodSeconds of 30. */
+#define CONF_DEFAULT_SHUTDOWN_GRACE_S 20
 
 typedef struct conf_source {
     char *name;
@@ -57,6 +59,7 @@ typedef struct conf {
     char *redis_url;
     char *redis_prefix;
     char *admin_listen;
+    int shutdown_grace_s; /* SIGTERM to exit, at most */
     conf_source_t *sources;
     size_t nsources;
     conf_sink_t *sinks;

@@ -24,12 +24,18 @@
 #include "event.h"
 #include "http.h"
 #include "log.h"
+#include "outbox.h"
 #include "store.h"
 
 /* Redis connect and command timeout. */
 #define ENGINE_REDIS_TIMEOUT_MS 5000
-/* Bound of the final flush of every sink at exit. */
+/* Bound of the final flush of every sink at exit when no stop was asked (once). */
 #define ENGINE_FLUSH_MS 10000
+/*
+ * Of the shutdown grace, the part kept for flushing the sinks after the
+ * cycles in flight were given the rest to finish (at most, in seconds).
+ */
+#define ENGINE_FLUSH_RESERVE_S 5.0
 /*
  * Deliveries in flight per source. A first cycle with initial_snapshot=emit
  * can hold a whole population's events; handing them over in windows keeps
@@ -48,6 +54,14 @@
 #define ENGINE_MAX_TRANSFERS 32
 /* Fraction of an interval added as random jitter, so sources spread out. */
 #define ENGINE_JITTER 0.1
+/*
+ * `once` waits for the outboxes to hand over what its cycles committed, at
+ * most this long after the last cycle ended; what is left stays in the
+ * outbox for the next run.
+ */
+#define ENGINE_ONCE_DRAIN_S 60.0
+/* Bytes of a sink error kept for a dead-letter record. */
+#define ENGINE_DEAD_ERROR_MAX 160
 
 /* Figures of the last cycle of a source, logged when it commits. */
 typedef struct engine_cycle_stats {
@@ -76,11 +90,20 @@ typedef struct source_rt source_rt_t;
 typedef struct delivery {
     sink_ticket_t ticket;
     source_rt_t *src;
+    size_t event; /* index into the cycle's events */
 } delivery_t;
+
+/* An event a sink refused for good: it goes to the dead letters at commit. */
+typedef struct dead_event {
+    size_t event;
+    const char *sink; /* the sink's configured name */
+    char error[ENGINE_DEAD_ERROR_MAX];
+} dead_event_t;
 
 typedef struct engine_sink {
     const conf_sink_t *conf;
     void *ctx;
+    outbox_t *ob; /* outbox sinks only: their delivery worker */
 } engine_sink_t;
 
 struct source_rt {
@@ -114,6 +137,8 @@ struct source_rt {
     delivery_t *ds;
     size_t nds, next_d;
     size_t pending, failed;
+    dead_event_t *dead;
+    size_t ndead, capdead;
     int fatal;
     char first_error[256];
     char first_sink[CONF_NAME_MAX + 1];
@@ -129,6 +154,7 @@ struct engine {
     source_rt_t *sources;
     size_t nsources;
     int fatal;
+    double halt_at; /* monotonic time the stop was first seen; 0 before */
 };
 
 static double now_mono(void)
@@ -185,11 +211,23 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         sink_host_t host = {
             .name = cs->name, .redis_url = conf->redis_url, .redis_prefix = conf->redis_prefix};
         e->sinks[i].ctx = cs->type->create(cs->json, &host, kerr, sizeof(kerr));
+        e->nsinks++;
         if (e->sinks[i].ctx == NULL) {
             snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
             goto err;
         }
-        e->nsinks++;
+        if (cs->type->flags & SINK_F_OUTBOX) {
+            outbox_options_t oo = {.sink = cs->name,
+                                   .type = cs->type,
+                                   .ctx = e->sinks[i].ctx,
+                                   .conf = cs->json,
+                                   .store = e->store};
+            e->sinks[i].ob = outbox_new(&oo, kerr, sizeof(kerr));
+            if (e->sinks[i].ob == NULL) {
+                snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+                goto err;
+            }
+        }
     }
 
     e->sources = calloc(conf->nsources, sizeof(source_rt_t));
@@ -234,6 +272,9 @@ static void cycle_release(source_rt_t *s)
     http_response_reset(&s->resp);
     free(s->ds);
     s->ds = NULL;
+    free(s->dead);
+    s->dead = NULL;
+    s->ndead = s->capdead = 0;
     s->events = NULL;
     s->nevents = s->next_event = s->nds = s->next_d = 0;
     s->pending = s->failed = 0;
@@ -241,19 +282,40 @@ static void cycle_release(source_rt_t *s)
     s->first_error[0] = s->first_sink[0] = '\0';
 }
 
+/*
+ * How long the final flush may take: what is left of the shutdown grace
+ * after a stop was asked, ENGINE_FLUSH_MS otherwise.
+ */
+static int flush_budget_ms(const engine_t *e)
+{
+    if (e->halt_at == 0)
+        return ENGINE_FLUSH_MS;
+    double left = e->halt_at + e->conf->shutdown_grace_s - now_mono() - 0.5;
+    return left > 0.1 ? (int)(left * 1000) : 100;
+}
+
 void engine_free(engine_t *e)
 {
     if (e == NULL)
         return;
+    int flush_ms = flush_budget_ms(e);
     for (size_t i = 0; i < e->nsinks; i++) {
         const sink_type_t *t = e->sinks[i].conf->type;
-        if (t->flush(e->sinks[i].ctx, ENGINE_FLUSH_MS) != 0)
-            LOG_WARN("sink still had undelivered events at exit; they were not committed and "
-                     "will be delivered by the next run",
+        if (e->sinks[i].ctx == NULL)
+            continue;
+        /* Outbox attempts settle through the store: both still exist here. */
+        if (t->flush(e->sinks[i].ctx, flush_ms) != 0)
+            LOG_WARN(e->sinks[i].ob ? "sink still had attempts in flight at exit; those events "
+                                      "stay in the outbox and are retried after their claim "
+                                      "expires"
+                                    : "sink still had undelivered events at exit; they were not "
+                                      "committed and will be delivered by the next run",
                      LF_S("sink", e->sinks[i].conf->name),
                      LF_I("pending", t->pending(e->sinks[i].ctx)));
         t->destroy(e->sinks[i].ctx);
     }
+    for (size_t i = 0; i < e->nsinks; i++)
+        outbox_free(e->sinks[i].ob);
     free(e->sinks);
     for (size_t i = 0; i < e->nsources; i++) {
         /* Sinks are gone: no ticket of a cycle can still be resolved. */
@@ -306,11 +368,94 @@ static int ensure_loaded(engine_t *e, source_rt_t *s)
     return 0;
 }
 
+/* What a commit writes besides the delta; every text is owned. */
+typedef struct letters {
+    char **json; /* per event, encoded on first use */
+    size_t *len;
+    size_t nevents;
+    store_letter_t *outbox, *dead;
+    size_t noutbox, ndead;
+    char **records; /* dead-letter records, one per dead letter */
+} letters_t;
+
+static void letters_free(letters_t *l)
+{
+    for (size_t i = 0; i < l->nevents && l->json; i++)
+        free(l->json[i]);
+    for (size_t i = 0; i < l->ndead && l->records; i++)
+        free(l->records[i]);
+    free(l->json);
+    free(l->len);
+    free(l->outbox);
+    free(l->dead);
+    free(l->records);
+}
+
+/* The event's CloudEvent text, encoded once per commit. */
+static const char *letter_json(source_rt_t *s, letters_t *l, size_t i)
+{
+    if (l->json[i] == NULL)
+        l->json[i] = event_encode(&s->events[i], s->conf->name, s->conf->provider->name,
+                                  s->observed_ms, &l->len[i]);
+    return l->json[i];
+}
+
+/*
+ * Collects the events of outbox sinks (grouped by sink, so that the store
+ * batches them) and the events sinks refused for good. -1: out of memory.
+ */
+static int letters_build(source_rt_t *s, letters_t *l)
+{
+    engine_t *e = s->e;
+    size_t nout = 0;
+
+    memset(l, 0, sizeof(*l));
+    l->nevents = s->nevents;
+    for (size_t k = 0; k < e->nsinks; k++) {
+        for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++)
+            nout += conf_sink_routes(e->sinks[k].conf, s->conf->name, s->events[i].type);
+    }
+    if (nout == 0 && s->ndead == 0)
+        return 0;
+    l->json = calloc(s->nevents, sizeof(char *));
+    l->len = calloc(s->nevents, sizeof(size_t));
+    l->outbox = calloc(nout ? nout : 1, sizeof(store_letter_t));
+    l->dead = calloc(s->ndead ? s->ndead : 1, sizeof(store_letter_t));
+    l->records = calloc(s->ndead ? s->ndead : 1, sizeof(char *));
+    if (!l->json || !l->len || !l->outbox || !l->dead || !l->records)
+        return -1;
+    for (size_t k = 0; k < e->nsinks; k++) {
+        const conf_sink_t *cs = e->sinks[k].conf;
+        for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++) {
+            if (!conf_sink_routes(cs, s->conf->name, s->events[i].type))
+                continue;
+            if (letter_json(s, l, i) == NULL)
+                return -1;
+            l->outbox[l->noutbox++] = (store_letter_t){
+                .sink = cs->name, .id = s->events[i].id, .json = l->json[i], .len = l->len[i]};
+        }
+    }
+    for (size_t j = 0; j < s->ndead; j++) {
+        const dead_event_t *d = &s->dead[j];
+        const char *json = letter_json(s, l, d->event);
+        char *rec = json ? outbox_dead_record(d->sink, s->events[d->event].id, 1, d->error, json,
+                                              l->len[d->event])
+                         : NULL;
+        if (rec == NULL)
+            return -1;
+        l->records[l->ndead] = rec;
+        l->dead[l->ndead++] = (store_letter_t){
+            .sink = d->sink, .id = s->events[d->event].id, .json = rec, .len = strlen(rec)};
+    }
+    return 0;
+}
+
 static void cycle_commit(source_rt_t *s)
 {
     engine_t *e = s->e;
     engine_cycle_stats_t *st = &s->stats;
     const diff_change_t *changes;
+    letters_t l;
     char err[256];
 
     st->deliver_s = s->nevents ? now_mono() - s->t_deliver : 0;
@@ -325,13 +470,26 @@ static void cycle_commit(source_rt_t *s)
         else if (!changes[i].removed && !present)
             after++;
     }
+    if (letters_build(s, &l) != 0) {
+        letters_free(&l);
+        cycle_fail(s, "cannot commit", "out of memory");
+        return;
+    }
+    store_extra_t extra = {
+        .outbox = l.outbox, .noutbox = l.noutbox, .dead = l.dead, .ndead = l.ndead};
     double t0 = now_mono();
-    if (store_commit(e->store, s->conf->name, changes, st->changes, after, &s->cycle, err,
-                     sizeof(err)) != 0) {
+    int rc = store_commit(e->store, s->conf->name, changes, st->changes, after, &extra, &s->cycle,
+                          err, sizeof(err));
+    letters_free(&l);
+    if (rc != 0) {
         /* An EXEC whose reply was lost may have applied: re-read it. */
         s->loaded = 0;
         cycle_fail(s, "commit failed; events may be delivered again with the same ids", err);
         return;
+    }
+    for (size_t k = 0; k < e->nsinks && extra.noutbox > 0; k++) {
+        if (e->sinks[k].ob)
+            outbox_nudge(e->sinks[k].ob);
     }
     st->commit_s = now_mono() - t0;
     diff_cycle_apply(s->cy);
@@ -342,6 +500,7 @@ static void cycle_commit(source_rt_t *s)
              LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
              LF_I("pages", st->pages), LF_I("observed", st->observed), LF_I("events", st->events),
              LF_I("changes", st->changes), LF_I("sessions", st->sessions),
+             LF_I("outbox", extra.noutbox), LF_I("dead_letters", extra.ndead),
              LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)), LF_D("poll_s", st->poll_s),
              LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
              LF_I("redis_commands", (long long)st->redis_commands),
@@ -351,6 +510,34 @@ static void cycle_commit(source_rt_t *s)
 
 /* ---- delivery ---- */
 
+/* Remembers an event a sink refused for good; the commit dead-letters it. */
+static int dead_add(source_rt_t *s, const delivery_t *d, const char *errmsg)
+{
+    if (s->ndead == s->capdead) {
+        size_t cap = s->capdead ? 2 * s->capdead : 16;
+        dead_event_t *n = realloc(s->dead, cap * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        s->dead = n;
+        s->capdead = cap;
+    }
+    dead_event_t *x = &s->dead[s->ndead++];
+    x->event = d->event;
+    x->sink = d->ticket.opaque;
+    snprintf(x->error, sizeof(x->error), "%s", errmsg ? errmsg : "refused for good");
+    LOG_WARN("a sink refused an event for good; it goes to the dead letters",
+             LF_S("source", s->conf->name), LF_S("sink", x->sink),
+             LF_S("event_id", s->events[d->event].id), LF_S("error", x->error));
+    return 0;
+}
+
+/* Whether sink k takes events of this type from s during the cycle; outbox
+ * sinks get theirs from the commit. */
+static int routes_live(const engine_sink_t *sk, const source_rt_t *s, diff_event_type_t type)
+{
+    return sk->ob == NULL && conf_sink_routes(sk->conf, s->conf->name, type);
+}
+
 /* Called by a sink on the loop's thread, exactly once per submitted event. */
 static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
 {
@@ -358,6 +545,8 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
     source_rt_t *s = d->src;
     s->pending--;
     if (result == SINK_OK)
+        return;
+    if (result == SINK_ERR_PERMANENT && dead_add(s, d, errmsg) == 0)
         return;
     if (s->failed++ == 0) {
         snprintf(s->first_error, sizeof(s->first_error), "%s", errmsg ? errmsg : "failed");
@@ -400,12 +589,14 @@ static void deliver_more(source_rt_t *s)
                            .json_len = len};
         for (size_t k = 0; k < e->nsinks && s->next_d < s->nds; k++) {
             engine_sink_t *sk = &e->sinks[k];
-            if (!conf_sink_routes(sk->conf, cs->name, ev->type))
+            if (!routes_live(sk, s, ev->type))
                 continue;
             delivery_t *d = &s->ds[s->next_d++];
             d->ticket.done = on_delivered;
             d->ticket.opaque = sk->conf->name;
+            d->ticket.retry_after_s = -1;
             d->src = s;
+            d->event = s->next_event - 1;
             s->pending++;
             sink_result_t r = sk->conf->type->submit(sk->ctx, &se, &d->ticket);
             if (r != SINK_OK) /* not taken: resolve it ourselves */
@@ -462,7 +653,7 @@ static void poll_complete(source_rt_t *s)
     s->nevents = st->events = diff_cycle_events(s->cy, &s->events);
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
-            s->nds += conf_sink_routes(e->sinks[k].conf, s->conf->name, s->events[i].type);
+            s->nds += routes_live(&e->sinks[k], s, s->events[i].type);
     }
     if (s->nds == 0) {
         cycle_commit(s);
@@ -620,17 +811,75 @@ static void serve_sinks(engine_t *e, int wait_ms)
     }
 }
 
+/* Past this, cycles still in flight at a stop are abandoned (uncommitted). */
+static double cycles_deadline(const engine_t *e)
+{
+    double grace = e->conf->shutdown_grace_s;
+    double reserve = grace / 4 < ENGINE_FLUSH_RESERVE_S ? grace / 4 : ENGINE_FLUSH_RESERVE_S;
+    return e->halt_at + grace - reserve;
+}
+
+/*
+ * The grace ran out: says which cycles did not finish. They commit nothing
+ * (their state is released by engine_free(), after the sinks resolved their
+ * tickets) and the next run delivers their events again with the same ids.
+ */
+static void abandon_cycles(engine_t *e)
+{
+    for (size_t i = 0; i < e->nsources; i++) {
+        if (e->sources[i].phase != PHASE_IDLE)
+            LOG_WARN("shutdown grace exceeded: cycle abandoned, nothing committed",
+                     LF_S("source", e->sources[i].conf->name),
+                     LF_S("phase", e->sources[i].phase == PHASE_DELIVER ? "deliver" : "poll"));
+    }
+}
+
+/*
+ * Gives every outbox worker its turn; returns the seconds until one wants
+ * the next, and sets *idle when none has anything due or in flight.
+ */
+static double serve_outboxes(engine_t *e, bool stopping, int *idle)
+{
+    double next = ENGINE_IDLE_WAIT_MS / 1000.0;
+
+    *idle = 1;
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (e->sinks[k].ob == NULL)
+            continue;
+        double d = outbox_turn(e->sinks[k].ob, stopping);
+        if (d < next)
+            next = d;
+        *idle &= outbox_idle(e->sinks[k].ob) || stopping;
+        *idle &= outbox_in_flight(e->sinks[k].ob) == 0;
+    }
+    return next;
+}
+
 /*
  * Moves every source on until the work asked for is done: in once mode the
- * cycle of every wanted source; in run mode until a stop was requested and
- * every cycle in flight ended.
+ * cycle of every wanted source, then the outbox deliveries it committed (up
+ * to ENGINE_ONCE_DRAIN_S); in run mode until a stop was requested and every
+ * cycle in flight ended.
  */
 static void run_loop(engine_t *e, int once)
 {
+    double drain_until = 0;
+
     for (;;) {
         double now = now_mono(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
-        int busy = 0, delivering = 0;
+        int busy = 0, delivering = 0, outbox_idle_all;
         int halt = stopping(e);
+
+        if (halt && e->halt_at == 0) {
+            e->halt_at = now;
+            if (!e->fatal)
+                LOG_INFO("stop requested: finishing the cycles in flight",
+                         LF_I("grace_s", e->conf->shutdown_grace_s));
+        }
+        if (halt && now >= cycles_deadline(e)) {
+            abandon_cycles(e);
+            break;
+        }
 
         for (size_t i = 0; i < e->nsources; i++) {
             source_rt_t *s = &e->sources[i];
@@ -663,13 +912,19 @@ static void run_loop(engine_t *e, int once)
             if (!once && s->phase == PHASE_IDLE && s->next_due < wake)
                 wake = s->next_due;
         }
+        double ob_next = serve_outboxes(e, halt, &outbox_idle_all);
+        if (now + ob_next < wake)
+            wake = now + ob_next;
         if (!busy) {
             int pending_once = 0;
             for (size_t i = 0; once && i < e->nsources; i++)
                 pending_once |= e->sources[i].wanted && !e->sources[i].finished;
-            if (once ? !pending_once || halt : halt)
+            if (once && !pending_once && drain_until == 0)
+                drain_until = now + ENGINE_ONCE_DRAIN_S;
+            if (once ? halt || (!pending_once && (outbox_idle_all || now >= drain_until)) : halt)
                 break;
         }
+        delivering |= !outbox_idle_all;
 
         int wait_ms = (int)((wake - now_mono()) * 1000);
         if (delivering && wait_ms > ENGINE_DELIVERY_WAIT_MS)

@@ -155,16 +155,23 @@ http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errl
     return c;
 }
 
+/* Abandons the transfer in flight on c, if any, without calling its done callback. */
+static void detach(http_client_t *c)
+{
+    if (c == NULL || c->multi == NULL)
+        return;
+    curl_multi_remove_handle(c->multi->multi, c->curl);
+    c->multi->active--;
+    c->multi = NULL;
+    curl_slist_free_all(c->request_headers);
+    c->request_headers = NULL;
+}
+
 void http_client_free(http_client_t *c)
 {
     if (c == NULL)
         return;
-    if (c->multi != NULL) {
-        /* Abandoned mid-transfer (shutdown): detach it before freeing. */
-        curl_multi_remove_handle(c->multi->multi, c->curl);
-        c->multi->active--;
-        curl_slist_free_all(c->request_headers);
-    }
+    detach(c); /* abandoned mid-transfer (shutdown) */
     curl_easy_cleanup(c->curl);
     free(c);
 }

@@ -10,6 +10,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "config.h"
+#include "dlq.h"
 #include "engine.h"
 #include "log.h"
 
@@ -36,6 +37,9 @@ static void usage(FILE *out)
         "  session-bridge run   -c FILE                  poll every source until SIGTERM/SIGINT\n"
         "  session-bridge once  -c FILE [--source NAME]  one cycle per source, then exit\n"
         "  session-bridge check -c FILE                  validate the configuration\n"
+        "  session-bridge dlq list|replay|purge -c FILE [--sink NAME]\n"
+        "                                                dead letters: list them (JSON lines),\n"
+        "                                                hand them to their sink again, or delete\n"
         "  session-bridge version\n"
         "\n"
         "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
@@ -47,8 +51,10 @@ static void usage(FILE *out)
 
 typedef struct args {
     const char *cmd;
+    const char *action; /* dlq */
     const char *config;
     const char *source;
+    const char *sink;
 } args_t;
 
 static int parse_args(int argc, char **argv, args_t *a)
@@ -57,7 +63,10 @@ static int parse_args(int argc, char **argv, args_t *a)
     if (argc < 2)
         return -1;
     a->cmd = argv[1];
-    for (int i = 2; i < argc; i++) {
+    int first = 2;
+    if (strcmp(a->cmd, "dlq") == 0 && argc > 2 && argv[2][0] != '-')
+        a->action = argv[first++];
+    for (int i = first; i < argc; i++) {
         const char *o = argv[i];
         if ((strcmp(o, "-c") == 0 || strcmp(o, "--config") == 0) && i + 1 < argc) {
             a->config = argv[++i];
@@ -67,6 +76,10 @@ static int parse_args(int argc, char **argv, args_t *a)
             a->source = argv[++i];
         } else if (strncmp(o, "--source=", 9) == 0) {
             a->source = o + 9;
+        } else if (strcmp(o, "--sink") == 0 && i + 1 < argc) {
+            a->sink = argv[++i];
+        } else if (strncmp(o, "--sink=", 7) == 0) {
+            a->sink = o + 7;
         } else {
             fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", o);
             return -1;
@@ -161,6 +174,34 @@ out:
     return rc;
 }
 
+static int cmd_dlq(const args_t *a, dlq_action_t action)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    int rc;
+
+    if (errs == NULL)
+        return EXIT_RUNTIME;
+    conf_t *conf = conf_load(a->config, errs);
+    if (conf == NULL) {
+        print_conf_errors(a->config, errs, 0);
+        free(errs);
+        return EXIT_CONFIG;
+    }
+    free(errs);
+    int found = a->sink == NULL;
+    for (size_t i = 0; !found && i < conf->nsinks; i++)
+        found = strcmp(conf->sinks[i].name, a->sink) == 0;
+    if (!found) {
+        fprintf(stderr, "session-bridge dlq: no sink named \"%s\" in %s\n", a->sink, a->config);
+        conf_free(conf);
+        return EXIT_USAGE;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    rc = dlq_run(conf, action, a->sink) == 0 ? 0 : EXIT_RUNTIME;
+    conf_free(conf);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     args_t a;
@@ -180,8 +221,18 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     int is_run = strcmp(a.cmd, "run") == 0, is_once = strcmp(a.cmd, "once") == 0,
-        is_check = strcmp(a.cmd, "check") == 0;
-    if (!is_run && !is_once && !is_check) {
+        is_check = strcmp(a.cmd, "check") == 0, is_dlq = strcmp(a.cmd, "dlq") == 0;
+    dlq_action_t action = DLQ_LIST;
+    if (is_dlq && dlq_action_parse(a.action, &action) != 0) {
+        fprintf(stderr, "session-bridge dlq: expected list, replay or purge\n\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (a.sink && !is_dlq) {
+        fprintf(stderr, "session-bridge %s: --sink only goes with dlq\n", a.cmd);
+        return EXIT_USAGE;
+    }
+    if (!is_run && !is_once && !is_check && !is_dlq) {
         fprintf(stderr, "session-bridge: unknown command \"%s\"\n\n", a.cmd);
         usage(stderr);
         return EXIT_USAGE;
@@ -202,7 +253,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "session-bridge: libcurl failed to initialise\n");
         return EXIT_RUNTIME;
     }
-    int rc = is_check ? cmd_check(&a) : cmd_daemon(&a, is_once);
+    int rc = is_check ? cmd_check(&a) : is_dlq ? cmd_dlq(&a, action) : cmd_daemon(&a, is_once);
     curl_global_cleanup();
     return rc;
 }

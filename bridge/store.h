@@ -7,6 +7,17 @@
  *                    (unix ms), sessions (count after the commit)
  * A source "has a snapshot" when P:meta:S exists.
  *
+ * The durable outbox of an outbox sink K (webhooks, CONTRACT §7) and the
+ * dead letters of any sink:
+ *   P:ob:K       hash  event id -> the CloudEvent JSON
+ *   P:ob:K:due   zset  event id -> when the next attempt is due (unix ms);
+ *                      a claimed event is pushed past its claim lease, so
+ *                      the events of a holder that died come back
+ *   P:ob:K:att   hash  event id -> attempts made
+ *   P:ob:K:off   string, present while the endpoint is disabled (why)
+ *   P:dlq:K      hash  event id -> dead-letter record JSON
+ *                      {"id","sink","attempts","error","failed_at","event"}
+ *
  * A commit writes only the delta of a cycle (changed and removed sessions)
  * plus the meta hash in one MULTI/EXEC transaction, pipelined, with at most
  * STORE_BATCH fields per command: Redis work grows with churn, not with the
@@ -58,13 +69,91 @@ int store_ping(store_t *st, char *err, size_t errlen);
 int store_load(store_t *st, const char *source, diff_index_t *ix, bool *exists, uint64_t *cycle,
                char *err, size_t errlen);
 
+/* One event for an outbox, or one dead-letter record; all borrowed. */
+typedef struct store_letter {
+    const char *sink; /* sink name, [a-z0-9_-]{1,64} */
+    const char *id;   /* event id */
+    const char *json; /* outbox: the CloudEvent; dead letter: the record */
+    size_t len;
+} store_letter_t;
+
+/* What a commit writes besides the delta, in the same transaction. */
+typedef struct store_extra {
+    const store_letter_t *outbox; /* due at once */
+    size_t noutbox;
+    const store_letter_t *dead;
+    size_t ndead;
+} store_extra_t;
+
 /*
  * Commits one cycle's delta atomically and sets meta: cycle = *cycle + 1,
- * sessions = sessions_after. On 0, *cycle holds the new number. On -1
- * nothing is known to be written.
+ * sessions = sessions_after; extra (may be NULL) goes into the same
+ * MULTI/EXEC. On 0, *cycle holds the new number. On -1 nothing is known to
+ * be written.
  */
 int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
-                 size_t sessions_after, uint64_t *cycle, char *err, size_t errlen);
+                 size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
+                 size_t errlen);
+
+/* ---- the outbox of a sink ---- */
+
+/* One claimed outbox event; json is owned (free with store_claims_free()). */
+typedef struct store_claim {
+    char *id;
+    char *json;
+    size_t len;
+    unsigned attempt; /* this attempt's number, from 1 */
+} store_claim_t;
+
+/*
+ * Claims up to max events of sink's outbox that are due (every event when
+ * any is set, due or not) in one atomic script: each one's attempt count is
+ * incremented and it is made due again at now + lease_ms, so that the
+ * events of a holder that dies come back after the lease. *out (owned by
+ * the caller) and *n receive the claims, oldest due first.
+ */
+int store_outbox_claim(store_t *st, const char *sink, size_t max, int64_t lease_ms, bool any,
+                       store_claim_t **out, size_t *n, char *err, size_t errlen);
+void store_claims_free(store_claim_t *claims, size_t n);
+/* The event was delivered: removes it from the outbox. */
+int store_outbox_done(store_t *st, const char *sink, const char *id, char *err, size_t errlen);
+/* Makes a claimed event due again at due_ms (unix ms). */
+int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t due_ms, char *err,
+                       size_t errlen);
+/* Moves an outbox event to the dead letters (record: the dead-letter JSON text). */
+int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
+                      size_t errlen);
+/* Events in the outbox (due or not). */
+int store_outbox_depth(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
+/* Puts events back into the outbox, due at once (dlq replay of an outbox sink). */
+int store_outbox_put(store_t *st, const store_letter_t *letters, size_t n, char *err,
+                     size_t errlen);
+
+/*
+ * The disabled flag of an outbox sink (an endpoint that answered 410).
+ * store_sink_disabled() sets *disabled and copies the reason into why.
+ * A NULL why to store_sink_set_disabled() clears the flag.
+ */
+int store_sink_disabled(store_t *st, const char *sink, bool *disabled, char *why, size_t whylen,
+                        char *err, size_t errlen);
+int store_sink_set_disabled(store_t *st, const char *sink, const char *why, char *err,
+                            size_t errlen);
+
+/* ---- dead letters ---- */
+
+/*
+ * Calls fn for every dead letter of sink (HSCAN: an entry may come twice
+ * when the hash changes during the scan). fn returns 0 to go on. record is
+ * valid during the call only.
+ */
+typedef int (*store_dlq_fn)(void *opaque, const char *id, const char *record, size_t len);
+int store_dlq_scan(store_t *st, const char *sink, store_dlq_fn fn, void *opaque, char *err,
+                   size_t errlen);
+int store_dlq_count(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
+/* Removes one dead letter. */
+int store_dlq_delete(store_t *st, const char *sink, const char *id, char *err, size_t errlen);
+/* Removes every dead letter of sink; *n receives how many there were. */
+int store_dlq_purge(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
 
 /* Commands sent to Redis since store_new(), for benchmarks and metrics. */
 uint64_t store_commands_sent(const store_t *st);

@@ -200,6 +200,18 @@ class Stack:
         check_sanitizers(err, "session-bridge")
         return p.returncode, out, err
 
+    def start_bridge(self, config, name="bridge-run"):
+        """session-bridge run in the background; its log is log_of(name)."""
+        return self._spawn(name, [BRIDGE, "run", "-c", config], env=self.env())
+
+    def stop_bridge(self, name="bridge-run", sig=signal.SIGTERM):
+        """Stops it (SIGKILL: no chance to flush) and returns its exit code."""
+        p = self.procs.pop(name)
+        p.send_signal(sig)
+        rc = p.wait(timeout=60)
+        check_sanitizers(self.log_of(name), name)
+        return rc
+
     def once(self, config, *extra, expect=0):
         rc, out, err = self.bridge("once", "-c", config, *extra)
         if expect is not None and rc != expect:

@@ -106,7 +106,7 @@ static void commit_ok(store_t *st, const char *source, const diff_change_t *ch, 
     char err[ERRLEN] = "";
     uint64_t before = *cycle;
 
-    ck_assert_msg(store_commit(st, source, ch, n, after, cycle, err, sizeof err) == 0,
+    ck_assert_msg(store_commit(st, source, ch, n, after, NULL, cycle, err, sizeof err) == 0,
                   "commit %s: %s", source, err);
     ck_assert_uint_eq(*cycle, before + 1);
 }
@@ -272,7 +272,7 @@ START_TEST(test_down_server)
     assert_no_secret(err);
 
     err[0] = '\0';
-    ck_assert_int_eq(store_commit(st, "src", &ch, 1, 1, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(store_commit(st, "src", &ch, 1, 1, NULL, &cycle, err, sizeof err), -1);
     ck_assert_uint_eq(cycle, 7);
     ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
     assert_no_secret(err);
@@ -613,7 +613,7 @@ START_TEST(test_error_reply_fails_commit)
     bool exists;
 
     redis_server_ok(srv.port, "SET sb:snap:wrongtype not-a-hash");
-    ck_assert_int_eq(store_commit(st, "wrongtype", ch, 2, 1, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(store_commit(st, "wrongtype", ch, 2, 1, NULL, &cycle, err, sizeof err), -1);
     ck_assert_uint_eq(cycle, 3);
     ck_assert_msg(strstr(err, "WRONGTYPE") != NULL && strstr(err, "sb:snap:wrongtype") != NULL,
                   "%s", err);
@@ -685,7 +685,8 @@ START_TEST(test_invalid_input_sends_nothing)
     before = store_commands_sent(st);
     for (size_t i = 0; i < sizeof bad_sources / sizeof *bad_sources; i++) {
         err[0] = '\0';
-        ck_assert_int_eq(store_commit(st, bad_sources[i], NULL, 0, 0, &cycle, err, sizeof err), -1);
+        ck_assert_int_eq(
+            store_commit(st, bad_sources[i], NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
         ck_assert_msg(strstr(err, "source") != NULL, "%s", err);
         ck_assert_int_eq(store_load(st, bad_sources[i], ix, &exists, &cycle, err, sizeof err), -1);
     }
@@ -702,14 +703,14 @@ START_TEST(test_invalid_input_sends_nothing)
     };
     for (size_t i = 0; i < sizeof bad_changes / sizeof *bad_changes; i++) {
         err[0] = '\0';
-        ck_assert_int_eq(store_commit(st, "input", bad_changes[i], 2, 2, &cycle, err, sizeof err),
-                         -1);
+        ck_assert_int_eq(
+            store_commit(st, "input", bad_changes[i], 2, 2, NULL, &cycle, err, sizeof err), -1);
         ck_assert_msg(strstr(err, "change 1") != NULL, "case %zu: %s", i, err);
         ck_assert_uint_eq(cycle, 0);
     }
-    ck_assert_int_eq(store_commit(st, "input", NULL, 3, 0, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(store_commit(st, "input", NULL, 3, 0, NULL, &cycle, err, sizeof err), -1);
     cycle = UINT64_MAX;
-    ck_assert_int_eq(store_commit(st, "input", NULL, 0, 0, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(store_commit(st, "input", NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
     ck_assert_uint_eq(store_commands_sent(st), before);
     ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:meta:input sb:snap:input"), 0);
     diff_index_free(ix);
@@ -791,7 +792,7 @@ START_TEST(test_auth_missing)
 
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
     st = open_store_url(url, NULL, 2000);
-    ck_assert_int_eq(store_commit(st, "noauth", NULL, 0, 0, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(store_commit(st, "noauth", NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "NOAUTH") != NULL, "%s", err);
     ck_assert_uint_eq(cycle, 0);
     store_free(st);
@@ -868,7 +869,7 @@ START_TEST(test_restart_between_commits)
     /* This time the first call after the restart is a commit. */
     redis_server_kill(&srv);
     redis_server_start(&srv);
-    if (store_commit(st, "rs", b, 2, 3, &cycle, err, sizeof err) != 0) {
+    if (store_commit(st, "rs", b, 2, 3, NULL, &cycle, err, sizeof err) != 0) {
         ck_assert_uint_eq(cycle, 1);
         commit_ok(st, "rs", b, 2, 3, &cycle);
     }
@@ -905,7 +906,7 @@ START_TEST(test_commit_while_down_changes_nothing)
         long long t0 = now_ms();
 
         err[0] = '\0';
-        ck_assert_int_eq(store_commit(st, "down", b, 2, 2, &cycle, err, sizeof err), -1);
+        ck_assert_int_eq(store_commit(st, "down", b, 2, 2, NULL, &cycle, err, sizeof err), -1);
         ck_assert_uint_eq(cycle, 1);
         ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
         ck_assert_int_lt(now_ms() - t0, 1000);

@@ -1,0 +1,82 @@
+/*
+ * outbox: the delivery worker of one outbox sink (a webhook).
+ *
+ * A committed cycle leaves the events of outbox sinks in Redis (store.h:
+ * P:ob:K, written in the same transaction as the snapshot delta). The
+ * worker claims the events that are due, at most as many as the sink has
+ * room for, hands each one to the sink as one attempt, and settles the
+ * result: delivered events leave the outbox; failed ones are due again
+ * after the next delay of the sink's retry_schedule_s (with jitter, never
+ * before the endpoint's Retry-After); what exhausts the schedule, or is
+ * refused for good, goes to the dead letters; a 410 disables the endpoint
+ * (kept in Redis, so a restart keeps it disabled), and from then on every
+ * event of the sink goes to the dead letters until `dlq replay` re-enables
+ * it.
+ *
+ * Runs on the engine's loop thread and shares its store; the sink's poll()
+ * (driven by the engine) resolves the attempts.
+ */
+#ifndef SB_OUTBOX_H
+#define SB_OUTBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "sink.h"
+#include "store.h"
+
+typedef struct outbox outbox_t;
+
+typedef struct outbox_options {
+    const char *sink;        /* the sink's name; borrowed */
+    const sink_type_t *type; /* flagged SINK_F_OUTBOX */
+    void *ctx;               /* the sink instance; borrowed */
+    const cJSON *conf;       /* the sink's config: retry_schedule_s, timeout_s */
+    store_t *store;          /* borrowed; used on the caller's thread only */
+} outbox_options_t;
+
+/* NULL with a reason in err. Reads nothing from Redis yet. */
+outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen);
+/*
+ * Frees the worker. Attempts still in flight are not settled: their events
+ * stay claimed in Redis and come back when the claim lease runs out. Call
+ * it after the sink was flushed. Accepts NULL.
+ */
+void outbox_free(outbox_t *ob);
+
+/*
+ * One turn: refreshes the disabled flag now and then, claims due events
+ * while the sink has room (no new claims once stopping is set) and hands
+ * them over. Returns the seconds until it wants the next turn.
+ */
+double outbox_turn(outbox_t *ob, bool stopping);
+/* New events were committed: claim at the next turn instead of waiting. */
+void outbox_nudge(outbox_t *ob);
+/* Attempts handed to the sink and not settled yet. */
+size_t outbox_in_flight(const outbox_t *ob);
+/*
+ * true once a claim found nothing due (and no nudge came since) and no
+ * attempt is in flight: what `once` waits for before it exits.
+ */
+bool outbox_idle(const outbox_t *ob);
+
+/*
+ * The dead-letter record of an event (store.h): a JSON text, owned by the
+ * caller (free()); NULL when out of memory. event_json is embedded as JSON
+ * when it parses, as a string otherwise.
+ */
+char *outbox_dead_record(const char *sink, const char *id, unsigned attempts, const char *error,
+                         const char *event_json, size_t len);
+
+/*
+ * Fills ev from a parsed CloudEvent of ours (id, type, subject,
+ * data.source) so that it can be submitted again. key receives
+ * "<source>/<session_id>" (keylen bytes). Every pointer in ev points into
+ * event, key and json. Returns 0, or -1 when a member is missing.
+ */
+int outbox_event_view(const cJSON *event, const char *json, size_t len, char *key, size_t keylen,
+                      sink_event_t *ev);
+
+#endif /* SB_OUTBOX_H */
