@@ -139,16 +139,18 @@ static int set_prefix(store_t *st, const char *prefix, char *err, size_t errlen)
 static int make_key(const store_t *st, const char *kind, const char *name, const char *suffix,
                     char key[STORE_KEY_MAX], char *err, size_t errlen)
 {
+    /* Messages name what the caller passed, not the key part. */
+    const char *what = strcmp(kind, "snap") == 0 || strcmp(kind, "meta") == 0 ? "source" : "sink";
     size_t len;
 
     if (name == NULL) {
-        set_err(err, errlen, "store: no %s name", kind);
+        set_err(err, errlen, "store: no %s name", what);
         return -1;
     }
     len = strnlen(name, STORE_SOURCE_MAX + 1);
     if (len == 0 || len > STORE_SOURCE_MAX ||
         strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != len) {
-        set_err(err, errlen, "store: invalid name \"%.*s\" (expected [a-z0-9_-]{1,%d})",
+        set_err(err, errlen, "store: invalid %s name \"%.*s\" (expected [a-z0-9_-]{1,%d})", what,
                 (int)(len > STORE_SOURCE_MAX ? STORE_SOURCE_MAX : len), name, STORE_SOURCE_MAX);
         return -1;
     }
