@@ -3,9 +3,9 @@
  * redis_server.h).
  */
 #include "redis_server.h"
+#include "testlib.h"
 
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -39,14 +39,6 @@ int redis_server_free_port(void)
     return port;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 redisContext *redis_server_connect(int port)
 {
     struct timeval tv = {.tv_sec = 0, .tv_usec = 500000};
@@ -78,31 +70,6 @@ static bool server_answers(int port)
         freeReplyObject(r);
     redisFree(c);
     return ok;
-}
-
-void redis_server_remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((e = readdir(d)) != NULL) {
-        char sub[512];
-        struct stat sb;
-
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
-            redis_server_remove_tree(sub);
-        else
-            unlink(sub);
-    }
-    closedir(d);
-    rmdir(path);
 }
 
 void redis_server_start(redis_server_t *s)
@@ -160,7 +127,7 @@ void redis_server_start(redis_server_t *s)
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
             s->pid = 0;
-            redis_server_remove_tree(s->dir);
+            remove_tree(s->dir);
             ck_abort_msg("redis-server on port %d did not start: %s", s->port, log);
         }
         sleep_ms(SERVER_POLL_MS);
@@ -181,8 +148,7 @@ void redis_server_setup(redis_server_t *s, const char *tag, bool aof, const char
     memset(s, 0, sizeof *s);
     s->aof = aof;
     s->extra = extra;
-    snprintf(s->dir, sizeof s->dir, "/tmp/%s.XXXXXX", tag);
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
+    make_temp_dir(s->dir, sizeof s->dir, tag);
     s->port = redis_server_free_port();
     redis_server_start(s);
 }
@@ -191,7 +157,7 @@ void redis_server_teardown(redis_server_t *s)
 {
     redis_server_kill(s);
     if (s->dir[0] != '\0')
-        redis_server_remove_tree(s->dir);
+        remove_tree(s->dir);
     s->dir[0] = '\0';
 }
 

@@ -56,7 +56,4 @@ void redis_server_ok(int port, const char *fmt, ...);
  * otherwise. */
 long long redis_server_int(int port, const char *fmt, ...);
 
-/* rm -rf path (no symlinks followed). */
-void redis_server_remove_tree(const char *path);
-
 #endif /* SB_TEST_REDIS_SERVER_H */

@@ -20,6 +20,7 @@
 
 #include "redis_server.h"
 #include "store.h"
+#include "testlib.h"
 
 #define ERRLEN 512
 /* Population of the command-count tests. */
@@ -29,24 +30,6 @@
 #define SECRET "s3cr3t"
 
 static redis_server_t srv;
-
-/* ---- time ---- */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- stores and deltas ---- */
 
@@ -339,7 +322,7 @@ START_TEST(test_round_trip)
     diff_index_t *ix;
     uint64_t cycle = 0;
     bool exists;
-    long long t0 = now_ms(), t1;
+    long long t0 = unix_ms(), t1;
 
     memset(long_id, 'i', DIFF_ID_MAX);
     long_id[DIFF_ID_MAX] = '\0';
@@ -380,7 +363,7 @@ START_TEST(test_round_trip)
 
     commit_ok(st, "rt", second, nsecond, nfirst, &cycle);
     ck_assert_uint_eq(cycle, 2);
-    t1 = now_ms();
+    t1 = unix_ms();
     diff_index_free(ix);
     ix = load_ok(st, "rt", &exists, &cycle);
     ck_assert(exists);
@@ -809,13 +792,12 @@ END_TEST
 static void restart_dir_setup(void)
 {
     memset(&srv, 0, sizeof srv);
-    snprintf(srv.dir, sizeof srv.dir, "/tmp/store_test.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+    make_temp_dir(srv.dir, sizeof srv.dir, "store_test");
 }
 
 static void restart_setup(void)
 {
-    redis_server_remove_tree(srv.dir);
+    remove_tree(srv.dir);
     ck_assert_int_eq(mkdir(srv.dir, 0700), 0);
     srv.aof = true;
     srv.port = redis_server_free_port();
