@@ -7,39 +7,30 @@
  * store never sleeps or loops on a server that is down, the caller's cycle
  * does that).
  *
- * The password is kept for AUTH on every reconnect, is never formatted into
- * a message, and is wiped when the store is freed.
+ * The URL and the connect sequence (timeout, AUTH, SELECT) are redis_conn's,
+ * shared with the redis_stream sink. The password is kept for AUTH on every
+ * reconnect, is never formatted into a message, and is wiped when the store
+ * is freed.
  */
 #include "store.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
 
+#include "redis_conn.h"
+
 #define STORE_DEFAULT_PREFIX "sb"
-#define STORE_DEFAULT_PORT 6379
 /* Used when the options leave the timeout at 0. */
 #define STORE_DEFAULT_TIMEOUT_MS 5000
-/* The URL comes from configuration; anything longer is not a Redis URL. */
-#define STORE_URL_MAX 2048
-/* DNS names are at most 253 bytes; IPv6 literals with a zone fit too. */
-#define STORE_HOST_MAX 255
-/* "[" host "]:" port and the NUL. */
-#define STORE_ENDPOINT_MAX (STORE_HOST_MAX + 10)
-/* Bounds of the decoded URL userinfo (Redis ACL user names and passwords). */
-#define STORE_USER_MAX 256
-#define STORE_PASSWORD_MAX 1024
 /* Source names are [a-z0-9_-]{1,64} (CONTRACT §3). */
 #define STORE_SOURCE_MAX 64
 /* prefix ":snap:" source, or prefix ":ob:" sink ":due", and the NUL. */
@@ -48,7 +39,7 @@
  * and is not worth reading. */
 #define STORE_META_FIELDS_MAX 64
 /* A cycle, a cursor or a unix time in ms: at most 20 decimal digits. */
-#define STORE_U64_DIGITS 20
+#define STORE_U64_DIGITS REDIS_U64_DIGITS
 /* Bytes of a stored field quoted in an error (before escaping). */
 #define STORE_ERR_FIELD_SHOWN 48
 /* MULTI + EXEC around the delta. */
@@ -59,18 +50,12 @@
 #define STORE_RECORD_SLOT (DIFF_RECORD_MAX + 1)
 
 struct store {
-    char host[STORE_HOST_MAX + 1];
-    char endpoint[STORE_ENDPOINT_MAX]; /* host:port as errors show it */
-    int port;
-    int db;
-    char *user; /* NULL: AUTH with the password only */
-    size_t user_len;
-    char *password; /* NULL: no AUTH; may hold any byte, hence the length */
-    size_t password_len;
+    redis_target_t target;
+    const char *endpoint; /* target.endpoint: host:port as errors show it */
     int timeout_ms;
     char prefix[STORE_PREFIX_MAX + 1];
     redisContext *ctx; /* NULL while disconnected */
-    uint64_t commands;
+    uint64_t commands; /* ours; the AUTH and SELECT of each connect are not counted */
     /* Scratch for one HSET/HDEL chunk, allocated once so that a commit does
      * not allocate per change. */
     const char **argv;
@@ -125,244 +110,7 @@ static void quote_bytes(const char *s, size_t len, char *out, size_t outlen)
     out[o] = '\0';
 }
 
-/* Strict unsigned decimal: no sign, no spaces, no overflow. */
-static int parse_u64(const char *s, size_t len, uint64_t *out)
-{
-    uint64_t v = 0;
-
-    if (len == 0 || len > STORE_U64_DIGITS)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned d;
-
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* ---- URL ---- */
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/*
- * Percent-decodes one part of the userinfo into a new heap buffer (NUL
- * terminated, *outlen excludes it). The caller owns the result. -1 on bad
- * encoding, on a result longer than max, or ENOMEM (*oom set).
- */
-static int percent_decode(const char *s, size_t len, size_t max, char **out, size_t *outlen,
-                          int *oom)
-{
-    char *buf;
-    size_t o = 0;
-
-    *oom = 0;
-    buf = malloc(len + 1);
-    if (buf == NULL) {
-        *oom = 1;
-        return -1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%') {
-            int hi, lo;
-
-            if (i + 2 >= len)
-                goto bad;
-            hi = hex_value(s[i + 1]);
-            lo = hex_value(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                goto bad;
-            buf[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            buf[o++] = s[i];
-        }
-    }
-    if (o > max)
-        goto bad;
-    buf[o] = '\0';
-    *out = buf;
-    *outlen = o;
-    return 0;
-bad:
-    /* The buffer may hold part of a password. */
-    explicit_bzero(buf, len + 1);
-    free(buf);
-    return -1;
-}
-
-static int host_char(char c, int bracketed)
-{
-    if (isalnum((unsigned char)c))
-        return 1;
-    if (bracketed)
-        return c == ':' || c == '.' || c == '%';
-    return c == '.' || c == '-' || c == '_';
-}
-
-/*
- * Parses redis://[[user]:password@]host[:port][/db] into st. No message
- * quotes the URL: only the host, which cannot hold the password, may appear.
- */
-static int parse_url(store_t *st, const char *url, char *err, size_t errlen)
-{
-    static const char scheme[] = "redis://";
-    const char *rest, *at, *p, *host;
-    size_t url_len, host_len;
-    int bracketed = 0;
-
-    if (url == NULL || url[0] == '\0') {
-        set_err(err, errlen, "invalid redis URL: empty (expected redis://host[:port][/db])");
-        return -1;
-    }
-    url_len = strnlen(url, STORE_URL_MAX + 1);
-    if (url_len > STORE_URL_MAX) {
-        set_err(err, errlen, "invalid redis URL: longer than %d bytes", STORE_URL_MAX);
-        return -1;
-    }
-    for (size_t i = 0; i < url_len; i++) {
-        unsigned char c = (unsigned char)url[i];
-
-        if (c <= 0x20 || c == 0x7f) {
-            set_err(err, errlen,
-                    "invalid redis URL: contains a space or control character "
-                    "(percent-encode them in the password)");
-            return -1;
-        }
-    }
-    if (strncasecmp(url, scheme, sizeof scheme - 1) != 0) {
-        if (strncasecmp(url, "rediss://", 9) == 0)
-            set_err(err, errlen, "invalid redis URL: TLS (rediss://) is not supported");
-        else if (strncasecmp(url, "unix://", 7) == 0)
-            set_err(err, errlen, "invalid redis URL: unix sockets are not supported");
-        else
-            set_err(err, errlen, "invalid redis URL: the scheme must be redis://");
-        return -1;
-    }
-    rest = url + sizeof scheme - 1;
-
-    /* The last '@' ends the userinfo: a db number or host never holds one. */
-    at = strrchr(rest, '@');
-    if (at != NULL) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
-        int oom;
-
-        if (colon == NULL) {
-            set_err(err, errlen, "invalid redis URL: the userinfo must be [user]:password");
-            return -1;
-        }
-        if (colon + 1 == at) {
-            set_err(err, errlen, "invalid redis URL: empty password");
-            return -1;
-        }
-        if (colon > rest && percent_decode(rest, (size_t)(colon - rest), STORE_USER_MAX, &st->user,
-                                           &st->user_len, &oom) != 0) {
-            set_err(err, errlen, "invalid redis URL: %s in the user name",
-                    oom ? "out of memory" : "bad percent-encoding or too long");
-            return -1;
-        }
-        if (percent_decode(colon + 1, (size_t)(at - colon - 1), STORE_PASSWORD_MAX, &st->password,
-                           &st->password_len, &oom) != 0) {
-            set_err(err, errlen, "invalid redis URL: %s in the password",
-                    oom ? "out of memory" : "bad percent-encoding or too long");
-            return -1;
-        }
-        rest = at + 1;
-    }
-
-    p = rest;
-    if (*p == '[') {
-        bracketed = 1;
-        host = ++p;
-        while (*p != '\0' && *p != ']')
-            p++;
-        if (*p != ']') {
-            set_err(err, errlen, "invalid redis URL: unterminated [IPv6 address]");
-            return -1;
-        }
-        host_len = (size_t)(p - host);
-        p++;
-    } else {
-        host = p;
-        while (*p != '\0' && *p != ':' && *p != '/' && *p != '?' && *p != '#')
-            p++;
-        host_len = (size_t)(p - host);
-    }
-    if (host_len == 0) {
-        set_err(err, errlen, "invalid redis URL: no host");
-        return -1;
-    }
-    if (host_len > STORE_HOST_MAX) {
-        set_err(err, errlen, "invalid redis URL: host longer than %d bytes", STORE_HOST_MAX);
-        return -1;
-    }
-    for (size_t i = 0; i < host_len; i++) {
-        if (!host_char(host[i], bracketed)) {
-            set_err(err, errlen, "invalid redis URL: bad character in the host");
-            return -1;
-        }
-    }
-    memcpy(st->host, host, host_len);
-    st->host[host_len] = '\0';
-
-    st->port = STORE_DEFAULT_PORT;
-    if (*p == ':') {
-        const char *digits = ++p;
-        uint64_t port;
-
-        while (*p >= '0' && *p <= '9')
-            p++;
-        if (parse_u64(digits, (size_t)(p - digits), &port) != 0 || port < 1 || port > 65535) {
-            set_err(err, errlen, "invalid redis URL: the port must be 1..65535");
-            return -1;
-        }
-        st->port = (int)port;
-    }
-
-    st->db = 0;
-    if (*p == '/') {
-        const char *digits = ++p;
-        uint64_t db;
-
-        while (*p >= '0' && *p <= '9')
-            p++;
-        /* "redis://host/" is common and means db 0. */
-        if (p > digits) {
-            if (parse_u64(digits, (size_t)(p - digits), &db) != 0 || db > INT_MAX) {
-                set_err(err, errlen, "invalid redis URL: the database must be 0..%d", INT_MAX);
-                return -1;
-            }
-            st->db = (int)db;
-        }
-    }
-    if (*p == '?') {
-        set_err(err, errlen, "invalid redis URL: query parameters are not supported");
-        return -1;
-    }
-    if (*p != '\0') {
-        set_err(err, errlen,
-                "invalid redis URL: unexpected text after the host (expected [:port][/db])");
-        return -1;
-    }
-
-    snprintf(st->endpoint, sizeof st->endpoint, bracketed ? "[%s]:%d" : "%s:%d", st->host,
-             st->port);
-    return 0;
-}
+/* ---- keys ---- */
 
 static int set_prefix(store_t *st, const char *prefix, char *err, size_t errlen)
 {
@@ -432,24 +180,15 @@ static void disconnect(store_t *st)
 
 /*
  * Says what went wrong on the connection and drops it. saved_errno is errno
- * right after the failing hiredis call: a blocking read or write that hit
- * SO_RCVTIMEO/SO_SNDTIMEO reports EAGAIN, which hiredis words as "Resource
- * temporarily unavailable".
+ * right after the failing hiredis call (see redis_describe_error()).
  */
 static void fail_connection(store_t *st, const char *what, int saved_errno, char *err,
                             size_t errlen)
 {
-    const redisContext *c = st->ctx;
+    char why[160];
 
-    if (c == NULL || c->err == 0)
-        set_err(err, errlen, "redis %s: %s: connection lost", st->endpoint, what);
-    else if (c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK))
-        set_err(err, errlen, "redis %s: %s: timed out after %d ms", st->endpoint, what,
-                st->timeout_ms);
-    else if (c->err == REDIS_ERR_EOF)
-        set_err(err, errlen, "redis %s: %s: connection closed by the server", st->endpoint, what);
-    else
-        set_err(err, errlen, "redis %s: %s: %s", st->endpoint, what, c->errstr);
+    redis_describe_error(st->ctx, saved_errno, st->timeout_ms, why, sizeof why);
+    set_err(err, errlen, "redis %s: %s: %s", st->endpoint, what, why);
     disconnect(st);
 }
 
@@ -501,93 +240,20 @@ static redisReply *run_command(store_t *st, int argc, const char **argv, const s
     return r;
 }
 
-static int expect_ok(store_t *st, int argc, const char **argv, const size_t *argvlen,
-                     const char *what, char *err, size_t errlen)
-{
-    redisReply *r = run_command(st, argc, argv, argvlen, what, err, errlen);
-
-    if (r == NULL)
-        return -1;
-    if (r->type != REDIS_REPLY_STATUS) {
-        set_err(err, errlen, "redis %s: %s: unexpected reply type %d", st->endpoint, what, r->type);
-        freeReplyObject(r);
-        return -1;
-    }
-    freeReplyObject(r);
-    return 0;
-}
-
 /*
- * We never leave a reply unread between calls, so an idle connection whose
- * socket is readable has been closed (or reset) by the server: a restart, or
- * Redis's idle timeout. Noticing it before sending lets the call reconnect
- * instead of failing, without the doubt a resent EXEC would carry.
+ * Makes st->ctx a ready connection: one connect attempt at most. We never
+ * leave a reply unread between calls, so an idle connection whose socket is
+ * readable was closed by the server; noticing it before sending lets the
+ * call reconnect instead of failing, without the doubt a resent EXEC would
+ * carry.
  */
-static int connection_closed(const store_t *st)
-{
-    struct pollfd pfd = {.fd = st->ctx->fd, .events = POLLIN};
-
-    return poll(&pfd, 1, 0) > 0;
-}
-
-/* Makes st->ctx a ready connection: one connect attempt at most. */
 static int ensure_connected(store_t *st, char *err, size_t errlen)
 {
-    struct timeval tv = {.tv_sec = st->timeout_ms / 1000,
-                         .tv_usec = (st->timeout_ms % 1000) * 1000};
-    redisContext *c;
-
-    if (st->ctx != NULL && st->ctx->err == 0 && !connection_closed(st))
+    if (st->ctx != NULL && st->ctx->err == 0 && !redis_idle_closed(st->ctx))
         return 0;
     disconnect(st);
-
-    c = redisConnectWithTimeout(st->host, st->port, tv);
-    if (c == NULL) {
-        set_err(err, errlen, "redis %s: connect: out of memory", st->endpoint);
-        return -1;
-    }
-    if (c->err != 0) {
-        set_err(err, errlen, "redis %s: connect: %s", st->endpoint, c->errstr);
-        redisFree(c);
-        return -1;
-    }
-    st->ctx = c;
-    if (redisSetTimeout(c, tv) != REDIS_OK) {
-        fail_connection(st, "set timeout", errno, err, errlen);
-        return -1;
-    }
-    /* Detects a peer that vanished without closing; failure only loses that. */
-    (void)redisEnableKeepAlive(c);
-
-    if (st->password != NULL) {
-        const char *argv[3] = {"AUTH", NULL, NULL};
-        size_t argvlen[3] = {4, 0, 0};
-        int argc = 2;
-
-        if (st->user != NULL) {
-            argv[1] = st->user;
-            argvlen[1] = st->user_len;
-            argc = 3;
-        }
-        argv[argc - 1] = st->password;
-        argvlen[argc - 1] = st->password_len;
-        if (expect_ok(st, argc, argv, argvlen, "AUTH", err, errlen) != 0) {
-            disconnect(st);
-            return -1;
-        }
-    }
-    if (st->db != 0) {
-        char db[16];
-        const char *argv[2] = {"SELECT", db};
-        size_t argvlen[2] = {6, 0};
-
-        argvlen[1] = (size_t)snprintf(db, sizeof db, "%d", st->db);
-        if (expect_ok(st, 2, argv, argvlen, "SELECT", err, errlen) != 0) {
-            disconnect(st);
-            return -1;
-        }
-    }
-    return 0;
+    st->ctx = redis_connect_target(&st->target, st->timeout_ms, err, errlen);
+    return st->ctx != NULL ? 0 : -1;
 }
 
 /* ---- public ---- */
@@ -612,8 +278,9 @@ store_t *store_new(const store_options_t *opt, char *err, size_t errlen)
     st->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
     if (set_prefix(st, opt->prefix != NULL ? opt->prefix : STORE_DEFAULT_PREFIX, err, errlen) != 0)
         goto err;
-    if (parse_url(st, opt->url, err, errlen) != 0)
+    if (redis_url_parse(opt->url, &st->target, err, errlen) != 0)
         goto err;
+    st->endpoint = st->target.endpoint;
     st->argv = calloc(STORE_ARGV_MAX, sizeof *st->argv);
     st->argvlen = calloc(STORE_ARGV_MAX, sizeof *st->argvlen);
     st->records = malloc((size_t)STORE_BATCH * STORE_RECORD_SLOT);
@@ -636,11 +303,7 @@ void store_free(store_t *st)
     if (st == NULL)
         return;
     disconnect(st);
-    if (st->password != NULL) {
-        explicit_bzero(st->password, st->password_len);
-        free(st->password);
-    }
-    free(st->user);
+    redis_target_clear(&st->target);
     free(st->argv);
     free(st->argvlen);
     free(st->records);
@@ -695,7 +358,7 @@ static int load_meta(store_t *st, const char *meta, bool *exists, uint64_t *cycl
             goto out;
         }
         if (f->len == 5 && memcmp(f->str, "cycle", 5) == 0) {
-            if (parse_u64(v->str, v->len, cycle) != 0) {
+            if (redis_parse_u64(v->str, v->len, cycle) != 0) {
                 set_err(err, errlen, "redis %s: %s field \"cycle\": not a decimal cycle number",
                         st->endpoint, meta);
                 goto out;
@@ -771,7 +434,7 @@ static int scan_hash(store_t *st, const char *key, pair_fn fn, void *opaque, cha
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
             r->element[1]->elements % 2 != 0 ||
-            parse_u64(r->element[0]->str, r->element[0]->len, &next) != 0) {
+            redis_parse_u64(r->element[0]->str, r->element[0]->len, &next) != 0) {
             set_err(err, errlen, "redis %s: HSCAN %s: unexpected reply", st->endpoint, key);
             freeReplyObject(r);
             return -1;
@@ -1039,6 +702,23 @@ static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t e
         append_letters(st, "ZADD", "ob", ":due", x->outbox, x->noutbox, now, err, errlen) != 0)
         return -1;
     return append_letters(st, "HSET", "dlq", "", x->dead, x->ndead, NULL, err, errlen);
+}
+
+/* Runs a command whose reply must be a status (+OK). */
+static int expect_ok(store_t *st, int argc, const char **argv, const size_t *argvlen,
+                     const char *what, char *err, size_t errlen)
+{
+    redisReply *r = run_command(st, argc, argv, argvlen, what, err, errlen);
+    int rc = 0;
+
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_STATUS) {
+        set_err(err, errlen, "redis %s: %s: unexpected reply type %d", st->endpoint, what, r->type);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
 }
 
 /*

@@ -16,6 +16,8 @@ const sink_type_t *const sink_builtin_types[] = {
     &sink_kafka_type,
     &sink_stdout_type,
     &sink_webhook_type,
+    &sink_file_type,
+    &sink_redis_stream_type,
     NULL,
 };
 

@@ -5,7 +5,7 @@
  * stdout through a temporary file put in place of fd 1.
  */
 #include "sink.h"
-#include "test_ticket.h"
+#include "testlib.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -20,43 +20,6 @@
 
 /* InitProducerId, the Kafka protocol's ApiKey 22. */
 #define API_INIT_PRODUCER_ID 22
-
-static cJSON *parse_json(const char *text)
-{
-    cJSON *j = cJSON_Parse(text);
-
-    ck_assert_msg(j != NULL, "bad test JSON: %s", text);
-    return j;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Every collected message, for failure output. */
-static const char *errs_dump(const sink_errors_t *errs)
-{
-    static char buf[8192];
-    size_t o = 0;
-
-    buf[0] = '\0';
-    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX && o < sizeof(buf); i++)
-        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "[%s] ", errs->msg[i]);
-    return buf;
-}
-
-static bool errs_contain(const sink_errors_t *errs, const char *needle)
-{
-    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++) {
-        if (strstr(errs->msg[i], needle))
-            return true;
-    }
-    return false;
-}
 
 /* ---- path joiners and the error list ---- */
 
@@ -259,6 +222,8 @@ START_TEST(test_registry)
     ck_assert_ptr_eq(sink_type_find("webhook"), &sink_webhook_type);
     ck_assert_uint_eq(sink_webhook_type.flags & SINK_F_OUTBOX, SINK_F_OUTBOX);
     ck_assert_ptr_nonnull(sink_webhook_type.room);
+    ck_assert_ptr_eq(sink_type_find("file"), &sink_file_type);
+    ck_assert_ptr_eq(sink_type_find("redis_stream"), &sink_redis_stream_type);
     ck_assert_ptr_null(sink_type_find("Kafka"));
     ck_assert_ptr_null(sink_type_find("webhook-nope"));
     ck_assert_ptr_null(sink_type_find(NULL));
@@ -266,7 +231,7 @@ START_TEST(test_registry)
         ck_assert((*t)->name && (*t)->validate && (*t)->create && (*t)->submit && (*t)->poll &&
                   (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
     }
-    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(n, 5);
 }
 END_TEST
 
@@ -464,52 +429,6 @@ START_TEST(test_kafka_create_invalid)
     cJSON_Delete(j);
 }
 END_TEST
-
-/* ---- events and tickets ---- */
-
-typedef struct test_event {
-    char id[33], type[32], key[128], json[512];
-    sink_event_t ev;
-} test_event_t;
-
-static void event_init(test_event_t *te, const char *source, const char *session, const char *kind,
-                       int n)
-{
-    snprintf(te->id, sizeof(te->id), "%032x", 0xabc000 + n);
-    snprintf(te->type, sizeof(te->type), "session.%s", kind);
-    snprintf(te->key, sizeof(te->key), "%s/%s", source, session);
-    snprintf(te->json, sizeof(te->json),
-             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"session-bridge/%s\","
-             "\"type\":\"%s\",\"subject\":\"%s\",\"data\":{\"n\":%d}}",
-             te->id, source, te->type, session, n);
-    te->ev = (sink_event_t){.id = te->id,
-                            .type = te->type,
-                            .kind = kind,
-                            .source = source,
-                            .session_id = session,
-                            .key = te->key,
-                            .json = te->json,
-                            .json_len = strlen(te->json)};
-}
-
-/* Polls until every ticket resolved or timeout_ms passed. */
-static bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
-                                int timeout_ms)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-
-    for (;;) {
-        int open = 0;
-
-        for (int i = 0; i < n; i++)
-            open += t[i].calls == 0;
-        if (!open)
-            return true;
-        if (now_ms() > deadline)
-            return false;
-        type->poll(ctx, 50);
-    }
-}
 
 /* ---- kafka against the mock cluster ---- */
 

@@ -1,38 +1,27 @@
 /*
  * store_test: the Redis store against real redis-server processes.
  *
- * Every test case starts its own redis-server on a free loopback port in a
- * temporary directory and never touches a Redis that may already run.
- * Servers shared by a test case are started by the runner process (unchecked
+ * Every test case starts its own redis-server (redis_server.h). Servers
+ * shared by a test case are started by the runner process (unchecked
  * fixture); the restart tests, which kill and restart their server, start it
- * in the forked test itself (checked fixture). Every server is started with
- * PR_SET_PDEATHSIG so that it dies with whoever started it, even when a test
- * aborts or the runner is killed by a timeout.
+ * in the forked test itself (checked fixture).
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
+#include "redis_server.h"
 #include "store.h"
+#include "testlib.h"
 
-/* How long a starting redis-server may take to answer PING. */
-#define SERVER_START_MS 10000
-#define SERVER_POLL_MS 20
 #define ERRLEN 512
 /* Population of the command-count tests. */
 #define BIG_N 5000
@@ -40,237 +29,7 @@
 /* The password of every URL in the tests: no message may contain it. */
 #define SECRET "s3cr3t"
 
-typedef struct server {
-    pid_t pid;
-    int port;
-    bool aof;
-    const char *const *extra; /* more redis-server arguments, NULL-terminated */
-    char dir[64];
-} server_t;
-
-static server_t srv;
-
-/* ---- redis-server processes ---- */
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static redisContext *raw_connect(int port)
-{
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 500000};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-
-    if (c != NULL && c->err != 0) {
-        redisFree(c);
-        return NULL;
-    }
-    if (c != NULL)
-        redisSetTimeout(c, tv);
-    return c;
-}
-
-static bool server_answers(int port)
-{
-    redisContext *c = raw_connect(port);
-    redisReply *r;
-    bool ok;
-
-    if (c == NULL)
-        return false;
-    r = redisCommand(c, "PING");
-    /* NOAUTH proves the server is up; LOADING (an AOF being replayed) does
-     * not: it refuses every command until it is done. */
-    ok = r != NULL && (r->type == REDIS_REPLY_STATUS ||
-                       (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0));
-    if (r != NULL)
-        freeReplyObject(r);
-    redisFree(c);
-    return ok;
-}
-
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((e = readdir(d)) != NULL) {
-        char sub[512];
-        struct stat sb;
-
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
-            remove_tree(sub);
-        else
-            unlink(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
-static void server_start(server_t *s)
-{
-    char port[16], logfile[96];
-    const char *argv[40];
-    int argc = 0;
-    pid_t pid;
-
-    snprintf(port, sizeof port, "%d", s->port);
-    snprintf(logfile, sizeof logfile, "%s/redis.log", s->dir);
-    argv[argc++] = "redis-server";
-    argv[argc++] = "--port";
-    argv[argc++] = port;
-    argv[argc++] = "--bind";
-    argv[argc++] = "127.0.0.1";
-    argv[argc++] = "--save";
-    argv[argc++] = "";
-    argv[argc++] = "--daemonize";
-    argv[argc++] = "no";
-    argv[argc++] = "--dir";
-    argv[argc++] = s->dir;
-    argv[argc++] = "--logfile";
-    argv[argc++] = logfile;
-    argv[argc++] = "--appendonly";
-    argv[argc++] = s->aof ? "yes" : "no";
-    if (s->aof) {
-        argv[argc++] = "--appendfsync";
-        argv[argc++] = "always";
-    }
-    for (int i = 0; s->extra != NULL && s->extra[i] != NULL; i++)
-        argv[argc++] = s->extra[i];
-    argv[argc] = NULL;
-
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (int waited = 0; !server_answers(s->port); waited += SERVER_POLL_MS) {
-        int status;
-
-        if (waitpid(pid, &status, WNOHANG) != 0 || waited >= SERVER_START_MS) {
-            char log[512] = "";
-            FILE *f = fopen(logfile, "r");
-
-            /* The last line of its log says why. */
-            while (f != NULL && fgets(log, sizeof log, f) != NULL)
-                ;
-            if (f != NULL)
-                fclose(f);
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            s->pid = 0;
-            remove_tree(s->dir);
-            ck_abort_msg("redis-server on port %d did not start: %s", s->port, log);
-        }
-        sleep_ms(SERVER_POLL_MS);
-    }
-}
-
-/* SIGKILL: no shutdown, no final save; with appendfsync always every
- * acknowledged write is already on disk. */
-static void server_kill(server_t *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-}
-
-static void server_setup(server_t *s, bool aof, const char *const *extra)
-{
-    memset(s, 0, sizeof *s);
-    s->aof = aof;
-    s->extra = extra;
-    snprintf(s->dir, sizeof s->dir, "/tmp/store_test.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
-    s->port = free_port();
-    server_start(s);
-}
-
-static void server_teardown(server_t *s)
-{
-    server_kill(s);
-    if (s->dir[0] != '\0')
-        remove_tree(s->dir);
-    s->dir[0] = '\0';
-}
-
-static void raw_ok(int port, const char *fmt, ...)
-{
-    redisContext *c = raw_connect(port);
-    redisReply *r;
-    va_list ap;
-
-    ck_assert_ptr_nonnull(c);
-    va_start(ap, fmt);
-    r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    redisFree(c);
-    ck_assert_ptr_nonnull(r);
-    ck_assert_msg(r->type != REDIS_REPLY_ERROR, "%s", r->str);
-    freeReplyObject(r);
-}
-
-static long long raw_int(int port, const char *fmt, ...)
-{
-    redisContext *c = raw_connect(port);
-    redisReply *r;
-    long long v;
-    va_list ap;
-
-    ck_assert_ptr_nonnull(c);
-    va_start(ap, fmt);
-    r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    redisFree(c);
-    ck_assert_ptr_nonnull(r);
-    if (r->type == REDIS_REPLY_INTEGER)
-        v = r->integer;
-    else if (r->type == REDIS_REPLY_STRING)
-        v = strtoll(r->str, NULL, 10);
-    else
-        v = -1;
-    freeReplyObject(r);
-    return v;
-}
+static redis_server_t srv;
 
 /* ---- stores and deltas ---- */
 
@@ -480,7 +239,7 @@ END_TEST
 START_TEST(test_down_server)
 {
     char url[96], err[ERRLEN] = "", endpoint[32];
-    int port = free_port(); /* nobody listens there */
+    int port = redis_server_free_port(); /* nobody listens there */
     diff_change_t ch = upsert("a", DIFF_STATE_ACTIVE, 0, 1, "IN_PROGRESS");
     diff_index_t *ix = diff_index_new();
     uint64_t cycle = 7;
@@ -516,12 +275,12 @@ END_TEST
 
 static void basic_setup(void)
 {
-    server_setup(&srv, false, NULL);
+    redis_server_setup(&srv, "store_test", false, NULL);
 }
 
 static void basic_teardown(void)
 {
-    server_teardown(&srv);
+    redis_server_teardown(&srv);
 }
 
 START_TEST(test_ping)
@@ -563,7 +322,7 @@ START_TEST(test_round_trip)
     diff_index_t *ix;
     uint64_t cycle = 0;
     bool exists;
-    long long t0 = now_ms(), t1;
+    long long t0 = unix_ms(), t1;
 
     memset(long_id, 'i', DIFF_ID_MAX);
     long_id[DIFF_ID_MAX] = '\0';
@@ -604,7 +363,7 @@ START_TEST(test_round_trip)
 
     commit_ok(st, "rt", second, nsecond, nfirst, &cycle);
     ck_assert_uint_eq(cycle, 2);
-    t1 = now_ms();
+    t1 = unix_ms();
     diff_index_free(ix);
     ix = load_ok(st, "rt", &exists, &cycle);
     ck_assert(exists);
@@ -618,11 +377,11 @@ START_TEST(test_round_trip)
     for (size_t i = 2; i < nfirst - 1; i++) /* untouched ones */
         assert_record(ix, first[i].session_id, &first[i].rec);
 
-    ck_assert_int_eq(raw_int(srv.port, "HGET sb:meta:rt cycle"), 2);
-    ck_assert_int_eq(raw_int(srv.port, "HGET sb:meta:rt sessions"), (long long)nfirst);
-    long long at = raw_int(srv.port, "HGET sb:meta:rt committed_at");
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:rt cycle"), 2);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:rt sessions"), (long long)nfirst);
+    long long at = redis_server_int(srv.port, "HGET sb:meta:rt committed_at");
     ck_assert_msg(at >= t0 && at <= t1, "committed_at %lld not in [%lld, %lld]", at, t0, t1);
-    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:rt"), (long long)nfirst);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:rt"), (long long)nfirst);
 
     diff_index_free(ix);
     store_free(st);
@@ -640,7 +399,7 @@ START_TEST(test_meta_cycles)
     ix = load_ok(st, "meta", &exists, &cycle);
     ck_assert(!exists);
     ck_assert_uint_eq(cycle, 0);
-    ck_assert_int_eq(raw_int(srv.port, "EXISTS sb:meta:meta"), 0);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:meta:meta"), 0);
 
     /* An empty first poll still gives the source a snapshot. */
     before = store_commands_sent(st);
@@ -651,7 +410,7 @@ START_TEST(test_meta_cycles)
     ck_assert(exists);
     ck_assert_uint_eq(cycle, 1);
     ck_assert_uint_eq(diff_index_size(ix), 0);
-    ck_assert_int_eq(raw_int(srv.port, "HGET sb:meta:meta sessions"), 0);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:meta sessions"), 0);
 
     for (int i = 0; i < 3; i++)
         commit_ok(st, "meta", NULL, 0, 0, &cycle);
@@ -701,7 +460,7 @@ START_TEST(test_command_counts)
     /* MULTI, ceil(5000 / STORE_BATCH) HSET, HSET meta, EXEC */
     ck_assert_uint_le(big_commit, 2 + batches + 2);
     ck_assert_uint_eq(big_commit, 2 + batches + 1);
-    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:big"), BIG_N);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N);
 
     before = store_commands_sent(st);
     ix = load_ok(st, "big", &exists, &cycle_big);
@@ -728,7 +487,7 @@ START_TEST(test_command_counts)
     small_on_small = store_commands_sent(st) - before;
     ck_assert_uint_eq(small_on_big, 5);
     ck_assert_uint_eq(small_on_small, small_on_big);
-    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:big"), BIG_N - SMALL_N / 2);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N - SMALL_N / 2);
 
     /* A delta half upserts, half removals: both kinds chunked. */
     for (size_t i = 0; i < BIG_N; i += 2)
@@ -737,7 +496,7 @@ START_TEST(test_command_counts)
     commit_ok(st, "big", big, BIG_N, BIG_N / 2, &cycle_big);
     uint64_t mixed = store_commands_sent(st) - before;
     ck_assert_uint_le(mixed, 2 + 2 * ((BIG_N / 2 + STORE_BATCH - 1) / STORE_BATCH) + 1);
-    ck_assert_int_eq(raw_int(srv.port, "HLEN sb:snap:big"), BIG_N / 2);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N / 2);
 
     fprintf(stderr,
             "store_test: commands: commit %d upserts %" PRIu64 ", load %d sessions %" PRIu64
@@ -779,8 +538,8 @@ START_TEST(test_malformed_values)
 
     commit_ok(st, "bad", &ok, 1, 1, &cycle);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        raw_ok(srv.port, "HSET sb:snap:bad %b %b", cases[i].field, cases[i].field_len,
-               cases[i].value, cases[i].value_len);
+        redis_server_ok(srv.port, "HSET sb:snap:bad %b %b", cases[i].field, cases[i].field_len,
+                        cases[i].value, cases[i].value_len);
         err[0] = '\0';
         ck_assert_msg(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err) == -1,
                       "case %zu loaded", i);
@@ -789,33 +548,33 @@ START_TEST(test_malformed_values)
         ck_assert_uint_eq(diff_index_size(ix), 0);
         ck_assert(!exists);
         ck_assert_uint_eq(cycle, 0);
-        raw_ok(srv.port, "HDEL sb:snap:bad %b", cases[i].field, cases[i].field_len);
+        redis_server_ok(srv.port, "HDEL sb:snap:bad %b", cases[i].field, cases[i].field_len);
     }
 
     /* Longer than any record: rejected before decoding. */
     memset(long_value, 'v', sizeof long_value - 1);
     long_value[sizeof long_value - 1] = '\0';
-    raw_ok(srv.port, "HSET sb:snap:bad long-value %s", long_value);
+    redis_server_ok(srv.port, "HSET sb:snap:bad long-value %s", long_value);
     ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "long-value") != NULL && strstr(err, "longer") != NULL, "%s", err);
-    raw_ok(srv.port, "DEL sb:snap:bad");
+    redis_server_ok(srv.port, "DEL sb:snap:bad");
     memset(long_field, 'f', sizeof long_field - 1);
     long_field[sizeof long_field - 1] = '\0';
-    raw_ok(srv.port, "HSET sb:snap:bad %s 1:0:0000000000000000:x", long_field);
+    redis_server_ok(srv.port, "HSET sb:snap:bad %s 1:0:0000000000000000:x", long_field);
     ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "sb:snap:bad") != NULL && strstr(err, "ffff...") != NULL, "%s", err);
-    raw_ok(srv.port, "DEL sb:snap:bad");
+    redis_server_ok(srv.port, "DEL sb:snap:bad");
 
     /* The meta hash. */
-    raw_ok(srv.port, "HSET sb:meta:bad cycle 12x");
+    redis_server_ok(srv.port, "HSET sb:meta:bad cycle 12x");
     ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "sb:meta:bad") != NULL && strstr(err, "cycle") != NULL, "%s", err);
-    raw_ok(srv.port, "HSET sb:meta:bad cycle 99999999999999999999");
+    redis_server_ok(srv.port, "HSET sb:meta:bad cycle 99999999999999999999");
     ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
-    raw_ok(srv.port, "HDEL sb:meta:bad cycle");
+    redis_server_ok(srv.port, "HDEL sb:meta:bad cycle");
     ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "sb:meta:bad") != NULL && strstr(err, "cycle") != NULL, "%s", err);
-    raw_ok(srv.port, "HSET sb:meta:bad cycle 12");
+    redis_server_ok(srv.port, "HSET sb:meta:bad cycle 12");
 
     /* And a correct one loads again over the same connection. */
     ck_assert_msg(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err) == 0, "%s", err);
@@ -836,7 +595,7 @@ START_TEST(test_error_reply_fails_commit)
     uint64_t cycle = 3;
     bool exists;
 
-    raw_ok(srv.port, "SET sb:snap:wrongtype not-a-hash");
+    redis_server_ok(srv.port, "SET sb:snap:wrongtype not-a-hash");
     ck_assert_int_eq(store_commit(st, "wrongtype", ch, 2, 1, NULL, &cycle, err, sizeof err), -1);
     ck_assert_uint_eq(cycle, 3);
     ck_assert_msg(strstr(err, "WRONGTYPE") != NULL && strstr(err, "sb:snap:wrongtype") != NULL,
@@ -867,9 +626,9 @@ START_TEST(test_db_and_prefix)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/3", srv.port);
     st = open_store_url(url, "tenant:a", 2000);
     commit_ok(st, "db3", &ch, 1, 1, &cycle);
-    ck_assert_int_eq(raw_int(srv.port, "EXISTS tenant:a:snap:db3"), 0); /* not in db 0 */
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS tenant:a:snap:db3"), 0); /* not in db 0 */
     {
-        redisContext *c = raw_connect(srv.port);
+        redisContext *c = redis_server_connect(srv.port);
         redisReply *r;
 
         ck_assert_ptr_nonnull(c);
@@ -909,7 +668,8 @@ START_TEST(test_invalid_input_sends_nothing)
     before = store_commands_sent(st);
     for (size_t i = 0; i < sizeof bad_sources / sizeof *bad_sources; i++) {
         err[0] = '\0';
-        ck_assert_int_eq(store_commit(st, bad_sources[i], NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
+        ck_assert_int_eq(
+            store_commit(st, bad_sources[i], NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
         ck_assert_msg(strstr(err, "source") != NULL, "%s", err);
         ck_assert_int_eq(store_load(st, bad_sources[i], ix, &exists, &cycle, err, sizeof err), -1);
     }
@@ -926,8 +686,8 @@ START_TEST(test_invalid_input_sends_nothing)
     };
     for (size_t i = 0; i < sizeof bad_changes / sizeof *bad_changes; i++) {
         err[0] = '\0';
-        ck_assert_int_eq(store_commit(st, "input", bad_changes[i], 2, 2, NULL, &cycle, err, sizeof err),
-                         -1);
+        ck_assert_int_eq(
+            store_commit(st, "input", bad_changes[i], 2, 2, NULL, &cycle, err, sizeof err), -1);
         ck_assert_msg(strstr(err, "change 1") != NULL, "case %zu: %s", i, err);
         ck_assert_uint_eq(cycle, 0);
     }
@@ -935,7 +695,7 @@ START_TEST(test_invalid_input_sends_nothing)
     cycle = UINT64_MAX;
     ck_assert_int_eq(store_commit(st, "input", NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
     ck_assert_uint_eq(store_commands_sent(st), before);
-    ck_assert_int_eq(raw_int(srv.port, "EXISTS sb:meta:input sb:snap:input"), 0);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:meta:input sb:snap:input"), 0);
     diff_index_free(ix);
     store_free(st);
 }
@@ -950,10 +710,10 @@ START_TEST(test_idle_connection_closed_by_server)
     uint64_t cycle = 0;
 
     ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_ge(raw_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
+    ck_assert_int_ge(redis_server_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
     sleep_ms(50);
     ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_ge(raw_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
+    ck_assert_int_ge(redis_server_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
     sleep_ms(50);
     commit_ok(st, "idle", NULL, 0, 0, &cycle);
     store_free(st);
@@ -968,7 +728,7 @@ static const char *const auth_args[] = {
 
 static void auth_setup(void)
 {
-    server_setup(&srv, false, auth_args);
+    redis_server_setup(&srv, "store_test", false, auth_args);
 }
 
 START_TEST(test_auth)
@@ -1032,8 +792,7 @@ END_TEST
 static void restart_dir_setup(void)
 {
     memset(&srv, 0, sizeof srv);
-    snprintf(srv.dir, sizeof srv.dir, "/tmp/store_test.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+    make_temp_dir(srv.dir, sizeof srv.dir, "store_test");
 }
 
 static void restart_setup(void)
@@ -1041,13 +800,13 @@ static void restart_setup(void)
     remove_tree(srv.dir);
     ck_assert_int_eq(mkdir(srv.dir, 0700), 0);
     srv.aof = true;
-    srv.port = free_port();
-    server_start(&srv);
+    srv.port = redis_server_free_port();
+    redis_server_start(&srv);
 }
 
 static void restart_teardown(void)
 {
-    server_kill(&srv);
+    redis_server_kill(&srv);
 }
 
 static diff_index_t *load_after_outage(store_t *st, const char *source, bool *exists,
@@ -1078,8 +837,8 @@ START_TEST(test_restart_between_commits)
     diff_index_t *ix;
 
     commit_ok(st, "rs", a, 2, 2, &cycle);
-    server_kill(&srv);
-    server_start(&srv); /* same port, same directory: the AOF is replayed */
+    redis_server_kill(&srv);
+    redis_server_start(&srv); /* same port, same directory: the AOF is replayed */
 
     ix = load_after_outage(st, "rs", &exists, &cycle);
     ck_assert(exists);
@@ -1090,15 +849,15 @@ START_TEST(test_restart_between_commits)
     diff_index_free(ix);
 
     /* This time the first call after the restart is a commit. */
-    server_kill(&srv);
-    server_start(&srv);
+    redis_server_kill(&srv);
+    redis_server_start(&srv);
     if (store_commit(st, "rs", b, 2, 3, NULL, &cycle, err, sizeof err) != 0) {
         ck_assert_uint_eq(cycle, 1);
         commit_ok(st, "rs", b, 2, 3, &cycle);
     }
     ck_assert_uint_eq(cycle, 2);
-    server_kill(&srv);
-    server_start(&srv);
+    redis_server_kill(&srv);
+    redis_server_start(&srv);
     ix = load_after_outage(st, "rs", &exists, &cycle);
     ck_assert_uint_eq(cycle, 2);
     ck_assert_uint_eq(diff_index_size(ix), 3);
@@ -1123,7 +882,7 @@ START_TEST(test_commit_while_down_changes_nothing)
 
     snprintf(endpoint, sizeof endpoint, "redis 127.0.0.1:%d", srv.port);
     commit_ok(st, "down", a, 1, 1, &cycle);
-    server_kill(&srv);
+    redis_server_kill(&srv);
 
     for (int i = 0; i < 3; i++) { /* every call tries again, none sleeps */
         long long t0 = now_ms();
@@ -1137,7 +896,7 @@ START_TEST(test_commit_while_down_changes_nothing)
     ck_assert_int_eq(store_ping(st, err, sizeof err), -1);
     sent = store_commands_sent(st);
 
-    server_start(&srv);
+    redis_server_start(&srv);
     ix = load_after_outage(st, "down", &exists, &cycle);
     ck_assert(exists);
     ck_assert_uint_eq(cycle, 1);

@@ -1,0 +1,529 @@
+/*
+ * sinks/redis_stream: appends every event to a Redis Stream with XADD.
+ *
+ * Entry fields: id (the event id), type (session.started ...), source,
+ * subject (the provider session id) and event (the CloudEvent JSON). The
+ * stream name may hold {source} and {type}; with maxlen > 0 every XADD
+ * trims the stream approximately (MAXLEN ~), which costs Redis almost
+ * nothing as it drops whole nodes only.
+ *
+ * A ticket resolves OK when Redis answered the XADD with an entry id, i.e.
+ * the entry is in Redis's memory and as durable as that server is
+ * configured to make it (appendonly, replication).
+ *
+ * One blocking hiredis connection, used as a pipeline: submit() appends
+ * the XADD to hiredis's output buffer and queues the ticket; poll() writes
+ * the buffer out and reads replies only when poll(2) says the socket is
+ * ready, so it waits no longer than asked (a write of a large pipeline may
+ * block up to the socket timeout). Replies come back in command order, so
+ * the tickets form a FIFO. An error reply resolves its ticket RETRY; a lost
+ * connection resolves every queued ticket RETRY (Redis may have applied
+ * some: they come again with the same ids) and the next submit()
+ * reconnects, at most once per RS_RECONNECT_MS while Redis stays away.
+ *
+ * Everything runs on the main loop thread except pending() and ready(),
+ * which the admin thread may call: they read atomics and the immutable
+ * target only.
+ */
+#include "sink.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "redis_conn.h"
+
+#define RS_DEFAULT_MAXLEN 100000LL
+/* A bound for the config check: far beyond what fits in memory. */
+#define RS_MAXLEN_MAX 1000000000LL
+/* Connect, AUTH and SELECT, and every later socket read or write. */
+#define RS_CONNECT_TIMEOUT_MS 2000
+/* ready()'s probe while disconnected: /readyz should answer quickly. */
+#define RS_PROBE_TIMEOUT_MS 1000
+/* After a failed connect, submits fail at once until this has passed. */
+#define RS_RECONNECT_MS 1000
+/* XADDs sent and not yet answered; past it submit() refuses (RETRY). */
+#define RS_PENDING_MAX 10000
+/* destroy(): grace time for outstanding replies. */
+#define RS_DESTROY_FLUSH_MS 5000
+/* Longest source name the core accepts; {source} counts as this. */
+#define RS_SOURCE_MAX 64
+/* Longest event kind ("completed", "cancelled"); {type} counts as this. */
+#define RS_KIND_MAX 9
+/* Longest expanded stream name: a key, not a document. */
+#define RS_KEY_MAX 512
+/* XADD key MAXLEN ~ N * and five field/value pairs. */
+#define RS_ARGV_MAX 16
+#define RS_MSG_MAX 512
+
+static const char *const allowed_keys[] = {
+    /* common keys, checked by the core */
+    "name", "type", "events", "sources",
+    /* ours */
+    "stream", "maxlen", "url", NULL};
+
+typedef struct rs_opts {
+    const char *stream; /* points into the cJSON tree */
+    long long maxlen;   /* 0: no trimming */
+    const char *url;    /* NULL: the bridge's redis.url */
+} rs_opts_t;
+
+typedef struct rs_sink {
+    char *name;
+    char *stream;          /* template */
+    char maxlen[24];       /* decimal; "" when not trimming */
+    redis_target_t target; /* immutable after create() */
+    redisContext *c;       /* NULL while disconnected */
+    bool unsent;           /* commands in hiredis's buffer not yet written */
+    int64_t connect_after_ms;
+    bool down_logged;
+    char connect_err[RS_MSG_MAX]; /* why the last connect failed */
+    sink_ticket_t **fifo;         /* RS_PENDING_MAX slots, in command order */
+    size_t head, count;
+    atomic_size_t pending; /* = count */
+    atomic_int connected;
+} rs_sink_t;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- configuration ---- */
+
+/* The stream name template, short enough once expanded. */
+static void check_stream(const char *tmpl, const char *path, sink_errors_t *errs)
+{
+    size_t len = 0;
+    char kpath[SINK_PATH_MAX];
+
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "{source}", 8) == 0) {
+            len += RS_SOURCE_MAX;
+            p += 8;
+        } else if (strncmp(p, "{type}", 6) == 0) {
+            len += RS_KIND_MAX;
+            p += 6;
+        } else {
+            len++;
+            p++;
+        }
+    }
+    if (len > RS_KEY_MAX)
+        sink_errors_add(errs, sink_conf_path(kpath, sizeof(kpath), path, "stream"),
+                        "too long: a stream name has at most %d bytes, counting {source} as %d",
+                        RS_KEY_MAX, RS_SOURCE_MAX);
+}
+
+/* Only the syntax: validate() connects to nothing. The message never
+ * quotes the URL, which may hold a password. */
+static void check_url(const char *url, const char *path, sink_errors_t *errs)
+{
+    char kpath[SINK_PATH_MAX], why[RS_MSG_MAX];
+    redis_target_t t;
+
+    if (redis_url_parse(url, &t, why, sizeof(why)) != 0) {
+        sink_errors_add(errs, sink_conf_path(kpath, sizeof(kpath), path, "url"), "%s", why);
+        return;
+    }
+    redis_target_clear(&t);
+}
+
+/* Checks conf and fills o (pointing into conf). Returns 0 when valid. */
+static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, rs_opts_t *o)
+{
+    size_t before = errs->count;
+
+    if (!cJSON_IsObject(conf)) {
+        sink_errors_add(errs, path, "expected an object");
+        return -1;
+    }
+    sink_conf_check_keys(conf, path, allowed_keys, errs);
+    if (sink_conf_string(conf, path, "stream", true, NULL, &o->stream, errs) == 0)
+        check_stream(o->stream, path, errs);
+    sink_conf_int(conf, path, "maxlen", false, RS_DEFAULT_MAXLEN, 0, RS_MAXLEN_MAX, &o->maxlen,
+                  errs);
+    if (sink_conf_string(conf, path, "url", false, NULL, &o->url, errs) == 0 && o->url)
+        check_url(o->url, path, errs);
+    return errs->count == before ? 0 : -1;
+}
+
+static int rs_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
+{
+    rs_opts_t o = {0};
+
+    return parse(conf, path, errs, &o);
+}
+
+/* ---- tickets ---- */
+
+static void fifo_push(rs_sink_t *ctx, sink_ticket_t *t)
+{
+    ctx->fifo[(ctx->head + ctx->count) % RS_PENDING_MAX] = t;
+    ctx->count++;
+    atomic_store(&ctx->pending, ctx->count);
+}
+
+static sink_ticket_t *fifo_pop(rs_sink_t *ctx)
+{
+    sink_ticket_t *t = ctx->fifo[ctx->head];
+
+    ctx->head = (ctx->head + 1) % RS_PENDING_MAX;
+    ctx->count--;
+    atomic_store(&ctx->pending, ctx->count);
+    return t;
+}
+
+/* ---- connection ---- */
+
+/*
+ * Drops the connection and gives every queued ticket back: RETRY, with
+ * "redis <endpoint>: <what>: <why>".
+ */
+static void drop_connection(rs_sink_t *ctx, const char *what, const char *why)
+{
+    char msg[RS_MSG_MAX];
+    size_t n = ctx->count;
+
+    snprintf(msg, sizeof(msg), "redis %s: %s: %s", ctx->target.endpoint, what, why);
+    if (ctx->c)
+        redisFree(ctx->c);
+    ctx->c = NULL;
+    ctx->unsent = false;
+    atomic_store(&ctx->connected, 0);
+    if (n > 0)
+        sink_log(SINK_LOG_WARN, ctx->name, "%s; %zu events given back", msg, n);
+    else
+        sink_log(SINK_LOG_INFO, ctx->name, "%s", msg);
+    while (ctx->count > 0)
+        sink_ticket_done(fifo_pop(ctx), SINK_ERR_RETRY, msg);
+}
+
+/* drop_connection() after a failed hiredis call; saved_errno is errno right after it. */
+static void io_failed(rs_sink_t *ctx, const char *what, int saved_errno)
+{
+    char why[RS_MSG_MAX / 2];
+
+    redis_describe_error(ctx->c, saved_errno, RS_CONNECT_TIMEOUT_MS, why, sizeof(why));
+    drop_connection(ctx, what, why);
+}
+
+/*
+ * Makes ctx->c a connection ready for XADD. An idle connection the server
+ * closed is noticed here and replaced; a failed connect is not tried again
+ * for RS_RECONNECT_MS, during which its message is returned at once.
+ */
+static int ensure_connected(rs_sink_t *ctx, char *msg, size_t size)
+{
+    int64_t now;
+
+    if (ctx->c && ctx->count == 0 && redis_idle_closed(ctx->c))
+        drop_connection(ctx, "idle connection", "closed by the server");
+    if (ctx->c)
+        return 0;
+    now = now_ms();
+    if (now < ctx->connect_after_ms) {
+        snprintf(msg, size, "%s", ctx->connect_err);
+        return -1;
+    }
+    ctx->c = redis_connect_target(&ctx->target, RS_CONNECT_TIMEOUT_MS, ctx->connect_err,
+                                  sizeof(ctx->connect_err));
+    if (!ctx->c) {
+        ctx->connect_after_ms = now + RS_RECONNECT_MS;
+        sink_log(ctx->down_logged ? SINK_LOG_DEBUG : SINK_LOG_WARN, ctx->name, "%s",
+                 ctx->connect_err);
+        ctx->down_logged = true;
+        snprintf(msg, size, "%s", ctx->connect_err);
+        return -1;
+    }
+    ctx->down_logged = false;
+    atomic_store(&ctx->connected, 1);
+    sink_log(SINK_LOG_INFO, ctx->name, "connected to redis %s", ctx->target.endpoint);
+    return 0;
+}
+
+/* ---- replies ---- */
+
+static void resolve_head(rs_sink_t *ctx, const redisReply *r)
+{
+    sink_ticket_t *t = fifo_pop(ctx);
+    char msg[RS_MSG_MAX];
+
+    if (r->type == REDIS_REPLY_STRING) { /* the new entry's id */
+        sink_ticket_done(t, SINK_OK, NULL);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        snprintf(msg, sizeof(msg), "redis %s: XADD: %.*s", ctx->target.endpoint, (int)r->len,
+                 r->str);
+    else
+        snprintf(msg, sizeof(msg), "redis %s: XADD: unexpected reply type %d", ctx->target.endpoint,
+                 r->type);
+    sink_log(SINK_LOG_WARN, ctx->name, "%s", msg);
+    sink_ticket_done(t, SINK_ERR_RETRY, msg);
+}
+
+/* Resolves a ticket per reply already read. Returns how many. */
+static size_t take_replies(rs_sink_t *ctx)
+{
+    size_t n = 0;
+
+    while (ctx->c) {
+        void *reply = NULL;
+
+        if (redisGetReplyFromReader(ctx->c, &reply) != REDIS_OK) {
+            io_failed(ctx, "read", errno);
+            break;
+        }
+        if (!reply)
+            break;
+        if (ctx->count == 0) { /* cannot be ours: the stream is out of step */
+            freeReplyObject(reply);
+            drop_connection(ctx, "read", "a reply to no command: out of step");
+            break;
+        }
+        resolve_head(ctx, reply);
+        freeReplyObject(reply);
+        n++;
+    }
+    return n;
+}
+
+/*
+ * One round of I/O: waits up to wait_ms for the socket, reads and resolves
+ * what came back, then writes out what it can. Returns the number of
+ * tickets resolved by replies. May drop the connection.
+ */
+static size_t serve_once(rs_sink_t *ctx, int wait_ms)
+{
+    struct pollfd pfd = {.fd = ctx->c->fd, .events = POLLIN};
+    size_t n = 0;
+
+    if (ctx->unsent)
+        pfd.events |= POLLOUT;
+    if (poll(&pfd, 1, wait_ms) <= 0)
+        return 0; /* timeout, or EINTR: the caller's loop decides */
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (redisBufferRead(ctx->c) != REDIS_OK) {
+            int saved = errno;
+
+            n = take_replies(ctx); /* what arrived before the error */
+            if (ctx->c)
+                io_failed(ctx, "read", saved);
+            return n;
+        }
+        n = take_replies(ctx);
+    }
+    if (ctx->c && ctx->unsent && (pfd.revents & POLLOUT)) {
+        int done = 0;
+
+        if (redisBufferWrite(ctx->c, &done) != REDIS_OK)
+            io_failed(ctx, "write", errno);
+        else
+            ctx->unsent = !done;
+    }
+    return n;
+}
+
+/* ---- the interface ---- */
+
+typedef struct rs_args {
+    int argc;
+    const char *argv[RS_ARGV_MAX];
+    size_t len[RS_ARGV_MAX];
+} rs_args_t;
+
+static void arg(rs_args_t *a, const char *s, size_t len)
+{
+    a->argv[a->argc] = s;
+    a->len[a->argc++] = len;
+}
+
+static void field(rs_args_t *a, const char *name, const char *value)
+{
+    arg(a, name, strlen(name));
+    arg(a, value, strlen(value));
+}
+
+/* Queues XADD <key> [MAXLEN ~ N] * id .. type .. source .. subject .. event .. */
+static int append_xadd(rs_sink_t *ctx, const char *key, const sink_event_t *ev)
+{
+    rs_args_t a = {0};
+
+    field(&a, "XADD", key);
+    if (ctx->maxlen[0]) {
+        field(&a, "MAXLEN", "~");
+        arg(&a, ctx->maxlen, strlen(ctx->maxlen));
+    }
+    arg(&a, "*", 1);
+    field(&a, "id", ev->id);
+    field(&a, "type", ev->type);
+    field(&a, "source", ev->source);
+    field(&a, "subject", ev->session_id);
+    arg(&a, "event", 5);
+    arg(&a, ev->json, ev->json_len);
+    return redisAppendCommandArgv(ctx->c, a.argc, a.argv, a.len) == REDIS_OK ? 0 : -1;
+}
+
+static sink_result_t rs_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
+{
+    rs_sink_t *ctx = vctx;
+    char key[RS_KEY_MAX + 1], msg[RS_MSG_MAX];
+
+    if (ctx->count == RS_PENDING_MAX)
+        return SINK_ERR_RETRY; /* the caller resolves it; poll() makes room */
+    if (sink_expand_name(key, sizeof(key), ctx->stream, ev->source, ev->kind) < 0) {
+        sink_log(SINK_LOG_ERROR, ctx->name, "event %s: stream name too long for source %s", ev->id,
+                 ev->source);
+        return SINK_ERR_RETRY;
+    }
+    if (ensure_connected(ctx, msg, sizeof(msg)) != 0) {
+        sink_ticket_done(ticket, SINK_ERR_RETRY, msg);
+        return SINK_OK;
+    }
+    /* hiredis only fails to append when out of memory; nothing is queued then. */
+    if (append_xadd(ctx, key, ev) != 0)
+        return SINK_ERR_RETRY;
+    fifo_push(ctx, ticket);
+    ctx->unsent = true;
+    return SINK_OK;
+}
+
+/*
+ * Serves replies until at least one ticket resolved or timeout_ms passed.
+ * While idle it only checks whether the server closed the connection, so
+ * that ready() tells the truth.
+ */
+static void rs_poll(void *vctx, int timeout_ms)
+{
+    rs_sink_t *ctx = vctx;
+    int64_t deadline = now_ms() + timeout_ms;
+
+    if (ctx->c && ctx->count == 0) {
+        if (redis_idle_closed(ctx->c))
+            drop_connection(ctx, "idle connection", "closed by the server");
+        return;
+    }
+    while (ctx->c && ctx->count > 0) {
+        int64_t left = deadline - now_ms();
+
+        if (serve_once(ctx, left > 0 ? (int)left : 0) > 0 || left <= 0)
+            return;
+    }
+}
+
+static size_t rs_pending(void *vctx)
+{
+    return atomic_load(&((rs_sink_t *)vctx)->pending);
+}
+
+/* Up, or a connection can be made now (a probe of its own: the delivery
+ * connection belongs to the main loop thread). Any thread. */
+static int rs_ready(void *vctx)
+{
+    rs_sink_t *ctx = vctx;
+    redisContext *probe;
+
+    if (atomic_load(&ctx->connected))
+        return 1;
+    probe = redis_connect_target(&ctx->target, RS_PROBE_TIMEOUT_MS, NULL, 0);
+    if (!probe)
+        return 0;
+    redisFree(probe);
+    return 1;
+}
+
+static int rs_flush(void *vctx, int timeout_ms)
+{
+    rs_sink_t *ctx = vctx;
+    int64_t deadline = now_ms() + timeout_ms;
+
+    while (ctx->c && ctx->count > 0) {
+        int64_t left = deadline - now_ms();
+
+        if (left <= 0)
+            break;
+        serve_once(ctx, (int)left);
+    }
+    return ctx->count == 0 ? 0 : -1;
+}
+
+static void rs_destroy(void *vctx)
+{
+    rs_sink_t *ctx = vctx;
+
+    if (!ctx)
+        return;
+    if (ctx->count > 0 && rs_flush(ctx, RS_DESTROY_FLUSH_MS) != 0)
+        drop_connection(ctx, "shutdown", "no reply in time"); /* gives the rest back */
+    if (ctx->c)
+        redisFree(ctx->c);
+    redis_target_clear(&ctx->target);
+    free(ctx->fifo);
+    free(ctx->stream);
+    free(ctx->name);
+    free(ctx);
+}
+
+static void *rs_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    rs_sink_t *ctx = NULL;
+    rs_opts_t o = {0};
+    const char *url;
+    char why[RS_MSG_MAX];
+
+    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (parse(conf, "", errs, &o) != 0) {
+        sink_errors_join(errs, err, errlen);
+        goto fail;
+    }
+    url = o.url ? o.url : host ? host->redis_url : NULL;
+    if (!url) {
+        snprintf(err, errlen, "url: required when the bridge has no redis.url");
+        goto fail;
+    }
+    if (redis_url_parse(url, &ctx->target, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s: %s", o.url ? "url" : "redis.url", why);
+        goto fail;
+    }
+    if (o.maxlen > 0)
+        snprintf(ctx->maxlen, sizeof(ctx->maxlen), "%lld", o.maxlen);
+    ctx->name = strdup(host && host->name ? host->name : "redis_stream");
+    ctx->stream = strdup(o.stream);
+    ctx->fifo = calloc(RS_PENDING_MAX, sizeof(*ctx->fifo));
+    if (!ctx->name || !ctx->stream || !ctx->fifo) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    /* No connection yet: create() must not block; the first submit() connects. */
+    free(errs);
+    return ctx;
+
+fail:
+    rs_destroy(ctx);
+    free(errs);
+    return NULL;
+}
+
+const sink_type_t sink_redis_stream_type = {
+    .name = "redis_stream",
+    .validate = rs_validate,
+    .create = rs_create,
+    .submit = rs_submit,
+    .poll = rs_poll,
+    .pending = rs_pending,
+    .ready = rs_ready,
+    .flush = rs_flush,
+    .destroy = rs_destroy,
+};

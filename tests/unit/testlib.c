@@ -1,0 +1,153 @@
+/*
+ * testlib: what the unit tests share (see testlib.h).
+ */
+#include "testlib.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t clock_ms(clockid_t clock)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t now_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t unix_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
+
+void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+void make_temp_dir(char *buf, size_t size, const char *tag)
+{
+    snprintf(buf, size, "/tmp/%s.XXXXXX", tag);
+    ck_assert_msg(mkdtemp(buf) != NULL, "mkdtemp %s: %s", buf, strerror(errno));
+}
+
+void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        char sub[512];
+        struct stat sb;
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
+            remove_tree(sub);
+        else
+            unlink(sub);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+cJSON *parse_json(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+
+    ck_assert_msg(j != NULL, "bad test JSON: %s", text);
+    return j;
+}
+
+const char *errs_dump(const sink_errors_t *errs)
+{
+    static char buf[8192];
+    size_t o = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX && o < sizeof(buf); i++)
+        o += (size_t)snprintf(buf + o, sizeof(buf) - o, "[%s] ", errs->msg[i]);
+    return buf;
+}
+
+bool errs_contain(const sink_errors_t *errs, const char *needle)
+{
+    for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++) {
+        if (strstr(errs->msg[i], needle))
+            return true;
+    }
+    return false;
+}
+
+static void ticket_done(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+{
+    test_ticket_t *tt = (test_ticket_t *)t;
+
+    tt->calls++;
+    tt->result = result;
+    snprintf(tt->err, sizeof(tt->err), "%s", errmsg ? errmsg : "");
+}
+
+void ticket_init(test_ticket_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->t.done = ticket_done;
+    t->t.retry_after_s = -1;
+    t->result = -1;
+}
+
+void event_init(test_event_t *te, const char *source, const char *session, const char *kind, int n)
+{
+    snprintf(te->id, sizeof(te->id), "%032x", 0xabc000 + n);
+    snprintf(te->type, sizeof(te->type), "session.%s", kind);
+    snprintf(te->key, sizeof(te->key), "%s/%s", source, session);
+    snprintf(te->json, sizeof(te->json),
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"session-bridge/%s\","
+             "\"type\":\"%s\",\"subject\":\"%s\",\"data\":{\"n\":%d}}",
+             te->id, source, te->type, session, n);
+    te->ev = (sink_event_t){.id = te->id,
+                            .type = te->type,
+                            .kind = kind,
+                            .source = source,
+                            .session_id = session,
+                            .key = te->key,
+                            .json = te->json,
+                            .json_len = strlen(te->json)};
+}
+
+bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
+                         int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        int open = 0;
+
+        for (int i = 0; i < n; i++)
+            open += t[i].calls == 0;
+        if (!open)
+            return true;
+        if (now_ms() > deadline)
+            return false;
+        type->poll(ctx, 50);
+    }
+}

@@ -1,0 +1,64 @@
+/*
+ * testlib: what the unit tests share: time, temporary directories, config
+ * checks, and the tickets and events that sink tests hand to a sink.
+ *
+ * Helpers fail the current Check test (ck_assert) instead of returning
+ * errors.
+ */
+#ifndef SB_TESTLIB_H
+#define SB_TESTLIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sink.h"
+
+/* ---- time ---- */
+
+/* CLOCK_MONOTONIC in milliseconds: for durations. */
+int64_t now_ms(void);
+/* CLOCK_REALTIME in milliseconds since the epoch: for stored timestamps. */
+int64_t unix_ms(void);
+void sleep_ms(int ms);
+
+/* ---- files ---- */
+
+/* Makes a fresh directory /tmp/<tag>.XXXXXX into buf (size >= 64). */
+void make_temp_dir(char *buf, size_t size, const char *tag);
+/* rm -rf path (symlinks are removed, not followed). */
+void remove_tree(const char *path);
+
+/* ---- configuration ---- */
+
+/* Parses test JSON; a typo in a test fails it. The caller frees it. */
+cJSON *parse_json(const char *text);
+/* Every collected message, for failure output (a static buffer). */
+const char *errs_dump(const sink_errors_t *errs);
+bool errs_contain(const sink_errors_t *errs, const char *needle);
+
+/* ---- tickets and events ---- */
+
+typedef struct test_ticket {
+    sink_ticket_t t; /* first: the callback casts back */
+    int calls;       /* must end up 1 */
+    sink_result_t result;
+    char err[512];
+} test_ticket_t;
+
+void ticket_init(test_ticket_t *t);
+
+/* An event with its own storage; ev points into it. */
+typedef struct test_event {
+    char id[33], type[32], key[128], json[512];
+    sink_event_t ev;
+} test_event_t;
+
+/* Event number n of source/session, kind started|completed|cancelled. */
+void event_init(test_event_t *te, const char *source, const char *session, const char *kind, int n);
+
+/* Polls until every ticket of t[0..n) resolved or timeout_ms passed. */
+bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
+                         int timeout_ms);
+
+#endif /* SB_TESTLIB_H */
