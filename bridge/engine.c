@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "event.h"
 #include "http.h"
 #include "log.h"
@@ -164,20 +165,6 @@ struct engine {
     size_t leases_held;
     int once;
 };
-
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int64_t now_unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int stopping(const engine_t *e)
 {
@@ -367,7 +354,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     e->sources = calloc(conf->nsources, sizeof(source_rt_t));
     if (e->sources == NULL)
         goto nomem;
-    double t0 = now_mono();
+    double t0 = clock_mono_s();
     for (size_t i = 0; i < conf->nsources; i++) {
         source_rt_t *s = &e->sources[i];
         const conf_source_t *cs = &conf->sources[i];
@@ -424,7 +411,7 @@ static int flush_budget_ms(const engine_t *e)
 {
     if (e->halt_at == 0)
         return ENGINE_FLUSH_MS;
-    double left = e->halt_at + e->conf->shutdown_grace_s - now_mono() - 0.5;
+    double left = e->halt_at + e->conf->shutdown_grace_s - clock_mono_s() - 0.5;
     return left > 0.1 ? (int)(left * 1000) : 100;
 }
 
@@ -474,7 +461,7 @@ static void cycle_end(source_rt_t *s, int ok)
     s->phase = PHASE_IDLE;
     s->finished = 1;
     s->last_ok = ok;
-    s->next_due = now_mono() + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
+    s->next_due = clock_mono_s() + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
     lease_rebalance(s);
 }
 
@@ -595,7 +582,7 @@ static void cycle_commit(source_rt_t *s)
     letters_t l;
     char err[256];
 
-    st->deliver_s = s->nevents ? now_mono() - s->t_deliver : 0;
+    st->deliver_s = s->nevents ? clock_mono_s() - s->t_deliver : 0;
     st->changes = diff_cycle_changes(s->cy, &changes);
     /* The size after the cycle: what apply() will leave. */
     size_t after = diff_index_size(s->index);
@@ -614,7 +601,7 @@ static void cycle_commit(source_rt_t *s)
     }
     store_extra_t extra = {
         .outbox = l.outbox, .noutbox = l.noutbox, .dead = l.dead, .ndead = l.ndead};
-    double t0 = now_mono();
+    double t0 = clock_mono_s();
     bool lost = false;
     int rc = store_commit_fenced(e->store, s->conf->name, e->token, changes, st->changes, after,
                                  &extra, &s->cycle, &lost, err, sizeof(err));
@@ -634,7 +621,7 @@ static void cycle_commit(source_rt_t *s)
         if (e->sinks[k].ob)
             outbox_nudge(e->sinks[k].ob);
     }
-    st->commit_s = now_mono() - t0;
+    st->commit_s = clock_mono_s() - t0;
     diff_cycle_apply(s->cy);
     s->has_snapshot = 1;
     st->sessions = diff_index_size(s->index);
@@ -790,7 +777,7 @@ static void poll_complete(source_rt_t *s)
         cycle_fail(s, "out of memory finishing the diff", "ENOMEM");
         return;
     }
-    st->poll_s = now_mono() - s->t_start;
+    st->poll_s = clock_mono_s() - s->t_start;
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
     s->nevents = st->events = diff_cycle_events(s->cy, &s->events);
@@ -814,7 +801,7 @@ static void poll_complete(source_rt_t *s)
         return;
     }
     s->phase = PHASE_DELIVER;
-    s->t_deliver = now_mono();
+    s->t_deliver = clock_mono_s();
     deliver_check(s);
 }
 
@@ -889,7 +876,7 @@ static void on_http_done(void *opaque, int rc, const char *terr)
         LOG_DEBUG("retrying a page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
                   LF_S("error", herr), LF_I("attempt", s->attempt), LF_D("delay_s", delay));
         s->attempt++;
-        s->retry_at = now_mono() + delay;
+        s->retry_at = clock_mono_s() + delay;
         s->phase = PHASE_BACKOFF;
         return;
     case HTTP_RETRY_FAIL:
@@ -928,8 +915,8 @@ static void cycle_start(source_rt_t *s)
                               .vanish_grace = cs->vanish_grace,
                               .status_map = cs->status_map,
                               .baseline = !s->has_snapshot && !cs->initial_emit};
-    s->observed_ms = now_unix_ms();
-    s->t_start = now_mono();
+    s->observed_ms = clock_unix_ms();
+    s->t_start = clock_mono_s();
     s->cy = diff_cycle_begin(s->index, &s->opt);
     s->poll = cs->provider->poll_begin(cs, s->observed_ms / 1000);
     s->req = malloc(sizeof(*s->req));
@@ -1050,7 +1037,7 @@ static void run_loop(engine_t *e, int once)
 
     e->once = once;
     for (;;) {
-        double now = now_mono(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
+        double now = clock_mono_s(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
         int busy = 0, delivering = 0, outbox_idle_all;
         int halt = stopping(e);
 
@@ -1112,7 +1099,7 @@ static void run_loop(engine_t *e, int once)
         }
         delivering |= !outbox_idle_all;
 
-        int wait_ms = (int)((wake - now_mono()) * 1000);
+        int wait_ms = (int)((wake - clock_mono_s()) * 1000);
         if (delivering && wait_ms > ENGINE_DELIVERY_WAIT_MS)
             wait_ms = ENGINE_DELIVERY_WAIT_MS;
         if (wait_ms < 0)

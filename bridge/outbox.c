@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "event.h"
 #include "http.h"
 #include "log.h"
@@ -58,20 +59,6 @@ typedef struct attempt {
     outbox_t *ob;
     store_claim_t claim;
 } attempt_t;
-
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int64_t now_unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
 {
@@ -141,7 +128,7 @@ char *outbox_dead_record(const char *sink, const char *id, unsigned attempts, co
      * in provider records would not survive a parse and print). */
     memcpy(event, event_json, len);
     event[len] = '\0';
-    event_format_time(now_unix_ms(), at);
+    event_format_time(clock_unix_ms(), at);
     if (cJSON_AddStringToObject(rec, "id", id) && cJSON_AddStringToObject(rec, "sink", sink) &&
         cJSON_AddNumberToObject(rec, "attempts", attempts) &&
         cJSON_AddStringToObject(rec, "error", error ? error : "") &&
@@ -216,7 +203,7 @@ static void disable(outbox_t *ob, const char *error)
 {
     char at[EVENT_TIME_LEN], err[256];
 
-    event_format_time(now_unix_ms(), at);
+    event_format_time(clock_unix_ms(), at);
     snprintf(ob->why, sizeof(ob->why), "%s (at %s)", error ? error : "HTTP 410 Gone", at);
     ob->disabled = true;
     if (store_sink_set_disabled(ob->store, ob->sink, ob->why, err, sizeof(err)) != 0)
@@ -264,8 +251,8 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
         LOG_INFO("delivery failed; retrying later", LF_S("sink", ob->sink), LF_S("event_id", c->id),
                  LF_I("attempt", c->attempt), LF_D("retry_in_s", delay),
                  LF_S("error", errmsg ? errmsg : "failed"));
-        rc = store_outbox_retry(ob->store, ob->sink, c->id, now_unix_ms() + (int64_t)(delay * 1000),
-                                err, sizeof(err));
+        rc = store_outbox_retry(ob->store, ob->sink, c->id,
+                                clock_unix_ms() + (int64_t)(delay * 1000), err, sizeof(err));
         break;
     }
     if (rc != 0)
@@ -331,7 +318,7 @@ static void refresh_flag(outbox_t *ob, double now)
 
 double outbox_turn(outbox_t *ob, bool stopping)
 {
-    double now = now_mono();
+    double now = clock_mono_s();
     store_claim_t *claims = NULL;
     size_t n = 0, room;
     char err[256];

@@ -26,6 +26,7 @@
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
 
+#include "clock.h"
 #include "redis_conn.h"
 
 #define STORE_DEFAULT_PREFIX "sb"
@@ -572,14 +573,6 @@ static int append_chunks(store_t *st, const char *snap, const diff_change_t *cha
     return 0;
 }
 
-static uint64_t unix_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /*
  * Reads the replies of a queued transaction of `sent` commands. Every reply
  * is read even after an error so that the connection stays in sync.
@@ -697,7 +690,7 @@ static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t e
 
     if (x == NULL)
         return 0;
-    snprintf(now, sizeof now, "%" PRIu64, unix_ms());
+    snprintf(now, sizeof now, "%" PRIu64, (uint64_t)clock_unix_ms());
     if (append_letters(st, "HSET", "ob", "", x->outbox, x->noutbox, NULL, err, errlen) != 0 ||
         append_letters(st, "ZADD", "ob", ":due", x->outbox, x->noutbox, now, err, errlen) != 0)
         return -1;
@@ -793,7 +786,7 @@ static int commit(store_t *st, const char *source, const char *token, const diff
     meta_argv[1] = meta;
     meta_len[1] = strlen(meta);
     meta_len[3] = (size_t)snprintf(next_s, sizeof next_s, "%" PRIu64, next);
-    meta_len[5] = (size_t)snprintf(at_s, sizeof at_s, "%" PRIu64, unix_ms());
+    meta_len[5] = (size_t)snprintf(at_s, sizeof at_s, "%" PRIu64, (uint64_t)clock_unix_ms());
     meta_len[7] = (size_t)snprintf(count_s, sizeof count_s, "%zu", sessions_after);
 
     /* Everything is queued in hiredis's buffer and written by the first
@@ -939,7 +932,7 @@ int store_outbox_claim(store_t *st, const char *sink, size_t max, int64_t lease_
     const char *argv[10] = {"EVAL", claim_script, "3",   due,     body,
                             att,    now_s,        max_s, until_s, any ? "1" : "0"};
     size_t argvlen[10];
-    uint64_t now = unix_ms();
+    uint64_t now = (uint64_t)clock_unix_ms();
     redisReply *r;
     int rc;
 
@@ -1074,32 +1067,6 @@ static int run_count(store_t *st, const char *cmd, const char *key, size_t *n, c
     }
     freeReplyObject(r);
     return rc;
-}
-
-int store_outbox_depth(store_t *st, const char *sink, size_t *n, char *err, size_t errlen)
-{
-    char due[STORE_KEY_MAX];
-
-    if (make_key(st, "ob", sink, ":due", due, err, errlen) != 0)
-        return -1;
-    return run_count(st, "ZCARD", due, n, err, errlen);
-}
-
-int store_outbox_put(store_t *st, const store_letter_t *letters, size_t n, char *err, size_t errlen)
-{
-    const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
-    size_t multi_len[1] = {5}, exec_len[1] = {4};
-    store_extra_t x = {.outbox = letters, .noutbox = n};
-    uint64_t before;
-
-    if (check_letters(st, letters, n, err, errlen) != 0 || ensure_connected(st, err, errlen) != 0)
-        return -1;
-    before = st->commands;
-    if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
-        append_extra(st, &x, err, errlen) != 0 ||
-        append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0)
-        return -1;
-    return read_transaction(st, (size_t)(st->commands - before), "outbox put", err, errlen);
 }
 
 int store_sink_disabled(store_t *st, const char *sink, bool *disabled, char *why, size_t whylen,
@@ -1319,7 +1286,7 @@ int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live,
                       size_t errlen)
 {
     char members[STORE_KEY_MAX], until[24], now[24];
-    uint64_t t = unix_ms();
+    uint64_t t = (uint64_t)clock_unix_ms();
 
     snprintf(members, sizeof members, "%s:members", st->prefix);
     snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);

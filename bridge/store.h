@@ -175,11 +175,6 @@ int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t du
 /* Moves an outbox event to the dead letters (record: the dead-letter JSON text). */
 int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
                       size_t errlen);
-/* Events in the outbox (due or not). */
-int store_outbox_depth(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
-/* Puts events back into the outbox, due at once (dlq replay of an outbox sink). */
-int store_outbox_put(store_t *st, const store_letter_t *letters, size_t n, char *err,
-                     size_t errlen);
 
 /*
  * The disabled flag of an outbox sink (an endpoint that answered 410).

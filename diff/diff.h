@@ -141,8 +141,8 @@ size_t diff_index_memory(const diff_index_t *ix);
 /* ---- one poll cycle ---- */
 
 typedef struct diff_options {
-    const char *source;                   /* source name, for event ids; borrowed */
-    unsigned vanish_grace;                /* 1..DIFF_MAX_GRACE */
+    const char *source;                  /* source name, for event ids; borrowed */
+    unsigned vanish_grace;               /* 1..DIFF_MAX_GRACE */
     const diff_status_map_t *status_map; /* borrowed */
     /*
      * True when the source has no stored snapshot yet and its
