@@ -98,7 +98,6 @@ typedef struct webhook_slot {
     struct curl_slist *headers;
     long response_bytes;
     double retry_after_s; /* from the response, -1 when absent */
-    char errbuf[CURL_ERROR_SIZE];
 } webhook_slot_t;
 
 struct webhook_sink {
@@ -494,7 +493,6 @@ static CURL *easy_new(const webhook_sink_t *ctx, webhook_slot_t *slot)
     curl_easy_setopt(h, CURLOPT_WRITEDATA, slot);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, slot);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, slot->errbuf);
     curl_easy_setopt(h, CURLOPT_PRIVATE, slot);
     return h;
 }
@@ -578,7 +576,6 @@ static int slot_start(webhook_sink_t *ctx, webhook_slot_t *slot, webhook_deliver
     curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->body_len);
     slot->response_bytes = 0;
     slot->retry_after_s = -1;
-    slot->errbuf[0] = '\0';
     if ((mc = curl_multi_add_handle(ctx->multi, slot->easy)) != CURLM_OK) {
         curl_easy_setopt(slot->easy, CURLOPT_HTTPHEADER, NULL);
         curl_slist_free_all(headers);
@@ -682,7 +679,7 @@ static sink_result_t classify(const webhook_sink_t *ctx, CURLcode cc, long statu
         snprintf(msg, size, "no response from %s within %ld s", ctx->origin,
                  ctx->timeout_ms / 1000);
     else
-        /* curl_easy_strerror(), not the error buffer: that one may quote the URL. */
+        /* curl_easy_strerror(), not CURLOPT_ERRORBUFFER: that one may quote the URL. */
         snprintf(msg, size, "%s (%s)", curl_easy_strerror(cc), ctx->origin);
     return SINK_ERR_RETRY;
 }
