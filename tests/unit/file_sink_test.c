@@ -174,19 +174,8 @@ static const struct validate_case {
 START_TEST(test_validate)
 {
     const struct validate_case *c = &validate_cases[_i];
-    cJSON *j = parse_json(c->json);
-    sink_errors_t errs = {0};
-    int rc = T->validate(j, "sinks[2]", &errs);
-    size_t want = 0;
 
-    while (want < 3 && c->expect[want])
-        want++;
-    ck_assert_msg(rc == (want ? -1 : 0), "case %d: rc %d: %s", _i, rc, errs_dump(&errs));
-    ck_assert_msg(errs.count >= want && (want > 0 || errs.count == 0), "case %d: %s", _i,
-                  errs_dump(&errs));
-    for (size_t k = 0; k < want; k++)
-        ck_assert_str_eq(errs.msg[k], c->expect[k]);
-    cJSON_Delete(j);
+    assert_validate(T, c->json, "sinks[2]", c->expect, N(c->expect), NULL, _i);
 }
 END_TEST
 
@@ -588,11 +577,5 @@ static Suite *file_sink_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(file_sink_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(file_sink_suite());
 }
