@@ -58,6 +58,9 @@
  * the caller submits a whole cycle before polling.
  */
 #define FILE_WAITING_MAX 10000
+/* While the file is closed after a failure, poll() tries to reopen it this
+ * often, so that ready() recovers without waiting for the next event. */
+#define FILE_REOPEN_MS 1000
 /* After a rotation failed (a rename refused): the next attempt, not sooner. */
 #define FILE_ROTATE_RETRY_MS 60000
 /* A message: the path is the long part. */
@@ -96,6 +99,7 @@ typedef struct file_sink {
     bool dirty;              /* lines written since the last fsync */
     bool dir_dirty;          /* an entry of dir changed since its last fsync */
     int64_t last_sync_ms;
+    int64_t reopen_ms; /* the next reopen attempt of poll() */
     int64_t rotate_retry_ms;
     char *line; /* event + '\n', so that a line goes out in one write() */
     size_t cap;
@@ -475,12 +479,19 @@ static sink_result_t file_submit(void *vctx, const sink_event_t *ev, sink_ticket
     return SINK_OK;
 }
 
-/* Nothing to wait for: the fsyncs are what poll() is for. */
+/* Nothing to wait for: the fsyncs and reopening are what poll() is for. */
 static void file_poll(void *vctx, int timeout_ms)
 {
     file_sink_t *ctx = vctx;
 
     (void)timeout_ms;
+    if (ctx->fd < 0 && now_ms() >= ctx->reopen_ms) {
+        char msg[FILE_MSG_MAX];
+
+        ctx->reopen_ms = now_ms() + FILE_REOPEN_MS;
+        if (file_open(ctx, msg, sizeof(msg)) != 0)
+            sink_log(SINK_LOG_DEBUG, ctx->name, "%s", msg);
+    }
     if (ctx->fsync == FSYNC_ALWAYS)
         sync_waiting(ctx);
     else if (ctx->fsync == FSYNC_INTERVAL && (ctx->dirty || ctx->dir_dirty) &&

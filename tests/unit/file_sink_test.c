@@ -517,7 +517,7 @@ END_TEST
 /*
  * After a failure the file is reopened by path: when a directory took its
  * place, that is a RETRY naming the path; once it is gone, a new file is
- * created and written.
+ * created (by poll() already) and written.
  */
 START_TEST(test_file_replaced_by_directory)
 {
@@ -539,7 +539,10 @@ START_TEST(test_file_replaced_by_directory)
     ck_assert_msg(strstr(t[1].err, path) && strstr(t[1].err, "Is a directory"), "%s", t[1].err);
     ck_assert_int_eq(T->ready(ctx), 0);
 
+    /* Once the directory is gone, poll() reopens the file: ready again. */
     ck_assert_int_eq(rmdir(path), 0);
+    T->poll(ctx, 0);
+    ck_assert_int_eq(T->ready(ctx), 1);
     submit_ok(ctx, &ev[1], &t[1]);
     submit_ok(ctx, &ev[2], &t[2]);
     assert_resolved(&t[1], SINK_OK);

@@ -577,6 +577,38 @@ START_TEST(test_killed_and_restarted)
 }
 END_TEST
 
+/*
+ * A server that stops answering (SIGSTOP: the connection stays open) would
+ * hold the cycle forever: after RS_REPLY_TIMEOUT_MS without a reply the
+ * pending tickets resolve RETRY, and delivery resumes once it is back.
+ */
+START_TEST(test_hung_server)
+{
+    test_event_t ev[2];
+    test_ticket_t t[2];
+    void *ctx = sink_on(srv.port, "hung", 0);
+
+    event_init(&ev[0], "century", "s-1", "started", 0);
+    event_init(&ev[1], "century", "s-1", "completed", 1);
+    submit_ok(ctx, &ev[0], &t[0]);
+    flush_ok(ctx);
+    assert_resolved(&t[0], SINK_OK);
+
+    kill(srv.pid, SIGSTOP);
+    submit_ok(ctx, &ev[1], &t[1]);
+    ck_assert_int_eq(T->flush(ctx, WAIT_MS), 0); /* resolved, if not delivered */
+    kill(srv.pid, SIGCONT);
+    assert_resolved(&t[1], SINK_ERR_RETRY);
+    ck_assert_msg(strstr(t[1].err, "no reply within") != NULL, "%s", t[1].err);
+
+    submit_ok(ctx, &ev[1], &t[1]);
+    flush_ok(ctx);
+    assert_resolved(&t[1], SINK_OK);
+    ck_assert_int_ge(redis_server_int(srv.port, "XLEN hung"), 2);
+    T->destroy(ctx);
+}
+END_TEST
+
 static Suite *redis_stream_suite(void)
 {
     Suite *s = suite_create("redis_stream");
@@ -610,6 +642,7 @@ static Suite *redis_stream_suite(void)
     tcase_add_unchecked_fixture(tc, restart_dir_setup, basic_teardown);
     tcase_add_checked_fixture(tc, restart_setup, restart_teardown);
     tcase_add_test(tc, test_killed_and_restarted);
+    tcase_add_test(tc, test_hung_server);
     suite_add_tcase(s, tc);
     return s;
 }
