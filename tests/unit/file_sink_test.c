@@ -552,6 +552,29 @@ START_TEST(test_file_replaced_by_directory)
 }
 END_TEST
 
+/* A file moved away by someone else (an outside rotator) is noticed by
+ * poll(): new lines go to a new file at path, none to the moved one. */
+START_TEST(test_file_moved_away)
+{
+    char moved[160];
+    test_event_t ev[2];
+    test_ticket_t t[2];
+    void *ctx = file_sink_new("");
+
+    events_init(ev, 2);
+    snprintf(moved, sizeof(moved), "%s.moved", path);
+    submit_ok(ctx, &ev[0], &t[0]);
+    assert_resolved(&t[0], SINK_OK);
+    ck_assert_int_eq(rename(path, moved), 0);
+    T->poll(ctx, 0);
+    submit_ok(ctx, &ev[1], &t[1]);
+    assert_resolved(&t[1], SINK_OK);
+    assert_lines(moved, ev, 0, 1);
+    assert_lines(path, ev, 1, 1);
+    T->destroy(ctx);
+}
+END_TEST
+
 static Suite *file_sink_suite(void)
 {
     Suite *s = suite_create("file_sink");
@@ -574,6 +597,7 @@ static Suite *file_sink_suite(void)
     tcase_add_test(io, test_rotation_keeps_at_most_keep);
     tcase_add_loop_test(io, test_write_error_leaves_no_partial_line, 0, N(modes));
     tcase_add_test(io, test_file_replaced_by_directory);
+    tcase_add_test(io, test_file_moved_away);
     suite_add_tcase(s, io);
     return s;
 }
