@@ -99,7 +99,7 @@ typedef struct file_sink {
     fsync_mode_t fsync;
     unsigned long long rotate_bytes;
     int keep;
-    int fd;                  /* -1: closed, opened again by the next submit() */
+    int fd;                  /* -1: closed, opened again by submit() or poll() */
     unsigned long long size; /* of the open file */
     bool dirty;              /* lines written since the last fsync */
     bool dir_dirty;          /* an entry of dir changed since its last fsync */
