@@ -20,8 +20,8 @@
 /* Longest JSON path we format. */
 #define CONF_PATH_MAX SINK_PATH_MAX
 
-static const char *const top_keys[] = {"redis",   "admin", "shutdown_grace_s",
-                                       "sources", "sinks", NULL};
+static const char *const top_keys[] = {
+    "redis", "admin", "shutdown_grace_s", "lease_ttl_s", "sources", "sinks", NULL};
 static const char *const redis_keys[] = {"url", "prefix", NULL};
 static const char *const admin_keys[] = {"listen", NULL};
 static const char *const source_common_keys[] = {
@@ -680,6 +680,9 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     sink_conf_int(root, "", "shutdown_grace_s", false, CONF_DEFAULT_SHUTDOWN_GRACE_S, 1, 3600,
                   &grace, errs);
     conf->shutdown_grace_s = (int)grace;
+    long long ttl = CONF_DEFAULT_LEASE_TTL_S;
+    sink_conf_int(root, "", "lease_ttl_s", false, CONF_DEFAULT_LEASE_TTL_S, 2, 600, &ttl, errs);
+    conf->lease_ttl_s = (int)ttl;
 
     const cJSON *sources = cJSON_GetObjectItemCaseSensitive(root, "sources");
     if (!cJSON_IsArray(sources) || cJSON_GetArraySize(sources) == 0) {

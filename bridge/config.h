@@ -30,6 +30,8 @@
 #define CONF_DEFAULT_VANISH_GRACE 2
 /* Under Kubernetes' default terminationGracePeriodSeconds of 30. */
 #define CONF_DEFAULT_SHUTDOWN_GRACE_S 20
+/* A paused or dead replica's sources are taken over within this. */
+#define CONF_DEFAULT_LEASE_TTL_S 15
 
 typedef struct conf_source {
     char *name;
@@ -60,6 +62,7 @@ typedef struct conf {
     char *redis_prefix;
     char *admin_listen;
     int shutdown_grace_s; /* SIGTERM to exit, at most */
+    int lease_ttl_s;      /* lifetime of a source's lease between renewals */
     conf_source_t *sources;
     size_t nsources;
     conf_sink_t *sinks;

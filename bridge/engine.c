@@ -111,8 +111,11 @@ struct source_rt {
     const conf_source_t *conf;
     diff_index_t *index;
     http_client_t *http;
-    int loaded;       /* index matches Redis as far as we know */
-    int has_snapshot; /* Redis holds a snapshot of this source */
+    int loaded;                               /* index matches Redis as far as we know */
+    int leased;                               /* we hold the source's lease */
+    double lease_renew_at, lease_valid_until; /* monotonic s */
+    double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
+    int has_snapshot;                         /* Redis holds a snapshot of this source */
     uint64_t cycle;
     double next_due; /* monotonic seconds */
     phase_t phase;
@@ -154,7 +157,12 @@ struct engine {
     source_rt_t *sources;
     size_t nsources;
     int fatal;
-    double halt_at; /* monotonic time the stop was first seen; 0 before */
+    double halt_at;              /* monotonic time the stop was first seen; 0 before */
+    char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
+    size_t live_replicas;        /* as of the last member beat, ourselves included */
+    double next_beat;
+    size_t leases_held;
+    int once;
 };
 
 static double now_mono(void)
@@ -174,6 +182,127 @@ static int64_t now_unix_ms(void)
 static int stopping(const engine_t *e)
 {
     return e->fatal || (e->stop && *e->stop);
+}
+
+/* ---- leases (one replica polls a source at a time) ---- */
+
+static int64_t lease_ttl_ms(const engine_t *e)
+{
+    return (int64_t)e->conf->lease_ttl_s * 1000;
+}
+
+/* The most sources this replica takes: an even share among the live replicas. */
+static size_t fair_share(const engine_t *e)
+{
+    size_t live = e->live_replicas ? e->live_replicas : 1;
+    return (e->nsources + live - 1) / live;
+}
+
+static void lease_lost(source_rt_t *s, const char *why)
+{
+    if (!s->leased)
+        return;
+    s->leased = 0;
+    s->loaded = 0; /* the next holder commits: re-read the snapshot when ours again */
+    s->e->leases_held--;
+    LOG_WARN("lease lost; another replica polls this source now", LF_S("source", s->conf->name),
+             LF_S("why", why));
+}
+
+/* Tries to take the lease of s: 1 when it is ours, 0 when another replica's, -1 on a Redis error.
+ */
+static int lease_acquire(source_rt_t *s, double now)
+{
+    engine_t *e = s->e;
+    char err[256];
+    double ttl = e->conf->lease_ttl_s;
+
+    switch (
+        store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err))) {
+    case STORE_LEASE_HELD:
+        s->leased = 1;
+        s->loaded = 0; /* another replica may have committed since we last read it */
+        s->lease_renew_at = now + ttl / 3;
+        s->lease_valid_until = now + ttl;
+        s->lease_wait_since = 0;
+        e->leases_held++;
+        LOG_INFO("lease acquired", LF_S("source", s->conf->name), LF_I("ttl_s", ttl));
+        return 1;
+    case STORE_LEASE_OTHER:
+        return 0;
+    case STORE_LEASE_ERROR:
+        LOG_ERROR("cannot take the lease; skipping this cycle", LF_S("source", s->conf->name),
+                  LF_S("error", err));
+        return -1;
+    }
+    return -1;
+}
+
+/* Beats the replica's membership and renews the leases that are due. */
+static void leases_tick(engine_t *e, double now)
+{
+    double ttl = e->conf->lease_ttl_s;
+    char err[256];
+
+    if (now >= e->next_beat) {
+        size_t live = 1;
+        e->next_beat = now + ttl / 3;
+        if (store_member_beat(e->store, e->token, lease_ttl_ms(e), &live, err, sizeof(err)) == 0)
+            e->live_replicas = live;
+    }
+    for (size_t i = 0; i < e->nsources; i++) {
+        source_rt_t *s = &e->sources[i];
+        if (!s->leased || now < s->lease_renew_at)
+            continue;
+        switch (store_lease_renew(e->store, s->conf->name, e->token, lease_ttl_ms(e), err,
+                                  sizeof(err))) {
+        case STORE_LEASE_HELD:
+            s->lease_renew_at = now + ttl / 3;
+            s->lease_valid_until = now + ttl;
+            break;
+        case STORE_LEASE_OTHER:
+            lease_lost(s, "taken by another replica (this one was paused or cut off)");
+            break;
+        case STORE_LEASE_ERROR:
+            if (now >= s->lease_valid_until)
+                lease_lost(s, "not renewed within its TTL");
+            else
+                s->lease_renew_at = now + 1;
+            break;
+        }
+    }
+}
+
+/* After a cycle: gives the lease back when this replica holds more than its share. */
+static void lease_rebalance(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    if (e->once || !s->leased || e->leases_held <= fair_share(e))
+        return;
+    if (store_lease_release(e->store, s->conf->name, e->token, err, sizeof(err)) != 0)
+        return;
+    s->leased = 0;
+    s->loaded = 0;
+    e->leases_held--;
+    LOG_INFO("lease released to balance the replicas", LF_S("source", s->conf->name),
+             LF_I("replicas", e->live_replicas), LF_I("held", e->leases_held));
+}
+
+static void leases_release_all(engine_t *e)
+{
+    char err[256];
+
+    for (size_t i = 0; i < e->nsources; i++) {
+        if (e->sources[i].leased && store_lease_release(e->store, e->sources[i].conf->name,
+                                                        e->token, err, sizeof(err)) != 0)
+            LOG_WARN("cannot release the lease; it expires by itself",
+                     LF_S("source", e->sources[i].conf->name), LF_S("error", err));
+        e->sources[i].leased = 0;
+    }
+    e->leases_held = 0;
+    (void)store_member_leave(e->store, e->token, err, sizeof(err));
 }
 
 /* ---- construction ---- */
@@ -200,6 +329,11 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     e->multi = http_multi_new(err, errlen);
     if (e->multi == NULL)
         goto err;
+    if (store_new_token(e->token) != 0) {
+        snprintf(err, errlen, "no random bytes for the replica token");
+        goto err;
+    }
+    e->live_replicas = 1;
 
     e->sinks = calloc(conf->nsinks, sizeof(engine_sink_t));
     if (e->sinks == NULL)
@@ -317,6 +451,8 @@ void engine_free(engine_t *e)
     for (size_t i = 0; i < e->nsinks; i++)
         outbox_free(e->sinks[i].ob);
     free(e->sinks);
+    if (e->store)
+        leases_release_all(e);
     for (size_t i = 0; i < e->nsources; i++) {
         /* Sinks are gone: no ticket of a cycle can still be resolved. */
         http_client_free(e->sources[i].http);
@@ -339,6 +475,7 @@ static void cycle_end(source_rt_t *s, int ok)
     s->finished = 1;
     s->last_ok = ok;
     s->next_due = now_mono() + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
+    lease_rebalance(s);
 }
 
 /* Ends the cycle without committing; logs msg with err when msg is set. */
@@ -478,9 +615,15 @@ static void cycle_commit(source_rt_t *s)
     store_extra_t extra = {
         .outbox = l.outbox, .noutbox = l.noutbox, .dead = l.dead, .ndead = l.ndead};
     double t0 = now_mono();
-    int rc = store_commit(e->store, s->conf->name, changes, st->changes, after, &extra, &s->cycle,
-                          err, sizeof(err));
+    bool lost = false;
+    int rc = store_commit_fenced(e->store, s->conf->name, e->token, changes, st->changes, after,
+                                 &extra, &s->cycle, &lost, err, sizeof(err));
     letters_free(&l);
+    if (lost) {
+        lease_lost(s, err);
+        cycle_fail(s, "commit refused: the lease changed hands; the new holder delivers", err);
+        return;
+    }
     if (rc != 0) {
         /* An EXEC whose reply was lost may have applied: re-read it. */
         s->loaded = 0;
@@ -811,6 +954,46 @@ static void serve_sinks(engine_t *e, int wait_ms)
     }
 }
 
+/*
+ * Whether s may start its cycle: its lease is ours, or could be taken now
+ * (in run mode only up to this replica's fair share). Otherwise another
+ * replica polls it; run mode tries again within half a TTL (so that a dead
+ * holder's sources are taken over within the TTL), once mode waits up to a
+ * TTL for it and then gives the source up as failed.
+ */
+static int lease_ready(source_rt_t *s, double now, double *wake)
+{
+    engine_t *e = s->e;
+    double ttl = e->conf->lease_ttl_s;
+
+    int got = s->leased ? 1 : e->once || e->leases_held < fair_share(e) ? lease_acquire(s, now) : 0;
+    if (got == 1)
+        return 1;
+    if (got < 0) {
+        cycle_end(s, 0);
+        return 0;
+    }
+    if (!e->once) {
+        double retry = ttl / 2 < s->conf->interval_s ? ttl / 2 : s->conf->interval_s;
+        s->next_due = now + retry * (0.75 + 0.5 * http_uniform01());
+        return 0;
+    }
+    if (s->lease_wait_since == 0) {
+        s->lease_wait_since = now;
+        LOG_INFO("another replica holds the lease; waiting for it", LF_S("source", s->conf->name),
+                 LF_I("up_to_s", ttl + 1));
+    } else if (now - s->lease_wait_since > ttl + 1) {
+        LOG_ERROR("another replica kept the lease; nothing polled", LF_S("source", s->conf->name));
+        s->lease_wait_since = 0;
+        s->finished = 1;
+        s->last_ok = 0;
+        return 0;
+    }
+    if (now + 0.25 < *wake)
+        *wake = now + 0.25;
+    return 0;
+}
+
 /* Past this, cycles still in flight at a stop are abandoned (uncommitted). */
 static double cycles_deadline(const engine_t *e)
 {
@@ -865,6 +1048,7 @@ static void run_loop(engine_t *e, int once)
 {
     double drain_until = 0;
 
+    e->once = once;
     for (;;) {
         double now = now_mono(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
         int busy = 0, delivering = 0, outbox_idle_all;
@@ -880,12 +1064,14 @@ static void run_loop(engine_t *e, int once)
             abandon_cycles(e);
             break;
         }
+        leases_tick(e, now);
 
         for (size_t i = 0; i < e->nsources; i++) {
             source_rt_t *s = &e->sources[i];
             switch (s->phase) {
             case PHASE_IDLE:
-                if (!halt && (once ? s->wanted && !s->finished : s->next_due <= now))
+                if (!halt && (once ? s->wanted && !s->finished : s->next_due <= now) &&
+                    lease_ready(s, now, &wake))
                     cycle_start(s);
                 break;
             case PHASE_BACKOFF:

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/rand.h>
 
 #include "redis_conn.h"
 
@@ -139,19 +140,19 @@ static int set_prefix(store_t *st, const char *prefix, char *err, size_t errlen)
 static int make_key(const store_t *st, const char *kind, const char *name, const char *suffix,
                     char key[STORE_KEY_MAX], char *err, size_t errlen)
 {
-    /* Messages name what the caller passed, not the key part. */
-    const char *what = strcmp(kind, "snap") == 0 || strcmp(kind, "meta") == 0 ? "source" : "sink";
+    /* Snapshots and leases are per source, outboxes and dead letters per sink. */
+    const char *noun = strcmp(kind, "ob") == 0 || strcmp(kind, "dlq") == 0 ? "sink" : "source";
     size_t len;
 
     if (name == NULL) {
-        set_err(err, errlen, "store: no %s name", what);
+        set_err(err, errlen, "store: no %s name", noun);
         return -1;
     }
     len = strnlen(name, STORE_SOURCE_MAX + 1);
     if (len == 0 || len > STORE_SOURCE_MAX ||
         strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != len) {
-        set_err(err, errlen, "store: invalid %s name \"%.*s\" (expected [a-z0-9_-]{1,%d})", what,
-                (int)(len > STORE_SOURCE_MAX ? STORE_SOURCE_MAX : len), name, STORE_SOURCE_MAX);
+        set_err(err, errlen, "store: invalid %s name (expected [a-z0-9_-]{1,%d})", noun,
+                STORE_SOURCE_MAX);
         return -1;
     }
     snprintf(key, STORE_KEY_MAX, "%s:%s:%s%s", st->prefix, kind, name, suffix);
@@ -582,10 +583,11 @@ static uint64_t unix_ms(void)
 /*
  * Reads the replies of a queued transaction of `sent` commands. Every reply
  * is read even after an error so that the connection stays in sync.
+ * Returns 0, -1, or -2 when EXEC aborted (a WATCHed key changed).
  */
 static int read_transaction(store_t *st, size_t sent, const char *snap, char *err, size_t errlen)
 {
-    bool failed = false;
+    bool failed = false, aborted = false;
 
     for (size_t i = 0; i < sent; i++) {
         bool last = i + 1 == sent;
@@ -600,7 +602,7 @@ static int read_transaction(store_t *st, size_t sent, const char *snap, char *er
             failed = true;
         } else if (last && r->type == REDIS_REPLY_NIL) {
             set_err(err, errlen, "redis %s: commit %s: transaction aborted", st->endpoint, snap);
-            failed = true;
+            failed = aborted = true;
         } else if (last && r->type == REDIS_REPLY_ARRAY && !failed) {
             /* Redis does not roll back: a command that failed inside EXEC
              * (WRONGTYPE) leaves the others applied. Reported as a failure;
@@ -623,7 +625,7 @@ static int read_transaction(store_t *st, size_t sent, const char *snap, char *er
         }
         freeReplyObject(r);
     }
-    return failed ? -1 : 0;
+    return aborted ? -2 : failed ? -1 : 0;
 }
 
 /* Rejects letters that would not make valid keys or fields before anything is queued. */
@@ -702,10 +704,60 @@ static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t e
     return append_letters(st, "HSET", "dlq", "", x->dead, x->ndead, NULL, err, errlen);
 }
 
-int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
-                 size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
-                 size_t errlen)
+/* Runs a command whose reply must be a status (+OK). */
+static int expect_ok(store_t *st, int argc, const char **argv, const size_t *argvlen,
+                     const char *what, char *err, size_t errlen)
 {
+    redisReply *r = run_command(st, argc, argv, argvlen, what, err, errlen);
+    int rc = 0;
+
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_STATUS) {
+        set_err(err, errlen, "redis %s: %s: unexpected reply type %d", st->endpoint, what, r->type);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/*
+ * WATCHes the lease of source and checks that it holds token: the EXEC that
+ * follows then applies only if nobody took the lease in between. 0, -1 on
+ * a Redis error, or -2 when the lease is not ours (UNWATCHed).
+ */
+static int watch_lease(store_t *st, const char *source, const char *token, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX];
+    const char *watch[2] = {"WATCH", lease}, *get[2] = {"GET", lease}, *unwatch[1] = {"UNWATCH"};
+    size_t watch_len[2] = {5, 0}, get_len[2] = {3, 0}, unwatch_len[1] = {7};
+    redisReply *r;
+    int mine;
+
+    if (make_key(st, "lease", source, "", lease, err, errlen) != 0)
+        return -1;
+    watch_len[1] = get_len[1] = strlen(lease);
+    if (expect_ok(st, 2, watch, watch_len, "WATCH", err, errlen) != 0)
+        return -1;
+    r = run_command(st, 2, get, get_len, "GET lease", err, errlen);
+    if (r == NULL)
+        return -1;
+    mine = r->type == REDIS_REPLY_STRING && r->len == strlen(token) &&
+           memcmp(r->str, token, r->len) == 0;
+    freeReplyObject(r);
+    if (mine)
+        return 0;
+    set_err(err, errlen, "lease of %s is no longer ours: commit refused", source);
+    (void)expect_ok(st, 1, unwatch, unwatch_len, "UNWATCH", NULL, 0);
+    return -2;
+}
+
+static int commit(store_t *st, const char *source, const char *token, const diff_change_t *changes,
+                  size_t n, size_t sessions_after, const store_extra_t *extra, uint64_t *cycle,
+                  bool *lost, char *err, size_t errlen)
+{
+    int rc;
+
     char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
     char next_s[STORE_U64_DIGITS + 1], at_s[STORE_U64_DIGITS + 1], count_s[STORE_U64_DIGITS + 1];
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
@@ -732,6 +784,10 @@ int store_commit(store_t *st, const char *source, const diff_change_t *changes, 
         return -1;
     if (ensure_connected(st, err, errlen) != 0)
         return -1;
+    if (token != NULL && (rc = watch_lease(st, source, token, err, errlen)) != 0) {
+        *lost = rc == -2;
+        return -1;
+    }
 
     next = *cycle + 1;
     meta_argv[1] = meta;
@@ -750,10 +806,32 @@ int store_commit(store_t *st, const char *source, const diff_change_t *changes, 
         append_command(st, 8, meta_argv, meta_len, "HSET", err, errlen) != 0 ||
         append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0)
         return -1;
-    if (read_transaction(st, (size_t)(st->commands - before), snap, err, errlen) != 0)
+    rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);
+    if (rc == -2 && token != NULL) {
+        set_err(err, errlen, "lease of %s changed hands during the commit: commit refused", source);
+        *lost = true;
+    }
+    if (rc != 0)
         return -1;
     *cycle = next;
     return 0;
+}
+
+int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
+                 size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
+                 size_t errlen)
+{
+    bool lost = false;
+    return commit(st, source, NULL, changes, n, sessions_after, extra, cycle, &lost, err, errlen);
+}
+
+int store_commit_fenced(store_t *st, const char *source, const char *token,
+                        const diff_change_t *changes, size_t n, size_t sessions_after,
+                        const store_extra_t *extra, uint64_t *cycle, bool *lost, char *err,
+                        size_t errlen)
+{
+    *lost = false;
+    return commit(st, source, token, changes, n, sessions_after, extra, cycle, lost, err, errlen);
 }
 
 /* ---- outbox ---- */
@@ -1140,4 +1218,126 @@ int store_dlq_purge(store_t *st, const char *sink, size_t *n, char *err, size_t 
 uint64_t store_commands_sent(const store_t *st)
 {
     return st->commands;
+}
+
+/* ---- leases ---- */
+
+int store_new_token(char token[STORE_TOKEN_LEN])
+{
+    unsigned char b[16];
+
+    if (RAND_bytes(b, (int)sizeof(b)) != 1)
+        return -1;
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(token + 2 * i, 3, "%02x", b[i]);
+    return 0;
+}
+
+/* Renews (PEXPIRE) or releases (DEL) the lease only while it holds our token. */
+static const char renew_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                   "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                   "end\n"
+                                   "return 0\n";
+static const char release_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                     "  return redis.call('DEL', KEYS[1])\n"
+                                     "end\n"
+                                     "return 0\n";
+
+/* Runs a lease script; *result receives its integer reply. */
+static int lease_script(store_t *st, const char *script, const char *source, const char *token,
+                        int64_t ttl_ms, long long *result, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX], ttl[24];
+    const char *argv[6] = {"EVAL", script, "1", lease, token, ttl};
+    size_t argvlen[6];
+    redisReply *r;
+    int rc = 0;
+
+    if (make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        ensure_connected(st, err, errlen) != 0)
+        return -1;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    for (int i = 0; i < 6; i++)
+        argvlen[i] = strlen(argv[i]);
+    r = run_command(st, 6, argv, argvlen, "lease script", err, errlen);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        set_err(err, errlen, "redis %s: lease script: unexpected reply", st->endpoint);
+        rc = -1;
+    } else {
+        *result = r->integer;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+store_lease_t store_lease_renew(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                                char *err, size_t errlen)
+{
+    long long ok = 0;
+
+    if (lease_script(st, renew_script, source, token, ttl_ms, &ok, err, errlen) != 0)
+        return STORE_LEASE_ERROR;
+    return ok == 1 ? STORE_LEASE_HELD : STORE_LEASE_OTHER;
+}
+
+store_lease_t store_lease_acquire(store_t *st, const char *source, const char *token,
+                                  int64_t ttl_ms, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX], ttl[24];
+    const char *argv[6] = {"SET", lease, token, "NX", "PX", ttl};
+    size_t argvlen[6];
+    redisReply *r;
+    store_lease_t got;
+
+    if (make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        ensure_connected(st, err, errlen) != 0)
+        return STORE_LEASE_ERROR;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    for (int i = 0; i < 6; i++)
+        argvlen[i] = strlen(argv[i]);
+    r = run_command(st, 6, argv, argvlen, "SET lease", err, errlen);
+    if (r == NULL)
+        return STORE_LEASE_ERROR;
+    got = r->type == REDIS_REPLY_STATUS ? STORE_LEASE_HELD : STORE_LEASE_OTHER;
+    freeReplyObject(r);
+    /* Not set: it may be ours already (a renewal that looked failed). */
+    if (got == STORE_LEASE_OTHER)
+        return store_lease_renew(st, source, token, ttl_ms, err, errlen);
+    return got;
+}
+
+int store_lease_release(store_t *st, const char *source, const char *token, char *err,
+                        size_t errlen)
+{
+    long long n = 0;
+    return lease_script(st, release_script, source, token, 0, &n, err, errlen);
+}
+
+int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, char *err,
+                      size_t errlen)
+{
+    char members[STORE_KEY_MAX], until[24], now[24];
+    uint64_t t = unix_ms();
+
+    snprintf(members, sizeof members, "%s:members", st->prefix);
+    snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);
+    snprintf(now, sizeof now, "(%" PRIu64, t);
+    const char *c1[] = {"ZADD", members, until, id, NULL},
+               *c2[] = {"ZREMRANGEBYSCORE", members, "-inf", now, NULL};
+    const char *const *cmds[] = {c1, c2};
+    if (run_transaction(st, cmds, 2, "members", err, errlen) != 0)
+        return -1;
+    return run_count(st, "ZCARD", members, live, err, errlen);
+}
+
+int store_member_leave(store_t *st, const char *id, char *err, size_t errlen)
+{
+    char members[STORE_KEY_MAX];
+
+    snprintf(members, sizeof members, "%s:members", st->prefix);
+    const char *c1[] = {"ZREM", members, id, NULL};
+    const char *const *cmds[] = {c1};
+    return run_transaction(st, cmds, 1, "members", err, errlen);
 }

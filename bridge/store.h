@@ -18,6 +18,16 @@
  *   P:dlq:K      hash  event id -> dead-letter record JSON
  *                      {"id","sink","attempts","error","failed_at","event"}
  *
+ * Replicas (several bridges on one Redis):
+ *   P:lease:S    string: the token of the replica polling source S, with a
+ *                TTL; set only if absent, renewed and released only by a
+ *                script that compares the token
+ *   P:members    zset  replica id -> unix ms until which it counts as alive
+ * A commit given a lease token is fenced: it WATCHes P:lease:S, checks the
+ * token, and EXEC applies nothing if the lease changed hands meanwhile, so
+ * the commit of a replica that lost its lease (paused past its TTL) is
+ * refused.
+ *
  * A commit writes only the delta of a cycle (changed and removed sessions)
  * plus the meta hash in one MULTI/EXEC transaction, pipelined, with at most
  * STORE_BATCH fields per command: Redis work grows with churn, not with the
@@ -94,6 +104,48 @@ typedef struct store_extra {
 int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
                  size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
                  size_t errlen);
+
+/* ---- leases ---- */
+
+/* Length of a lease token: 32 hex digits and the NUL. */
+#define STORE_TOKEN_LEN 33
+
+/* A fresh random token (CSPRNG). 0 or -1. */
+int store_new_token(char token[STORE_TOKEN_LEN]);
+
+typedef enum store_lease {
+    STORE_LEASE_HELD = 0, /* ours (taken or renewed) */
+    STORE_LEASE_OTHER,    /* another replica holds it */
+    STORE_LEASE_ERROR,    /* Redis failed; err says why */
+} store_lease_t;
+
+/* SET P:lease:S token NX PX ttl_ms; HELD when we hold it now (already ours too). */
+store_lease_t store_lease_acquire(store_t *st, const char *source, const char *token,
+                                  int64_t ttl_ms, char *err, size_t errlen);
+/* Extends our lease to ttl_ms from now; OTHER when it is no longer ours. */
+store_lease_t store_lease_renew(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                                char *err, size_t errlen);
+/* Deletes our lease (nothing when it is not ours). 0 or -1. */
+int store_lease_release(store_t *st, const char *source, const char *token, char *err,
+                        size_t errlen);
+/*
+ * Registers replica id as alive for ttl_ms, forgets the expired ones, and
+ * counts the live replicas (ourselves included) into *live.
+ */
+int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, char *err,
+                      size_t errlen);
+/* Removes replica id from the members (at shutdown). */
+int store_member_leave(store_t *st, const char *id, char *err, size_t errlen);
+
+/*
+ * store_commit() fenced by a lease: as store_commit(), but it applies only
+ * while P:lease:S holds token; otherwise -1 with *lost set and nothing
+ * written.
+ */
+int store_commit_fenced(store_t *st, const char *source, const char *token,
+                        const diff_change_t *changes, size_t n, size_t sessions_after,
+                        const store_extra_t *extra, uint64_t *cycle, bool *lost, char *err,
+                        size_t errlen);
 
 /* ---- the outbox of a sink ---- */
 

@@ -46,10 +46,14 @@
 #define KAFKA_QUEUE_FULL_RETRIES 20
 /* librdkafka's default (300 s) would hold a source's commit for 5 minutes. */
 #define KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS "30000"
-/* destroy(): grace time for in-flight deliveries before purging them. */
-#define KAFKA_DESTROY_FLUSH_MS 10000
+/*
+ * destroy(): grace time for in-flight deliveries before purging them. Short:
+ * the core calls flush() with its own bound (the shutdown grace) first, and
+ * a second long wait here would overrun that grace.
+ */
+#define KAFKA_DESTROY_FLUSH_MS 500
 /* destroy(): time to serve the delivery reports of purged messages. */
-#define KAFKA_PURGE_SERVE_MS 2000
+#define KAFKA_PURGE_SERVE_MS 500
 /* While the brokers are down and the sink idle: how often poll() asks for metadata. */
 #define KAFKA_PROBE_INTERVAL_MS 5000
 /* ... and for how long at most (also bounded by poll()'s timeout). */

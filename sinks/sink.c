@@ -13,7 +13,8 @@
 #define SINK_LOG_MSG_MAX 1024
 
 const sink_type_t *const sink_builtin_types[] = {
-    &sink_kafka_type, &sink_stdout_type, &sink_file_type, &sink_redis_stream_type, NULL,
+    &sink_kafka_type, &sink_stdout_type,       &sink_webhook_type,
+    &sink_file_type,  &sink_redis_stream_type, NULL,
 };
 
 const sink_type_t *sink_type_find(const char *name)

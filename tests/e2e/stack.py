@@ -177,6 +177,9 @@ class Stack:
                       "properties": {"message.timeout.ms": "5000"}}]
         conf = {"redis": {"url": f"redis://127.0.0.1:{self.redis_port}/0", "prefix": "sb"},
                 "admin": {"listen": "127.0.0.1:0"},
+                # Short, so that a test that kills a bridge does not wait long
+                # for its leases to expire.
+                "lease_ttl_s": 4,
                 "sources": [src], "sinks": sinks}
         path = os.path.join(self.dir, f"config-{os.urandom(3).hex()}.json")
         with open(path, "w") as f:

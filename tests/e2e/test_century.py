@@ -188,7 +188,7 @@ class CenturyEndToEnd(unittest.TestCase):
         self.s.stop_redis()
         self.s.tick(started=3, completed=3, vanished=2)
         rc, _, err = self.s.once(self.conf, expect=1)
-        self.assertIn("cannot load the snapshot", err)
+        self.assertIn("cannot take the lease", err)
         self.s.start_redis()
         self.s.once(self.conf)
         self.assert_events_match_truth()

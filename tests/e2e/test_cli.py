@@ -86,7 +86,7 @@ class Cli(unittest.TestCase):
         self.s.start_sim()
         cases = ((API_SECRET, f"redis://127.0.0.1:{self.s.redis_port}/0", "HTTP status 401"),
                  (self.s.api_key, f"redis://:{REDIS_SECRET}@127.0.0.1:1/0",
-                  "cannot load the snapshot"))
+                  "cannot take the lease"))
         for key, redis_url, why in cases:
             path = self.write({
                 "redis": {"url": redis_url},

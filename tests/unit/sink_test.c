@@ -219,6 +219,9 @@ START_TEST(test_registry)
 
     ck_assert_ptr_eq(sink_type_find("kafka"), &sink_kafka_type);
     ck_assert_ptr_eq(sink_type_find("stdout"), &sink_stdout_type);
+    ck_assert_ptr_eq(sink_type_find("webhook"), &sink_webhook_type);
+    ck_assert_uint_eq(sink_webhook_type.flags & SINK_F_OUTBOX, SINK_F_OUTBOX);
+    ck_assert_ptr_nonnull(sink_webhook_type.room);
     ck_assert_ptr_eq(sink_type_find("file"), &sink_file_type);
     ck_assert_ptr_eq(sink_type_find("redis_stream"), &sink_redis_stream_type);
     ck_assert_ptr_null(sink_type_find("Kafka"));
@@ -228,7 +231,7 @@ START_TEST(test_registry)
         ck_assert((*t)->name && (*t)->validate && (*t)->create && (*t)->submit && (*t)->poll &&
                   (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
     }
-    ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(n, 5);
 }
 END_TEST
 

@@ -1,0 +1,923 @@
+/*
+ * sinks/webhook: delivers events to one HTTP endpoint as Standard Webhooks
+ * (https://www.standardwebhooks.com): a signed POST per attempt.
+ *
+ * This is an outbox sink (SINK_F_OUTBOX). The core's outbox worker owns
+ * retries, backoff and dead letters, and calls submit() once per attempt;
+ * the sink makes that one attempt and says how it went: SINK_OK on 2xx,
+ * SINK_ERR_GONE on 410 (the endpoint asks to be disabled), SINK_ERR_RETRY
+ * on anything else, with the endpoint's Retry-After on the ticket. So there
+ * is no retry loop here, and retry_schedule_s is only validated.
+ *
+ * One curl multi handle per instance holds the connection cache, so that
+ * the endpoint's connections stay alive between attempts. At most
+ * max_in_flight requests run at once, each in a slot whose easy handle
+ * (with its options and TLS session) is kept for the slot's next request;
+ * submissions beyond the slots wait in a FIFO queue. Everything runs on the
+ * main loop thread, inside submit(), poll(), flush() and destroy(); only
+ * the pending count, which the admin thread reads for /metrics, is atomic.
+ *
+ * Logs and messages name the endpoint by its origin (scheme://host[:port])
+ * only: a webhook URL's path or query often carries a token.
+ */
+#include "sink.h"
+#include "webhook.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#define WEBHOOK_TIMEOUT_DEFAULT_S 10
+#define WEBHOOK_TIMEOUT_MAX_S 60
+#define WEBHOOK_IN_FLIGHT_DEFAULT 8
+#define WEBHOOK_IN_FLIGHT_MAX 256
+/* Keys signed with at once: a rotation needs two; each one adds 48 bytes of header. */
+#define WEBHOOK_SECRETS_MAX 8
+/* Connecting may take this much of the request's timeout_s at most. */
+#define WEBHOOK_CONNECT_TIMEOUT_MS 5000L
+/* The endpoint's answer is read and dropped; past this bound the transfer is cut. */
+#define WEBHOOK_RESPONSE_MAX (64L * 1024L)
+/* Event ids are 32 hex digits; more, or other characters, cannot be one. */
+#define WEBHOOK_ID_MAX 64
+#define WEBHOOK_URL_MAX 2048
+/* "https://" + a DNS name (253) + ":65535", with room to spare. */
+#define WEBHOOK_ORIGIN_MAX 300
+/* A Retry-After value: an HTTP-date is 29 characters. */
+#define WEBHOOK_RETRY_AFTER_LEN 64
+#define WEBHOOK_MSG_MAX 512
+
+#define WEBHOOK_SECRET_PREFIX "whsec_"
+#define WEBHOOK_USER_AGENT "session-bridge/" SB_VERSION
+
+static const char *const allowed_keys[] = {
+    /* common keys, checked by the core */
+    "name", "type", "events", "sources",
+    /* ours */
+    "url", "secret", "secrets", "retry_schedule_s", "timeout_s", "max_in_flight", NULL};
+
+typedef struct webhook_key {
+    unsigned char bytes[WEBHOOK_KEY_MAX];
+    size_t len;
+} webhook_key_t;
+
+/* The parsed configuration; strings point into the cJSON tree. */
+typedef struct webhook_opts {
+    const char *url;
+    char origin[WEBHOOK_ORIGIN_MAX];
+    webhook_key_t keys[WEBHOOK_SECRETS_MAX];
+    size_t nkeys;
+    long long timeout_s;
+    long long max_in_flight;
+} webhook_opts_t;
+
+/* One attempt at one event: what submit() copied from it. */
+typedef struct webhook_delivery {
+    struct webhook_delivery *next; /* in the queue */
+    sink_ticket_t *ticket;
+    char id[WEBHOOK_ID_MAX + 1];
+    char *body;
+    size_t body_len;
+} webhook_delivery_t;
+
+typedef struct webhook_sink webhook_sink_t;
+
+/* A request slot: busy while delivery is set. */
+typedef struct webhook_slot {
+    CURL *easy; /* created on first use, kept for the next request */
+    webhook_delivery_t *delivery;
+    struct curl_slist *headers;
+    long response_bytes;
+    double retry_after_s; /* from the response, -1 when absent */
+    char errbuf[CURL_ERROR_SIZE];
+} webhook_slot_t;
+
+struct webhook_sink {
+    char *name;
+    char *url;
+    char origin[WEBHOOK_ORIGIN_MAX];
+    webhook_key_t keys[WEBHOOK_SECRETS_MAX];
+    size_t nkeys;
+    long timeout_ms;
+    CURLM *multi;
+    webhook_slot_t *slots;
+    size_t nslots; /* max_in_flight */
+    size_t in_flight;
+    webhook_delivery_t *queue_head, *queue_tail;
+    size_t queued;
+    atomic_size_t pending; /* in_flight + queued, for other threads */
+};
+
+/* ---- signing and parsing (webhook.h) ---- */
+
+/* The value of a standard base64 digit, -1 for any other character. */
+static int base64_digit(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char *key,
+                                              size_t *keylen)
+{
+    const size_t plen = strlen(WEBHOOK_SECRET_PREFIX);
+    const char *b64;
+    size_t n, pad = 0, o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+
+    if (!secret || strncmp(secret, WEBHOOK_SECRET_PREFIX, plen) != 0)
+        return WEBHOOK_SECRET_FORMAT;
+    b64 = secret + plen;
+    n = strlen(b64);
+    while (n > 0 && pad < 2 && b64[n - 1] == '=') {
+        n--;
+        pad++;
+    }
+    /* One digit left over carries 6 bits: never a whole byte. */
+    if (n == 0 || n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0))
+        return WEBHOOK_SECRET_FORMAT;
+    for (size_t i = 0; i < n; i++) {
+        if (base64_digit(b64[i]) < 0)
+            return WEBHOOK_SECRET_FORMAT;
+    }
+    *keylen = n * 3 / 4;
+    if (*keylen < WEBHOOK_KEY_MIN || *keylen > WEBHOOK_KEY_MAX)
+        return WEBHOOK_SECRET_LENGTH;
+    for (size_t i = 0; i < n; i++) {
+        acc = ((acc << 6) | (unsigned)base64_digit(b64[i])) & 0x3fffu;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            key[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return WEBHOOK_SECRET_OK;
+}
+
+int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id, long long ts,
+                 const char *body, size_t body_len, char *out, size_t outlen)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    unsigned char mac[32];
+    char stamp[24];
+    size_t maclen = 0;
+    int stamplen = snprintf(stamp, sizeof(stamp), "%lld", ts);
+    EVP_MAC *hmac;
+    EVP_MAC_CTX *mctx = NULL;
+    int ok;
+
+    if (outlen < WEBHOOK_SIGNATURE_SIZE || stamplen < 0)
+        return -1;
+    hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    /* The signed content is "<msg_id>.<timestamp>.<body>", fed in pieces. */
+    ok = hmac && (mctx = EVP_MAC_CTX_new(hmac)) && EVP_MAC_init(mctx, key, keylen, params) &&
+         EVP_MAC_update(mctx, (const unsigned char *)msg_id, strlen(msg_id)) &&
+         EVP_MAC_update(mctx, (const unsigned char *)".", 1) &&
+         EVP_MAC_update(mctx, (const unsigned char *)stamp, (size_t)stamplen) &&
+         EVP_MAC_update(mctx, (const unsigned char *)".", 1) &&
+         (body_len == 0 || EVP_MAC_update(mctx, (const unsigned char *)body, body_len)) &&
+         EVP_MAC_final(mctx, mac, &maclen, sizeof(mac)) && maclen == sizeof(mac);
+    EVP_MAC_CTX_free(mctx);
+    EVP_MAC_free(hmac);
+    if (!ok)
+        return -1;
+    memcpy(out, "v1,", 3);
+    EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)sizeof(mac)); /* 44 digits and a NUL */
+    return 0;
+}
+
+static const char *skip_blanks(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+int webhook_retry_after(const char *value, time_t now, double *delay_s)
+{
+    const char *p = skip_blanks(value);
+    double d = 0;
+
+    if (*p >= '0' && *p <= '9') {
+        /* delta-seconds; digits past the cap no longer change the result */
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (d <= WEBHOOK_RETRY_AFTER_MAX_S)
+                d = d * 10 + (*p - '0');
+        }
+        if (*skip_blanks(p) != '\0')
+            return -1;
+    } else {
+        time_t when = curl_getdate(p, NULL);
+
+        if (when == -1)
+            return -1;
+        d = difftime(when, now);
+        if (d < 0)
+            d = 0;
+    }
+    *delay_s = d > WEBHOOK_RETRY_AFTER_MAX_S ? WEBHOOK_RETRY_AFTER_MAX_S : d;
+    return 0;
+}
+
+/* ---- configuration ---- */
+
+/*
+ * Checks url (absolute http or https, a host, no userinfo) and writes its
+ * origin. 0, or -1 with the reason in *why. The URL itself never goes into a
+ * message: its path or query may hold a token.
+ */
+static int parse_url(const char *url, char *origin, size_t size, const char **why)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *user = NULL, *password = NULL;
+    int rc = -1;
+
+    if (!u) {
+        *why = "out of memory";
+        return -1;
+    }
+    if (strlen(url) > WEBHOOK_URL_MAX)
+        *why = "too long (at most 2048 characters)";
+    else if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+        *why = "expected an absolute http:// or https:// URL";
+    else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK ||
+             curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK)
+        *why = "must not carry credentials (user:password@): the signature authenticates "
+               "the sender, and credentials in a URL end up in logs";
+    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
+        *why = "expected a URL with a host";
+    else
+        rc = 0;
+    if (rc == 0) {
+        /* Only an explicit port is returned: the origin shows what was configured. */
+        curl_url_get(u, CURLUPART_PORT, &port, 0);
+        snprintf(origin, size, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(user);
+    curl_free(password);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* Decodes one whsec_ secret into key, or reports why not (never showing it). */
+static void parse_secret(const cJSON *item, const char *spath, webhook_key_t *key,
+                         sink_errors_t *errs)
+{
+    if (!cJSON_IsString(item) || !item->valuestring || !*item->valuestring) {
+        sink_errors_add(errs, spath, "expected a whsec_ secret (a string)");
+        return;
+    }
+    switch (webhook_decode_secret(item->valuestring, key->bytes, &key->len)) {
+    case WEBHOOK_SECRET_OK:
+        return;
+    case WEBHOOK_SECRET_FORMAT:
+        sink_errors_add(errs, spath,
+                        "expected a whsec_ secret: \"whsec_\" followed by the base64 of the "
+                        "key (the value is not shown)");
+        return;
+    case WEBHOOK_SECRET_LENGTH:
+        sink_errors_add(errs, spath,
+                        "the whsec_ secret decodes to %zu bytes, expected %d to %d (the value "
+                        "is not shown)",
+                        key->len, WEBHOOK_KEY_MIN, WEBHOOK_KEY_MAX);
+        return;
+    }
+}
+
+/* secret, or secrets (a list, for rotation): exactly one of the two. */
+static void parse_secrets(const cJSON *conf, const char *path, webhook_opts_t *opts,
+                          sink_errors_t *errs)
+{
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(conf, "secret");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(conf, "secrets");
+    char spath[SINK_PATH_MAX], epath[SINK_PATH_MAX];
+    const cJSON *item;
+
+    if (one && list) {
+        sink_errors_add(errs, path,
+                        "set either secret or secrets (a list, for rotation), not both");
+        return;
+    }
+    if (!one && !list) {
+        sink_errors_add(errs, sink_conf_path(spath, sizeof(spath), path, "secret"),
+                        "required (a whsec_ secret), or secrets (a list of them, for rotation)");
+        return;
+    }
+    if (one) {
+        parse_secret(one, sink_conf_path(spath, sizeof(spath), path, "secret"), &opts->keys[0],
+                     errs);
+        opts->nkeys = 1;
+        return;
+    }
+    sink_conf_path(spath, sizeof(spath), path, "secrets");
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) < 1 ||
+        cJSON_GetArraySize(list) > WEBHOOK_SECRETS_MAX) {
+        sink_errors_add(errs, spath, "expected a list of 1 to %d whsec_ secrets",
+                        WEBHOOK_SECRETS_MAX);
+        return;
+    }
+    cJSON_ArrayForEach(item, list)
+    {
+        parse_secret(item, sink_conf_path_index(epath, sizeof(epath), spath, opts->nkeys),
+                     &opts->keys[opts->nkeys], errs);
+        opts->nkeys++;
+    }
+}
+
+/* Checks conf and fills opts (pointing into conf). Returns 0 when valid. */
+static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, webhook_opts_t *opts)
+{
+    size_t before = errs->count;
+    char upath[SINK_PATH_MAX];
+    const char *why;
+
+    if (!cJSON_IsObject(conf)) {
+        sink_errors_add(errs, path, "expected an object");
+        return -1;
+    }
+    sink_conf_check_keys(conf, path, allowed_keys, errs);
+    if (sink_conf_string(conf, path, "url", true, NULL, &opts->url, errs) == 0 &&
+        parse_url(opts->url, opts->origin, sizeof(opts->origin), &why) != 0)
+        sink_errors_add(errs, sink_conf_path(upath, sizeof(upath), path, "url"), "%s", why);
+    parse_secrets(conf, path, opts, errs);
+    /* The outbox worker runs the schedule; the sink only refuses a bad one. */
+    sink_conf_schedule(conf, path, "retry_schedule_s", NULL, NULL, errs);
+    sink_conf_int(conf, path, "timeout_s", false, WEBHOOK_TIMEOUT_DEFAULT_S, 1,
+                  WEBHOOK_TIMEOUT_MAX_S, &opts->timeout_s, errs);
+    sink_conf_int(conf, path, "max_in_flight", false, WEBHOOK_IN_FLIGHT_DEFAULT, 1,
+                  WEBHOOK_IN_FLIGHT_MAX, &opts->max_in_flight, errs);
+    return errs->count == before ? 0 : -1;
+}
+
+static int webhook_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
+{
+    webhook_opts_t opts = {0};
+    int rc = parse(conf, path, errs, &opts);
+
+    OPENSSL_cleanse(opts.keys, sizeof(opts.keys));
+    return rc;
+}
+
+/* ---- requests ---- */
+
+static void update_pending(webhook_sink_t *ctx)
+{
+    atomic_store(&ctx->pending, ctx->in_flight + ctx->queued);
+}
+
+/* Event ids go into a header and into the signed "<id>.<ts>.<body>": no '.', no CR/LF. */
+static bool valid_id(const char *id)
+{
+    size_t n = 0;
+
+    for (const char *p = id; p && *p; p++, n++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return false;
+    }
+    return n > 0 && n <= WEBHOOK_ID_MAX;
+}
+
+static void delivery_free(webhook_delivery_t *d)
+{
+    if (!d)
+        return;
+    free(d->body);
+    free(d);
+}
+
+/* A copy of what one attempt needs from ev; NULL when out of memory. */
+static webhook_delivery_t *delivery_new(const sink_event_t *ev, sink_ticket_t *ticket)
+{
+    webhook_delivery_t *d = calloc(1, sizeof(*d));
+
+    if (!d || !(d->body = malloc(ev->json_len ? ev->json_len : 1))) {
+        free(d);
+        return NULL;
+    }
+    if (ev->json_len)
+        memcpy(d->body, ev->json, ev->json_len);
+    d->body_len = ev->json_len;
+    snprintf(d->id, sizeof(d->id), "%s", ev->id);
+    d->ticket = ticket;
+    return d;
+}
+
+/* libcurl, inside curl_multi_perform() (main loop thread): counts and drops the body. */
+static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
+{
+    webhook_slot_t *slot = opaque;
+    size_t n = size * nmemb;
+
+    (void)data;
+    slot->response_bytes += (long)n;
+    return slot->response_bytes > WEBHOOK_RESPONSE_MAX ? 0 : n; /* 0 aborts the transfer */
+}
+
+/* libcurl, inside curl_multi_perform() (main loop thread): picks up Retry-After. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
+{
+    static const char name[] = "retry-after:";
+    const size_t nlen = sizeof(name) - 1;
+    webhook_slot_t *slot = opaque;
+    size_t n = size * nmemb, vlen;
+    char value[WEBHOOK_RETRY_AFTER_LEN];
+
+    /* A status line starts a new response (after a 1xx): forget the last one's. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        slot->retry_after_s = -1;
+        return n;
+    }
+    if (n <= nlen || strncasecmp(data, name, nlen) != 0 || n - nlen >= sizeof(value))
+        return n;
+    vlen = n - nlen;
+    memcpy(value, data + nlen, vlen);
+    while (vlen > 0 && (value[vlen - 1] == '\r' || value[vlen - 1] == '\n' ||
+                        value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+        vlen--;
+    value[vlen] = '\0';
+    webhook_retry_after(value, time(NULL), &slot->retry_after_s); /* unparsable: ignored */
+    return n;
+}
+
+/* An easy handle with everything but the request's headers and body; NULL on failure. */
+static CURL *easy_new(const webhook_sink_t *ctx, webhook_slot_t *slot)
+{
+    CURL *h = curl_easy_init();
+    long connect_ms =
+        ctx->timeout_ms < WEBHOOK_CONNECT_TIMEOUT_MS ? ctx->timeout_ms : WEBHOOK_CONNECT_TIMEOUT_MS;
+
+    if (!h)
+        return NULL;
+    /* Refusing other protocols and redirects are part of the contract: check them. */
+    if (curl_easy_setopt(h, CURLOPT_URL, ctx->url) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK) {
+        curl_easy_cleanup(h);
+        return NULL;
+    }
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ctx->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, WEBHOOK_USER_AGENT);
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)WEBHOOK_RESPONSE_MAX);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, slot);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, slot);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, slot->errbuf);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, slot);
+    return h;
+}
+
+/* "v1,<sig>" per key, space-separated, into out. 0, or -1 when signing failed. */
+static int signature_list(const webhook_sink_t *ctx, const webhook_delivery_t *d, long long ts,
+                          char *out, size_t size)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < ctx->nkeys; i++) {
+        if (i > 0 && o + 1 < size)
+            out[o++] = ' ';
+        if (webhook_sign(ctx->keys[i].bytes, ctx->keys[i].len, d->id, ts, d->body, d->body_len,
+                         out + o, size - o) != 0)
+            return -1;
+        o += strlen(out + o);
+    }
+    return 0;
+}
+
+/* The request headers of one attempt; NULL when out of memory or signing failed. */
+static struct curl_slist *request_headers(const webhook_sink_t *ctx, const webhook_delivery_t *d,
+                                          long long ts)
+{
+    char sigs[WEBHOOK_SECRETS_MAX * WEBHOOK_SIGNATURE_SIZE];
+    char id[sizeof("webhook-id: ") + WEBHOOK_ID_MAX], stamp[64], sig[sizeof(sigs) + 32];
+    const char *lines[] = {"content-type: application/json",
+                           /* No 100-continue round trip: endpoints answer the POST itself. */
+                           "Expect:", id, stamp, sig};
+    struct curl_slist *list = NULL, *next;
+
+    if (signature_list(ctx, d, ts, sigs, sizeof(sigs)) != 0)
+        return NULL;
+    snprintf(id, sizeof(id), "webhook-id: %s", d->id);
+    snprintf(stamp, sizeof(stamp), "webhook-timestamp: %lld", ts);
+    snprintf(sig, sizeof(sig), "webhook-signature: %s", sigs);
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        if (!(next = curl_slist_append(list, lines[i]))) {
+            curl_slist_free_all(list);
+            return NULL;
+        }
+        list = next;
+    }
+    return list;
+}
+
+static webhook_slot_t *free_slot(webhook_sink_t *ctx)
+{
+    if (ctx->in_flight == ctx->nslots)
+        return NULL;
+    for (size_t i = 0; i < ctx->nslots; i++) {
+        if (!ctx->slots[i].delivery)
+            return &ctx->slots[i];
+    }
+    return NULL;
+}
+
+/*
+ * Starts the attempt d in the free slot; the slot owns d from then on.
+ * 0, or -1 with err (d is then still the caller's). The timestamp is taken
+ * now rather than at submit(): receivers reject stale ones.
+ */
+static int slot_start(webhook_sink_t *ctx, webhook_slot_t *slot, webhook_delivery_t *d, char *err,
+                      size_t errlen)
+{
+    long long ts = (long long)time(NULL);
+    struct curl_slist *headers;
+    CURLMcode mc;
+
+    if (!slot->easy && !(slot->easy = easy_new(ctx, slot))) {
+        snprintf(err, errlen, "cannot create a libcurl handle");
+        return -1;
+    }
+    if (!(headers = request_headers(ctx, d, ts))) {
+        snprintf(err, errlen, "cannot sign the request or build its headers");
+        return -1;
+    }
+    curl_easy_setopt(slot->easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDS, d->body);
+    curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->body_len);
+    slot->response_bytes = 0;
+    slot->retry_after_s = -1;
+    slot->errbuf[0] = '\0';
+    if ((mc = curl_multi_add_handle(ctx->multi, slot->easy)) != CURLM_OK) {
+        curl_easy_setopt(slot->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_slist_free_all(headers);
+        snprintf(err, errlen, "%s", curl_multi_strerror(mc));
+        return -1;
+    }
+    slot->headers = headers;
+    slot->delivery = d;
+    ctx->in_flight++;
+    update_pending(ctx);
+    sink_log(SINK_LOG_DEBUG, ctx->name, "event %s: POST %zu bytes to %s", d->id, d->body_len,
+             ctx->origin);
+    return 0;
+}
+
+/* Detaches the slot's transfer and frees its request; the slot is free again. */
+static void slot_clear(webhook_sink_t *ctx, webhook_slot_t *slot)
+{
+    curl_multi_remove_handle(ctx->multi, slot->easy);
+    curl_easy_setopt(slot->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(slot->headers);
+    slot->headers = NULL;
+    delivery_free(slot->delivery);
+    slot->delivery = NULL;
+    ctx->in_flight--;
+    update_pending(ctx);
+}
+
+static void enqueue(webhook_sink_t *ctx, webhook_delivery_t *d)
+{
+    d->next = NULL;
+    if (ctx->queue_tail)
+        ctx->queue_tail->next = d;
+    else
+        ctx->queue_head = d;
+    ctx->queue_tail = d;
+    ctx->queued++;
+    update_pending(ctx);
+}
+
+static webhook_delivery_t *dequeue(webhook_sink_t *ctx)
+{
+    webhook_delivery_t *d = ctx->queue_head;
+
+    if (!d)
+        return NULL;
+    ctx->queue_head = d->next;
+    if (!ctx->queue_head)
+        ctx->queue_tail = NULL;
+    ctx->queued--;
+    update_pending(ctx);
+    return d;
+}
+
+/*
+ * Moves queued attempts into free slots. One that cannot start is resolved
+ * RETRY at once; its ticket's done() may call submit() again, which is safe:
+ * the queue and the slots are consistent at that point.
+ */
+static void start_queued(webhook_sink_t *ctx)
+{
+    webhook_slot_t *slot;
+
+    while (ctx->queue_head && (slot = free_slot(ctx))) {
+        webhook_delivery_t *d = dequeue(ctx);
+        sink_ticket_t *ticket = d->ticket;
+        char err[WEBHOOK_MSG_MAX];
+
+        if (slot_start(ctx, slot, d, err, sizeof(err)) == 0)
+            continue;
+        sink_log(SINK_LOG_WARN, ctx->name, "event %s: cannot start the request to %s: %s", d->id,
+                 ctx->origin, err);
+        delivery_free(d);
+        sink_ticket_done(ticket, SINK_ERR_RETRY, err);
+    }
+}
+
+/*
+ * What an attempt came to. Once a status line arrived, the status decides,
+ * whatever happened to the body afterwards (too large, cut short): the
+ * endpoint has already said whether it took the event.
+ */
+static sink_result_t classify(const webhook_sink_t *ctx, CURLcode cc, long status, char *msg,
+                              size_t size)
+{
+    if (status >= 200 && status <= 299) {
+        snprintf(msg, size, "HTTP %ld from %s", status, ctx->origin);
+        return SINK_OK;
+    }
+    if (status == 410) {
+        snprintf(msg, size, "HTTP 410 Gone from %s: the endpoint asks to be disabled", ctx->origin);
+        return SINK_ERR_GONE;
+    }
+    if (status >= 300 && status <= 399)
+        snprintf(msg, size,
+                 "HTTP %ld from %s: redirects are refused (set url to the final location)", status,
+                 ctx->origin);
+    else if (status > 0)
+        snprintf(msg, size, "HTTP %ld from %s", status, ctx->origin);
+    else if (cc == CURLE_OPERATION_TIMEDOUT)
+        snprintf(msg, size, "no response from %s within %ld s", ctx->origin,
+                 ctx->timeout_ms / 1000);
+    else
+        /* curl_easy_strerror(), not the error buffer: that one may quote the URL. */
+        snprintf(msg, size, "%s (%s)", curl_easy_strerror(cc), ctx->origin);
+    return SINK_ERR_RETRY;
+}
+
+/* Resolves the attempt of a slot whose transfer ended with cc, and frees the slot. */
+static void finish(webhook_sink_t *ctx, webhook_slot_t *slot, CURLcode cc)
+{
+    sink_ticket_t *ticket = slot->delivery->ticket;
+    double retry_after_s = slot->retry_after_s;
+    char msg[WEBHOOK_MSG_MAX];
+    long status = 0;
+    sink_result_t result;
+
+    curl_easy_getinfo(slot->easy, CURLINFO_RESPONSE_CODE, &status);
+    result = classify(ctx, cc, status, msg, sizeof(msg));
+    if (result == SINK_OK)
+        sink_log(SINK_LOG_DEBUG, ctx->name, "event %s: %s", slot->delivery->id, msg);
+    else if (result == SINK_ERR_RETRY && retry_after_s >= 0)
+        sink_log(SINK_LOG_WARN, ctx->name, "event %s: %s, Retry-After %.0f s", slot->delivery->id,
+                 msg, retry_after_s);
+    else
+        sink_log(SINK_LOG_WARN, ctx->name, "event %s: %s", slot->delivery->id, msg);
+    slot_clear(ctx, slot);
+    /* Refill the slot before done(), so that room() is right if done() asks. */
+    start_queued(ctx);
+    if (result == SINK_ERR_RETRY && retry_after_s >= 0)
+        ticket->retry_after_s = retry_after_s;
+    sink_ticket_done(ticket, result, result == SINK_OK ? NULL : msg);
+}
+
+/* Resolves every finished transfer; returns how many. */
+static int collect(webhook_sink_t *ctx)
+{
+    CURLMsg *m;
+    int left, done = 0;
+
+    while ((m = curl_multi_info_read(ctx->multi, &left))) {
+        webhook_slot_t *slot = NULL;
+
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&slot);
+        finish(ctx, slot, m->data.result);
+        done++;
+    }
+    return done;
+}
+
+static void perform(webhook_sink_t *ctx)
+{
+    int running;
+    CURLMcode mc = curl_multi_perform(ctx->multi, &running);
+
+    if (mc != CURLM_OK)
+        sink_log(SINK_LOG_ERROR, ctx->name, "libcurl: %s", curl_multi_strerror(mc));
+}
+
+/* ---- the sink interface ---- */
+
+static void webhook_destroy(void *vctx)
+{
+    webhook_sink_t *ctx = vctx;
+    webhook_delivery_t *d;
+
+    if (!ctx)
+        return;
+    /* The tickets stay unresolved on purpose: their outbox claims expire and
+     * the worker delivers those events again. */
+    if (ctx->in_flight + ctx->queued > 0)
+        sink_log(SINK_LOG_WARN, ctx->name,
+                 "%zu deliveries to %s abandoned at shutdown; the outbox delivers them again",
+                 ctx->in_flight + ctx->queued, ctx->origin);
+    for (size_t i = 0; ctx->slots && i < ctx->nslots; i++) {
+        if (ctx->slots[i].delivery)
+            slot_clear(ctx, &ctx->slots[i]);
+        if (ctx->slots[i].easy)
+            curl_easy_cleanup(ctx->slots[i].easy);
+    }
+    while ((d = dequeue(ctx)))
+        delivery_free(d);
+    if (ctx->multi)
+        curl_multi_cleanup(ctx->multi);
+    OPENSSL_cleanse(ctx->keys, sizeof(ctx->keys));
+    free(ctx->slots);
+    free(ctx->url);
+    free(ctx->name);
+    free(ctx);
+}
+
+static void *webhook_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    webhook_opts_t opts = {0};
+    webhook_sink_t *ctx = NULL;
+
+    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (parse(conf, "", errs, &opts) != 0) {
+        sink_errors_join(errs, err, errlen);
+        goto fail;
+    }
+    ctx->name = strdup(host && host->name ? host->name : "webhook");
+    ctx->url = strdup(opts.url);
+    ctx->nslots = (size_t)opts.max_in_flight;
+    ctx->slots = calloc(ctx->nslots, sizeof(*ctx->slots));
+    if (!ctx->name || !ctx->url || !ctx->slots) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    snprintf(ctx->origin, sizeof(ctx->origin), "%s", opts.origin);
+    memcpy(ctx->keys, opts.keys, sizeof(ctx->keys));
+    ctx->nkeys = opts.nkeys;
+    ctx->timeout_ms = (long)opts.timeout_s * 1000L;
+    if (!(ctx->multi = curl_multi_init())) {
+        snprintf(err, errlen, "cannot create a libcurl multi handle");
+        goto fail;
+    }
+    /* Keep a connection per slot alive between attempts. */
+    curl_multi_setopt(ctx->multi, CURLMOPT_MAXCONNECTS, (long)ctx->nslots);
+    OPENSSL_cleanse(opts.keys, sizeof(opts.keys));
+    free(errs);
+    return ctx;
+
+fail:
+    OPENSSL_cleanse(opts.keys, sizeof(opts.keys));
+    webhook_destroy(ctx);
+    free(errs);
+    return NULL;
+}
+
+static sink_result_t webhook_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
+{
+    webhook_sink_t *ctx = vctx;
+    webhook_slot_t *slot;
+    webhook_delivery_t *d;
+    char err[WEBHOOK_MSG_MAX];
+
+    if (!valid_id(ev->id)) {
+        sink_log(SINK_LOG_ERROR, ctx->name,
+                 "an event id is not 1 to %d letters, digits, '_' or '-'; it cannot be a "
+                 "webhook-id",
+                 WEBHOOK_ID_MAX);
+        return SINK_ERR_PERMANENT;
+    }
+    if (!(d = delivery_new(ev, ticket)))
+        return SINK_ERR_RETRY; /* ticket untouched: the caller resolves it */
+    /* The worker claims no more than room(); queueing covers a caller that does not. */
+    if (ctx->queue_head || !(slot = free_slot(ctx))) {
+        enqueue(ctx, d);
+        return SINK_OK;
+    }
+    if (slot_start(ctx, slot, d, err, sizeof(err)) != 0) {
+        sink_log(SINK_LOG_WARN, ctx->name, "event %s: cannot start the request to %s: %s", ev->id,
+                 ctx->origin, err);
+        delivery_free(d);
+        return SINK_ERR_RETRY;
+    }
+    return SINK_OK;
+}
+
+/*
+ * Drives the transfers: starts queued attempts, moves every transfer on, and
+ * resolves the finished ones. Waits (up to timeout_ms) only when something is
+ * in flight and nothing finished yet.
+ */
+static void webhook_poll(void *vctx, int timeout_ms)
+{
+    webhook_sink_t *ctx = vctx;
+
+    start_queued(ctx);
+    if (ctx->in_flight == 0)
+        return;
+    perform(ctx);
+    if (collect(ctx) > 0 || timeout_ms <= 0)
+        return;
+    curl_multi_poll(ctx->multi, NULL, 0, timeout_ms, NULL);
+    perform(ctx);
+    collect(ctx);
+}
+
+/* Any thread. */
+static size_t webhook_pending(void *vctx)
+{
+    return atomic_load(&((webhook_sink_t *)vctx)->pending);
+}
+
+/* Any thread. An HTTP endpoint has no standing connection whose state could gate readiness. */
+static int webhook_ready(void *vctx)
+{
+    (void)vctx;
+    return 1;
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int webhook_flush(void *vctx, int timeout_ms)
+{
+    webhook_sink_t *ctx = vctx;
+    int64_t deadline = monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t left;
+
+    do {
+        left = deadline - monotonic_ms();
+        webhook_poll(ctx, left > 0 ? (int)left : 0);
+    } while (atomic_load(&ctx->pending) > 0 && monotonic_ms() < deadline);
+    return atomic_load(&ctx->pending) == 0 ? 0 : -1;
+}
+
+/* How many more attempts would start now: free slots not already promised to the queue. */
+static size_t webhook_room(void *vctx)
+{
+    const webhook_sink_t *ctx = vctx;
+    size_t used = ctx->in_flight + ctx->queued;
+
+    return used >= ctx->nslots ? 0 : ctx->nslots - used;
+}
+
+const sink_type_t sink_webhook_type = {
+    .name = "webhook",
+    .flags = SINK_F_OUTBOX,
+    .validate = webhook_validate,
+    .create = webhook_create,
+    .submit = webhook_submit,
+    .poll = webhook_poll,
+    .pending = webhook_pending,
+    .ready = webhook_ready,
+    .flush = webhook_flush,
+    .destroy = webhook_destroy,
+    .room = webhook_room,
+};

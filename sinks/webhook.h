@@ -1,0 +1,56 @@
+/*
+ * sinks/webhook: the pure parts of the webhook sink (Standard Webhooks
+ * signing, whsec_ secret decoding, Retry-After), exposed for its unit tests.
+ * Internal to sinks/: not installed, not part of the sink ABI.
+ */
+#ifndef SB_WEBHOOK_H
+#define SB_WEBHOOK_H
+
+#include <stddef.h>
+#include <time.h>
+
+/*
+ * Bounds of a whsec_ key, in decoded bytes. Below 16 bytes (128 bits) an
+ * HMAC key is guessable; 128 is four SHA-256 blocks, far above any key a
+ * provider hands out (the spec's own examples are 24 and 32 bytes).
+ */
+#define WEBHOOK_KEY_MIN 16
+#define WEBHOOK_KEY_MAX 128
+
+/* "v1," + base64 of a 32-byte HMAC-SHA256 (44 characters) + NUL. */
+#define WEBHOOK_SIGNATURE_SIZE (3 + 44 + 1)
+
+/* The longest delay a Retry-After may impose (one day); longer ones are cut to it. */
+#define WEBHOOK_RETRY_AFTER_MAX_S 86400.0
+
+typedef enum webhook_secret_status {
+    WEBHOOK_SECRET_OK = 0,
+    WEBHOOK_SECRET_FORMAT, /* not "whsec_" followed by standard base64 */
+    WEBHOOK_SECRET_LENGTH, /* well formed, but the key is not 16..128 bytes long */
+} webhook_secret_status_t;
+
+/*
+ * Decodes a "whsec_<base64>" secret into key (WEBHOOK_KEY_MAX bytes) and
+ * *keylen. Standard base64 alphabet; the '=' padding is optional, as the
+ * reference libraries accept it both ways. With WEBHOOK_SECRET_LENGTH,
+ * *keylen is the length the text decodes to and key is untouched.
+ */
+webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char *key,
+                                              size_t *keylen);
+
+/*
+ * Writes "v1,<base64 HMAC-SHA256(key, "<msg_id>.<ts>.<body>")>" into out
+ * (at least WEBHOOK_SIGNATURE_SIZE bytes). Returns 0, or -1 when out is too
+ * small or OpenSSL fails.
+ */
+int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id, long long ts,
+                 const char *body, size_t body_len, char *out, size_t outlen);
+
+/*
+ * Parses a Retry-After value, delta-seconds or an HTTP-date (read against
+ * now), into *delay_s: at least 0, at most WEBHOOK_RETRY_AFTER_MAX_S.
+ * Returns 0, or -1 when the value is neither (*delay_s untouched).
+ */
+int webhook_retry_after(const char *value, time_t now, double *delay_s);
+
+#endif /* SB_WEBHOOK_H */
