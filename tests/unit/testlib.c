@@ -132,23 +132,6 @@ void assert_validate(const sink_type_t *type, const char *json, const char *path
     cJSON_Delete(j);
 }
 
-static void ticket_done(sink_ticket_t *t, sink_result_t result, const char *errmsg)
-{
-    test_ticket_t *tt = (test_ticket_t *)t;
-
-    tt->calls++;
-    tt->result = result;
-    snprintf(tt->err, sizeof(tt->err), "%s", errmsg ? errmsg : "");
-}
-
-void ticket_init(test_ticket_t *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->t.done = ticket_done;
-    t->t.retry_after_s = -1;
-    t->result = -1;
-}
-
 void event_init(test_event_t *te, const char *source, const char *session, const char *kind, int n)
 {
     snprintf(te->kind, sizeof(te->kind), "%s", kind);

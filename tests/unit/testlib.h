@@ -15,6 +15,7 @@
 #include <check.h>
 
 #include "sink.h"
+#include "test_ticket.h"
 
 /*
  * Runs every test of s and returns main()'s exit status. SIGPIPE is
@@ -56,14 +57,7 @@ void assert_validate(const sink_type_t *type, const char *json, const char *path
 
 /* ---- tickets and events ---- */
 
-typedef struct test_ticket {
-    sink_ticket_t t; /* first: the callback casts back */
-    int calls;       /* must end up 1 */
-    sink_result_t result;
-    char err[512];
-} test_ticket_t;
-
-void ticket_init(test_ticket_t *t);
+/* test_ticket_t and ticket_init(): test_ticket.h. */
 
 /* An event with its own storage (copies of the arguments too); ev points into it. */
 typedef struct test_event {
