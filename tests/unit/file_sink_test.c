@@ -27,18 +27,29 @@ static const sink_type_t *const T = &sink_file_type;
 static char dir[64];
 static char path[128];
 
-static void dir_setup(void)
+/*
+ * The runner owns the directory (an unchecked fixture), so that it is
+ * removed even when a failing test never gets to its teardown; each test
+ * starts on it emptied.
+ */
+static void runner_setup(void)
 {
     make_temp_dir(dir, sizeof(dir), "file_sink_test");
     snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+}
+
+static void runner_teardown(void)
+{
+    remove_tree(dir);
+}
+
+static void test_setup(void)
+{
+    remove_tree(dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
     /* A write past RLIMIT_FSIZE must fail with EFBIG, not kill the test. */
     signal(SIGXFSZ, SIG_IGN);
     sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
-}
-
-static void dir_teardown(void)
-{
-    remove_tree(dir);
 }
 
 /* A sink on `path` with extra keys (a JSON fragment, may be empty). */
@@ -581,13 +592,15 @@ static Suite *file_sink_suite(void)
     TCase *conf = tcase_create("config");
     TCase *io = tcase_create("io");
 
-    tcase_add_checked_fixture(conf, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(conf, runner_setup, runner_teardown);
+    tcase_add_checked_fixture(conf, test_setup, NULL);
     tcase_add_loop_test(conf, test_validate, 0, N(validate_cases));
     tcase_add_test(conf, test_path_too_long);
     tcase_add_test(conf, test_create_errors);
     suite_add_tcase(s, conf);
 
-    tcase_add_checked_fixture(io, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(io, runner_setup, runner_teardown);
+    tcase_add_checked_fixture(io, test_setup, NULL);
     tcase_add_loop_test(io, test_lines, 0, N(modes));
     tcase_add_test(io, test_appends_across_instances);
     tcase_add_test(io, test_always_resolves_in_poll);
