@@ -14,8 +14,10 @@
  *   never     a ticket resolves once the kernel has the line; the kernel
  *             writes it back when it wants.
  * A failed write resolves RETRY and leaves no partial line behind (the file
- * is cut back to where the line began); the file is reopened by the next
- * submit(), so a file deleted or replaced meanwhile is recreated.
+ * is cut back to where the line began); the file is then reopened by path
+ * by the next submit() or poll(). poll() also notices, within
+ * FILE_CHECK_MS, a file moved or deleted by someone else, and starts a new
+ * one instead of writing on to it.
  *
  * Rotation: before a write that would take a non-empty file past
  * rotate_bytes, the file is fsynced (unless never) and closed, path.(k)
@@ -58,6 +60,12 @@
  * the caller submits a whole cycle before polling.
  */
 #define FILE_WAITING_MAX 10000
+/*
+ * How often poll() looks at the path: it reopens a file closed by a failure
+ * (so that ready() recovers without waiting for an event), and notices a
+ * file moved or deleted by someone else (so that lines stop going to it).
+ */
+#define FILE_CHECK_MS 1000
 /* After a rotation failed (a rename refused): the next attempt, not sooner. */
 #define FILE_ROTATE_RETRY_MS 60000
 /* A message: the path is the long part. */
@@ -91,11 +99,14 @@ typedef struct file_sink {
     fsync_mode_t fsync;
     unsigned long long rotate_bytes;
     int keep;
-    int fd;                  /* -1: closed, opened again by the next submit() */
+    int fd;                  /* -1: closed, opened again by submit() or poll() */
     unsigned long long size; /* of the open file */
     bool dirty;              /* lines written since the last fsync */
     bool dir_dirty;          /* an entry of dir changed since its last fsync */
     int64_t last_sync_ms;
+    int64_t check_ms; /* poll()'s next look at the path */
+    dev_t dev;        /* the identity of the open file */
+    ino_t ino;
     int64_t rotate_retry_ms;
     char *line; /* event + '\n', so that a line goes out in one write() */
     size_t cap;
@@ -222,6 +233,8 @@ static int file_open(file_sink_t *ctx, char *msg, size_t size)
     }
     ctx->fd = fd;
     ctx->size = (unsigned long long)sb.st_size;
+    ctx->dev = sb.st_dev;
+    ctx->ino = sb.st_ino;
     /* The file may be new: its directory entry is durable only once the
      * directory is synced too. */
     ctx->dir_dirty = true;
@@ -475,12 +488,46 @@ static sink_result_t file_submit(void *vctx, const sink_event_t *ev, sink_ticket
     return SINK_OK;
 }
 
-/* Nothing to wait for: the fsyncs are what poll() is for. */
+/* True when path still names the file we have open. */
+static bool still_ours(const file_sink_t *ctx)
+{
+    struct stat sb;
+
+    return stat(ctx->path, &sb) == 0 && sb.st_dev == ctx->dev && sb.st_ino == ctx->ino;
+}
+
+/*
+ * Reopens the file when it is closed after a failure, or when path no
+ * longer names it (moved by an outside rotator, deleted): the lines written
+ * to the old one get their fsync first, then new lines go to a new file.
+ */
+static void check_path(file_sink_t *ctx)
+{
+    char msg[FILE_MSG_MAX];
+
+    if (ctx->fd >= 0) {
+        if (still_ours(ctx))
+            return;
+        sink_log(SINK_LOG_WARN, ctx->name, "%s was moved or deleted; writing to a new file",
+                 ctx->path);
+        if (ctx->fsync != FSYNC_NEVER)
+            sync_now(ctx);
+        file_close(ctx);
+    }
+    if (file_open(ctx, msg, sizeof(msg)) != 0)
+        sink_log(SINK_LOG_DEBUG, ctx->name, "%s", msg);
+}
+
+/* Nothing to wait for: the fsyncs and the path checks are what poll() is for. */
 static void file_poll(void *vctx, int timeout_ms)
 {
     file_sink_t *ctx = vctx;
 
     (void)timeout_ms;
+    if (now_ms() >= ctx->check_ms) {
+        ctx->check_ms = now_ms() + FILE_CHECK_MS;
+        check_path(ctx);
+    }
     if (ctx->fsync == FSYNC_ALWAYS)
         sync_waiting(ctx);
     else if (ctx->fsync == FSYNC_INTERVAL && (ctx->dirty || ctx->dir_dirty) &&

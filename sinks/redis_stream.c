@@ -17,8 +17,9 @@
  * ready, so it waits no longer than asked (a write of a large pipeline may
  * block up to the socket timeout). Replies come back in command order, so
  * the tickets form a FIFO. An error reply resolves its ticket RETRY; a lost
- * connection resolves every queued ticket RETRY (Redis may have applied
- * some: they come again with the same ids) and the next submit()
+ * connection, or one on which Redis stopped answering for
+ * RS_REPLY_TIMEOUT_MS, resolves every queued ticket RETRY (Redis may have
+ * applied some: they come again with the same ids) and the next submit()
  * reconnects, at most once per RS_RECONNECT_MS while Redis stays away.
  *
  * Everything runs on the main loop thread except pending() and ready(),
@@ -48,6 +49,12 @@
 #define RS_RECONNECT_MS 1000
 /* XADDs sent and not yet answered; past it submit() refuses (RETRY). */
 #define RS_PENDING_MAX 10000
+/*
+ * XADDs awaiting replies and none has come for this long: the server is
+ * hung (stopped, swapping, a blocked script). The connection is dropped and
+ * the tickets given back rather than hold the source's cycle forever.
+ */
+#define RS_REPLY_TIMEOUT_MS 5000
 /* destroy(): grace time for outstanding replies. */
 #define RS_DESTROY_FLUSH_MS 5000
 /* Longest source name the core accepts; {source} counts as this. */
@@ -84,6 +91,7 @@ typedef struct rs_sink {
     char connect_err[RS_MSG_MAX]; /* why the last connect failed */
     sink_ticket_t **fifo;         /* RS_PENDING_MAX slots, in command order */
     size_t head, count;
+    int64_t progress_ms;   /* the last reply, or when the fifo stopped being empty */
     atomic_size_t pending; /* = count */
     atomic_int connected;
 } rs_sink_t;
@@ -166,6 +174,8 @@ static int rs_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
 
 static void fifo_push(rs_sink_t *ctx, sink_ticket_t *t)
 {
+    if (ctx->count == 0)
+        ctx->progress_ms = now_ms();
     ctx->fifo[(ctx->head + ctx->count) % RS_PENDING_MAX] = t;
     ctx->count++;
     atomic_store(&ctx->pending, ctx->count);
@@ -293,6 +303,8 @@ static size_t take_replies(rs_sink_t *ctx)
         freeReplyObject(reply);
         n++;
     }
+    if (n > 0)
+        ctx->progress_ms = now_ms();
     return n;
 }
 
@@ -330,6 +342,28 @@ static size_t serve_once(rs_sink_t *ctx, int wait_ms)
             ctx->unsent = !done;
     }
     return n;
+}
+
+/* How long serve_once() may wait before the reply timeout is due. */
+static int wait_budget(const rs_sink_t *ctx, int64_t deadline)
+{
+    int64_t now = now_ms(), left = deadline - now;
+    int64_t stall = ctx->progress_ms + RS_REPLY_TIMEOUT_MS - now;
+
+    if (stall < left)
+        left = stall;
+    return left > 0 ? (int)left : 0;
+}
+
+/* Gives everything back when the replies stopped for RS_REPLY_TIMEOUT_MS. */
+static void check_stalled(rs_sink_t *ctx)
+{
+    char why[64];
+
+    if (!ctx->c || ctx->count == 0 || now_ms() - ctx->progress_ms < RS_REPLY_TIMEOUT_MS)
+        return;
+    snprintf(why, sizeof(why), "no reply within %d ms", RS_REPLY_TIMEOUT_MS);
+    drop_connection(ctx, "XADD", why);
 }
 
 /* ---- the interface ---- */
@@ -397,9 +431,10 @@ static sink_result_t rs_submit(void *vctx, const sink_event_t *ev, sink_ticket_t
 }
 
 /*
- * Serves replies until at least one ticket resolved or timeout_ms passed.
- * While idle it only checks whether the server closed the connection, so
- * that ready() tells the truth.
+ * Serves replies until at least one ticket resolved or timeout_ms passed,
+ * and gives everything back when Redis stopped answering. While idle it
+ * only checks whether the server closed the connection, so that ready()
+ * tells the truth.
  */
 static void rs_poll(void *vctx, int timeout_ms)
 {
@@ -412,9 +447,10 @@ static void rs_poll(void *vctx, int timeout_ms)
         return;
     }
     while (ctx->c && ctx->count > 0) {
-        int64_t left = deadline - now_ms();
+        size_t resolved = serve_once(ctx, wait_budget(ctx, deadline));
 
-        if (serve_once(ctx, left > 0 ? (int)left : 0) > 0 || left <= 0)
+        check_stalled(ctx);
+        if (resolved > 0 || now_ms() >= deadline)
             return;
     }
 }
@@ -445,12 +481,9 @@ static int rs_flush(void *vctx, int timeout_ms)
     rs_sink_t *ctx = vctx;
     int64_t deadline = now_ms() + timeout_ms;
 
-    while (ctx->c && ctx->count > 0) {
-        int64_t left = deadline - now_ms();
-
-        if (left <= 0)
-            break;
-        serve_once(ctx, (int)left);
+    while (ctx->c && ctx->count > 0 && now_ms() < deadline) {
+        serve_once(ctx, wait_budget(ctx, deadline));
+        check_stalled(ctx);
     }
     return ctx->count == 0 ? 0 : -1;
 }

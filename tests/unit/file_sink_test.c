@@ -27,18 +27,29 @@ static const sink_type_t *const T = &sink_file_type;
 static char dir[64];
 static char path[128];
 
-static void dir_setup(void)
+/*
+ * The runner owns the directory (an unchecked fixture), so that it is
+ * removed even when a failing test never gets to its teardown; each test
+ * starts on it emptied.
+ */
+static void runner_setup(void)
 {
     make_temp_dir(dir, sizeof(dir), "file_sink_test");
     snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+}
+
+static void runner_teardown(void)
+{
+    remove_tree(dir);
+}
+
+static void test_setup(void)
+{
+    remove_tree(dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
     /* A write past RLIMIT_FSIZE must fail with EFBIG, not kill the test. */
     signal(SIGXFSZ, SIG_IGN);
     sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
-}
-
-static void dir_teardown(void)
-{
-    remove_tree(dir);
 }
 
 /* A sink on `path` with extra keys (a JSON fragment, may be empty). */
@@ -174,19 +185,8 @@ static const struct validate_case {
 START_TEST(test_validate)
 {
     const struct validate_case *c = &validate_cases[_i];
-    cJSON *j = parse_json(c->json);
-    sink_errors_t errs = {0};
-    int rc = T->validate(j, "sinks[2]", &errs);
-    size_t want = 0;
 
-    while (want < 3 && c->expect[want])
-        want++;
-    ck_assert_msg(rc == (want ? -1 : 0), "case %d: rc %d: %s", _i, rc, errs_dump(&errs));
-    ck_assert_msg(errs.count >= want && (want > 0 || errs.count == 0), "case %d: %s", _i,
-                  errs_dump(&errs));
-    for (size_t k = 0; k < want; k++)
-        ck_assert_str_eq(errs.msg[k], c->expect[k]);
-    cJSON_Delete(j);
+    assert_validate(T, c->json, "sinks[2]", c->expect, N(c->expect), NULL, _i);
 }
 END_TEST
 
@@ -528,7 +528,7 @@ END_TEST
 /*
  * After a failure the file is reopened by path: when a directory took its
  * place, that is a RETRY naming the path; once it is gone, a new file is
- * created and written.
+ * created (by poll() already) and written.
  */
 START_TEST(test_file_replaced_by_directory)
 {
@@ -550,12 +550,38 @@ START_TEST(test_file_replaced_by_directory)
     ck_assert_msg(strstr(t[1].err, path) && strstr(t[1].err, "Is a directory"), "%s", t[1].err);
     ck_assert_int_eq(T->ready(ctx), 0);
 
+    /* Once the directory is gone, poll() reopens the file: ready again. */
     ck_assert_int_eq(rmdir(path), 0);
+    T->poll(ctx, 0);
+    ck_assert_int_eq(T->ready(ctx), 1);
     submit_ok(ctx, &ev[1], &t[1]);
     submit_ok(ctx, &ev[2], &t[2]);
     assert_resolved(&t[1], SINK_OK);
     assert_resolved(&t[2], SINK_OK);
     assert_lines(path, ev, 1, 2);
+    T->destroy(ctx);
+}
+END_TEST
+
+/* A file moved away by someone else (an outside rotator) is noticed by
+ * poll(): new lines go to a new file at path, none to the moved one. */
+START_TEST(test_file_moved_away)
+{
+    char moved[160];
+    test_event_t ev[2];
+    test_ticket_t t[2];
+    void *ctx = file_sink_new("");
+
+    events_init(ev, 2);
+    snprintf(moved, sizeof(moved), "%s.moved", path);
+    submit_ok(ctx, &ev[0], &t[0]);
+    assert_resolved(&t[0], SINK_OK);
+    ck_assert_int_eq(rename(path, moved), 0);
+    T->poll(ctx, 0);
+    submit_ok(ctx, &ev[1], &t[1]);
+    assert_resolved(&t[1], SINK_OK);
+    assert_lines(moved, ev, 0, 1);
+    assert_lines(path, ev, 1, 1);
     T->destroy(ctx);
 }
 END_TEST
@@ -566,13 +592,15 @@ static Suite *file_sink_suite(void)
     TCase *conf = tcase_create("config");
     TCase *io = tcase_create("io");
 
-    tcase_add_checked_fixture(conf, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(conf, runner_setup, runner_teardown);
+    tcase_add_checked_fixture(conf, test_setup, NULL);
     tcase_add_loop_test(conf, test_validate, 0, N(validate_cases));
     tcase_add_test(conf, test_path_too_long);
     tcase_add_test(conf, test_create_errors);
     suite_add_tcase(s, conf);
 
-    tcase_add_checked_fixture(io, dir_setup, dir_teardown);
+    tcase_add_unchecked_fixture(io, runner_setup, runner_teardown);
+    tcase_add_checked_fixture(io, test_setup, NULL);
     tcase_add_loop_test(io, test_lines, 0, N(modes));
     tcase_add_test(io, test_appends_across_instances);
     tcase_add_test(io, test_always_resolves_in_poll);
@@ -582,17 +610,12 @@ static Suite *file_sink_suite(void)
     tcase_add_test(io, test_rotation_keeps_at_most_keep);
     tcase_add_loop_test(io, test_write_error_leaves_no_partial_line, 0, N(modes));
     tcase_add_test(io, test_file_replaced_by_directory);
+    tcase_add_test(io, test_file_moved_away);
     suite_add_tcase(s, io);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(file_sink_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(file_sink_suite());
 }

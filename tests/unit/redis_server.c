@@ -143,14 +143,26 @@ void redis_server_kill(redis_server_t *s)
     s->pid = 0;
 }
 
-void redis_server_setup(redis_server_t *s, const char *tag, bool aof, const char *const *extra)
+void redis_server_prepare(redis_server_t *s, const char *tag)
 {
     memset(s, 0, sizeof *s);
-    s->aof = aof;
-    s->extra = extra;
     make_temp_dir(s->dir, sizeof s->dir, tag);
+}
+
+void redis_server_start_fresh(redis_server_t *s, bool aof)
+{
+    remove_tree(s->dir);
+    ck_assert_int_eq(mkdir(s->dir, 0700), 0);
+    s->aof = aof;
     s->port = redis_server_free_port();
     redis_server_start(s);
+}
+
+void redis_server_setup(redis_server_t *s, const char *tag, bool aof, const char *const *extra)
+{
+    redis_server_prepare(s, tag);
+    s->extra = extra;
+    redis_server_start_fresh(s, aof);
 }
 
 void redis_server_teardown(redis_server_t *s)

@@ -38,6 +38,16 @@ void redis_server_setup(redis_server_t *s, const char *tag, bool aof, const char
 void redis_server_teardown(redis_server_t *s);
 
 /*
+ * For tests that kill and restart their server. The runner makes the
+ * directory once with redis_server_prepare() (an unchecked fixture, so that
+ * redis_server_teardown() removes it even when a test fails); each test
+ * starts a server of its own with redis_server_start_fresh() (a checked
+ * fixture): on the emptied directory and a new free port.
+ */
+void redis_server_prepare(redis_server_t *s, const char *tag);
+void redis_server_start_fresh(redis_server_t *s, bool aof);
+
+/*
  * Starts redis-server with s's port, directory and options, and waits until
  * it answers PING (an AOF being replayed delays that). Used to restart a
  * killed server on the same port and data.

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
@@ -791,17 +790,12 @@ END_TEST
  */
 static void restart_dir_setup(void)
 {
-    memset(&srv, 0, sizeof srv);
-    make_temp_dir(srv.dir, sizeof srv.dir, "store_test");
+    redis_server_prepare(&srv, "store_test");
 }
 
 static void restart_setup(void)
 {
-    remove_tree(srv.dir);
-    ck_assert_int_eq(mkdir(srv.dir, 0700), 0);
-    srv.aof = true;
-    srv.port = redis_server_free_port();
-    redis_server_start(&srv);
+    redis_server_start_fresh(&srv, true);
 }
 
 static void restart_teardown(void)
@@ -979,14 +973,5 @@ static Suite *store_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(store_suite());
-    int failed;
-
-    /* Writing to a connection the server dropped raises SIGPIPE; like the
-     * daemon, the tests ignore it and see EPIPE. */
-    signal(SIGPIPE, SIG_IGN);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(store_suite());
 }

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,18 @@ static int64_t clock_ms(clockid_t clock)
 
     clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+
+    signal(SIGPIPE, SIG_IGN);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 int64_t now_ms(void)
@@ -98,25 +111,32 @@ bool errs_contain(const sink_errors_t *errs, const char *needle)
     return false;
 }
 
-static void ticket_done(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+void assert_validate(const sink_type_t *type, const char *json, const char *path,
+                     const char *const *expect, size_t max, const char *never, int case_no)
 {
-    test_ticket_t *tt = (test_ticket_t *)t;
+    cJSON *j = parse_json(json);
+    sink_errors_t errs = {0};
+    int rc = type->validate(j, path, &errs);
+    size_t want = 0;
 
-    tt->calls++;
-    tt->result = result;
-    snprintf(tt->err, sizeof(tt->err), "%s", errmsg ? errmsg : "");
-}
-
-void ticket_init(test_ticket_t *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->t.done = ticket_done;
-    t->t.retry_after_s = -1;
-    t->result = -1;
+    while (want < max && expect[want])
+        want++;
+    ck_assert_msg(rc == (want ? -1 : 0), "case %d: rc %d: %s", case_no, rc, errs_dump(&errs));
+    ck_assert_msg(errs.count >= want && (want > 0 || errs.count == 0), "case %d: %s", case_no,
+                  errs_dump(&errs));
+    for (size_t k = 0; k < want; k++)
+        ck_assert_msg(strcmp(errs.msg[k], expect[k]) == 0, "case %d: message %zu: %s, want %s",
+                      case_no, k, errs.msg[k], expect[k]);
+    ck_assert_msg(!never || !errs_contain(&errs, never), "case %d: \"%s\" leaked: %s", case_no,
+                  never, errs_dump(&errs));
+    cJSON_Delete(j);
 }
 
 void event_init(test_event_t *te, const char *source, const char *session, const char *kind, int n)
 {
+    snprintf(te->kind, sizeof(te->kind), "%s", kind);
+    snprintf(te->source, sizeof(te->source), "%s", source);
+    snprintf(te->session, sizeof(te->session), "%s", session);
     snprintf(te->id, sizeof(te->id), "%032x", 0xabc000 + n);
     snprintf(te->type, sizeof(te->type), "session.%s", kind);
     snprintf(te->key, sizeof(te->key), "%s/%s", source, session);
@@ -126,9 +146,9 @@ void event_init(test_event_t *te, const char *source, const char *session, const
              te->id, source, te->type, session, n);
     te->ev = (sink_event_t){.id = te->id,
                             .type = te->type,
-                            .kind = kind,
-                            .source = source,
-                            .session_id = session,
+                            .kind = te->kind,
+                            .source = te->source,
+                            .session_id = te->session,
                             .key = te->key,
                             .json = te->json,
                             .json_len = strlen(te->json)};

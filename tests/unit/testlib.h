@@ -12,7 +12,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <check.h>
+
 #include "sink.h"
+#include "test_ticket.h"
+
+/*
+ * Runs every test of s and returns main()'s exit status. SIGPIPE is
+ * ignored first: like the daemon, tests must see EPIPE when they write to
+ * a connection the peer dropped.
+ */
+int run_suite(Suite *s);
 
 /* ---- time ---- */
 
@@ -36,21 +46,22 @@ cJSON *parse_json(const char *text);
 /* Every collected message, for failure output (a static buffer). */
 const char *errs_dump(const sink_errors_t *errs);
 bool errs_contain(const sink_errors_t *errs, const char *needle);
+/*
+ * Runs type->validate() on json at path and checks the messages: the first
+ * ones must be expect[0..] exactly and in order (at most max entries, NULL
+ * ends the list early; none means json is valid). No message may contain
+ * never (a secret) unless it is NULL. case_no labels failures.
+ */
+void assert_validate(const sink_type_t *type, const char *json, const char *path,
+                     const char *const *expect, size_t max, const char *never, int case_no);
 
 /* ---- tickets and events ---- */
 
-typedef struct test_ticket {
-    sink_ticket_t t; /* first: the callback casts back */
-    int calls;       /* must end up 1 */
-    sink_result_t result;
-    char err[512];
-} test_ticket_t;
+/* test_ticket_t and ticket_init(): test_ticket.h. */
 
-void ticket_init(test_ticket_t *t);
-
-/* An event with its own storage; ev points into it. */
+/* An event with its own storage (copies of the arguments too); ev points into it. */
 typedef struct test_event {
-    char id[33], type[32], key[128], json[512];
+    char id[33], type[32], kind[16], source[65], session[64], key[128], json[512];
     sink_event_t ev;
 } test_event_t;
 
