@@ -9,7 +9,14 @@ packages=(
   libcurl4-openssl-dev libcjson-dev librdkafka-dev libssl-dev libhiredis-dev
   libmicrohttpd-dev check
   redis-server kcat python3 curl
+  # tests/deploy: promtool (only in the prometheus package) for the alert
+  # rules, PyYAML to read the rendered manifests.
+  prometheus python3-yaml
 )
+# kubectl renders deploy/k8s: Debian's kubernetes-client, unless a kubectl
+# is already installed (the upstream "kubectl" package conflicts with it;
+# the manifests are written for both).
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,5 +39,7 @@ echo "deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The package starts a system redis on 6379; the stack runs its own on
-# another port, so the system one is left as the administrator wants it.
+# The packages start a system redis on 6379 (and, on a systemd host, a
+# Prometheus on 9090); the stack runs its own redis on another port and the
+# tests use only promtool, so the system services are left as the
+# administrator wants them.
