@@ -9,6 +9,8 @@ packages=(
   libcurl4-openssl-dev libcjson-dev librdkafka-dev libssl-dev libhiredis-dev
   libmicrohttpd-dev check
   redis-server kcat python3 curl
+  # promtool, which checks the /metrics output in the unit tests
+  prometheus
 )
 
 missing=()
