@@ -9,8 +9,8 @@ packages=(
   libcurl4-openssl-dev libcjson-dev librdkafka-dev libssl-dev libhiredis-dev
   libmicrohttpd-dev check
   redis-server kcat python3 curl
-  # tests/deploy: promtool (only in the prometheus package) for the alert
-  # rules, PyYAML to read the rendered manifests.
+  # promtool (only in the prometheus package) checks the /metrics output and
+  # the alert rules; PyYAML reads the rendered manifests in tests/deploy.
   prometheus python3-yaml
 )
 # kubectl renders deploy/k8s: Debian's kubernetes-client, unless a kubectl

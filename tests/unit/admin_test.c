@@ -1,0 +1,374 @@
+/*
+ * admin_test: the admin server on a loopback port, driven by libcurl:
+ * every endpoint, stale heartbeats, readiness reasons, wrong methods and
+ * paths, bodies, idle connections and listen errors.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "metrics.h"
+
+#define ERRLEN 256
+/* Safety nets only: nothing here should come close. */
+#define CURL_TIMEOUT_MS 10000L
+#define IDLE_CLOSE_WAIT_MS 10000
+
+/* Bytes received, kept up to its size (enough for every reply here). */
+typedef struct text {
+    char s[8192];
+    size_t len;
+} text_t;
+
+typedef struct reply {
+    long status;
+    text_t body;
+    text_t headers;
+} reply_t;
+
+/* libcurl's write and header callback, on the test's thread. */
+static size_t on_data(char *p, size_t size, size_t n, void *opaque)
+{
+    text_t *t = opaque;
+    size_t room = sizeof(t->s) - 1 - t->len;
+    size_t take = size * n < room ? size * n : room;
+    memcpy(t->s + t->len, p, take);
+    t->len += take;
+    t->s[t->len] = '\0';
+    return size * n;
+}
+
+/* One request to host:port; body (may be NULL) is sent as the request body. */
+static reply_t request(const char *host, unsigned port, const char *method, const char *path,
+                       const char *body)
+{
+    reply_t r = {0};
+    char url[256];
+    snprintf(url, sizeof(url), "http://%s:%u%s", host, port, path);
+    CURL *c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, CURL_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.headers);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    CURLcode rc = curl_easy_perform(c);
+    ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+static reply_t get(const admin_t *a, const char *path)
+{
+    return request("127.0.0.1", admin_port(a), "GET", path, NULL);
+}
+
+static admin_t *start(admin_options_t o)
+{
+    char err[ERRLEN] = "";
+    if (o.listen == NULL)
+        o.listen = "127.0.0.1:0";
+    admin_t *a = admin_start(&o, err, sizeof(err));
+    ck_assert_msg(a != NULL, "admin_start: %s", err);
+    ck_assert_uint_ne(admin_port(a), 0);
+    return a;
+}
+
+static void assert_reply(const reply_t *r, long status, const char *body)
+{
+    ck_assert_int_eq(r->status, status);
+    ck_assert_str_eq(r->body.s, body);
+}
+
+static void assert_header(const reply_t *r, const char *line)
+{
+    ck_assert_msg(strstr(r->headers.s, line), "no \"%s\" in:\n%s", line, r->headers.s);
+}
+
+START_TEST(healthz_ok_while_heartbeat_fresh)
+{
+    admin_t *a = start((admin_options_t){0});
+    admin_heartbeat(a);
+    reply_t r = get(a, "/healthz");
+    assert_reply(&r, 200, "ok\n");
+    assert_header(&r, "Content-Type: text/plain; charset=utf-8\r\n");
+    /* The query string is not part of the path. */
+    r = get(a, "/healthz?verbose=1");
+    assert_reply(&r, 200, "ok\n");
+    admin_stop(a);
+}
+END_TEST
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+START_TEST(healthz_503_when_heartbeat_stale)
+{
+    /* The bound is 1 s: long enough that a GET right after a heartbeat is
+     * certainly within it, short enough to wait out. */
+    admin_t *a = start((admin_options_t){.heartbeat_max_age_s = 1});
+    sleep_ms(1100);
+    reply_t r = get(a, "/healthz");
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_msg(strncmp(r.body.s, "stale: the main loop last turned ", 33) == 0, "%s", r.body.s);
+    ck_assert_ptr_nonnull(strstr(r.body.s, "(bound 1.0 s)\n"));
+    admin_heartbeat(a);
+    r = get(a, "/healthz");
+    assert_reply(&r, 200, "ok\n");
+    admin_stop(a);
+}
+END_TEST
+
+static atomic_bool ready_flag;
+
+/* Called on a server thread. */
+static bool ready_cb(void *opaque, char *why, size_t whylen)
+{
+    if (atomic_load(&ready_flag))
+        return true;
+    snprintf(why, whylen, "redis unreachable; sink bus not ready");
+    return false;
+}
+
+START_TEST(readyz_follows_the_callback)
+{
+    atomic_store(&ready_flag, false);
+    admin_t *a = start((admin_options_t){.ready = ready_cb, .opaque = &ready_flag});
+    reply_t r = get(a, "/readyz");
+    assert_reply(&r, 503, "not ready: redis unreachable; sink bus not ready\n");
+    atomic_store(&ready_flag, true);
+    r = get(a, "/readyz");
+    assert_reply(&r, 200, "ready\n");
+    /* Liveness does not depend on readiness. */
+    atomic_store(&ready_flag, false);
+    r = get(a, "/healthz");
+    assert_reply(&r, 200, "ok\n");
+    admin_stop(a);
+}
+END_TEST
+
+START_TEST(readyz_without_callback_is_ready)
+{
+    admin_t *a = start((admin_options_t){0});
+    reply_t r = get(a, "/readyz");
+    assert_reply(&r, 200, "ready\n");
+    admin_stop(a);
+}
+END_TEST
+
+typedef struct collector {
+    metric_family_t *scrapes;
+    int calls;
+} collector_t;
+
+/* Called on a server thread, never twice at once. */
+static void collect_cb(void *opaque, metrics_t *m)
+{
+    collector_t *c = opaque;
+    c->calls++;
+    metric_set(c->scrapes, NULL, c->calls);
+}
+
+START_TEST(metrics_rendered_after_collect)
+{
+    char err[ERRLEN];
+    metrics_t *m = metrics_new();
+    collector_t col = {.scrapes = metrics_gauge(m, "x_scrapes", "Scrapes.", NULL, err, ERRLEN)};
+    ck_assert_ptr_nonnull(col.scrapes);
+    admin_t *a = start((admin_options_t){.metrics = m, .collect = collect_cb, .opaque = &col});
+    reply_t r = get(a, "/metrics");
+    assert_reply(&r, 200, "# HELP x_scrapes Scrapes.\n# TYPE x_scrapes gauge\nx_scrapes 1\n");
+    assert_header(&r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n");
+    r = get(a, "/metrics");
+    ck_assert_ptr_nonnull(strstr(r.body.s, "x_scrapes 2\n"));
+    admin_stop(a);
+    metrics_free(m);
+}
+END_TEST
+
+START_TEST(metrics_404_without_registry)
+{
+    admin_t *a = start((admin_options_t){0});
+    reply_t r = get(a, "/metrics");
+    ck_assert_int_eq(r.status, 404);
+    admin_stop(a);
+}
+END_TEST
+
+START_TEST(unknown_paths_404)
+{
+    admin_t *a = start((admin_options_t){0});
+    static const char *const paths[] = {"/", "/nope", "/metrics/", "/healthz/x", "/HEALTHZ"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        reply_t r = get(a, paths[i]);
+        ck_assert_msg(r.status == 404, "%s: %ld", paths[i], r.status);
+    }
+    admin_stop(a);
+}
+END_TEST
+
+START_TEST(other_methods_405)
+{
+    admin_t *a = start((admin_options_t){0});
+    static const char *const methods[] = {"POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        reply_t r = request("127.0.0.1", admin_port(a), methods[i], "/healthz", NULL);
+        ck_assert_msg(r.status == 405, "%s: %ld", methods[i], r.status);
+        assert_header(&r, "Allow: GET, HEAD\r\n");
+    }
+    reply_t r = request("127.0.0.1", admin_port(a), "POST", "/metrics", "x=1");
+    ck_assert_int_eq(r.status, 405);
+    admin_stop(a);
+}
+END_TEST
+
+START_TEST(head_like_get)
+{
+    admin_t *a = start((admin_options_t){0});
+    reply_t r = request("127.0.0.1", admin_port(a), "HEAD", "/healthz", NULL);
+    assert_reply(&r, 200, "");
+    admin_stop(a);
+}
+END_TEST
+
+START_TEST(request_body_413)
+{
+    admin_t *a = start((admin_options_t){0});
+    reply_t r = request("127.0.0.1", admin_port(a), "GET", "/healthz", "a body");
+    ck_assert_int_eq(r.status, 413);
+    admin_stop(a);
+}
+END_TEST
+
+/* An idle connection is closed after connection_timeout_s. */
+START_TEST(idle_connection_closed)
+{
+    admin_t *a = start((admin_options_t){.connection_timeout_s = 1});
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port(a))};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, IDLE_CLOSE_WAIT_MS), 1);
+    char c;
+    ck_assert_int_eq(recv(fd, &c, 1, 0), 0); /* EOF: closed by the server */
+    close(fd);
+    admin_stop(a);
+}
+END_TEST
+
+/* libmicrohttpd needs one connection per server thread: a smaller limit
+ * is raised, not a start failure. */
+START_TEST(tiny_connection_limit_still_serves)
+{
+    admin_t *a = start((admin_options_t){.max_connections = 1});
+    reply_t r = get(a, "/healthz");
+    assert_reply(&r, 200, "ok\n");
+    admin_stop(a);
+}
+END_TEST
+
+START_TEST(address_in_use_is_a_clear_error)
+{
+    admin_t *a = start((admin_options_t){0});
+    char listen[64], err[ERRLEN] = "", want[96];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", admin_port(a));
+    admin_options_t o = {.listen = listen};
+    ck_assert_ptr_null(admin_start(&o, err, sizeof(err)));
+    snprintf(want, sizeof(want), "admin.listen %s: Address already in use", listen);
+    ck_assert_str_eq(err, want);
+    admin_stop(a);
+}
+END_TEST
+
+static const char *const bad_listens[] = {
+    "127.0.0.1",    "127.0.0.1:", ":9464",   "127.0.0.1:65536", "127.0.0.1:-1",
+    "127.0.0.1:8x", "[::1:9464",  "[]:9464", "::1:9464x",       "127.0.0.1:0000009464",
+};
+
+START_TEST(invalid_addresses_rejected)
+{
+    char err[ERRLEN] = "";
+    admin_options_t o = {.listen = bad_listens[_i]};
+    ck_assert_ptr_null(admin_start(&o, err, sizeof(err)));
+    ck_assert_msg(strstr(err, "expected host:port"), "%s: %s", bad_listens[_i], err);
+    ck_assert_ptr_nonnull(strstr(err, bad_listens[_i]));
+}
+END_TEST
+
+START_TEST(ipv6_loopback)
+{
+    char err[ERRLEN] = "";
+    admin_options_t o = {.listen = "[::1]:0"};
+    admin_t *a = admin_start(&o, err, sizeof(err));
+    if (a == NULL && (strstr(err, "not supported") || strstr(err, "assign requested"))) {
+        fprintf(stderr, "ipv6_loopback: skipped, no IPv6 here (%s)\n", err);
+        return;
+    }
+    ck_assert_msg(a != NULL, "%s", err);
+    reply_t r = request("[::1]", admin_port(a), "GET", "/healthz", NULL);
+    assert_reply(&r, 200, "ok\n");
+    admin_stop(a);
+}
+END_TEST
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("admin");
+    TCase *tc = tcase_create("endpoints");
+    tcase_add_test(tc, healthz_ok_while_heartbeat_fresh);
+    tcase_add_test(tc, healthz_503_when_heartbeat_stale);
+    tcase_add_test(tc, readyz_follows_the_callback);
+    tcase_add_test(tc, readyz_without_callback_is_ready);
+    tcase_add_test(tc, metrics_rendered_after_collect);
+    tcase_add_test(tc, metrics_404_without_registry);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("http");
+    tcase_add_test(tc, unknown_paths_404);
+    tcase_add_test(tc, other_methods_405);
+    tcase_add_test(tc, head_like_get);
+    tcase_add_test(tc, request_body_413);
+    tcase_add_test(tc, idle_connection_closed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("listen");
+    tcase_add_test(tc, tiny_connection_limit_still_serves);
+    tcase_add_test(tc, address_in_use_is_a_clear_error);
+    tcase_add_loop_test(tc, invalid_addresses_rejected, 0,
+                        sizeof(bad_listens) / sizeof(bad_listens[0]));
+    tcase_add_test(tc, ipv6_loopback);
+    suite_add_tcase(s, tc);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
