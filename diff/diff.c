@@ -600,6 +600,7 @@ struct diff_index {
     size_t statuses_cap;
     size_t entry_bytes;  /* heap_cost() of every entry */
     size_t status_bytes; /* heap_cost() of every status_t */
+    size_t by_state[DIFF_STATE_COUNT];
     uint32_t next_stamp;
     bool cycle_open;
 };
@@ -667,6 +668,7 @@ void diff_index_clear(diff_index_t *ix)
         free(ix->tab.slots[i]);
     ptab_release(&ix->tab);
     ix->entry_bytes = 0;
+    memset(ix->by_state, 0, sizeof(ix->by_state));
 }
 
 void diff_index_free(diff_index_t *ix)
@@ -693,6 +695,12 @@ size_t diff_index_memory(const diff_index_t *ix)
     return heap_cost(sizeof(*ix)) + heap_cost(ix->tab.cap * sizeof(void *)) + ix->entry_bytes +
            heap_cost(ix->stab.cap * sizeof(void *)) +
            heap_cost(ix->statuses_cap * sizeof(status_t *)) + ix->status_bytes;
+}
+
+void diff_index_states(const diff_index_t *ix, size_t counts[DIFF_STATE_COUNT])
+{
+    for (size_t i = 0; i < DIFF_STATE_COUNT; i++)
+        counts[i] = ix != NULL ? ix->by_state[i] : 0;
 }
 
 static entry_t *entry_new(const char *id, size_t idlen)
@@ -736,7 +744,10 @@ int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t
             return -1;
         ptab_insert(&ix->tab, e, h);
         ix->entry_bytes += entry_cost(e);
+    } else {
+        ix->by_state[e->state]--;
     }
+    ix->by_state[rec->state]++;
     e->state = (uint8_t)rec->state;
     e->misses = rec->misses;
     e->fingerprint = rec->fingerprint;
@@ -1344,6 +1355,7 @@ void diff_cycle_apply(diff_cycle_t *cy)
             if (slot != SIZE_MAX)
                 ptab_remove_at(&ix->tab, slot);
             ix->entry_bytes -= entry_cost(e);
+            ix->by_state[e->state]--;
             free(e);
             r->entry = NULL;
             removed_any = true;
@@ -1355,7 +1367,10 @@ void diff_cycle_apply(diff_cycle_t *cy)
             r->entry = e;
             ptab_insert(&ix->tab, e, hash_str(e->id));
             ix->entry_bytes += entry_cost(e);
+        } else {
+            ix->by_state[e->state]--;
         }
+        ix->by_state[r->rec.state]++;
         e->state = (uint8_t)r->rec.state;
         e->misses = r->rec.misses;
         e->fingerprint = r->rec.fingerprint;

@@ -40,6 +40,7 @@ typedef enum diff_state {
     DIFF_STATE_COMPLETED,
     DIFF_STATE_CANCELLED,
 } diff_state_t;
+#define DIFF_STATE_COUNT 5
 
 typedef enum diff_event_type {
     DIFF_EV_STARTED = 0,
@@ -137,6 +138,9 @@ int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t
 void diff_index_clear(diff_index_t *ix);
 /* Bytes the index holds on the heap (entries, table, interned statuses). */
 size_t diff_index_memory(const diff_index_t *ix);
+/* Sessions per state (indexed by diff_state_t), kept up to date by every
+ * change of the index: reading them costs nothing. */
+void diff_index_states(const diff_index_t *ix, size_t counts[DIFF_STATE_COUNT]);
 
 /* ---- one poll cycle ---- */
 

@@ -1281,6 +1281,54 @@ START_TEST(test_index_put_get_clear)
 END_TEST
 
 /* Mass removal: every survivor is still found (backward-shift deletion). */
+/* The per-state counts follow loads, transitions, removals and clears. */
+static void assert_states(fx_t *f, size_t pending, size_t active, size_t completed,
+                          size_t cancelled)
+{
+    size_t n[DIFF_STATE_COUNT];
+    diff_index_states(f->ix, n);
+    ck_assert_uint_eq(n[DIFF_STATE_NONE], 0);
+    ck_assert_uint_eq(n[DIFF_STATE_PENDING], pending);
+    ck_assert_uint_eq(n[DIFF_STATE_ACTIVE], active);
+    ck_assert_uint_eq(n[DIFF_STATE_COMPLETED], completed);
+    ck_assert_uint_eq(n[DIFF_STATE_CANCELLED], cancelled);
+}
+
+START_TEST(test_index_state_counts)
+{
+    fx_t f;
+    fx_init(&f, 1, false);
+    put(&f, "p1", DIFF_STATE_PENDING, "p", 0);
+    put(&f, "p2", DIFF_STATE_PENDING, "p", 0);
+    put(&f, "a1", DIFF_STATE_ACTIVE, "a", 0);
+    put(&f, "a1", DIFF_STATE_COMPLETED, "c", 0); /* a replacing put moves it */
+    assert_states(&f, 2, 0, 1, 0);
+
+    /* p1 starts, n1 arrives active, p2 vanishes: cancelled and forgotten */
+    begin(&f);
+    observe(&f, "p1", "a");
+    observe(&f, "a1", "c");
+    observe(&f, "n1", "a");
+    finish(&f);
+    assert_states(&f, 2, 0, 1, 0); /* nothing moves before apply */
+    apply_and_close(&f);
+    assert_states(&f, 0, 2, 1, 0);
+
+    /* p1 completes, n1 is cancelled, a1 (terminal) vanishes silently */
+    begin(&f);
+    observe(&f, "p1", "c");
+    observe(&f, "n1", "x");
+    finish(&f);
+    apply_and_close(&f);
+    assert_states(&f, 0, 0, 1, 1);
+    ck_assert_uint_eq(diff_index_size(f.ix), 2);
+
+    diff_index_clear(f.ix);
+    assert_states(&f, 0, 0, 0, 0);
+    fx_done(&f);
+}
+END_TEST
+
 START_TEST(test_index_mass_removal)
 {
     fx_t f;
@@ -1406,6 +1454,7 @@ static Suite *diff_suite(void)
     tc = tcase_create("index");
     tcase_add_test(tc, test_index_put_get_clear);
     tcase_add_test(tc, test_index_mass_removal);
+    tcase_add_test(tc, test_index_state_counts);
     tcase_add_test(tc, test_memory_per_session);
     suite_add_tcase(s, tc);
     return s;
