@@ -49,14 +49,26 @@
 #define STORE_ARGV_MAX (2 + 2 * STORE_BATCH)
 /* One encoded record and its NUL. */
 #define STORE_RECORD_SLOT (DIFF_RECORD_MAX + 1)
+/*
+ * After a failed connect, calls fail at once for this long instead of each
+ * waiting for its own connect timeout: with a server that does not answer
+ * (a partition), a loop making many calls would otherwise stall for a
+ * timeout per call, long enough to fail a liveness probe.
+ */
+#define STORE_RECONNECT_PAUSE_S 1.0
+/* Room for the reason of a failed connect. */
+#define STORE_ERR_MAX 256
 
 struct store {
     redis_target_t target;
     const char *endpoint; /* target.endpoint: host:port as errors show it */
     int timeout_ms;
     char prefix[STORE_PREFIX_MAX + 1];
-    redisContext *ctx; /* NULL while disconnected */
-    uint64_t commands; /* ours; the AUTH and SELECT of each connect are not counted */
+    redisContext *ctx;        /* NULL while disconnected */
+    uint64_t commands;        /* ours; the AUTH and SELECT of each connect are not counted */
+    uint64_t errors;          /* connections lost or refused, error replies */
+    double connect_failed_at; /* monotonic s of the last failed connect, 0 if none */
+    char connect_error[STORE_ERR_MAX]; /* its reason, repeated during the pause */
     /* Scratch for one HSET/HDEL chunk, allocated once so that a commit does
      * not allocate per change. */
     const char **argv;
@@ -190,6 +202,7 @@ static void fail_connection(store_t *st, const char *what, int saved_errno, char
 
     redis_describe_error(st->ctx, saved_errno, st->timeout_ms, why, sizeof why);
     set_err(err, errlen, "redis %s: %s: %s", st->endpoint, what, why);
+    st->errors++;
     disconnect(st);
 }
 
@@ -235,6 +248,7 @@ static redisReply *run_command(store_t *st, int argc, const char **argv, const s
     r = read_reply(st, what, err, errlen);
     if (r != NULL && r->type == REDIS_REPLY_ERROR) {
         set_err(err, errlen, "redis %s: %s: %.*s", st->endpoint, what, (int)r->len, r->str);
+        st->errors++;
         freeReplyObject(r);
         return NULL;
     }
@@ -253,8 +267,22 @@ static int ensure_connected(store_t *st, char *err, size_t errlen)
     if (st->ctx != NULL && st->ctx->err == 0 && !redis_idle_closed(st->ctx))
         return 0;
     disconnect(st);
-    st->ctx = redis_connect_target(&st->target, st->timeout_ms, err, errlen);
-    return st->ctx != NULL ? 0 : -1;
+    double now = clock_mono_s();
+    if (st->connect_failed_at > 0 && now - st->connect_failed_at < STORE_RECONNECT_PAUSE_S) {
+        set_err(err, errlen, "%s", st->connect_error);
+        st->errors++;
+        return -1;
+    }
+    st->ctx = redis_connect_target(&st->target, st->timeout_ms, st->connect_error,
+                                   sizeof(st->connect_error));
+    if (st->ctx == NULL) {
+        st->errors++;
+        st->connect_failed_at = now;
+        set_err(err, errlen, "%s", st->connect_error);
+        return -1;
+    }
+    st->connect_failed_at = 0;
+    return 0;
 }
 
 /* ---- public ---- */
@@ -618,6 +646,8 @@ static int read_transaction(store_t *st, size_t sent, const char *snap, char *er
         }
         freeReplyObject(r);
     }
+    if (failed && !aborted)
+        st->errors++;
     return aborted ? -2 : failed ? -1 : 0;
 }
 
@@ -1159,6 +1189,15 @@ int store_dlq_count(store_t *st, const char *sink, size_t *n, char *err, size_t 
     return run_count(st, "HLEN", dlq, n, err, errlen);
 }
 
+int store_outbox_count(store_t *st, const char *sink, size_t *n, char *err, size_t errlen)
+{
+    char body[STORE_KEY_MAX];
+
+    if (make_key(st, "ob", sink, "", body, err, errlen) != 0)
+        return -1;
+    return run_count(st, "HLEN", body, n, err, errlen);
+}
+
 int store_dlq_delete(store_t *st, const char *sink, const char *id, char *err, size_t errlen)
 {
     char dlq[STORE_KEY_MAX];
@@ -1185,6 +1224,11 @@ int store_dlq_purge(store_t *st, const char *sink, size_t *n, char *err, size_t 
 uint64_t store_commands_sent(const store_t *st)
 {
     return st->commands;
+}
+
+uint64_t store_errors(const store_t *st)
+{
+    return st->errors;
 }
 
 /* ---- leases ---- */

@@ -176,6 +176,9 @@ int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t du
 int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
                       size_t errlen);
 
+/* Events in sink's outbox: due, waiting for a retry or claimed. */
+int store_outbox_count(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
+
 /*
  * The disabled flag of an outbox sink (an endpoint that answered 410).
  * store_sink_disabled() sets *disabled and copies the reason into why.
@@ -204,5 +207,10 @@ int store_dlq_purge(store_t *st, const char *sink, size_t *n, char *err, size_t 
 
 /* Commands sent to Redis since store_new(), for benchmarks and metrics. */
 uint64_t store_commands_sent(const store_t *st);
+/*
+ * Failed Redis operations since store_new(): connections lost or refused,
+ * error replies (a transaction aborted by WATCH is not one), for metrics.
+ */
+uint64_t store_errors(const store_t *st);
 
 #endif /* SB_STORE_H */

@@ -248,10 +248,12 @@ START_TEST(test_down_server)
     snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d/1", SECRET, port);
     snprintf(endpoint, sizeof endpoint, "127.0.0.1:%d", port);
     st = open_store_url(url, NULL, 500); /* down is not an error for store_new */
+    uint64_t errors0 = store_errors(st); /* its connect attempt may count */
 
     ck_assert_int_eq(store_ping(st, err, sizeof err), -1);
     ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
     assert_no_secret(err);
+    ck_assert_uint_eq(store_errors(st), errors0 + 1);
 
     err[0] = '\0';
     ck_assert_int_eq(store_commit(st, "src", &ch, 1, 1, NULL, &cycle, err, sizeof err), -1);
@@ -264,6 +266,8 @@ START_TEST(test_down_server)
     ck_assert(!exists);
     ck_assert_msg(strstr(err, "refused") != NULL, "%s", err);
     assert_no_secret(err);
+    /* every failed call counts, those failed by the reconnect pause too */
+    ck_assert_uint_eq(store_errors(st), errors0 + 3);
 
     diff_index_free(ix);
     store_free(st);
@@ -604,11 +608,46 @@ START_TEST(test_error_reply_fails_commit)
     ck_assert_int_eq(store_load(st, "wrongtype", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "WRONGTYPE") != NULL, "%s", err);
 
+    ck_assert_uint_eq(store_errors(st), 2);
+
     /* Every reply was read: the connection is still in step. */
     cycle = 0;
     commit_ok(st, "after-error", ch, 2, 1, &cycle);
     ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(store_errors(st), 2);
     diff_index_free(ix);
+    store_free(st);
+}
+END_TEST
+
+/* The outbox and dead-letter sizes the metrics report. */
+START_TEST(test_outbox_and_dlq_counts)
+{
+    diff_change_t ch = upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active");
+    store_letter_t out[] = {{.sink = "hook", .id = "e1", .json = "{}", .len = 2},
+                            {.sink = "hook", .id = "e2", .json = "{}", .len = 2},
+                            {.sink = "other", .id = "e1", .json = "{}", .len = 2}};
+    store_letter_t dead[] = {{.sink = "kafka", .id = "e3", .json = "{}", .len = 2}};
+    store_extra_t extra = {.outbox = out, .noutbox = 3, .dead = dead, .ndead = 1};
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN] = "";
+    uint64_t cycle = 0;
+    size_t n = 99;
+
+    ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_msg(store_commit(st, "counts", &ch, 1, 1, &extra, &cycle, err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_msg(store_outbox_count(st, "other", &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_msg(store_dlq_count(st, "kafka", &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_msg(store_outbox_done(st, "hook", "e1", err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(store_outbox_count(st, "Bad Name", &n, err, sizeof err), -1);
     store_free(st);
 }
 END_TEST
@@ -809,11 +848,12 @@ static diff_index_t *load_after_outage(store_t *st, const char *source, bool *ex
     char err[ERRLEN] = "";
     diff_index_t *ix = diff_index_new();
 
-    /* The first call may fail (it finds the old connection dead); the one
-     * after must have reconnected. */
-    if (store_load(st, source, ix, exists, cycle, err, sizeof err) != 0) {
+    /* Calls fail while the store finds the old connection dead or pauses
+     * after a refused connect (about a second); then it must reconnect. */
+    for (int i = 0; store_load(st, source, ix, exists, cycle, err, sizeof err) != 0; i++) {
         ck_assert_msg(strstr(err, "redis 127.0.0.1:") != NULL, "%s", err);
-        ck_assert_msg(store_load(st, source, ix, exists, cycle, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(i < 30, "no reconnect within 3 s: %s", err);
+        nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
     }
     return ix;
 }
@@ -950,6 +990,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_malformed_values);
     tcase_add_test(tc, test_error_reply_fails_commit);
     tcase_add_test(tc, test_db_and_prefix);
+    tcase_add_test(tc, test_outbox_and_dlq_counts);
     tcase_add_test(tc, test_invalid_input_sends_nothing);
     tcase_add_test(tc, test_idle_connection_closed_by_server);
     suite_add_tcase(s, tc);
