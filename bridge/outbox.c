@@ -51,6 +51,7 @@ struct outbox {
     double next_claim;
     bool drained; /* the last claim found nothing due, and no nudge since */
     size_t in_flight;
+    outbox_counts_t counts;
 };
 
 /* One attempt handed to the sink. */
@@ -106,6 +107,16 @@ void outbox_nudge(outbox_t *ob)
 size_t outbox_in_flight(const outbox_t *ob)
 {
     return ob->in_flight;
+}
+
+void outbox_get_counts(const outbox_t *ob, outbox_counts_t *out)
+{
+    *out = ob->counts;
+}
+
+bool outbox_disabled(const outbox_t *ob)
+{
+    return ob->disabled;
 }
 
 bool outbox_idle(const outbox_t *ob)
@@ -174,6 +185,7 @@ static void bury(outbox_t *ob, const store_claim_t *c, const char *error)
     char err[256];
     char *rec = outbox_dead_record(ob->sink, c->id, c->attempt, error, c->json, c->len);
 
+    ob->counts.dead++;
     if (rec == NULL || store_outbox_dead(ob->store, ob->sink, c->id, rec, err, sizeof(err)) != 0) {
         LOG_ERROR("cannot move an event to the dead letters; it stays in the outbox",
                   LF_S("sink", ob->sink), LF_S("event_id", c->id),
@@ -227,6 +239,7 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
     ob->in_flight--;
     switch (result) {
     case SINK_OK:
+        ob->counts.delivered++;
         rc = store_outbox_done(ob->store, ob->sink, c->id, err, sizeof(err));
         LOG_DEBUG("event delivered", LF_S("sink", ob->sink), LF_S("event_id", c->id),
                   LF_I("attempt", c->attempt));
@@ -248,6 +261,7 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
             bury(ob, c, why);
             break;
         }
+        ob->counts.retried++;
         LOG_INFO("delivery failed; retrying later", LF_S("sink", ob->sink), LF_S("event_id", c->id),
                  LF_I("attempt", c->attempt), LF_D("retry_in_s", delay),
                  LF_S("error", errmsg ? errmsg : "failed"));

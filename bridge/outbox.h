@@ -29,6 +29,13 @@
 
 typedef struct outbox outbox_t;
 
+/* Attempts settled since outbox_new(), for metrics. */
+typedef struct outbox_counts {
+    uint64_t delivered; /* acknowledged by the endpoint */
+    uint64_t retried;   /* failed, due again later */
+    uint64_t dead;      /* moved (or meant to move) to the dead letters */
+} outbox_counts_t;
+
 typedef struct outbox_options {
     const char *sink;        /* the sink's name; borrowed */
     const sink_type_t *type; /* flagged SINK_F_OUTBOX */
@@ -56,6 +63,9 @@ double outbox_turn(outbox_t *ob, bool stopping);
 void outbox_nudge(outbox_t *ob);
 /* Attempts handed to the sink and not settled yet. */
 size_t outbox_in_flight(const outbox_t *ob);
+void outbox_get_counts(const outbox_t *ob, outbox_counts_t *out);
+/* Whether the endpoint is disabled (a 410), as of the last flag check. */
+bool outbox_disabled(const outbox_t *ob);
 /*
  * true once a claim found nothing due (and no nudge came since) and no
  * attempt is in flight: what `once` waits for before it exits.
