@@ -16,6 +16,7 @@
  */
 #include "engine.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,18 @@
 #define ENGINE_ONCE_DRAIN_S 60.0
 /* Bytes of a sink error kept for a dead-letter record. */
 #define ENGINE_DEAD_ERROR_MAX 160
+/* How often the gauges read from the sinks (queue depth, ready) are refreshed. */
+#define ENGINE_GAUGES_S 1.0
+/*
+ * How often Redis is checked for readiness (a PING) and the outbox and
+ * dead-letter sizes are read: a few small commands, well inside a scrape
+ * interval.
+ */
+#define ENGINE_REDIS_CHECK_S 5.0
+
+/* A family of the observer's metrics, NULL without metrics (the metric_*() calls accept NULL). */
+#define ENGINE_METRIC(e, family) ((e)->obs.metrics ? (e)->obs.metrics->family : NULL)
+#define LABELS(...) ((const char *const[]){__VA_ARGS__})
 
 /* Figures of the last cycle of a source, logged when it commits. */
 typedef struct engine_cycle_stats {
@@ -104,7 +117,8 @@ typedef struct dead_event {
 typedef struct engine_sink {
     const conf_sink_t *conf;
     void *ctx;
-    outbox_t *ob; /* outbox sinks only: their delivery worker */
+    outbox_t *ob;            /* outbox sinks only: their delivery worker */
+    outbox_counts_t counted; /* the worker's counts already added to the metrics */
 } engine_sink_t;
 
 struct source_rt {
@@ -164,6 +178,16 @@ struct engine {
     double next_beat;
     size_t leases_held;
     int once;
+
+    engine_observer_t obs;
+    int observed; /* engine_observe() was called */
+    double next_gauges, next_redis_check;
+    uint64_t redis_errors_counted;
+    /* Readiness, published by the loop for engine_ready() on the admin's threads. */
+    atomic_int checked;      /* the first checks ran */
+    atomic_int redis_up;     /* the last PING was answered */
+    atomic_int unready_sink; /* index of a sink that is not ready, -1 when none */
+    atomic_int halting;      /* a stop was asked */
 };
 
 static int stopping(const engine_t *e)
@@ -185,6 +209,26 @@ static size_t fair_share(const engine_t *e)
     return (e->nsources + live - 1) / live;
 }
 
+/*
+ * The sessions gauge of s: its snapshot's counts while we hold its lease,
+ * 0 otherwise, so that a sum over the replicas counts each session once.
+ */
+static void sessions_gauge(source_rt_t *s)
+{
+    size_t n[DIFF_STATE_COUNT] = {0};
+    if (s->leased)
+        diff_index_states(s->index, n);
+    for (int st = DIFF_STATE_PENDING; st < DIFF_STATE_COUNT; st++)
+        metric_set(ENGINE_METRIC(s->e, sessions),
+                   LABELS(s->conf->name, diff_state_name((diff_state_t)st)), (double)n[st]);
+}
+
+static void lease_gauges(source_rt_t *s)
+{
+    metric_set(ENGINE_METRIC(s->e, lease_owned), LABELS(s->conf->name), s->leased ? 1 : 0);
+    sessions_gauge(s);
+}
+
 static void lease_lost(source_rt_t *s, const char *why)
 {
     if (!s->leased)
@@ -192,6 +236,8 @@ static void lease_lost(source_rt_t *s, const char *why)
     s->leased = 0;
     s->loaded = 0; /* the next holder commits: re-read the snapshot when ours again */
     s->e->leases_held--;
+    lease_gauges(s);
+    metric_add(ENGINE_METRIC(s->e, lease_lost), LABELS(s->conf->name), 1);
     LOG_WARN("lease lost; another replica polls this source now", LF_S("source", s->conf->name),
              LF_S("why", why));
 }
@@ -213,6 +259,7 @@ static int lease_acquire(source_rt_t *s, double now)
         s->lease_valid_until = now + ttl;
         s->lease_wait_since = 0;
         e->leases_held++;
+        lease_gauges(s);
         LOG_INFO("lease acquired", LF_S("source", s->conf->name), LF_I("ttl_s", ttl));
         return 1;
     case STORE_LEASE_OTHER:
@@ -273,6 +320,7 @@ static void lease_rebalance(source_rt_t *s)
     s->leased = 0;
     s->loaded = 0;
     e->leases_held--;
+    lease_gauges(s);
     LOG_INFO("lease released to balance the replicas", LF_S("source", s->conf->name),
              LF_I("replicas", e->live_replicas), LF_I("held", e->leases_held));
 }
@@ -321,6 +369,10 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         goto err;
     }
     e->live_replicas = 1;
+    atomic_init(&e->checked, 0);
+    atomic_init(&e->redis_up, 0);
+    atomic_init(&e->unready_sink, -1);
+    atomic_init(&e->halting, 0);
 
     e->sinks = calloc(conf->nsinks, sizeof(engine_sink_t));
     if (e->sinks == NULL)
@@ -461,6 +513,7 @@ static void cycle_end(source_rt_t *s, int ok)
     s->phase = PHASE_IDLE;
     s->finished = 1;
     s->last_ok = ok;
+    metric_add(ENGINE_METRIC(s->e, polls), LABELS(s->conf->name, ok ? "ok" : "failed"), 1);
     s->next_due = clock_mono_s() + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
     lease_rebalance(s);
 }
@@ -487,6 +540,7 @@ static int ensure_loaded(engine_t *e, source_rt_t *s)
     }
     s->has_snapshot = exists;
     s->loaded = 1;
+    sessions_gauge(s);
     LOG_INFO("snapshot loaded", LF_S("source", s->conf->name), LF_B("exists", exists),
              LF_I("sessions", diff_index_size(s->index)), LF_I("cycle", (long long)s->cycle));
     return 0;
@@ -574,6 +628,28 @@ static int letters_build(source_rt_t *s, letters_t *l)
     return 0;
 }
 
+static void commit_metrics(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    size_t by_type[DIFF_EV_COUNT] = {0};
+
+    if (e->obs.metrics == NULL)
+        return;
+    for (size_t i = 0; i < s->nevents; i++)
+        by_type[s->events[i].type]++;
+    for (int t = 0; t < DIFF_EV_COUNT; t++) {
+        if (by_type[t] > 0)
+            metric_add(e->obs.metrics->events,
+                       LABELS(s->conf->name, diff_event_type_short((diff_event_type_t)t)),
+                       (double)by_type[t]);
+    }
+    metric_add(e->obs.metrics->unknown_statuses, LABELS(s->conf->name),
+               (double)diff_cycle_unknown_count(s->cy));
+    metric_set(e->obs.metrics->last_success_timestamp, LABELS(s->conf->name),
+               (double)clock_unix_ms() / 1000.0);
+    sessions_gauge(s);
+}
+
 static void cycle_commit(source_rt_t *s)
 {
     engine_t *e = s->e;
@@ -625,6 +701,7 @@ static void cycle_commit(source_rt_t *s)
     diff_cycle_apply(s->cy);
     s->has_snapshot = 1;
     st->sessions = diff_index_size(s->index);
+    commit_metrics(s);
     st->redis_commands = store_commands_sent(e->store) - s->cmds0;
     LOG_INFO(s->opt.baseline ? "baseline recorded" : "cycle committed",
              LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
@@ -639,6 +716,23 @@ static void cycle_commit(source_rt_t *s)
 }
 
 /* ---- delivery ---- */
+
+/* The result label of session_bridge_sink_deliveries_total. */
+static const char *delivery_result(sink_result_t r)
+{
+    switch (r) {
+    case SINK_OK:
+        return "ok";
+    case SINK_ERR_RETRY:
+        return "retry";
+    case SINK_ERR_PERMANENT:
+        return "dead_letter";
+    case SINK_ERR_FATAL:
+    case SINK_ERR_GONE:
+        break;
+    }
+    return "failed";
+}
 
 /* Remembers an event a sink refused for good; the commit dead-letters it. */
 static int dead_add(source_rt_t *s, const delivery_t *d, const char *errmsg)
@@ -674,6 +768,8 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
     delivery_t *d = (delivery_t *)t;
     source_rt_t *s = d->src;
     s->pending--;
+    metric_add(ENGINE_METRIC(s->e, sink_deliveries),
+               LABELS((const char *)t->opaque, delivery_result(result)), 1);
     if (result == SINK_OK)
         return;
     if (result == SINK_ERR_PERMANENT && dead_add(s, d, errmsg) == 0)
@@ -685,6 +781,7 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
     if (result == SINK_ERR_FATAL) {
         s->fatal = 1;
         s->e->fatal = 1;
+        metric_set(ENGINE_METRIC(s->e, sink_fatal), LABELS((const char *)t->opaque), 1);
     }
 }
 
@@ -778,6 +875,7 @@ static void poll_complete(source_rt_t *s)
         return;
     }
     st->poll_s = clock_mono_s() - s->t_start;
+    metric_observe(ENGINE_METRIC(e, poll_duration), LABELS(s->conf->name), st->poll_s);
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
     s->nevents = st->events = diff_cycle_events(s->cy, &s->events);
@@ -870,6 +968,12 @@ static void on_http_done(void *opaque, int rc, const char *terr)
     double delay = 0;
 
     snprintf(herr, sizeof(herr), "%s", terr ? terr : "");
+    if (s->e->obs.metrics) {
+        char code[16] = "error";
+        if (rc == 0 && s->resp.status > 0)
+            snprintf(code, sizeof(code), "%ld", s->resp.status);
+        metric_add(s->e->obs.metrics->http_requests, LABELS(s->conf->name, code), 1);
+    }
     switch (http_retry_decide(&http_default_retry, s->attempt, rc, &s->resp, &delay, herr,
                               sizeof(herr))) {
     case HTTP_RETRY_AGAIN:
@@ -925,6 +1029,138 @@ static void cycle_start(source_rt_t *s)
         return;
     }
     fetch_next(s);
+}
+
+/* ---- what the admin endpoint reads ---- */
+
+/* A PING for readiness, and the sizes only Redis knows. */
+static void redis_check(engine_t *e)
+{
+    char err[256];
+    int up = store_ping(e->store, err, sizeof(err)) == 0;
+
+    if (!up && atomic_load(&e->redis_up))
+        LOG_WARN("redis unreachable; reporting not ready", LF_S("error", err));
+    else if (up && !atomic_load(&e->redis_up) && atomic_load(&e->checked))
+        LOG_INFO("redis reachable again; reporting ready");
+    atomic_store(&e->redis_up, up);
+    for (size_t k = 0; up && k < e->nsinks; k++) {
+        const char *name = e->sinks[k].conf->name;
+        size_t n;
+        if (store_dlq_count(e->store, name, &n, err, sizeof(err)) == 0)
+            metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), (double)n);
+        if (e->sinks[k].ob && store_outbox_count(e->store, name, &n, err, sizeof(err)) == 0)
+            metric_set(ENGINE_METRIC(e, outbox_depth), LABELS(name), (double)n);
+    }
+}
+
+/* The outbox worker's settled attempts since the last call, as deliveries. */
+static void outbox_metrics(engine_t *e, engine_sink_t *sk)
+{
+    outbox_counts_t now;
+    const char *name = sk->conf->name;
+
+    outbox_get_counts(sk->ob, &now);
+    metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "ok"),
+               (double)(now.delivered - sk->counted.delivered));
+    metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "retry"),
+               (double)(now.retried - sk->counted.retried));
+    metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "dead_letter"),
+               (double)(now.dead - sk->counted.dead));
+    sk->counted = now;
+    metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), outbox_disabled(sk->ob) ? 1 : 0);
+}
+
+/*
+ * Once per loop turn: the heartbeat; every ENGINE_GAUGES_S the gauges read
+ * from the sinks and the readiness they decide; every ENGINE_REDIS_CHECK_S
+ * the Redis check. Runs on the loop's thread, where the sinks and the store
+ * may be used.
+ */
+static void observe_tick(engine_t *e, double now)
+{
+    int unready = -1;
+
+    if (e->obs.heartbeat)
+        e->obs.heartbeat(e->obs.opaque);
+    if (!e->observed || now < e->next_gauges)
+        return;
+    e->next_gauges = now + ENGINE_GAUGES_S;
+    metric_set(ENGINE_METRIC(e, heartbeat_timestamp), NULL, (double)clock_unix_ms() / 1000.0);
+    for (size_t k = 0; k < e->nsinks; k++) {
+        engine_sink_t *sk = &e->sinks[k];
+        const sink_type_t *t = sk->conf->type;
+        int ready = t->ready(sk->ctx);
+        metric_set(ENGINE_METRIC(e, sink_queue_depth), LABELS(sk->conf->name),
+                   (double)t->pending(sk->ctx));
+        metric_set(ENGINE_METRIC(e, sink_ready), LABELS(sk->conf->name), ready ? 1 : 0);
+        if (!ready && unready < 0)
+            unready = (int)k;
+        if (sk->ob)
+            outbox_metrics(e, sk);
+    }
+    atomic_store(&e->unready_sink, unready);
+    if (now >= e->next_redis_check) {
+        e->next_redis_check = now + ENGINE_REDIS_CHECK_S;
+        redis_check(e);
+    }
+    uint64_t errors = store_errors(e->store);
+    metric_add(ENGINE_METRIC(e, redis_errors), NULL, (double)(errors - e->redis_errors_counted));
+    e->redis_errors_counted = errors;
+    atomic_store(&e->checked, 1);
+}
+
+void engine_observe(engine_t *e, const engine_observer_t *obs)
+{
+    static const char *const poll_results[] = {"ok", "failed"};
+    static const char *const delivery_results[] = {"ok", "retry", "dead_letter", "failed"};
+
+    e->obs = *obs;
+    e->observed = 1;
+    for (size_t i = 0; i < e->nsources; i++) {
+        source_rt_t *s = &e->sources[i];
+        const char *name = s->conf->name;
+        for (size_t r = 0; r < 2; r++)
+            metric_add(ENGINE_METRIC(e, polls), LABELS(name, poll_results[r]), 0);
+        for (int t = 0; t < DIFF_EV_COUNT; t++)
+            metric_add(ENGINE_METRIC(e, events),
+                       LABELS(name, diff_event_type_short((diff_event_type_t)t)), 0);
+        metric_add(ENGINE_METRIC(e, unknown_statuses), LABELS(name), 0);
+        metric_add(ENGINE_METRIC(e, lease_lost), LABELS(name), 0);
+        lease_gauges(s);
+    }
+    for (size_t k = 0; k < e->nsinks; k++) {
+        const char *name = e->sinks[k].conf->name;
+        for (size_t r = 0; r < 4; r++)
+            metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, delivery_results[r]), 0);
+        metric_set(ENGINE_METRIC(e, sink_fatal), LABELS(name), 0);
+        metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), 0);
+        if (e->sinks[k].ob) {
+            metric_set(ENGINE_METRIC(e, outbox_depth), LABELS(name), 0);
+            metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), 0);
+        }
+    }
+    metric_add(ENGINE_METRIC(e, redis_errors), NULL, 0);
+}
+
+bool engine_ready(void *opaque, char *why, size_t whylen)
+{
+    engine_t *e = opaque;
+    int sink = atomic_load(&e->unready_sink);
+    size_t n = 0;
+
+    why[0] = '\0';
+    if (atomic_load(&e->halting))
+        n += (size_t)snprintf(why, whylen, "shutting down");
+    else if (!atomic_load(&e->checked))
+        n += (size_t)snprintf(why, whylen, "starting");
+    if (atomic_load(&e->checked) && !atomic_load(&e->redis_up) && n < whylen)
+        n += (size_t)snprintf(why + n, whylen - n, "%sredis unreachable", n ? "; " : "");
+    /* conf names are set before the server starts and never change */
+    if (sink >= 0 && n < whylen)
+        n += (size_t)snprintf(why + n, whylen - n, "%ssink %s not ready", n ? "; " : "",
+                              e->sinks[sink].conf->name);
+    return n == 0;
 }
 
 /* ---- the loop ---- */
@@ -1043,6 +1279,7 @@ static void run_loop(engine_t *e, int once)
 
         if (halt && e->halt_at == 0) {
             e->halt_at = now;
+            atomic_store(&e->halting, 1);
             if (!e->fatal)
                 LOG_INFO("stop requested: finishing the cycles in flight",
                          LF_I("grace_s", e->conf->shutdown_grace_s));
@@ -1052,6 +1289,7 @@ static void run_loop(engine_t *e, int once)
             break;
         }
         leases_tick(e, now);
+        observe_tick(e, now);
 
         for (size_t i = 0; i < e->nsources; i++) {
             source_rt_t *s = &e->sources[i];

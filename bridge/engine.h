@@ -8,9 +8,11 @@
 #define SB_ENGINE_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bridge_metrics.h"
 #include "config.h"
 
 typedef struct engine engine_t;
@@ -32,5 +34,33 @@ int engine_run_once(engine_t *e, const char *source);
 
 /* Polls every source on its interval until *stop; returns 0, or -1 on a fatal sink error. */
 int engine_run(engine_t *e);
+
+/*
+ * What the engine tells the admin endpoint. metrics: the families it keeps
+ * up to date (borrowed: it must outlive the engine); NULL for none.
+ * heartbeat: called with opaque on the loop's thread at every turn of the
+ * loop (the liveness signal); NULL for none.
+ */
+typedef struct engine_observer {
+    bridge_metrics_t *metrics;
+    void (*heartbeat)(void *opaque);
+    void *opaque;
+} engine_observer_t;
+
+/*
+ * Installs the observer (copied) before engine_run(); sets every series the
+ * alert rules read to its starting value (0 for counters, gauges as known),
+ * so that a rule sees a series from the first scrape on. Also turns on the
+ * readiness checks engine_ready() answers from.
+ */
+void engine_observe(engine_t *e, const engine_observer_t *obs);
+
+/*
+ * Readiness as an admin_ready_fn (opaque: the engine): Redis answered the
+ * last PING, every sink is ready, and no stop was asked. Reads only what the
+ * loop published in atomics: safe on any thread, never blocks. On false,
+ * why receives a reason without secrets ("redis unreachable").
+ */
+bool engine_ready(void *opaque, char *why, size_t whylen);
 
 #endif /* SB_ENGINE_H */

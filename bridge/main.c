@@ -9,6 +9,8 @@
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
+#include "admin.h"
+#include "bridge_metrics.h"
 #include "config.h"
 #include "dlq.h"
 #include "engine.h"
@@ -25,6 +27,12 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+
+/* The engine's heartbeat, on its loop's thread: the admin endpoint's liveness. */
+static void admin_beat(void *opaque)
+{
+    admin_heartbeat(opaque);
 }
 
 static void usage(FILE *out)
@@ -132,6 +140,9 @@ static int cmd_daemon(const args_t *a, int once)
     char err[512];
     int rc = EXIT_RUNTIME;
     engine_t *e = NULL;
+    metrics_t *metrics = NULL;
+    bridge_metrics_t *bm = NULL;
+    admin_t *admin = NULL;
 
     if (errs == NULL)
         return EXIT_RUNTIME;
@@ -155,6 +166,8 @@ static int cmd_daemon(const args_t *a, int once)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file sink over RLIMIT_FSIZE gets EFBIG from write() and reports it, instead of dying. */
+    signal(SIGXFSZ, SIG_IGN);
 
     LOG_INFO("starting", LF_S("version", SB_VERSION), LF_S("mode", once ? "once" : "run"),
              LF_S("config", a->config), LF_S("librdkafka", rd_kafka_version_str()));
@@ -163,12 +176,36 @@ static int cmd_daemon(const args_t *a, int once)
         LOG_ERROR("cannot start", LF_S("error", err));
         goto out;
     }
-    if (once)
+    if (once) {
         rc = engine_run_once(e, a->source) == 0 ? 0 : EXIT_RUNTIME;
-    else
-        rc = engine_run(e) == 0 ? 0 : EXIT_RUNTIME;
+        goto out;
+    }
+    /* run: the admin endpoint (CONTRACT §8), answered from what the engine publishes */
+    metrics = metrics_new();
+    bm = metrics ? bridge_metrics_new(metrics, err, sizeof(err)) : NULL;
+    if (bm == NULL) {
+        LOG_ERROR("cannot start", LF_S("error", metrics ? err : "out of memory"));
+        goto out;
+    }
+    admin_options_t ao = {
+        .listen = conf->admin_listen, .metrics = metrics, .ready = engine_ready, .opaque = e};
+    admin = admin_start(&ao, err, sizeof(err));
+    if (admin == NULL) {
+        LOG_ERROR("cannot serve the admin endpoint", LF_S("listen", conf->admin_listen),
+                  LF_S("error", err));
+        goto out;
+    }
+    LOG_INFO("admin endpoint listening", LF_S("listen", conf->admin_listen),
+             LF_I("port", admin_port(admin)));
+    engine_observe(e,
+                   &(engine_observer_t){.metrics = bm, .heartbeat = admin_beat, .opaque = admin});
+    rc = engine_run(e) == 0 ? 0 : EXIT_RUNTIME;
 out:
+    /* before the engine: the readiness callback reads it */
+    admin_stop(admin);
     engine_free(e);
+    bridge_metrics_free(bm);
+    metrics_free(metrics);
     conf_free(conf);
     LOG_INFO("exiting", LF_I("code", rc));
     return rc;
