@@ -106,6 +106,29 @@ class Replicas(unittest.TestCase):
         self.assertEqual(self.s.stop_bridge("a"), 0)
         self.assertEqual(self.s.stop_bridge("b"), 0)
 
+    def test_terminated_replica_hands_its_sources_over(self):
+        names = [f"src{i}" for i in range(4)]
+        conf = self.config(names)
+        self.s.once(conf)
+        self.s.start_bridge(conf, name="a")
+        self.s.start_bridge(conf, name="b")
+        st.wait_for(lambda: all(self.holders(n) for n in names), timeout=20,
+                    what="every source leased")
+        st.wait_for(lambda: any(set(self.holders(n)) == {"a"} for n in names)
+                    and any(set(self.holders(n)) == {"b"} for n in names),
+                    timeout=30, what="the sources spread over both replicas")
+        # a rolling update: a leaves with SIGTERM and releases its leases
+        self.assertEqual(self.s.stop_bridge("a"), 0)
+        t0 = time.monotonic()
+        st.wait_for(lambda: all("b" in self.holders(n) for n in names), timeout=TTL + 2,
+                    what="b to hold every source within the lease TTL")
+        self.assertLess(time.monotonic() - t0, TTL + 2)
+        self.s.tick(started=4, completed=3, vanished=1)
+        want = self.want(names)
+        st.wait_for(lambda: set(self.got()) == set(want), timeout=40,
+                    what="every source's events from b alone")
+        self.assertEqual(self.s.stop_bridge("b"), 0)
+
     def test_sigterm_with_a_cycle_stuck_exits_0_within_the_grace(self):
         names = ["slow"]
         conf = self.config(names)
