@@ -67,12 +67,12 @@ echo "==> local stack: redis $SB_DEMO_REDIS_URL, kafka $SB_DEMO_BROKERS, century
 ) &
 pids+=($!)
 
-# A real Kafka consumer per topic, printing what arrives.
-for t in sessions.started sessions.completed sessions.cancelled; do
-  kcat -b "$SB_DEMO_BROKERS" -C -t "$t" -o beginning -q -u \
-    -f "kafka  %t  key=%k  %h\n" 2>>"$stack/kcat.log" &
-  pids+=($!)
-done
+# A real Kafka consumer (one process for the three topics, so that its
+# lines do not interleave), printing what arrives.
+kcat -b "$SB_DEMO_BROKERS" -G "sb-demo-$$" -X auto.offset.reset=earliest -q -u \
+  -f "kafka  %t  key=%k  %h\n" sessions.started sessions.completed sessions.cancelled \
+  2>>"$stack/kcat.log" &
+pids+=($!)
 
 # The stdout sink prints one CloudEvent per line; keep them whole in
 # events.jsonl and show one line each.
@@ -91,8 +91,18 @@ summarize() { tee "$stack/events.jsonl" | python3 -u -c "$summary_py"; }
 echo "==> session-bridge run -c conf/demo.json"
 echo "    stdout lines: the stdout sink (whole CloudEvents in $stack/events.jsonl)"
 echo "    kafka lines:  kcat reading the topics back; bridge logs in $stack/bridge.log"
+echo "    metrics lines: every 15 s, events counted on http://127.0.0.1:9464/metrics"
 "$build/bridge/session-bridge" run -c "$root/conf/demo.json" 2>"$stack/bridge.log" \
   > >(summarize) &
+pids+=($!)
+
+# What Prometheus would scrape from the admin endpoint.
+(
+  while sleep 15; do
+    curl -fsS http://127.0.0.1:9464/metrics 2>/dev/null |
+      awk '/^session_bridge_events_total/ { print "metrics", $1, $2 }'
+  done
+) &
 pids+=($!)
 
 if [ -n "${DEMO_SECONDS:-}" ]; then
