@@ -67,9 +67,9 @@
 /* How often the gauges read from the sinks (queue depth, ready) are refreshed. */
 #define ENGINE_GAUGES_S 1.0
 /*
- * How often Redis is checked for readiness (a PING) and the outbox and
- * dead-letter sizes are read: a few small commands, well inside a scrape
- * interval.
+ * How often Redis (a PING) and the sinks are checked for readiness and the
+ * outbox and dead-letter sizes are read: a few small commands, well inside
+ * a scrape interval.
  */
 #define ENGINE_REDIS_CHECK_S 5.0
 
@@ -1054,6 +1054,23 @@ static void redis_check(engine_t *e)
     }
 }
 
+/*
+ * The sinks' readiness. At the pace of the Redis check: a sink's ready() may
+ * probe (redis_stream opens a connection of its own while disconnected).
+ */
+static void sinks_check(engine_t *e)
+{
+    int unready = -1;
+
+    for (size_t k = 0; k < e->nsinks; k++) {
+        int ready = e->sinks[k].conf->type->ready(e->sinks[k].ctx);
+        metric_set(ENGINE_METRIC(e, sink_ready), LABELS(e->sinks[k].conf->name), ready ? 1 : 0);
+        if (!ready && unready < 0)
+            unready = (int)k;
+    }
+    atomic_store(&e->unready_sink, unready);
+}
+
 /* The outbox worker's settled attempts since the last call, as deliveries. */
 static void outbox_metrics(engine_t *e, engine_sink_t *sk)
 {
@@ -1073,14 +1090,12 @@ static void outbox_metrics(engine_t *e, engine_sink_t *sk)
 
 /*
  * Once per loop turn: the heartbeat; every ENGINE_GAUGES_S the gauges read
- * from the sinks and the readiness they decide; every ENGINE_REDIS_CHECK_S
- * the Redis check. Runs on the loop's thread, where the sinks and the store
+ * from the sinks; every ENGINE_REDIS_CHECK_S the checks readiness is made
+ * of. Runs on the loop's thread, where the sinks and the store
  * may be used.
  */
 static void observe_tick(engine_t *e, double now)
 {
-    int unready = -1;
-
     if (e->obs.heartbeat)
         e->obs.heartbeat(e->obs.opaque);
     if (!e->observed || now < e->next_gauges)
@@ -1089,20 +1104,15 @@ static void observe_tick(engine_t *e, double now)
     metric_set(ENGINE_METRIC(e, heartbeat_timestamp), NULL, (double)clock_unix_ms() / 1000.0);
     for (size_t k = 0; k < e->nsinks; k++) {
         engine_sink_t *sk = &e->sinks[k];
-        const sink_type_t *t = sk->conf->type;
-        int ready = t->ready(sk->ctx);
         metric_set(ENGINE_METRIC(e, sink_queue_depth), LABELS(sk->conf->name),
-                   (double)t->pending(sk->ctx));
-        metric_set(ENGINE_METRIC(e, sink_ready), LABELS(sk->conf->name), ready ? 1 : 0);
-        if (!ready && unready < 0)
-            unready = (int)k;
+                   (double)sk->conf->type->pending(sk->ctx));
         if (sk->ob)
             outbox_metrics(e, sk);
     }
-    atomic_store(&e->unready_sink, unready);
     if (now >= e->next_redis_check) {
         e->next_redis_check = now + ENGINE_REDIS_CHECK_S;
         redis_check(e);
+        sinks_check(e);
     }
     uint64_t errors = store_errors(e->store);
     metric_add(ENGINE_METRIC(e, redis_errors), NULL, (double)(errors - e->redis_errors_counted));
