@@ -27,6 +27,7 @@
 
 #include <microhttpd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Server threads: one can answer probes while another renders /metrics. */
@@ -62,17 +63,10 @@ struct admin {
 /* Marks a request whose headers were seen (see on_request). */
 static int headers_seen;
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void admin_heartbeat(admin_t *a)
 {
     if (a)
-        atomic_store_explicit(&a->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
+        atomic_store_explicit(&a->heartbeat_ms, clock_mono_ms(), memory_order_relaxed);
 }
 
 unsigned admin_port(const admin_t *a)
@@ -116,7 +110,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
 
 static enum MHD_Result serve_healthz(admin_t *a, struct MHD_Connection *c)
 {
-    int64_t age_ms = monotonic_ms() - atomic_load_explicit(&a->heartbeat_ms, memory_order_relaxed);
+    int64_t age_ms = clock_mono_ms() - atomic_load_explicit(&a->heartbeat_ms, memory_order_relaxed);
     if (age_ms <= a->heartbeat_max_age_ms)
         return reply_text(c, MHD_HTTP_OK, "ok\n");
     char text[128];

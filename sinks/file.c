@@ -27,6 +27,7 @@
  * Everything runs on the main loop thread; only what pending() and ready()
  * read, which the admin thread may call, is atomic.
  */
+#include "clock.h"
 #include "sink.h"
 
 #include <errno.h>
@@ -115,14 +116,6 @@ typedef struct file_sink {
     atomic_size_t pending; /* = nwaiting, readable from any thread */
     atomic_int healthy;    /* the last open, write and fsync succeeded */
 } file_sink_t;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- configuration ---- */
 
@@ -267,7 +260,7 @@ static int sync_dir(file_sink_t *ctx, char *msg, size_t size)
  */
 static int sync_file(file_sink_t *ctx, char *msg, size_t size)
 {
-    ctx->last_sync_ms = now_ms();
+    ctx->last_sync_ms = clock_mono_ms();
     if (ctx->fd >= 0 && ctx->dirty && fsync(ctx->fd) != 0) {
         snprintf(msg, size, "file %s: fsync: %s", ctx->path, strerror(errno));
         file_close(ctx);
@@ -354,7 +347,7 @@ static int shift_files(file_sink_t *ctx, char *msg, size_t size)
 static bool rotation_due(const file_sink_t *ctx, size_t n)
 {
     return ctx->fd >= 0 && ctx->rotate_bytes > 0 && ctx->size > 0 &&
-           ctx->size + n > ctx->rotate_bytes && now_ms() >= ctx->rotate_retry_ms;
+           ctx->size + n > ctx->rotate_bytes && clock_mono_ms() >= ctx->rotate_retry_ms;
 }
 
 /*
@@ -372,7 +365,7 @@ static void rotate(file_sink_t *ctx)
         sync_now(ctx);
     file_close(ctx);
     if (shift_files(ctx, msg, sizeof(msg)) != 0) {
-        ctx->rotate_retry_ms = now_ms() + FILE_ROTATE_RETRY_MS;
+        ctx->rotate_retry_ms = clock_mono_ms() + FILE_ROTATE_RETRY_MS;
         sink_log(SINK_LOG_WARN, ctx->name, "cannot rotate %s: %s; writing on to it for now",
                  ctx->path, msg);
         return;
@@ -524,14 +517,14 @@ static void file_poll(void *vctx, int timeout_ms)
     file_sink_t *ctx = vctx;
 
     (void)timeout_ms;
-    if (now_ms() >= ctx->check_ms) {
-        ctx->check_ms = now_ms() + FILE_CHECK_MS;
+    if (clock_mono_ms() >= ctx->check_ms) {
+        ctx->check_ms = clock_mono_ms() + FILE_CHECK_MS;
         check_path(ctx);
     }
     if (ctx->fsync == FSYNC_ALWAYS)
         sync_waiting(ctx);
     else if (ctx->fsync == FSYNC_INTERVAL && (ctx->dirty || ctx->dir_dirty) &&
-             now_ms() - ctx->last_sync_ms >= FILE_SYNC_INTERVAL_MS)
+             clock_mono_ms() - ctx->last_sync_ms >= FILE_SYNC_INTERVAL_MS)
         sync_now(ctx);
 }
 
@@ -607,7 +600,7 @@ static void *file_create(const cJSON *conf, const sink_host_t *host, char *err, 
      * not a retry loop later. */
     if (file_open(ctx, err, errlen) != 0)
         goto fail;
-    ctx->last_sync_ms = now_ms();
+    ctx->last_sync_ms = clock_mono_ms();
     free(errs);
     return ctx;
 

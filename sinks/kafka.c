@@ -14,6 +14,7 @@
  * itself (pending), because rd_kafka_outq_len() also counts requests and
  * queued callbacks.
  */
+#include "clock.h"
 #include "sink.h"
 
 #include <stdatomic.h>
@@ -98,14 +99,6 @@ typedef struct kafka_sink {
     atomic_int seen_cluster; /* metadata arrived or a delivery succeeded */
     atomic_int down;         /* all brokers down or a delivery timed out */
 } kafka_sink_t;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- configuration ---- */
 
@@ -599,7 +592,7 @@ static void *kafka_create(const cJSON *conf, const sink_host_t *host, char *err,
         snprintf(err, errlen, "cannot forward librdkafka's log queue");
         goto fail;
     }
-    ctx->last_probe_ms = now_ms();
+    ctx->last_probe_ms = clock_mono_ms();
     free(errs);
     return ctx;
 
@@ -712,9 +705,9 @@ static void kafka_poll(void *vctx, int timeout_ms)
     kafka_sink_t *ctx = vctx;
 
     if (atomic_load(&ctx->down) && atomic_load(&ctx->pending) == 0 && timeout_ms > 0 &&
-        now_ms() - ctx->last_probe_ms >= KAFKA_PROBE_INTERVAL_MS) {
+        clock_mono_ms() - ctx->last_probe_ms >= KAFKA_PROBE_INTERVAL_MS) {
         const struct rd_kafka_metadata *md = NULL;
-        int64_t start = now_ms();
+        int64_t start = clock_mono_ms();
         int budget = timeout_ms < KAFKA_PROBE_TIMEOUT_MS ? timeout_ms : KAFKA_PROBE_TIMEOUT_MS;
 
         ctx->last_probe_ms = start;
@@ -722,7 +715,7 @@ static void kafka_poll(void *vctx, int timeout_ms)
             rd_kafka_metadata_destroy(md);
             atomic_store(&ctx->down, 0);
         }
-        timeout_ms -= (int)(now_ms() - start);
+        timeout_ms -= (int)(clock_mono_ms() - start);
         if (timeout_ms < 0)
             timeout_ms = 0;
     }

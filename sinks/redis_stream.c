@@ -26,6 +26,7 @@
  * which the admin thread may call: they read atomics and the immutable
  * target only.
  */
+#include "clock.h"
 #include "sink.h"
 
 #include <errno.h>
@@ -95,14 +96,6 @@ typedef struct rs_sink {
     atomic_size_t pending; /* = count */
     atomic_int connected;
 } rs_sink_t;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- configuration ---- */
 
@@ -175,7 +168,7 @@ static int rs_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
 static void fifo_push(rs_sink_t *ctx, sink_ticket_t *t)
 {
     if (ctx->count == 0)
-        ctx->progress_ms = now_ms();
+        ctx->progress_ms = clock_mono_ms();
     ctx->fifo[(ctx->head + ctx->count) % RS_PENDING_MAX] = t;
     ctx->count++;
     atomic_store(&ctx->pending, ctx->count);
@@ -238,7 +231,7 @@ static int ensure_connected(rs_sink_t *ctx, char *msg, size_t size)
         drop_connection(ctx, "idle connection", "closed by the server");
     if (ctx->c)
         return 0;
-    now = now_ms();
+    now = clock_mono_ms();
     if (now < ctx->connect_after_ms) {
         snprintf(msg, size, "%s", ctx->connect_err);
         return -1;
@@ -304,7 +297,7 @@ static size_t take_replies(rs_sink_t *ctx)
         n++;
     }
     if (n > 0)
-        ctx->progress_ms = now_ms();
+        ctx->progress_ms = clock_mono_ms();
     return n;
 }
 
@@ -347,7 +340,7 @@ static size_t serve_once(rs_sink_t *ctx, int wait_ms)
 /* How long serve_once() may wait before the reply timeout is due. */
 static int wait_budget(const rs_sink_t *ctx, int64_t deadline)
 {
-    int64_t now = now_ms(), left = deadline - now;
+    int64_t now = clock_mono_ms(), left = deadline - now;
     int64_t stall = ctx->progress_ms + RS_REPLY_TIMEOUT_MS - now;
 
     if (stall < left)
@@ -360,7 +353,7 @@ static void check_stalled(rs_sink_t *ctx)
 {
     char why[64];
 
-    if (!ctx->c || ctx->count == 0 || now_ms() - ctx->progress_ms < RS_REPLY_TIMEOUT_MS)
+    if (!ctx->c || ctx->count == 0 || clock_mono_ms() - ctx->progress_ms < RS_REPLY_TIMEOUT_MS)
         return;
     snprintf(why, sizeof(why), "no reply within %d ms", RS_REPLY_TIMEOUT_MS);
     drop_connection(ctx, "XADD", why);
@@ -439,7 +432,7 @@ static sink_result_t rs_submit(void *vctx, const sink_event_t *ev, sink_ticket_t
 static void rs_poll(void *vctx, int timeout_ms)
 {
     rs_sink_t *ctx = vctx;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
 
     if (ctx->c && ctx->count == 0) {
         if (redis_idle_closed(ctx->c))
@@ -450,7 +443,7 @@ static void rs_poll(void *vctx, int timeout_ms)
         size_t resolved = serve_once(ctx, wait_budget(ctx, deadline));
 
         check_stalled(ctx);
-        if (resolved > 0 || now_ms() >= deadline)
+        if (resolved > 0 || clock_mono_ms() >= deadline)
             return;
     }
 }
@@ -479,9 +472,9 @@ static int rs_ready(void *vctx)
 static int rs_flush(void *vctx, int timeout_ms)
 {
     rs_sink_t *ctx = vctx;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
 
-    while (ctx->c && ctx->count > 0 && now_ms() < deadline) {
+    while (ctx->c && ctx->count > 0 && clock_mono_ms() < deadline) {
         serve_once(ctx, wait_budget(ctx, deadline));
         check_stalled(ctx);
     }

@@ -20,6 +20,7 @@
  * Logs and messages name the endpoint by its origin (scheme://host[:port])
  * only: a webhook URL's path or query often carries a token.
  */
+#include "clock.h"
 #include "sink.h"
 #include "webhook.h"
 
@@ -875,24 +876,16 @@ static int webhook_ready(void *vctx)
     return 1;
 }
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int webhook_flush(void *vctx, int timeout_ms)
 {
     webhook_sink_t *ctx = vctx;
-    int64_t deadline = monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     int64_t left;
 
     do {
-        left = deadline - monotonic_ms();
+        left = deadline - clock_mono_ms();
         webhook_poll(ctx, left > 0 ? (int)left : 0);
-    } while (atomic_load(&ctx->pending) > 0 && monotonic_ms() < deadline);
+    } while (atomic_load(&ctx->pending) > 0 && clock_mono_ms() < deadline);
     return atomic_load(&ctx->pending) == 0 ? 0 : -1;
 }
 
