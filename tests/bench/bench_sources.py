@@ -6,7 +6,9 @@ and points N sources at it. Measures:
   1. `session-bridge once` over all N sources: wall time, CPU time, peak RSS,
      for the baseline round and for a round with upstream changes;
   2. `session-bridge run` for a while with every source on interval_s:
-     the share of one core the bridge uses, and how many cycles committed.
+     the share of one core the bridge uses, and how many cycles committed;
+  3. at the end of that run, GET /metrics: its size, series, and the time
+     one scrape takes (the median of 20).
 
     tests/bench/bench_sources.py [--sources 1000] [--interval 10] [--seconds 30]
 """
@@ -14,11 +16,14 @@ and points N sources at it. Measures:
 import argparse
 import json
 import os
+import re
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 import stack as st  # noqa: E402
@@ -105,12 +110,23 @@ def main():
         time.sleep(args.seconds)
         cpu, wall = proc_cpu_s(p.pid) - cpu0, time.monotonic() - t0
         rss = vm_hwm_kib(p.pid)
+        port = re.search(r'"msg":"admin endpoint listening".*?"port":(\d+)',
+                         st.read_text(log_path)).group(1)
+        scrapes, body = [], b""
+        for _ in range(20):
+            t = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+                body = r.read()
+            scrapes.append(time.monotonic() - t)
+        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
         log.close()
         cycles = st.read_text(log_path).count('"msg":"cycle committed"')
         print(f"run, interval_s={args.interval}: {cpu / wall:.1%} of one core over {wall:.0f} s "
               f"({cycles} cycles committed, {cycles / wall:.1f}/s), peak RSS {rss / 1024:.1f} MiB")
+        print(f"GET /metrics at the end of the run: {len(body) / 1024:.0f} KiB, {series} samples, "
+              f"median {statistics.median(scrapes) * 1000:.1f} ms over 20 scrapes")
     finally:
         s.close()
 
