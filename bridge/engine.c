@@ -117,8 +117,7 @@ typedef struct dead_event {
 typedef struct engine_sink {
     const conf_sink_t *conf;
     void *ctx;
-    outbox_t *ob;            /* outbox sinks only: their delivery worker */
-    outbox_counts_t counted; /* the worker's counts already added to the metrics */
+    outbox_t *ob; /* outbox sinks only: their delivery worker */
 } engine_sink_t;
 
 struct source_rt {
@@ -182,7 +181,6 @@ struct engine {
     engine_observer_t obs;
     int observed; /* engine_observe() was called */
     double next_gauges, next_redis_check;
-    uint64_t redis_errors_counted;
     /* Readiness, published by the loop for engine_ready() on the admin's threads. */
     atomic_int checked;      /* the first checks ran */
     atomic_int redis_up;     /* the last PING was answered */
@@ -1071,20 +1069,20 @@ static void sinks_check(engine_t *e)
     atomic_store(&e->unready_sink, unready);
 }
 
-/* The outbox worker's settled attempts since the last call, as deliveries. */
+/*
+ * The outbox worker's settled attempts as deliveries: the worker keeps the
+ * totals (an outbox sink's deliveries are counted nowhere else), the
+ * counters copy them.
+ */
 static void outbox_metrics(engine_t *e, engine_sink_t *sk)
 {
-    outbox_counts_t now;
+    outbox_counts_t c;
     const char *name = sk->conf->name;
 
-    outbox_get_counts(sk->ob, &now);
-    metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "ok"),
-               (double)(now.delivered - sk->counted.delivered));
-    metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "retry"),
-               (double)(now.retried - sk->counted.retried));
-    metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "dead_letter"),
-               (double)(now.dead - sk->counted.dead));
-    sk->counted = now;
+    outbox_get_counts(sk->ob, &c);
+    metric_set(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "ok"), (double)c.delivered);
+    metric_set(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "retry"), (double)c.retried);
+    metric_set(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "dead_letter"), (double)c.dead);
     metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), outbox_disabled(sk->ob) ? 1 : 0);
 }
 
@@ -1114,24 +1112,22 @@ static void observe_tick(engine_t *e, double now)
         redis_check(e);
         sinks_check(e);
     }
-    uint64_t errors = store_errors(e->store);
-    metric_add(ENGINE_METRIC(e, redis_errors), NULL, (double)(errors - e->redis_errors_counted));
-    e->redis_errors_counted = errors;
+    metric_set(ENGINE_METRIC(e, redis_errors), NULL, (double)store_errors(e->store));
     atomic_store(&e->checked, 1);
 }
 
 void engine_observe(engine_t *e, const engine_observer_t *obs)
 {
-    static const char *const poll_results[] = {"ok", "failed"};
-    static const char *const delivery_results[] = {"ok", "retry", "dead_letter", "failed"};
+    static const sink_result_t results[] = {SINK_OK, SINK_ERR_RETRY, SINK_ERR_PERMANENT,
+                                            SINK_ERR_FATAL};
 
     e->obs = *obs;
     e->observed = 1;
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = &e->sources[i];
         const char *name = s->conf->name;
-        for (size_t r = 0; r < 2; r++)
-            metric_add(ENGINE_METRIC(e, polls), LABELS(name, poll_results[r]), 0);
+        metric_add(ENGINE_METRIC(e, polls), LABELS(name, "ok"), 0);
+        metric_add(ENGINE_METRIC(e, polls), LABELS(name, "failed"), 0);
         for (int t = 0; t < DIFF_EV_COUNT; t++)
             metric_add(ENGINE_METRIC(e, events),
                        LABELS(name, diff_event_type_short((diff_event_type_t)t)), 0);
@@ -1141,8 +1137,9 @@ void engine_observe(engine_t *e, const engine_observer_t *obs)
     }
     for (size_t k = 0; k < e->nsinks; k++) {
         const char *name = e->sinks[k].conf->name;
-        for (size_t r = 0; r < 4; r++)
-            metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, delivery_results[r]), 0);
+        for (size_t r = 0; r < sizeof(results) / sizeof(results[0]); r++)
+            metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, delivery_result(results[r])),
+                       0);
         metric_set(ENGINE_METRIC(e, sink_fatal), LABELS(name), 0);
         metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), 0);
         if (e->sinks[k].ob) {
