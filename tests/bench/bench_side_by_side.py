@@ -46,9 +46,11 @@ Why each part is there:
 - Two phases per size. First cycle: empty Redis, initial_snapshot emit, step
   0 (every session is an event). Churn: the snapshot a baseline cycle over
   step 0 left (each implementation's own), then one cycle over step 1.
-- Timing is /usr/bin/time -v style accounting from os.wait4(): user + sys
+- Timing is /usr/bin/time -v style accounting from wait4(): user + sys
   CPU, wall time and peak RSS of the whole process (start-up, snapshot
-  load, poll, diff, delivery, commit). Runs alternate A B A B (bridge,
+  load, poll, diff, delivery, commit), taken by tests/bench/rusage_run.c,
+  a small launcher (a child forked from this harness would report the
+  harness's RSS as its own peak: see there). Runs alternate A B A B (bridge,
   reference) --reps times per phase, ratios are taken per pair, medians
   printed, CPU per session is CPU / sessions observed.
 - --perf records `perf record -g` of one bridge churn cycle and prints the
@@ -128,20 +130,22 @@ def ensure_packages(perf):
             sys.exit(f"cannot install {pkg}")
 
 
-def build_floors(outdir):
-    """{name: path} of the floor programs that could be built here."""
-    out = {}
+def build_tools(outdir):
+    """The launcher and {name: path} of the floor programs built here."""
+    launcher = os.path.join(outdir, "rusage_run")
+    subprocess.run(["cc", "-O2", "-o", launcher, os.path.join(HERE, "rusage_run.c")], check=True)
+    floors = {}
     cjson = os.path.join(outdir, "floor_cjson")
     subprocess.run(["cc", "-O2", "-o", cjson,
                     os.path.join(HERE, "floor_cjson.c"), "-I/usr/include/cjson", "-lcjson"],
                    check=True)
-    out["cjson"] = cjson
+    floors["cjson"] = cjson
     if os.path.exists("/usr/include/simdjson.h"):
         simd = os.path.join(outdir, "floor_simdjson")
         subprocess.run(["c++", "-O2", "-march=native", "-std=c++17", "-o", simd,
                         os.path.join(HERE, "floor_simdjson.cpp"), "-lsimdjson"], check=True)
-        out["simdjson"] = simd
-    return out
+        floors["simdjson"] = simd
+    return launcher, floors
 
 
 # ---- the static upstream ----
@@ -311,18 +315,24 @@ class Run:
         self.wall, self.cpu, self.rss_kib, self.rc, self.log = wall, cpu, rss_kib, rc, log
 
 
+LAUNCHER = None  # rusage_run, built by main()
+
+
 def measure(argv, env, log_path):
-    """Runs argv to completion as a child and accounts for it as
+    """Runs argv to completion under rusage_run, which accounts for it as
     /usr/bin/time -v would: wall, user + sys CPU, peak RSS (KiB)."""
+    figures = log_path + ".rusage"
     with open(log_path, "wb") as log:
-        t0 = time.monotonic()
-        p = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.monotonic() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
+        rc = subprocess.run([LAUNCHER, figures, *argv], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, env=env).returncode
     with open(log_path, "rb") as f:
         text = f.read().decode(errors="replace")
-    return Run(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, p.returncode, text)
+    try:
+        with open(figures) as f:
+            wall, user, sys_s, rss, _ = f.read().split()
+    except FileNotFoundError:  # the launcher itself failed
+        return Run(0, 0, 0, rc, text)
+    return Run(float(wall), float(user) + float(sys_s), int(rss), rc, text)
 
 
 def config(s, base, pageset, initial):
@@ -390,8 +400,12 @@ def compare(what, got_b, got_p):
                         f"{len(set(ev_p) - set(ev_b))} only from the reference")
     differ = [i for i in set(ev_b) & set(ev_p) if ev_b[i] != ev_p[i]]
     if differ:
-        problems.append(f"{len(differ)} events differ, e.g.\n  bridge    {ev_b[differ[0]]}\n"
-                        f"  reference {ev_p[differ[0]]}")
+        parts = ("topic", "partition", "key", "headers", "event")
+        b, p = ev_b[differ[0]], ev_p[differ[0]]
+        which = [f"{n}: {str(x)[:300]} / {str(y)[:300]}"
+                 for n, x, y in zip(parts, b, p) if x != y]
+        problems.append(f"{len(differ)} events differ; event {differ[0]}, bridge / reference:"
+                        + "".join("\n  " + w for w in which))
     if snap_b[1] != snap_p[1]:
         problems.append(f"meta: bridge {snap_b[1]}, reference {snap_p[1]}")
     fields = set(snap_b[0]) | set(snap_p[0])
@@ -551,7 +565,8 @@ def main():
             sys.exit(f"{exe} is missing: build first (cmake --build build)")
     s = st.Stack("side")
     try:
-        floors = build_floors(s.dir)
+        global LAUNCHER
+        LAUNCHER, floors = build_tools(s.dir)
         pages_root = os.path.join(s.dir, "pages")
         os.makedirs(pages_root)
         s.start_redis()
