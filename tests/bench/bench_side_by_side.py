@@ -59,8 +59,9 @@ Why each part is there:
 Benchmark-only packages (nginx-light, python3-requests, python3-redis,
 python3-confluent-kafka, libsimdjson-dev; linux-perf with --perf) are
 installed when missing, as deploy/deps.sh does: only what is missing,
-`apt-get update` only then. The figures belong in BENCHMARKS.md; this is not
-a test.
+`apt-get update` only then. (On a systemd host the nginx package starts a
+system nginx on port 80; it is left alone, ours has its own port.) The
+figures belong in BENCHMARKS.md; this is not a test.
 """
 
 import argparse
@@ -89,7 +90,7 @@ REFERENCE = os.path.join(HERE, "reference_bridge.py")
 DEBIAN_PY = "/usr/bin/python3"
 # package -> what shows it is there (a command, a Python module or a header)
 PACKAGES = {
-    "nginx-light": ("cmd", "nginx"),
+    "nginx-light": ("file", "/usr/sbin/nginx"),
     "python3-requests": ("py", "requests"),
     "python3-redis": ("py", "redis"),
     "python3-confluent-kafka": ("py", "confluent_kafka"),
@@ -163,12 +164,24 @@ NEXT_RE = re.compile(rb'"nextCursor":(null|"[^"]*"),"previousCursor":(null|"[^"]
 
 def save_pages(sim_url, api_key, pageset):
     """Fetches every page of both lists from the simulator (one kept-alive
-    connection) and saves them with nextCursor naming the next file."""
+    connection) and saves them with nextCursor naming the next file. A page
+    is written once the next one is known, so that at most two are held."""
     u = urllib.parse.urlsplit(sim_url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+
+    def write(name, i, body, last):
+        nxt = b"null" if last else b'"p%06d"' % (i + 1)
+        body, n = NEXT_RE.subn(b'"nextCursor":' + nxt + b',"previousCursor":null}}', body)
+        if n != 1:
+            raise RuntimeError("simulator page without the expected pagination tail")
+        path = os.path.join(pageset.dir, name, "p%06d.json" % i)
+        with open(path, "wb") as f:
+            f.write(body)
+        pageset.files.append(path)
+
     for name in ("in-progress", "completed"):
         os.makedirs(os.path.join(pageset.dir, name))
-        cursor, pages = None, []
+        cursor, i, prev = None, 0, None
         while True:
             q = {"limit": PAGE_LIMIT}
             if cursor:
@@ -180,20 +193,14 @@ def save_pages(sim_url, api_key, pageset):
             if r.status != 200:
                 raise RuntimeError(f"simulator: {r.status} {body[:200]!r}")
             doc = json.loads(body)
-            pages.append(body)
             pageset.records += len(doc["data"])
+            if prev is not None:
+                write(name, i - 1, prev, last=False)
+            prev, i = body, i + 1
             cursor = doc["pagination"]["nextCursor"]
             if not cursor:
                 break
-        for i, body in enumerate(pages):
-            nxt = b'"p%06d"' % (i + 1) if i + 1 < len(pages) else b"null"
-            body, n = NEXT_RE.subn(b'"nextCursor":' + nxt + b',"previousCursor":null}}', body)
-            if n != 1:
-                raise RuntimeError("simulator page without the expected pagination tail")
-            path = os.path.join(pageset.dir, name, "p%06d.json" % i)
-            with open(path, "wb") as f:
-                f.write(body)
-            pageset.files.append(path)
+        write(name, i - 1, prev, last=True)
     conn.close()
 
 
@@ -259,14 +266,17 @@ def start_nginx(s, pages_root):
     conf = os.path.join(s.dir, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(dir=s.dir, port=port, pages=pages_root, key=s.api_key))
-    s._spawn("nginx", ["nginx", "-p", s.dir, "-c", conf, "-e", os.path.join(s.dir, "nginx-error.log")])
+    s._spawn("nginx", ["/usr/sbin/nginx", "-p", s.dir, "-c", conf,
+                       "-e", os.path.join(s.dir, "nginx-error.log")])
     url = f"http://127.0.0.1:{port}"
 
     def up():
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/")
-            return c.getresponse().status == 404
+            status = c.getresponse().status
+            c.close()
+            return status == 404
         except OSError:
             return False
     st.wait_for(up, what="nginx")
@@ -382,7 +392,7 @@ def committed(run):
 def kafka_events(s):
     """{event id: (topic, partition, key, headers, event without time)}."""
     out = {}
-    for kind, topic in st.TOPICS.items():
+    for topic in st.TOPICS.values():
         for m in s.consume(topic):
             ev = dict(m["event"])
             ev.pop("time")

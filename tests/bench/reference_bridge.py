@@ -8,13 +8,15 @@ tests/bench/bench_side_by_side.py, not part of the product.
 
 One run is one cycle, as a whole process:
 
-1. fetch every page of the in-progress and then the completed list
+1. load the source's snapshot (HGETALL P:snap:S; P:meta:S tells whether one
+   exists), as the bridge does before its poll;
+2. fetch every page of the in-progress and then the completed list
    (CONTRACT §4: x-api-key, limit 100, cursor from pagination.nextCursor until
-   null) with one requests.Session, so that the connection is kept alive;
-2. load the source's snapshot (HGETALL P:snap:S; P:meta:S tells whether one
-   exists) and diff the records against it with the rules of diff/diff.c
+   null) with one requests.Session, so that the connection is kept alive,
+   and diff the records as they arrive with the rules of diff/diff.c
    (CONTRACT §5: forward-only states, synthesized started, duplicates keep the
-   most advanced observation, vanish_grace, initial_snapshot);
+   most advanced observation, vanish_grace, initial_snapshot); nothing is
+   produced before the poll is complete;
 3. produce the CloudEvents of CONTRACT §6 with confluent-kafka (acks=all,
    enable.idempotence=true, partitioner murmur2_random, key
    `<source>/<session_id>`, headers ce_id, ce_type, ce_source, content-type),
@@ -265,20 +267,28 @@ def make_event(source, sid, ev, reason, status, prev_status, record, when):
 
 
 def diff(records, stored, source, grace, baseline, fingerprint, when):
-    """(events, upserts {id: encoded}, removals [id]) of one complete poll."""
-    seen = {}  # id -> (obs, status, record): first sighting's order, most advanced
+    """(observed, events, upserts {id: encoded}, removals [id]) of one
+    complete poll. records is consumed as it comes: a record is kept only
+    when an event will carry it, as diff.c does, so a churn cycle holds one
+    small tuple per session, not every parsed record."""
+    seen = {}  # id -> (obs, status, fp, record or None): first sighting's order
+    observed = 0
     for rec in records:
+        observed += 1
         sid, status = rec["sessionId"], rec["status"]
         if not isinstance(sid, str) or not sid or not isinstance(status, str) or not status:
             raise ValueError("a record without a session id or status")
         obs = STATUS_MAP.get(status, UNKNOWN)
         prev = seen.get(sid)
-        if prev is None or rank(obs) > rank(prev[0]):
-            seen[sid] = (obs, status, rec)
+        if prev is not None and rank(obs) <= rank(prev[0]):
+            continue  # duplicates keep the most advanced observation; ties the first
+        fp = fingerprint(rec)
+        _, evs = plan(stored.get(sid), obs, status, fp, baseline)
+        seen[sid] = (obs, status, fp, rec if evs else None)
     events, upserts, removals = [], {}, []
-    for sid, (obs, status, rec) in seen.items():
+    for sid, (obs, status, fp, rec) in seen.items():
         old = stored.get(sid)
-        new, evs = plan(old, obs, status, fingerprint(rec), baseline)
+        new, evs = plan(old, obs, status, fp, baseline)
         if old is None or new != old:
             upserts[sid] = encode(*new)
         reason = "first_seen" if (old is None or old[0] == NONE) else "status_change"
@@ -297,7 +307,7 @@ def diff(records, stored, source, grace, baseline, fingerprint, when):
         if not baseline and state in (PENDING, ACTIVE):
             events.append(make_event(source, sid, (EV_CANCELLED, CANCELLED, state, False),
                                      "vanished", None, status or None, None, when))
-    return events, upserts, removals
+    return observed, events, upserts, removals
 
 
 # ---- delivery ----
@@ -363,15 +373,14 @@ def main():
     producer = producer_of(sink)
     r = redis.Redis.from_url(conf["redis"]["url"], decode_responses=True)
     observed_ms = int(time.time() * 1000)
-    with requests.Session() as http:
-        records = list(poll(http, src["base_url"].rstrip("/"), src["auth"]["api_key"],
-                            observed_ms // 1000))
-
     meta = r.hgetall(meta_key)
     stored = {k: decode(v) for k, v in r.hgetall(snap_key).items()}
     baseline = not meta and src.get("initial_snapshot", "baseline") == "baseline"
-    events, upserts, removals = diff(records, stored, source, grace, baseline, fingerprint,
-                                     rfc3339_ms(observed_ms))
+    with requests.Session() as http:
+        records = poll(http, src["base_url"].rstrip("/"), src["auth"]["api_key"],
+                       observed_ms // 1000)
+        observed, events, upserts, removals = diff(records, stored, source, grace, baseline,
+                                                   fingerprint, rfc3339_ms(observed_ms))
     if events:
         deliver(producer, sink, events, source)
 
@@ -386,7 +395,7 @@ def main():
     pipe.hset(meta_key, mapping={"cycle": int(meta.get("cycle", 0)) + 1,
                                  "committed_at": int(time.time() * 1000), "sessions": sessions})
     pipe.execute()
-    print(json.dumps({"msg": "cycle committed", "source": source, "observed": len(records),
+    print(json.dumps({"msg": "cycle committed", "source": source, "observed": observed,
                       "events": len(events), "changes": len(upserts) + len(removals),
                       "sessions": sessions}), file=sys.stderr)
 
