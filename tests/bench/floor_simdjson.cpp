@@ -6,6 +6,10 @@
  *
  *   floor_simdjson LIST_FILE   prints "pages <n> bytes <n> records <n>"
  *
+ * Build with -march=native (bench_side_by_side.py does): On Demand uses
+ * the kernels the compiler targets, and without it that is the portable
+ * fallback, several times slower than what the machine can do.
+ *
  * A benchmark tool, not part of the product.
  */
 #include <cstdio>
