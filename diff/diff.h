@@ -8,7 +8,10 @@
  * A cycle never mutates the index until diff_cycle_apply(), which the caller
  * invokes only after every event was acknowledged and the delta committed.
  * Abandoning a cycle (diff_cycle_free() without apply) leaves the index as
- * it was, so a failed poll or a failed delivery commits nothing.
+ * it was, so a failed poll or a failed delivery commits nothing: the raw
+ * statuses the cycle interned are dropped again, and the marks it leaves on
+ * sessions it saw (first-sighting stamps) mean nothing to a later cycle.
+ * What one cycle may hold is bounded (diff_options_t.max_sessions).
  */
 #ifndef SB_DIFF_H
 #define SB_DIFF_H
