@@ -26,7 +26,8 @@ static const char *const redis_keys[] = {"url", "prefix", NULL};
 static const char *const admin_keys[] = {"listen", NULL};
 static const char *const source_common_keys[] = {
     "name",      "provider",     "base_url", "auth",       "interval_s",       "timeout_s",
-    "page_size", "vanish_grace", "filters",  "status_map", "initial_snapshot", NULL};
+    "page_size", "vanish_grace", "filters",  "status_map", "initial_snapshot", "max_sessions",
+    NULL};
 
 /* ---- ${VAR} expansion ---- */
 
@@ -311,6 +312,9 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
     if (sink_conf_int(obj, path, "vanish_grace", false, CONF_DEFAULT_VANISH_GRACE, 1,
                       DIFF_MAX_GRACE, &v, errs) == 0)
         src->vanish_grace = (unsigned)v;
+    if (sink_conf_int(obj, path, "max_sessions", false, DIFF_DEFAULT_MAX_SESSIONS, 1,
+                      DIFF_MAX_SESSIONS_LIMIT, &v, errs) == 0)
+        src->max_sessions = (size_t)v;
     if (src->provider) {
         if (sink_conf_int(obj, path, "page_size", false, src->provider->default_page_size, 1,
                           src->provider->max_page_size, &v, errs) == 0)

@@ -800,7 +800,8 @@ static void deliver_more(source_rt_t *s)
         char *json = event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len);
         if (json == NULL) {
             s->failed++;
-            snprintf(s->first_error, sizeof(s->first_error), "out of memory encoding an event");
+            snprintf(s->first_error, sizeof(s->first_error),
+                     "cannot encode an event (out of memory, or text that is not UTF-8)");
             break;
         }
         snprintf(key, sizeof(key), "%s/%s", cs->name, ev->session_id);
@@ -1016,7 +1017,8 @@ static void cycle_start(source_rt_t *s)
     s->opt = (diff_options_t){.source = cs->name,
                               .vanish_grace = cs->vanish_grace,
                               .status_map = cs->status_map,
-                              .baseline = !s->has_snapshot && !cs->initial_emit};
+                              .baseline = !s->has_snapshot && !cs->initial_emit,
+                              .max_sessions = cs->max_sessions};
     s->observed_ms = clock_unix_ms();
     s->t_start = clock_mono_s();
     s->cy = diff_cycle_begin(s->index, &s->opt);

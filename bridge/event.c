@@ -117,8 +117,16 @@ char *event_encode(const diff_event_t *ev, const char *source, const char *provi
         cJSON_AddNullToObject(data, "session");
 
     out = cJSON_PrintUnformatted(ce);
+    /* Consumers in Java or Go reject or mangle text that is not UTF-8.
+     * provider_parse_json() and diff_cycle_observe() already refuse such
+     * input; this pass makes the promise hold for any caller. */
+    size_t n = out ? strlen(out) : 0, bad;
+    if (out && diff_utf8_check(out, n, &bad) != 0) {
+        cJSON_free(out);
+        out = NULL;
+    }
     if (out && len)
-        *len = strlen(out);
+        *len = n;
 out:
     if (ce)
         cJSON_Delete(ce); /* frees data too, and not the referenced record */

@@ -60,29 +60,54 @@ int provider_url_add(char *url, size_t urlsize, const char *name, const char *va
 }
 
 /*
- * cJSON recurses once per nesting level; a hostile page of a million '['
- * must not reach it. One pass over the bytes, skipping strings.
+ * What cJSON does not check, in one pass over the bytes before it parses:
+ * - nesting: cJSON recurses once per level, and a hostile page of a million
+ *   '[' must not reach it;
+ * - UTF-8 (RFC 8259 §8.1): cJSON copies bytes as they are, and ids,
+ *   statuses and the records embedded in events must be text every
+ *   consumer can decode. The whole page fails, not just the field: a
+ *   record is published as received, and replacing bytes in it would
+ *   publish what the provider never sent, unnoticed. (cJSON itself refuses
+ *   the \u escapes of lone or mismatched surrogates.)
+ * - "\u0000": cJSON decodes it into a NUL that ends the C string, so
+ *   "s-\u0000x" would become the id "s-" and the record would lose data.
+ * Returns 0, or -1 with err naming the byte offset.
  */
-static int json_depth_ok(const char *s, size_t len, int max)
+static int json_prescan(const char *s, size_t len, char *err, size_t errlen)
 {
+    const unsigned char *u = (const unsigned char *)s;
     int depth = 0, in_str = 0;
     for (size_t i = 0; i < len; i++) {
-        char ch = s[i];
-        if (in_str) {
-            if (ch == '\\')
+        unsigned char ch = u[i];
+        if (ch >= 0x80) {
+            size_t n = diff_utf8_seq(u + i, len - i);
+            if (n == 0) {
+                snprintf(err, errlen, "invalid UTF-8 at byte %zu of %zu", i, len);
+                return -1;
+            }
+            i += n - 1;
+        } else if (in_str) {
+            if (ch == '\\') {
+                if (len - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
+                    snprintf(err, errlen, "\"\\u0000\" in a string at byte %zu of %zu", i, len);
+                    return -1;
+                }
                 i++;
-            else if (ch == '"')
+            } else if (ch == '"') {
                 in_str = 0;
+            }
         } else if (ch == '"') {
             in_str = 1;
         } else if (ch == '[' || ch == '{') {
-            if (++depth > max)
-                return 0;
+            if (++depth > PROVIDER_MAX_JSON_DEPTH) {
+                snprintf(err, errlen, "JSON nested deeper than %d levels", PROVIDER_MAX_JSON_DEPTH);
+                return -1;
+            }
         } else if (ch == ']' || ch == '}') {
             depth--;
         }
     }
-    return 1;
+    return 0;
 }
 
 cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen)
@@ -91,10 +116,8 @@ cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen
         snprintf(err, errlen, "empty body");
         return NULL;
     }
-    if (!json_depth_ok(resp->body, resp->len, PROVIDER_MAX_JSON_DEPTH)) {
-        snprintf(err, errlen, "JSON nested deeper than %d levels", PROVIDER_MAX_JSON_DEPTH);
+    if (json_prescan(resp->body, resp->len, err, errlen) != 0)
         return NULL;
-    }
     const char *end = NULL;
     cJSON *doc = cJSON_ParseWithLengthOpts(resp->body, resp->len, &end, 0);
     if (doc == NULL) {

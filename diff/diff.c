@@ -90,6 +90,56 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
     va_end(ap);
 }
 
+/* ---- UTF-8 ---- */
+
+size_t diff_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong below U+0800 */
+        else if (c == 0xed)
+            hi = 0x9f; /* U+D800..U+DFFF are surrogates, not characters */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong below U+10000 */
+        else if (c == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else {
+        return 0; /* a continuation byte, 0xc0/0xc1 (overlong) or 0xf5.. */
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    }
+    return len;
+}
+
+int diff_utf8_check(const char *s, size_t n, size_t *bad)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = diff_utf8_seq(u + i, n - i);
+        if (len == 0) {
+            if (bad != NULL)
+                *bad = i;
+            return -1;
+        }
+        i += len;
+    }
+    return 0;
+}
+
 /* FNV-1a with a final avalanche: table indexes use the low bits, which plain
  * FNV-1a mixes poorly for short keys that differ only at the end. */
 #define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
@@ -644,6 +694,31 @@ static const char *status_raw(const diff_index_t *ix, uint16_t idx)
     return ix->statuses[idx]->raw;
 }
 
+/* Drops the statuses interned after the first `keep` (the ones an abandoned
+ * cycle added: no entry refers to them, entries change only in apply), and
+ * gives the tables back the sizes they had with `keep`. */
+static void statuses_truncate(diff_index_t *ix, size_t keep, size_t cap, size_t stab_cap)
+{
+    while (ix->nstatuses > keep) {
+        status_t *st = ix->statuses[--ix->nstatuses];
+        size_t slot = ptab_find(&ix->stab, st->raw, hash_str(st->raw));
+        if (slot != SIZE_MAX)
+            ptab_remove_at(&ix->stab, slot);
+        ix->status_bytes -= heap_cost(sizeof(*st) + strlen(st->raw) + 1);
+        free(st);
+    }
+    /* both only shrink, and a failure keeps the larger table */
+    if (ix->statuses_cap > cap && cap > 0) {
+        status_t **v = realloc(ix->statuses, cap * sizeof(*v));
+        if (v != NULL) {
+            ix->statuses = v;
+            ix->statuses_cap = cap;
+        }
+    }
+    if (ix->stab.cap > stab_cap)
+        (void)ptab_resize(&ix->stab, stab_cap);
+}
+
 diff_index_t *diff_index_new(void)
 {
     diff_index_t *ix = calloc(1, sizeof(*ix));
@@ -721,7 +796,9 @@ static size_t entry_cost(const entry_t *e)
 
 int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec)
 {
-    if (ix == NULL || rec == NULL || (unsigned)rec->state > STATE_LAST)
+    /* an open cycle may drop the statuses interned after its begin, which
+     * an entry put now could be using */
+    if (ix == NULL || rec == NULL || (unsigned)rec->state > STATE_LAST || ix->cycle_open)
         return -1;
     size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
     if (idlen == 0)
@@ -922,7 +999,8 @@ typedef struct crec {
     bool vanished;
     bool changed;
     bool removed;
-    diff_record_t rec; /* what finish decided to store */
+    diff_record_t rec;  /* what finish decided to store */
+    size_t record_cost; /* heap the record copy takes */
     char id[];
 } crec_t;
 
@@ -933,6 +1011,12 @@ struct diff_cycle {
     diff_index_t *ix;
     const diff_options_t *opt;
     uint32_t base; /* stamps >= base were written by this cycle */
+    /* the index's statuses at begin (later ones are this cycle's), and the
+     * sizes of their tables */
+    size_t nstatuses0, statuses_cap0, stab_cap0;
+    size_t max_observed;
+    size_t retained;     /* heap of the record copies held for events */
+    size_t max_retained; /* bound of retained */
     bool finished;
     bool settled; /* finish succeeded: the changes are complete */
     bool applied;
@@ -964,6 +1048,13 @@ diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt)
         return NULL;
     cy->ix = ix;
     cy->opt = opt;
+    cy->nstatuses0 = ix->nstatuses;
+    cy->statuses_cap0 = ix->statuses_cap;
+    cy->stab_cap0 = ix->stab.cap;
+    cy->max_observed = opt->max_sessions != 0 ? opt->max_sessions : DIFF_DEFAULT_MAX_SESSIONS;
+    cy->max_retained = cy->max_observed > SIZE_MAX / DIFF_RETAINED_BYTES_PER_SESSION
+                           ? SIZE_MAX
+                           : cy->max_observed * DIFF_RETAINED_BYTES_PER_SESSION;
     cy->notes.key_off = offsetof(crec_t, id);
     for (size_t i = 0; i < sizeof(cy->state_cache); i++)
         cy->state_cache[i] = STATE_CACHE_UNSET;
@@ -1015,20 +1106,48 @@ static crec_t *crec_add(diff_cycle_t *cy, const char *id, size_t idlen, uint64_t
     return r;
 }
 
+/* Heap that cJSON_Duplicate(node, 1) takes: a node each, and copies of
+ * values and keys. */
+static size_t record_cost(const cJSON *node)
+{
+    size_t n = heap_cost(sizeof(*node));
+    if (node->valuestring != NULL)
+        n += heap_cost(strlen(node->valuestring) + 1);
+    if (node->string != NULL && !(node->type & cJSON_StringIsConst))
+        n += heap_cost(strlen(node->string) + 1);
+    for (const cJSON *c = node->child; c != NULL; c = c->next)
+        n += record_cost(c);
+    return n;
+}
+
 /* Stores observation into r, duplicating the provider record only when an
- * event of this cycle will carry it. 0 or -1 (ENOMEM). */
+ * event of this cycle will carry it and the cycle's byte bound allows.
+ * 0 or -1 with err. */
 static int crec_observe(diff_cycle_t *cy, crec_t *r, unsigned obs, uint16_t sidx, uint64_t fp,
-                        const cJSON *record)
+                        const cJSON *record, char *err, size_t errlen)
 {
     stored_t s = stored_of(r->entry);
     plan_t p;
     plan_observation(&s, obs, sidx, fp, cy->opt->baseline, &p);
     cJSON *dup = NULL;
+    size_t cost = 0;
     if (p.nev > 0 && record != NULL) {
-        dup = cJSON_Duplicate(record, 1);
-        if (dup == NULL)
+        cost = record_cost(record);
+        if (cy->retained - r->record_cost + cost > cy->max_retained) {
+            set_err(err, errlen,
+                    "the records of this poll's events take more than %zu bytes (%d per "
+                    "record of max_sessions %zu; raise max_sessions to allow more)",
+                    cy->max_retained, DIFF_RETAINED_BYTES_PER_SESSION, cy->max_observed);
             return -1;
+        }
+        dup = cJSON_Duplicate(record, 1);
+        if (dup == NULL) {
+            set_err(err, errlen, "%s", "out of memory");
+            return -1;
+        }
     }
+    cy->retained = cy->retained - r->record_cost + cost;
+    r->record_cost = cost;
     cJSON_Delete(r->record);
     r->record = dup;
     r->obs = (uint8_t)obs;
@@ -1051,8 +1170,8 @@ static int cycle_note_unknown(diff_cycle_t *cy, uint16_t sidx)
         cy->new_unknown = v;
         cy->new_unknown_cap = cap;
     }
-    /* reported at first sight, whether or not this cycle is applied: the
-     * point is to log it once, not to commit it */
+    /* at first sight, so that the cycle lists it once; an abandoned cycle
+     * takes it back (diff_cycle_free) */
     st->reported = true;
     cy->new_unknown[cy->nnew_unknown++] = st->raw;
     return 0;
@@ -1069,15 +1188,34 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw
         set_err(err, errlen, "%s", "cycle already finished");
         return -1;
     }
+    if (cy->observed >= cy->max_observed) {
+        set_err(err, errlen,
+                "more than %zu records in one poll (max_sessions; raise it if the population "
+                "is that large)",
+                cy->max_observed);
+        return -1;
+    }
     size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
     if (idlen == 0) {
         set_err(err, errlen, "session id is empty or longer than %d bytes", DIFF_ID_MAX);
+        return -1;
+    }
+    /* ids and statuses reach events, keys and logs: UTF-8 only (CONTRACT
+     * §6); the offending bytes are not quoted back */
+    size_t bad;
+    if (diff_utf8_check(session_id, idlen, &bad) != 0) {
+        set_err(err, errlen, "session id is not UTF-8 (byte %zu of the id)", bad);
         return -1;
     }
     size_t slen = bounded_len(raw_status, DIFF_STATUS_MAX);
     if (slen == 0) {
         set_err(err, errlen, "status of session \"%s\" is empty or longer than %d bytes",
                 session_id, DIFF_STATUS_MAX);
+        return -1;
+    }
+    if (diff_utf8_check(raw_status, slen, &bad) != 0) {
+        set_err(err, errlen, "status of session \"%s\" is not UTF-8 (byte %zu of the status)",
+                session_id, bad);
         return -1;
     }
     diff_index_t *ix = cy->ix;
@@ -1148,9 +1286,7 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw
             goto oom;
         r->order = stamp;
     }
-    if (crec_observe(cy, r, obs, sidx, fp, record) != 0)
-        goto oom;
-    return 0;
+    return crec_observe(cy, r, obs, sidx, fp, record, err, errlen);
 oom:
     set_err(err, errlen, "%s", "out of memory");
     return -1;
@@ -1380,10 +1516,26 @@ void diff_cycle_apply(diff_cycle_t *cy)
         ptab_maybe_shrink(&ix->tab);
 }
 
+/* What an abandoned cycle did to the index: its "reported" marks on the
+ * statuses that stay, and the statuses it interned. */
+static void cycle_roll_back(diff_cycle_t *cy)
+{
+    diff_index_t *ix = cy->ix;
+    for (size_t i = 0; i < cy->nnew_unknown; i++) {
+        const char *raw = cy->new_unknown[i];
+        status_t *st = ptab_get(&ix->stab, raw, hash_str(raw));
+        if (st != NULL && st->idx < cy->nstatuses0)
+            st->reported = false;
+    }
+    statuses_truncate(ix, cy->nstatuses0, cy->statuses_cap0, cy->stab_cap0);
+}
+
 void diff_cycle_free(diff_cycle_t *cy)
 {
     if (cy == NULL)
         return;
+    if (!cy->applied)
+        cycle_roll_back(cy);
     for (size_t i = 0; i < cy->norder; i++) {
         crec_t *r = cy->order[i];
         cJSON_Delete(r->record);

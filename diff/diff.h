@@ -8,7 +8,10 @@
  * A cycle never mutates the index until diff_cycle_apply(), which the caller
  * invokes only after every event was acknowledged and the delta committed.
  * Abandoning a cycle (diff_cycle_free() without apply) leaves the index as
- * it was, so a failed poll or a failed delivery commits nothing.
+ * it was, so a failed poll or a failed delivery commits nothing: the raw
+ * statuses the cycle interned are dropped again, and the marks it leaves on
+ * sessions it saw (first-sighting stamps) mean nothing to a later cycle.
+ * What one cycle may hold is bounded (diff_options_t.max_sessions).
  */
 #ifndef SB_DIFF_H
 #define SB_DIFF_H
@@ -32,6 +35,32 @@
 #define DIFF_EVENT_ID_LEN 33
 /* Longest stored record encoding, see diff_record_encode(). */
 #define DIFF_RECORD_MAX (DIFF_STATUS_MAX + 32)
+/*
+ * Records one poll may observe unless the source says otherwise
+ * (max_sessions). A cycle holds what it observes until it is applied or
+ * freed, so this bounds a poll's memory. Measured with Century-shaped
+ * records (~560 bytes of JSON each, tests/e2e/hostile.py): ~120 bytes per
+ * session in baseline mode, ~2.6 KiB per session whose record an event
+ * carries (the parsed copy). 100,000 is the population the index is laid
+ * out for and the one BENCHMARKS.md measures: a complete poll of that many
+ * peaks at ~45 MiB in baseline mode and, when every session produces an
+ * event (a first `emit` poll), at ~320 MiB, inside the Deployment's 512 MiB
+ * limit; a provider that never stops paging is cut off there (at ~28 and
+ * ~280 MiB), where it used to take gigabytes.
+ */
+#define DIFF_DEFAULT_MAX_SESSIONS 100000
+/* Largest max_sessions a source may set: ten times the default, whose
+ * baseline poll alone (~120 MiB) fits a pod but whose emit poll does not. */
+#define DIFF_MAX_SESSIONS_LIMIT 1000000
+/*
+ * Heap a cycle may spend on copies of records for its events, per record
+ * it may observe: max_sessions * this. The count bound alone leaves a
+ * poll's memory to the size of the records; 3 KiB covers the 2.6 KiB a
+ * Century record's copy takes, so a 100k emit poll of those passes, and
+ * caps the default's copies at 300 MiB whatever the provider sends. Raising
+ * max_sessions raises both bounds, so one key answers both failures.
+ */
+#define DIFF_RETAINED_BYTES_PER_SESSION 3072
 
 typedef enum diff_state {
     DIFF_STATE_NONE = 0, /* never seen in a known status */
@@ -73,6 +102,16 @@ const char *diff_reason_name(diff_reason_t reason);
  */
 void diff_event_id(const char *source, const char *session_id, diff_event_type_t type,
                    char out[DIFF_EVENT_ID_LEN]);
+
+/*
+ * Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) at the start of s, which holds n > 0
+ * bytes: 1..4, or 0 when s does not start with one.
+ */
+size_t diff_utf8_seq(const unsigned char *s, size_t n);
+/* 0 when the n bytes of s are UTF-8 (NUL included), or -1 with *bad set to
+ * the offset of the first byte that is not. */
+int diff_utf8_check(const char *s, size_t n, size_t *bad);
 
 /* ---- status maps: raw provider status -> canonical state ---- */
 
@@ -129,7 +168,8 @@ diff_index_t *diff_index_new(void);
 void diff_index_free(diff_index_t *ix);
 size_t diff_index_size(const diff_index_t *ix);
 /* Inserts or replaces a session (used when loading from the store). The id
- * and rec->status are copied. 0 or -1 (ENOMEM, id or status too long). */
+ * and rec->status are copied. 0 or -1 (ENOMEM, id or status too long, a
+ * cycle open on the index). */
 int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec);
 /* Looks a session up. On 0, out->status points into the index and stays
  * valid until the index is modified. -1 when absent. */
@@ -154,6 +194,10 @@ typedef struct diff_options {
      * produces no event.
      */
     bool baseline;
+    /* Records the cycle may observe (duplicates included), which also sets
+     * the heap its copies of records may take (DIFF_RETAINED_BYTES_PER_SESSION
+     * each); 0 means DIFF_DEFAULT_MAX_SESSIONS. */
+    size_t max_sessions;
 } diff_options_t;
 
 typedef struct diff_event {
@@ -189,7 +233,9 @@ diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt);
  * an event will carry it). A session seen twice in one poll keeps the
  * observation with the most advanced state.
  * Returns 0, or -1 with a reason in err for input that must fail the page
- * (empty or oversized id or status, too many distinct statuses, ENOMEM).
+ * (empty or oversized id or status, an id or status that is not UTF-8, too
+ * many distinct statuses, more records than max_sessions or their copies
+ * past its byte bound, ENOMEM); the caller then abandons the cycle.
  */
 int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw_status,
                        const cJSON *record, char *err, size_t errlen);
@@ -209,15 +255,18 @@ size_t diff_cycle_changes(const diff_cycle_t *cy, const diff_change_t **changes)
 size_t diff_cycle_observed(const diff_cycle_t *cy);
 /*
  * Raw statuses that mapped to no state and were never reported before by this
- * index (each is reported once per index lifetime), and the number of
- * observations with an unknown status in this cycle.
+ * index (each is reported once by the cycles applied to it: an abandoned
+ * cycle's are reported again), and the number of observations with an
+ * unknown status in this cycle.
  */
 size_t diff_cycle_new_unknown_statuses(const diff_cycle_t *cy, const char *const **statuses);
 size_t diff_cycle_unknown_count(const diff_cycle_t *cy);
 
-/* Applies the changes to the index: call only after they were committed. */
+/* Applies the changes to the index: call only after they were committed.
+ * The raw statuses the cycle interned become the index's from then on. */
 void diff_cycle_apply(diff_cycle_t *cy);
-/* Frees the cycle; without a prior apply the index is left untouched. */
+/* Frees the cycle; without a prior apply the index is left as it was at
+ * diff_cycle_begin() (statuses interned by the cycle are dropped again). */
 void diff_cycle_free(diff_cycle_t *cy);
 
 #endif /* SB_DIFF_H */

@@ -187,19 +187,80 @@ static const struct {
     {"{\"data\":[{\"sessionId\":\"a\",\"status\":\"IN_PROGRESS\"}],\"pagination\":",
      "malformed JSON"},
     {"", "empty body"},
+    /* not UTF-8 (RFC 8259 §8.1): in the id, in any other field, overlong,
+     * an encoded surrogate, past U+10FFFF, cut short */
+    {"{\"data\":[{\"sessionId\":\"s-\xff\",\"status\":\"IN_PROGRESS\"}],\"pagination\":{"
+     "\"nextCursor\":null}}",
+     "invalid UTF-8 at byte 25 of 86"},
+    {"{\"data\":[{\"sessionId\":\"s\",\"name\":\"Ren\xe9\",\"status\":\"IN_PROGRESS\"}],"
+     "\"pagination\":{\"nextCursor\":null}}",
+     "invalid UTF-8 at byte 37 "},
+    {"{\"data\":[{\"sessionId\":\"s-\xc1\xbf\",\"status\":\"IN_PROGRESS\"}],\"pagination\":{"
+     "\"nextCursor\":null}}",
+     "invalid UTF-8 at byte 25 "},
+    {"{\"data\":[{\"sessionId\":\"s-\xed\xbf\xbf\",\"status\":\"IN_PROGRESS\"}],"
+     "\"pagination\":{\"nextCursor\":null}}",
+     "invalid UTF-8 at byte 25 "},
+    {"{\"data\":[{\"sessionId\":\"s-\xf4\x90\x80\x80\",\"status\":\"IN_PROGRESS\"}],"
+     "\"pagination\":{\"nextCursor\":null}}",
+     "invalid UTF-8 at byte 25 "},
+    {"{\"data\":[{\"sessionId\":\"s-\",\"status\":\"IN_PROGRESS\xe2\x82",
+     "invalid UTF-8 at byte 48 "},
+    /* escapes: a NUL would cut the id to "s-"; lone surrogates are not text */
+    {"{\"data\":[{\"sessionId\":\"s-\\u0000x\",\"status\":\"IN_PROGRESS\"}],\"pagination\":{"
+     "\"nextCursor\":null}}",
+     "\"\\u0000\" in a string at byte 25 "},
+    {"{\"data\":[{\"sessionId\":\"s-\\udcff\",\"status\":\"IN_PROGRESS\"}],\"pagination\":{"
+     "\"nextCursor\":null}}",
+     "malformed JSON"},
+    {"{\"data\":[{\"sessionId\":\"s-\\ud800\\u0041\",\"status\":\"IN_PROGRESS\"}],"
+     "\"pagination\":{\"nextCursor\":null}}",
+     "malformed JSON"},
 };
+
+/* A poll of the basic source, its first request asked for: the next page
+ * handled is the first of the in-progress list. */
+static void *first_page_poll(conf_t *c)
+{
+    provider_request_t req;
+    char err[256] = "";
+    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
+    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
+    return poll;
+}
 
 START_TEST(malformed_pages_fail)
 {
     conf_t *c = load(BASIC "}");
-    void *poll = provider_century.poll_begin(&c->sources[0], 1700000000);
-    provider_request_t req;
+    void *poll = first_page_poll(c);
     char err[256] = "";
     seen_t seen = {0};
-    ck_assert_int_eq(provider_century.next_request(poll, &req, err, sizeof(err)), 1);
     ck_assert_int_eq(page(poll, bad_pages[_i].body, &seen, err, sizeof(err)), -1);
     ck_assert_msg(strstr(err, bad_pages[_i].err) != NULL, "row %d: \"%s\" lacks \"%s\"", _i, err,
                   bad_pages[_i].err);
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+/* UTF-8, raw or escaped (a surrogate pair included), reaches the diff as
+ * sent. */
+START_TEST(utf8_ids_pass)
+{
+    conf_t *c = load(BASIC "}");
+    void *poll = first_page_poll(c);
+    char err[256] = "";
+    seen_t seen = {0};
+    ck_assert_msg(page(poll,
+                       "{\"data\":[{\"sessionId\":\"s-\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\","
+                       "\"status\":\"IN_PROGRESS\"},{\"sessionId\":\"e-\\u00e9\\ud83d\\ude00\","
+                       "\"status\":\"IN_PROGRESS\",\"note\":\"a\\\\u0000\"}],"
+                       "\"pagination\":{\"nextCursor\":null}}",
+                       &seen, err, sizeof(err)) == 0,
+                  "%s", err);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_str_eq(seen.ids[0], "s-\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    ck_assert_str_eq(seen.ids[1], "e-\xc3\xa9\xf0\x9f\x98\x80");
     provider_century.poll_free(poll);
     conf_free(c);
 }
@@ -257,6 +318,7 @@ int main(void)
     tcase_add_loop_test(tc, malformed_pages_fail, 0,
                         (int)(sizeof(bad_pages) / sizeof(bad_pages[0])));
     tcase_add_test(tc, deep_nesting_and_cursor_loops_fail);
+    tcase_add_test(tc, utf8_ids_pass);
     tcase_add_test(tc, default_status_map_matches_contract);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -99,6 +99,12 @@ static const struct {
      "\"auth\":{\"api_key\":\"k\"},\"vanish_grace\":0}],\"sinks\":" SINKS_OK "}",
      "sources[0].vanish_grace"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"max_sessions\":0}],\"sinks\":" SINKS_OK "}",
+     "sources[0].max_sessions"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"max_sessions\":1000001}],\"sinks\":" SINKS_OK "}",
+     "sources[0].max_sessions"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
      "\"auth\":{\"api_key\":\"k\"},\"initial_snapshot\":\"all\"}],\"sinks\":" SINKS_OK "}",
      "sources[0].initial_snapshot: expected \"baseline\" or \"emit\""},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
@@ -194,6 +200,7 @@ START_TEST(good_config_with_defaults)
     ck_assert_int_eq(s->timeout_s, 10);
     ck_assert_int_eq(s->page_size, 100);
     ck_assert_uint_eq(s->vanish_grace, 2);
+    ck_assert_uint_eq(s->max_sessions, DIFF_DEFAULT_MAX_SESSIONS);
     ck_assert(!s->initial_emit);
     ck_assert_str_eq(s->base_url, "https://x/api/v1");
     ck_assert_str_eq(cJSON_GetObjectItem(c->sinks[0].json, "brokers")->valuestring,

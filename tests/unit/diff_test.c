@@ -903,7 +903,7 @@ START_TEST(test_abandoned_cycle)
     put(&f, "s2", DIFF_STATE_ACTIVE, "a", 0);
 
     ev_copy_t first[8], again[8];
-    size_t n1 = 0, mem = 0;
+    size_t n1 = 0, mem = diff_index_memory(f.ix);
     for (int attempt = 0; attempt < 3; attempt++) {
         run_abandon_input(&f);
         size_t n = copy_events(&f, attempt == 0 ? first : again, 8);
@@ -911,15 +911,14 @@ START_TEST(test_abandoned_cycle)
         diff_cycle_free(f.cy); /* delivery failed: nothing committed */
         f.cy = NULL;
         expect_untouched(&f);
+        /* nothing stays behind, not even the raw status "c" the cycle
+         * interned */
+        ck_assert_uint_eq(diff_index_memory(f.ix), mem);
         if (attempt == 0) {
             n1 = n;
             ck_assert_uint_eq(n1, 4); /* s1 started, s3 started+completed, s2 vanished */
-            /* raw statuses stay interned (bounded by DIFF_MAX_STATUSES);
-             * beyond that, abandoned cycles leave nothing behind */
-            mem = diff_index_memory(f.ix);
             continue;
         }
-        ck_assert_uint_eq(diff_index_memory(f.ix), mem);
         ck_assert_uint_eq(n, n1);
         for (size_t i = 0; i < n1; i++) {
             ck_assert_str_eq(again[i].session_id, first[i].session_id);
@@ -1214,9 +1213,14 @@ START_TEST(test_bounds)
     ck_assert_str_ne(err, "");
     ck_assert_int_eq(diff_cycle_observe(f.cy, "s", NULL, NULL, NULL, 0), -1);
     ck_assert_uint_eq(diff_cycle_observed(f.cy), 2);
+    /* refused while a cycle is open: abandoning it may drop its statuses */
+    diff_record_t r = {DIFF_STATE_ACTIVE, 0, 0, "a"};
+    ck_assert_int_eq(diff_index_put(f.ix, "ok", &r), -1);
+    diff_cycle_free(f.cy);
+    f.cy = NULL;
+    ck_assert_int_eq(diff_index_put(f.ix, "ok", &r), 0);
 
     /* index_put has the same bounds */
-    diff_record_t r = {DIFF_STATE_ACTIVE, 0, 0, "a"};
     ck_assert_int_eq(diff_index_put(f.ix, id, &r), -1);
     ck_assert_int_eq(diff_index_put(f.ix, "", &r), -1);
     r.status = st;
@@ -1242,6 +1246,220 @@ START_TEST(test_too_many_statuses)
     ck_assert_ptr_nonnull(strstr(err, "distinct"));
     /* statuses already interned still work */
     ck_assert_int_eq(diff_cycle_observe(f.cy, "again", "st0005", NULL, err, sizeof(err)), 0);
+    fx_done(&f);
+}
+END_TEST
+
+/* A page of too many statuses fails its poll, and only that poll: the next
+ * one interns a status of its own (issue 10, item 4). */
+START_TEST(test_failed_cycle_interns_nothing)
+{
+    fx_t f;
+    fx_init(&f, 2, false);
+    put(&f, "old", DIFF_STATE_ACTIVE, "a", 0);
+    size_t mem = diff_index_memory(f.ix);
+    char id[32], st[32], err[256];
+    for (int attempt = 0; attempt < 2; attempt++) {
+        begin(&f);
+        int i, rc = 0;
+        for (i = 0; i < 1100 && rc == 0; i++) {
+            snprintf(id, sizeof(id), "s%d", i);
+            snprintf(st, sizeof(st), "st%04d", i);
+            rc = diff_cycle_observe(f.cy, id, st, NULL, err, sizeof(err));
+        }
+        ck_assert_int_eq(rc, -1);
+        ck_assert_int_eq(i, DIFF_MAX_STATUSES); /* index 0 is "", "a" was there */
+        ck_assert_ptr_nonnull(strstr(err, "distinct"));
+        diff_cycle_free(f.cy);
+        f.cy = NULL;
+        ck_assert_uint_eq(diff_index_memory(f.ix), mem);
+    }
+    /* statuses the abandoned cycles saw first are not known to the next */
+    begin(&f);
+    observe(&f, "old", "a");
+    observe(&f, "n", "IN_PROGRESS");
+    observe(&f, "m", "st0001");
+    finish(&f);
+    expect_unknown(&f, (const char *const[]){"IN_PROGRESS", "st0001"}, 2, 2);
+    apply_and_close(&f);
+    diff_record_t r;
+    ck_assert_int_eq(diff_index_get(f.ix, "n", &r), 0);
+    ck_assert_str_eq(r.status, "IN_PROGRESS");
+    ck_assert_int_eq(diff_index_get(f.ix, "old", &r), 0);
+    ck_assert_str_eq(r.status, "a");
+
+    /* an applied cycle's statuses stay */
+    begin(&f);
+    observe(&f, "old", "a");
+    observe(&f, "n", "IN_PROGRESS");
+    observe(&f, "m", "st0001");
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "q", "another", NULL, err, sizeof(err)), 0);
+    diff_cycle_free(f.cy);
+    f.cy = NULL;
+    ck_assert_int_eq(diff_index_get(f.ix, "m", &r), 0);
+    ck_assert_str_eq(r.status, "st0001");
+    fx_done(&f);
+}
+END_TEST
+
+/* An unknown status first seen by an abandoned cycle is reported by the
+ * next cycle: the abandoned one never reached its log. */
+START_TEST(test_abandoned_cycle_reports_again)
+{
+    fx_t f;
+    fx_init(&f, 2, false);
+    put(&f, "k", DIFF_STATE_NONE, "weird", 0); /* interned by the load */
+    begin(&f);
+    observe(&f, "k", "weird");
+    observe(&f, "u", "odd");
+    diff_cycle_free(f.cy); /* a later page failed */
+    f.cy = NULL;
+    begin(&f);
+    observe(&f, "k", "weird");
+    observe(&f, "u", "odd");
+    finish(&f);
+    expect_unknown(&f, (const char *const[]){"weird", "odd"}, 2, 2);
+    apply_and_close(&f);
+    begin(&f);
+    observe(&f, "k", "weird");
+    observe(&f, "u", "odd");
+    finish(&f);
+    expect_unknown(&f, NULL, 0, 2);
+    fx_done(&f);
+}
+END_TEST
+
+/* Records one cycle may observe (issue 10, item 3). */
+START_TEST(test_max_sessions)
+{
+    fx_t f;
+    fx_init(&f, 2, true);
+    char id[32], err[256];
+    f.opt.max_sessions = 10;
+    begin(&f);
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof(id), "s%d", i);
+        observe(&f, id, "a");
+    }
+    err[0] = '\0';
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s0", "a", NULL, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "more than 10 records in one poll"));
+    ck_assert_ptr_nonnull(strstr(err, "max_sessions"));
+    diff_cycle_free(f.cy);
+    f.cy = NULL;
+    ck_assert_uint_eq(diff_index_size(f.ix), 0);
+
+    f.opt.max_sessions = 0; /* the default */
+    begin(&f);
+    for (int i = 0; i < DIFF_DEFAULT_MAX_SESSIONS; i++) {
+        snprintf(id, sizeof(id), "s%d", i);
+        ck_assert_int_eq(diff_cycle_observe(f.cy, id, "a", NULL, err, sizeof(err)), 0);
+    }
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "one-more", "a", NULL, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "max_sessions"));
+    fx_done(&f);
+}
+END_TEST
+
+/* A record of ~5 KiB: its copy takes more than DIFF_RETAINED_BYTES_PER_SESSION. */
+static cJSON *rec_big(const char *id, const char *raw)
+{
+    char pad[5000];
+    memset(pad, 'x', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    cJSON *o = rec_make(id, raw);
+    cJSON_AddStringToObject(o, "pad", pad);
+    return o;
+}
+
+/* The copies of records kept for events are bounded by max_sessions. */
+START_TEST(test_retained_bytes)
+{
+    fx_t f;
+    fx_init(&f, 2, false);
+    f.opt.max_sessions = 3; /* 9 KiB of copies: one record's, not two */
+    char err[256] = "";
+    cJSON *a = rec_big("d", "p"), *b = rec_big("d", "a"), *c = rec_big("e", "a");
+
+    begin(&f);
+    /* a duplicate that replaces the copy counts once */
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "d", "a", a, err, sizeof(err)), 0);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "d", "c", b, err, sizeof(err)), 0);
+    ck_assert_msg(diff_cycle_observe(f.cy, "e", "a", c, err, sizeof(err)) == -1, "no bound");
+    ck_assert_ptr_nonnull(strstr(err, "9216 bytes"));
+    ck_assert_ptr_nonnull(strstr(err, "max_sessions"));
+    diff_cycle_free(f.cy);
+    f.cy = NULL;
+
+    /* records that produce no event are not copied, so not counted */
+    put(&f, "d", DIFF_STATE_ACTIVE, "a", 0);
+    put(&f, "e", DIFF_STATE_ACTIVE, "a", 0);
+    begin(&f);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "d", "a", b, err, sizeof(err)), 0);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "e", "a", c, err, sizeof(err)), 0);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    cJSON_Delete(c);
+    fx_done(&f);
+}
+END_TEST
+
+/* RFC 3629 well-formed sequences, and the offsets of the first bad byte. */
+static const struct {
+    const char *s;
+    int ok;
+    size_t bad;
+} utf8_rows[] = {
+    {"plain", 1, 0},
+    {"\xc3\xa9t\xc3\xa9", 1, 0}, /* U+00E9 */
+    {"\xe2\x82\xac", 1, 0},      /* U+20AC */
+    {"\xef\xbf\xbf", 1, 0},      /* U+FFFF */
+    {"\xf0\x9f\x98\x80", 1, 0},  /* U+1F600 */
+    {"\xf4\x8f\xbf\xbf", 1, 0},  /* U+10FFFF */
+    {"s-\xff", 0, 2},            /* never in UTF-8 */
+    {"s-\x80", 0, 2},            /* a lone continuation byte */
+    {"ab\xc0\xaf", 0, 2},        /* overlong '/' */
+    {"\xe0\x80\xaf", 0, 0},      /* overlong '/' in three bytes */
+    {"\xf0\x80\x80\xaf", 0, 0},  /* overlong in four */
+    {"x\xed\xa0\x80", 0, 1},     /* U+D800, a surrogate */
+    {"\xed\xbf\xbf", 0, 0},      /* U+DFFF */
+    {"\xf4\x90\x80\x80", 0, 0},  /* above U+10FFFF */
+    {"\xf5\x80\x80\x80", 0, 0},
+    {"abc\xe2\x82", 0, 3},   /* cut short */
+    {"\xe2\x28\xa1", 0, 0},  /* second byte not a continuation */
+    {"\xf0\x9f\x98(", 0, 0}, /* fourth byte not a continuation */
+};
+
+START_TEST(test_utf8)
+{
+    size_t bad = 99;
+    const char *s = utf8_rows[_i].s;
+    int rc = diff_utf8_check(s, strlen(s), &bad);
+    ck_assert_msg(rc == (utf8_rows[_i].ok ? 0 : -1), "row %d", _i);
+    if (!utf8_rows[_i].ok)
+        ck_assert_uint_eq(bad, utf8_rows[_i].bad);
+}
+END_TEST
+
+/* The diff refuses ids and statuses that are not UTF-8 itself, whatever
+ * its caller checked (issue 10, item 5). */
+START_TEST(test_observe_refuses_bad_utf8)
+{
+    fx_t f;
+    fx_init(&f, 2, false);
+    begin(&f);
+    char err[256] = "";
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s-\xff", "a", NULL, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "session id is not UTF-8 (byte 2"));
+    ck_assert_ptr_null(strchr(err, '\xff'));
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", "IN_\xed\xa0\x80", NULL, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "not UTF-8 (byte 3"));
+    ck_assert_uint_eq(diff_cycle_observed(f.cy), 0);
+    observe(&f, "s-\xc3\xa9", "a");
+    finish(&f);
+    const diff_event_t *ev;
+    ck_assert_uint_eq(events(&f, &ev), 1);
+    ck_assert_str_eq(ev[0].session_id, "s-\xc3\xa9");
     fx_done(&f);
 }
 END_TEST
@@ -1438,6 +1656,12 @@ static Suite *diff_suite(void)
     tcase_add_test(tc, test_one_cycle_at_a_time);
     tcase_add_test(tc, test_bounds);
     tcase_add_test(tc, test_too_many_statuses);
+    tcase_add_test(tc, test_failed_cycle_interns_nothing);
+    tcase_add_test(tc, test_abandoned_cycle_reports_again);
+    tcase_add_test(tc, test_max_sessions);
+    tcase_add_test(tc, test_retained_bytes);
+    tcase_add_loop_test(tc, test_utf8, 0, (int)(sizeof(utf8_rows) / sizeof(utf8_rows[0])));
+    tcase_add_test(tc, test_observe_refuses_bad_utf8);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("encoding");

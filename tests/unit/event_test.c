@@ -123,6 +123,31 @@ START_TEST(large_integers_stay_exact)
 }
 END_TEST
 
+/* Whatever a caller hands in, an event is UTF-8 or nothing. */
+START_TEST(never_invalid_utf8)
+{
+    cJSON *record = cJSON_CreateObject();
+    cJSON_AddStringToObject(record, "name", "Ren\xe9");
+    diff_event_t ev = {.type = DIFF_EV_STARTED,
+                       .reason = DIFF_REASON_FIRST_SEEN,
+                       .session_id = "s-1",
+                       .state = DIFF_STATE_ACTIVE,
+                       .status = "IN_PROGRESS",
+                       .record = record};
+    size_t len = 0;
+    ck_assert_ptr_null(event_encode(&ev, "century", "century_smart_ia", 0, &len));
+    ev.record = NULL;
+    ev.session_id = "s-\xff";
+    ck_assert_ptr_null(event_encode(&ev, "century", "century_smart_ia", 0, &len));
+    ev.session_id = "s-\xc3\xa9";
+    char *json = event_encode(&ev, "century", "century_smart_ia", 0, &len);
+    ck_assert_ptr_nonnull(json);
+    ck_assert_ptr_nonnull(strstr(json, "\"subject\":\"s-\xc3\xa9\""));
+    free(json);
+    cJSON_Delete(record);
+}
+END_TEST
+
 START_TEST(time_format)
 {
     char out[EVENT_TIME_LEN];
@@ -142,6 +167,7 @@ int main(void)
     tcase_add_test(tc, first_seen_synthesized_event);
     tcase_add_test(tc, large_integers_stay_exact);
     tcase_add_test(tc, time_format);
+    tcase_add_test(tc, never_invalid_utf8);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -486,6 +486,8 @@ static const struct {
     {"{\"students\":[{\"id\":true,\"status\":\"registered\"}]}", NULL, "students[0]"},
     {"{\"students\":[{\"id\":1,\"status\":7}]}", NULL, "students[0]"},
     {"{\"students\":[{\"id\":1,\"status\":\"registered\"}]", NULL, "malformed JSON"},
+    {"{\"students\":[{\"id\":1,\"status\":\"registered\xc0\xaf\"}]}", NULL,
+     "invalid UTF-8 at byte 41 "},
     {"", NULL, "empty body"},
     {"{\"students\":[]}", "X-Pagination-Page: 2", "page 1 was asked for"},
 };

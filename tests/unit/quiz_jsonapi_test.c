@@ -285,6 +285,13 @@ static const struct {
      "malformed JSON"},
     {"<html><body>502 Bad Gateway</body></html>", "malformed JSON"},
     {"", "empty body"},
+    /* not UTF-8 (RFC 8259 §8.1), and a NUL that would cut the id short */
+    {"{\"data\":[{\"type\":\"quiz/sessions\",\"id\":\"b\xff\",\"attributes\":{\"status\":"
+     "\"started\"}}]}",
+     "invalid UTF-8 at byte 40 "},
+    {"{\"data\":[{\"type\":\"quiz/sessions\",\"id\":\"b\\u0000x\",\"attributes\":{\"status\":"
+     "\"started\"}}]}",
+     "\"\\u0000\" in a string at byte 40 "},
 };
 
 START_TEST(malformed_pages_fail)

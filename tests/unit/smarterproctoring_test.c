@@ -378,6 +378,8 @@ static const struct {
     {"{\"results\":[{\"sid\":\"a\",\"status\":null}],\"next\":null}", "results[0]"},
     {"{\"results\":[\"a\"],\"next\":null}", "results[0]"},
     {"{\"results\":[{\"sid\":\"a\",\"status\":\"Closed\"}],\"next\":", "malformed JSON"},
+    {"{\"results\":[{\"sid\":\"a\xed\xa0\x80\",\"status\":\"Closed\"}],\"next\":null}",
+     "invalid UTF-8 at byte 21 "},
     {"", "empty body"},
 };
 
