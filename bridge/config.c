@@ -496,9 +496,10 @@ static void merge_errors(sink_errors_t *errs, const sink_errors_t *from)
  * non-empty string of [A-Za-z0-9_-] (it becomes part of a source name). */
 static int expansion_text(const cJSON *v, char *out, size_t n)
 {
-    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 9007199254740991.0 &&
-        v->valuedouble == (double)(long long)v->valuedouble) {
-        snprintf(out, n, "%lld", (long long)v->valuedouble);
+    long long id;
+    if (cJSON_IsNumber(v) &&
+        sink_exact_integer(v->valuedouble, 1, PROVIDER_EXACT_INT_MAX - 1, &id) == 0) {
+        snprintf(out, n, "%lld", id);
         return 0;
     }
     if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= n)
