@@ -7,6 +7,7 @@
  * messages: after expansion any string may hold a secret.
  */
 #include "config.h"
+#include "redis_conn.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -649,8 +650,16 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     else
         redis = empty;
     if (sink_conf_string(redis, "redis", "url", false, CONF_DEFAULT_REDIS_URL, &s, errs) == 0) {
-        if (strncmp(s, "redis://", 8) != 0 || strlen(s) > CONF_URL_MAX)
-            sink_errors_add(errs, "redis.url", "expected redis://[:password@]host[:port][/db]");
+        /* The store's own parser, so that what check passes the store can use;
+         * its messages name the host at most, never the password. */
+        redis_target_t target = {0};
+        char why[256];
+        if (strlen(s) > CONF_URL_MAX)
+            sink_errors_add(errs, "redis.url", "longer than %d bytes", CONF_URL_MAX);
+        else if (redis_url_parse(s, &target, why, sizeof(why)) != 0)
+            sink_errors_add(errs, "redis.url",
+                            "%s (expected redis://[[user]:password@]host[:port][/db])", why);
+        redis_target_clear(&target);
         conf->redis_url = xstrdup(s);
     }
     if (sink_conf_string(redis, "redis", "prefix", false, CONF_DEFAULT_PREFIX, &s, errs) == 0) {

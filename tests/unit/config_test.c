@@ -66,7 +66,24 @@ static const struct {
     {"{\"sources\":[" SRC_OK "]}", "sinks: required"},
     {"{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK ",\"extra\":1}", "extra: unknown key"},
     {"{\"redis\":{\"url\":\"http://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
-     "redis.url: expected redis://"},
+     "redis.url: invalid redis URL: the scheme must be redis://"},
+    /* The store's parser runs at check time: what check passes, once can use. */
+    {"{\"redis\":{\"url\":\"redis://:" SECRET "@@:x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK
+     "}",
+     "redis.url: invalid redis URL: no host"},
+    {"{\"redis\":{\"url\":\"redis://:" SECRET "@h:99999\"},\"sources\":[" SRC_OK
+     "],\"sinks\":" SINKS_OK "}",
+     "redis.url: invalid redis URL: the port must be 1..65535"},
+    {"{\"redis\":{\"url\":\"redis://" SECRET "@h\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK
+     "}",
+     "redis.url: invalid redis URL: the userinfo must be [user]:password"},
+    {"{\"redis\":{\"url\":\"redis://h/db1\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "redis.url: invalid redis URL: unexpected text after the host"},
+    {"{\"redis\":{\"url\":\"rediss://h\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "redis.url: invalid redis URL: TLS (rediss://) is not supported"},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"redis_stream\","
+     "\"stream\":\"s\",\"url\":\"redis://:" SECRET "@@:x\"}]}",
+     "sinks[0].url: invalid redis URL: no host"},
     {"{\"redis\":{\"urll\":\"redis://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
      "redis.urll: unknown key"},
     {"{\"admin\":{\"listen\":\"nowhere\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
