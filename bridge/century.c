@@ -31,6 +31,8 @@
 /* 9999-12-31T23:59:59Z: the last second a four-digit ISO 8601 year can
  * write, so that both forms of a date cover the same range. */
 #define CENTURY_DATE_MAX_S 253402300799LL
+/* Its digits: a longer digit string is refused before strtoll, which would saturate it. */
+#define CENTURY_DATE_MAX_DIGITS 12
 
 static const char *const century_keys[] = {"completed_lookback_s", NULL};
 static const char *const auth_keys[] = {"api_key", NULL};
@@ -83,8 +85,7 @@ static int parse_date(const char *s, long long *out)
 {
     size_t digits = strspn(s, "0123456789");
     if (*s && digits == strlen(s)) {
-        /* Bounded before strtoll, which would saturate a longer one. */
-        if (digits > 12)
+        if (digits > CENTURY_DATE_MAX_DIGITS)
             return -1;
         long long v = strtoll(s, NULL, 10);
         if (v > CENTURY_DATE_MAX_S)

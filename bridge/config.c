@@ -303,8 +303,8 @@ static void expand_tree(cJSON *node, const char *path, conf_substs_t *rec, sink_
             sink_errors_add(errs, path, "%s", err);
             return;
         }
-        /* "prefix-${X}" quoted whole shows as written, not as "prefix-${X}"
-         * pieced together from what is left around the value. */
+        /* The whole string too: a short value inside a word ("v${X}" with
+         * X=2) is not redacted alone, but as part of the string it is in. */
         if (rec->n != vars && substs_add(rec, v, node->valuestring) != 0)
             sink_errors_add(errs, path, "out of memory");
         /* cJSON has no setter that takes ownership; swap the pointer. */
