@@ -356,7 +356,7 @@ static int valid_http_url(const char *s)
     if (*rest == '\0' || *rest == '/')
         return 0;
     for (const char *p = s; *p; p++) {
-        if ((unsigned char)*p <= 0x20 || *p == '?' || *p == '#')
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
             return 0;
     }
     return 1;

@@ -98,6 +98,9 @@ static const struct {
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"ftp://x\","
      "\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
      "sources[0].base_url: expected an http:// or https:// URL"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://x/a\\u007f\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].base_url: expected an http:// or https:// URL"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
      "\"auth\":{}}],\"sinks\":" SINKS_OK "}",
      "sources[0].auth.api_key: required"},
