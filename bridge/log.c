@@ -111,30 +111,20 @@ static size_t json_unit(const unsigned char **p, char unit[LOG_UNIT_SIZE])
         memcpy(unit, *p - n, n);
         return n;
     }
-    switch (c) {
-    case '"':
-        memcpy(unit, "\\\"", 2);
+    /* What JSON escapes with a letter, and the letters. */
+    static const char named[] = "\"\\\n\r\t", letter[] = "\"\\nrt";
+    const char *e = c != '\0' ? strchr(named, c) : NULL;
+    if (e != NULL) {
+        unit[0] = '\\';
+        unit[1] = letter[e - named];
         return 2;
-    case '\\':
-        memcpy(unit, "\\\\", 2);
-        return 2;
-    case '\n':
-        memcpy(unit, "\\n", 2);
-        return 2;
-    case '\r':
-        memcpy(unit, "\\r", 2);
-        return 2;
-    case '\t':
-        memcpy(unit, "\\t", 2);
-        return 2;
-    default:
-        if (c < 0x20) {
-            snprintf(unit, LOG_UNIT_SIZE, "\\u%04x", c);
-            return LOG_UNIT_MAX;
-        }
-        unit[0] = (char)c;
-        return 1;
     }
+    if (c < 0x20) {
+        snprintf(unit, LOG_UNIT_SIZE, "\\u%04x", c);
+        return LOG_UNIT_MAX;
+    }
+    unit[0] = (char)c;
+    return 1;
 }
 
 /*
