@@ -28,6 +28,11 @@
 /* A cursor is an opaque base64 token; anything longer is not one. */
 #define CENTURY_CURSOR_MAX 2048
 #define CENTURY_VALUE_MAX 256
+/* 9999-12-31T23:59:59Z: the last second a four-digit ISO 8601 year can
+ * write, so that both forms of a date cover the same range. */
+#define CENTURY_DATE_MAX_S 253402300799LL
+/* Its digits: a longer digit string is refused before strtoll, which would saturate it. */
+#define CENTURY_DATE_MAX_DIGITS 12
 
 static const char *const century_keys[] = {"completed_lookback_s", NULL};
 static const char *const auth_keys[] = {"api_key", NULL};
@@ -78,9 +83,14 @@ static int is_uuid(const char *s)
  */
 static int parse_date(const char *s, long long *out)
 {
-    char *end;
-    if (*s && strspn(s, "0123456789") == strlen(s)) {
-        *out = strtoll(s, &end, 10);
+    size_t digits = strspn(s, "0123456789");
+    if (*s && digits == strlen(s)) {
+        if (digits > CENTURY_DATE_MAX_DIGITS)
+            return -1;
+        long long v = strtoll(s, NULL, 10);
+        if (v > CENTURY_DATE_MAX_S)
+            return -1;
+        *out = v;
         return 0;
     }
     struct tm tm = {0};
@@ -168,14 +178,19 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
             if (v == NULL)
                 continue;
             snprintf(vpath, sizeof(vpath), "%s.%s", sub, date_ops[op]);
-            if (cJSON_IsNumber(v) && v->valuedouble >= 0) {
-                snprintf(buf, sizeof(buf), "%lld", (long long)v->valuedouble);
+            long long secs;
+            if (cJSON_IsNumber(v) &&
+                sink_exact_integer(v->valuedouble, 0, CENTURY_DATE_MAX_S, &secs) == 0) {
+                snprintf(buf, sizeof(buf), "%lld", secs);
                 text = buf;
             } else if (cJSON_IsString(v)) {
                 text = v->valuestring;
             }
             if (text == NULL || parse_date(text, &c->date_s[op]) != 0) {
-                sink_errors_add(errs, vpath, "expected a unix timestamp or an ISO 8601 date-time");
+                sink_errors_add(errs, vpath,
+                                "expected a unix timestamp or an ISO 8601 date-time (a "
+                                "timestamp is whole seconds, 0..%lld)",
+                                CENTURY_DATE_MAX_S);
                 continue;
             }
             c->date[op] = strdup(text);
@@ -206,9 +221,11 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
             snprintf(epath, sizeof(epath), "%s[%zu]", sub, j);
             int uuid = i < 2; /* userId and testId are UUIDs */
             if (!cJSON_IsString(e) || e->valuestring[0] == '\0' ||
-                strlen(e->valuestring) > CENTURY_VALUE_MAX || (uuid && !is_uuid(e->valuestring))) {
+                strlen(e->valuestring) > CENTURY_VALUE_MAX || (uuid && !is_uuid(e->valuestring)) ||
+                sink_has_control(e->valuestring)) {
                 sink_errors_add(errs, epath,
-                                uuid ? "expected a UUID" : "expected a non-empty string");
+                                uuid ? "expected a UUID"
+                                     : "expected a non-empty string without control characters");
                 continue;
             }
             c->lists[i][c->nlists[i]++] = strdup(e->valuestring);
@@ -234,7 +251,8 @@ static void *century_configure(const cJSON *src, const char *path, sink_errors_t
         sink_errors_add(errs, sub, "required, expected an object with api_key");
     } else {
         sink_conf_check_keys(auth, sub, auth_keys, errs);
-        if (sink_conf_string(auth, sub, "api_key", true, NULL, &key, errs) == 0 && key)
+        /* It goes into the x-api-key header line. */
+        if (sink_conf_request_string(auth, sub, "api_key", true, NULL, &key, errs) == 0 && key)
             c->api_key = strdup(key);
     }
     if (sink_conf_int(src, path, "completed_lookback_s", false, CENTURY_DEFAULT_LOOKBACK_S, 0,
@@ -356,7 +374,7 @@ static int century_next_request(void *poll, provider_request_t *req, char *err, 
     }
     if (provider_add_header(req, "x-api-key", c->api_key) != 0 ||
         provider_add_header(req, "Accept", "application/json") != 0) {
-        snprintf(err, errlen, "request header too long");
+        snprintf(err, errlen, "request header too long or holding a control character");
         return -1;
     }
     p->pages++;

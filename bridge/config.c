@@ -3,10 +3,15 @@
  *
  * Expansion happens on the parsed tree, string by string, before any
  * validation, so that validators see the values the daemon will use and
- * every message can name the JSON path. Values are never quoted back in
- * messages: after expansion any string may hold a secret.
+ * every message can name the JSON path. After expansion any string may hold
+ * a secret, yet messages quote strings (an unknown provider, a duplicate
+ * name) and so do texts we do not write (dlerror(), librdkafka, a sink
+ * module's validate()). So the loader records what expansion substituted,
+ * and before conf_parse() returns, every message it collected is rewritten
+ * to show the file's text ("${X}") where it would show a substituted value.
  */
 #include "config.h"
+#include "redis_conn.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -19,6 +24,13 @@
 #define CONF_EXPANDED_MAX (64u * 1024u)
 /* Longest JSON path we format. */
 #define CONF_PATH_MAX SINK_PATH_MAX
+/*
+ * A substituted value at least this long is redacted wherever it appears
+ * in a message; a shorter one only where it stands as a word of its own
+ * (between quotes, spaces, ':' ...), so that X=s does not rewrite every 's'
+ * of every message.
+ */
+#define CONF_REDACT_ANYWHERE_MIN 8
 
 static const char *const top_keys[] = {
     "redis", "admin", "shutdown_grace_s", "lease_ttl_s", "sources", "sinks", NULL};
@@ -67,7 +79,138 @@ static int valid_var_name(const char *s, size_t n)
     return 1;
 }
 
-char *conf_expand(const char *s, char *err, size_t errlen)
+/* ---- what expansion substituted, and the messages that must not show it ---- */
+
+typedef struct conf_subst {
+    char *value; /* what no message may show */
+    size_t len;  /* strlen(value) */
+    char *shown; /* what it shows instead: the text of the file */
+} conf_subst_t;
+
+typedef struct conf_substs {
+    conf_subst_t *v;
+    size_t n, cap;
+} conf_substs_t;
+
+/* Records value -> shown (copies both); an empty or known value is skipped. */
+static int substs_add(conf_substs_t *s, const char *value, const char *shown)
+{
+    if (value[0] == '\0')
+        return 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (strcmp(s->v[i].value, value) == 0)
+            return 0;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        conf_subst_t *v = realloc(s->v, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    conf_subst_t *e = &s->v[s->n];
+    e->value = strdup(value);
+    e->shown = strdup(shown);
+    if (e->value == NULL || e->shown == NULL) {
+        free(e->value);
+        free(e->shown);
+        return -1;
+    }
+    e->len = strlen(value);
+    s->n++;
+    return 0;
+}
+
+static void substs_free(conf_substs_t *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        explicit_bzero(s->v[i].value, s->v[i].len);
+        free(s->v[i].value);
+        free(s->v[i].shown);
+    }
+    free(s->v);
+}
+
+/* Longest value first: "s3cr3t-1" is replaced whole, not as "${X}-1" plus rest. */
+static int by_length_desc(const void *a, const void *b)
+{
+    size_t la = ((const conf_subst_t *)a)->len, lb = ((const conf_subst_t *)b)->len;
+    return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+static int word_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || (unsigned char)c >= 0x80;
+}
+
+/* True when v occurs in msg at p under the rule of CONF_REDACT_ANYWHERE_MIN. */
+static int redactable_at(const char *msg, const char *p, const char *v, size_t n)
+{
+    if (strncmp(p, v, n) != 0)
+        return 0;
+    if (n >= CONF_REDACT_ANYWHERE_MIN)
+        return 1;
+    return (p == msg || !word_char(p[-1])) && !word_char(p[n]);
+}
+
+/*
+ * A message cut at SINK_ERROR_LEN may end inside a value, where no whole
+ * occurrence is left to find: such a tail (a prefix of a value) is cut off.
+ */
+static void cut_partial_tail(char *msg, const conf_substs_t *s)
+{
+    size_t len = strlen(msg);
+    if (len + 1 < SINK_ERROR_LEN)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        size_t vlen = s->v[i].len;
+        for (size_t k = vlen - 1 < len ? vlen - 1 : len; k > 0; k--) {
+            if (memcmp(msg + len - k, s->v[i].value, k) == 0) {
+                len -= k;
+                msg[len] = '\0';
+                break;
+            }
+        }
+    }
+}
+
+/* Rewrites errs->msg[from..] so that no substituted value shows (see the top). */
+static void redact_messages(sink_errors_t *errs, size_t from, conf_substs_t *s)
+{
+    size_t shown = errs->count < SINK_ERRORS_MAX ? errs->count : SINK_ERRORS_MAX;
+
+    if (s->n == 0)
+        return;
+    qsort(s->v, s->n, sizeof(*s->v), by_length_desc);
+    for (size_t m = from; m < shown; m++) {
+        char *msg = errs->msg[m], out[SINK_ERROR_LEN];
+        size_t o = 0;
+
+        cut_partial_tail(msg, s);
+        for (const char *p = msg; *p && o + 1 < sizeof(out);) {
+            size_t i;
+            for (i = 0; i < s->n; i++) {
+                size_t n = s->v[i].len;
+                if (redactable_at(msg, p, s->v[i].value, n)) {
+                    int w = snprintf(out + o, sizeof(out) - o, "%s", s->v[i].shown);
+                    o = w < 0 ? o : o + (size_t)w < sizeof(out) ? o + (size_t)w : sizeof(out) - 1;
+                    p += n;
+                    break;
+                }
+            }
+            if (i == s->n)
+                out[o++] = *p++;
+        }
+        out[o] = '\0';
+        memcpy(msg, out, o + 1);
+    }
+}
+
+/* ---- ${VAR} expansion ---- */
+
+/* conf_expand(); with rec, each variable's value is recorded against "${NAME}". */
+static char *expand(const char *s, conf_substs_t *rec, char *err, size_t errlen)
 {
     strbuf_t b = {0};
     const char *p = s;
@@ -118,6 +261,11 @@ char *conf_expand(const char *s, char *err, size_t errlen)
             }
         } else if (sb_put(&b, val, strlen(val)) != 0) {
             goto toolong;
+        } else if (rec) {
+            char shown[sizeof(var) + 3];
+            snprintf(shown, sizeof(shown), "${%s}", var);
+            if (substs_add(rec, val, shown) != 0)
+                goto nomem;
         }
         p = close + 1;
     }
@@ -128,23 +276,38 @@ toolong:
 nomem:
     snprintf(err, errlen, "out of memory");
 fail:
+    if (b.buf)
+        explicit_bzero(b.buf, b.len);
     free(b.buf);
     return NULL;
 }
 
-/* Replaces every string in the tree by its expansion; reports failures. */
-static void expand_tree(cJSON *node, const char *path, sink_errors_t *errs)
+char *conf_expand(const char *s, char *err, size_t errlen)
+{
+    return expand(s, NULL, err, errlen);
+}
+
+/*
+ * Replaces every string in the tree by its expansion; reports failures.
+ * Records in rec what each variable and each string that used one became.
+ */
+static void expand_tree(cJSON *node, const char *path, conf_substs_t *rec, sink_errors_t *errs)
 {
     char sub[CONF_PATH_MAX];
     size_t i = 0;
 
     if (cJSON_IsString(node)) {
         char err[256];
-        char *v = conf_expand(node->valuestring, err, sizeof(err));
+        size_t vars = rec->n;
+        char *v = expand(node->valuestring, rec, err, sizeof(err));
         if (v == NULL) {
             sink_errors_add(errs, path, "%s", err);
             return;
         }
+        /* The whole string too: a short value inside a word ("v${X}" with
+         * X=2) is not redacted alone, but as part of the string it is in. */
+        if (rec->n != vars && substs_add(rec, v, node->valuestring) != 0)
+            sink_errors_add(errs, path, "out of memory");
         /* cJSON has no setter that takes ownership; swap the pointer. */
         cJSON_free(node->valuestring);
         node->valuestring = v;
@@ -155,7 +318,7 @@ static void expand_tree(cJSON *node, const char *path, sink_errors_t *errs)
             sink_conf_path(sub, sizeof(sub), path, c->string ? c->string : "");
         else
             sink_conf_path_index(sub, sizeof(sub), path, i);
-        expand_tree(c, sub, errs);
+        expand_tree(c, sub, rec, errs);
     }
 }
 
@@ -194,7 +357,7 @@ static int valid_http_url(const char *s)
     if (*rest == '\0' || *rest == '/')
         return 0;
     for (const char *p = s; *p; p++) {
-        if ((unsigned char)*p <= 0x20 || *p == '?' || *p == '#')
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
             return 0;
     }
     return 1;
@@ -500,9 +663,10 @@ static void merge_errors(sink_errors_t *errs, const sink_errors_t *from)
  * non-empty string of [A-Za-z0-9_-] (it becomes part of a source name). */
 static int expansion_text(const cJSON *v, char *out, size_t n)
 {
-    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 9007199254740991.0 &&
-        v->valuedouble == (double)(long long)v->valuedouble) {
-        snprintf(out, n, "%lld", (long long)v->valuedouble);
+    long long id;
+    if (cJSON_IsNumber(v) &&
+        sink_exact_integer(v->valuedouble, 1, PROVIDER_EXACT_INT_MAX - 1, &id) == 0) {
+        snprintf(out, n, "%lld", id);
         return 0;
     }
     if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= n)
@@ -615,6 +779,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     cJSON *root = NULL, *empty = NULL, *expanded = NULL;
     const char *s;
     size_t start_count = errs->count;
+    conf_substs_t substs = {0};
 
     root = cJSON_ParseWithLength(text, len);
     if (root == NULL) {
@@ -630,7 +795,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
         sink_errors_add(errs, "$", "expected a JSON object at the top");
         goto out;
     }
-    expand_tree(root, "", errs);
+    expand_tree(root, "", &substs, errs);
 
     conf = calloc(1, sizeof(*conf));
     if (conf == NULL)
@@ -652,8 +817,16 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     else
         redis = empty;
     if (sink_conf_string(redis, "redis", "url", false, CONF_DEFAULT_REDIS_URL, &s, errs) == 0) {
-        if (strncmp(s, "redis://", 8) != 0 || strlen(s) > CONF_URL_MAX)
-            sink_errors_add(errs, "redis.url", "expected redis://[:password@]host[:port][/db]");
+        /* The store's own parser, so that what check passes the store can use;
+         * its messages name the host at most, never the password. */
+        redis_target_t target = {0};
+        char why[256];
+        if (strlen(s) > CONF_URL_MAX)
+            sink_errors_add(errs, "redis.url", "longer than %d bytes", CONF_URL_MAX);
+        else if (redis_url_parse(s, &target, why, sizeof(why)) != 0)
+            sink_errors_add(errs, "redis.url",
+                            "%s (expected redis://[[user]:password@]host[:port][/db])", why);
+        redis_target_clear(&target);
         conf->redis_url = xstrdup(s);
     }
     if (sink_conf_string(redis, "redis", "prefix", false, CONF_DEFAULT_PREFIX, &s, errs) == 0) {
@@ -747,6 +920,8 @@ out:
     cJSON_Delete(root);
     if (conf == NULL && errs->count == start_count)
         sink_errors_add(errs, "$", "out of memory");
+    redact_messages(errs, start_count, &substs);
+    substs_free(&substs);
     if (errs->count != start_count) {
         conf_free(conf);
         return NULL;

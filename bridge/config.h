@@ -74,7 +74,9 @@ typedef struct conf {
  * Reads, expands and validates path. Returns the configuration (owned by
  * the caller, released with conf_free()) or NULL with every problem in errs
  * ("sources[2].auth.api_key: required, expected a non-empty string"). No
- * message ever contains an expanded value.
+ * message ever contains an expanded value: where one would quote a string
+ * that came from the environment, whoever wrote the message, it shows the
+ * file's text instead (unknown provider "${X}").
  */
 conf_t *conf_load(const char *path, sink_errors_t *errs);
 /* The same from a JSON text already in memory (path is used in messages). */

@@ -17,6 +17,12 @@
 
 /* A line longer than this is cut, with "truncated":true. */
 #define LOG_LINE_MAX 4096
+/* What a cut line still needs after its last field: `,"truncated":true}\n`. */
+#define LOG_TAIL_MAX (sizeof(",\"truncated\":true}\n") - 1)
+/* The JSON text of one character: "\u00XX" is the longest escape. */
+#define LOG_UNIT_MAX 6
+/* The unit buffer: snprintf() also writes a NUL. */
+#define LOG_UNIT_SIZE (LOG_UNIT_MAX + 1)
 
 volatile int log_max_level = LOG_LVL_INFO;
 
@@ -33,62 +39,123 @@ void log_set_level(log_level_t level)
     log_max_level = level;
 }
 
+/*
+ * A line under construction. Everything but the tail is written within
+ * LOG_LINE_MAX - LOG_TAIL_MAX, and only whole pieces: a field that does not
+ * fit is left out whole, a string value that does not fit is cut between
+ * two characters and closed, so that a cut line is still one JSON object.
+ */
 typedef struct line {
     char buf[LOG_LINE_MAX];
     size_t len;
     int truncated;
 } line_t;
 
-static void put_raw(line_t *l, const char *s, size_t n)
+static const size_t line_room = LOG_LINE_MAX - LOG_TAIL_MAX;
+
+/* Appends s[0..n) whole, or nothing and -1 when it does not fit. */
+static int put_raw(line_t *l, const char *s, size_t n)
 {
-    /* Keep room for the closing `,"truncated":true}\n`. */
-    const size_t reserve = 24;
-    if (l->truncated || l->len + n + reserve > sizeof(l->buf)) {
-        l->truncated = 1;
-        return;
-    }
+    if (l->len + n > line_room)
+        return -1;
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+    return 0;
 }
 
-static void put_str(line_t *l, const char *s)
+static int put_str(line_t *l, const char *s)
 {
-    put_raw(l, s, strlen(s));
+    return put_raw(l, s, strlen(s));
 }
 
-static void put_json_string(line_t *l, const char *s)
+/*
+ * The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0 when p does not
+ * start one.
+ */
+static size_t utf8_sequence(const unsigned char *p)
 {
-    char esc[8];
-    put_raw(l, "\"", 1);
-    if (s == NULL)
-        s = "";
-    for (const unsigned char *p = (const unsigned char *)s; *p && !l->truncated; p++) {
-        switch (*p) {
-        case '"':
-            put_raw(l, "\\\"", 2);
-            break;
-        case '\\':
-            put_raw(l, "\\\\", 2);
-            break;
-        case '\n':
-            put_raw(l, "\\n", 2);
-            break;
-        case '\r':
-            put_raw(l, "\\r", 2);
-            break;
-        case '\t':
-            put_raw(l, "\\t", 2);
-            break;
-        default:
-            if (*p < 0x20) {
-                snprintf(esc, sizeof(esc), "\\u%04x", *p);
-                put_str(l, esc);
-            } else {
-                put_raw(l, (const char *)p, 1);
-            }
-        }
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        unsigned char lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
     }
-    put_raw(l, "\"", 1);
+    if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        unsigned char lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+/*
+ * The JSON text of the character at *p into unit, its
+ * length returned and *p moved past it. A byte that starts no well-formed
+ * UTF-8 sequence becomes U+FFFD: JSON is UTF-8, and consumers in Java or
+ * Go reject or mangle a line that is not.
+ */
+static size_t json_unit(const unsigned char **p, char unit[LOG_UNIT_SIZE])
+{
+    unsigned char c = **p;
+    size_t n = utf8_sequence(*p);
+
+    if (n == 0) {
+        (*p)++;
+        memcpy(unit, "\xef\xbf\xbd", 3);
+        return 3;
+    }
+    *p += n;
+    if (n > 1) {
+        memcpy(unit, *p - n, n);
+        return n;
+    }
+    /* What JSON escapes with a letter, and the letters. */
+    static const char named[] = "\"\\\n\r\t", letter[] = "\"\\nrt";
+    const char *e = c != '\0' ? strchr(named, c) : NULL;
+    if (e != NULL) {
+        unit[0] = '\\';
+        unit[1] = letter[e - named];
+        return 2;
+    }
+    if (c < 0x20) {
+        snprintf(unit, LOG_UNIT_SIZE, "\\u%04x", c);
+        return LOG_UNIT_MAX;
+    }
+    unit[0] = (char)c;
+    return 1;
+}
+
+/*
+ * Appends s as a JSON string. With cut, a string that does not fit is cut
+ * after its last whole character and closed (returns 1); without, nothing
+ * is written (returns -1). 0 when it fits whole.
+ */
+static int put_json_string(line_t *l, const char *s, int cut)
+{
+    size_t start = l->len;
+    char unit[LOG_UNIT_SIZE];
+
+    /* The opening quote and room for the closing one. */
+    if (l->len + 2 > line_room)
+        return -1;
+    l->buf[l->len++] = '"';
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;) {
+        size_t n = json_unit(&p, unit);
+        if (l->len + n + 1 > line_room) {
+            if (!cut) {
+                l->len = start;
+                return -1;
+            }
+            l->buf[l->len++] = '"';
+            return 1;
+        }
+        memcpy(l->buf + l->len, unit, n);
+        l->len += n;
+    }
+    l->buf[l->len++] = '"';
+    return 0;
 }
 
 static void put_timestamp(line_t *l)
@@ -100,46 +167,74 @@ static void put_timestamp(line_t *l)
     gmtime_r(&ts.tv_sec, &tm);
     size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts.tv_nsec / 1000000);
-    put_json_string(l, buf);
+    put_json_string(l, buf, 0);
+}
+
+/*
+ * Appends ,"key":value. A field that does not fit is left out whole, except
+ * a string value, which is cut (see put_json_string). 0 when it fits, 1
+ * when the line is full (truncated is then set and nothing more fits).
+ */
+static int put_field(line_t *l, const char *key, const log_field_t *f, const char *msg)
+{
+    size_t start = l->len;
+    char num[64];
+    int rc = 0;
+
+    if (put_raw(l, ",", 1) != 0 || put_json_string(l, key, 0) != 0 || put_raw(l, ":", 1) != 0)
+        goto full;
+    if (f == NULL) {
+        rc = put_json_string(l, msg, 1);
+    } else {
+        switch (f->type) {
+        case LOG_FT_STR:
+            rc = f->s == NULL ? put_str(l, "null") : put_json_string(l, f->s, 1);
+            break;
+        case LOG_FT_INT:
+            snprintf(num, sizeof(num), "%lld", f->i);
+            rc = put_str(l, num);
+            break;
+        case LOG_FT_DBL:
+            /* JSON has no NaN or infinity. */
+            if (f->d == f->d && f->d - f->d == 0)
+                snprintf(num, sizeof(num), "%.6g", f->d);
+            else
+                snprintf(num, sizeof(num), "null");
+            rc = put_str(l, num);
+            break;
+        case LOG_FT_BOOL:
+            rc = put_str(l, f->i ? "true" : "false");
+            break;
+        case LOG_FT_END:
+            break;
+        }
+    }
+    if (rc == 0)
+        return 0;
+    if (rc > 0) {
+        l->truncated = 1;
+        return 1;
+    }
+full:
+    l->len = start;
+    l->truncated = 1;
+    return 1;
 }
 
 void log_write(log_level_t level, const char *msg, const log_field_t *fields)
 {
     line_t l;
-    char num[64];
 
     l.len = 0;
     l.truncated = 0;
     put_str(&l, "{\"ts\":");
     put_timestamp(&l);
     put_str(&l, ",\"level\":");
-    put_json_string(&l, log_level_name(level));
-    put_str(&l, ",\"msg\":");
-    put_json_string(&l, msg);
-    for (const log_field_t *f = fields; f && f->type != LOG_FT_END; f++) {
-        put_raw(&l, ",", 1);
-        put_json_string(&l, f->key);
-        put_raw(&l, ":", 1);
-        switch (f->type) {
-        case LOG_FT_STR:
-            if (f->s == NULL)
-                put_str(&l, "null");
-            else
-                put_json_string(&l, f->s);
-            break;
-        case LOG_FT_INT:
-            snprintf(num, sizeof(num), "%lld", f->i);
-            put_str(&l, num);
-            break;
-        case LOG_FT_DBL:
-            snprintf(num, sizeof(num), "%.6g", f->d);
-            put_str(&l, num);
-            break;
-        case LOG_FT_BOOL:
-            put_str(&l, f->i ? "true" : "false");
-            break;
-        case LOG_FT_END:
-            break;
+    put_json_string(&l, log_level_name(level), 0);
+    if (put_field(&l, "msg", NULL, msg) == 0) {
+        for (const log_field_t *f = fields; f && f->type != LOG_FT_END; f++) {
+            if (put_field(&l, f->key, f, NULL) != 0)
+                break;
         }
     }
     if (l.truncated) {

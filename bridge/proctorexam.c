@@ -46,6 +46,8 @@
 #define PE_MAX_LIMIT 300
 /* Exam ids are integers; 18 digits keep them below 2^63. */
 #define PE_EXAM_ID_MAX_DIGITS 18
+/* As a JSON number, well below 2^53 so that the double holds it exactly. */
+#define PE_EXAM_ID_NUMBER_MAX 1000000000000000LL
 /* The seed only says "joined by '?'"; a separator is a few bytes at most. */
 #define PE_JOIN_MAX 8
 /* filter and sort, stringified: percent-encoding may triple them and the
@@ -123,9 +125,9 @@ static void configure_exam_id(pe_conf_t *c, const cJSON *src, const char *path, 
         return;
     }
     if (cJSON_IsNumber(v)) {
-        double d = v->valuedouble;
-        ok = d >= 1 && d <= 1e15 && (double)(unsigned long long)d == d;
-        id = ok ? (unsigned long long)d : 0;
+        long long ll;
+        ok = sink_exact_integer(v->valuedouble, 1, PE_EXAM_ID_NUMBER_MAX, &ll) == 0;
+        id = ok ? (unsigned long long)ll : 0;
     } else if (cJSON_IsString(v)) {
         const char *s = v->valuestring;
         size_t n = strlen(s);
@@ -154,17 +156,10 @@ static void configure_auth(pe_conf_t *c, const cJSON *src, const char *path, sin
         return;
     }
     sink_conf_check_keys(auth, sub, auth_keys, errs);
-    if (sink_conf_string(auth, sub, "api_token", true, NULL, &token, errs) == 0 && token) {
-        /* It goes into a header line; a CR or LF would split it. */
-        if (strpbrk(token, "\r\n") != NULL) {
-            char tpath[SINK_PATH_MAX];
-            sink_errors_add(errs, sink_conf_path(tpath, sizeof(tpath), sub, "api_token"),
-                            "must not contain line breaks");
-        } else {
-            c->api_token = strdup(token);
-        }
-    }
-    if (sink_conf_string(auth, sub, "secret_key", true, NULL, &secret, errs) == 0 && secret)
+    /* The token goes into a header line, the key into every signature. */
+    if (sink_conf_request_string(auth, sub, "api_token", true, NULL, &token, errs) == 0 && token)
+        c->api_token = strdup(token);
+    if (sink_conf_request_string(auth, sub, "secret_key", true, NULL, &secret, errs) == 0 && secret)
         c->secret_key = strdup(secret);
 }
 
@@ -291,9 +286,11 @@ static void *pe_configure(const cJSON *src, const char *path, sink_errors_t *err
     const cJSON *join = cJSON_GetObjectItemCaseSensitive(src, "signature_join");
     snprintf(c->join, sizeof(c->join), "?");
     if (join) {
-        if (!cJSON_IsString(join) || strlen(join->valuestring) > PE_JOIN_MAX)
+        if (!cJSON_IsString(join) || strlen(join->valuestring) > PE_JOIN_MAX ||
+            sink_has_control(join->valuestring))
             sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), path, "signature_join"),
-                            "expected a string of at most %d bytes", PE_JOIN_MAX);
+                            "expected a string of at most %d bytes without control characters",
+                            PE_JOIN_MAX);
         else
             snprintf(c->join, sizeof(c->join), "%s", join->valuestring);
     }
@@ -469,7 +466,7 @@ static int pe_next_request(void *poll, provider_request_t *req, char *err, size_
     if (provider_add_header(req, "Authorization", auth) != 0 ||
         provider_add_header(req, "Accept", "application/vnd.procwise.v3") != 0) {
         OPENSSL_cleanse(auth, sizeof(auth));
-        snprintf(err, errlen, "request header too long");
+        snprintf(err, errlen, "request header too long or holding a control character");
         return -1;
     }
     OPENSSL_cleanse(auth, sizeof(auth));

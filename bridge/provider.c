@@ -128,9 +128,24 @@ cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen
     return doc;
 }
 
+int provider_is_token(const char *s)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        int alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (!alnum && strchr(extra, c) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
 int provider_add_header(provider_request_t *req, const char *name, const char *value)
 {
-    if (req->nheaders >= HTTP_MAX_REQUEST_HEADERS)
+    if (req->nheaders >= HTTP_MAX_REQUEST_HEADERS || !provider_is_token(name) ||
+        sink_has_control(value))
         return -1;
     int n = snprintf(req->headers[req->nheaders], sizeof(req->headers[0]), "%s: %s", name, value);
     if (n < 0 || (size_t)n >= sizeof(req->headers[0]))
@@ -156,11 +171,7 @@ cJSON *provider_page_array(const http_response_t *resp, const char *key, const c
 
 int provider_exact_integer(double d, long long *out)
 {
-    /* The range test also refuses NaN and the infinities. */
-    if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || (double)(long long)d != d)
-        return 0;
-    *out = (long long)d;
-    return 1;
+    return sink_exact_integer(d, -PROVIDER_EXACT_INT_MAX, PROVIDER_EXACT_INT_MAX, out) == 0;
 }
 
 int provider_id_text(const cJSON *v, char *out, size_t n)

@@ -124,7 +124,13 @@ cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen
  */
 cJSON *provider_page_array(const http_response_t *resp, const char *key, const cJSON **array,
                            char *err, size_t errlen);
-/* 1 with *out set when d is a whole number that a double holds exactly (|d| <= 2^53). */
+/* Beyond 2^53 a double skips integers: an id read from JSON there may not be the one sent. */
+#define PROVIDER_EXACT_INT_MAX 9007199254740992LL
+/*
+ * 1 with *out set when d is a whole number that a double holds exactly
+ * (|d| <= PROVIDER_EXACT_INT_MAX); 0 otherwise. sink_exact_integer() with
+ * that range.
+ */
 int provider_exact_integer(double d, long long *out);
 /*
  * A session id as the provider sent it: a non-empty string shorter than n,
@@ -132,7 +138,14 @@ int provider_exact_integer(double d, long long *out);
  * anything else.
  */
 int provider_id_text(const cJSON *v, char *out, size_t n);
-/* Sets req->headers[req->nheaders++] = "name: value"; -1 if it does not fit. */
+/* 1 when s is an HTTP header name (RFC 7230 token: letters, digits, !#$%&'*+-.^_`|~). */
+int provider_is_token(const char *s);
+/*
+ * Sets req->headers[req->nheaders++] = "name: value". -1 when it does not
+ * fit, when name is not a token, or when value holds a control character:
+ * whatever configuration let through, a CR or LF never reaches the wire
+ * to start another header.
+ */
 int provider_add_header(provider_request_t *req, const char *name, const char *value);
 
 #endif /* SB_PROVIDER_H */

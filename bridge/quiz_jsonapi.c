@@ -62,32 +62,6 @@ typedef struct quiz_conf {
 
 /* ---- configuration ---- */
 
-/* RFC 7230 section 3.2.6: token = 1*tchar. */
-static int is_token(const char *s)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        int alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-        if (!alnum && strchr(extra, c) == NULL)
-            return 0;
-    }
-    return 1;
-}
-
-/* No control characters: a CR or LF would inject a header or a request. */
-static int is_printable(const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c < 0x20 || c == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
 static void quiz_free_config(void *p)
 {
     quiz_conf_t *c = p;
@@ -122,7 +96,7 @@ static int filter_text(const cJSON *v, char *buf, size_t n)
 {
     if (cJSON_IsString(v)) {
         if (v->valuestring[0] == '\0' || strlen(v->valuestring) > QUIZ_VALUE_MAX ||
-            !is_printable(v->valuestring))
+            sink_has_control(v->valuestring))
             return -1;
         snprintf(buf, n, "%s", v->valuestring);
         return 0;
@@ -207,7 +181,7 @@ static void configure_auth(quiz_conf_t *c, const cJSON *src, const char *path, s
     sink_conf_check_keys(auth, sub, auth_keys, errs);
     if (sink_conf_string(auth, sub, "header", true, NULL, &header, errs) == 0 && header) {
         sink_conf_path(vpath, sizeof(vpath), sub, "header");
-        if (!is_token(header) || strlen(header) > QUIZ_HEADER_NAME_MAX)
+        if (!provider_is_token(header) || strlen(header) > QUIZ_HEADER_NAME_MAX)
             sink_errors_add(errs, vpath,
                             "expected an HTTP header name (RFC 7230 token: letters, digits and "
                             "!#$%%&'*+-.^_`|~), at most %d bytes",
@@ -216,15 +190,11 @@ static void configure_auth(quiz_conf_t *c, const cJSON *src, const char *path, s
             c->header = strdup(header);
     }
     /* The value is a secret: the messages below describe it, never quote it. */
-    if (sink_conf_string(auth, sub, "value", true, NULL, &value, errs) == 0 && value) {
+    if (sink_conf_request_string(auth, sub, "value", true, NULL, &value, errs) == 0 && value) {
         sink_conf_path(vpath, sizeof(vpath), sub, "value");
         /* "Name: value" must fit one request header line. */
         size_t room = HTTP_HEADER_MAX - 1 - 2 - (c->header ? strlen(c->header) : 0);
-        if (value[0] == '\0')
-            sink_errors_add(errs, vpath, "required, expected a non-empty string");
-        else if (!is_printable(value))
-            sink_errors_add(errs, vpath, "must not contain control characters");
-        else if (strlen(value) > room)
+        if (strlen(value) > room)
             sink_errors_add(errs, vpath, "longer than %zu bytes", room);
         else
             c->value = strdup(value);
@@ -243,9 +213,9 @@ static void *quiz_configure(const cJSON *src, const char *path, sink_errors_t *e
         return NULL;
     }
     configure_auth(c, src, path, errs);
-    if (sink_conf_string(src, path, "sort", false, NULL, &sort, errs) == 0 && sort) {
+    if (sink_conf_request_string(src, path, "sort", false, NULL, &sort, errs) == 0 && sort) {
         sink_conf_path(sub, sizeof(sub), path, "sort");
-        if (sort[0] == '\0' || strlen(sort) > QUIZ_VALUE_MAX || !is_printable(sort))
+        if (strlen(sort) > QUIZ_VALUE_MAX)
             sink_errors_add(errs, sub,
                             "expected a non-empty comma-separated list of fields (\"-\" for "
                             "descending), at most %d bytes",
@@ -321,7 +291,7 @@ static int quiz_next_request(void *poll, provider_request_t *req, char *err, siz
     }
     if (provider_add_header(req, c->header, c->value) != 0 ||
         provider_add_header(req, "Accept", "application/vnd.api+json") != 0) {
-        snprintf(err, errlen, "request header too long");
+        snprintf(err, errlen, "request header too long or holding a control character");
         return -1;
     }
     p->pages++;

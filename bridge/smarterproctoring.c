@@ -183,16 +183,6 @@ static void configure_filters(sp_conf_t *c, const cJSON *filters, const char *pa
     }
 }
 
-/* A header value must not be able to start another header. */
-static int header_safe(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
 static void *sp_configure(const cJSON *src, const char *path, sink_errors_t *errs)
 {
     sp_conf_t *c = calloc(1, sizeof(*c));
@@ -224,9 +214,9 @@ static void *sp_configure(const cJSON *src, const char *path, sink_errors_t *err
         char tpath[SINK_PATH_MAX];
         sink_conf_check_keys(auth, sub, auth_keys, errs);
         v = NULL;
-        if (sink_conf_string(auth, sub, "token", true, NULL, &v, errs) == 0 && v) {
+        if (sink_conf_request_string(auth, sub, "token", true, NULL, &v, errs) == 0 && v) {
             /* The message never shows the value: it is the credential. */
-            if (v[0] == '\0' || strlen(v) > SP_TOKEN_MAX || !header_safe(v))
+            if (strlen(v) > SP_TOKEN_MAX)
                 sink_errors_add(errs, sink_conf_path(tpath, sizeof(tpath), sub, "token"),
                                 "expected a non-empty string of at most %d bytes without "
                                 "control characters",
@@ -418,7 +408,7 @@ static int sp_next_request(void *poll, provider_request_t *req, char *err, size_
     }
     if (provider_add_header(req, "token", p->conf->token) != 0 ||
         provider_add_header(req, "Accept", "application/json") != 0) {
-        snprintf(err, errlen, "request header too long");
+        snprintf(err, errlen, "request header too long or holding a control character");
         return -1;
     }
     memcpy(p->fetched, req->url, sizeof(p->fetched));

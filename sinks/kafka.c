@@ -47,6 +47,8 @@
 #define KAFKA_QUEUE_FULL_RETRIES 20
 /* librdkafka's default (300 s) would hold a source's commit for 5 minutes. */
 #define KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS "30000"
+/* Numeric properties written as integers up to this; beyond, as %.17g (exact below 2^53). */
+#define KAFKA_PROPERTY_INT_MAX 1000000000000000LL
 /*
  * destroy(): grace time for in-flight deliveries before purging them. Short:
  * the core calls flush() with its own bound (the shutdown grace) first, and
@@ -250,12 +252,14 @@ static const char *property_value(const cJSON *item, char *buf, size_t size)
     if (cJSON_IsBool(item))
         return cJSON_IsTrue(item) ? "true" : "false";
     if (cJSON_IsNumber(item)) {
-        double d = item->valuedouble;
+        long long ll;
 
-        if (d >= -1e15 && d <= 1e15 && d == (double)(long long)d)
-            snprintf(buf, size, "%lld", (long long)d);
+        /* Whole numbers as integers (librdkafka refuses "1e+06" for an int property). */
+        if (sink_exact_integer(item->valuedouble, -KAFKA_PROPERTY_INT_MAX, KAFKA_PROPERTY_INT_MAX,
+                               &ll) == 0)
+            snprintf(buf, size, "%lld", ll);
         else
-            snprintf(buf, size, "%.17g", d);
+            snprintf(buf, size, "%.17g", item->valuedouble);
         return buf;
     }
     return NULL;

@@ -204,6 +204,27 @@ int sink_conf_int(const cJSON *obj, const char *path, const char *key, bool requ
 int sink_conf_bool(const cJSON *obj, const char *path, const char *key, bool def, bool *out,
                    sink_errors_t *errs);
 
+/*
+ * As sink_conf_string(), for a value that goes into an HTTP header, a URL or
+ * a signed string: one holding a control character (a CR or LF would end
+ * the header and start another) is refused with "<path>.<key>: must not
+ * contain control characters", the value never quoted.
+ */
+int sink_conf_request_string(const cJSON *obj, const char *path, const char *key, bool required,
+                             const char *def, const char **out, sink_errors_t *errs);
+/* True when s holds a control character (below 0x20, or DEL). */
+bool sink_has_control(const char *s);
+
+/*
+ * The one checked conversion of a JSON number to an integer: 0 with *out set
+ * when d is a whole number within [min, max]; -1 (and *out untouched) for a
+ * fraction, anything out of range, an infinity (cJSON reads 1e999 as one) or
+ * NaN. Converting first and checking after is undefined behaviour in C for
+ * values beyond long long (1e49), and cJSON's own valueint is a saturated
+ * guess for them: every double from JSON goes through here instead.
+ */
+int sink_exact_integer(double d, long long min, long long max, long long *out);
+
 /* Longest retry schedule accepted, and the longest single delay (seconds). */
 #define SINK_SCHEDULE_MAX 32
 #define SINK_SCHEDULE_DELAY_MAX (7.0 * 86400.0)

@@ -7,6 +7,7 @@
  */
 #include "sink.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -114,13 +115,44 @@ int sink_conf_string(const cJSON *obj, const char *path, const char *key, bool r
     return 0;
 }
 
-/* True when d is a whole number that fits a long long (NaN fails the range test). */
-static bool integral(double d, long long *out)
+bool sink_has_control(const char *s)
 {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+int sink_conf_request_string(const cJSON *obj, const char *path, const char *key, bool required,
+                             const char *def, const char **out, sink_errors_t *errs)
+{
+    char buf[SINK_PATH_MAX];
+
+    if (sink_conf_string(obj, path, key, required, def, out, errs) != 0)
+        return -1;
+    if (*out && sink_has_control(*out)) {
+        sink_errors_add(errs, sink_conf_path(buf, sizeof(buf), path, key),
+                        "must not contain control characters (a line break would start another "
+                        "header or request)");
+        *out = def;
+        return -1;
+    }
+    return 0;
+}
+
+int sink_exact_integer(double d, long long min, long long max, long long *out)
+{
+    long long v;
+
+    /* The range test comes before the cast, and refuses NaN too. */
     if (!(d >= -LLONG_AS_DOUBLE_LIMIT && d < LLONG_AS_DOUBLE_LIMIT))
-        return false;
-    *out = (long long)d;
-    return (double)*out == d;
+        return -1;
+    v = (long long)d;
+    if ((double)v != d || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 int sink_conf_int(const cJSON *obj, const char *path, const char *key, bool required, long long def,
@@ -138,7 +170,8 @@ int sink_conf_int(const cJSON *obj, const char *path, const char *key, bool requ
                         "required, expected an integer between %lld and %lld", min, max);
         return -1;
     }
-    if (!cJSON_IsNumber(item) || !integral(item->valuedouble, &v)) {
+    if (!cJSON_IsNumber(item) ||
+        sink_exact_integer(item->valuedouble, LLONG_MIN, LLONG_MAX, &v) != 0) {
         sink_errors_add(errs, sink_conf_path(buf, sizeof(buf), path, key),
                         "expected an integer between %lld and %lld", min, max);
         return -1;

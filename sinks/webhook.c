@@ -363,7 +363,7 @@ static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, webho
         return -1;
     }
     sink_conf_check_keys(conf, path, allowed_keys, errs);
-    if (sink_conf_string(conf, path, "url", true, NULL, &opts->url, errs) == 0 &&
+    if (sink_conf_request_string(conf, path, "url", true, NULL, &opts->url, errs) == 0 &&
         parse_url(opts->url, opts->origin, sizeof(opts->origin), &why) != 0)
         sink_errors_add(errs, sink_conf_path(upath, sizeof(upath), path, "url"), "%s", why);
     parse_secrets(conf, path, opts, errs);

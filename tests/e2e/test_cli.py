@@ -78,6 +78,80 @@ class Cli(unittest.TestCase):
         rc, _, err = self.s.bridge("once", "-c", path, "--source", "elsewhere")
         self.assertEqual(rc, 2)
 
+    def test_check_refuses_control_characters_in_request_values(self):
+        """A credential with a line break would add a header of its own
+        (X-Injected) to every request: check and once refuse it with its
+        path, for every adapter, and never print it."""
+        injected = "k\r\nX-Injected: yes"
+        sids = {"install_sid": "AI" + "0" * 32, "enrollment_sid": "EN" + "0" * 32,
+                "exam_sid": "EX" + "0" * 32}
+        path = self.write({
+            "sources": [
+                {"name": "century", "provider": "century_smart_ia",
+                 "base_url": "https://example.invalid/api/v1",
+                 "auth": {"api_key": "${CENTURY_API_KEY}"}},
+                {"name": "quiz", "provider": "quiz_jsonapi", "base_url": "https://example.invalid",
+                 "auth": {"header": "Authorization", "value": "${CENTURY_API_KEY}"}},
+                {"name": "pe", "provider": "proctorexam", "base_url": "https://example.invalid",
+                 "exam_id": 1, "auth": {"api_token": "${CENTURY_API_KEY}", "secret_key": "k"}},
+                {"name": "sp", "provider": "smarterproctoring",
+                 "base_url": "https://example.invalid", **sids,
+                 "auth": {"token": "${CENTURY_API_KEY}"}}],
+            "sinks": [{"name": "console", "type": "stdout"}]})
+        env = self.s.env(CENTURY_API_KEY=injected)
+        for cmd in ("check", "once"):
+            rc, out, err = self.s.bridge(cmd, "-c", path, env=env)
+            self.assertEqual(rc, 78, err)
+            # check prints "<file>: <path>: ...", once logs {"error":"<path>: ..."}
+            lead = f"{path}: " if cmd == "check" else '"error":"'
+            for want in ("sources[0].auth.api_key", "sources[1].auth.value",
+                         "sources[2].auth.api_token", "sources[3].auth.token"):
+                self.assertIn(f"{lead}{want}: must not contain control characters", err)
+            self.assertNotIn("X-Injected", out + err)
+
+    def test_check_messages_name_the_variable_not_its_value(self):
+        """Messages that quote a configured string show the ${VAR} text of
+        the file, never what the environment put there."""
+        secret = "s3cr3t" + "9f" * 8
+        path = self.write({
+            "sources": [
+                {"name": "${SB_TEST_NAME}", "provider": "${SB_TEST_X}",
+                 "base_url": "https://example.invalid"},
+                {"name": "${SB_TEST_NAME}", "provider": "century_smart_ia",
+                 "base_url": "https://example.invalid/api/v1", "auth": {"api_key": "k"}}],
+            "sinks": [{"name": "a", "type": "${SB_TEST_X}"},
+                      {"name": "b", "type": "stdout", "sources": ["${SB_TEST_X}"]},
+                      {"name": "c", "type": "module", "path": "/nonexistent/${SB_TEST_X}.so"}]})
+        env = self.s.env(SB_TEST_X=secret, SB_TEST_NAME="n" + secret)
+        rc, out, err = self.s.bridge("check", "-c", path, env=env)
+        self.assertEqual(rc, 78, err)
+        for want in ('sources[0].provider: unknown provider "${SB_TEST_X}"',
+                     'sources[1]: duplicate source name "${SB_TEST_NAME}"',
+                     'sinks[0].type: unknown sink type "${SB_TEST_X}"',
+                     'sinks[1].sources[0]: no source named "${SB_TEST_X}"',
+                     "sinks[2].path: cannot load the sink module: /nonexistent/${SB_TEST_X}.so"):
+            self.assertIn(f"{path}: {want}", err)
+        self.assertNotIn(secret, out + err)
+
+    def test_broken_redis_url_is_a_config_error(self):
+        """check parses redis.url (and a redis_stream sink's url) as the store
+        does: once then cannot fail on it at run time with exit 1."""
+        for conf, at in (({"redis": {"url": "redis://:${SB_TEST_PW}@@:x"}}, "redis.url"),
+                         ({"sinks": [{"name": "rs", "type": "redis_stream", "stream": "s",
+                                      "url": "redis://:${SB_TEST_PW}@@:x"}]}, "sinks[0].url")):
+            path = self.write({
+                "sources": [{"name": "century", "provider": "century_smart_ia",
+                             "base_url": "https://example.invalid/api/v1",
+                             "auth": {"api_key": "k"}}],
+                "sinks": [{"name": "console", "type": "stdout"}], **conf})
+            env = self.s.env(SB_TEST_PW=REDIS_SECRET)
+            for cmd in ("check", "once"):
+                rc, out, err = self.s.bridge(cmd, "-c", path, env=env)
+                self.assertEqual(rc, 78, err)
+                lead = f"{path}: " if cmd == "check" else '"error":"'
+                self.assertIn(f"{lead}{at}: invalid redis URL: no host", err)
+                self.assertNotIn(REDIS_SECRET, out + err)
+
     def test_runtime_failures_log_json_and_no_secret(self):
         """A provider refusing the key (401) and a Redis that is down: exit
         1, every stderr line a JSON object, no secret anywhere."""

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "provider.h"
+#include "testlib.h"
 
 static char *read_fixture(const char *name)
 {
@@ -308,6 +309,76 @@ START_TEST(default_status_map_matches_contract)
 }
 END_TEST
 
+/* ---- configuration ---- */
+
+#define SRC "{\"name\":\"c\",\"provider\":\"century_smart_ia\",\"base_url\":\"http://h/api/v1\","
+#define KEY_OK "\"auth\":{\"api_key\":\"s3cr3t-key\"}"
+#define DATE(v) SRC KEY_OK ",\"filters\":{\"startDate\":{\"gt\":" v "}}}"
+#define DATE_WANT "sources[0].filters.startDate.gt: expected a unix timestamp"
+
+/*
+ * Values refused at config time: control characters in what goes into the
+ * request (the key is a header line, subjects are query values), and dates
+ * that are no timestamp. The numbers past long long (1e49, 2^63, 1e999,
+ * which cJSON reads as an infinity) were converted to long long before
+ * they were checked: undefined behaviour, which UBSan reports.
+ */
+static const struct {
+    const char *source;
+    const char *want;
+} bad_configs[] = {
+    {SRC "\"auth\":{\"api_key\":\"k\\r\\nX-Injected: yes\"}}",
+     "sources[0].auth.api_key: must not contain control characters"},
+    {SRC "\"auth\":{\"api_key\":\"s3cr3t\\tkey\"}}",
+     "sources[0].auth.api_key: must not contain control characters"},
+    {SRC "\"auth\":{\"api_key\":\"s3cr3t\\u007f\"}}",
+     "sources[0].auth.api_key: must not contain control characters"},
+    {SRC KEY_OK ",\"filters\":{\"subject\":[\"maths\",\"a\\nb\"]}}",
+     "sources[0].filters.subject[1]: expected a non-empty string without control characters"},
+    {DATE("1e49"), DATE_WANT},
+    {DATE("-1e49"), DATE_WANT},
+    {DATE("1e999"), DATE_WANT},
+    {DATE("-1e999"), DATE_WANT},
+    {DATE("9223372036854775808"), DATE_WANT},
+    {DATE("9223372036854775807"), DATE_WANT},
+    {DATE("253402300800"), DATE_WANT},
+    {DATE("1.5"), DATE_WANT},
+    {DATE("-1"), DATE_WANT},
+    {DATE("\"99999999999999999999\""), DATE_WANT},
+    {DATE("\"253402300800\""), DATE_WANT},
+};
+
+START_TEST(bad_configs_name_path_and_expectation)
+{
+    char text[4096];
+    snprintf(text, sizeof(text),
+             "{\"sources\":[%s],\"sinks\":[{\"name\":\"out\",\"type\":\"stdout\"}]}",
+             bad_configs[_i].source);
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    conf_t *c = conf_parse(text, strlen(text), "t.json", errs);
+    ck_assert_msg(c == NULL, "row %d was accepted", _i);
+    ck_assert_msg(errs_contain(errs, bad_configs[_i].want), "row %d: no \"%s\" in: %s", _i,
+                  bad_configs[_i].want, errs_dump(errs));
+    ck_assert_msg(!errs_contain(errs, "s3cr3t") && !errs_contain(errs, "X-Injected"),
+                  "row %d: a value is quoted: %s", _i, errs_dump(errs));
+    free(errs);
+}
+END_TEST
+
+/* The bounds themselves, as numbers and as digit strings, are accepted. */
+START_TEST(date_bounds_are_accepted)
+{
+    static const char *const ok[] = {"0", "253402300799", "1689379200", "\"253402300799\"",
+                                     "1.689e9"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        char src[512];
+        snprintf(src, sizeof(src), DATE("%s"), ok[i]);
+        conf_t *c = load(src);
+        conf_free(c);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("century");
@@ -320,6 +391,9 @@ int main(void)
     tcase_add_test(tc, deep_nesting_and_cursor_loops_fail);
     tcase_add_test(tc, utf8_ids_pass);
     tcase_add_test(tc, default_status_map_matches_contract);
+    tcase_add_loop_test(tc, bad_configs_name_path_and_expectation, 0,
+                        (int)(sizeof(bad_configs) / sizeof(bad_configs[0])));
+    tcase_add_test(tc, date_bounds_are_accepted);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "testlib.h"
 
 #define SECRET "s3cr3t-VALUE-never-logged"
 
@@ -66,7 +67,24 @@ static const struct {
     {"{\"sources\":[" SRC_OK "]}", "sinks: required"},
     {"{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK ",\"extra\":1}", "extra: unknown key"},
     {"{\"redis\":{\"url\":\"http://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
-     "redis.url: expected redis://"},
+     "redis.url: invalid redis URL: the scheme must be redis://"},
+    /* The store's parser runs at check time: what check passes, once can use. */
+    {"{\"redis\":{\"url\":\"redis://:" SECRET "@@:x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK
+     "}",
+     "redis.url: invalid redis URL: no host"},
+    {"{\"redis\":{\"url\":\"redis://:" SECRET "@h:99999\"},\"sources\":[" SRC_OK
+     "],\"sinks\":" SINKS_OK "}",
+     "redis.url: invalid redis URL: the port must be 1..65535"},
+    {"{\"redis\":{\"url\":\"redis://" SECRET "@h\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK
+     "}",
+     "redis.url: invalid redis URL: the userinfo must be [user]:password"},
+    {"{\"redis\":{\"url\":\"redis://h/db1\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "redis.url: invalid redis URL: unexpected text after the host"},
+    {"{\"redis\":{\"url\":\"rediss://h\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "redis.url: invalid redis URL: TLS (rediss://) is not supported"},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"redis_stream\","
+     "\"stream\":\"s\",\"url\":\"redis://:" SECRET "@@:x\"}]}",
+     "sinks[0].url: invalid redis URL: no host"},
     {"{\"redis\":{\"urll\":\"redis://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
      "redis.urll: unknown key"},
     {"{\"admin\":{\"listen\":\"nowhere\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
@@ -79,6 +97,9 @@ static const struct {
      "sources[0].provider: unknown provider \"nope\", expected one of: century_smart_ia"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"ftp://x\","
      "\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].base_url: expected an http:// or https:// URL"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://x/a\\u007f\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
      "sources[0].base_url: expected an http:// or https:// URL"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
      "\"auth\":{}}],\"sinks\":" SINKS_OK "}",
@@ -259,6 +280,74 @@ START_TEST(exam_ids_expand_into_one_source_each)
 }
 END_TEST
 
+/*
+ * Messages that quote a configured string, each given one that came from
+ * the environment: the message shows the file's text (the variable), never
+ * the value, whoever wrote it (the loader, dlerror(), librdkafka).
+ */
+#define NAMED_SRC(name)                                                                            \
+    "{\"name\":\"" name "\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","         \
+    "\"auth\":{\"api_key\":\"k\"}}"
+#define ONE_SRC "{\"sources\":[" NAMED_SRC("a") "],"
+static const struct {
+    const char *json;
+    const char *want;
+} quoting[] = {
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"${SB_T_SECRET}\",\"base_url\":\"https://x\"}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].provider: unknown provider \"${SB_T_SECRET}\", expected one of: century_smart_ia"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"x-${SB_T_SECRET}\",\"base_url\":\"https://x\"}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].provider: unknown provider \"x-${SB_T_SECRET}\""},
+    /* Short values are replaced where they stand alone, not inside words. */
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"${SB_T_SHORT}\",\"base_url\":\"https://x\"}],"
+     "\"sinks\":" SINKS_OK "}",
+     "sources[0].provider: unknown provider \"${SB_T_SHORT}\", expected one of: century_smart_ia"},
+    {"{\"sources\":[" NAMED_SRC("${SB_T_NAME}") "," NAMED_SRC("${SB_T_NAME}") "],"
+                                                                              "\"sinks\":" SINKS_OK
+                                                                              "}",
+     "sources[1]: duplicate source name \"${SB_T_NAME}\" (also sources[0])"},
+    {"{\"sources\":[{\"name\":\"${SB_T_NAME}\",\"provider\":\"proctorexam\",\"base_url\":"
+     "\"https://x\",\"auth\":{\"api_token\":\"t\",\"secret_key\":\"k\"},\"exam_ids\":[1,1]}],"
+     "\"sinks\":" SINKS_OK "}",
+     "duplicate source name \"${SB_T_NAME}-1\""},
+    {ONE_SRC "\"sinks\":[{\"name\":\"${SB_T_NAME}\",\"type\":\"stdout\"},"
+             "{\"name\":\"${SB_T_NAME}\",\"type\":\"stdout\"}]}",
+     "sinks[1]: duplicate sink name \"${SB_T_NAME}\" (also sinks[0])"},
+    {ONE_SRC "\"sinks\":[{\"name\":\"x\",\"type\":\"stdout\",\"sources\":[\"${SB_T_SECRET}\"]}]}",
+     "sinks[0].sources[0]: no source named \"${SB_T_SECRET}\""},
+    {ONE_SRC "\"sinks\":[{\"name\":\"x\",\"type\":\"${SB_T_SECRET}\"}]}",
+     "sinks[0].type: unknown sink type \"${SB_T_SECRET}\", expected one of:"},
+    {ONE_SRC "\"sinks\":[{\"name\":\"x\",\"type\":\"module\",\"path\":"
+             "\"/nonexistent/${SB_T_SECRET}/x.so\"}]}",
+     "sinks[0].path: cannot load the sink module: /nonexistent/${SB_T_SECRET}/x.so"},
+    /* Longer than a message: cut inside the value, whose head is cut off too. */
+    {ONE_SRC "\"sinks\":[{\"name\":\"x\",\"type\":\"module\",\"path\":\"${SB_T_LONG}\"}]}",
+     "sinks[0].path: cannot load the sink module: "},
+    {ONE_SRC "\"sinks\":[{\"name\":\"x\",\"type\":\"kafka\",\"brokers\":\"h:9092\","
+             "\"properties\":{\"compression.type\":\"${SB_T_SECRET}\"}}]}",
+     "sinks[0].properties.compression.type: "},
+};
+
+START_TEST(messages_name_the_variable_not_its_value)
+{
+    char long_path[1024] = "/nonexistent/";
+    while (strlen(long_path) + 8 < sizeof(long_path))
+        strcat(long_path, "s3cr3t/");
+    setenv("SB_T_SECRET", SECRET, 1);
+    setenv("SB_T_NAME", "s3cr3tname", 1);
+    setenv("SB_T_SHORT", "ab", 1);
+    setenv("SB_T_LONG", long_path, 1);
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    ck_assert_ptr_null(conf_parse(quoting[_i].json, strlen(quoting[_i].json), "t.json", errs));
+    ck_assert_msg(errs_contain(errs, quoting[_i].want), "row %d: no \"%s\" in: %s", _i,
+                  quoting[_i].want, errs_dump(errs));
+    ck_assert_msg(!errs_contain(errs, "s3cr3t") && !errs_contain(errs, "\"ab\""),
+                  "row %d: a value is quoted: %s", _i, errs_dump(errs));
+    free(errs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -269,6 +358,8 @@ int main(void)
     tcase_add_test(tc, every_problem_is_listed);
     tcase_add_test(tc, good_config_with_defaults);
     tcase_add_test(tc, exam_ids_expand_into_one_source_each);
+    tcase_add_loop_test(tc, messages_name_the_variable_not_its_value, 0,
+                        (int)(sizeof(quoting) / sizeof(quoting[0])));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

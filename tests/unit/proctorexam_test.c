@@ -579,7 +579,23 @@ static const struct {
           "\",\"api_key\":\"x\"}}",
      "sources[0].auth.api_key: unknown key"},
     {HEAD "\"exam_id\":1,\"auth\":{\"api_token\":\"a\\nb\",\"secret_key\":\"" SECRET "\"}}",
-     "sources[0].auth.api_token: must not contain line breaks"},
+     "sources[0].auth.api_token: must not contain control characters"},
+    /* Every control character, not only line breaks; and the key and the
+     * separator too, which go into the signed string. */
+    {HEAD "\"exam_id\":1,\"auth\":{\"api_token\":\"a\\tb\",\"secret_key\":\"" SECRET "\"}}",
+     "sources[0].auth.api_token: must not contain control characters"},
+    {HEAD "\"exam_id\":1,\"auth\":{\"api_token\":\"" TOKEN "\",\"secret_key\":\"" SECRET
+          "\\r\\n\"}}",
+     "sources[0].auth.secret_key: must not contain control characters"},
+    {HEAD AUTH ",\"exam_id\":1,\"signature_join\":\"\\n\"}",
+     "sources[0].signature_join: expected a string of at most 8 bytes without control"},
+    /* Numbers beyond long long are refused before any conversion. */
+    {HEAD AUTH ",\"exam_id\":1e49}", "sources[0].exam_id: expected a positive integer"},
+    {HEAD AUTH ",\"exam_id\":1e999}", "sources[0].exam_id: expected a positive integer"},
+    {HEAD AUTH ",\"exam_id\":18446744073709551616}",
+     "sources[0].exam_id: expected a positive integer"},
+    {HEAD AUTH ",\"exam_ids\":[1e49]}", "sources[0].exam_ids[0]: expected a positive integer"},
+    {HEAD AUTH ",\"exam_ids\":[-1e999]}", "sources[0].exam_ids[0]: expected a positive integer"},
 };
 
 START_TEST(config_errors)

@@ -380,6 +380,13 @@ static const struct {
     {SRC AUTH_OK ",\"page_size\":0}", "sources[0].page_size"},
     {SRC AUTH_OK ",\"sort\":\"\"}", "sources[0].sort: expected a non-empty string"},
     {SRC AUTH_OK ",\"sort\":5}", "sources[0].sort: expected a non-empty string"},
+    {SRC AUTH_OK ",\"sort\":\"name\\r\\nX-Evil: 1\"}",
+     "sources[0].sort: must not contain control characters"},
+    {SRC "\"auth\":{\"header\":\"Authorization\",\"value\":\"" SECRET "\\u007f\"}}",
+     "sources[0].auth.value: must not contain control characters"},
+    {SRC AUTH_OK ",\"filters\":{\"name\":\"a\\nb\"}}",
+     "sources[0].filters.name: expected a non-empty string (at most 512 bytes, no control"},
+    {SRC AUTH_OK ",\"filters\":{\"score\":1e999}}", "sources[0].filters.score"},
     {SRC AUTH_OK ",\"filter\":{\"status\":\"x\"}}", "sources[0].filter: unknown key"},
     {SRC AUTH_OK ",\"completed_lookback_s\":60}", "sources[0].completed_lookback_s: unknown key"},
 };

@@ -168,6 +168,8 @@ static const struct validate_case {
      {"sinks[3].url: invalid redis URL: the scheme must be redis://"}},
     {"{\"stream\":\"s\",\"url\":\"redis://:" SECRET "@h:99999\"}",
      {"sinks[3].url: invalid redis URL: the port must be 1..65535"}},
+    {"{\"stream\":\"s\",\"url\":\"redis://:" SECRET "@@:x\"}",
+     {"sinks[3].url: invalid redis URL: no host"}},
     {"{\"stream\":\"s\",\"url\":\"rediss://:" SECRET "@h\"}",
      {"sinks[3].url: invalid redis URL: TLS (rediss://) is not supported"}},
     {"{\"stream\":\"s\",\"url\":\"\"}", {"sinks[3].url: expected a non-empty string"}},

@@ -9,6 +9,8 @@
 
 #include <check.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,7 +158,94 @@ static const struct int_case {
     {"{\"n\":true}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
     {"{\"n\":1e300}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
     {"{\"n\":-9007199254740992}", false, 0, -9007199254740992LL, 0, 0, -9007199254740992LL, NULL},
+    /* Past long long, infinite (cJSON's reading of 1e999) or at 2^63: no conversion is tried. */
+    {"{\"n\":1e49}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":-1e49}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":1e999}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":-1e999}", false, 7, 1, 10, -1, 7, "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":9223372036854775808}", false, 7, 1, 10, -1, 7,
+     "s.n: expected an integer between 1 and 10"},
+    {"{\"n\":-9223372036854775808}", false, 7, 1, 10, -1, 7,
+     "s.n: expected an integer between 1 and 10, got -9223372036854775808"},
 };
+
+/*
+ * The one checked conversion: whole numbers within [min, max] only. The
+ * doubles a JSON text can produce, and NaN, which none can but a caller
+ * might compute.
+ */
+static const struct exact_case {
+    double d;
+    long long min, max;
+    int rc;
+    long long out;
+} exact_cases[] = {
+    {0, 0, 10, 0, 0},
+    {10, 0, 10, 0, 10},
+    {11, 0, 10, -1, -1},
+    {-1, 0, 10, -1, -1},
+    {1.5, 0, 10, -1, -1},
+    {-0.5, -10, 10, -1, -1},
+    {1e49, LLONG_MIN, LLONG_MAX, -1, -1},
+    {-1e49, LLONG_MIN, LLONG_MAX, -1, -1},
+    {9223372036854775808.0, LLONG_MIN, LLONG_MAX, -1, -1},
+    {-9223372036854775808.0, LLONG_MIN, LLONG_MAX, 0, LLONG_MIN},
+    {9223372036854774784.0, LLONG_MIN, LLONG_MAX, 0, 9223372036854774784LL},
+    {9007199254740993.0, 0, 9007199254740992LL, 0, 9007199254740992LL}, /* reads as 2^53 */
+    {HUGE_VAL, LLONG_MIN, LLONG_MAX, -1, -1},
+    {-HUGE_VAL, LLONG_MIN, LLONG_MAX, -1, -1},
+    {NAN, LLONG_MIN, LLONG_MAX, -1, -1},
+    {-NAN, LLONG_MIN, LLONG_MAX, -1, -1},
+};
+
+START_TEST(test_exact_integer)
+{
+    const struct exact_case *c = &exact_cases[_i];
+    long long out = -1;
+
+    ck_assert_int_eq(sink_exact_integer(c->d, c->min, c->max, &out), c->rc);
+    ck_assert_int_eq(out, c->out);
+}
+END_TEST
+
+/* Values that go into a request: control characters refused, never quoted. */
+START_TEST(test_conf_request_string)
+{
+    static const struct {
+        const char *json;
+        int rc;
+        const char *err;
+    } rows[] = {
+        {"{\"k\":\"plain value, with spaces; and \u00e9\"}", 0, NULL},
+        {"{\"k\":\"v\\r\\nX-Injected: yes\"}", -1,
+         "a.k: must not contain control characters (a line break would start another header "
+         "or request)"},
+        {"{\"k\":\"v\\tw\"}", -1, "a.k: must not contain control characters"},
+        {"{\"k\":\"v\\u001bw\"}", -1, "a.k: must not contain control characters"},
+        {"{\"k\":\"v\\u007fw\"}", -1, "a.k: must not contain control characters"},
+        {"{\"k\":\"\"}", -1, "a.k: expected a non-empty string"},
+        {"{}", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        cJSON *j = parse_json(rows[i].json);
+        sink_errors_t errs = {0};
+        const char *out = "untouched";
+
+        ck_assert_int_eq(sink_conf_request_string(j, "a", "k", false, NULL, &out, &errs),
+                         rows[i].rc);
+        if (rows[i].err) {
+            ck_assert_uint_eq(errs.count, 1);
+            ck_assert_msg(strncmp(errs.msg[0], rows[i].err, strlen(rows[i].err)) == 0,
+                          "row %zu: %s", i, errs.msg[0]);
+            ck_assert_ptr_null(strstr(errs.msg[0], "X-Injected"));
+            ck_assert_ptr_null(out);
+        } else {
+            ck_assert_msg(errs.count == 0, "row %zu: %s", i, errs_dump(&errs));
+        }
+        cJSON_Delete(j);
+    }
+}
+END_TEST
 
 START_TEST(test_conf_int)
 {
@@ -886,6 +975,8 @@ static Suite *sink_suite(void)
     tcase_add_test(conf, test_check_keys);
     tcase_add_loop_test(conf, test_conf_string, 0, N(string_cases));
     tcase_add_loop_test(conf, test_conf_int, 0, N(int_cases));
+    tcase_add_loop_test(conf, test_exact_integer, 0, N(exact_cases));
+    tcase_add_test(conf, test_conf_request_string);
     tcase_add_loop_test(conf, test_conf_bool, 0, N(bool_cases));
     tcase_add_test(conf, test_registry);
     tcase_add_test(conf, test_logger);

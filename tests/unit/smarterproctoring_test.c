@@ -126,7 +126,10 @@ static const struct {
      "sources[0].auth.api_key: unknown key"},
     {"{\"name\":\"sp\",\"provider\":\"smarterproctoring\",\"base_url\":\"" BASE
      "\"," SIDS(AI, EN, EX) ",\"auth\":{\"token\":\"" SECRET "\\r\\nX-Evil: 1\"}}",
-     "sources[0].auth.token: expected a non-empty string"},
+     "sources[0].auth.token: must not contain control characters"},
+    {"{\"name\":\"sp\",\"provider\":\"smarterproctoring\",\"base_url\":\"" BASE
+     "\"," SIDS(AI, EN, EX) ",\"auth\":{\"token\":\"" SECRET "\\u007f\"}}",
+     "sources[0].auth.token: must not contain control characters"},
     {"{\"name\":\"sp\",\"provider\":\"smarterproctoring\",\"base_url\":\"" BASE
      "\"," SIDS(AI, EN, EX) ",\"auth\":{\"token\":\"\"}}",
      "sources[0].auth.token"},
