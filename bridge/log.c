@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "diff.h"
 #include "sink.h"
 
 /* A line longer than this is cut, with "truncated":true. */
@@ -69,28 +70,6 @@ static int put_str(line_t *l, const char *s)
 }
 
 /*
- * The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0 when p does not
- * start one.
- */
-static size_t utf8_sequence(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        unsigned char lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
-    }
-    if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        unsigned char lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
-    }
-    return 0;
-}
-
-/*
  * The JSON text of the character at *p into unit, its
  * length returned and *p moved past it. A byte that starts no well-formed
  * UTF-8 sequence becomes U+FFFD: JSON is UTF-8, and consumers in Java or
@@ -99,7 +78,9 @@ static size_t utf8_sequence(const unsigned char *p)
 static size_t json_unit(const unsigned char **p, char unit[LOG_UNIT_SIZE])
 {
     unsigned char c = **p;
-    size_t n = utf8_sequence(*p);
+    /* At most 4 bytes are read, and none past a NUL: it ends every
+     * sequence check. */
+    size_t n = diff_utf8_seq(*p, 4);
 
     if (n == 0) {
         (*p)++;
