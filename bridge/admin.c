@@ -56,13 +56,17 @@
 /* One line of libmicrohttpd's own log. */
 #define MHD_LOG_LINE_MAX 512
 
-/* Victims of eviction whose worker has not closed them yet. They close on
- * the worker's next turn (microseconds); the bound only keeps a burst of
- * newcomers from holding more sockets than the limit by more than this. */
-#define EVICTIONS_IN_FLIGHT_MAX 16u
-/* Warnings about shed connections: one line per interval at most, with the
- * counts since the last one, so that an attack does not flood the log. */
-#define SHED_LOG_INTERVAL_MS 60000
+/* Registry slots per server thread, in pools (max_connections): a
+ * whole pool of live connections, plus as many victims of eviction that
+ * the thread has not closed yet (it closes them after the burst of accepts
+ * it is in: a flood of newcomers evicts faster than that). MHD's own limit
+ * is the number of slots, so that every connection it holds has one. */
+#define POOLS_PER_THREAD 2u
+/* Warnings any client can cause, one per connection (shed connections,
+ * libmicrohttpd's messages about clients closing mid-request): one line of
+ * each kind per interval at most, with the counts since the last one, so
+ * that an attack does not flood the log. */
+#define LOG_INTERVAL_MS 60000
 /* A deadline in the past when there is none: the reaper sleeps until woken. */
 #define NO_DEADLINE INT64_MAX
 
@@ -138,6 +142,9 @@ struct admin {
     size_t nconns;               /* slots: the limit, evictions in flight, a race per thread */
     uint64_t shed[SHED_REASONS]; /* since the last warning */
     int64_t shed_logged_ms;
+
+    _Atomic int64_t mhd_logged_ms; /* CLOCK_MONOTONIC; see on_mhd_log */
+    _Atomic uint64_t mhd_left_out; /* messages since then */
 };
 
 /* Marks a request whose headers were seen (see on_request). */
@@ -279,7 +286,7 @@ static void shed(conn_t *c, shed_reason_t why, uint64_t *counts)
 
 /*
  * Counts what was shed (counts, one per reason) in the metric and logs it,
- * at most once per SHED_LOG_INTERVAL_MS with what accumulated since. Any
+ * at most once per LOG_INTERVAL_MS with what accumulated since. Any
  * thread, without conns_lock.
  */
 static void report_shed(admin_t *a, const uint64_t *counts)
@@ -298,7 +305,7 @@ static void report_shed(admin_t *a, const uint64_t *counts)
     pthread_mutex_lock(&a->conns_lock);
     for (int r = 0; r < SHED_REASONS; r++)
         a->shed[r] += counts[r];
-    bool log = now - a->shed_logged_ms >= SHED_LOG_INTERVAL_MS;
+    bool log = now - a->shed_logged_ms >= LOG_INTERVAL_MS;
     if (log) {
         memcpy(total, a->shed, sizeof(total));
         memset(a->shed, 0, sizeof(a->shed));
@@ -361,8 +368,9 @@ static conn_t *pick_victim(admin_t *a, const ip_key_t *ip)
  * the place of a victim (pick_victim): one of its own address's at the
  * per-address limit, anyone's at the total one. So a probe is never refused
  * for others' connections, and an address cannot push out anyone else's
- * before the whole pool is full. Refused only when nothing can be evicted,
- * or when EVICTIONS_IN_FLIGHT_MAX victims have not closed yet. Two threads
+ * before the whole pool is full. Refused only when nothing can be evicted
+ * (never, as long as the limits are above zero). Beyond the registry's
+ * slots, MHD refuses before asking (see POOLS_PER_THREAD). Two threads
  * accepting at once may both see room: the pool can then exceed its limit
  * by one connection per thread, until the next newcomer evicts.
  */
@@ -373,22 +381,17 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     uint64_t counts[SHED_REASONS] = {0};
     bool ok = true;
     pthread_mutex_lock(&a->conns_lock);
-    unsigned live = 0, same = 0, shutting = 0;
+    unsigned live = 0, same = 0;
     for (size_t i = 0; i < a->nconns; i++) {
         const conn_t *c = &a->conns[i];
-        if (!c->used)
+        if (!c->used || c->shut)
             continue;
-        if (c->shut) {
-            shutting++;
-            continue;
-        }
         live++;
         same += ip_equal(&c->ip, &ip);
     }
     bool ip_full = same >= a->max_conns_per_ip;
     if (ip_full || live >= a->max_conns) {
-        conn_t *victim =
-            shutting < EVICTIONS_IN_FLIGHT_MAX ? pick_victim(a, ip_full ? &ip : NULL) : NULL;
+        conn_t *victim = pick_victim(a, ip_full ? &ip : NULL);
         if (victim)
             shed(victim, SHED_EVICTED, counts);
         else {
@@ -403,9 +406,9 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
 
 /*
  * libmicrohttpd's connection notifications, on the connection's server
- * thread: STARTED takes a slot (a connection that finds none, which only a
- * burst racing the evictions can cause, is hung up at once), CLOSED frees
- * it, before MHD closes the socket.
+ * thread: STARTED takes a slot (there is one for every connection MHD can
+ * hold; should one be missing all the same, the connection is hung up at
+ * once), CLOSED frees it, before MHD closes the socket.
  */
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
@@ -577,13 +580,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* libmicrohttpd's own messages (accept failures and the like), on its threads. */
+/*
+ * libmicrohttpd's own messages (accept failures, a client closing in the
+ * middle of its request, ...), on its threads. A client can cause one per
+ * connection: one is logged per LOG_INTERVAL_MS, with the number of those
+ * left out since the last.
+ */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    admin_t *a = cls;
+    int64_t now = clock_mono_ms();
+    int64_t last = atomic_load(&a->mhd_logged_ms);
+    if (now - last < LOG_INTERVAL_MS ||
+        !atomic_compare_exchange_strong(&a->mhd_logged_ms, &last, now)) {
+        atomic_fetch_add(&a->mhd_left_out, 1);
+        return;
+    }
     char line[MHD_LOG_LINE_MAX];
     vsnprintf(line, sizeof(line), fmt, ap);
     line[strcspn(line, "\r\n")] = '\0';
-    LOG_WARN("admin server", LF_S("detail", line));
+    LOG_WARN("admin server", LF_S("detail", line),
+             LF_I("left_out", atomic_exchange(&a->mhd_left_out, 0)));
 }
 
 /* ---- start and stop ---- */
@@ -748,8 +765,9 @@ admin_t *admin_start(const admin_options_t *opt, char *err, size_t errlen)
     a->phase_ms[PHASE_RESPONSE] =
         or_default(opt->response_deadline_ms, ADMIN_DEFAULT_RESPONSE_DEADLINE_MS);
     a->reaper_due_ms = NO_DEADLINE;
-    a->shed_logged_ms = clock_mono_ms() - SHED_LOG_INTERVAL_MS; /* the first is logged */
-    a->nconns = (size_t)a->max_conns + EVICTIONS_IN_FLIGHT_MAX + ADMIN_THREADS;
+    a->shed_logged_ms = clock_mono_ms() - LOG_INTERVAL_MS; /* the first ones are logged */
+    atomic_init(&a->mhd_logged_ms, a->shed_logged_ms);
+    a->nconns = (size_t)a->max_conns * POOLS_PER_THREAD * ADMIN_THREADS;
     a->conns = calloc(a->nconns, sizeof(*a->conns));
     if (a->conns == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -769,8 +787,8 @@ admin_t *admin_start(const admin_options_t *opt, char *err, size_t errlen)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG |
                      (v6 ? MHD_USE_IPv6 : 0);
     /* MHD splits its limit between its threads and refuses beyond it, before
-     * on_accept could evict: every thread gets room for all our slots. */
-    unsigned mhd_limit = (unsigned)a->nconns * ADMIN_THREADS;
+     * on_accept is asked: each thread gets POOLS_PER_THREAD pools of slots. */
+    unsigned mhd_limit = (unsigned)a->nconns;
     /* MHD's own timeout is an idle timer (any byte resets it): ours are the
      * deadlines; this one, later than all of them, is only a backstop. */
     int64_t longest = a->phase_ms[PHASE_REQUEST];

@@ -142,17 +142,11 @@ class AdminUnderAttack(unittest.TestCase):
         self.s.start_kafka()
         self.s.start_sim(active=5, completed=2, seed=7)
 
-    def admin_port(self):
-        m = st.wait_for(lambda: re.search(r'"msg":"admin endpoint listening".*?"port":(\d+)',
-                                          self.s.log_of("bridge-run")),
-                        timeout=20, what="the admin endpoint")
-        return int(m.group(1))
-
     def test_probes_answer_through_idle_slow_and_flooding_clients(self):
         conf = self.s.config(SOURCE)
         self.s.start_bridge(conf)
-        port = self.admin_port()
-        url = f"http://127.0.0.1:{port}"
+        url = self.s.admin_url()
+        port = int(url.rsplit(":", 1)[1])
         st.wait_for(lambda: probe(url + "/readyz", 5)[0] == 200, timeout=30, what="ready")
 
         start = time.monotonic()
@@ -208,13 +202,17 @@ class AdminUnderAttack(unittest.TestCase):
         shed = {m.group(1): float(m.group(2)) for m in re.finditer(
             r'^session_bridge_admin_connections_shed_total\{reason="(\w+)"\} (\S+)$', text,
             re.M)}
+        # (the pool is over its limit all along: the idle and slow clients
+        # are mostly evicted before their deadline; unit.admin tests that)
         self.assertGreater(shed.get("evicted", 0), 0, text)
-        self.assertGreater(shed.get("request_deadline", 0), 0, text)
         self.assertEqual(self.s.stop_bridge(), 0)
         log = self.s.log_of("bridge-run")
-        warnings = log.count('"msg":"admin connections shed to keep the probes answered"')
-        self.assertGreaterEqual(warnings, 1)
-        self.assertLessEqual(warnings, 2, "shed warnings are one a minute at most")
+        # thousands of connections shed, and the log says so in a line or two
+        # of each kind (one a minute at most; this run is shorter)
+        for msg in ("admin connections shed to keep the probes answered", "admin server"):
+            lines = log.count(f'"msg":"{msg}"')
+            self.assertGreaterEqual(lines, 1, msg)
+            self.assertLessEqual(lines, 2, f"{msg}: one line a minute at most")
 
 
 if __name__ == "__main__":
