@@ -30,6 +30,13 @@
 /* A victim is shut down as the newcomer is accepted and closed on its
  * worker's next turn: microseconds, with a margin for a loaded machine. */
 #define EVICTION_WAIT_MS 1000
+/* Between connections whose order matters: the server's clock counts
+ * milliseconds. */
+#define ORDER_GAP_MS 20
+/* connect() returns once the kernel has the connection; the server counts
+ * it once a thread accepted it, a little later (ASan: milliseconds). Well
+ * below the request deadline, which would close them all. */
+#define SETTLE_MS 300
 
 /* Bytes received, kept up to its size (enough for every reply here). */
 typedef struct text {
@@ -421,12 +428,17 @@ START_TEST(per_ip_limit_evicts_the_address_own_oldest)
     metrics_t *m = metrics_new();
     admin_t *a = start((admin_options_t){.metrics = m});
     int mine[ADMIN_DEFAULT_MAX_CONNECTIONS_PER_IP], other[2];
-    for (int i = 0; i < ADMIN_DEFAULT_MAX_CONNECTIONS_PER_IP; i++)
+    /* apart enough that their ages differ (the server counts milliseconds,
+     * and its two threads may take connections in any order) */
+    for (int i = 0; i < ADMIN_DEFAULT_MAX_CONNECTIONS_PER_IP; i++) {
         mine[i] = connect_from(a, "127.0.0.2");
+        sleep_ms(ORDER_GAP_MS);
+    }
     for (int i = 0; i < 2; i++)
         other[i] = connect_from(a, "127.0.0.3");
     int extra = connect_from(a, "127.0.0.2");
     ck_assert_msg(closed_within(mine[0], EVICTION_WAIT_MS), "the oldest of 127.0.0.2 is open");
+    sleep_ms(SETTLE_MS);
     reply_t r = request_from("127.0.0.2", "127.0.0.1", admin_port(a), "GET", "/healthz", NULL);
     assert_reply(&r, 200, "ok\n");
     ck_assert_msg(closed_within(mine[1], EVICTION_WAIT_MS), "the second of 127.0.0.2 is open");
@@ -458,7 +470,10 @@ START_TEST(full_pool_evicts_the_oldest_waiting)
         char from[32];
         snprintf(from, sizeof(from), "127.0.1.%d", 1 + i % ADDRESSES);
         fds[i] = connect_from(a, from);
+        if (i == 0)
+            sleep_ms(ORDER_GAP_MS); /* the oldest by far */
     }
+    sleep_ms(SETTLE_MS);
     int64_t t0 = now_ms();
     reply_t r = get(a, "/healthz");
     assert_reply(&r, 200, "ok\n");
