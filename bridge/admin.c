@@ -67,7 +67,7 @@
  * each kind per interval at most, with the counts since the last one, so
  * that an attack does not flood the log. */
 #define LOG_INTERVAL_MS 60000
-/* A deadline in the past when there is none: the reaper sleeps until woken. */
+/* No deadline at all: the reaper sleeps until woken. */
 #define NO_DEADLINE INT64_MAX
 
 #define TEXT_PLAIN "text/plain; charset=utf-8"
@@ -95,7 +95,7 @@ typedef enum shed_reason {
     SHED_KEEPALIVE_IDLE,
     SHED_RESPONSE_DEADLINE,
     SHED_EVICTED, /* closed to make room for a newcomer */
-    SHED_REFUSED, /* a newcomer refused: nothing could be evicted */
+    SHED_REFUSED, /* a newcomer hung up: no victim or no slot (should stay 0) */
     SHED_REASONS,
 } shed_reason_t;
 
@@ -139,7 +139,7 @@ struct admin {
     bool reaper_started, stopping;
     int64_t reaper_due_ms; /* when the reaper wakes up by itself */
     conn_t *conns;
-    size_t nconns;               /* slots: the limit, evictions in flight, a race per thread */
+    size_t nconns;               /* slots: one for every connection MHD may hold */
     uint64_t shed[SHED_REASONS]; /* since the last warning */
     int64_t shed_logged_ms;
 

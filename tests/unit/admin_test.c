@@ -37,6 +37,10 @@
  * it once a thread accepted it, a little later (ASan: milliseconds). Well
  * below the request deadline, which would close them all. */
 #define SETTLE_MS 300
+/* A /metrics of 12 MiB (the series times their label's length): far more
+ * than the kernel takes into a socket's buffers (4 MiB at most by default). */
+#define BIG_SERIES 100000
+#define BIG_LABEL_CHARS 100
 
 /* Bytes received, kept up to its size (enough for every reply here). */
 typedef struct text {
@@ -421,6 +425,52 @@ static double shed_count(metrics_t *m, const char *reason)
     return v;
 }
 
+/* A reader that does not read is cut off at the response deadline: what
+ * of a large /metrics the kernel buffers still arrives, not the rest. */
+START_TEST(slow_reader_cut_off_at_the_response_deadline)
+{
+    char err[ERRLEN];
+    metrics_t *m = metrics_new();
+    metric_family_t *big =
+        metrics_gauge(m, "x_big", "Many series.", (const char *const[]){"k", NULL}, err, ERRLEN);
+    ck_assert_ptr_nonnull(big);
+    for (int i = 0; i < BIG_SERIES; i++) {
+        char k[BIG_LABEL_CHARS + 1];
+        snprintf(k, sizeof(k), "%0*d", BIG_LABEL_CHARS, i);
+        ck_assert_int_eq(metric_set(big, (const char *const[]){k}, i), 0);
+    }
+    size_t full = 0;
+    free(metrics_render(m, &full));
+    admin_t *a = start((admin_options_t){.metrics = m, .response_deadline_ms = 500});
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    int small = 4096; /* before connect: it sets the window offered */
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port(a))};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    send_text(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    sleep_ms(1500);
+    size_t got = 0;
+    char buf[65536];
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (poll(&p, 1, IDLE_CLOSE_WAIT_MS) == 1) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    ck_assert_msg(got < full,
+                  "the whole response (%zu of %zu bytes) reached a reader that did "
+                  "not read for 1.5 s",
+                  got, full);
+    ck_assert(shed_count(m, "response_deadline") == 1);
+    close(fd);
+    admin_stop(a);
+    metrics_free(m);
+}
+END_TEST
+
 /* One address at its limit pushes out its own oldest connection, never
  * another address's, and its probe gets in. */
 START_TEST(per_ip_limit_evicts_the_address_own_oldest)
@@ -565,6 +615,7 @@ int main(void)
     tcase_add_test(tc, idle_connection_closed);
     tcase_add_test(tc, request_deadline_counts_from_accept);
     tcase_add_test(tc, keepalive_reused_then_closed);
+    tcase_add_test(tc, slow_reader_cut_off_at_the_response_deadline);
     tcase_add_test(tc, per_ip_limit_evicts_the_address_own_oldest);
     tcase_add_test(tc, full_pool_evicts_the_oldest_waiting);
     suite_add_tcase(s, tc);
