@@ -44,7 +44,7 @@
 /* A main loop that has not turned for this long is considered stuck. */
 #define ADMIN_DEFAULT_HEARTBEAT_MAX_AGE_S 30.0
 /* Probes and a scraper or two need a few connections: the limit only
- * bounds the sockets and memory (CONNECTION_MEMORY each) an attack can
+ * bounds the sockets and memory (32 KiB each) an attack can
  * make the process hold. */
 #define ADMIN_DEFAULT_MAX_CONNECTIONS 64
 /* A kubelet (liveness, readiness, startup probes) and a node-local scraper
@@ -59,7 +59,8 @@
  * kept-alive connection (Apache's KeepAliveTimeout): back-to-back requests
  * reuse the connection, an idle scraper reconnects. */
 #define ADMIN_DEFAULT_KEEPALIVE_IDLE_MS 5000
-/* From the request headers to the last byte of the response: a /metrics
+/* From the request headers until the last byte of the response is handed
+ * to the kernel (what it buffered still arrives afterwards): a /metrics
  * of a few MiB takes milliseconds, and Prometheus gives up after its
  * scrape_timeout (10 s by default) anyway. */
 #define ADMIN_DEFAULT_RESPONSE_DEADLINE_MS 30000
