@@ -13,8 +13,25 @@
  *
  * HEAD is answered like GET (RFC 9110 asks it of every GET resource),
  * other methods get 405, requests with a body 413, other paths 404.
- * Connections are bounded in number, idle time and memory (which bounds
- * the request headers).
+ *
+ * No client, slow or idle, and no number of them, can keep a probe from
+ * being answered (CONTRACT §8: a liveness probe that fails restarts the
+ * pod). Like nginx and Envoy, the server does not trust per-byte idle
+ * timers, which a client resets by sending a byte now and then:
+ *   - a deadline for the whole request headers, from accept (or from the
+ *     end of the previous response on a kept-alive connection) to the
+ *     last header line; a connection that misses it is closed;
+ *   - a deadline for each response, against clients that read slowly;
+ *   - a limit on the connections of one client address, and one on all;
+ *   - at either limit, the newcomer is accepted and the connection that
+ *     is worth least is closed instead: the oldest one still waiting for
+ *     its request (idle, dribbling, or kept alive), sparing one whose
+ *     request is already waiting to be read; then the oldest response in
+ *     flight. A probe always gets in, and an address can only ever push
+ *     out its own connections until the whole pool is full.
+ * Connections closed for these reasons are counted in
+ * session_bridge_admin_connections_shed_total{reason} and logged at most
+ * once a minute. Connection memory bounds the request line and headers.
  */
 #ifndef SB_ADMIN_H
 #define SB_ADMIN_H
@@ -26,10 +43,27 @@
 
 /* A main loop that has not turned for this long is considered stuck. */
 #define ADMIN_DEFAULT_HEARTBEAT_MAX_AGE_S 30.0
-/* Probes and a scraper or two: a few connections are plenty. */
-#define ADMIN_DEFAULT_MAX_CONNECTIONS 32
-/* Idle connections are closed after this. */
-#define ADMIN_DEFAULT_CONNECTION_TIMEOUT_S 10
+/* Probes and a scraper or two need a few connections: the limit only
+ * bounds the sockets and memory (32 KiB each) an attack can
+ * make the process hold. */
+#define ADMIN_DEFAULT_MAX_CONNECTIONS 64
+/* A kubelet (liveness, readiness, startup probes) and a node-local scraper
+ * share one address and need at most four at once; twice that leaves room
+ * for clients behind one NAT address. */
+#define ADMIN_DEFAULT_MAX_CONNECTIONS_PER_IP 8
+/* From accept to the last header line. A probe sends its few hundred bytes
+ * in one packet, and gives up after its own timeout (1 s by default in
+ * Kubernetes): a client not done in 2 s is no probe. */
+#define ADMIN_DEFAULT_REQUEST_DEADLINE_MS 2000
+/* From the end of a response to the next request's last header line, on a
+ * kept-alive connection (Apache's KeepAliveTimeout): back-to-back requests
+ * reuse the connection, an idle scraper reconnects. */
+#define ADMIN_DEFAULT_KEEPALIVE_IDLE_MS 5000
+/* From the request headers until the last byte of the response is handed
+ * to the kernel (what it buffered still arrives afterwards): a /metrics
+ * of a few MiB takes milliseconds, and Prometheus gives up after its
+ * scrape_timeout (10 s by default) anyway. */
+#define ADMIN_DEFAULT_RESPONSE_DEADLINE_MS 30000
 /* Room for the ready callback's reason. */
 #define ADMIN_REASON_MAX 512
 
@@ -58,12 +92,16 @@ typedef struct admin_options {
     const char *listen;
     /* Borrowed, must outlive the server; NULL: /metrics answers 404. */
     metrics_t *metrics;
-    admin_ready_fn ready;          /* NULL: always ready */
-    admin_collect_fn collect;      /* NULL: none */
-    void *opaque;                  /* passed to both callbacks */
-    double heartbeat_max_age_s;    /* 0: ADMIN_DEFAULT_HEARTBEAT_MAX_AGE_S */
-    unsigned max_connections;      /* 0: ADMIN_DEFAULT_MAX_CONNECTIONS */
-    unsigned connection_timeout_s; /* 0: ADMIN_DEFAULT_CONNECTION_TIMEOUT_S */
+    admin_ready_fn ready;       /* NULL: always ready */
+    admin_collect_fn collect;   /* NULL: none */
+    void *opaque;               /* passed to both callbacks */
+    double heartbeat_max_age_s; /* 0: ADMIN_DEFAULT_HEARTBEAT_MAX_AGE_S */
+    /* 0 takes the ADMIN_DEFAULT_ of the same name (tests use small ones). */
+    unsigned max_connections;
+    unsigned max_connections_per_ip;
+    unsigned request_deadline_ms;
+    unsigned keepalive_idle_ms;
+    unsigned response_deadline_ms;
 } admin_options_t;
 
 /*

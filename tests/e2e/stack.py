@@ -11,6 +11,7 @@ independently (event ids with hashlib, from the simulator's ground truth).
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -206,6 +207,14 @@ class Stack:
     def start_bridge(self, config, name="bridge-run"):
         """session-bridge run in the background; its log is log_of(name)."""
         return self._spawn(name, [BRIDGE, "run", "-c", config], env=self.env())
+
+    def admin_url(self, name="bridge-run"):
+        """http://127.0.0.1:<port> of a running bridge's admin endpoint, the
+        port from its log line (the configs listen on port 0)."""
+        m = wait_for(lambda: re.search(r'"msg":"admin endpoint listening".*?"port":(\d+)',
+                                       self.log_of(name)),
+                     timeout=20, what="the admin endpoint")
+        return f"http://127.0.0.1:{m.group(1)}"
 
     def stop_bridge(self, name="bridge-run", sig=signal.SIGTERM):
         """Stops it (SIGKILL: no chance to flush) and returns its exit code."""

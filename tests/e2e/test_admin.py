@@ -68,10 +68,7 @@ class AdminEndToEnd(unittest.TestCase):
         return self.s.config(SOURCE, sinks=[bus, hook])
 
     def admin_url(self, name="bridge-run"):
-        m = st.wait_for(lambda: re.search(r'"msg":"admin endpoint listening".*?"port":(\d+)',
-                                          self.s.log_of(name)),
-                        timeout=20, what="the admin endpoint")
-        return f"http://127.0.0.1:{m.group(1)}"
+        return self.s.admin_url(name)
 
     def scrape(self, url):
         status, text = get(url + "/metrics")
