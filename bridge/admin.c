@@ -2,10 +2,13 @@
  * admin: the health, readiness and metrics endpoint (see admin.h).
  *
  * libmicrohttpd runs a pool of ADMIN_THREADS threads, so that a probe never
- * waits behind a large /metrics render. Scrapes are serialized by a mutex:
+ * waits behind a large /metrics render. Renders are serialized by a mutex:
  * the collect callback then never runs twice at once, and two scrapers do
  * not render the registry twice in parallel on a machine whose cores belong
- * to the main loop.
+ * to the main loop. A thread that finds a render under way answers with the
+ * previous text instead of waiting for the mutex, and a text younger than
+ * ADMIN_METRICS_REUSE_MS is served again: a flood of scrapes cannot tie up the
+ * threads that answer the probes.
  *
  * Connection limits and deadlines (admin.h says which) are ours, not
  * libmicrohttpd's: its limits refuse the newcomer, which is how idle
@@ -126,7 +129,13 @@ struct admin {
     void *opaque;
     int64_t heartbeat_max_age_ms;
     _Atomic int64_t heartbeat_ms; /* CLOCK_MONOTONIC */
-    pthread_mutex_t scrape_lock;
+    pthread_mutex_t scrape_lock;  /* held while rendering */
+
+    /* The last /metrics text, under cache_lock (see serve_metrics). */
+    pthread_mutex_t cache_lock;
+    char *cache;
+    size_t cache_len;
+    int64_t cache_ms; /* CLOCK_MONOTONIC, when it was rendered */
 
     unsigned max_conns, max_conns_per_ip;
     int64_t phase_ms[PHASE_RESPONSE + 1]; /* each phase's deadline */
@@ -217,16 +226,61 @@ static enum MHD_Result serve_readyz(admin_t *a, struct MHD_Connection *c)
     return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, text);
 }
 
+/*
+ * A copy of the last /metrics text, owned by the caller, when it is at most
+ * max_age_ms old (any age when max_age_ms < 0); NULL when there is none or
+ * memory ran out.
+ */
+static char *cached_metrics(admin_t *a, int64_t max_age_ms, size_t *len)
+{
+    char *copy = NULL;
+    pthread_mutex_lock(&a->cache_lock);
+    if (a->cache && (max_age_ms < 0 || clock_mono_ms() - a->cache_ms <= max_age_ms)) {
+        copy = malloc(a->cache_len + 1);
+        if (copy) {
+            memcpy(copy, a->cache, a->cache_len + 1);
+            *len = a->cache_len;
+        }
+    }
+    pthread_mutex_unlock(&a->cache_lock);
+    return copy;
+}
+
+/*
+ * No server thread ever waits for another's render, since a probe queued
+ * on that thread would wait with it: while one thread renders, the others
+ * answer with the text it is replacing. Only the very first render is
+ * waited for (there is nothing to answer with before it).
+ */
 static enum MHD_Result serve_metrics(admin_t *a, struct MHD_Connection *c)
 {
     if (a->metrics == NULL)
         return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
     size_t len = 0;
-    pthread_mutex_lock(&a->scrape_lock);
-    if (a->collect)
-        a->collect(a->opaque, a->metrics);
-    char *text = metrics_render(a->metrics, &len);
-    pthread_mutex_unlock(&a->scrape_lock);
+    char *text = cached_metrics(a, ADMIN_METRICS_REUSE_MS, &len);
+    if (text == NULL && pthread_mutex_trylock(&a->scrape_lock) != 0) {
+        text = cached_metrics(a, -1, &len);
+        if (text == NULL)
+            pthread_mutex_lock(&a->scrape_lock);
+    } else if (text != NULL) {
+        return reply(c, MHD_HTTP_OK, TEXT_METRICS, text, len, MHD_RESPMEM_MUST_FREE);
+    }
+    if (text == NULL) { /* we hold scrape_lock */
+        if (a->collect)
+            a->collect(a->opaque, a->metrics);
+        size_t n = 0;
+        char *fresh = metrics_render(a->metrics, &n);
+        if (fresh) {
+            pthread_mutex_lock(&a->cache_lock);
+            free(a->cache);
+            a->cache = fresh; /* the cache owns it now */
+            a->cache_len = n;
+            a->cache_ms = clock_mono_ms();
+            pthread_mutex_unlock(&a->cache_lock);
+            text = cached_metrics(a, -1, &len);
+        }
+        pthread_mutex_unlock(&a->scrape_lock);
+    }
     if (text == NULL)
         return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
     return reply(c, MHD_HTTP_OK, TEXT_METRICS, text, len, MHD_RESPMEM_MUST_FREE);
@@ -693,6 +747,8 @@ static admin_t *admin_alloc(void)
     pthread_condattr_t ca;
     if (pthread_mutex_init(&a->scrape_lock, NULL) != 0)
         goto no_scrape_lock;
+    if (pthread_mutex_init(&a->cache_lock, NULL) != 0)
+        goto no_cache_lock;
     if (pthread_mutex_init(&a->conns_lock, NULL) != 0)
         goto no_conns_lock;
     if (pthread_condattr_init(&ca) != 0)
@@ -708,6 +764,8 @@ no_cond:
 no_condattr:
     pthread_mutex_destroy(&a->conns_lock);
 no_conns_lock:
+    pthread_mutex_destroy(&a->cache_lock);
+no_cache_lock:
     pthread_mutex_destroy(&a->scrape_lock);
 no_scrape_lock:
     free(a);
@@ -840,6 +898,8 @@ void admin_stop(admin_t *a)
     pthread_cond_destroy(&a->reaper_wake);
     pthread_mutex_destroy(&a->conns_lock);
     pthread_mutex_destroy(&a->scrape_lock);
+    pthread_mutex_destroy(&a->cache_lock);
+    free(a->cache);
     free(a->conns);
     free(a);
 }

@@ -9,7 +9,9 @@
  *   GET /readyz   200 "ready" when the ready callback says so, 503 with the
  *                 callback's reason otherwise.
  *   GET /metrics  the registry in the Prometheus text format, after the
- *                 collect callback refreshed what it wants to.
+ *                 collect callback refreshed what it wants to; a render
+ *                 younger than ADMIN_METRICS_REUSE_MS, or the last one
+ *                 while another is under way, is served again.
  *
  * HEAD is answered like GET (RFC 9110 asks it of every GET resource),
  * other methods get 405, requests with a body 413, other paths 404.
@@ -64,6 +66,13 @@
  * of a few MiB takes milliseconds, and Prometheus gives up after its
  * scrape_timeout (10 s by default) anyway. */
 #define ADMIN_DEFAULT_RESPONSE_DEADLINE_MS 30000
+/*
+ * A /metrics text younger than this is served again instead of rendered
+ * anew. Prometheus scrapes every 15 s or more, so nobody sees the
+ * difference; a flood of scrapes then costs two renders a second instead of
+ * keeping busy the server threads that also answer the probes.
+ */
+#define ADMIN_METRICS_REUSE_MS 500
 /* Room for the ready callback's reason. */
 #define ADMIN_REASON_MAX 512
 
@@ -79,7 +88,7 @@ typedef struct admin admin_t;
 typedef bool (*admin_ready_fn)(void *opaque, char *why, size_t whylen);
 
 /*
- * Called on a server thread before each GET /metrics is rendered, never
+ * Called on a server thread before each /metrics render, never
  * twice at once, to refresh gauges that are cheaper to read than to keep
  * up to date (queue depths). Same rules as admin_ready_fn: thread-safe,
  * quick, no I/O.

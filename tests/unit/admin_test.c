@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -131,6 +132,20 @@ static void assert_header(const reply_t *r, const char *line)
     ck_assert_msg(strstr(r->headers.s, line), "no \"%s\" in:\n%s", line, r->headers.s);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
 START_TEST(healthz_ok_while_heartbeat_fresh)
 {
     admin_t *a = start((admin_options_t){0});
@@ -144,13 +159,6 @@ START_TEST(healthz_ok_while_heartbeat_fresh)
     admin_stop(a);
 }
 END_TEST
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
 
 START_TEST(healthz_503_when_heartbeat_stale)
 {
@@ -236,8 +244,85 @@ START_TEST(metrics_rendered_after_collect)
     ck_assert_ptr_nonnull(
         strstr(r.body.s, "session_bridge_admin_connections_shed_total{reason=\"evicted\"} 0\n"));
     assert_header(&r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n");
+    /* within the reuse window: the same text, no second collect */
+    r = get(a, "/metrics");
+    ck_assert_ptr_nonnull(strstr(r.body.s, "x_scrapes 1\n"));
+    ck_assert_int_eq(col.calls, 1);
+    sleep_ms(ADMIN_METRICS_REUSE_MS + 100);
     r = get(a, "/metrics");
     ck_assert_ptr_nonnull(strstr(r.body.s, "x_scrapes 2\n"));
+    admin_stop(a);
+    metrics_free(m);
+}
+END_TEST
+
+/* A collect callback as slow as a render of a very large registry. */
+#define SLOW_COLLECT_MS 300
+/* Scrapers of the flood, each asking for /metrics again and again. */
+#define FLOOD_SCRAPERS 6
+#define FLOOD_MS 3000
+
+static void slow_collect_cb(void *opaque, metrics_t *m)
+{
+    sleep_ms(SLOW_COLLECT_MS);
+    collect_cb(opaque, m);
+}
+
+typedef struct flood {
+    char from[16]; /* an address of its own: the per-address limit is not under test */
+    unsigned port;
+    int64_t until_ms;
+    int scrapes;
+} flood_t;
+
+static void *scrape_until(void *opaque)
+{
+    flood_t *f = opaque;
+    while (now_ms() < f->until_ms) {
+        reply_t r = request_from(f->from, "127.0.0.1", f->port, "GET", "/metrics", NULL);
+        ck_assert_int_eq(r.status, 200);
+        f->scrapes++;
+    }
+    return NULL;
+}
+
+/* Before, a scrape waited for the render mutex on a server thread, so with
+ * a few scrapers both threads were stuck behind renders and so were the
+ * probes queued on them. Now a render holds one thread at most, for one
+ * render, twice a second. */
+START_TEST(metrics_flood_does_not_hold_probes)
+{
+    char err[ERRLEN];
+    metrics_t *m = metrics_new();
+    collector_t col = {.scrapes = metrics_gauge(m, "x_scrapes", "Scrapes.", NULL, err, ERRLEN)};
+    admin_t *a = start((admin_options_t){.metrics = m, .collect = slow_collect_cb, .opaque = &col});
+    ck_assert_int_eq(get(a, "/metrics").status, 200);
+
+    flood_t fl[FLOOD_SCRAPERS];
+    pthread_t th[FLOOD_SCRAPERS];
+    for (int i = 0; i < FLOOD_SCRAPERS; i++) {
+        fl[i] = (flood_t){.port = admin_port(a), .until_ms = now_ms() + FLOOD_MS};
+        snprintf(fl[i].from, sizeof(fl[i].from), "127.0.0.%d", i + 2);
+        ck_assert_int_eq(pthread_create(&th[i], NULL, scrape_until, &fl[i]), 0);
+    }
+    sleep_ms(200);
+    int64_t worst = 0;
+    for (int i = 0; i < 10; i++) {
+        int64_t t0 = now_ms();
+        assert_reply((reply_t[]){get(a, "/healthz")}, 200, "ok\n");
+        if (now_ms() - t0 > worst)
+            worst = now_ms() - t0;
+        sleep_ms(200);
+    }
+    int scrapes = 0;
+    for (int i = 0; i < FLOOD_SCRAPERS; i++) {
+        pthread_join(th[i], NULL);
+        scrapes += fl[i].scrapes;
+    }
+    /* one render's time at most, with room for a loaded machine */
+    ck_assert_msg(worst < SLOW_COLLECT_MS + 200, "a probe waited %lld ms", (long long)worst);
+    /* the scrapers were answered from the reused text, not one render each */
+    ck_assert_int_gt(scrapes, 4 * col.calls);
     admin_stop(a);
     metrics_free(m);
 }
@@ -325,13 +410,6 @@ static bool closed_within(int fd, int ms)
 static void send_text(int fd, const char *text)
 {
     ck_assert_int_eq(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A connection that never sends a byte is closed (at the request deadline). */
@@ -602,6 +680,7 @@ int main(void)
     tcase_add_test(tc, readyz_without_callback_is_ready);
     tcase_add_test(tc, metrics_rendered_after_collect);
     tcase_add_test(tc, metrics_404_without_registry);
+    tcase_add_test(tc, metrics_flood_does_not_hold_probes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("http");
