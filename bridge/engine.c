@@ -874,7 +874,8 @@ static void cycle_commit(source_rt_t *s)
     st->commit_s = clock_mono_s() - t0;
     diff_cycle_apply(s->cy);
     s->has_snapshot = 1;
-    s->index_valid = 1;
+    /* The fence saw our base in Redis: whatever made us doubt it, the index matches. */
+    s->index_valid = s->loaded = 1;
     st->sessions = diff_index_size(s->index);
     commit_metrics(s);
     st->redis_commands = store_commands_sent(e->store) - s->cmds0;
