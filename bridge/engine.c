@@ -637,7 +637,7 @@ static int snapshot_restore(source_rt_t *s)
     case STORE_FENCE_OK:
         metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(s->conf->name), 1);
         LOG_WARN("redis lost the snapshot of this source; restored it from memory (outbox events "
-                 "not yet claimed and dead letters it held are not restored)",
+                 "and dead letters redis held are not restored)",
                  LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
                  LF_I("sessions", diff_index_size(s->index)));
         return 1;
