@@ -256,25 +256,43 @@ static void lease_lost(source_rt_t *s, const char *why)
              LF_S("why", why));
 }
 
+/*
+ * The lease of s is ours (taken, or taken again): another replica may have
+ * committed since we last read the snapshot, so the next cycle checks it.
+ */
+static void lease_taken(source_rt_t *s, double now)
+{
+    double ttl = s->e->conf->lease_ttl_s;
+
+    if (!s->leased) {
+        s->leased = 1;
+        s->e->leases_held++;
+        lease_gauges(s);
+    }
+    s->loaded = 0;
+    s->lease_renew_at = now + ttl / 3;
+    s->lease_valid_until = now + ttl;
+    s->lease_wait_since = 0;
+}
+
+/* SET NX of the lease of s; err receives the reason of an error. */
+static store_lease_t lease_set(source_rt_t *s, char *err, size_t errlen)
+{
+    engine_t *e = s->e;
+    return store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, errlen);
+}
+
 /* Tries to take the lease of s: 1 when it is ours, 0 when another replica's, -1 on a Redis error.
  */
 static int lease_acquire(source_rt_t *s, double now)
 {
-    engine_t *e = s->e;
     char err[256];
-    double ttl = e->conf->lease_ttl_s;
 
-    switch (
-        store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err))) {
+    switch (lease_set(s, err, sizeof(err))) {
     case STORE_LEASE_HELD:
-        s->leased = 1;
-        s->loaded = 0; /* another replica may have committed since we last read it */
-        s->lease_renew_at = now + ttl / 3;
-        s->lease_valid_until = now + ttl;
-        s->lease_wait_since = 0;
-        e->leases_held++;
-        lease_gauges(s);
-        LOG_INFO("lease acquired", LF_S("source", s->conf->name), LF_I("ttl_s", ttl));
+        lease_taken(s, now);
+        LOG_INFO("lease acquired", LF_S("source", s->conf->name),
+                 LF_I("ttl_s", s->e->conf->lease_ttl_s));
         return 1;
     case STORE_LEASE_OTHER:
     case STORE_LEASE_GONE:
@@ -291,29 +309,19 @@ static int lease_acquire(source_rt_t *s, double now)
  * Nobody holds the lease of s although this replica did: it expired while
  * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
  * it again unless another replica was faster. Whether the snapshot
- * survived is for the commit's fence and ensure_loaded() to find out, so
- * loaded is cleared. 1 when the lease is ours again, 0 when another
- * replica's, -1 on a Redis error.
+ * survived is for the commit's fence and ensure_loaded() to find out. 1
+ * when the lease is ours again, 0 when another replica's, -1 on a Redis
+ * error.
  */
 static int lease_retake(source_rt_t *s, double now)
 {
-    engine_t *e = s->e;
     char err[256];
-    double ttl = e->conf->lease_ttl_s;
 
-    switch (
-        store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err))) {
+    switch (lease_set(s, err, sizeof(err))) {
     case STORE_LEASE_HELD:
-        if (!s->leased) {
-            s->leased = 1;
-            e->leases_held++;
-            lease_gauges(s);
-        }
-        s->loaded = 0;
-        s->lease_renew_at = now + ttl / 3;
-        s->lease_valid_until = now + ttl;
+        lease_taken(s, now);
         LOG_WARN("lease gone from redis (nobody held it); taken again",
-                 LF_S("source", s->conf->name), LF_I("ttl_s", ttl));
+                 LF_S("source", s->conf->name), LF_I("ttl_s", s->e->conf->lease_ttl_s));
         return 1;
     case STORE_LEASE_OTHER:
     case STORE_LEASE_GONE:
