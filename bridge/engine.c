@@ -138,9 +138,10 @@ struct source_rt {
     const conf_source_t *conf;
     diff_index_t *index;
     http_client_t *http;
-    int loaded;      /* index matches Redis as far as we know */
-    int index_valid; /* index holds the snapshot committed at cycle (loaded or committed by us) */
-    int leased;      /* we hold the source's lease */
+    int loaded; /* index matches Redis as far as we know */
+    /* index holds the snapshot committed at cycle, and no other replica held the lease since */
+    int index_valid;
+    int leased;                               /* we hold the source's lease */
     double lease_renew_at, lease_valid_until; /* monotonic s */
     double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
     int has_snapshot;                         /* Redis holds a snapshot of this source */
@@ -191,6 +192,8 @@ struct engine {
     char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
     size_t live_replicas;        /* as of the last member beat, ourselves included */
     double next_beat;
+    int beaten;         /* a member beat succeeded */
+    double quiet_until; /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
 
@@ -254,6 +257,18 @@ static void lease_lost(source_rt_t *s, const char *why)
     metric_add(ENGINE_METRIC(s->e, lease_lost), LABELS(s->conf->name), 1);
     LOG_WARN("lease lost; another replica polls this source now", LF_S("source", s->conf->name),
              LF_S("why", why));
+}
+
+/*
+ * Another replica holds the lease of s: it may commit, so our index may
+ * fall behind the snapshot and must never be restored over a Redis that
+ * lost it (ensure_loaded() reads the snapshot instead). A lease that only
+ * lapsed (Redis unreachable, or restarted empty) leaves the index ours.
+ */
+static void lease_taken_over(source_rt_t *s, const char *why)
+{
+    s->index_valid = 0;
+    lease_lost(s, why);
 }
 
 /*
@@ -325,7 +340,7 @@ static int lease_retake(source_rt_t *s, double now)
         return 1;
     case STORE_LEASE_OTHER:
     case STORE_LEASE_GONE:
-        lease_lost(s, "taken by another replica after it lapsed");
+        lease_taken_over(s, "taken by another replica after it lapsed");
         return 0;
     case STORE_LEASE_ERROR:
         break;
@@ -343,9 +358,24 @@ static void leases_tick(engine_t *e, double now)
 
     if (now >= e->next_beat) {
         size_t live = 1;
+        bool was_member = true;
         e->next_beat = now + ttl / 3;
-        if (store_member_beat(e->store, e->token, lease_ttl_ms(e), &live, err, sizeof(err)) == 0)
+        if (store_member_beat(e->store, e->token, lease_ttl_ms(e), &live, &was_member, err,
+                              sizeof(err)) == 0) {
             e->live_replicas = live;
+            if (e->beaten && !was_member) {
+                /* Every replica's leases and beats vanished with it: the
+                 * live count is too low until they beat again, and the
+                 * sources they held are theirs to take back, with the
+                 * snapshots only they have in memory. */
+                e->quiet_until = now + ttl;
+                LOG_WARN("this replica's membership vanished from redis (it lost its data, or "
+                         "this replica was cut off past the lease TTL); taking no source it does "
+                         "not hold for one lease TTL",
+                         LF_I("ttl_s", ttl));
+            }
+            e->beaten = 1;
+        }
     }
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = &e->sources[i];
@@ -359,7 +389,7 @@ static void leases_tick(engine_t *e, double now)
             s->lease_valid_until = now + ttl;
             break;
         case STORE_LEASE_OTHER:
-            lease_lost(s, "taken by another replica (this one was paused or cut off)");
+            lease_taken_over(s, "taken by another replica (this one was paused or cut off)");
             break;
         case STORE_LEASE_GONE:
         case STORE_LEASE_ERROR:
@@ -387,6 +417,7 @@ static void lease_rebalance(source_rt_t *s)
         return;
     s->leased = 0;
     s->loaded = 0;
+    s->index_valid = 0; /* the next holder commits */
     e->leases_held--;
     lease_gauges(s);
     LOG_INFO("lease released to balance the replicas", LF_S("source", s->conf->name),
@@ -652,7 +683,7 @@ static int snapshot_restore(source_rt_t *s)
     case STORE_FENCE_BASE_MOVED:
         return 0;
     case STORE_FENCE_LEASE_OTHER:
-        lease_lost(s, err);
+        lease_taken_over(s, err);
         break;
     case STORE_FENCE_LEASE_GONE:
         s->lease_renew_at = 0; /* the next tick takes it again */
@@ -853,7 +884,7 @@ static void cycle_commit(source_rt_t *s)
     case STORE_FENCE_OK:
         break;
     case STORE_FENCE_LEASE_OTHER:
-        lease_lost(s, err);
+        lease_taken_over(s, err);
         cycle_fail(s, "commit refused: another replica holds the lease; it delivers these events",
                    err);
         return;
@@ -1391,7 +1422,10 @@ static int lease_ready(source_rt_t *s, double now, double *wake)
     engine_t *e = s->e;
     double ttl = e->conf->lease_ttl_s;
 
-    int got = s->leased ? 1 : e->once || e->leases_held < fair_share(e) ? lease_acquire(s, now) : 0;
+    int got = s->leased ? 1
+              : e->once || (e->leases_held < fair_share(e) && now >= e->quiet_until)
+                  ? lease_acquire(s, now)
+                  : 0;
     if (got == 1)
         return 1;
     if (got < 0) {

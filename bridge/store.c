@@ -1488,13 +1488,23 @@ int store_lease_release(store_t *st, const char *source, const char *token, char
     return lease_script(st, release_script, source, token, 0, &n, err, errlen);
 }
 
-int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, char *err,
-                      size_t errlen)
+int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
+                      char *err, size_t errlen)
 {
     char members[STORE_KEY_MAX], until[24], now[24];
     uint64_t t = (uint64_t)clock_unix_ms();
+    const char *zscore[3] = {"ZSCORE", members, id};
+    size_t zscore_len[3] = {6, 0, strlen(id)};
+    redisReply *r;
 
     snprintf(members, sizeof members, "%s:members", st->prefix);
+    zscore_len[1] = strlen(members);
+    if (ensure_connected(st, err, errlen) != 0 ||
+        (r = run_command(st, 3, zscore, zscore_len, "ZSCORE", err, errlen)) == NULL)
+        return -1;
+    /* The score is when the entry expires, in unix ms (hiredis NUL-terminates strings). */
+    *was_member = r->type == REDIS_REPLY_STRING && strtod(r->str, NULL) >= (double)t;
+    freeReplyObject(r);
     snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);
     snprintf(now, sizeof now, "(%" PRIu64, t);
     const char *c1[] = {"ZADD", members, until, id, NULL},

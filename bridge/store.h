@@ -139,10 +139,13 @@ int store_lease_release(store_t *st, const char *source, const char *token, char
                         size_t errlen);
 /*
  * Registers replica id as alive for ttl_ms, forgets the expired ones, and
- * counts the live replicas (ourselves included) into *live.
+ * counts the live replicas (ourselves included) into *live. *was_member
+ * tells whether id was registered (and not expired) before this beat: a
+ * replica that beat before and finds itself gone was forgotten by Redis
+ * (its data lost) or cut off past its TTL.
  */
-int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, char *err,
-                      size_t errlen);
+int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
+                      char *err, size_t errlen);
 /* Removes replica id from the members (at shutdown). */
 int store_member_leave(store_t *st, const char *id, char *err, size_t errlen);
 

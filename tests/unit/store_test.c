@@ -473,8 +473,19 @@ START_TEST(test_fences_and_restore)
     ck_assert_int_eq(commit_fenced(st, b, &cycle), STORE_FENCE_LEASE_OTHER);
     ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:fenced cycle"), 2);
 
+    /* A member beat tells a first beat, and a membership Redis forgot, from a renewal. */
+    size_t live = 0;
+    bool was_member = true;
+    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert(!was_member);
+    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert(was_member);
+    ck_assert_uint_eq(live, 1);
+
     /* Redis loses everything: the lease is nobody's, not another replica's. */
     redis_server_ok(srv.port, "FLUSHALL");
+    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert(!was_member);
     ck_assert_int_eq(store_lease_renew(st, "fenced", a, 60000, err, sizeof err), STORE_LEASE_GONE);
     ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_LEASE_GONE);
     ck_assert_int_eq(store_lease_acquire(st, "fenced", a, 60000, err, sizeof err),
