@@ -85,6 +85,11 @@ static const metric_def_t defs[] = {
         "1 when this replica holds the lease of the source."),
     DEF(lease_lost, DEF_COUNTER, "lease_lost_total", by_source,
         "Leases of a source lost, or refused at commit (fencing)."),
+    DEF(paused_until, DEF_GAUGE, "paused_until_timestamp_seconds", by_source,
+        "Unix time until which a source is paused because its provider asked (Retry-After); "
+        "0 when it is not."),
+    DEF(redis_state_restored, DEF_COUNTER, "redis_state_restored_total", by_source,
+        "Snapshots of a source that Redis had lost and this replica restored from memory."),
 };
 
 /* Not in the table: the registry keeps it, there is no family to update. */

@@ -57,6 +57,19 @@
 /* Fraction of an interval added as random jitter, so sources spread out. */
 #define ENGINE_JITTER 0.1
 /*
+ * Longest pause a provider's Retry-After imposes on a source after a poll
+ * failed on it. Rate limits and maintenance windows ask for seconds to
+ * minutes; an answer of more than an hour is more likely a broken or
+ * hostile header than a plan, and honouring a day would silence the source
+ * for a day on one response. Asking again once an hour costs one request.
+ */
+#define ENGINE_MAX_PAUSE_S 3600.0
+/*
+ * Commits of one cycle: the first, and one more after each repair a fence
+ * asks for (the lease taken again, then the snapshot restored).
+ */
+#define ENGINE_COMMIT_TRIES 3
+/*
  * `once` waits for the outboxes to hand over what its cycles committed, at
  * most this long after the last cycle ended; what is left stays in the
  * outbox for the next run.
@@ -125,7 +138,9 @@ struct source_rt {
     const conf_source_t *conf;
     diff_index_t *index;
     http_client_t *http;
-    int loaded;                               /* index matches Redis as far as we know */
+    int loaded; /* index matches Redis as far as we know */
+    /* index holds the snapshot committed at cycle, and no other replica held the lease since */
+    int index_valid;
     int leased;                               /* we hold the source's lease */
     double lease_renew_at, lease_valid_until; /* monotonic s */
     double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
@@ -136,6 +151,7 @@ struct source_rt {
     int wanted;   /* once: a cycle was asked for */
     int finished; /* once: that cycle ended */
     int last_ok;
+    int paused; /* the paused-until gauge is set */
     engine_cycle_stats_t stats;
 
     /* The cycle in progress; all NULL/0 when idle. */
@@ -146,6 +162,7 @@ struct source_rt {
     http_response_t resp;
     int attempt;
     double retry_at;
+    double pause_s; /* Retry-After of the response that failed the poll, -1 when none */
     int64_t observed_ms;
     double t_start, t_deliver;
     uint64_t cmds0;
@@ -175,6 +192,8 @@ struct engine {
     char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
     size_t live_replicas;        /* as of the last member beat, ourselves included */
     double next_beat;
+    int beaten;         /* a member beat succeeded */
+    double quiet_until; /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
 
@@ -240,33 +259,94 @@ static void lease_lost(source_rt_t *s, const char *why)
              LF_S("why", why));
 }
 
+/*
+ * Another replica holds the lease of s: it may commit, so our index may
+ * fall behind the snapshot and must never be restored over a Redis that
+ * lost it (ensure_loaded() reads the snapshot instead). A lease that only
+ * lapsed (Redis unreachable, or restarted empty) leaves the index ours.
+ */
+static void lease_taken_over(source_rt_t *s, const char *why)
+{
+    s->index_valid = 0;
+    lease_lost(s, why);
+}
+
+/*
+ * The lease of s is ours (taken, or taken again): another replica may have
+ * committed since we last read the snapshot, so the next cycle checks it.
+ */
+static void lease_taken(source_rt_t *s, double now)
+{
+    double ttl = s->e->conf->lease_ttl_s;
+
+    if (!s->leased) {
+        s->leased = 1;
+        s->e->leases_held++;
+        lease_gauges(s);
+    }
+    s->loaded = 0;
+    s->lease_renew_at = now + ttl / 3;
+    s->lease_valid_until = now + ttl;
+    s->lease_wait_since = 0;
+}
+
+/* SET NX of the lease of s; err receives the reason of an error. */
+static store_lease_t lease_set(source_rt_t *s, char *err, size_t errlen)
+{
+    engine_t *e = s->e;
+    return store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, errlen);
+}
+
 /* Tries to take the lease of s: 1 when it is ours, 0 when another replica's, -1 on a Redis error.
  */
 static int lease_acquire(source_rt_t *s, double now)
 {
-    engine_t *e = s->e;
     char err[256];
-    double ttl = e->conf->lease_ttl_s;
 
-    switch (
-        store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err))) {
+    switch (lease_set(s, err, sizeof(err))) {
     case STORE_LEASE_HELD:
-        s->leased = 1;
-        s->loaded = 0; /* another replica may have committed since we last read it */
-        s->lease_renew_at = now + ttl / 3;
-        s->lease_valid_until = now + ttl;
-        s->lease_wait_since = 0;
-        e->leases_held++;
-        lease_gauges(s);
-        LOG_INFO("lease acquired", LF_S("source", s->conf->name), LF_I("ttl_s", ttl));
+        lease_taken(s, now);
+        LOG_INFO("lease acquired", LF_S("source", s->conf->name),
+                 LF_I("ttl_s", s->e->conf->lease_ttl_s));
         return 1;
     case STORE_LEASE_OTHER:
+    case STORE_LEASE_GONE:
         return 0;
     case STORE_LEASE_ERROR:
         LOG_ERROR("cannot take the lease; skipping this cycle", LF_S("source", s->conf->name),
                   LF_S("error", err));
         return -1;
     }
+    return -1;
+}
+
+/*
+ * Nobody holds the lease of s although this replica did: it expired while
+ * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
+ * it again unless another replica was faster. Whether the snapshot
+ * survived is for the commit's fence and ensure_loaded() to find out. 1
+ * when the lease is ours again, 0 when another replica's, -1 on a Redis
+ * error.
+ */
+static int lease_retake(source_rt_t *s, double now)
+{
+    char err[256];
+
+    switch (lease_set(s, err, sizeof(err))) {
+    case STORE_LEASE_HELD:
+        lease_taken(s, now);
+        LOG_WARN("lease gone from redis (nobody held it); taken again",
+                 LF_S("source", s->conf->name), LF_I("ttl_s", s->e->conf->lease_ttl_s));
+        return 1;
+    case STORE_LEASE_OTHER:
+    case STORE_LEASE_GONE:
+        lease_taken_over(s, "taken by another replica after it lapsed");
+        return 0;
+    case STORE_LEASE_ERROR:
+        break;
+    }
+    LOG_WARN("cannot take the lapsed lease again", LF_S("source", s->conf->name),
+             LF_S("error", err));
     return -1;
 }
 
@@ -278,24 +358,44 @@ static void leases_tick(engine_t *e, double now)
 
     if (now >= e->next_beat) {
         size_t live = 1;
+        bool was_member = true;
         e->next_beat = now + ttl / 3;
-        if (store_member_beat(e->store, e->token, lease_ttl_ms(e), &live, err, sizeof(err)) == 0)
+        if (store_member_beat(e->store, e->token, lease_ttl_ms(e), &live, &was_member, err,
+                              sizeof(err)) == 0) {
             e->live_replicas = live;
+            if (e->beaten && !was_member) {
+                /* Every replica's leases and beats vanished with it: the
+                 * live count is too low until they beat again, and the
+                 * sources they held are theirs to take back, with the
+                 * snapshots only they have in memory. */
+                e->quiet_until = now + ttl;
+                LOG_WARN("this replica's membership vanished from redis (it lost its data, or "
+                         "this replica was cut off past the lease TTL); taking no source it does "
+                         "not hold for one lease TTL",
+                         LF_I("ttl_s", ttl));
+            }
+            e->beaten = 1;
+        }
     }
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = &e->sources[i];
         if (!s->leased || now < s->lease_renew_at)
             continue;
-        switch (store_lease_renew(e->store, s->conf->name, e->token, lease_ttl_ms(e), err,
-                                  sizeof(err))) {
+        store_lease_t r =
+            store_lease_renew(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err));
+        switch (r) {
         case STORE_LEASE_HELD:
             s->lease_renew_at = now + ttl / 3;
             s->lease_valid_until = now + ttl;
             break;
         case STORE_LEASE_OTHER:
-            lease_lost(s, "taken by another replica (this one was paused or cut off)");
+            lease_taken_over(s, "taken by another replica (this one was paused or cut off)");
             break;
+        case STORE_LEASE_GONE:
         case STORE_LEASE_ERROR:
+            /* Gone: take it again; a Redis error either way counts as a failed renewal. */
+            if (r == STORE_LEASE_GONE && lease_retake(s, now) >= 0)
+                break;
             if (now >= s->lease_valid_until)
                 lease_lost(s, "not renewed within its TTL");
             else
@@ -317,6 +417,7 @@ static void lease_rebalance(source_rt_t *s)
         return;
     s->leased = 0;
     s->loaded = 0;
+    s->index_valid = 0; /* the next holder commits */
     e->leases_held--;
     lease_gauges(s);
     LOG_INFO("lease released to balance the replicas", LF_S("source", s->conf->name),
@@ -412,6 +513,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         s->e = e;
         s->conf = cs;
         s->resp.retry_after_s = -1;
+        s->pause_s = -1;
         s->index = diff_index_new();
         http_options_t ho = {.timeout_ms = cs->timeout_s * 1000L,
                              .connect_timeout_ms = cs->timeout_s * 1000L,
@@ -504,15 +606,44 @@ void engine_free(engine_t *e)
 
 /* ---- the end of a cycle ---- */
 
+/*
+ * The poll failed on a response that asked for a pause (Retry-After on a
+ * 429 or a 5xx, either form): the next cycle waits for it, up to
+ * ENGINE_MAX_PAUSE_S, instead of coming after the interval alone. The gauge
+ * and a warning say until when.
+ */
+static void pause_apply(source_rt_t *s, double now)
+{
+    double asked = s->pause_s;
+    double pause = asked < ENGINE_MAX_PAUSE_S ? asked : ENGINE_MAX_PAUSE_S;
+    char until[EVENT_TIME_LEN];
+
+    s->pause_s = -1;
+    /* once polls a single time; an interval that waits longer anyway needs no pause */
+    if (s->e->once || now + pause <= s->next_due)
+        return;
+    s->next_due = now + pause;
+    int64_t until_ms = clock_unix_ms() + (int64_t)(pause * 1000);
+    event_format_time(until_ms, until);
+    s->paused = 1;
+    metric_set(ENGINE_METRIC(s->e, paused_until), LABELS(s->conf->name), (double)until_ms / 1000.0);
+    LOG_WARN("provider asked for a pause (Retry-After); source paused",
+             LF_S("source", s->conf->name), LF_D("delay_s", pause), LF_S("until", until),
+             LF_D("retry_after_s", asked), LF_B("capped", asked > ENGINE_MAX_PAUSE_S),
+             LF_D("max_pause_s", ENGINE_MAX_PAUSE_S));
+}
+
 static void cycle_end(source_rt_t *s, int ok)
 {
-    double iv = s->conf->interval_s;
+    double iv = s->conf->interval_s, now = clock_mono_s();
     cycle_release(s);
     s->phase = PHASE_IDLE;
     s->finished = 1;
     s->last_ok = ok;
     metric_add(ENGINE_METRIC(s->e, polls), LABELS(s->conf->name, ok ? "ok" : "failed"), 1);
-    s->next_due = clock_mono_s() + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
+    s->next_due = now + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
+    if (s->pause_s >= 0)
+        pause_apply(s, now);
     lease_rebalance(s);
 }
 
@@ -525,23 +656,88 @@ static void cycle_fail(source_rt_t *s, const char *msg, const char *err)
     cycle_end(s, 0);
 }
 
+/*
+ * Puts the snapshot of s back into Redis from memory, where Redis has none
+ * although this replica holds the lease and the snapshot it committed (or
+ * loaded) last: Redis lost its data (FLUSHALL, restarted without
+ * persistence, failed over to an empty replica). Without it the next cycle
+ * would take the empty Redis for a first poll: a baseline that swallows
+ * every change since, or, with initial_snapshot emit, every session sent
+ * again. Returns 1 when restored, 0 when Redis holds a snapshot (someone
+ * else's, or ours after all: load it), -1 when refused or failed.
+ */
+static int snapshot_restore(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    switch (
+        store_restore(e->store, s->conf->name, e->token, s->index, s->cycle, err, sizeof(err))) {
+    case STORE_FENCE_OK:
+        metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(s->conf->name), 1);
+        LOG_WARN("redis lost the snapshot of this source; restored it from memory (outbox events "
+                 "and dead letters redis held are not restored)",
+                 LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
+                 LF_I("sessions", diff_index_size(s->index)));
+        return 1;
+    case STORE_FENCE_BASE_MOVED:
+        return 0;
+    case STORE_FENCE_LEASE_OTHER:
+        lease_taken_over(s, err);
+        break;
+    case STORE_FENCE_LEASE_GONE:
+        s->lease_renew_at = 0; /* the next tick takes it again */
+        break;
+    case STORE_FENCE_BASE_MISSING:
+    case STORE_FENCE_ERROR:
+        break;
+    }
+    LOG_WARN("redis lost the snapshot of this source and it cannot be restored now",
+             LF_S("source", s->conf->name), LF_S("error", err));
+    return -1;
+}
+
 static int ensure_loaded(engine_t *e, source_rt_t *s)
 {
     char err[256];
     bool exists = false;
     if (s->loaded)
         return 0;
+    if (s->index_valid && s->has_snapshot) {
+        int r = snapshot_restore(s);
+        if (r != 0) {
+            s->loaded = r > 0;
+            return r > 0 ? 0 : -1;
+        }
+    }
+    s->index_valid = 0; /* store_load() clears the index first */
     if (store_load(e->store, s->conf->name, s->index, &exists, &s->cycle, err, sizeof(err)) != 0) {
         LOG_ERROR("cannot load the snapshot; skipping this cycle", LF_S("source", s->conf->name),
                   LF_S("error", err));
         return -1;
     }
     s->has_snapshot = exists;
+    s->index_valid = 1;
     s->loaded = 1;
     sessions_gauge(s);
     LOG_INFO("snapshot loaded", LF_S("source", s->conf->name), LF_B("exists", exists),
              LF_I("sessions", diff_index_size(s->index)), LF_I("cycle", (long long)s->cycle));
     return 0;
+}
+
+/*
+ * A fenced commit found that Redis forgot what this replica holds: the
+ * lease (nobody holds it) or the snapshot the delta builds on. Takes the
+ * lease again, or puts the snapshot back from memory, so that the commit
+ * can be tried once more: 0 then, -1 when the fence's answer stands.
+ */
+static int commit_repair(source_rt_t *s, store_fence_t f)
+{
+    if (f == STORE_FENCE_LEASE_GONE)
+        return lease_retake(s, clock_mono_s()) == 1 ? 0 : -1;
+    if (f == STORE_FENCE_BASE_MISSING && s->index_valid && s->has_snapshot)
+        return snapshot_restore(s) == 1 ? 0 : -1;
+    return -1;
 }
 
 /* What a commit writes besides the delta; every text is owned. */
@@ -676,16 +872,35 @@ static void cycle_commit(source_rt_t *s)
     store_extra_t extra = {
         .outbox = l.outbox, .noutbox = l.noutbox, .dead = l.dead, .ndead = l.ndead};
     double t0 = clock_mono_s();
-    bool lost = false;
-    int rc = store_commit_fenced(e->store, s->conf->name, e->token, changes, st->changes, after,
-                                 &extra, &s->cycle, &lost, err, sizeof(err));
-    letters_free(&l);
-    if (lost) {
-        lease_lost(s, err);
-        cycle_fail(s, "commit refused: the lease changed hands; the new holder delivers", err);
-        return;
+    store_fence_t f = STORE_FENCE_ERROR;
+    for (int i = 0; i < ENGINE_COMMIT_TRIES; i++) {
+        f = store_commit_fenced(e->store, s->conf->name, e->token, changes, st->changes, after,
+                                &extra, &s->cycle, err, sizeof(err));
+        if (f == STORE_FENCE_OK || commit_repair(s, f) != 0)
+            break;
     }
-    if (rc != 0) {
+    letters_free(&l);
+    switch (f) {
+    case STORE_FENCE_OK:
+        break;
+    case STORE_FENCE_LEASE_OTHER:
+        lease_taken_over(s, err);
+        cycle_fail(s, "commit refused: another replica holds the lease; it delivers these events",
+                   err);
+        return;
+    case STORE_FENCE_LEASE_GONE:
+        cycle_fail(s, "commit refused: nobody holds the lease and it could not be taken again",
+                   err);
+        return;
+    case STORE_FENCE_BASE_MISSING:
+    case STORE_FENCE_BASE_MOVED:
+        s->loaded = 0;
+        cycle_fail(s,
+                   "commit refused: the snapshot in redis is not the one this cycle was diffed "
+                   "against; the next cycle diffs again",
+                   err);
+        return;
+    case STORE_FENCE_ERROR:
         /* An EXEC whose reply was lost may have applied: re-read it. */
         s->loaded = 0;
         cycle_fail(s, "commit failed; events may be delivered again with the same ids", err);
@@ -698,6 +913,8 @@ static void cycle_commit(source_rt_t *s)
     st->commit_s = clock_mono_s() - t0;
     diff_cycle_apply(s->cy);
     s->has_snapshot = 1;
+    /* The fence saw our base in Redis: whatever made us doubt it, the index matches. */
+    s->index_valid = s->loaded = 1;
     st->sessions = diff_index_size(s->index);
     commit_metrics(s);
     st->redis_commands = store_commands_sent(e->store) - s->cmds0;
@@ -983,6 +1200,9 @@ static void on_http_done(void *opaque, int rc, const char *terr)
         s->phase = PHASE_BACKOFF;
         return;
     case HTTP_RETRY_FAIL:
+        /* A provider that asks for a pause gets it beyond this poll (cycle_end) */
+        if (rc == 0 && http_status_retryable(s->resp.status) && s->resp.retry_after_s >= 0)
+            s->pause_s = s->resp.retry_after_s;
         snprintf(err, sizeof(err), "%s: %s after %d attempt%s", s->req->label, herr, s->attempt,
                  s->attempt == 1 ? "" : "s");
         cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
@@ -1010,6 +1230,10 @@ static void cycle_start(source_rt_t *s)
     memset(&s->stats, 0, sizeof(s->stats));
     s->cmds0 = store_commands_sent(e->store);
     s->finished = 0;
+    if (s->paused) {
+        s->paused = 0;
+        metric_set(ENGINE_METRIC(e, paused_until), LABELS(cs->name), 0);
+    }
     if (ensure_loaded(e, s) != 0) {
         cycle_end(s, 0);
         return;
@@ -1135,6 +1359,8 @@ void engine_observe(engine_t *e, const engine_observer_t *obs)
                        LABELS(name, diff_event_type_short((diff_event_type_t)t)), 0);
         metric_add(ENGINE_METRIC(e, unknown_statuses), LABELS(name), 0);
         metric_add(ENGINE_METRIC(e, lease_lost), LABELS(name), 0);
+        metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(name), 0);
+        metric_set(ENGINE_METRIC(e, paused_until), LABELS(name), 0);
         lease_gauges(s);
     }
     for (size_t k = 0; k < e->nsinks; k++) {
@@ -1198,7 +1424,10 @@ static int lease_ready(source_rt_t *s, double now, double *wake)
     engine_t *e = s->e;
     double ttl = e->conf->lease_ttl_s;
 
-    int got = s->leased ? 1 : e->once || e->leases_held < fair_share(e) ? lease_acquire(s, now) : 0;
+    int got = s->leased ? 1
+              : e->once || (e->leases_held < fair_share(e) && now >= e->quiet_until)
+                  ? lease_acquire(s, now)
+                  : 0;
     if (got == 1)
         return 1;
     if (got < 0) {

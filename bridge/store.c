@@ -745,79 +745,143 @@ static int expect_ok(store_t *st, int argc, const char **argv, const size_t *arg
 }
 
 /*
- * WATCHes the lease of source and checks that it holds token: the EXEC that
- * follows then applies only if nobody took the lease in between. 0, -1 on
- * a Redis error, or -2 when the lease is not ours (UNWATCHed).
+ * WATCHes the lease and the meta hash of source and checks that the lease
+ * holds token and that the snapshot is at cycle base (0: no snapshot): the
+ * EXEC that follows then applies only if neither changed in between.
+ * Anything but OK leaves nothing WATCHed.
  */
-static int watch_lease(store_t *st, const char *source, const char *token, char *err, size_t errlen)
+static store_fence_t watch_fence(store_t *st, const char *source, const char *token, uint64_t base,
+                                 char *err, size_t errlen)
 {
-    char lease[STORE_KEY_MAX];
-    const char *watch[2] = {"WATCH", lease}, *get[2] = {"GET", lease}, *unwatch[1] = {"UNWATCH"};
-    size_t watch_len[2] = {5, 0}, get_len[2] = {3, 0}, unwatch_len[1] = {7};
-    redisReply *r;
-    int mine;
+    char lease[STORE_KEY_MAX], snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
+    const char *watch[3] = {"WATCH", lease, meta}, *get[2] = {"GET", lease},
+               *hget[3] = {"HGET", meta, "cycle"}, *unwatch[1] = {"UNWATCH"};
+    size_t watch_len[3] = {5, 0, 0}, get_len[2] = {3, 0}, hget_len[3] = {4, 0, 5},
+           unwatch_len[1] = {7};
+    redisReply *owner = NULL, *at = NULL;
+    store_fence_t rc = STORE_FENCE_ERROR;
+    uint64_t stored = 0;
 
-    if (make_key(st, "lease", source, "", lease, err, errlen) != 0)
-        return -1;
+    if (make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        make_keys(st, source, snap, meta, err, errlen) != 0)
+        return STORE_FENCE_ERROR;
     watch_len[1] = get_len[1] = strlen(lease);
-    if (expect_ok(st, 2, watch, watch_len, "WATCH", err, errlen) != 0)
-        return -1;
-    r = run_command(st, 2, get, get_len, "GET lease", err, errlen);
-    if (r == NULL)
-        return -1;
-    mine = r->type == REDIS_REPLY_STRING && r->len == strlen(token) &&
-           memcmp(r->str, token, r->len) == 0;
-    freeReplyObject(r);
-    if (mine)
-        return 0;
-    set_err(err, errlen, "lease of %s is no longer ours: commit refused", source);
-    (void)expect_ok(st, 1, unwatch, unwatch_len, "UNWATCH", NULL, 0);
-    return -2;
+    watch_len[2] = hget_len[1] = strlen(meta);
+    if (expect_ok(st, 3, watch, watch_len, "WATCH", err, errlen) != 0)
+        return STORE_FENCE_ERROR;
+    /* Both questions in one round trip. */
+    if (append_command(st, 2, get, get_len, "GET lease", err, errlen) != 0 ||
+        append_command(st, 3, hget, hget_len, "HGET meta", err, errlen) != 0 ||
+        (owner = read_reply(st, "GET lease", err, errlen)) == NULL ||
+        (at = read_reply(st, "HGET meta", err, errlen)) == NULL)
+        goto out; /* the connection was dropped, and the WATCH with it */
+    if (owner->type == REDIS_REPLY_ERROR || at->type == REDIS_REPLY_ERROR) {
+        const redisReply *e = owner->type == REDIS_REPLY_ERROR ? owner : at;
+        set_err(err, errlen, "redis %s: fence of %s: %.*s", st->endpoint, source, (int)e->len,
+                e->str);
+        st->errors++;
+    } else if (owner->type == REDIS_REPLY_NIL) {
+        set_err(err, errlen, "lease of %s: nobody holds it (expired, or lost by Redis)", source);
+        rc = STORE_FENCE_LEASE_GONE;
+    } else if (owner->type != REDIS_REPLY_STRING || owner->len != strlen(token) ||
+               memcmp(owner->str, token, owner->len) != 0) {
+        set_err(err, errlen, "lease of %s: another replica holds it", source);
+        rc = STORE_FENCE_LEASE_OTHER;
+    } else if (at->type == REDIS_REPLY_STRING && redis_parse_u64(at->str, at->len, &stored) != 0) {
+        set_err(err, errlen, "redis %s: %s field \"cycle\": not a decimal cycle number",
+                st->endpoint, meta);
+    } else if (stored == base) {
+        rc = STORE_FENCE_OK;
+    } else if (stored == 0) {
+        set_err(err, errlen, "snapshot of %s: not in Redis (expected cycle %" PRIu64 ")", source,
+                base);
+        rc = STORE_FENCE_BASE_MISSING;
+    } else {
+        set_err(err, errlen,
+                "snapshot of %s: at cycle %" PRIu64 " in Redis, expected %s%" PRIu64 "", source,
+                stored, base ? "cycle " : "none: ", base);
+        rc = STORE_FENCE_BASE_MOVED;
+    }
+out:
+    if (owner != NULL)
+        freeReplyObject(owner);
+    if (at != NULL)
+        freeReplyObject(at);
+    if (rc != STORE_FENCE_OK && st->ctx != NULL)
+        (void)expect_ok(st, 1, unwatch, unwatch_len, "UNWATCH", NULL, 0);
+    return rc;
 }
 
-static int commit(store_t *st, const char *source, const char *token, const diff_change_t *changes,
-                  size_t n, size_t sessions_after, const store_extra_t *extra, uint64_t *cycle,
-                  bool *lost, char *err, size_t errlen)
+/*
+ * After an EXEC that a WATCHed key aborted: which of the two changed (the
+ * fence read again, then released), ERROR when neither still differs.
+ */
+static store_fence_t aborted_why(store_t *st, const char *source, const char *token, uint64_t base,
+                                 char *err, size_t errlen)
 {
-    int rc;
+    const char *unwatch[1] = {"UNWATCH"};
+    size_t unwatch_len[1] = {7};
+    store_fence_t rc = watch_fence(st, source, token, base, err, errlen);
 
+    if (rc == STORE_FENCE_OK) {
+        (void)expect_ok(st, 1, unwatch, unwatch_len, "UNWATCH", NULL, 0);
+        set_err(err, errlen, "redis %s: commit of %s: transaction aborted by a concurrent write",
+                st->endpoint, source);
+        return STORE_FENCE_ERROR;
+    }
+    return rc;
+}
+
+/* Queues HSET P:meta:S cycle, committed_at and sessions; the buffers hold the numbers. */
+typedef struct meta_cmd {
+    char cycle[STORE_U64_DIGITS + 1], at[STORE_U64_DIGITS + 1], count[STORE_U64_DIGITS + 1];
+} meta_cmd_t;
+
+static int append_meta(store_t *st, const char *meta, uint64_t cycle, size_t sessions,
+                       meta_cmd_t *m, char *err, size_t errlen)
+{
+    const char *argv[8] = {"HSET",         meta,  "cycle",    m->cycle,
+                           "committed_at", m->at, "sessions", m->count};
+    size_t len[8] = {4, strlen(meta), 5, 0, 12, 0, 8, 0};
+
+    len[3] = (size_t)snprintf(m->cycle, sizeof m->cycle, "%" PRIu64, cycle);
+    len[5] = (size_t)snprintf(m->at, sizeof m->at, "%" PRIu64, (uint64_t)clock_unix_ms());
+    len[7] = (size_t)snprintf(m->count, sizeof m->count, "%zu", sessions);
+    return append_command(st, 8, argv, len, "HSET", err, errlen);
+}
+
+static store_fence_t commit(store_t *st, const char *source, const char *token,
+                            const diff_change_t *changes, size_t n, size_t sessions_after,
+                            const store_extra_t *extra, uint64_t *cycle, char *err, size_t errlen)
+{
     char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
-    char next_s[STORE_U64_DIGITS + 1], at_s[STORE_U64_DIGITS + 1], count_s[STORE_U64_DIGITS + 1];
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
     size_t multi_len[1] = {5}, exec_len[1] = {4};
-    const char *meta_argv[8] = {"HSET",         NULL, "cycle",    next_s,
-                                "committed_at", at_s, "sessions", count_s};
-    size_t meta_len[8] = {4, 0, 5, 0, 12, 0, 8, 0};
-    uint64_t before, next;
+    meta_cmd_t m;
+    uint64_t before;
+    store_fence_t f;
+    int rc;
 
     if (make_keys(st, source, snap, meta, err, errlen) != 0)
-        return -1;
+        return STORE_FENCE_ERROR;
     if (n > 0 && changes == NULL) {
         set_err(err, errlen, "store: %zu changes but no array", n);
-        return -1;
+        return STORE_FENCE_ERROR;
     }
     if (*cycle == UINT64_MAX) {
         set_err(err, errlen, "store: cycle number exhausted");
-        return -1;
+        return STORE_FENCE_ERROR;
     }
     if (check_changes(changes, n, err, errlen) != 0)
-        return -1;
+        return STORE_FENCE_ERROR;
     if (extra != NULL && (check_letters(st, extra->outbox, extra->noutbox, err, errlen) != 0 ||
                           check_letters(st, extra->dead, extra->ndead, err, errlen) != 0))
-        return -1;
+        return STORE_FENCE_ERROR;
     if (ensure_connected(st, err, errlen) != 0)
-        return -1;
-    if (token != NULL && (rc = watch_lease(st, source, token, err, errlen)) != 0) {
-        *lost = rc == -2;
-        return -1;
-    }
-
-    next = *cycle + 1;
-    meta_argv[1] = meta;
-    meta_len[1] = strlen(meta);
-    meta_len[3] = (size_t)snprintf(next_s, sizeof next_s, "%" PRIu64, next);
-    meta_len[5] = (size_t)snprintf(at_s, sizeof at_s, "%" PRIu64, (uint64_t)clock_unix_ms());
-    meta_len[7] = (size_t)snprintf(count_s, sizeof count_s, "%zu", sessions_after);
+        return STORE_FENCE_ERROR;
+    if (token != NULL &&
+        (f = watch_fence(st, source, token, *cycle, err, errlen)) != STORE_FENCE_OK)
+        return f;
 
     /* Everything is queued in hiredis's buffer and written by the first
      * read: one round trip for the whole transaction. */
@@ -826,35 +890,126 @@ static int commit(store_t *st, const char *source, const char *token, const diff
         append_chunks(st, snap, changes, n, false, err, errlen) != 0 ||
         append_chunks(st, snap, changes, n, true, err, errlen) != 0 ||
         append_extra(st, extra, err, errlen) != 0 ||
-        append_command(st, 8, meta_argv, meta_len, "HSET", err, errlen) != 0 ||
+        append_meta(st, meta, *cycle + 1, sessions_after, &m, err, errlen) != 0 ||
         append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0)
-        return -1;
+        return STORE_FENCE_ERROR;
     rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);
-    if (rc == -2 && token != NULL) {
-        set_err(err, errlen, "lease of %s changed hands during the commit: commit refused", source);
-        *lost = true;
-    }
+    if (rc == -2 && token != NULL)
+        return aborted_why(st, source, token, *cycle, err, errlen);
     if (rc != 0)
-        return -1;
-    *cycle = next;
-    return 0;
+        return STORE_FENCE_ERROR;
+    *cycle += 1;
+    return STORE_FENCE_OK;
 }
 
 int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
                  size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
                  size_t errlen)
 {
-    bool lost = false;
-    return commit(st, source, NULL, changes, n, sessions_after, extra, cycle, &lost, err, errlen);
+    return commit(st, source, NULL, changes, n, sessions_after, extra, cycle, err, errlen) ==
+                   STORE_FENCE_OK
+               ? 0
+               : -1;
 }
 
-int store_commit_fenced(store_t *st, const char *source, const char *token,
-                        const diff_change_t *changes, size_t n, size_t sessions_after,
-                        const store_extra_t *extra, uint64_t *cycle, bool *lost, char *err,
-                        size_t errlen)
+store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,
+                                  const diff_change_t *changes, size_t n, size_t sessions_after,
+                                  const store_extra_t *extra, uint64_t *cycle, char *err,
+                                  size_t errlen)
 {
-    *lost = false;
-    return commit(st, source, token, changes, n, sessions_after, extra, cycle, lost, err, errlen);
+    if (token == NULL) {
+        set_err(err, errlen, "store: a fenced commit needs a lease token");
+        return STORE_FENCE_ERROR;
+    }
+    return commit(st, source, token, changes, n, sessions_after, extra, cycle, err, errlen);
+}
+
+/* Queues the sessions of an index as HSETs of at most STORE_BATCH fields. */
+typedef struct restore_chunk {
+    store_t *st;
+    const char *snap;
+    int argc;
+    char *err;
+    size_t errlen;
+} restore_chunk_t;
+
+static int restore_flush(restore_chunk_t *c)
+{
+    int rc = 0;
+
+    if (c->argc > 2)
+        rc = append_command(c->st, c->argc, c->st->argv, c->st->argvlen, "HSET", c->err, c->errlen);
+    c->argc = 2;
+    return rc;
+}
+
+static int restore_session(void *opaque, const char *session_id, const diff_record_t *rec)
+{
+    restore_chunk_t *c = opaque;
+    store_t *st = c->st;
+    /* The slots are reused per chunk: hiredis formats each command as it is appended. */
+    char *slot = st->records + (size_t)(c->argc - 2) / 2 * STORE_RECORD_SLOT;
+    int len = diff_record_encode(rec, slot, STORE_RECORD_SLOT);
+
+    if (len < 0) {
+        set_err(c->err, c->errlen, "store: a session of the index does not encode");
+        return -1;
+    }
+    st->argv[0] = "HSET";
+    st->argvlen[0] = 4;
+    st->argv[1] = c->snap;
+    st->argvlen[1] = strlen(c->snap);
+    st->argv[c->argc] = session_id;
+    st->argvlen[c->argc] = strlen(session_id);
+    st->argv[c->argc + 1] = slot;
+    st->argvlen[c->argc + 1] = (size_t)len;
+    c->argc += 2;
+    if ((c->argc - 2) / 2 == STORE_BATCH)
+        return restore_flush(c);
+    return 0;
+}
+
+store_fence_t store_restore(store_t *st, const char *source, const char *token,
+                            const diff_index_t *ix, uint64_t cycle, char *err, size_t errlen)
+{
+    char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
+    const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"}, *del[2] = {"DEL", snap};
+    size_t multi_len[1] = {5}, exec_len[1] = {4}, del_len[2] = {3, 0};
+    restore_chunk_t c = {.st = st, .snap = snap, .argc = 2, .err = err, .errlen = errlen};
+    meta_cmd_t m;
+    uint64_t before;
+    store_fence_t f;
+    int rc;
+
+    if (make_keys(st, source, snap, meta, err, errlen) != 0)
+        return STORE_FENCE_ERROR;
+    if (token == NULL || ix == NULL || cycle == 0) {
+        set_err(err, errlen, "store: a restore needs a lease token, an index and a cycle");
+        return STORE_FENCE_ERROR;
+    }
+    del_len[1] = strlen(snap);
+    if (ensure_connected(st, err, errlen) != 0)
+        return STORE_FENCE_ERROR;
+    /* Base 0: it writes only where Redis holds no snapshot at all. */
+    if ((f = watch_fence(st, source, token, 0, err, errlen)) != STORE_FENCE_OK)
+        return f;
+    before = st->commands;
+    if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
+        append_command(st, 2, del, del_len, "DEL", err, errlen) != 0 ||
+        diff_index_foreach(ix, restore_session, &c) != 0 || restore_flush(&c) != 0 ||
+        append_meta(st, meta, cycle, diff_index_size(ix), &m, err, errlen) != 0 ||
+        append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0) {
+        /* Half a transaction may be queued: only a new connection is in sync. */
+        if (st->ctx != NULL) {
+            st->errors++;
+            disconnect(st);
+        }
+        return STORE_FENCE_ERROR;
+    }
+    rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);
+    if (rc == -2)
+        return aborted_why(st, source, token, 0, err, errlen);
+    return rc == 0 ? STORE_FENCE_OK : STORE_FENCE_ERROR;
 }
 
 /* ---- outbox ---- */
@@ -1244,10 +1399,16 @@ int store_new_token(char token[STORE_TOKEN_LEN])
     return 0;
 }
 
-/* Renews (PEXPIRE) or releases (DEL) the lease only while it holds our token. */
-static const char renew_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+/*
+ * Renews (PEXPIRE) or releases (DEL) the lease only while it holds our
+ * token. The renewal answers -1 when nobody holds it, 0 when another
+ * replica does.
+ */
+static const char renew_script[] = "local v = redis.call('GET', KEYS[1])\n"
+                                   "if v == ARGV[1] then\n"
                                    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
                                    "end\n"
+                                   "if v == false then return -1 end\n"
                                    "return 0\n";
 static const char release_script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
                                      "  return redis.call('DEL', KEYS[1])\n"
@@ -1290,7 +1451,7 @@ store_lease_t store_lease_renew(store_t *st, const char *source, const char *tok
 
     if (lease_script(st, renew_script, source, token, ttl_ms, &ok, err, errlen) != 0)
         return STORE_LEASE_ERROR;
-    return ok == 1 ? STORE_LEASE_HELD : STORE_LEASE_OTHER;
+    return ok == 1 ? STORE_LEASE_HELD : ok < 0 ? STORE_LEASE_GONE : STORE_LEASE_OTHER;
 }
 
 store_lease_t store_lease_acquire(store_t *st, const char *source, const char *token,
@@ -1313,10 +1474,11 @@ store_lease_t store_lease_acquire(store_t *st, const char *source, const char *t
         return STORE_LEASE_ERROR;
     got = r->type == REDIS_REPLY_STATUS ? STORE_LEASE_HELD : STORE_LEASE_OTHER;
     freeReplyObject(r);
-    /* Not set: it may be ours already (a renewal that looked failed). */
+    /* Not set: it may be ours already (a renewal that looked failed). Gone
+     * by now: it expired in between; the caller tries again later. */
     if (got == STORE_LEASE_OTHER)
-        return store_lease_renew(st, source, token, ttl_ms, err, errlen);
-    return got;
+        got = store_lease_renew(st, source, token, ttl_ms, err, errlen);
+    return got == STORE_LEASE_GONE ? STORE_LEASE_OTHER : got;
 }
 
 int store_lease_release(store_t *st, const char *source, const char *token, char *err,
@@ -1326,13 +1488,23 @@ int store_lease_release(store_t *st, const char *source, const char *token, char
     return lease_script(st, release_script, source, token, 0, &n, err, errlen);
 }
 
-int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, char *err,
-                      size_t errlen)
+int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
+                      char *err, size_t errlen)
 {
     char members[STORE_KEY_MAX], until[24], now[24];
     uint64_t t = (uint64_t)clock_unix_ms();
+    const char *zscore[3] = {"ZSCORE", members, id};
+    size_t zscore_len[3] = {6, 0, strlen(id)};
+    redisReply *r;
 
     snprintf(members, sizeof members, "%s:members", st->prefix);
+    zscore_len[1] = strlen(members);
+    if (ensure_connected(st, err, errlen) != 0 ||
+        (r = run_command(st, 3, zscore, zscore_len, "ZSCORE", err, errlen)) == NULL)
+        return -1;
+    /* The score is when the entry expires, in unix ms (hiredis NUL-terminates strings). */
+    *was_member = r->type == REDIS_REPLY_STRING && strtod(r->str, NULL) >= (double)t;
+    freeReplyObject(r);
     snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);
     snprintf(now, sizeof now, "(%" PRIu64, t);
     const char *c1[] = {"ZADD", members, until, id, NULL},

@@ -23,10 +23,14 @@
  *                TTL; set only if absent, renewed and released only by a
  *                script that compares the token
  *   P:members    zset  replica id -> unix ms until which it counts as alive
- * A commit given a lease token is fenced: it WATCHes P:lease:S, checks the
- * token, and EXEC applies nothing if the lease changed hands meanwhile, so
- * the commit of a replica that lost its lease (paused past its TTL) is
- * refused.
+ * A commit given a lease token is fenced twice: it WATCHes P:lease:S and
+ * P:meta:S, checks that the lease holds the token and that the snapshot is
+ * still at the cycle the delta was computed against, and EXEC applies
+ * nothing if either changed meanwhile. So the commit of a replica that lost
+ * its lease (paused past its TTL) is refused, and so is a delta that would
+ * land on a snapshot Redis no longer has (flushed, restarted empty): the
+ * fence says which of the two, and a holder that still has the snapshot in
+ * memory can put it back (store_restore()) before committing.
  *
  * A commit writes only the delta of a cycle (changed and removed sessions)
  * plus the meta hash in one MULTI/EXEC transaction, pipelined, with at most
@@ -116,13 +120,18 @@ int store_new_token(char token[STORE_TOKEN_LEN]);
 typedef enum store_lease {
     STORE_LEASE_HELD = 0, /* ours (taken or renewed) */
     STORE_LEASE_OTHER,    /* another replica holds it */
+    STORE_LEASE_GONE,     /* nobody holds it (it expired, or Redis lost it); renew only */
     STORE_LEASE_ERROR,    /* Redis failed; err says why */
 } store_lease_t;
 
 /* SET P:lease:S token NX PX ttl_ms; HELD when we hold it now (already ours too). */
 store_lease_t store_lease_acquire(store_t *st, const char *source, const char *token,
                                   int64_t ttl_ms, char *err, size_t errlen);
-/* Extends our lease to ttl_ms from now; OTHER when it is no longer ours. */
+/*
+ * Extends our lease to ttl_ms from now; OTHER when another replica holds
+ * it, GONE when nobody does (the caller may take it again with
+ * store_lease_acquire(), which fails if someone was faster).
+ */
 store_lease_t store_lease_renew(store_t *st, const char *source, const char *token, int64_t ttl_ms,
                                 char *err, size_t errlen);
 /* Deletes our lease (nothing when it is not ours). 0 or -1. */
@@ -130,22 +139,48 @@ int store_lease_release(store_t *st, const char *source, const char *token, char
                         size_t errlen);
 /*
  * Registers replica id as alive for ttl_ms, forgets the expired ones, and
- * counts the live replicas (ourselves included) into *live.
+ * counts the live replicas (ourselves included) into *live. *was_member
+ * tells whether id was registered (and not expired) before this beat: a
+ * replica that beat before and finds itself gone was forgotten by Redis
+ * (its data lost) or cut off past its TTL.
  */
-int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, char *err,
-                      size_t errlen);
+int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
+                      char *err, size_t errlen);
 /* Removes replica id from the members (at shutdown). */
 int store_member_leave(store_t *st, const char *id, char *err, size_t errlen);
 
+/* What a fenced write found; OK is 0. */
+typedef enum store_fence {
+    STORE_FENCE_OK = 0,
+    STORE_FENCE_ERROR,        /* Redis failed (err says why); nothing is known to be written */
+    STORE_FENCE_LEASE_OTHER,  /* another replica holds the lease */
+    STORE_FENCE_LEASE_GONE,   /* nobody holds the lease */
+    STORE_FENCE_BASE_MISSING, /* Redis has no snapshot of the source, the write expected one */
+    STORE_FENCE_BASE_MOVED,   /* the snapshot is at another cycle than the write expected */
+} store_fence_t;
+
 /*
- * store_commit() fenced by a lease: as store_commit(), but it applies only
- * while P:lease:S holds token; otherwise -1 with *lost set and nothing
- * written.
+ * store_commit() fenced by the lease and the base: it applies only while
+ * P:lease:S holds token and P:meta:S says cycle *cycle (no snapshot at all
+ * when *cycle is 0); otherwise nothing is written and the result says what
+ * was found instead. On OK, *cycle holds the new number.
  */
-int store_commit_fenced(store_t *st, const char *source, const char *token,
-                        const diff_change_t *changes, size_t n, size_t sessions_after,
-                        const store_extra_t *extra, uint64_t *cycle, bool *lost, char *err,
-                        size_t errlen);
+store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,
+                                  const diff_change_t *changes, size_t n, size_t sessions_after,
+                                  const store_extra_t *extra, uint64_t *cycle, char *err,
+                                  size_t errlen);
+
+/*
+ * Writes the whole of ix as the snapshot of source, at cycle (> 0), in one
+ * transaction: for a holder whose Redis lost the source's state while the
+ * holder still has the last committed snapshot in memory. Fenced: it
+ * applies only while P:lease:S holds token and Redis has no snapshot of the
+ * source (P:meta:S absent); BASE_MOVED means a snapshot exists (another
+ * holder's, or ours after all): nothing is written and it must be loaded
+ * instead. Leftover session fields without a meta hash are replaced.
+ */
+store_fence_t store_restore(store_t *st, const char *source, const char *token,
+                            const diff_index_t *ix, uint64_t cycle, char *err, size_t errlen);
 
 /* ---- the outbox of a sink ---- */
 

@@ -852,6 +852,21 @@ int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t
     return 0;
 }
 
+int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque)
+{
+    for (size_t i = 0; ix != NULL && i < ix->tab.cap; i++) {
+        const entry_t *e = ix->tab.slots[i];
+        diff_record_t rec;
+        int rc;
+        if (e == NULL)
+            continue;
+        entry_record(ix, e, &rec);
+        if ((rc = fn(opaque, e->id, &rec)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* ---- lifecycle rules ---- */
 
 static bool state_terminal(unsigned s)

@@ -181,6 +181,14 @@ size_t diff_index_memory(const diff_index_t *ix);
 /* Sessions per state (indexed by diff_state_t), kept up to date by every
  * change of the index: reading them costs nothing. */
 void diff_index_states(const diff_index_t *ix, size_t counts[DIFF_STATE_COUNT]);
+/*
+ * Calls fn for every session of ix, in no particular order; rec->status
+ * points into the index and session_id is the index's own: both are valid
+ * during the call only, and fn must not modify ix. Stops at the first
+ * nonzero return of fn and returns it; 0 when every session was visited.
+ */
+typedef int (*diff_index_fn)(void *opaque, const char *session_id, const diff_record_t *rec);
+int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque);
 
 /* ---- one poll cycle ---- */
 

@@ -42,7 +42,7 @@ ALERTS = {
     "SessionBridgeDown", "SessionBridgePollsFailing", "SessionBridgeSnapshotStale",
     "SessionBridgeSinkDeliveryFailing", "SessionBridgeOutboxGrowing",
     "SessionBridgeDeadLettersGrowing", "SessionBridgeSinkDisabled", "SessionBridgeKafkaFatal",
-    "SessionCancellationSpike", "SessionNoStartsOnBusySource",
+    "SessionCancellationSpike", "SessionNoStartsOnBusySource", "SessionBridgeRedisStateRestored",
 }
 METRICS = {
     "session_bridge_build_info", "session_bridge_heartbeat_timestamp_seconds",
@@ -53,7 +53,8 @@ METRICS = {
     "session_bridge_sink_queue_depth", "session_bridge_sink_ready", "session_bridge_sink_fatal",
     "session_bridge_outbox_depth", "session_bridge_dead_letters", "session_bridge_sink_disabled",
     "session_bridge_redis_errors_total", "session_bridge_lease_owned",
-    "session_bridge_lease_lost_total",
+    "session_bridge_lease_lost_total", "session_bridge_paused_until_timestamp_seconds",
+    "session_bridge_redis_state_restored_total",
 }
 
 # Small breakages of the rules, each of which the unit tests in the named
@@ -83,6 +84,8 @@ MUTATIONS = [
     ("starts_test.yml", "[3h] offset 1d)) >= 5", "[3h] offset 1d)) >= 0"),
     ("starts_test.yml", '{result="ok"}[3h])) > 0', '{result="ok"}[3h])) >= 0'),
     ("starts_test.yml", 'started"}[3h])) > 0\n', 'started"}[3h])) > 99\n'),
+    ("redis_test.yml", "restored_total[30m])) > 0", "restored_total[30m])) > 1"),
+    ("redis_test.yml", "restored_total[30m]", "restored_total[10m]"),
 ]
 
 TOOL_TIMEOUT_S = 300  # a safety net against a hung tool, not a measurement

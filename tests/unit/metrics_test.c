@@ -547,6 +547,8 @@ static const struct {
     {"session_bridge_redis_errors_total", "counter", ""},
     {"session_bridge_lease_owned", "gauge", "{source=\"v\"}"},
     {"session_bridge_lease_lost_total", "counter", "{source=\"v\"}"},
+    {"session_bridge_paused_until_timestamp_seconds", "gauge", "{source=\"v\"}"},
+    {"session_bridge_redis_state_restored_total", "counter", "{source=\"v\"}"},
     {"session_bridge_metric_series_refused_total", "counter", "{family=\""},
 };
 #define SPEC_FAMILIES (sizeof(spec) / sizeof(spec[0]))

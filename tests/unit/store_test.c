@@ -431,6 +431,110 @@ START_TEST(test_meta_cycles)
 }
 END_TEST
 
+/* What a fenced commit of an empty delta on top of *cycle finds. */
+static store_fence_t commit_fenced(store_t *st, const char *token, uint64_t *cycle)
+{
+    char err[ERRLEN] = "";
+
+    return store_commit_fenced(st, "fenced", token, NULL, 0, 0, NULL, cycle, err, sizeof err);
+}
+
+/*
+ * The lease and the base a fenced write checks, and what it answers when
+ * Redis lost them (FLUSHALL): nobody's lease is told from another
+ * replica's, a lost snapshot from one another holder advanced, and a
+ * restore writes only where no snapshot is.
+ */
+START_TEST(test_fences_and_restore)
+{
+    char err[ERRLEN] = "", a[STORE_TOKEN_LEN], b[STORE_TOKEN_LEN];
+    store_t *st = open_store(srv.port);
+    diff_change_t ch[2] = {upsert("s-1", DIFF_STATE_ACTIVE, 0, 0x11, "IN_PROGRESS"),
+                           upsert("s-2", DIFF_STATE_COMPLETED, 1, 0x22, "COMPLETED")};
+    uint64_t cycle = 0, stale = 0;
+    bool exists = false;
+
+    ck_assert_int_eq(store_new_token(a), 0);
+    ck_assert_int_eq(store_new_token(b), 0);
+    ck_assert_int_eq(store_lease_acquire(st, "fenced", a, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    ck_assert_int_eq(store_lease_acquire(st, "fenced", b, 60000, err, sizeof err),
+                     STORE_LEASE_OTHER);
+    ck_assert_int_eq(store_commit_fenced(st, "fenced", a, ch, 2, 2, NULL, &cycle, err, sizeof err),
+                     STORE_FENCE_OK);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_OK);
+    ck_assert_uint_eq(cycle, 2);
+
+    /* The holder's view of the base must match: a stale one is refused. */
+    stale = 1;
+    ck_assert_int_eq(commit_fenced(st, a, &stale), STORE_FENCE_BASE_MOVED);
+    ck_assert_uint_eq(stale, 1);
+    ck_assert_int_eq(commit_fenced(st, b, &cycle), STORE_FENCE_LEASE_OTHER);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:fenced cycle"), 2);
+
+    /* A member beat tells a first beat, and a membership Redis forgot, from a renewal. */
+    size_t live = 0;
+    bool was_member = true;
+    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert(!was_member);
+    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert(was_member);
+    ck_assert_uint_eq(live, 1);
+
+    /* Redis loses everything: the lease is nobody's, not another replica's. */
+    redis_server_ok(srv.port, "FLUSHALL");
+    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert(!was_member);
+    ck_assert_int_eq(store_lease_renew(st, "fenced", a, 60000, err, sizeof err), STORE_LEASE_GONE);
+    ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_LEASE_GONE);
+    ck_assert_int_eq(store_lease_acquire(st, "fenced", a, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    /* A delta must not land where its base is gone. */
+    ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_BASE_MISSING);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:meta:fenced"), 0);
+
+    /* The holder puts back what it has in memory, at its cycle. */
+    diff_index_t *mem = diff_index_new();
+    ck_assert_ptr_nonnull(mem);
+    for (size_t i = 0; i < 2; i++)
+        ck_assert_int_eq(diff_index_put(mem, ch[i].session_id, &ch[i].rec), 0);
+    redis_server_ok(srv.port, "HSET sb:snap:fenced leftover 1:0:0000000000000000:X");
+    ck_assert_int_eq(store_restore(st, "fenced", b, mem, cycle, err, sizeof err),
+                     STORE_FENCE_LEASE_OTHER);
+    ck_assert_int_eq(store_restore(st, "fenced", a, mem, cycle, err, sizeof err), STORE_FENCE_OK);
+    diff_index_t *ix = load_ok(st, "fenced", &exists, &stale);
+    ck_assert(exists);
+    ck_assert_uint_eq(stale, 2);
+    ck_assert_uint_eq(diff_index_size(ix), 2);
+    assert_record(ix, "s-1", &ch[0].rec);
+    assert_record(ix, "s-2", &ch[1].rec);
+    assert_absent(ix, "leftover");
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:fenced sessions"), 2);
+    diff_index_free(ix);
+    /* Commits go on from the restored cycle. */
+    ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_OK);
+    ck_assert_uint_eq(cycle, 3);
+
+    /* A snapshot that exists (another holder's, advanced) is never overwritten. */
+    ck_assert_int_eq(store_restore(st, "fenced", a, mem, 1, err, sizeof err),
+                     STORE_FENCE_BASE_MOVED);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:fenced cycle"), 3);
+
+    /* A lapsed lease that another replica took is OTHER to the old holder. */
+    redis_server_ok(srv.port, "DEL sb:lease:fenced");
+    ck_assert_int_eq(store_lease_acquire(st, "fenced", b, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    ck_assert_int_eq(store_lease_renew(st, "fenced", a, 60000, err, sizeof err), STORE_LEASE_OTHER);
+    ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_LEASE_OTHER);
+
+    /* The connection stayed in sync through every refusal. */
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    diff_index_free(mem);
+    store_free(st);
+}
+END_TEST
+
 static char big_ids[BIG_N][24];
 
 static diff_change_t *make_upserts(size_t n)
@@ -986,6 +1090,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_load_without_snapshot);
     tcase_add_test(tc, test_round_trip);
     tcase_add_test(tc, test_meta_cycles);
+    tcase_add_test(tc, test_fences_and_restore);
     tcase_add_test(tc, test_command_counts);
     tcase_add_test(tc, test_malformed_values);
     tcase_add_test(tc, test_error_reply_fails_commit);
