@@ -12,9 +12,10 @@
 # tests/fuzz/TARGET.dict if there is one. New inputs go to
 # build-fuzz/corpus/TARGET; crashes, leaks and timeouts to
 # build-fuzz/findings/TARGET/ (replay one: build-fuzz/tests/fuzz/fuzz_TARGET
-# FILE). --merge then adds the inputs that bring new coverage to the
-# checked-in corpus; --minimize rewrites it as the smallest set with the
-# same coverage. Extra libFuzzer flags: FUZZ_FLAGS="-jobs=2 -workers=2".
+# FILE). --merge then adds the inputs that reach new code (edges; hit
+# counts are left out, to keep the corpus small) to the checked-in corpus;
+# --minimize rewrites it as the smallest set reaching the same code. Extra
+# libFuzzer flags: FUZZ_FLAGS="-jobs=2 -workers=2".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 targets="century quiz_jsonapi proctorexam smarterproctoring config diff"
@@ -55,11 +56,11 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 case $after in
   --merge)
-    "$bin" -merge=1 -max_len="$max_len" "$seeds" "$work"
+    "$bin" -merge=1 -use_counters=0 -max_len="$max_len" "$seeds" "$work"
     ;;
   --minimize)
     fresh=$(mktemp -d)
-    "$bin" -merge=1 -max_len="$max_len" "$fresh" "$seeds" "$work"
+    "$bin" -merge=1 -use_counters=0 -max_len="$max_len" "$fresh" "$seeds" "$work"
     rm -f "$seeds"/*
     mv "$fresh"/* "$seeds"/
     rmdir "$fresh"

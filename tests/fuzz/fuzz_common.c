@@ -21,8 +21,13 @@ void fuzz_fail(const char *fmt, ...)
 
 bool fuzz_check_open_issues(void)
 {
-    const char *v = getenv("SB_FUZZ_SKIP_OPEN_ISSUES");
-    return v == NULL || strcmp(v, "1") != 0;
+    /* Read once: it is asked in the targets' inner loops. */
+    static int check = -1;
+    if (check < 0) {
+        const char *v = getenv("SB_FUZZ_SKIP_OPEN_ISSUES");
+        check = v == NULL || strcmp(v, "1") != 0;
+    }
+    return check;
 }
 
 /*
