@@ -1,6 +1,6 @@
 /*
  * Fuzz target: the configuration loader (bridge/config.h), the input being
- * the configuration file, with the environment variables of ENV set for
+ * the configuration file, with the environment variables of env[] set for
  * ${VAR} and ${VAR:-default}.
  *
  * Every input goes through conf_parse(); one in LOAD_EVERY also through
@@ -18,7 +18,7 @@
  * shared object on the machine, so dlopen() is replaced below; and a Kafka
  * sink's properties are checked with a real librdkafka instance (no broker
  * is contacted, but some properties read files, load plugins or run
- * commands), so inputs naming a property outside SAFE_PROPERTIES are
+ * commands), so inputs naming a property outside safe_properties[] are
  * skipped.
  */
 #include <dlfcn.h>
@@ -40,7 +40,7 @@ static const char *const env[][2] = {
     {"FUZZ_URL", "https://api.example"},
     {"FUZZ_EMPTY", ""},
     {"FUZZ_CRLF", "k\r\nX-Injected: yes"},
-    /* Expansion happens once: this stays a literal "${FUZZ_SECRET}". */
+    /* A value that looks like a reference: expansion must not recurse. */
     {"FUZZ_NESTED", "${FUZZ_SECRET}"},
     {"FUZZ_JSON", "\"quoted\" {\"a\":1}"},
 };
