@@ -262,6 +262,12 @@ static int observe(run_t *r, diff_cycle_t *cy, const char *id, const char *statu
                    slen);
         return -1;
     }
+    /* JSON is UTF-8: an id or status that is not fails the page. */
+    if (!fuzz_utf8_valid(id, idlen) || !fuzz_utf8_valid(status, slen)) {
+        FUZZ_CHECK(rc == -1 && strstr(err, "not UTF-8") != NULL,
+                   "observe accepted an id or status that is not UTF-8: %s", err);
+        return -1;
+    }
     if (rc != 0) {
         FUZZ_CHECK(err[0] != '\0', "observe failed without a reason");
         FUZZ_CHECK(strstr(err, "distinct raw statuses") != NULL, "observe failed: %s", err);
