@@ -27,16 +27,6 @@ void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
             fuzz_fail(__VA_ARGS__);                                                                \
     } while (0)
 
-/*
- * Checks of promises that issue 10 lists as broken, while its fixes are
- * pending (invalid UTF-8 in ids and statuses, statuses interned by a failed
- * cycle, expanded values in configuration messages, control characters in
- * configured header values): on by default, so that the replays prove them
- * once fixed; SB_FUZZ_SKIP_OPEN_ISSUES=1 in the environment turns them off,
- * to fuzz for other findings meanwhile.
- */
-bool fuzz_check_open_issues(void);
-
 /* 1 when s[0..len) is well-formed UTF-8 (no overlong forms, no surrogates,
  * nothing above U+10FFFF). */
 bool fuzz_utf8_valid(const char *s, size_t len);

@@ -19,17 +19,6 @@ void fuzz_fail(const char *fmt, ...)
     abort();
 }
 
-bool fuzz_check_open_issues(void)
-{
-    /* Read once: it is asked in the targets' inner loops. */
-    static int check = -1;
-    if (check < 0) {
-        const char *v = getenv("SB_FUZZ_SKIP_OPEN_ISSUES");
-        check = v == NULL || strcmp(v, "1") != 0;
-    }
-    return check;
-}
-
 /*
  * The well-formed byte sequences of RFC 3629 §4, as its table gives them
  * (an oracle written apart from the code it judges): the lead byte decides

@@ -165,7 +165,7 @@ static void check_label_headers(const provider_request_t *req)
         while (token_char((unsigned char)h[name]))
             name++;
         FUZZ_CHECK(name > 0 && h[name] == ':', "request header %zu is not \"Name: value\"", i);
-        for (size_t j = 0; j < hl && fuzz_check_open_issues(); j++)
+        for (size_t j = 0; j < hl; j++)
             FUZZ_CHECK((unsigned char)h[j] >= 0x20 && h[j] != 0x7f,
                        "request header %zu has control character 0x%02x (issue 10, item 2)", i,
                        (unsigned char)h[j]);
@@ -222,8 +222,6 @@ static void check_events(const diff_cycle_t *cy)
 {
     const diff_event_t *ev;
     size_t n = diff_cycle_events(cy, &ev);
-    if (!fuzz_check_open_issues())
-        return;
     for (size_t i = 0; i < n; i++) {
         FUZZ_CHECK(fuzz_utf8_valid(ev[i].session_id, strlen(ev[i].session_id)),
                    "event %zu: session id is not UTF-8 (issue 10, item 5)", i);
