@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "provider.h"
 #include "sink.h"
@@ -102,8 +105,8 @@ static int split_path(const char *text, scan_path_t *p, char **copy, char *err, 
     }
 }
 
-/* Adds text as path i of side; a path equal to one already there is refused
- * (its value would have two places to go). */
+/* Adds text as path i of side; a path equal to another of the same kind is
+ * refused (its value would have two places to go). */
 static int add_path(page_scan_spec_t *spec, scan_paths_t *side, unsigned i, const char *text,
                     char *err, size_t errlen)
 {
@@ -112,6 +115,9 @@ static int add_path(page_scan_spec_t *spec, scan_paths_t *side, unsigned i, cons
         return -1;
     for (unsigned b = side->mask; b; b &= b - 1) {
         unsigned j = (unsigned)__builtin_ctz(b);
+        /* A field may name the records array: it reads as an array. */
+        if (side == &spec->doc && j == DOC_RECORDS)
+            continue;
         if (strcmp(spec->copies[(side == &spec->rec ? DOC_PATHS : 0) + j], *copy) == 0) {
             snprintf(err, errlen, "path \"%s\" is given twice", text);
             return -1;
@@ -238,6 +244,22 @@ static const unsigned char *scan_string(scan_t *st, const unsigned char *p, bool
 {
     const unsigned char *end = st->end;
     for (;;) {
+#if defined(__SSE2__)
+        /* Sixteen bytes at a time: a signed compare below 0x20 flags the
+         * control characters and every non-ASCII byte at once. */
+        while (end - p >= 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                                                  _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+                                     _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));
+            unsigned bits = (unsigned)_mm_movemask_epi8(m);
+            if (bits != 0) {
+                p += __builtin_ctz(bits);
+                goto stop;
+            }
+            p += 16;
+        }
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         while (end - p >= 8) {
             uint64_t x;
@@ -254,7 +276,7 @@ static const unsigned char *scan_string(scan_t *st, const unsigned char *p, bool
             p++;
         if (p == end)
             return fail(st, PAGE_SCAN_E_SYNTAX, p, "the body ends inside a string");
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__SSE2__) || (defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
     stop:
 #endif
         if (*p == '"')
