@@ -181,6 +181,22 @@ START_TEST(depth_is_bounded)
             ck_assert_ptr_nonnull(strstr(err, "nested deeper than 64 levels at byte 71 of"));
         }
     }
+    /* The same with objects: {"data":[{"a":{"a":...}}]} */
+    for (int extra = 0; extra <= 1; extra++) {
+        int objects = PAGE_SCAN_MAX_DEPTH - 2 + extra;
+        char body[1024];
+        size_t n = (size_t)snprintf(body, sizeof(body), "{\"data\":[");
+        for (int i = 0; i < objects; i++)
+            n += (size_t)snprintf(body + n, sizeof(body) - n, i + 1 < objects ? "{\"a\":" : "{");
+        memset(body + n, '}', (size_t)objects);
+        n += (size_t)objects;
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "]}");
+        page_scan_result_t res = {0};
+        char err[256] = "";
+        page_scan_rc_t rc = page_scan(spec, body, n, NULL, NULL, &res, err, sizeof(err));
+        ck_assert_msg(rc == (extra ? PAGE_SCAN_E_DEPTH : PAGE_SCAN_OK), "objects %d: %s", objects,
+                      err);
+    }
     /* A hostile page of a million brackets costs one bracket past the bound. */
     size_t big = 1000000;
     char *deep = malloc(big);
