@@ -16,10 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "floor_read.h"
 #include "page_scan.h"
 
-/* Page paths are our own, short temp paths. */
-#define FLOOR_PATH_MAX 4096
 /* As century.c's CENTURY_CURSOR_MAX. */
 #define FLOOR_CURSOR_MAX 2048
 
@@ -38,35 +37,6 @@ static int on_record(void *opaque, const page_scan_record_t *rec, char *err, siz
     c->records++;
     c->span += rec->len + rec->id.len + rec->status.len;
     return 0;
-}
-
-/* Reads path into *buf (grown as needed, reused across pages as a client's
- * response buffer would be). Returns the length or -1. */
-static long read_file(const char *path, char **buf, size_t *cap)
-{
-    FILE *f = fopen(path, "rb");
-    long n;
-    if (!f)
-        return -1;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return -1;
-    }
-    if ((size_t)n + 1 > *cap) {
-        char *p = realloc(*buf, (size_t)n + 1);
-        if (!p) {
-            fclose(f);
-            return -1;
-        }
-        *buf = p;
-        *cap = (size_t)n + 1;
-    }
-    if (fread(*buf, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    return n;
 }
 
 int main(int argc, char **argv)
