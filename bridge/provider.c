@@ -6,8 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Nesting deeper than this in a provider's page is refused before parsing. */
-#define PROVIDER_MAX_JSON_DEPTH 64
+#include "page_scan.h"
 
 const provider_ops_t *const provider_all[] = {&provider_century, &provider_quiz_jsonapi,
                                               &provider_proctorexam, &provider_smarterproctoring,
@@ -99,8 +98,8 @@ static int json_prescan(const char *s, size_t len, char *err, size_t errlen)
         } else if (ch == '"') {
             in_str = 1;
         } else if (ch == '[' || ch == '{') {
-            if (++depth > PROVIDER_MAX_JSON_DEPTH) {
-                snprintf(err, errlen, "JSON nested deeper than %d levels", PROVIDER_MAX_JSON_DEPTH);
+            if (++depth > PAGE_SCAN_MAX_DEPTH) {
+                snprintf(err, errlen, "JSON nested deeper than %d levels", PAGE_SCAN_MAX_DEPTH);
                 return -1;
             }
         } else if (ch == ']' || ch == '}') {

@@ -5,7 +5,7 @@
 #   tests/fuzz/fuzz.sh TARGET [SECONDS] [--merge|--minimize]
 #   tests/fuzz/fuzz.sh --list
 #
-# TARGET: century quiz_jsonapi proctorexam smarterproctoring config diff.
+# TARGET: century quiz_jsonapi proctorexam smarterproctoring config diff page_scan.
 # Builds with clang into build-fuzz (SB_FUZZ=ON: every library instrumented
 # for coverage, ASan and UBSan), then fuzzes for SECONDS (default 600)
 # starting from tests/fuzz/corpus/TARGET and the dictionary
@@ -18,7 +18,7 @@
 # libFuzzer flags: FUZZ_FLAGS="-jobs=2 -workers=2".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-targets="century quiz_jsonapi proctorexam smarterproctoring config diff"
+targets="century quiz_jsonapi proctorexam smarterproctoring config diff page_scan"
 
 if [ "${1:-}" = "--list" ]; then
   echo "$targets"
@@ -42,7 +42,7 @@ mkdir -p "$work" "$findings"
 # Inputs of a poll hold several pages; a configuration file or a diff
 # script is smaller.
 case $target in
-  config | diff) max_len=8192 ;;
+  config | diff | page_scan) max_len=8192 ;;
   *) max_len=65536 ;;
 esac
 flags=(-max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$findings/"
