@@ -124,6 +124,7 @@ typedef struct delivery {
 typedef struct dead_event {
     size_t event;
     const char *sink; /* the sink's configured name */
+    char id[DIFF_EVENT_ID_LEN];
     char error[ENGINE_DEAD_ERROR_MAX];
 } dead_event_t;
 
@@ -166,7 +167,6 @@ struct source_rt {
     int64_t observed_ms;
     double t_start, t_deliver;
     uint64_t cmds0;
-    const diff_event_t *events;
     size_t nevents, next_event;
     delivery_t *ds;
     size_t nds, next_d;
@@ -548,7 +548,6 @@ static void cycle_release(source_rt_t *s)
     free(s->dead);
     s->dead = NULL;
     s->ndead = s->capdead = 0;
-    s->events = NULL;
     s->nevents = s->next_event = s->nds = s->next_d = 0;
     s->pending = s->failed = 0;
     s->fatal = 0;
@@ -744,6 +743,7 @@ static int commit_repair(source_rt_t *s, store_fence_t f)
 typedef struct letters {
     char **json; /* per event, encoded on first use */
     size_t *len;
+    char (*ids)[DIFF_EVENT_ID_LEN]; /* per event, set with its json */
     size_t nevents;
     store_letter_t *outbox, *dead;
     size_t noutbox, ndead;
@@ -758,6 +758,7 @@ static void letters_free(letters_t *l)
         free(l->records[i]);
     free(l->json);
     free(l->len);
+    free(l->ids);
     free(l->outbox);
     free(l->dead);
     free(l->records);
@@ -766,9 +767,12 @@ static void letters_free(letters_t *l)
 /* The event's CloudEvent text, encoded once per commit. */
 static const char *letter_json(source_rt_t *s, letters_t *l, size_t i)
 {
-    if (l->json[i] == NULL)
-        l->json[i] = event_encode(&s->events[i], s->conf->name, s->conf->provider->name,
-                                  s->observed_ms, &l->len[i]);
+    diff_event_t ev;
+    if (l->json[i] == NULL && diff_cycle_event(s->cy, i, &ev) == 0) {
+        l->json[i] =
+            event_encode(&ev, s->conf->name, s->conf->provider->name, s->observed_ms, &l->len[i]);
+        memcpy(l->ids[i], ev.id, DIFF_EVENT_ID_LEN);
+    }
     return l->json[i];
 }
 
@@ -785,39 +789,41 @@ static int letters_build(source_rt_t *s, letters_t *l)
     l->nevents = s->nevents;
     for (size_t k = 0; k < e->nsinks; k++) {
         for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++)
-            nout += conf_sink_routes(e->sinks[k].conf, s->conf->name, s->events[i].type);
+            nout +=
+                conf_sink_routes(e->sinks[k].conf, s->conf->name, diff_cycle_event_type(s->cy, i));
     }
     if (nout == 0 && s->ndead == 0)
         return 0;
     l->json = calloc(s->nevents, sizeof(char *));
     l->len = calloc(s->nevents, sizeof(size_t));
+    l->ids = calloc(s->nevents, sizeof(*l->ids));
     l->outbox = calloc(nout ? nout : 1, sizeof(store_letter_t));
     l->dead = calloc(s->ndead ? s->ndead : 1, sizeof(store_letter_t));
     l->records = calloc(s->ndead ? s->ndead : 1, sizeof(char *));
-    if (!l->json || !l->len || !l->outbox || !l->dead || !l->records)
+    if (!l->json || !l->len || !l->ids || !l->outbox || !l->dead || !l->records)
         return -1;
     for (size_t k = 0; k < e->nsinks; k++) {
         const conf_sink_t *cs = e->sinks[k].conf;
         for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++) {
-            if (!conf_sink_routes(cs, s->conf->name, s->events[i].type))
+            if (!conf_sink_routes(cs, s->conf->name, diff_cycle_event_type(s->cy, i)))
                 continue;
             if (letter_json(s, l, i) == NULL)
                 return -1;
             l->outbox[l->noutbox++] = (store_letter_t){
-                .sink = cs->name, .id = s->events[i].id, .json = l->json[i], .len = l->len[i]};
+                .sink = cs->name, .id = l->ids[i], .json = l->json[i], .len = l->len[i]};
         }
     }
     for (size_t j = 0; j < s->ndead; j++) {
         const dead_event_t *d = &s->dead[j];
         const char *json = letter_json(s, l, d->event);
-        char *rec = json ? outbox_dead_record(d->sink, s->events[d->event].id, 1, d->error, json,
+        char *rec = json ? outbox_dead_record(d->sink, l->ids[d->event], 1, d->error, json,
                                               l->len[d->event])
                          : NULL;
         if (rec == NULL)
             return -1;
         l->records[l->ndead] = rec;
         l->dead[l->ndead++] = (store_letter_t){
-            .sink = d->sink, .id = s->events[d->event].id, .json = rec, .len = strlen(rec)};
+            .sink = d->sink, .id = l->ids[d->event], .json = rec, .len = strlen(rec)};
     }
     return 0;
 }
@@ -830,7 +836,7 @@ static void commit_metrics(source_rt_t *s)
     if (e->obs.metrics == NULL)
         return;
     for (size_t i = 0; i < s->nevents; i++)
-        by_type[s->events[i].type]++;
+        by_type[diff_cycle_event_type(s->cy, i)]++;
     for (int t = 0; t < DIFF_EV_COUNT; t++) {
         if (by_type[t] > 0)
             metric_add(e->obs.metrics->events,
@@ -961,12 +967,15 @@ static int dead_add(source_rt_t *s, const delivery_t *d, const char *errmsg)
         s->capdead = cap;
     }
     dead_event_t *x = &s->dead[s->ndead++];
+    diff_event_t ev;
     x->event = d->event;
     x->sink = d->ticket.opaque;
+    snprintf(x->id, sizeof(x->id), "%s",
+             diff_cycle_event(s->cy, d->event, &ev) == 0 ? ev.id : "unknown");
     snprintf(x->error, sizeof(x->error), "%s", errmsg ? errmsg : "refused for good");
     LOG_WARN("a sink refused an event for good; it goes to the dead letters",
-             LF_S("source", s->conf->name), LF_S("sink", x->sink),
-             LF_S("event_id", s->events[d->event].id), LF_S("error", x->error));
+             LF_S("source", s->conf->name), LF_S("sink", x->sink), LF_S("event_id", x->id),
+             LF_S("error", x->error));
     return 0;
 }
 
@@ -1011,10 +1020,12 @@ static void deliver_more(source_rt_t *s)
     const conf_source_t *cs = s->conf;
 
     while (s->next_event < s->nevents && s->pending < ENGINE_DELIVERY_WINDOW && !s->failed) {
-        const diff_event_t *ev = &s->events[s->next_event++];
+        diff_event_t evbuf, *ev = &evbuf;
         size_t len = 0;
         char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
-        char *json = event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len);
+        char *json = diff_cycle_event(s->cy, s->next_event++, ev) == 0
+                         ? event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len)
+                         : NULL;
         if (json == NULL) {
             s->failed++;
             snprintf(s->first_error, sizeof(s->first_error),
@@ -1094,10 +1105,10 @@ static void poll_complete(source_rt_t *s)
     metric_observe(ENGINE_METRIC(e, poll_duration), LABELS(s->conf->name), st->poll_s);
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
-    s->nevents = st->events = diff_cycle_events(s->cy, &s->events);
+    s->nevents = st->events = diff_cycle_nevents(s->cy);
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
-            s->nds += routes_live(&e->sinks[k], s, s->events[i].type);
+            s->nds += routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
     }
     if (s->nds == 0) {
         cycle_commit(s);
@@ -1168,11 +1179,11 @@ static void fetch_next(source_rt_t *s)
     }
 }
 
-static int on_record(void *opaque, const char *session_id, const char *raw_status,
-                     const cJSON *record, char *err, size_t errlen)
+static int on_record(void *opaque, const char *session_id, const char *raw_status, const char *text,
+                     size_t len, char *err, size_t errlen)
 {
     source_rt_t *s = opaque;
-    return diff_cycle_observe(s->cy, session_id, raw_status, record, err, errlen);
+    return diff_cycle_observe(s->cy, session_id, raw_status, text, len, err, errlen);
 }
 
 /* A page transfer ended (called from http_multi_run on the loop's thread). */
