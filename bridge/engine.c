@@ -16,6 +16,7 @@
  */
 #include "engine.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,10 @@
  * the sinks' queues (and our memory) bounded.
  */
 #define ENGINE_DELIVERY_WINDOW 5000
+/* Heap a finished cycle must have held for its release to hand the free
+ * pages back to the kernel (malloc_trim walks the whole heap: not worth it
+ * for the usual small churn cycle). */
+#define ENGINE_TRIM_AFTER_BYTES (16u * 1024u * 1024u)
 /* Longest wait of one loop turn when nothing is due sooner. */
 #define ENGINE_IDLE_WAIT_MS 100
 /* Wait of one loop turn while deliveries are pending: acks are served per turn. */
@@ -538,6 +543,7 @@ static void cycle_release(source_rt_t *s)
     if (s->poll)
         s->conf->provider->poll_free(s->poll);
     s->poll = NULL;
+    size_t held = diff_cycle_memory(s->cy) + s->nds * sizeof(*s->ds);
     diff_cycle_free(s->cy);
     s->cy = NULL;
     free(s->req);
@@ -545,6 +551,12 @@ static void cycle_release(source_rt_t *s)
     http_response_reset(&s->resp);
     free(s->ds);
     s->ds = NULL;
+    /* A large cycle's memory sits in malloc's free lists between the
+     * index's entries, where glibc does not give it back by itself: the
+     * first emit cycle of a large source would otherwise set the
+     * process's RSS for good. */
+    if (held >= ENGINE_TRIM_AFTER_BYTES)
+        malloc_trim(0);
     free(s->dead);
     s->dead = NULL;
     s->ndead = s->capdead = 0;

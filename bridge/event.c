@@ -59,19 +59,25 @@ static void put_lit(writer_t *w, const char *s)
 static void put_escaped(writer_t *w, const char *s)
 {
     static const char named[] = "\"\\\b\f\n\r\t", letter[] = "\"\\bfnrt";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (;;) {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        put(w, (const char *)run, (size_t)(p - run));
+        if (*p == '\0')
+            return;
         const char *e = strchr(named, *p);
         char unit[EVENT_ESCAPE_MAX + 1];
         if (e != NULL) {
             unit[0] = '\\';
             unit[1] = letter[e - named];
             put(w, unit, 2);
-        } else if (*p < 0x20) {
+        } else {
             snprintf(unit, sizeof(unit), "\\u%04x", *p);
             put(w, unit, EVENT_ESCAPE_MAX);
-        } else {
-            put(w, (const char *)p, 1);
         }
+        p++;
     }
 }
 

@@ -126,10 +126,22 @@ size_t diff_utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+/* High bit of every byte of a word: a word without any is ASCII. */
+#define UTF8_HIGH_BITS UINT64_C(0x8080808080808080)
+
 int diff_utf8_check(const char *s, size_t n, size_t *bad)
 {
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
+        /* records and events are mostly ASCII: eight bytes at a time */
+        uint64_t w;
+        if (n - i >= sizeof(w)) {
+            memcpy(&w, u + i, sizeof(w));
+            if ((w & UTF8_HIGH_BITS) == 0) {
+                i += sizeof(w);
+                continue;
+            }
+        }
         size_t len = diff_utf8_seq(u + i, n - i);
         if (len == 0) {
             if (bad != NULL)
