@@ -122,7 +122,8 @@ typedef struct source_rt source_rt_t;
 typedef struct delivery {
     sink_ticket_t ticket;
     source_rt_t *src;
-    size_t event; /* index into the cycle's events */
+    size_t event;          /* index into the cycle's events */
+    struct delivery *next; /* in the source's free list, while unused */
 } delivery_t;
 
 /* An event a sink refused for good: it goes to the dead letters at commit. */
@@ -174,7 +175,8 @@ struct source_rt {
     uint64_t cmds0;
     size_t nevents, next_event;
     delivery_t *ds;
-    size_t nds, next_d;
+    size_t nds;         /* deliveries of the cycle, in all */
+    delivery_t *free_d; /* slots of ds no ticket holds */
     size_t pending, failed;
     dead_event_t *dead;
     size_t ndead, capdead;
@@ -543,7 +545,7 @@ static void cycle_release(source_rt_t *s)
     if (s->poll)
         s->conf->provider->poll_free(s->poll);
     s->poll = NULL;
-    size_t held = diff_cycle_memory(s->cy) + s->nds * sizeof(*s->ds);
+    size_t held = diff_cycle_memory(s->cy);
     diff_cycle_free(s->cy);
     s->cy = NULL;
     free(s->req);
@@ -560,7 +562,8 @@ static void cycle_release(source_rt_t *s)
     free(s->dead);
     s->dead = NULL;
     s->ndead = s->capdead = 0;
-    s->nevents = s->next_event = s->nds = s->next_d = 0;
+    s->free_d = NULL;
+    s->nevents = s->next_event = s->nds = 0;
     s->pending = s->failed = 0;
     s->fatal = 0;
     s->first_error[0] = s->first_sink[0] = '\0';
@@ -862,26 +865,24 @@ static void commit_metrics(source_rt_t *s)
     sessions_gauge(s);
 }
 
+/* store_delta_t's reader of a cycle's changes. */
+static int cycle_change(const void *opaque, size_t i, diff_change_t *out)
+{
+    return diff_cycle_change(opaque, i, out);
+}
+
 static void cycle_commit(source_rt_t *s)
 {
     engine_t *e = s->e;
     engine_cycle_stats_t *st = &s->stats;
-    const diff_change_t *changes;
     letters_t l;
     char err[256];
 
     st->deliver_s = s->nevents ? clock_mono_s() - s->t_deliver : 0;
-    st->changes = diff_cycle_changes(s->cy, &changes);
-    /* The size after the cycle: what apply() will leave. */
-    size_t after = diff_index_size(s->index);
-    for (size_t i = 0; i < st->changes; i++) {
-        diff_record_t old;
-        int present = diff_index_get(s->index, changes[i].session_id, &old) == 0;
-        if (changes[i].removed && present)
-            after--;
-        else if (!changes[i].removed && !present)
-            after++;
-    }
+    st->changes = diff_cycle_nchanges(s->cy);
+    /* the changes are read from the cycle one by one, not copied out */
+    store_delta_t delta = {.n = st->changes, .get = cycle_change, .opaque = s->cy};
+    size_t after = diff_cycle_sessions_after(s->cy);
     if (letters_build(s, &l) != 0) {
         letters_free(&l);
         cycle_fail(s, "cannot commit", "out of memory");
@@ -892,8 +893,8 @@ static void cycle_commit(source_rt_t *s)
     double t0 = clock_mono_s();
     store_fence_t f = STORE_FENCE_ERROR;
     for (int i = 0; i < ENGINE_COMMIT_TRIES; i++) {
-        f = store_commit_fenced(e->store, s->conf->name, e->token, changes, st->changes, after,
-                                &extra, &s->cycle, err, sizeof(err));
+        f = store_commit_fenced(e->store, s->conf->name, e->token, &delta, after, &extra, &s->cycle,
+                                err, sizeof(err));
         if (f == STORE_FENCE_OK || commit_repair(s, f) != 0)
             break;
     }
@@ -998,12 +999,11 @@ static int routes_live(const engine_sink_t *sk, const source_rt_t *s, diff_event
     return sk->ob == NULL && conf_sink_routes(sk->conf, s->conf->name, type);
 }
 
-/* Called by a sink on the loop's thread, exactly once per submitted event. */
-static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+/* What a resolved delivery means for its cycle. */
+static void delivery_settle(delivery_t *d, sink_result_t result, const char *errmsg)
 {
-    delivery_t *d = (delivery_t *)t;
+    sink_ticket_t *t = &d->ticket;
     source_rt_t *s = d->src;
-    s->pending--;
     metric_add(ENGINE_METRIC(s->e, sink_deliveries),
                LABELS((const char *)t->opaque, delivery_result(result)), 1);
     if (result == SINK_OK)
@@ -1019,6 +1019,18 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
         s->e->fatal = 1;
         metric_set(ENGINE_METRIC(s->e, sink_fatal), LABELS((const char *)t->opaque), 1);
     }
+}
+
+/* Called by a sink on the loop's thread, exactly once per submitted event:
+ * the slot is free again afterwards. */
+static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+{
+    delivery_t *d = (delivery_t *)t;
+    source_rt_t *s = d->src;
+    s->pending--;
+    delivery_settle(d, result, errmsg);
+    d->next = s->free_d;
+    s->free_d = d;
 }
 
 /*
@@ -1053,11 +1065,13 @@ static void deliver_more(source_rt_t *s)
                            .key = key,
                            .json = json,
                            .json_len = len};
-        for (size_t k = 0; k < e->nsinks && s->next_d < s->nds; k++) {
+        /* pending < ENGINE_DELIVERY_WINDOW left a slot for every sink */
+        for (size_t k = 0; k < e->nsinks && s->free_d != NULL; k++) {
             engine_sink_t *sk = &e->sinks[k];
             if (!routes_live(sk, s, ev->type))
                 continue;
-            delivery_t *d = &s->ds[s->next_d++];
+            delivery_t *d = s->free_d;
+            s->free_d = d->next;
             d->ticket.done = on_delivered;
             d->ticket.opaque = sk->conf->name;
             d->ticket.retry_after_s = -1;
@@ -1132,10 +1146,18 @@ static void poll_complete(source_rt_t *s)
         cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
         return;
     }
-    s->ds = calloc(s->nds, sizeof(delivery_t));
+    /* slots for one window, not for every delivery of the cycle: 40
+     * bytes per event were 48 MiB in a first emit cycle of 1M sessions */
+    size_t nslots =
+        s->nds < ENGINE_DELIVERY_WINDOW + e->nsinks ? s->nds : ENGINE_DELIVERY_WINDOW + e->nsinks;
+    s->ds = calloc(nslots, sizeof(delivery_t));
     if (s->ds == NULL) {
         cycle_fail(s, "out of memory delivering events", "ENOMEM");
         return;
+    }
+    for (size_t i = nslots; i-- > 0;) {
+        s->ds[i].next = s->free_d;
+        s->free_d = &s->ds[i];
     }
     s->phase = PHASE_DELIVER;
     s->t_deliver = clock_mono_s();

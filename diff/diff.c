@@ -1206,8 +1206,9 @@ struct diff_cycle {
     size_t new_unknown_cap;
     cevent_t *events;
     size_t nevents;
-    diff_change_t *changes;
+    uint32_t *changed; /* the notes of the changes, in order */
     size_t nchanges;
+    size_t sessions_after; /* the index's size after apply */
     /* status_idx -> state, computed once per cycle (the map is fixed for
      * its duration) */
     int8_t state_cache[DIFF_MAX_STATUSES + 1];
@@ -1496,10 +1497,30 @@ static int cycle_note_vanished(diff_cycle_t *cy)
     return 0;
 }
 
-/* Decides the change and events of note i; *rec is what to store. */
-static void cycle_settle(diff_cycle_t *cy, size_t i, diff_record_t *rec)
+/* What note n stores, as finish decided it (called before apply: it reads
+ * the entry as it was). */
+static void note_record(const diff_cycle_t *cy, const note_t *n, diff_record_t *rec)
 {
-    diff_index_t *ix = cy->ix;
+    if (n->flags & NOTE_VANISHED) {
+        entry_record(cy->ix, n->entry, rec);
+        if (!(n->flags & NOTE_REMOVED))
+            rec->misses++;
+        return;
+    }
+    stored_t s = note_stored(n);
+    plan_t p;
+    plan_observation(&s, n->obs, n->status_idx, n->fingerprint, cy->opt->baseline, &p);
+    *rec = (diff_record_t){
+        .state = (diff_state_t)p.state,
+        .misses = p.misses,
+        .fingerprint = p.fingerprint,
+        .status = status_raw(cy->ix, p.status_idx),
+    };
+}
+
+/* Decides the change and events of note i. */
+static void cycle_settle(diff_cycle_t *cy, size_t i)
+{
     note_t *n = &cy->notes[i];
     entry_t *e = n->entry;
 
@@ -1507,11 +1528,8 @@ static void cycle_settle(diff_cycle_t *cy, size_t i, diff_record_t *rec)
         unsigned misses = (unsigned)e->misses + 1;
         n->flags |= NOTE_CHANGED;
         n->store_status_idx = e->status_idx;
-        entry_record(ix, e, rec);
-        if (misses < cy->opt->vanish_grace) {
-            rec->misses = (uint8_t)misses;
+        if (misses < cy->opt->vanish_grace)
             return;
-        }
         n->flags |= NOTE_REMOVED;
         /* terminal and never-known sessions are forgotten silently */
         if (cy->opt->baseline || (e->state != DIFF_STATE_PENDING && e->state != DIFF_STATE_ACTIVE))
@@ -1532,12 +1550,6 @@ static void cycle_settle(diff_cycle_t *cy, size_t i, diff_record_t *rec)
     if (plan_changes(&s, &p))
         n->flags |= NOTE_CHANGED;
     n->store_status_idx = p.status_idx;
-    *rec = (diff_record_t){
-        .state = (diff_state_t)p.state,
-        .misses = p.misses,
-        .fingerprint = p.fingerprint,
-        .status = status_raw(ix, p.status_idx),
-    };
     diff_reason_t reason =
         s.state == DIFF_STATE_NONE ? DIFF_REASON_FIRST_SEEN : DIFF_REASON_STATUS_CHANGE;
     for (unsigned k = 0; k < p.nev; k++)
@@ -1557,25 +1569,35 @@ int diff_cycle_finish(diff_cycle_t *cy)
     if (cy->nnotes > 0) {
         /* at most two events per session */
         cy->events = malloc(cy->nnotes * 2 * sizeof(*cy->events));
-        cy->changes = malloc(cy->nnotes * sizeof(*cy->changes));
-        if (cy->events == NULL || cy->changes == NULL)
+        /* 4 bytes per change: the change itself is derived when read */
+        cy->changed = malloc(cy->nnotes * sizeof(*cy->changed));
+        if (cy->events == NULL || cy->changed == NULL)
             return -1;
     }
+    cy->sessions_after = cy->ix->tab.count;
     for (size_t i = 0; i < cy->nnotes; i++) {
-        diff_record_t rec;
-        cycle_settle(cy, i, &rec);
+        cycle_settle(cy, i);
         const note_t *n = &cy->notes[i];
         if (!(n->flags & NOTE_CHANGED))
             continue;
-        cy->changes[cy->nchanges++] = (diff_change_t){
-            .session_id = n->entry->id,
-            .removed = (n->flags & NOTE_REMOVED) != 0,
-            .rec = rec,
-        };
+        cy->changed[cy->nchanges++] = (uint32_t)i;
+        if (n->flags & NOTE_REMOVED)
+            cy->sessions_after--;
+        else if (n->flags & NOTE_NEW)
+            cy->sessions_after++;
     }
-    /* room for the new sessions now, so that apply cannot fail; a larger
-     * table does not change what the index holds */
-    if (ptab_reserve(&cy->ix->tab, cy->ix->tab.count + cy->fresh.count) != 0)
+    /* the events took 8 bytes for each of two per note: keep what they use */
+    if (cy->nevents > 0 && cy->nevents < cy->nnotes * 2) {
+        cevent_t *v = realloc(cy->events, cy->nevents * sizeof(*v));
+        if (v != NULL)
+            cy->events = v;
+    }
+    /* Room for the new sessions now, so that apply cannot fail; a larger
+     * table does not change what the index holds. An empty index takes
+     * the cycle's table of new sessions as its own instead (a first
+     * cycle: no second table of the whole population beside it). */
+    if (cy->ix->tab.count > 0 &&
+        ptab_reserve(&cy->ix->tab, cy->ix->tab.count + cy->fresh.count) != 0)
         return -1;
     cy->settled = true;
     return 0;
@@ -1618,11 +1640,24 @@ int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev)
     return event_id(cy->opt->source, ev->session_id, ev->type, ev->id);
 }
 
-size_t diff_cycle_changes(const diff_cycle_t *cy, const diff_change_t **changes)
+size_t diff_cycle_nchanges(const diff_cycle_t *cy)
 {
-    if (changes != NULL)
-        *changes = cy != NULL ? cy->changes : NULL;
     return cy != NULL ? cy->nchanges : 0;
+}
+
+int diff_cycle_change(const diff_cycle_t *cy, size_t i, diff_change_t *out)
+{
+    if (cy == NULL || i >= cy->nchanges || cy->applied)
+        return -1;
+    const note_t *n = &cy->notes[cy->changed[i]];
+    *out = (diff_change_t){.session_id = n->entry->id, .removed = (n->flags & NOTE_REMOVED) != 0};
+    note_record(cy, n, &out->rec);
+    return 0;
+}
+
+size_t diff_cycle_sessions_after(const diff_cycle_t *cy)
+{
+    return cy != NULL && cy->settled ? cy->sessions_after : diff_index_size(cy ? cy->ix : NULL);
 }
 
 size_t diff_cycle_observed(const diff_cycle_t *cy)
@@ -1637,8 +1672,8 @@ size_t diff_cycle_memory(const diff_cycle_t *cy)
     const rstore_t *rs = &cy->records;
     size_t n = heap_cost(sizeof(*cy)) + heap_cost(cy->fresh.cap * sizeof(void *)) +
                heap_cost(cy->notes_cap * sizeof(note_t)) +
-               heap_cost(cy->nnotes * 2 * sizeof(cevent_t)) +
-               heap_cost(cy->nnotes * sizeof(diff_change_t)) +
+               heap_cost((cy->finished ? cy->nevents : 0) * sizeof(cevent_t)) +
+               heap_cost((cy->finished ? cy->nnotes : 0) * sizeof(uint32_t)) +
                heap_cost(rs->blocks_cap * sizeof(rblock_t)) + heap_cost(rs->open_cap) +
                heap_cost(rs->scratch_cap) + heap_cost(rs->cache_cap) + (rs->held - rs->open_len);
     for (size_t i = 0; i < cy->nnotes && !cy->applied; i++) {
@@ -1673,13 +1708,17 @@ void diff_cycle_apply(diff_cycle_t *cy)
         return;
     cy->applied = true;
     diff_index_t *ix = cy->ix;
-    bool removed_any = false;
-    size_t j = 0;
+    bool removed_any = false, adopt = ix->tab.count == 0;
+    if (adopt) {
+        /* every new session is in the cycle's table, and nothing else */
+        ptab_release(&ix->tab);
+        ix->tab = cy->fresh;
+        memset(&cy->fresh, 0, sizeof(cy->fresh));
+    }
     for (size_t i = 0; i < cy->nnotes; i++) {
         note_t *n = &cy->notes[i];
         if (!(n->flags & NOTE_CHANGED))
             continue;
-        const diff_record_t *rec = &cy->changes[j++].rec;
         entry_t *e = n->entry;
         if (n->flags & NOTE_REMOVED) {
             size_t slot = ptab_find(&ix->tab, e->id, hash_str(e->id));
@@ -1692,18 +1731,21 @@ void diff_cycle_apply(diff_cycle_t *cy)
             removed_any = true;
             continue;
         }
+        diff_record_t rec;
+        note_record(cy, n, &rec); /* before the entry changes */
         if (n->flags & NOTE_NEW) {
             /* the index owns it now: moved, not copied */
             n->flags &= (uint8_t)~NOTE_NEW;
-            ptab_insert(&ix->tab, e, hash_str(e->id));
+            if (!adopt)
+                ptab_insert(&ix->tab, e, hash_str(e->id));
             ix->entry_bytes += entry_cost(e);
         } else {
             ix->by_state[e->state]--;
         }
-        ix->by_state[rec->state]++;
-        e->state = (uint8_t)rec->state;
-        e->misses = rec->misses;
-        e->fingerprint = rec->fingerprint;
+        ix->by_state[rec.state]++;
+        e->state = (uint8_t)rec.state;
+        e->misses = rec.misses;
+        e->fingerprint = rec.fingerprint;
         e->status_idx = n->store_status_idx;
     }
     /* what only the events needed goes now, before the caller frees the cycle */
@@ -1742,7 +1784,7 @@ void diff_cycle_free(diff_cycle_t *cy)
     rstore_release(&cy->records);
     free(cy->new_unknown);
     free(cy->events);
-    free(cy->changes);
+    free(cy->changed);
     cy->ix->cycle_open = false;
     free(cy);
 }

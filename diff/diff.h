@@ -269,8 +269,18 @@ diff_event_type_t diff_cycle_event_type(const diff_cycle_t *cy, size_t i);
  * when a record does not decode.
  */
 int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev);
-/* The delta to persist. Valid until diff_cycle_apply(). */
-size_t diff_cycle_changes(const diff_cycle_t *cy, const diff_change_t **changes);
+/* Changes of a finished cycle: the delta to persist. */
+size_t diff_cycle_nchanges(const diff_cycle_t *cy);
+/*
+ * Fills out with change i < diff_cycle_nchanges(), in a stable order (a
+ * session at most once). Its strings stay valid until diff_cycle_apply().
+ * Derived when read, so that a cycle holds 4 bytes per change instead of
+ * the struct. 0, or -1 out of range or after apply.
+ */
+int diff_cycle_change(const diff_cycle_t *cy, size_t i, diff_change_t *out);
+/* Sessions the index will hold after diff_cycle_apply() of a finished
+ * cycle (its current size before finish). */
+size_t diff_cycle_sessions_after(const diff_cycle_t *cy);
 /* Sessions observed in this cycle, including duplicates. */
 size_t diff_cycle_observed(const diff_cycle_t *cy);
 /* Bytes the cycle holds on the heap beside the index (notes, new entries,

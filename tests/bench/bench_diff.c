@@ -16,6 +16,7 @@
  * between phases through /proc/self/clear_refs) and CPU per session.
  */
 #include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,18 +82,49 @@ static const char *status_of(unsigned i, int cycle)
     return "IN_PROGRESS";
 }
 
+static uint64_t mix(uint64_t x)
+{
+    x += UINT64_C(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
+/*
+ * A record with the entropy of the simulator's (tests/stack/sim_century.c):
+ * a random user id, a user drawn from a pool of names, one of 40 tests, a
+ * start time to the millisecond. Repetitive text would compress far better
+ * than real pages do.
+ */
 static size_t record(char *out, const char *id, const char *status, unsigned i)
 {
+    static const char *const first[] = {"Ada",      "Grace",  "Alan",    "Edsger",
+                                        "Barbara",  "Donald", "Frances", "John",
+                                        "Margaret", "Dennis", "Ken",     "Radia"};
+    static const char *const last[] = {"Lovelace", "Hopper",  "Turing",   "Dijkstra",
+                                       "Liskov",   "Knuth",   "Allen",    "Backus",
+                                       "Hamilton", "Ritchie", "Thompson", "Perlman"};
+    static const char *const subjects[] = {"Mathematics", "English", "Science", "History"};
+    uint64_t r = mix(i), u = mix(r), t = mix(u) % 40;
+    const char *f = first[r % 12], *l = last[(r >> 8) % 12];
     int n = snprintf(
         out, BENCH_RECORD_MAX,
-        "{\"test\":{\"name\":\"Fractions and decimals\",\"testId\":"
-        "\"9c1e2a4e-8f2b-4c55-9d61-%012x\",\"subject\":\"Mathematics\",\"testVersionId\":"
-        "\"0b6f3c8a-2d4e-4f1a-8b9c-7e5d3a2f1c0b\"},\"user\":{\"emails\":[\"user%u@example.org\"],"
-        "\"gender\":\"female\",\"userId\":\"5a7d9e1f-3b2c-4d6e-8f0a-%012x\",\"fullName\":\"Ada "
-        "Lovelace %u\",\"lastName\":\"Lovelace\",\"username\":\"ada.lovelace%u\",\"firstName\":"
-        "\"Ada\",\"dateOfBirth\":\"2010-12-10\"},\"status\":\"%s\",\"sessionId\":\"%s\","
-        "\"startDate\":\"2026-11-23T10:%02u:%02u.000Z\"}",
-        i % 97, i, i / 3, i, i, status, id, (i / 60) % 60, i % 60);
+        "{\"test\":{\"name\":\"Test %u of %s\",\"testId\":\"9c1e2a4e-8f2b-4c55-9d61-%012llx\","
+        "\"subject\":\"%s\",\"testVersionId\":\"0b6f3c8a-2d4e-4f1a-8b9c-%012llx\"},\"user\":"
+        "{\"emails\":[\"%s.%s%u@example.org\"],\"gender\":\"%s\",\"userId\":"
+        "\"%08llx-%04llx-4%03llx-8%03llx-%012llx\",\"fullName\":\"%s %s\",\"lastName\":\"%s\","
+        "\"username\":\"%s.%s%u\",\"firstName\":\"%s\",\"dateOfBirth\":\"20%02u-%02u-%02u\"},"
+        "\"status\":\"%s\",\"sessionId\":\"%s\",\"startDate\":\"2026-11-%02uT%02u:%02u:%02u.%"
+        "03uZ\"}",
+        (unsigned)t, subjects[t % 4], (unsigned long long)(mix(t) & 0xffffffffffffULL),
+        subjects[t % 4], (unsigned long long)(mix(t + 99) & 0xffffffffffffULL), f, l,
+        (unsigned)(u % 1000), (u & 1) ? "female" : "male", (unsigned long long)(u >> 32),
+        (unsigned long long)(u & 0xffff), (unsigned long long)((u >> 16) & 0xfff),
+        (unsigned long long)((u >> 28) & 0xfff), (unsigned long long)(mix(u) & 0xffffffffffffULL),
+        f, l, l, f, l, (unsigned)(u % 1000), f, (unsigned)(5 + r % 10), (unsigned)(1 + r % 12),
+        (unsigned)(1 + (r >> 4) % 28), status, id, (unsigned)(1 + (r >> 12) % 28),
+        (unsigned)((r >> 20) % 24), (unsigned)((r >> 28) % 60), (unsigned)((r >> 36) % 60),
+        (unsigned)((r >> 44) % 1000));
     return (size_t)n;
 }
 
@@ -147,7 +179,7 @@ static int run_cycle(diff_index_t *ix, diff_status_map_t *map, unsigned n, int c
     }
     double t3 = cpu_s();
     size_t held_raw, held = diff_cycle_retained(cy, &held_raw);
-    size_t cymem = diff_cycle_memory(cy), nch = diff_cycle_changes(cy, NULL);
+    size_t cymem = diff_cycle_memory(cy), nch = diff_cycle_nchanges(cy);
     diff_cycle_apply(cy);
     diff_cycle_free(cy);
     /* as the engine does after a large cycle (ENGINE_TRIM_AFTER_BYTES) */

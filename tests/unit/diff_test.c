@@ -37,6 +37,7 @@ typedef struct fx {
     diff_event_t *evs;
     char **recs;
     size_t nevs;
+    diff_change_t *chs; /* the changes as changes() read them */
 } fx_t;
 
 static void fx_init(fx_t *f, unsigned grace, bool baseline)
@@ -67,6 +68,7 @@ static void evs_free(fx_t *f)
 static void fx_done(fx_t *f)
 {
     evs_free(f);
+    free(f->chs);
     diff_cycle_free(f->cy);
     diff_index_free(f->ix);
     diff_status_map_free(f->map);
@@ -147,12 +149,27 @@ static size_t events(fx_t *f, const diff_event_t **ev)
 
 static size_t changes(fx_t *f, const diff_change_t **ch)
 {
-    return diff_cycle_changes(f->cy, ch);
+    size_t n = diff_cycle_nchanges(f->cy);
+    free(f->chs);
+    f->chs = calloc(n + 1, sizeof(*f->chs));
+    ck_assert_ptr_nonnull(f->chs);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(diff_cycle_change(f->cy, i, &f->chs[i]), 0);
+    ck_assert_int_eq(diff_cycle_change(f->cy, n, &f->chs[n]), -1);
+    if (ch != NULL)
+        *ch = f->chs;
+    return n;
 }
 
 static void apply_and_close(fx_t *f)
 {
+    size_t after = diff_cycle_sessions_after(f->cy);
     diff_cycle_apply(f->cy);
+    ck_assert_uint_eq(diff_index_size(f->ix), after);
+    /* what the test copied out of the cycle goes with it */
+    evs_free(f);
+    free(f->chs);
+    f->chs = NULL;
     diff_cycle_free(f->cy);
     f->cy = NULL;
 }
