@@ -37,20 +37,23 @@
  * Records one poll may observe unless the source says otherwise
  * (max_sessions). A cycle holds what it observes until it is applied or
  * freed, so this bounds a poll's memory: besides the index, a cycle holds
- * ~70 bytes per session that changes and, for a session an event carries,
- * its record's text zstd-compressed (~60 bytes for a ~530-byte Century
- * record; BENCHMARKS.md). 100,000 is the population the index is laid out
- * for; a provider that never stops paging is cut off there.
+ * ~130 bytes per new session (the entry apply moves into the index
+ * included), ~50 per stored session that changes and, for a session an
+ * event carries, its record's text zstd-compressed (~80 bytes for a
+ * ~500-byte Century record; tests/bench/bench_diff.c). 100,000 is the
+ * population the index is laid out for; a provider that never stops
+ * paging is cut off there.
  */
 #define DIFF_DEFAULT_MAX_SESSIONS 100000
 /* Largest max_sessions a source may set: a first emit poll of that many
- * Century sessions peaks at ~200 MiB (BENCHMARKS.md), inside a 512 MiB pod. */
+ * Century sessions peaks at ~210 MiB in diff (BENCHMARKS.md), inside a
+ * 512 MiB pod. */
 #define DIFF_MAX_SESSIONS_LIMIT 1000000
 /*
  * Heap a cycle may spend on the compressed text of the records its events
  * carry, per record it may observe: max_sessions * this. The count bound
  * alone leaves a poll's memory to the size of the records; 256 bytes is
- * four times what a Century record takes compressed, and caps the
+ * three times what a Century record takes compressed, and caps the
  * default's records at 25 MiB (256 MiB at DIFF_MAX_SESSIONS_LIMIT) whatever
  * the provider sends. Raising max_sessions raises both bounds, so one key
  * answers both failures.
