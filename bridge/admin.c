@@ -640,7 +640,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
  * connection: one is logged per LOG_INTERVAL_MS, with the number of those
  * left out since the last.
  */
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* fmt is one of libmicrohttpd's own printf formats. */
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     admin_t *a = cls;
     int64_t now = clock_mono_ms();

@@ -14,6 +14,7 @@
 #include "redis_conn.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
@@ -344,23 +345,29 @@ static int valid_name(const char *s)
 
 static int valid_http_url(const char *s)
 {
-    size_t n = strlen(s);
-    if (n > CONF_URL_MAX)
+    if (strlen(s) > CONF_URL_MAX)
         return 0;
-    const char *rest;
-    if (strncmp(s, "http://", 7) == 0)
-        rest = s + 7;
-    else if (strncmp(s, "https://", 8) == 0)
-        rest = s + 8;
-    else
-        return 0;
-    if (*rest == '\0' || *rest == '/')
-        return 0;
+    /* ASCII only: a host in another script needs IDNA, which nothing here
+     * does (percent-encoding serves paths); no query or fragment, which the
+     * adapters add. */
     for (const char *p = s; *p; p++) {
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
             return 0;
     }
-    return 1;
+    /* Then as libcurl parses it at every request: a URL it refuses would
+     * fail every poll at run time instead of here (a port that is not a
+     * number, a malformed host). */
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    int ok = u != NULL && curl_url_set(u, CURLUPART_URL, s, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+             (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0';
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
 }
 
 /* Accepts host:port with a numeric port. */
@@ -773,6 +780,15 @@ static void check_unique(const char *what, const char *path, char **names, size_
     }
 }
 
+/* The 1-based line of byte off of text. */
+static size_t line_of(const char *text, size_t off)
+{
+    size_t line = 1;
+    for (size_t i = 0; i < off; i++)
+        line += text[i] == '\n';
+    return line;
+}
+
 conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t *errs)
 {
     conf_t *conf = NULL;
@@ -781,14 +797,25 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
     size_t start_count = errs->count;
     conf_substs_t substs = {0};
 
-    root = cJSON_ParseWithLength(text, len);
-    if (root == NULL) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = (at && at >= text && at <= text + len) ? (size_t)(at - text) : 0;
-        size_t line = 1;
-        for (size_t i = 0; i < off; i++)
-            line += text[i] == '\n';
-        sink_errors_add(errs, "$", "invalid JSON near line %zu (byte %zu)", line, off);
+    /* JSON is UTF-8 (RFC 8259 §8.1); a configuration that is not would put
+     * bytes no consumer accepts into requests, events and logs. */
+    size_t bad = 0;
+    if (diff_utf8_check(text, len, &bad) != 0) {
+        sink_errors_add(errs, "$", "not UTF-8 near line %zu (byte %zu)", line_of(text, bad), bad);
+        return NULL;
+    }
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+    /* After the document only whitespace: a second one would be ignored. */
+    while (root && off < len && text[off] && strchr(" \t\r\n", text[off]))
+        off++;
+    if (root == NULL || off != len) {
+        const char *at = root ? text + off : cJSON_GetErrorPtr();
+        off = (at && at >= text && at <= text + len) ? (size_t)(at - text) : 0;
+        sink_errors_add(errs, "$", "invalid JSON near line %zu (byte %zu)", line_of(text, off),
+                        off);
+        cJSON_Delete(root);
         return NULL;
     }
     if (!cJSON_IsObject(root)) {

@@ -1190,7 +1190,7 @@ static void fetch_start(source_rt_t *s)
 static void fetch_retry(source_rt_t *s)
 {
     const provider_ops_t *p = s->conf->provider;
-    char err[512];
+    char err[512] = "";
     if (p->refresh_request && p->refresh_request(s->poll, s->req, err, sizeof(err)) != 0) {
         cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
         return;

@@ -67,21 +67,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
     return n;
 }
 
-static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
+void http_response_add_header(http_response_t *r, const char *data, size_t n)
 {
-    http_client_t *c = opaque;
-    http_response_t *r = c->resp;
-    size_t n = size * nmemb;
-
-    /* A new status line (redirect or 100-continue) starts a new header set. */
-    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        r->nheaders = 0;
-        r->retry_after_s = -1;
-        return n;
-    }
     const char *colon = memchr(data, ':', n);
     if (colon == NULL || r->nheaders >= HTTP_MAX_HEADERS)
-        return n;
+        return;
     size_t nl = (size_t)(colon - data);
     const char *v = colon + 1;
     size_t vl = n - nl - 1;
@@ -90,11 +80,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
     while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
         vl--;
     if (nl == 0 || nl >= sizeof(r->headers[0].name) || vl >= sizeof(r->headers[0].value))
-        return n;
+        return;
     if (r->headers == NULL) {
         r->headers = calloc(HTTP_MAX_HEADERS, sizeof(http_header_t));
         if (r->headers == NULL)
-            return n;
+            return;
     }
     http_header_t *h = &r->headers[r->nheaders++];
     memcpy(h->name, data, nl);
@@ -115,6 +105,21 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
             }
         }
     }
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
+{
+    http_client_t *c = opaque;
+    http_response_t *r = c->resp;
+    size_t n = size * nmemb;
+
+    /* A new status line (redirect or 100-continue) starts a new header set. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        r->nheaders = 0;
+        r->retry_after_s = -1;
+        return n;
+    }
+    http_response_add_header(r, data, n);
     return n;
 }
 

@@ -53,6 +53,13 @@ void http_client_free(http_client_t *c);
 void http_response_reset(http_response_t *r);
 /* Case-insensitive header lookup; NULL when absent. */
 const char *http_response_header(const http_response_t *r, const char *name);
+/*
+ * Keeps one received header line ("Name: value", CRLF or not; n bytes, not
+ * NUL-terminated) in r as every response keeps it: value trimmed, lines
+ * over the bounds and past HTTP_MAX_HEADERS dropped, Retry-After parsed.
+ * The transfer's header callback uses it, and so do the fuzz targets.
+ */
+void http_response_add_header(http_response_t *r, const char *data, size_t n);
 
 typedef struct http_retry_policy {
     int max_attempts;         /* >= 1 */

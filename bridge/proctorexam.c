@@ -549,6 +549,19 @@ out:
     return rc;
 }
 
+/*
+ * Rebuilds the request of the page being retried with a fresh timestamp,
+ * nonce and signature (the seed's requests are single-use). provider.h
+ * asks 0 or -1 of it, where pe_next_request() answers 1 for a request.
+ */
+static int pe_refresh_request(void *poll, provider_request_t *req, char *err, size_t errlen)
+{
+    int r = pe_next_request(poll, req, err, errlen);
+    if (r == 0)
+        snprintf(err, errlen, "the poll ended while one of its pages was retried");
+    return r == 1 ? 0 : -1;
+}
+
 const provider_ops_t provider_proctorexam = {
     .name = "proctorexam",
     .statuses = pe_statuses,
@@ -563,7 +576,7 @@ const provider_ops_t provider_proctorexam = {
     .next_request = pe_next_request,
     /* next_request builds the current page until handle_page moves on, so it
      * is also the way to re-sign a retry: a nonce may never be sent twice. */
-    .refresh_request = pe_next_request,
+    .refresh_request = pe_refresh_request,
     .handle_page = pe_handle_page,
     .poll_free = pe_poll_free,
 };

@@ -123,8 +123,14 @@ cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen
         return NULL;
     const char *end = NULL;
     cJSON *doc = cJSON_ParseWithLengthOpts(resp->body, resp->len, &end, 0);
-    if (doc == NULL) {
-        size_t off = end ? (size_t)(end - resp->body) : 0;
+    size_t off = end ? (size_t)(end - resp->body) : 0;
+    /* cJSON stops after the first value; what follows may only be
+     * whitespace (RFC 8259 §2), or a second document or garbage would pass
+     * unseen. */
+    while (doc && off < resp->len && strchr(" \t\r\n", resp->body[off]) && resp->body[off])
+        off++;
+    if (doc == NULL || off != resp->len) {
+        cJSON_Delete(doc);
         snprintf(err, errlen, "malformed JSON at byte %zu of %zu", off, resp->len);
         return NULL;
     }

@@ -2,6 +2,9 @@
 # Installs the Debian 12 packages session-bridge needs to build, test and run
 # its local stack. Idempotent: installs only what is missing, runs
 # `apt-get update` only when something is.
+#
+#   deploy/deps.sh          build, test, run
+#   deploy/deps.sh --fuzz   also clang and its libFuzzer (tests/fuzz/fuzz.sh)
 set -euo pipefail
 
 packages=(
@@ -17,6 +20,9 @@ packages=(
 # is already installed (the upstream "kubectl" package conflicts with it;
 # the manifests are written for both).
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
+# libFuzzer's runtime is only a recommendation of clang-14, which the
+# --no-install-recommends below leaves out.
+[ "${1:-}" = "--fuzz" ] && packages+=(clang libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

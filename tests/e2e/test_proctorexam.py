@@ -148,6 +148,16 @@ class ProctorExamEndToEnd(unittest.TestCase):
         self.once(self.conf)
         self.assert_events_match_truth()
 
+    def test_a_failed_page_is_retried_with_a_fresh_signature(self):
+        # A 500 on the first page: the retry must be re-signed (a reused
+        # nonce gets 403) and the poll complete, not fail at once.
+        self.baseline()
+        self.tick(started=3, completed=2, vanished=1)
+        self.s.sim("POST", "/_sim/fail?status=500&count=1")
+        _, _, err = self.once(self.conf)
+        self.assertNotIn("poll failed", err)
+        self.assert_events_match_truth()
+
     def test_status_filter_and_signed_json_filters(self):
         # The simulator filters by status and checks filter/sort are the
         # seed's stringified JSON; the signature covers all of them.

@@ -165,6 +165,22 @@ static const struct {
      "sinks[0].sources[0]: no source named \"elsewhere\""},
     {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"kafka\"}]}",
      "sinks[0].brokers"},
+    /* base_url as libcurl parses it: these would fail every poll */
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://c:onnect.example/api\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].base_url: expected an http:// or https:// URL"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://con\u00e9ct.example/api\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].base_url: expected an http:// or https:// URL"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://[::1/api\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].base_url: expected an http:// or https:// URL"},
+    /* the file itself: UTF-8, one document */
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":"
+     "\"https://x/\x8b\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+     "$: not UTF-8 near line 1 (byte 76)"},
+    {"{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}\n{\"sources\":[]}",
+     "$: invalid JSON near line 2"},
 };
 
 START_TEST(bad_configs_name_path_and_expectation)
