@@ -278,7 +278,8 @@ typedef struct century_poll {
     int64_t now_s;
     int list;
     int pages;
-    char *cursor; /* NULL: first page of the list */
+    char *cursor;         /* NULL: first page of the list */
+    provider_text_t text; /* INTERIM: see provider_record_text() */
 } century_poll_t;
 
 static void *century_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -299,6 +300,7 @@ static void century_poll_free(void *poll)
     if (p == NULL)
         return;
     free(p->cursor);
+    provider_text_free(&p->text);
     free(p);
 }
 
@@ -410,7 +412,10 @@ static int century_handle_page(void *poll, const http_response_t *resp, provider
             snprintf(err, errlen, "data[%zu] lacks a string \"sessionId\" or \"status\"", i);
             goto out;
         }
-        if (fn(opaque, id->valuestring, status->valuestring, rec, err, errlen) != 0)
+        const char *text;
+        size_t tlen;
+        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
+            fn(opaque, id->valuestring, status->valuestring, text, tlen, err, errlen) != 0)
             goto out;
     }
     if (cJSON_IsString(next) && next->valuestring[0] != '\0') {

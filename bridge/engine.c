@@ -16,6 +16,7 @@
  */
 #include "engine.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,10 @@
  * the sinks' queues (and our memory) bounded.
  */
 #define ENGINE_DELIVERY_WINDOW 5000
+/* Heap a finished cycle must have held for its release to hand the free
+ * pages back to the kernel (malloc_trim walks the whole heap: not worth it
+ * for the usual small churn cycle). */
+#define ENGINE_TRIM_AFTER_BYTES (16u * 1024u * 1024u)
 /* Longest wait of one loop turn when nothing is due sooner. */
 #define ENGINE_IDLE_WAIT_MS 100
 /* Wait of one loop turn while deliveries are pending: acks are served per turn. */
@@ -117,13 +122,15 @@ typedef struct source_rt source_rt_t;
 typedef struct delivery {
     sink_ticket_t ticket;
     source_rt_t *src;
-    size_t event; /* index into the cycle's events */
+    size_t event;          /* index into the cycle's events */
+    struct delivery *next; /* in the source's free list, while unused */
 } delivery_t;
 
 /* An event a sink refused for good: it goes to the dead letters at commit. */
 typedef struct dead_event {
     size_t event;
     const char *sink; /* the sink's configured name */
+    char id[DIFF_EVENT_ID_LEN];
     char error[ENGINE_DEAD_ERROR_MAX];
 } dead_event_t;
 
@@ -166,10 +173,10 @@ struct source_rt {
     int64_t observed_ms;
     double t_start, t_deliver;
     uint64_t cmds0;
-    const diff_event_t *events;
     size_t nevents, next_event;
     delivery_t *ds;
-    size_t nds, next_d;
+    size_t nds;         /* deliveries of the cycle, in all */
+    delivery_t *free_d; /* slots of ds no ticket holds */
     size_t pending, failed;
     dead_event_t *dead;
     size_t ndead, capdead;
@@ -538,6 +545,7 @@ static void cycle_release(source_rt_t *s)
     if (s->poll)
         s->conf->provider->poll_free(s->poll);
     s->poll = NULL;
+    size_t held = diff_cycle_memory(s->cy);
     diff_cycle_free(s->cy);
     s->cy = NULL;
     free(s->req);
@@ -545,11 +553,17 @@ static void cycle_release(source_rt_t *s)
     http_response_reset(&s->resp);
     free(s->ds);
     s->ds = NULL;
+    /* A large cycle's memory sits in malloc's free lists between the
+     * index's entries, where glibc does not give it back by itself: the
+     * first emit cycle of a large source would otherwise set the
+     * process's RSS for good. */
+    if (held >= ENGINE_TRIM_AFTER_BYTES)
+        malloc_trim(0);
     free(s->dead);
     s->dead = NULL;
     s->ndead = s->capdead = 0;
-    s->events = NULL;
-    s->nevents = s->next_event = s->nds = s->next_d = 0;
+    s->free_d = NULL;
+    s->nevents = s->next_event = s->nds = 0;
     s->pending = s->failed = 0;
     s->fatal = 0;
     s->first_error[0] = s->first_sink[0] = '\0';
@@ -744,6 +758,7 @@ static int commit_repair(source_rt_t *s, store_fence_t f)
 typedef struct letters {
     char **json; /* per event, encoded on first use */
     size_t *len;
+    char (*ids)[DIFF_EVENT_ID_LEN]; /* per event, set with its json */
     size_t nevents;
     store_letter_t *outbox, *dead;
     size_t noutbox, ndead;
@@ -758,6 +773,7 @@ static void letters_free(letters_t *l)
         free(l->records[i]);
     free(l->json);
     free(l->len);
+    free(l->ids);
     free(l->outbox);
     free(l->dead);
     free(l->records);
@@ -766,9 +782,12 @@ static void letters_free(letters_t *l)
 /* The event's CloudEvent text, encoded once per commit. */
 static const char *letter_json(source_rt_t *s, letters_t *l, size_t i)
 {
-    if (l->json[i] == NULL)
-        l->json[i] = event_encode(&s->events[i], s->conf->name, s->conf->provider->name,
-                                  s->observed_ms, &l->len[i]);
+    diff_event_t ev;
+    if (l->json[i] == NULL && diff_cycle_event(s->cy, i, &ev) == 0) {
+        l->json[i] =
+            event_encode(&ev, s->conf->name, s->conf->provider->name, s->observed_ms, &l->len[i]);
+        memcpy(l->ids[i], ev.id, DIFF_EVENT_ID_LEN);
+    }
     return l->json[i];
 }
 
@@ -785,39 +804,41 @@ static int letters_build(source_rt_t *s, letters_t *l)
     l->nevents = s->nevents;
     for (size_t k = 0; k < e->nsinks; k++) {
         for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++)
-            nout += conf_sink_routes(e->sinks[k].conf, s->conf->name, s->events[i].type);
+            nout +=
+                conf_sink_routes(e->sinks[k].conf, s->conf->name, diff_cycle_event_type(s->cy, i));
     }
     if (nout == 0 && s->ndead == 0)
         return 0;
     l->json = calloc(s->nevents, sizeof(char *));
     l->len = calloc(s->nevents, sizeof(size_t));
+    l->ids = calloc(s->nevents, sizeof(*l->ids));
     l->outbox = calloc(nout ? nout : 1, sizeof(store_letter_t));
     l->dead = calloc(s->ndead ? s->ndead : 1, sizeof(store_letter_t));
     l->records = calloc(s->ndead ? s->ndead : 1, sizeof(char *));
-    if (!l->json || !l->len || !l->outbox || !l->dead || !l->records)
+    if (!l->json || !l->len || !l->ids || !l->outbox || !l->dead || !l->records)
         return -1;
     for (size_t k = 0; k < e->nsinks; k++) {
         const conf_sink_t *cs = e->sinks[k].conf;
         for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++) {
-            if (!conf_sink_routes(cs, s->conf->name, s->events[i].type))
+            if (!conf_sink_routes(cs, s->conf->name, diff_cycle_event_type(s->cy, i)))
                 continue;
             if (letter_json(s, l, i) == NULL)
                 return -1;
             l->outbox[l->noutbox++] = (store_letter_t){
-                .sink = cs->name, .id = s->events[i].id, .json = l->json[i], .len = l->len[i]};
+                .sink = cs->name, .id = l->ids[i], .json = l->json[i], .len = l->len[i]};
         }
     }
     for (size_t j = 0; j < s->ndead; j++) {
         const dead_event_t *d = &s->dead[j];
         const char *json = letter_json(s, l, d->event);
-        char *rec = json ? outbox_dead_record(d->sink, s->events[d->event].id, 1, d->error, json,
+        char *rec = json ? outbox_dead_record(d->sink, l->ids[d->event], 1, d->error, json,
                                               l->len[d->event])
                          : NULL;
         if (rec == NULL)
             return -1;
         l->records[l->ndead] = rec;
         l->dead[l->ndead++] = (store_letter_t){
-            .sink = d->sink, .id = s->events[d->event].id, .json = rec, .len = strlen(rec)};
+            .sink = d->sink, .id = l->ids[d->event], .json = rec, .len = strlen(rec)};
     }
     return 0;
 }
@@ -830,7 +851,7 @@ static void commit_metrics(source_rt_t *s)
     if (e->obs.metrics == NULL)
         return;
     for (size_t i = 0; i < s->nevents; i++)
-        by_type[s->events[i].type]++;
+        by_type[diff_cycle_event_type(s->cy, i)]++;
     for (int t = 0; t < DIFF_EV_COUNT; t++) {
         if (by_type[t] > 0)
             metric_add(e->obs.metrics->events,
@@ -844,26 +865,24 @@ static void commit_metrics(source_rt_t *s)
     sessions_gauge(s);
 }
 
+/* store_delta_t's reader of a cycle's changes. */
+static int cycle_change(const void *opaque, size_t i, diff_change_t *out)
+{
+    return diff_cycle_change(opaque, i, out);
+}
+
 static void cycle_commit(source_rt_t *s)
 {
     engine_t *e = s->e;
     engine_cycle_stats_t *st = &s->stats;
-    const diff_change_t *changes;
     letters_t l;
     char err[256];
 
     st->deliver_s = s->nevents ? clock_mono_s() - s->t_deliver : 0;
-    st->changes = diff_cycle_changes(s->cy, &changes);
-    /* The size after the cycle: what apply() will leave. */
-    size_t after = diff_index_size(s->index);
-    for (size_t i = 0; i < st->changes; i++) {
-        diff_record_t old;
-        int present = diff_index_get(s->index, changes[i].session_id, &old) == 0;
-        if (changes[i].removed && present)
-            after--;
-        else if (!changes[i].removed && !present)
-            after++;
-    }
+    st->changes = diff_cycle_nchanges(s->cy);
+    /* the changes are read from the cycle one by one, not copied out */
+    store_delta_t delta = {.n = st->changes, .get = cycle_change, .opaque = s->cy};
+    size_t after = diff_cycle_sessions_after(s->cy);
     if (letters_build(s, &l) != 0) {
         letters_free(&l);
         cycle_fail(s, "cannot commit", "out of memory");
@@ -874,8 +893,8 @@ static void cycle_commit(source_rt_t *s)
     double t0 = clock_mono_s();
     store_fence_t f = STORE_FENCE_ERROR;
     for (int i = 0; i < ENGINE_COMMIT_TRIES; i++) {
-        f = store_commit_fenced(e->store, s->conf->name, e->token, changes, st->changes, after,
-                                &extra, &s->cycle, err, sizeof(err));
+        f = store_commit_fenced(e->store, s->conf->name, e->token, &delta, after, &extra, &s->cycle,
+                                err, sizeof(err));
         if (f == STORE_FENCE_OK || commit_repair(s, f) != 0)
             break;
     }
@@ -961,12 +980,15 @@ static int dead_add(source_rt_t *s, const delivery_t *d, const char *errmsg)
         s->capdead = cap;
     }
     dead_event_t *x = &s->dead[s->ndead++];
+    diff_event_t ev;
     x->event = d->event;
     x->sink = d->ticket.opaque;
+    snprintf(x->id, sizeof(x->id), "%s",
+             diff_cycle_event(s->cy, d->event, &ev) == 0 ? ev.id : "unknown");
     snprintf(x->error, sizeof(x->error), "%s", errmsg ? errmsg : "refused for good");
     LOG_WARN("a sink refused an event for good; it goes to the dead letters",
-             LF_S("source", s->conf->name), LF_S("sink", x->sink),
-             LF_S("event_id", s->events[d->event].id), LF_S("error", x->error));
+             LF_S("source", s->conf->name), LF_S("sink", x->sink), LF_S("event_id", x->id),
+             LF_S("error", x->error));
     return 0;
 }
 
@@ -977,12 +999,11 @@ static int routes_live(const engine_sink_t *sk, const source_rt_t *s, diff_event
     return sk->ob == NULL && conf_sink_routes(sk->conf, s->conf->name, type);
 }
 
-/* Called by a sink on the loop's thread, exactly once per submitted event. */
-static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+/* What a resolved delivery means for its cycle. */
+static void delivery_settle(delivery_t *d, sink_result_t result, const char *errmsg)
 {
-    delivery_t *d = (delivery_t *)t;
+    sink_ticket_t *t = &d->ticket;
     source_rt_t *s = d->src;
-    s->pending--;
     metric_add(ENGINE_METRIC(s->e, sink_deliveries),
                LABELS((const char *)t->opaque, delivery_result(result)), 1);
     if (result == SINK_OK)
@@ -1000,6 +1021,18 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
     }
 }
 
+/* Called by a sink on the loop's thread, exactly once per submitted event:
+ * the slot is free again afterwards. */
+static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *errmsg)
+{
+    delivery_t *d = (delivery_t *)t;
+    source_rt_t *s = d->src;
+    s->pending--;
+    delivery_settle(d, result, errmsg);
+    d->next = s->free_d;
+    s->free_d = d;
+}
+
 /*
  * Hands further events of the cycle to every sink that routes them, until
  * the window is full. After a failure nothing more is handed over: the
@@ -1011,10 +1044,12 @@ static void deliver_more(source_rt_t *s)
     const conf_source_t *cs = s->conf;
 
     while (s->next_event < s->nevents && s->pending < ENGINE_DELIVERY_WINDOW && !s->failed) {
-        const diff_event_t *ev = &s->events[s->next_event++];
+        diff_event_t evbuf, *ev = &evbuf;
         size_t len = 0;
         char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
-        char *json = event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len);
+        char *json = diff_cycle_event(s->cy, s->next_event++, ev) == 0
+                         ? event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len)
+                         : NULL;
         if (json == NULL) {
             s->failed++;
             snprintf(s->first_error, sizeof(s->first_error),
@@ -1030,11 +1065,13 @@ static void deliver_more(source_rt_t *s)
                            .key = key,
                            .json = json,
                            .json_len = len};
-        for (size_t k = 0; k < e->nsinks && s->next_d < s->nds; k++) {
+        /* pending < ENGINE_DELIVERY_WINDOW left a slot for every sink */
+        for (size_t k = 0; k < e->nsinks && s->free_d != NULL; k++) {
             engine_sink_t *sk = &e->sinks[k];
             if (!routes_live(sk, s, ev->type))
                 continue;
-            delivery_t *d = &s->ds[s->next_d++];
+            delivery_t *d = s->free_d;
+            s->free_d = d->next;
             d->ticket.done = on_delivered;
             d->ticket.opaque = sk->conf->name;
             d->ticket.retry_after_s = -1;
@@ -1094,10 +1131,10 @@ static void poll_complete(source_rt_t *s)
     metric_observe(ENGINE_METRIC(e, poll_duration), LABELS(s->conf->name), st->poll_s);
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
-    s->nevents = st->events = diff_cycle_events(s->cy, &s->events);
+    s->nevents = st->events = diff_cycle_nevents(s->cy);
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
-            s->nds += routes_live(&e->sinks[k], s, s->events[i].type);
+            s->nds += routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
     }
     if (s->nds == 0) {
         cycle_commit(s);
@@ -1109,10 +1146,18 @@ static void poll_complete(source_rt_t *s)
         cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
         return;
     }
-    s->ds = calloc(s->nds, sizeof(delivery_t));
+    /* slots for one window, not for every delivery of the cycle: 40
+     * bytes per event were 48 MiB in a first emit cycle of 1M sessions */
+    size_t nslots =
+        s->nds < ENGINE_DELIVERY_WINDOW + e->nsinks ? s->nds : ENGINE_DELIVERY_WINDOW + e->nsinks;
+    s->ds = calloc(nslots, sizeof(delivery_t));
     if (s->ds == NULL) {
         cycle_fail(s, "out of memory delivering events", "ENOMEM");
         return;
+    }
+    for (size_t i = nslots; i-- > 0;) {
+        s->ds[i].next = s->free_d;
+        s->free_d = &s->ds[i];
     }
     s->phase = PHASE_DELIVER;
     s->t_deliver = clock_mono_s();
@@ -1168,11 +1213,11 @@ static void fetch_next(source_rt_t *s)
     }
 }
 
-static int on_record(void *opaque, const char *session_id, const char *raw_status,
-                     const cJSON *record, char *err, size_t errlen)
+static int on_record(void *opaque, const char *session_id, const char *raw_status, const char *text,
+                     size_t len, char *err, size_t errlen)
 {
     source_rt_t *s = opaque;
-    return diff_cycle_observe(s->cy, session_id, raw_status, record, err, errlen);
+    return diff_cycle_observe(s->cy, session_id, raw_status, text, len, err, errlen);
 }
 
 /* A page transfer ended (called from http_multi_run on the loop's thread). */

@@ -1,17 +1,22 @@
 /*
- * event: CloudEvents 1.0, JSON structured mode. The provider's record is
- * attached by reference, not copied (it is owned by the diff cycle), unless
- * it holds integers cJSON would not print as they were received.
+ * event: CloudEvents 1.0, JSON structured mode. The envelope is written
+ * directly, in the member order CONTRACT §6 shows, and the provider's
+ * record goes in as the bytes received: no tree is built, nothing is
+ * re-serialised, so numbers, escapes and key order stay the provider's.
  */
 #include "event.h"
 
-#include <limits.h>
-#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
+/* The longest JSON text of one byte of a string: "\u00XX". */
+#define EVENT_ESCAPE_MAX 6
+/* Everything of an event but its strings and its record: the member names,
+ * punctuation and the fixed values, with room to spare. */
+#define EVENT_ENVELOPE_MAX 512
 
 void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN])
 {
@@ -22,115 +27,140 @@ void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN])
     snprintf(out + n, EVENT_TIME_LEN - n, ".%03dZ", (int)(unix_ms % 1000));
 }
 
-static cJSON *string_or_null(const char *s)
-{
-    return s ? cJSON_CreateString(s) : cJSON_CreateNull();
-}
-
-/* Integers above this are not exact in a double: cJSON parsed them lossily. */
-#define EVENT_MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
-
-static int big_integer(const cJSON *n)
-{
-    double d = n->valuedouble;
-    return cJSON_IsNumber(n) && fabs(d) > INT_MAX && fabs(d) <= EVENT_MAX_EXACT_INT &&
-           d == floor(d);
-}
-
 /*
- * cJSON prints an integer beyond int's range as "%1.15g"
- * (4436481160115170 becomes 4.43648116011517e+15): no longer the record as
- * received. Such numbers are exact in a double up to 2^53, so a record that
- * holds any is copied with them as raw integer text.
+ * A writer into a buffer sized up front for the worst case of what it is
+ * given (every string byte escaped), so that it never grows; writing past
+ * the size sets `over` instead, which a correct size never does.
  */
-static int has_big_integer(const cJSON *n)
+typedef struct writer {
+    char *buf;
+    size_t len, cap;
+    bool over;
+} writer_t;
+
+static void put(writer_t *w, const char *s, size_t n)
 {
-    if (big_integer(n))
-        return 1;
-    for (const cJSON *c = n->child; c; c = c->next) {
-        if (has_big_integer(c))
-            return 1;
+    if (w->over || n > w->cap - w->len) {
+        w->over = true;
+        return;
     }
-    return 0;
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
 }
 
-static cJSON *copy_exact(const cJSON *n)
+static void put_lit(writer_t *w, const char *s)
 {
-    if (big_integer(n)) {
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%.0f", n->valuedouble);
-        return cJSON_CreateRaw(buf);
-    }
-    if (!cJSON_IsArray(n) && !cJSON_IsObject(n))
-        return cJSON_Duplicate(n, 0);
-    cJSON *copy = cJSON_IsArray(n) ? cJSON_CreateArray() : cJSON_CreateObject();
-    for (const cJSON *c = n->child; copy && c; c = c->next) {
-        cJSON *item = copy_exact(c);
-        if (item == NULL) {
-            cJSON_Delete(copy);
-            return NULL;
+    put(w, s, strlen(s));
+}
+
+/* s as a JSON string, escaped as cJSON escapes (so that events read as
+ * they always did): the two-letter escapes, \u00XX for other control
+ * characters, everything else as it is (UTF-8 is checked on the whole). */
+static void put_escaped(writer_t *w, const char *s)
+{
+    static const char named[] = "\"\\\b\f\n\r\t", letter[] = "\"\\bfnrt";
+    const unsigned char *p = (const unsigned char *)s;
+    for (;;) {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        put(w, (const char *)run, (size_t)(p - run));
+        if (*p == '\0')
+            return;
+        const char *e = strchr(named, *p);
+        char unit[EVENT_ESCAPE_MAX + 1];
+        if (e != NULL) {
+            unit[0] = '\\';
+            unit[1] = letter[e - named];
+            put(w, unit, 2);
+        } else {
+            snprintf(unit, sizeof(unit), "\\u%04x", *p);
+            put(w, unit, EVENT_ESCAPE_MAX);
         }
-        if (cJSON_IsArray(n))
-            cJSON_AddItemToArray(copy, item);
-        else
-            cJSON_AddItemToObject(copy, c->string, item);
+        p++;
     }
-    return copy;
+}
+
+static void put_string(writer_t *w, const char *s)
+{
+    put(w, "\"", 1);
+    put_escaped(w, s);
+    put(w, "\"", 1);
+}
+
+static void put_string_or_null(writer_t *w, const char *s)
+{
+    if (s != NULL)
+        put_string(w, s);
+    else
+        put_lit(w, "null");
+}
+
+/* A member "name": and a string value; first member without the comma. */
+static void put_member(writer_t *w, const char *name, const char *value)
+{
+    put_lit(w, name);
+    put_string_or_null(w, value);
+}
+
+static size_t escaped_max(const char *s)
+{
+    return s != NULL ? strlen(s) * EVENT_ESCAPE_MAX + 2 : 4;
 }
 
 char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
                    int64_t observed_ms, size_t *len)
 {
-    char ce_source[128], when[EVENT_TIME_LEN];
-    char *out = NULL;
-    cJSON *ce = cJSON_CreateObject();
-    cJSON *data = cJSON_CreateObject();
-    const char *prev_state = diff_state_name(ev->previous_state);
-
-    if (ce == NULL || data == NULL)
-        goto out;
-    snprintf(ce_source, sizeof(ce_source), "session-bridge/%s", source);
+    char when[EVENT_TIME_LEN];
+    const char *type = diff_event_type_name(ev->type);
+    const char *state = diff_state_name(ev->state);
+    const char *reason = diff_reason_name(ev->reason);
+    if (type == NULL || state == NULL || reason == NULL || ev->session_id == NULL)
+        return NULL;
+    /* the source twice (ce source and data.source), the session id twice */
+    size_t cap = EVENT_ENVELOPE_MAX + 2 * escaped_max(source) + escaped_max(provider) +
+                 2 * escaped_max(ev->session_id) + escaped_max(ev->status) +
+                 escaped_max(ev->previous_status) + escaped_max(ev->id) +
+                 (ev->record != NULL ? ev->record_len : 4) + 1;
+    writer_t w = {.buf = malloc(cap), .cap = cap};
+    if (w.buf == NULL)
+        return NULL;
     event_format_time(observed_ms, when);
-    cJSON_AddStringToObject(ce, "specversion", "1.0");
-    cJSON_AddStringToObject(ce, "id", ev->id);
-    cJSON_AddStringToObject(ce, "source", ce_source);
-    cJSON_AddStringToObject(ce, "type", diff_event_type_name(ev->type));
-    cJSON_AddStringToObject(ce, "subject", ev->session_id);
-    cJSON_AddStringToObject(ce, "time", when);
-    cJSON_AddStringToObject(ce, "datacontenttype", "application/json");
-    cJSON_AddItemToObject(ce, "data", data);
 
-    cJSON_AddStringToObject(data, "source", source);
-    cJSON_AddStringToObject(data, "provider", provider);
-    cJSON_AddStringToObject(data, "session_id", ev->session_id);
-    cJSON_AddStringToObject(data, "state", diff_state_name(ev->state));
-    cJSON_AddItemToObject(data, "previous_state", string_or_null(prev_state));
-    cJSON_AddItemToObject(data, "status", string_or_null(ev->status));
-    cJSON_AddItemToObject(data, "previous_status", string_or_null(ev->previous_status));
-    cJSON_AddStringToObject(data, "reason", diff_reason_name(ev->reason));
-    cJSON_AddBoolToObject(data, "synthesized", ev->synthesized);
-    if (ev->record && has_big_integer(ev->record))
-        cJSON_AddItemToObject(data, "session", copy_exact(ev->record));
-    else if (ev->record)
-        cJSON_AddItemReferenceToObject(data, "session", (cJSON *)ev->record);
+    put_lit(&w, "{\"specversion\":\"1.0\",\"id\":");
+    put_string(&w, ev->id);
+    put_lit(&w, ",\"source\":\"session-bridge/");
+    put_escaped(&w, source);
+    put_lit(&w, "\"");
+    put_member(&w, ",\"type\":", type);
+    put_member(&w, ",\"subject\":", ev->session_id);
+    put_member(&w, ",\"time\":", when);
+    put_lit(&w, ",\"datacontenttype\":\"application/json\",\"data\":{");
+    put_member(&w, "\"source\":", source);
+    put_member(&w, ",\"provider\":", provider);
+    put_member(&w, ",\"session_id\":", ev->session_id);
+    put_member(&w, ",\"state\":", state);
+    put_member(&w, ",\"previous_state\":", diff_state_name(ev->previous_state));
+    put_member(&w, ",\"status\":", ev->status);
+    put_member(&w, ",\"previous_status\":", ev->previous_status);
+    put_member(&w, ",\"reason\":", reason);
+    put_lit(&w, ev->synthesized ? ",\"synthesized\":true" : ",\"synthesized\":false");
+    put_lit(&w, ",\"session\":");
+    if (ev->record != NULL)
+        put(&w, ev->record, ev->record_len);
     else
-        cJSON_AddNullToObject(data, "session");
-
-    out = cJSON_PrintUnformatted(ce);
+        put_lit(&w, "null");
+    put_lit(&w, "}}");
+    put(&w, "", 1);
     /* Consumers in Java or Go reject or mangle text that is not UTF-8.
-     * provider_parse_json() and diff_cycle_observe() already refuse such
-     * input; this pass makes the promise hold for any caller. */
-    size_t n = out ? strlen(out) : 0, bad;
-    if (out && diff_utf8_check(out, n, &bad) != 0) {
-        cJSON_free(out);
-        out = NULL;
+     * The page parse and diff_cycle_observe() already refuse such input;
+     * this pass makes the promise hold for any caller. */
+    size_t bad;
+    if (w.over || diff_utf8_check(w.buf, w.len - 1, &bad) != 0) {
+        free(w.buf);
+        return NULL;
     }
-    if (out && len)
-        *len = n;
-out:
-    if (ce)
-        cJSON_Delete(ce); /* frees data too, and not the referenced record */
-    else
-        cJSON_Delete(data);
-    return out;
+    if (len != NULL)
+        *len = w.len - 1;
+    return w.buf;
 }

@@ -16,9 +16,11 @@ void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN]);
 
 /*
  * Encodes ev observed at observed_ms from the named source and provider.
- * Returns the JSON text (malloc'd, owned by the caller; *len set), always
- * UTF-8, or NULL on ENOMEM or when a string of ev or its record is not
- * UTF-8 (what provider_parse_json() accepts always is).
+ * ev->record, when set, goes in as data.session byte for byte: the caller
+ * hands in valid JSON (the page parse checked it). Returns the JSON text
+ * (malloc'd, owned by the caller; *len set), always UTF-8, or NULL on
+ * ENOMEM or when a string of ev or its record is not UTF-8 (what the page
+ * parse accepts always is).
  */
 char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
                    int64_t observed_ms, size_t *len);

@@ -380,9 +380,10 @@ static int pe_nonce(char *out, size_t n)
 typedef struct pe_poll {
     const conf_source_t *src;
     const pe_conf_t *conf;
-    int page;  /* the page the next request asks for, from 1 */
-    int done;  /* the last page was consumed */
-    int limit; /* sent as limit */
+    int page;             /* the page the next request asks for, from 1 */
+    int done;             /* the last page was consumed */
+    int limit;            /* sent as limit */
+    provider_text_t text; /* INTERIM: see provider_record_text() */
 } pe_poll_t;
 
 static void *pe_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -399,7 +400,11 @@ static void *pe_poll_begin(const conf_source_t *src, int64_t now_s)
 
 static void pe_poll_free(void *poll)
 {
-    free(poll);
+    pe_poll_t *p = poll;
+    if (p == NULL)
+        return;
+    provider_text_free(&p->text);
+    free(p);
 }
 
 static int pe_next_request(void *poll, provider_request_t *req, char *err, size_t errlen)
@@ -511,7 +516,10 @@ static int pe_handle_page(void *poll, const http_response_t *resp, provider_reco
                      "students[%zu] lacks an \"id\" (integer or string) or a string \"status\"", i);
             goto out;
         }
-        if (fn(opaque, id, status->valuestring, rec, err, errlen) != 0)
+        const char *text;
+        size_t tlen;
+        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
+            fn(opaque, id, status->valuestring, text, tlen, err, errlen) != 0)
             goto out;
     }
 

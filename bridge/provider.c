@@ -3,7 +3,10 @@
  */
 #include "provider.h"
 
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "page_scan.h"
@@ -191,4 +194,104 @@ int provider_id_text(const cJSON *v, char *out, size_t n)
         return 0;
     }
     return -1;
+}
+
+/* ---- INTERIM record text (see provider.h) ---- */
+
+/* The first size tried for a record's text; it grows by doubling. */
+#define PROVIDER_TEXT_FIRST 4096
+/* cJSON_PrintPreallocated() may need a few bytes beyond the text. */
+#define PROVIDER_TEXT_SLACK 5
+
+/* Integers above this are not exact in a double: cJSON parsed them lossily. */
+#define PROVIDER_MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
+
+static int big_integer(const cJSON *n)
+{
+    double d = n->valuedouble;
+    return cJSON_IsNumber(n) && fabs(d) > INT_MAX && fabs(d) <= PROVIDER_MAX_EXACT_INT &&
+           d == floor(d);
+}
+
+/*
+ * cJSON prints an integer beyond int's range as "%1.15g"
+ * (4436481160115170 becomes 4.43648116011517e+15): no longer the record as
+ * received. Such numbers are exact in a double up to 2^53, so a record that
+ * holds any is copied with them as raw integer text.
+ */
+static int has_big_integer(const cJSON *n)
+{
+    if (big_integer(n))
+        return 1;
+    for (const cJSON *c = n->child; c; c = c->next) {
+        if (has_big_integer(c))
+            return 1;
+    }
+    return 0;
+}
+
+static cJSON *copy_exact(const cJSON *n)
+{
+    if (big_integer(n)) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%.0f", n->valuedouble);
+        return cJSON_CreateRaw(buf);
+    }
+    if (!cJSON_IsArray(n) && !cJSON_IsObject(n))
+        return cJSON_Duplicate(n, 0);
+    cJSON *copy = cJSON_IsArray(n) ? cJSON_CreateArray() : cJSON_CreateObject();
+    for (const cJSON *c = n->child; copy && c; c = c->next) {
+        cJSON *item = copy_exact(c);
+        if (item == NULL) {
+            cJSON_Delete(copy);
+            return NULL;
+        }
+        if (cJSON_IsArray(n))
+            cJSON_AddItemToArray(copy, item);
+        else
+            cJSON_AddItemToObject(copy, c->string, item);
+    }
+    return copy;
+}
+
+int provider_record_text(provider_text_t *t, const cJSON *record, const char **text, size_t *len,
+                         char *err, size_t errlen)
+{
+    cJSON *exact = NULL;
+    const cJSON *print = record;
+    if (has_big_integer(record)) {
+        if ((exact = copy_exact(record)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        print = exact;
+    }
+    for (;;) {
+        if (t->cap > PROVIDER_TEXT_SLACK &&
+            cJSON_PrintPreallocated((cJSON *)print, t->buf, (int)(t->cap - PROVIDER_TEXT_SLACK),
+                                    0)) {
+            break;
+        }
+        size_t cap = t->cap != 0 ? 2 * t->cap : PROVIDER_TEXT_FIRST;
+        char *buf = cap <= PROVIDER_RECORD_TEXT_MAX ? realloc(t->buf, cap) : NULL;
+        if (buf == NULL) {
+            cJSON_Delete(exact);
+            snprintf(err, errlen, "a record's text takes more than %u bytes, or out of memory",
+                     PROVIDER_RECORD_TEXT_MAX);
+            return -1;
+        }
+        t->buf = buf;
+        t->cap = cap;
+    }
+    cJSON_Delete(exact);
+    *text = t->buf;
+    *len = strlen(t->buf);
+    return 0;
+}
+
+void provider_text_free(provider_text_t *t)
+{
+    free(t->buf);
+    t->buf = NULL;
+    t->cap = 0;
 }

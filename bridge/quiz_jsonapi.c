@@ -241,6 +241,7 @@ typedef struct quiz_poll {
     int page;  /* the page[number] of the next request */
     int pages; /* requests made */
     int done;
+    provider_text_t text; /* INTERIM: see provider_record_text() */
 } quiz_poll_t;
 
 static void *quiz_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -257,7 +258,11 @@ static void *quiz_poll_begin(const conf_source_t *src, int64_t now_s)
 
 static void quiz_poll_free(void *poll)
 {
-    free(poll);
+    quiz_poll_t *p = poll;
+    if (p == NULL)
+        return;
+    provider_text_free(&p->text);
+    free(p);
 }
 
 static int quiz_next_request(void *poll, provider_request_t *req, char *err, size_t errlen)
@@ -345,7 +350,10 @@ static int quiz_handle_page(void *poll, const http_response_t *resp, provider_re
             snprintf(err, errlen, "data[%zu] lacks a string \"attributes.status\"", i);
             goto out;
         }
-        if (fn(opaque, id, status->valuestring, rec, err, errlen) != 0)
+        const char *text;
+        size_t tlen;
+        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
+            fn(opaque, id, status->valuestring, text, tlen, err, errlen) != 0)
             goto out;
     }
     /* Fewer than asked: the last page. A page larger than asked means the

@@ -343,6 +343,7 @@ typedef struct sp_poll {
     char label[256];
     char url[PROVIDER_URL_MAX];     /* the next request */
     char fetched[PROVIDER_URL_MAX]; /* the last request made */
+    provider_text_t text;           /* INTERIM: see provider_record_text() */
 } sp_poll_t;
 
 static void *sp_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -362,7 +363,11 @@ static void *sp_poll_begin(const conf_source_t *src, int64_t now_s)
 
 static void sp_poll_free(void *poll)
 {
-    free(poll);
+    sp_poll_t *p = poll;
+    if (p == NULL)
+        return;
+    provider_text_free(&p->text);
+    free(p);
 }
 
 static int first_url(sp_poll_t *p, char *url, size_t n)
@@ -567,7 +572,10 @@ static int sp_handle_page(void *poll, const http_response_t *resp, provider_reco
                      i);
             goto out;
         }
-        if (fn(opaque, sid->valuestring, status->valuestring, rec, err, errlen) != 0)
+        const char *text;
+        size_t tlen;
+        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
+            fn(opaque, sid->valuestring, status->valuestring, text, tlen, err, errlen) != 0)
             goto out;
     }
     p->have_next = more;

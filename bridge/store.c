@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <openssl/rand.h>
 
 #include "clock.h"
@@ -45,6 +46,13 @@
 #define STORE_ERR_FIELD_SHOWN 48
 /* MULTI + EXEC around the delta. */
 #define STORE_TX_WRAP 2
+/*
+ * Queued commands are written out once hiredis's buffer holds this much,
+ * instead of all at the first read: a transaction of a million changes
+ * formats to ~85 MiB, which the buffer would otherwise hold at once (and
+ * grow to by doubling). Redis queues what arrives until EXEC either way.
+ */
+#define STORE_FLUSH_BYTES (1024 * 1024)
 /* HSET key + STORE_BATCH field/value pairs: the widest command we send. */
 #define STORE_ARGV_MAX (2 + 2 * STORE_BATCH)
 /* One encoded record and its NUL. */
@@ -206,8 +214,9 @@ static void fail_connection(store_t *st, const char *what, int saved_errno, char
     disconnect(st);
 }
 
-/* Queues one command in the output buffer; nothing is sent until a reply is
- * read. On -1 the connection is dropped, which discards what was queued. */
+/* Queues one command in the output buffer; it is sent when a reply is read
+ * or the buffer passes STORE_FLUSH_BYTES. On -1 the connection is dropped,
+ * which discards what was queued (and Redis a MULTI it did not see end). */
 static int append_command(store_t *st, int argc, const char **argv, const size_t *argvlen,
                           const char *what, char *err, size_t errlen)
 {
@@ -216,6 +225,13 @@ static int append_command(store_t *st, int argc, const char **argv, const size_t
         return -1;
     }
     st->commands++;
+    int done = 0;
+    while (sdslen(st->ctx->obuf) >= STORE_FLUSH_BYTES && !done) {
+        if (redisBufferWrite(st->ctx, &done) != REDIS_OK) {
+            fail_connection(st, what, errno, err, errlen);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -517,16 +533,31 @@ int store_load(store_t *st, const char *source, diff_index_t *ix, bool *exists, 
     return 0;
 }
 
+/* Change i of delta into *buf; NULL (with err) when the reader fails. */
+static const diff_change_t *delta_at(const store_delta_t *d, size_t i, diff_change_t *buf,
+                                     char *err, size_t errlen)
+{
+    if (d->get(d->opaque, i, buf) != 0) {
+        set_err(err, errlen, "store: change %zu cannot be read", i);
+        return NULL;
+    }
+    return buf;
+}
+
 /* Rejects a delta we could not write whole before anything is queued. */
-static int check_changes(const diff_change_t *changes, size_t n, char *err, size_t errlen)
+static int check_changes(const store_delta_t *d, char *err, size_t errlen)
 {
     char buf[STORE_RECORD_SLOT], status[DIFF_STATUS_MAX + 1];
     diff_record_t back;
 
-    for (size_t i = 0; i < n; i++) {
-        const diff_change_t *ch = &changes[i];
+    for (size_t i = 0; i < d->n; i++) {
+        diff_change_t chbuf;
+        const diff_change_t *ch = delta_at(d, i, &chbuf, err, errlen);
         size_t len;
         int enc;
+
+        if (ch == NULL)
+            return -1;
 
         if (ch->session_id == NULL) {
             set_err(err, errlen, "store: change %zu has no session id", i);
@@ -564,8 +595,8 @@ static int check_changes(const diff_change_t *changes, size_t n, char *err, size
  * most STORE_BATCH fields per command. A delta names each session at most
  * once, so splitting it by kind keeps its meaning.
  */
-static int append_chunks(store_t *st, const char *snap, const diff_change_t *changes, size_t n,
-                         bool removed, char *err, size_t errlen)
+static int append_chunks(store_t *st, const char *snap, const store_delta_t *d, bool removed,
+                         char *err, size_t errlen)
 {
     const int per_field = removed ? 1 : 2;
     int argc = 2;
@@ -574,9 +605,12 @@ static int append_chunks(store_t *st, const char *snap, const diff_change_t *cha
     st->argvlen[0] = 4;
     st->argv[1] = snap;
     st->argvlen[1] = strlen(snap);
-    for (size_t i = 0; i < n; i++) {
-        const diff_change_t *ch = &changes[i];
+    for (size_t i = 0; i < d->n; i++) {
+        diff_change_t chbuf;
+        const diff_change_t *ch = delta_at(d, i, &chbuf, err, errlen);
 
+        if (ch == NULL)
+            return -1;
         if (ch->removed != removed)
             continue;
         st->argv[argc] = ch->session_id;
@@ -851,7 +885,7 @@ static int append_meta(store_t *st, const char *meta, uint64_t cycle, size_t ses
 }
 
 static store_fence_t commit(store_t *st, const char *source, const char *token,
-                            const diff_change_t *changes, size_t n, size_t sessions_after,
+                            const store_delta_t *delta, size_t sessions_after,
                             const store_extra_t *extra, uint64_t *cycle, char *err, size_t errlen)
 {
     char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
@@ -864,15 +898,11 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
 
     if (make_keys(st, source, snap, meta, err, errlen) != 0)
         return STORE_FENCE_ERROR;
-    if (n > 0 && changes == NULL) {
-        set_err(err, errlen, "store: %zu changes but no array", n);
-        return STORE_FENCE_ERROR;
-    }
     if (*cycle == UINT64_MAX) {
         set_err(err, errlen, "store: cycle number exhausted");
         return STORE_FENCE_ERROR;
     }
-    if (check_changes(changes, n, err, errlen) != 0)
+    if (check_changes(delta, err, errlen) != 0)
         return STORE_FENCE_ERROR;
     if (extra != NULL && (check_letters(st, extra->outbox, extra->noutbox, err, errlen) != 0 ||
                           check_letters(st, extra->dead, extra->ndead, err, errlen) != 0))
@@ -887,8 +917,8 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
      * read: one round trip for the whole transaction. */
     before = st->commands;
     if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
-        append_chunks(st, snap, changes, n, false, err, errlen) != 0 ||
-        append_chunks(st, snap, changes, n, true, err, errlen) != 0 ||
+        append_chunks(st, snap, delta, false, err, errlen) != 0 ||
+        append_chunks(st, snap, delta, true, err, errlen) != 0 ||
         append_extra(st, extra, err, errlen) != 0 ||
         append_meta(st, meta, *cycle + 1, sessions_after, &m, err, errlen) != 0 ||
         append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0)
@@ -902,18 +932,33 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     return STORE_FENCE_OK;
 }
 
+static int array_get(const void *opaque, size_t i, diff_change_t *out)
+{
+    *out = ((const diff_change_t *)opaque)[i];
+    return 0;
+}
+
+store_delta_t store_delta_of(const diff_change_t *changes, size_t n)
+{
+    return (store_delta_t){.n = changes != NULL ? n : 0, .get = array_get, .opaque = changes};
+}
+
 int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
                  size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
                  size_t errlen)
 {
-    return commit(st, source, NULL, changes, n, sessions_after, extra, cycle, err, errlen) ==
-                   STORE_FENCE_OK
+    if (n > 0 && changes == NULL) {
+        set_err(err, errlen, "store: %zu changes but no array", n);
+        return -1;
+    }
+    store_delta_t d = store_delta_of(changes, n);
+    return commit(st, source, NULL, &d, sessions_after, extra, cycle, err, errlen) == STORE_FENCE_OK
                ? 0
                : -1;
 }
 
 store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,
-                                  const diff_change_t *changes, size_t n, size_t sessions_after,
+                                  const store_delta_t *delta, size_t sessions_after,
                                   const store_extra_t *extra, uint64_t *cycle, char *err,
                                   size_t errlen)
 {
@@ -921,7 +966,7 @@ store_fence_t store_commit_fenced(store_t *st, const char *source, const char *t
         set_err(err, errlen, "store: a fenced commit needs a lease token");
         return STORE_FENCE_ERROR;
     }
-    return commit(st, source, token, changes, n, sessions_after, extra, cycle, err, errlen);
+    return commit(st, source, token, delta, sessions_after, extra, cycle, err, errlen);
 }
 
 /* Queues the sessions of an index as HSETs of at most STORE_BATCH fields. */

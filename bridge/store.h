@@ -100,6 +100,22 @@ typedef struct store_extra {
 } store_extra_t;
 
 /*
+ * A delta read change by change, so that a large one need not exist as an
+ * array (diff_cycle_change() derives each change when asked): get fills
+ * *out with change i < n (its strings valid until the commit returns) and
+ * returns 0, or -1 to fail the commit. Called on the committing thread,
+ * several times per change.
+ */
+typedef struct store_delta {
+    size_t n;
+    int (*get)(const void *opaque, size_t i, diff_change_t *out);
+    const void *opaque;
+} store_delta_t;
+
+/* The delta of an array of n changes (borrowed). */
+store_delta_t store_delta_of(const diff_change_t *changes, size_t n);
+
+/*
  * Commits one cycle's delta atomically and sets meta: cycle = *cycle + 1,
  * sessions = sessions_after; extra (may be NULL) goes into the same
  * MULTI/EXEC. On 0, *cycle holds the new number. On -1 nothing is known to
@@ -166,7 +182,7 @@ typedef enum store_fence {
  * was found instead. On OK, *cycle holds the new number.
  */
 store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,
-                                  const diff_change_t *changes, size_t n, size_t sessions_after,
+                                  const store_delta_t *delta, size_t sessions_after,
                                   const store_extra_t *extra, uint64_t *cycle, char *err,
                                   size_t errlen);
 

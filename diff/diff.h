@@ -20,8 +20,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <cjson/cJSON.h>
-
 /* Longest provider session id we accept; longer ids fail the page. */
 #define DIFF_ID_MAX 256
 /* Longest raw status we accept; longer statuses fail the page. */
@@ -38,29 +36,29 @@
 /*
  * Records one poll may observe unless the source says otherwise
  * (max_sessions). A cycle holds what it observes until it is applied or
- * freed, so this bounds a poll's memory. Measured with Century-shaped
- * records (~560 bytes of JSON each, tests/e2e/hostile.py): ~120 bytes per
- * session in baseline mode, ~2.6 KiB per session whose record an event
- * carries (the parsed copy). 100,000 is the population the index is laid
- * out for and the one BENCHMARKS.md measures: a complete poll of that many
- * peaks at ~45 MiB in baseline mode and, when every session produces an
- * event (a first `emit` poll), at ~320 MiB, inside the Deployment's 512 MiB
- * limit; a provider that never stops paging is cut off there (at ~28 and
- * ~280 MiB), where it used to take gigabytes.
+ * freed, so this bounds a poll's memory: besides the index, a cycle holds
+ * ~130 bytes per new session (the entry apply moves into the index
+ * included), ~50 per stored session that changes and, for a session an
+ * event carries, its record's text zstd-compressed (~80 bytes for a
+ * ~500-byte Century record; tests/bench/bench_diff.c). 100,000 is the
+ * population the index is laid out for; a provider that never stops
+ * paging is cut off there.
  */
 #define DIFF_DEFAULT_MAX_SESSIONS 100000
-/* Largest max_sessions a source may set: ten times the default, whose
- * baseline poll alone (~120 MiB) fits a pod but whose emit poll does not. */
+/* Largest max_sessions a source may set: a first emit poll of that many
+ * Century sessions peaks at ~210 MiB in diff (BENCHMARKS.md), inside a
+ * 512 MiB pod. */
 #define DIFF_MAX_SESSIONS_LIMIT 1000000
 /*
- * Heap a cycle may spend on copies of records for its events, per record
- * it may observe: max_sessions * this. The count bound alone leaves a
- * poll's memory to the size of the records; 3 KiB covers the 2.6 KiB a
- * Century record's copy takes, so a 100k emit poll of those passes, and
- * caps the default's copies at 300 MiB whatever the provider sends. Raising
- * max_sessions raises both bounds, so one key answers both failures.
+ * Heap a cycle may spend on the compressed text of the records its events
+ * carry, per record it may observe: max_sessions * this. The count bound
+ * alone leaves a poll's memory to the size of the records; 256 bytes is
+ * three times what a Century record takes compressed, and caps the
+ * default's records at 25 MiB (256 MiB at DIFF_MAX_SESSIONS_LIMIT) whatever
+ * the provider sends. Raising max_sessions raises both bounds, so one key
+ * answers both failures.
  */
-#define DIFF_RETAINED_BYTES_PER_SESSION 3072
+#define DIFF_RETAINED_BYTES_PER_SESSION 256
 
 typedef enum diff_state {
     DIFF_STATE_NONE = 0, /* never seen in a known status */
@@ -155,10 +153,11 @@ int diff_record_decode(const char *text, size_t len, diff_record_t *rec, char *s
                        size_t status_buflen);
 
 /*
- * Fingerprint of a provider record: a 64-bit hash over its keys and values
- * in document order. Equal records give equal fingerprints.
+ * Fingerprint of a provider record: XXH3-64 of its len bytes as received
+ * (text may be NULL: no record). Equal bytes give equal fingerprints; the
+ * same record formatted differently counts as changed.
  */
-uint64_t diff_fingerprint(const cJSON *record);
+uint64_t diff_fingerprint(const char *text, size_t len);
 
 /* ---- the session index of one source ---- */
 
@@ -203,7 +202,7 @@ typedef struct diff_options {
      */
     bool baseline;
     /* Records the cycle may observe (duplicates included), which also sets
-     * the heap its copies of records may take (DIFF_RETAINED_BYTES_PER_SESSION
+     * the heap its compressed records may take (DIFF_RETAINED_BYTES_PER_SESSION
      * each); 0 means DIFF_DEFAULT_MAX_SESSIONS. */
     size_t max_sessions;
 } diff_options_t;
@@ -217,7 +216,10 @@ typedef struct diff_event {
     diff_state_t previous_state; /* DIFF_STATE_NONE when first seen */
     const char *status;          /* raw status observed; NULL when vanished */
     const char *previous_status; /* raw status stored before; NULL if none */
-    const cJSON *record;         /* the provider's record; NULL when vanished */
+    /* the provider's record as received (record_len bytes, not
+     * NUL-terminated); NULL when vanished or observed without one */
+    const char *record;
+    size_t record_len;
     char id[DIFF_EVENT_ID_LEN];
 } diff_event_t;
 
@@ -236,9 +238,11 @@ typedef struct diff_cycle diff_cycle_t;
 diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt);
 
 /*
- * Feeds one record of the poll. session_id and raw_status are copied when
- * needed; record is borrowed for this call only (the cycle duplicates it when
- * an event will carry it). A session seen twice in one poll keeps the
+ * Feeds one record of the poll: its len bytes of text as received (valid
+ * JSON, which the caller's page parse checked; NULL for none).
+ * session_id, raw_status and text are borrowed for this call only: the
+ * cycle copies the id of a new session, and the text (compressed) when an
+ * event will carry it. A session seen twice in one poll keeps the
  * observation with the most advanced state.
  * Returns 0, or -1 with a reason in err for input that must fail the page
  * (empty or oversized id or status, an id or status that is not UTF-8, too
@@ -246,7 +250,7 @@ diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt);
  * past its byte bound, ENOMEM); the caller then abandons the cycle.
  */
 int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw_status,
-                       const cJSON *record, char *err, size_t errlen);
+                       const char *text, size_t len, char *err, size_t errlen);
 
 /*
  * Closes a complete poll: computes vanished sessions, the events and the
@@ -254,13 +258,40 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw
  */
 int diff_cycle_finish(diff_cycle_t *cy);
 
-/* Events in publication order (a session's events adjacent, started before
- * completed). Valid until diff_cycle_free(). */
-size_t diff_cycle_events(const diff_cycle_t *cy, const diff_event_t **events);
-/* The delta to persist. Valid until diff_cycle_free(). */
-size_t diff_cycle_changes(const diff_cycle_t *cy, const diff_change_t **changes);
+/* Events of a finished cycle, in publication order (a session's events
+ * adjacent, started before completed). */
+size_t diff_cycle_nevents(const diff_cycle_t *cy);
+/* The type of event i < diff_cycle_nevents(), at any time until free. */
+diff_event_type_t diff_cycle_event_type(const diff_cycle_t *cy, size_t i);
+/*
+ * Fills ev with event i < diff_cycle_nevents(). Its strings belong to the
+ * cycle and the index: ev->record stays valid until the next call of
+ * diff_cycle_event() on cy (the records wait compressed, and reading one
+ * decodes its block), the others until diff_cycle_apply(). Read events in
+ * order: that decodes each block once. 0, or -1 after apply, on ENOMEM or
+ * when a record does not decode.
+ */
+int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev);
+/* Changes of a finished cycle: the delta to persist. */
+size_t diff_cycle_nchanges(const diff_cycle_t *cy);
+/*
+ * Fills out with change i < diff_cycle_nchanges(), in a stable order (a
+ * session at most once). Its strings stay valid until diff_cycle_apply().
+ * Derived when read, so that a cycle holds 4 bytes per change instead of
+ * the struct. 0, or -1 out of range or after apply.
+ */
+int diff_cycle_change(const diff_cycle_t *cy, size_t i, diff_change_t *out);
+/* Sessions the index will hold after diff_cycle_apply() of a finished
+ * cycle (its current size before finish). */
+size_t diff_cycle_sessions_after(const diff_cycle_t *cy);
 /* Sessions observed in this cycle, including duplicates. */
 size_t diff_cycle_observed(const diff_cycle_t *cy);
+/* Bytes the cycle holds on the heap beside the index (notes, new entries,
+ * events, changes, records). */
+size_t diff_cycle_memory(const diff_cycle_t *cy);
+/* Bytes the records kept for events take (what the retained bound counts),
+ * and in *raw (may be NULL) their size as received. */
+size_t diff_cycle_retained(const diff_cycle_t *cy, size_t *raw);
 /*
  * Raw statuses that mapped to no state and were never reported before by this
  * index (each is reported once by the cycles applied to it: an abandoned
@@ -271,7 +302,9 @@ size_t diff_cycle_new_unknown_statuses(const diff_cycle_t *cy, const char *const
 size_t diff_cycle_unknown_count(const diff_cycle_t *cy);
 
 /* Applies the changes to the index: call only after they were committed.
- * The raw statuses the cycle interned become the index's from then on. */
+ * The raw statuses the cycle interned become the index's from then on, and
+ * so do the entries it built for new sessions; the retained records are
+ * freed (events can no longer be read). */
 void diff_cycle_apply(diff_cycle_t *cy);
 /* Frees the cycle; without a prior apply the index is left as it was at
  * diff_cycle_begin() (statuses interned by the cycle are dropped again). */

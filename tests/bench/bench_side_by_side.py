@@ -325,6 +325,8 @@ class Run:
         self.wall, self.cpu, self.rss_kib, self.rc, self.log = wall, cpu, rss_kib, rc, log
 
 
+# diff.h's DIFF_DEFAULT_MAX_SESSIONS.
+DEFAULT_MAX_SESSIONS = 100000
 LAUNCHER = None  # rusage_run, built by main()
 
 
@@ -349,8 +351,11 @@ def config(s, base, pageset, initial):
     sink = {"name": "bus", "type": "kafka", "brokers": s.bootstrap, "topics": st.TOPICS,
             # murmur2_random: the placement CONTRACT §6 names, for both programs.
             "properties": {"message.timeout.ms": "30000", "partitioner": "murmur2_random"}}
+    # max_sessions: the bridge's per-poll bound (100,000 by default) must
+    # admit the population measured; the reference ignores the key.
     return s.config(SOURCE, base_url=f"{base}/{pageset.name}/api/v1", page_size=PAGE_LIMIT,
-                    vanish_grace=1, initial_snapshot=initial, sinks=[sink])
+                    vanish_grace=1, initial_snapshot=initial, sinks=[sink],
+                    max_sessions=max(DEFAULT_MAX_SESSIONS, pageset.records))
 
 
 def argv_of(impl, conf, fingerprint="fast"):

@@ -238,25 +238,27 @@ static void raw_string(run_t *r, char *buf, size_t size)
 
 /* ---- one cycle ---- */
 
-static cJSON *make_record(const char *id, const char *status, uint8_t payload)
+/* The record's text: what the diff sees of it is its bytes (the diff does
+ * not parse it), so equal inputs give equal text and payload changes it. */
+static size_t make_record(const char *id, const char *status, uint8_t payload, char *out,
+                          size_t size)
 {
-    cJSON *rec = cJSON_CreateObject();
-    FUZZ_CHECK(rec != NULL && cJSON_AddStringToObject(rec, "id", id) &&
-                   cJSON_AddStringToObject(rec, "status", status) &&
-                   cJSON_AddNumberToObject(rec, "v", payload % 4),
-               "out of memory");
-    return rec;
+    int n =
+        snprintf(out, size, "{\"id\":\"%s\",\"status\":\"%s\",\"v\":%u}", id, status, payload % 4u);
+    FUZZ_CHECK(n > 0 && (size_t)n < size, "record does not fit");
+    return (size_t)n;
 }
 
 /* One observation; -1 when it failed the page. */
 static int observe(run_t *r, diff_cycle_t *cy, const char *id, const char *status, uint8_t payload,
                    size_t *observed)
 {
-    char err[512] = "";
-    cJSON *rec = make_record(id, status, payload);
+    char err[512] = "", rec[4 * (DIFF_ID_MAX + DIFF_STATUS_MAX)];
+    size_t len = make_record(id, status, payload, rec, sizeof(rec));
     size_t idlen = strlen(id), slen = strlen(status);
-    int rc = diff_cycle_observe(cy, id, status, rec, err, sizeof(err));
-    cJSON_Delete(rec);
+    int rc = diff_cycle_observe(cy, id, status, rec, len, err, sizeof(err));
+    /* the cycle keeps a copy, never the caller's bytes */
+    memset(rec, '#', len);
     if (idlen == 0 || idlen > DIFF_ID_MAX || slen == 0 || slen > DIFF_STATUS_MAX) {
         FUZZ_CHECK(rc == -1 && err[0], "observe accepted id of %zu bytes, status of %zu", idlen,
                    slen);
@@ -295,11 +297,44 @@ static diff_state_t type_state(diff_event_type_t t)
                                     : DIFF_STATE_CANCELLED;
 }
 
-/* After check_changes(), which notes each session's change. */
-static void check_events(run_t *r, const diff_cycle_t *cy)
+/* Every change of a finished cycle (malloc'd; its strings live until apply). */
+static size_t read_changes(const diff_cycle_t *cy, diff_change_t **out)
 {
-    const diff_event_t *ev;
-    size_t n = diff_cycle_events(cy, &ev);
+    size_t n = diff_cycle_nchanges(cy);
+    diff_change_t *ch = calloc(n + 1, sizeof(*ch));
+    FUZZ_CHECK(ch != NULL, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        FUZZ_CHECK(diff_cycle_change(cy, i, &ch[i]) == 0, "change %zu cannot be read", i);
+    FUZZ_CHECK(diff_cycle_change(cy, n, &ch[n]) == -1, "change %zu past the end", n);
+    *out = ch;
+    return n;
+}
+
+/* Every event (malloc'd). A record stays readable only until the next
+ * event is read: here only whether there is one counts, and its bytes. */
+static size_t read_events(diff_cycle_t *cy, diff_event_t **out)
+{
+    size_t n = diff_cycle_nevents(cy);
+    diff_event_t *ev = calloc(n + 1, sizeof(*ev));
+    FUZZ_CHECK(ev != NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        FUZZ_CHECK(diff_cycle_event(cy, i, &ev[i]) == 0, "event %zu cannot be read", i);
+        FUZZ_CHECK(ev[i].type == diff_cycle_event_type(cy, i), "event %zu: two types", i);
+        if (ev[i].record != NULL) {
+            /* the record of the observation the event reports */
+            const char *status = strstr(ev[i].record, "\"status\":\"");
+            FUZZ_CHECK(status != NULL && ev[i].record_len > 0 &&
+                           memchr(ev[i].record, '#', ev[i].record_len) == NULL,
+                       "event %zu: record is not what was observed", i);
+        }
+    }
+    *out = ev;
+    return n;
+}
+
+/* After check_changes(), which notes each session's change. */
+static void check_events(run_t *r, const diff_event_t *ev, size_t n)
+{
     FUZZ_CHECK(!r->opt.baseline || n == 0, "a baseline cycle produced %zu events", n);
     for (size_t i = 0; i < n; i++) {
         const diff_event_t *e = &ev[i];
@@ -334,10 +369,8 @@ static void check_events(run_t *r, const diff_cycle_t *cy)
     }
 }
 
-static void check_changes(run_t *r, const diff_cycle_t *cy)
+static void check_changes(run_t *r, const diff_change_t *ch, size_t n)
 {
-    const diff_change_t *ch;
-    size_t n = diff_cycle_changes(cy, &ch);
     for (size_t i = 0; i < n; i++) {
         const diff_change_t *c = &ch[i];
         mentry_t *m = model_find(r, c->session_id);
@@ -385,12 +418,11 @@ static void check_changes(run_t *r, const diff_cycle_t *cy)
     }
 }
 
-/* Moves the model as apply moves the index. */
-static void apply_model(run_t *r, const diff_cycle_t *cy)
+/* Moves the model as apply will move the index (called before apply: the
+ * strings of removed sessions go with it). */
+static void apply_model(run_t *r, const diff_change_t *ch, size_t n, const diff_event_t *ev,
+                        size_t nev)
 {
-    const diff_change_t *ch;
-    const diff_event_t *ev;
-    size_t n = diff_cycle_changes(cy, &ch), nev = diff_cycle_events(cy, &ev);
     for (size_t i = 0; i < nev; i++) {
         mentry_t *m = model_find(r, ev[i].session_id);
         FUZZ_CHECK(!(m->emitted & (1u << ev[i].type)),
@@ -479,15 +511,25 @@ static int run_cycle(run_t *r)
     }
     FUZZ_CHECK(diff_cycle_observed(cy) == observed, "%zu observed, diff counts %zu", observed,
                diff_cycle_observed(cy));
+    diff_change_t *ch = NULL;
+    diff_event_t *ev = NULL;
     if (!failed && mode != 3) {
         FUZZ_CHECK(diff_cycle_finish(cy) == 0, "diff_cycle_finish failed");
-        check_changes(r, cy);
-        check_events(r, cy);
+        size_t nch = read_changes(cy, &ch), nev = read_events(cy, &ev);
+        check_changes(r, ch, nch);
+        check_events(r, ev, nev);
         if (mode <= 1) {
+            apply_model(r, ch, nch, ev, nev);
             diff_cycle_apply(cy);
-            apply_model(r, cy);
+            FUZZ_CHECK(diff_index_size(r->ix) == diff_cycle_sessions_after(cy),
+                       "apply left %zu sessions, finish said %zu", diff_index_size(r->ix),
+                       diff_cycle_sessions_after(cy));
+            FUZZ_CHECK(diff_cycle_event(cy, 0, &(diff_event_t){0}) == -1,
+                       "an event read after apply");
         }
     }
+    free(ch);
+    free(ev);
     diff_cycle_free(cy);
     check_index(r, mode <= 1 && !failed ? "after apply" : "after an abandoned cycle");
     if (mode == 1 && !failed) {

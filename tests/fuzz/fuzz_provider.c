@@ -208,25 +208,32 @@ typedef struct poll_state {
     size_t records;
 } poll_state_t;
 
-static int on_record(void *opaque, const char *session_id, const char *raw_status,
-                     const cJSON *record, char *err, size_t errlen)
+static int on_record(void *opaque, const char *session_id, const char *raw_status, const char *text,
+                     size_t len, char *err, size_t errlen)
 {
     poll_state_t *st = opaque;
-    FUZZ_CHECK(session_id != NULL && raw_status != NULL && record != NULL,
+    FUZZ_CHECK(session_id != NULL && raw_status != NULL && text != NULL && len > 0,
                "record %zu handed over without an id, a status or the record", st->records);
+    /* the record is one JSON value, as its events will embed it */
+    cJSON *doc = cJSON_ParseWithLength(text, len);
+    FUZZ_CHECK(doc != NULL, "record %zu: its text is not JSON", st->records);
+    cJSON_Delete(doc);
     st->records++;
-    return diff_cycle_observe(st->cy, session_id, raw_status, record, err, errlen);
+    return diff_cycle_observe(st->cy, session_id, raw_status, text, len, err, errlen);
 }
 
-static void check_events(const diff_cycle_t *cy)
+static void check_events(diff_cycle_t *cy)
 {
-    const diff_event_t *ev;
-    size_t n = diff_cycle_events(cy, &ev);
+    size_t n = diff_cycle_nevents(cy);
     for (size_t i = 0; i < n; i++) {
-        FUZZ_CHECK(fuzz_utf8_valid(ev[i].session_id, strlen(ev[i].session_id)),
+        diff_event_t ev;
+        FUZZ_CHECK(diff_cycle_event(cy, i, &ev) == 0, "event %zu cannot be read", i);
+        FUZZ_CHECK(fuzz_utf8_valid(ev.session_id, strlen(ev.session_id)),
                    "event %zu: session id is not UTF-8 (issue 10, item 5)", i);
-        FUZZ_CHECK(ev[i].status == NULL || fuzz_utf8_valid(ev[i].status, strlen(ev[i].status)),
+        FUZZ_CHECK(ev.status == NULL || fuzz_utf8_valid(ev.status, strlen(ev.status)),
                    "event %zu: status is not UTF-8 (issue 10, item 5)", i);
+        FUZZ_CHECK(ev.record == NULL || fuzz_utf8_valid(ev.record, ev.record_len),
+                   "event %zu: record is not UTF-8", i);
     }
 }
 

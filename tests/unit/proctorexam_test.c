@@ -321,12 +321,13 @@ typedef struct seen {
     int n;
 } seen_t;
 
-static int collect(void *opaque, const char *id, const char *status, const cJSON *rec, char *err,
-                   size_t errlen)
+static int collect(void *opaque, const char *id, const char *status, const char *rec, size_t len,
+                   char *err, size_t errlen)
 {
     seen_t *s = opaque;
     ck_assert_int_lt(s->n, 64);
     ck_assert_ptr_nonnull(rec);
+    ck_assert_uint_gt(len, 1);
     snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
     snprintf(s->statuses[s->n], sizeof(s->statuses[0]), "%s", status);
     s->n++;

@@ -54,16 +54,19 @@ typedef struct seen {
     int n;
 } seen_t;
 
-static int collect(void *opaque, const char *id, const char *status, const cJSON *rec, char *err,
-                   size_t errlen)
+static int collect(void *opaque, const char *id, const char *status, const char *rec, size_t len,
+                   char *err, size_t errlen)
 {
     seen_t *s = opaque;
     ck_assert_int_lt(s->n, 64);
     ck_assert_ptr_nonnull(rec);
     /* The record handed to the diff is the resource object itself. */
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
+    cJSON *doc = cJSON_ParseWithLength(rec, len);
+    ck_assert_ptr_nonnull(doc);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
     snprintf(s->types[s->n], sizeof(s->types[0]), "%s",
              cJSON_IsString(type) ? type->valuestring : "");
+    cJSON_Delete(doc);
     snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
     snprintf(s->statuses[s->n], sizeof(s->statuses[0]), "%s", status);
     s->n++;

@@ -436,7 +436,8 @@ static store_fence_t commit_fenced(store_t *st, const char *token, uint64_t *cyc
 {
     char err[ERRLEN] = "";
 
-    return store_commit_fenced(st, "fenced", token, NULL, 0, 0, NULL, cycle, err, sizeof err);
+    store_delta_t none = store_delta_of(NULL, 0);
+    return store_commit_fenced(st, "fenced", token, &none, 0, NULL, cycle, err, sizeof err);
 }
 
 /*
@@ -460,7 +461,8 @@ START_TEST(test_fences_and_restore)
                      STORE_LEASE_HELD);
     ck_assert_int_eq(store_lease_acquire(st, "fenced", b, 60000, err, sizeof err),
                      STORE_LEASE_OTHER);
-    ck_assert_int_eq(store_commit_fenced(st, "fenced", a, ch, 2, 2, NULL, &cycle, err, sizeof err),
+    store_delta_t two = store_delta_of(ch, 2);
+    ck_assert_int_eq(store_commit_fenced(st, "fenced", a, &two, 2, NULL, &cycle, err, sizeof err),
                      STORE_FENCE_OK);
     ck_assert_uint_eq(cycle, 1);
     ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_OK);
