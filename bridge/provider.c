@@ -177,6 +177,16 @@ cJSON *provider_page_array(const http_response_t *resp, const char *key, const c
     return doc;
 }
 
+page_scan_spec_t *provider_scan_spec(const page_scan_paths_t *paths, const char *path,
+                                     sink_errors_t *errs)
+{
+    char err[256];
+    page_scan_spec_t *spec = page_scan_spec_new(paths, err, sizeof(err));
+    if (spec == NULL)
+        sink_errors_add(errs, path, "%s", err);
+    return spec;
+}
+
 int provider_exact_integer(double d, long long *out)
 {
     return sink_exact_integer(d, -PROVIDER_EXACT_INT_MAX, PROVIDER_EXACT_INT_MAX, out) == 0;

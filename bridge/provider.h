@@ -18,6 +18,7 @@
 
 #include "diff.h"
 #include "http.h"
+#include "page_scan.h"
 #include "sink.h"
 
 /* Longest request URL an adapter builds. */
@@ -116,6 +117,22 @@ diff_status_map_t *provider_status_map(const provider_ops_t *p, const cJSON *ove
 
 /* Appends "&name=value" (or "?name=value" for the first) with value encoded. */
 int provider_url_add(char *url, size_t urlsize, const char *name, const char *value);
+/*
+ * Splits a provider's page paths once, at configure time (page_scan.h).
+ * Returns the spec, owned by the adapter's parsed config; NULL after
+ * adding a problem at path to errs (only a path the adapter itself got
+ * wrong, or ENOMEM).
+ */
+page_scan_spec_t *provider_scan_spec(const page_scan_paths_t *paths, const char *path,
+                                     sink_errors_t *errs);
+/*
+ * Where an adapter's page_scan() callback hands each record on: the
+ * engine's fn and its opaque, as handle_page received them.
+ */
+typedef struct provider_emit {
+    provider_record_fn fn;
+    void *opaque;
+} provider_emit_t;
 /* Parses a JSON body with a depth bound; NULL with err. */
 cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen);
 /*
