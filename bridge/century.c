@@ -50,6 +50,7 @@ typedef struct century_conf {
     long long date_s[OP_COUNT];
     char **lists[3];
     size_t nlists[3];
+    page_scan_spec_t *scan; /* the page's paths, split once */
 } century_conf_t;
 
 static const provider_status_t century_statuses[] = {
@@ -151,6 +152,7 @@ static void century_free_config(void *p)
             free(c->lists[i][j]);
         free(c->lists[i]);
     }
+    page_scan_spec_free(c->scan);
     free(c);
 }
 
@@ -261,6 +263,11 @@ static void *century_configure(const cJSON *src, const char *path, sink_errors_t
     const cJSON *filters = cJSON_GetObjectItemCaseSensitive(src, "filters");
     if (filters)
         configure_filters(c, filters, path, errs);
+    c->scan = provider_scan_spec(&(page_scan_paths_t){.records = "data",
+                                                      .id = "sessionId",
+                                                      .status = "status",
+                                                      .fields = {"pagination.nextCursor"}},
+                                 path, errs);
     if (errs->count != before) {
         century_free_config(c);
         return NULL;
@@ -278,8 +285,7 @@ typedef struct century_poll {
     int64_t now_s;
     int list;
     int pages;
-    char *cursor;         /* NULL: first page of the list */
-    provider_text_t text; /* INTERIM: see provider_record_text() */
+    char *cursor; /* NULL: first page of the list */
 } century_poll_t;
 
 static void *century_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -300,7 +306,6 @@ static void century_poll_free(void *poll)
     if (p == NULL)
         return;
     free(p->cursor);
-    provider_text_free(&p->text);
     free(p);
 }
 
@@ -386,51 +391,57 @@ toolong:
     return -1;
 }
 
+static int century_record(void *opaque, const page_scan_record_t *rec, char *err, size_t errlen)
+{
+    const provider_emit_t *e = opaque;
+    if (rec->id.kind != PAGE_SCAN_STRING || rec->status.kind != PAGE_SCAN_STRING) {
+        snprintf(err, errlen, "data[%zu] lacks a string \"sessionId\" or \"status\"", rec->index);
+        return -1;
+    }
+    /* An id or status too long for its buffer is "": the engine refuses it
+     * with its own bound, as it refused the whole text. */
+    return e->fn(e->opaque, rec->id.text, rec->status.text, rec->span, rec->len, err, errlen);
+}
+
+/*
+ * Records reach fn as the scan meets them, before the page is known to be
+ * whole: a page that fails after that fails the poll, and the engine drops
+ * the cycle with everything observed in it (nothing of it is published).
+ */
 static int century_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
                                void *opaque, char *err, size_t errlen)
 {
     century_poll_t *p = poll;
-    int rc = -1;
-    const cJSON *data;
-    cJSON *doc = provider_page_array(resp, "data", &data, err, errlen);
-    if (doc == NULL)
+    char cursor[CENTURY_CURSOR_MAX + 1];
+    page_scan_result_t res = {.fields[0] = {.text = cursor, .cap = sizeof(cursor)}};
+    provider_emit_t e = {fn, opaque};
+    page_scan_rc_t rc =
+        page_scan(p->conf->scan, resp->body, resp->len, century_record, &e, &res, err, errlen);
+    if (rc != PAGE_SCAN_OK && rc != PAGE_SCAN_E_RECORD)
         return -1;
-    const cJSON *pag = cJSON_GetObjectItemCaseSensitive(doc, "pagination");
     /* Without pagination we cannot know the list ended: failing is the only
-     * answer that cannot produce a false cancellation. */
-    const cJSON *next =
-        cJSON_IsObject(pag) ? cJSON_GetObjectItemCaseSensitive(pag, "nextCursor") : NULL;
-    if (next == NULL || !(cJSON_IsNull(next) || cJSON_IsString(next))) {
+     * answer that cannot produce a false cancellation. Checked ahead of the
+     * records' own failures, as a page without it always failed first. */
+    const page_scan_value_t *next = &res.fields[0];
+    if (next->kind != PAGE_SCAN_NULL && next->kind != PAGE_SCAN_STRING) {
         snprintf(err, errlen, "page has no \"pagination.nextCursor\" (string or null)");
-        goto out;
+        return -1;
     }
-    size_t i = 0;
-    for (const cJSON *rec = data->child; rec; rec = rec->next, i++) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(rec, "sessionId");
-        const cJSON *status = cJSON_GetObjectItemCaseSensitive(rec, "status");
-        if (!cJSON_IsString(id) || !cJSON_IsString(status)) {
-            snprintf(err, errlen, "data[%zu] lacks a string \"sessionId\" or \"status\"", i);
-            goto out;
-        }
-        const char *text;
-        size_t tlen;
-        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
-            fn(opaque, id->valuestring, status->valuestring, text, tlen, err, errlen) != 0)
-            goto out;
-    }
-    if (cJSON_IsString(next) && next->valuestring[0] != '\0') {
-        if (strlen(next->valuestring) > CENTURY_CURSOR_MAX) {
+    if (rc != PAGE_SCAN_OK)
+        return -1;
+    if (next->kind == PAGE_SCAN_STRING && (next->too_long || next->len > 0)) {
+        if (next->too_long) {
             snprintf(err, errlen, "nextCursor longer than %d bytes", CENTURY_CURSOR_MAX);
-            goto out;
+            return -1;
         }
-        if (p->cursor && strcmp(p->cursor, next->valuestring) == 0) {
+        if (p->cursor && strcmp(p->cursor, cursor) == 0) {
             snprintf(err, errlen, "nextCursor repeats the cursor just sent (a paging loop)");
-            goto out;
+            return -1;
         }
-        char *dup = strdup(next->valuestring);
+        char *dup = strdup(cursor);
         if (dup == NULL) {
             snprintf(err, errlen, "out of memory");
-            goto out;
+            return -1;
         }
         free(p->cursor);
         p->cursor = dup;
@@ -439,10 +450,7 @@ static int century_handle_page(void *poll, const http_response_t *resp, provider
         p->cursor = NULL;
         p->list++;
     }
-    rc = 0;
-out:
-    cJSON_Delete(doc);
-    return rc;
+    return 0;
 }
 
 const provider_ops_t provider_century = {

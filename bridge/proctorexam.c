@@ -82,11 +82,12 @@ typedef struct pe_conf {
     char exam_id[PE_EXAM_ID_MAX_DIGITS + 1]; /* normalised decimal */
     enum pe_endpoint endpoint;
     char join[PE_JOIN_MAX + 1];
-    char *api_token;    /* secret */
-    char *secret_key;   /* secret */
-    const char *status; /* points into pe_statuses; NULL: no filter */
-    char *filter;       /* compact JSON text, or NULL */
-    char *sort;         /* compact JSON text, or NULL */
+    char *api_token;        /* secret */
+    char *secret_key;       /* secret */
+    const char *status;     /* points into pe_statuses; NULL: no filter */
+    char *filter;           /* compact JSON text, or NULL */
+    char *sort;             /* compact JSON text, or NULL */
+    page_scan_spec_t *scan; /* the page's paths, split once */
 } pe_conf_t;
 
 /* ---- configuration ---- */
@@ -108,6 +109,7 @@ static void pe_free_config(void *p)
     free_secret(c->secret_key);
     free(c->filter);
     free(c->sort);
+    page_scan_spec_free(c->scan);
     free(c);
 }
 
@@ -295,6 +297,8 @@ static void *pe_configure(const cJSON *src, const char *path, sink_errors_t *err
             snprintf(c->join, sizeof(c->join), "%s", join->valuestring);
     }
     configure_filters(c, src, path, errs);
+    c->scan = provider_scan_spec(
+        &(page_scan_paths_t){.records = "students", .id = "id", .status = "status"}, path, errs);
     if (errs->count != before) {
         pe_free_config(c);
         return NULL;
@@ -380,10 +384,9 @@ static int pe_nonce(char *out, size_t n)
 typedef struct pe_poll {
     const conf_source_t *src;
     const pe_conf_t *conf;
-    int page;             /* the page the next request asks for, from 1 */
-    int done;             /* the last page was consumed */
-    int limit;            /* sent as limit */
-    provider_text_t text; /* INTERIM: see provider_record_text() */
+    int page;  /* the page the next request asks for, from 1 */
+    int done;  /* the last page was consumed */
+    int limit; /* sent as limit */
 } pe_poll_t;
 
 static void *pe_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -403,7 +406,6 @@ static void pe_poll_free(void *poll)
     pe_poll_t *p = poll;
     if (p == NULL)
         return;
-    provider_text_free(&p->text);
     free(p);
 }
 
@@ -496,32 +498,33 @@ static long header_number(const http_response_t *resp, const char *name)
     return strtol(v, NULL, 10);
 }
 
+/* A student: its id an integer (as the seed's are) or a string. */
+static int pe_record(void *opaque, const page_scan_record_t *rec, char *err, size_t errlen)
+{
+    const provider_emit_t *e = opaque;
+    char id[PE_ID_MAX + 1];
+    if (page_scan_id_text(&rec->id, id, sizeof(id)) != 0 || rec->status.kind != PAGE_SCAN_STRING ||
+        rec->status.len == 0) {
+        snprintf(err, errlen,
+                 "students[%zu] lacks an \"id\" (integer or string) or a string \"status\"",
+                 rec->index);
+        return -1;
+    }
+    return e->fn(e->opaque, id, rec->status.text, rec->span, rec->len, err, errlen);
+}
+
+/* Records reach fn before the page is read to its end: a page that fails
+ * (the scan, or the pagination headers after it) fails the poll, whose
+ * cycle the engine drops with all it observed. */
 static int pe_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
                           void *opaque, char *err, size_t errlen)
 {
     pe_poll_t *p = poll;
-    int rc = -1;
-    size_t i = 0;
-    const cJSON *students;
-    cJSON *doc = provider_page_array(resp, "students", &students, err, errlen);
-    if (doc == NULL)
+    page_scan_result_t res = {0};
+    provider_emit_t e = {fn, opaque};
+    if (page_scan(p->conf->scan, resp->body, resp->len, pe_record, &e, &res, err, errlen) !=
+        PAGE_SCAN_OK)
         return -1;
-
-    for (const cJSON *rec = students->child; rec; rec = rec->next, i++) {
-        char id[PE_ID_MAX + 1];
-        const cJSON *status = cJSON_GetObjectItemCaseSensitive(rec, "status");
-        if (provider_id_text(cJSON_GetObjectItemCaseSensitive(rec, "id"), id, sizeof(id)) != 0 ||
-            !cJSON_IsString(status) || status->valuestring[0] == '\0') {
-            snprintf(err, errlen,
-                     "students[%zu] lacks an \"id\" (integer or string) or a string \"status\"", i);
-            goto out;
-        }
-        const char *text;
-        size_t tlen;
-        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
-            fn(opaque, id, status->valuestring, text, tlen, err, errlen) != 0)
-            goto out;
-    }
 
     long count = header_number(resp, "X-Pagination-Page-Count");
     long at = header_number(resp, "X-Pagination-Page");
@@ -529,24 +532,21 @@ static int pe_handle_page(void *poll, const http_response_t *resp, provider_reco
         /* An answer for another page than asked would make us loop or skip. */
         if (at >= 0 && at != p->page) {
             snprintf(err, errlen, "X-Pagination-Page is %ld, page %d was asked for", at, p->page);
-            goto out;
+            return -1;
         }
         if (p->page < count && count > PROVIDER_MAX_PAGES) {
             snprintf(err, errlen, "X-Pagination-Page-Count %ld is over %d pages", count,
                      PROVIDER_MAX_PAGES);
-            goto out;
+            return -1;
         }
         p->done = p->page >= count;
     } else {
         /* No usable headers: only a full page can have a successor. */
-        p->done = i < (size_t)p->limit;
+        p->done = res.records < (size_t)p->limit;
     }
     if (!p->done)
         p->page++;
-    rc = 0;
-out:
-    cJSON_Delete(doc);
-    return rc;
+    return 0;
 }
 
 /*

@@ -18,6 +18,7 @@
 
 #include "diff.h"
 #include "http.h"
+#include "page_scan.h"
 #include "sink.h"
 
 /* Longest request URL an adapter builds. */
@@ -38,8 +39,11 @@ typedef struct provider_request {
 
 /*
  * Receives one record of a page: its id, raw status and its len bytes of
- * JSON text (not NUL-terminated), all borrowed for the call. Called on the
- * thread that calls handle_page. Returns 0, or -1 with err to fail the page.
+ * JSON text (not NUL-terminated: the record as received, a span of the
+ * page), all borrowed for the call. Called on the thread that calls
+ * handle_page, as the page is scanned: a page may still fail after some
+ * records (the poll fails, and its cycle is dropped whole). Returns 0, or
+ * -1 with err to fail the page.
  */
 typedef int (*provider_record_fn)(void *opaque, const char *session_id, const char *raw_status,
                                   const char *text, size_t len, char *err, size_t errlen);
@@ -116,33 +120,22 @@ diff_status_map_t *provider_status_map(const provider_ops_t *p, const cJSON *ove
 
 /* Appends "&name=value" (or "?name=value" for the first) with value encoded. */
 int provider_url_add(char *url, size_t urlsize, const char *name, const char *value);
-/* Parses a JSON body with a depth bound; NULL with err. */
-cJSON *provider_parse_json(const http_response_t *resp, char *err, size_t errlen);
 /*
- * Parses a page and finds its array member key ("data", "students" ...).
- * Returns the document, owned by the caller (cJSON_Delete), with *array
- * pointing into it; or NULL with err ("page has no \"key\" array").
+ * Splits a provider's page paths once, at configure time (page_scan.h).
+ * Returns the spec, owned by the adapter's parsed config; NULL after
+ * adding a problem at path to errs (only a path the adapter itself got
+ * wrong, or ENOMEM).
  */
-cJSON *provider_page_array(const http_response_t *resp, const char *key, const cJSON **array,
-                           char *err, size_t errlen);
+page_scan_spec_t *provider_scan_spec(const page_scan_paths_t *paths, const char *path,
+                                     sink_errors_t *errs);
 /*
- * INTERIM, until the one-pass page scanner hands adapters each record's
- * byte span: the text of a parsed record, printed into a buffer an adapter
- * keeps for its poll and reuses for every record (integers beyond int that
- * cJSON would print as %g are printed exactly, as the events always had
- * them). The text is valid until the next call with the same buffer.
+ * Where an adapter's page_scan() callback hands each record on: the
+ * engine's fn and its opaque, as handle_page received them.
  */
-typedef struct provider_text {
-    char *buf;
-    size_t cap;
-} provider_text_t;
-/* 0 with *text and *len set, or -1 with err (ENOMEM, or a record whose text
- * would exceed PROVIDER_RECORD_TEXT_MAX). */
-int provider_record_text(provider_text_t *t, const cJSON *record, const char **text, size_t *len,
-                         char *err, size_t errlen);
-void provider_text_free(provider_text_t *t);
-/* Longest record text: the largest body a page may have, printed. */
-#define PROVIDER_RECORD_TEXT_MAX (2u * HTTP_DEFAULT_MAX_BODY)
+typedef struct provider_emit {
+    provider_record_fn fn;
+    void *opaque;
+} provider_emit_t;
 /* Beyond 2^53 a double skips integers: an id read from JSON there may not be the one sent. */
 #define PROVIDER_EXACT_INT_MAX 9007199254740992LL
 /*

@@ -58,6 +58,7 @@ typedef struct quiz_conf {
     char *sort;   /* NULL: not sent */
     quiz_filter_t *filters;
     size_t nfilters;
+    page_scan_spec_t *scan; /* the page's paths, split once */
 } quiz_conf_t;
 
 /* ---- configuration ---- */
@@ -79,6 +80,7 @@ static void quiz_free_config(void *p)
         free(c->filters[i].value);
     }
     free(c->filters);
+    page_scan_spec_free(c->scan);
     free(c);
 }
 
@@ -226,6 +228,12 @@ static void *quiz_configure(const cJSON *src, const char *path, sink_errors_t *e
     const cJSON *filters = cJSON_GetObjectItemCaseSensitive(src, "filters");
     if (filters)
         configure_filters(c, filters, path, errs);
+    /* JSON:API's id is a string; the seed also lists attributes.id. */
+    c->scan = provider_scan_spec(&(page_scan_paths_t){.records = "data",
+                                                      .id = "id",
+                                                      .status = "attributes.status",
+                                                      .alt_id = "attributes.id"},
+                                 path, errs);
     if (errs->count != before) {
         quiz_free_config(c);
         return NULL;
@@ -241,7 +249,6 @@ typedef struct quiz_poll {
     int page;  /* the page[number] of the next request */
     int pages; /* requests made */
     int done;
-    provider_text_t text; /* INTERIM: see provider_record_text() */
 } quiz_poll_t;
 
 static void *quiz_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -261,7 +268,6 @@ static void quiz_poll_free(void *poll)
     quiz_poll_t *p = poll;
     if (p == NULL)
         return;
-    provider_text_free(&p->text);
     free(p);
 }
 
@@ -307,65 +313,52 @@ toolong:
 }
 
 /*
- * The session id of a resource: its "id" (JSON:API makes it a string; a
- * number is taken as its decimal text), else attributes.id, which the seed
- * also lists. 0 with buf filled, or -1.
+ * One resource: the session id is its "id" (JSON:API makes it a string; a
+ * number is taken as its decimal text), else attributes.id.
  */
-static int resource_id(const cJSON *rec, const cJSON *attrs, char *buf, size_t n)
+static int quiz_record(void *opaque, const page_scan_record_t *rec, char *err, size_t errlen)
 {
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(rec, "id");
-    if ((id == NULL || cJSON_IsNull(id)) && cJSON_IsObject(attrs))
-        id = cJSON_GetObjectItemCaseSensitive(attrs, "id");
-    return provider_id_text(id, buf, n);
+    const provider_emit_t *e = opaque;
+    char id[QUIZ_ID_MAX + 1];
+    if (rec->kind != PAGE_SCAN_OBJECT) {
+        snprintf(err, errlen, "data[%zu] is not a resource object", rec->index);
+        return -1;
+    }
+    const page_scan_value_t *idv =
+        rec->id.kind == PAGE_SCAN_ABSENT || rec->id.kind == PAGE_SCAN_NULL ? &rec->alt_id
+                                                                           : &rec->id;
+    if (page_scan_id_text(idv, id, sizeof(id)) != 0) {
+        snprintf(err, errlen,
+                 "data[%zu] lacks an \"id\" (a non-empty string of at most %d bytes, or an "
+                 "integer)",
+                 rec->index, QUIZ_ID_MAX);
+        return -1;
+    }
+    if (rec->status.kind != PAGE_SCAN_STRING) {
+        snprintf(err, errlen, "data[%zu] lacks a string \"attributes.status\"", rec->index);
+        return -1;
+    }
+    return e->fn(e->opaque, id, rec->status.text, rec->span, rec->len, err, errlen);
 }
 
+/* Records reach fn before the page is read to its end: a page that fails
+ * fails the poll, whose cycle the engine drops with all it observed. */
 static int quiz_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
                             void *opaque, char *err, size_t errlen)
 {
     quiz_poll_t *p = poll;
-    int rc = -1;
-    const cJSON *data;
-    cJSON *doc = provider_page_array(resp, "data", &data, err, errlen);
-    if (doc == NULL)
+    page_scan_result_t res = {0};
+    provider_emit_t e = {fn, opaque};
+    if (page_scan(p->conf->scan, resp->body, resp->len, quiz_record, &e, &res, err, errlen) !=
+        PAGE_SCAN_OK)
         return -1;
-
-    size_t i = 0;
-    for (const cJSON *rec = data->child; rec; rec = rec->next, i++) {
-        char id[QUIZ_ID_MAX + 1];
-        if (!cJSON_IsObject(rec)) {
-            snprintf(err, errlen, "data[%zu] is not a resource object", i);
-            goto out;
-        }
-        const cJSON *attrs = cJSON_GetObjectItemCaseSensitive(rec, "attributes");
-        const cJSON *status =
-            cJSON_IsObject(attrs) ? cJSON_GetObjectItemCaseSensitive(attrs, "status") : NULL;
-        if (resource_id(rec, attrs, id, sizeof(id)) != 0) {
-            snprintf(err, errlen,
-                     "data[%zu] lacks an \"id\" (a non-empty string of at most %d bytes, or an "
-                     "integer)",
-                     i, QUIZ_ID_MAX);
-            goto out;
-        }
-        if (!cJSON_IsString(status)) {
-            snprintf(err, errlen, "data[%zu] lacks a string \"attributes.status\"", i);
-            goto out;
-        }
-        const char *text;
-        size_t tlen;
-        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
-            fn(opaque, id, status->valuestring, text, tlen, err, errlen) != 0)
-            goto out;
-    }
     /* Fewer than asked: the last page. A page larger than asked means the
      * server pages by its own size; the next number still follows on. */
-    if (i < (size_t)p->src->page_size)
+    if (res.records < (size_t)p->src->page_size)
         p->done = 1;
     else
         p->page++;
-    rc = 0;
-out:
-    cJSON_Delete(doc);
-    return rc;
+    return 0;
 }
 
 const provider_ops_t provider_quiz_jsonapi = {

@@ -68,6 +68,7 @@ typedef struct sp_conf {
     size_t nstatuses;
     int sort_created;       /* sortKeys=createdDate */
     const char *sort_order; /* NULL: the provider's default; else points into sort_order_enum */
+    page_scan_spec_t *scan; /* the page's paths, split once */
 } sp_conf_t;
 
 /* ---- configuration ---- */
@@ -111,6 +112,7 @@ static void sp_free_config(void *p)
     if (c == NULL)
         return;
     free(c->token);
+    page_scan_spec_free(c->scan);
     free(c);
 }
 
@@ -229,6 +231,10 @@ static void *sp_configure(const cJSON *src, const char *path, sink_errors_t *err
     const cJSON *filters = cJSON_GetObjectItemCaseSensitive(src, "filters");
     if (filters)
         configure_filters(c, filters, path, errs);
+    c->scan = provider_scan_spec(
+        &(page_scan_paths_t){
+            .records = "results", .id = "sid", .status = "status", .fields = {"next"}},
+        path, errs);
     if (errs->count != before || c->token == NULL) {
         if (errs->count == before)
             sink_errors_add(errs, path, "out of memory");
@@ -343,7 +349,6 @@ typedef struct sp_poll {
     char label[256];
     char url[PROVIDER_URL_MAX];     /* the next request */
     char fetched[PROVIDER_URL_MAX]; /* the last request made */
-    provider_text_t text;           /* INTERIM: see provider_record_text() */
 } sp_poll_t;
 
 static void *sp_poll_begin(const conf_source_t *src, int64_t now_s)
@@ -366,7 +371,6 @@ static void sp_poll_free(void *poll)
     sp_poll_t *p = poll;
     if (p == NULL)
         return;
-    provider_text_free(&p->text);
     free(p);
 }
 
@@ -423,19 +427,21 @@ static int sp_next_request(void *poll, provider_request_t *req, char *err, size_
 }
 
 /*
- * Resolves the page's next link against the URL just fetched (RFC 3986,
- * without dot-segment removal: it cannot change the origin) into out.
- * Returns 0, or -1 with err; err never holds the link's query.
+ * Resolves the page's next link (a string, its text read into a buffer of
+ * PROVIDER_URL_MAX bytes) against the URL just fetched (RFC 3986, without
+ * dot-segment removal: it cannot change the origin) into out. Returns 0,
+ * or -1 with err; err never holds the link's query.
  */
-static int resolve_next(const sp_poll_t *p, const char *next, char *out, size_t n, char *err,
-                        size_t errlen)
+static int resolve_next(const sp_poll_t *p, const page_scan_value_t *link, char *out, size_t n,
+                        char *err, size_t errlen)
 {
     char buf[PROVIDER_URL_MAX];
-    size_t len = strlen(next);
+    const char *next = link->text;
+    size_t len = link->len;
     const char *rest;
     int w;
 
-    if (len >= PROVIDER_URL_MAX) {
+    if (link->too_long) {
         snprintf(err, errlen, "next URL longer than %d bytes", PROVIDER_URL_MAX - 1);
         return -1;
     }
@@ -541,49 +547,53 @@ static int resolve_next(const sp_poll_t *p, const char *next, char *out, size_t 
     return 0;
 }
 
+static int sp_record(void *opaque, const page_scan_record_t *rec, char *err, size_t errlen)
+{
+    const provider_emit_t *e = opaque;
+    if (rec->id.kind != PAGE_SCAN_STRING || rec->id.len == 0 ||
+        rec->status.kind != PAGE_SCAN_STRING) {
+        snprintf(err, errlen,
+                 "results[%zu] lacks a non-empty string \"sid\" or a string "
+                 "\"status\"",
+                 rec->index);
+        return -1;
+    }
+    return e->fn(e->opaque, rec->id.text, rec->status.text, rec->span, rec->len, err, errlen);
+}
+
+/*
+ * Records reach fn as the scan meets them, before the next link is read
+ * (it may follow them): a page that fails after that, its link included,
+ * fails the poll, and the engine drops the cycle with all it observed, so
+ * a page we cannot continue from still fails whole.
+ */
 static int sp_handle_page(void *poll, const http_response_t *resp, provider_record_fn fn,
                           void *opaque, char *err, size_t errlen)
 {
     sp_poll_t *p = poll;
-    int rc = -1;
-    const cJSON *results;
-    cJSON *doc = provider_page_array(resp, "results", &results, err, errlen);
-    if (doc == NULL)
+    char link[PROVIDER_URL_MAX];
+    page_scan_result_t res = {.fields[0] = {.text = link, .cap = sizeof(link)}};
+    provider_emit_t e = {fn, opaque};
+    page_scan_rc_t rc =
+        page_scan(p->conf->scan, resp->body, resp->len, sp_record, &e, &res, err, errlen);
+    if (rc != PAGE_SCAN_OK && rc != PAGE_SCAN_E_RECORD)
         return -1;
-
-    const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
-    if (next && !cJSON_IsNull(next) && !cJSON_IsString(next)) {
+    /* The link is checked ahead of a record's own failure, as it was when
+     * it was checked before any record was handed over. */
+    const page_scan_value_t *next = &res.fields[0];
+    if (next->kind != PAGE_SCAN_ABSENT && next->kind != PAGE_SCAN_NULL &&
+        next->kind != PAGE_SCAN_STRING) {
         snprintf(err, errlen, "page's \"next\" is neither a string nor null");
-        goto out;
+        return -1;
     }
-    /* The link is checked before any record is handed over: a page we
-     * cannot continue from fails whole. */
-    int more = cJSON_IsString(next) && next->valuestring[0] != '\0';
-    if (more && resolve_next(p, next->valuestring, p->url, sizeof(p->url), err, errlen) != 0)
-        goto out;
-    size_t i = 0;
-    for (const cJSON *rec = results->child; rec; rec = rec->next, i++) {
-        const cJSON *sid = cJSON_GetObjectItemCaseSensitive(rec, "sid");
-        const cJSON *status = cJSON_GetObjectItemCaseSensitive(rec, "status");
-        if (!cJSON_IsString(sid) || sid->valuestring[0] == '\0' || !cJSON_IsString(status)) {
-            snprintf(err, errlen,
-                     "results[%zu] lacks a non-empty string \"sid\" or a string "
-                     "\"status\"",
-                     i);
-            goto out;
-        }
-        const char *text;
-        size_t tlen;
-        if (provider_record_text(&p->text, rec, &text, &tlen, err, errlen) != 0 ||
-            fn(opaque, sid->valuestring, status->valuestring, text, tlen, err, errlen) != 0)
-            goto out;
-    }
+    int more = next->kind == PAGE_SCAN_STRING && next->len > 0;
+    if (more && resolve_next(p, next, p->url, sizeof(p->url), err, errlen) != 0)
+        return -1;
+    if (rc != PAGE_SCAN_OK)
+        return -1;
     p->have_next = more;
     p->done = !more;
-    rc = 0;
-out:
-    cJSON_Delete(doc);
-    return rc;
+    return 0;
 }
 
 const provider_ops_t provider_smarterproctoring = {

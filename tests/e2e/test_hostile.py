@@ -189,19 +189,19 @@ class HostileProvider(unittest.TestCase):
 
     # ---- issue 11, point 5: records reach the event as received ----
 
-    # Odd but valid JSON, each record as the provider's bytes. The last is
-    # already in the compact form cJSON prints, so its bytes must survive
-    # whatever path the record takes; the others are compared parsed until
-    # the page scanner hands the diff the page's own spans (the unit test
-    # event_test.c odd_records_verbatim holds their bytes). Until then the
-    # records are cJSON's reprint, which turns 1.7976931348623157e308 into
-    # 1.79769313486232e+308 (infinity when read back): the unit test has it.
+    # Odd but valid JSON, each record as the provider's bytes: every event's
+    # data.session must be those very bytes (the page scanner hands the diff
+    # the page's own spans; the whitespace around an element is the array's,
+    # not the record's). 1.7976931348623157e308 is the case a reprint would
+    # lose (cJSON prints 1.79769313486232e+308, infinity when read back), as
+    # in event_test.c odd_records_verbatim.
     ODD_RECORDS = [
         rb'{"sessionId":"odd-1","status":"IN_PROGRESS","s":"q\"b\\s\/l\b\f\n\r\t\u001f"}',
         '{"sessionId":"odd-2","status":"IN_PROGRESS","u":"\\u00e9\\u20ac\\ud83d\\ude00",'
         '"raw":"\u00e9\u20ac\U0001f600","k\\u00e9y":1}'.encode(),
         rb'{"sessionId":"odd-3","status":"IN_PROGRESS","n":[1e3,1E+3,-2.5e-7,0.0,-0,0.1,'
-        rb'4436481160115170,-9007199254740992,2147483648,1.5e300]}',
+        rb'4436481160115170,-9007199254740992,2147483648,1.5e300,12345678901234567890,'
+        rb'1.7976931348623157e308]}',
         rb'{"sessionId":"odd-4","status":"IN_PROGRESS",'
         rb'"a":{"b":{"c":[[],[{}],[[1,[2,[3]]]],{"d":null}]}},"t":true,"f":false}',
         b' {\n\t"sessionId" :  "odd-5" ,\r\n  "status":"IN_PROGRESS"\t,"arr" : [ 1 , { } ] }\n',
@@ -223,10 +223,9 @@ class HostileProvider(unittest.TestCase):
             with self.subTest(session=want["sessionId"]):
                 m = got[want["sessionId"]]
                 self.assertEqual(m["event"]["data"]["session"], want)
-        # bytes: the compact record is the tail of the event, verbatim
-        compact = self.ODD_RECORDS[-1].decode()
-        self.assertTrue(got["odd-6"]["payload"].endswith('"session":' + compact + "}}"),
-                        got["odd-6"]["payload"])
+                # bytes: the record is the tail of the event's value, verbatim
+                value = m["payload"].encode()
+                self.assertTrue(value.endswith(b'"session":' + text.strip() + b"}}"), value)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 /*
  * Fuzz target: the page scanner (bridge/page_scan.h), differential against
- * what it replaces: provider_parse_json() (the prescan, then cJSON) and
+ * what it replaced: oracle_parse() below (the prescan, then cJSON) and
  * cJSON_GetObjectItemCaseSensitive() along the same paths. The input is
  * one page body, scanned under three specs (Century's, quiz_jsonapi's with
  * its second id place, and the body as the records array).
@@ -268,6 +268,83 @@ static void check_spec(const spec_case_t *c, const char *body, size_t len, const
     page_scan_spec_free(spec);
 }
 
+/*
+ * The oracle: how the adapters read a page before page_scan, kept here
+ * whole. What cJSON does not check, in one pass over the bytes before it
+ * parses:
+ * - nesting: cJSON recurses once per level, and a hostile page of a million
+ *   '[' must not reach it;
+ * - UTF-8 (RFC 8259 §8.1): cJSON copies bytes as they are, and ids,
+ *   statuses and the records embedded in events must be text every
+ *   consumer can decode. The whole page fails, not just the field: a
+ *   record is published as received, and replacing bytes in it would
+ *   publish what the provider never sent, unnoticed. (cJSON itself refuses
+ *   the \u escapes of lone or mismatched surrogates.)
+ * - "\u0000": cJSON decodes it into a NUL that ends the C string, so
+ *   "s-\u0000x" would become the id "s-" and the record would lose data.
+ * Returns 0, or -1 with err naming the byte offset.
+ */
+static int oracle_prescan(const char *s, size_t len, char *err, size_t errlen)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = u[i];
+        if (ch >= 0x80) {
+            size_t n = diff_utf8_seq(u + i, len - i);
+            if (n == 0) {
+                snprintf(err, errlen, "invalid UTF-8 at byte %zu of %zu", i, len);
+                return -1;
+            }
+            i += n - 1;
+        } else if (in_str) {
+            if (ch == '\\') {
+                if (len - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
+                    snprintf(err, errlen, "\"\\u0000\" in a string at byte %zu of %zu", i, len);
+                    return -1;
+                }
+                i++;
+            } else if (ch == '"') {
+                in_str = 0;
+            }
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > PAGE_SCAN_MAX_DEPTH) {
+                snprintf(err, errlen, "JSON nested deeper than %d levels", PAGE_SCAN_MAX_DEPTH);
+                return -1;
+            }
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+static cJSON *oracle_parse(const http_response_t *resp, char *err, size_t errlen)
+{
+    if (resp->body == NULL || resp->len == 0) {
+        snprintf(err, errlen, "empty body");
+        return NULL;
+    }
+    if (oracle_prescan(resp->body, resp->len, err, errlen) != 0)
+        return NULL;
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(resp->body, resp->len, &end, 0);
+    size_t off = end ? (size_t)(end - resp->body) : 0;
+    /* cJSON stops after the first value; what follows may only be
+     * whitespace (RFC 8259 §2), or a second document or garbage would pass
+     * unseen. */
+    while (doc && off < resp->len && strchr(" \t\r\n", resp->body[off]) && resp->body[off])
+        off++;
+    if (doc == NULL || off != resp->len) {
+        cJSON_Delete(doc);
+        snprintf(err, errlen, "malformed JSON at byte %zu of %zu", off, resp->len);
+        return NULL;
+    }
+    return doc;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *body = (const char *)data;
@@ -276,7 +353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     resp.body = (char *)data;
     resp.len = size;
     char err[512];
-    cJSON *doc = provider_parse_json(&resp, err, sizeof(err));
+    cJSON *doc = oracle_parse(&resp, err, sizeof(err));
     for (size_t i = 0; i < NSPECS; i++)
         check_spec(&specs[i], body, size, doc);
     cJSON_Delete(doc);

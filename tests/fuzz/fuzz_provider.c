@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,7 @@ void fuzz_check_request(const conf_source_t *src, const provider_request_t *req)
 typedef struct poll_state {
     diff_cycle_t *cy;
     size_t records;
+    const http_response_t *resp; /* the page being handled */
 } poll_state_t;
 
 static int on_record(void *opaque, const char *session_id, const char *raw_status, const char *text,
@@ -214,6 +216,10 @@ static int on_record(void *opaque, const char *session_id, const char *raw_statu
     poll_state_t *st = opaque;
     FUZZ_CHECK(session_id != NULL && raw_status != NULL && text != NULL && len > 0,
                "record %zu handed over without an id, a status or the record", st->records);
+    /* the record is the page's own bytes (a span, no copy, no reprint) */
+    uintptr_t at = (uintptr_t)text, body = (uintptr_t)st->resp->body;
+    FUZZ_CHECK(at >= body && len <= st->resp->len && at - body <= st->resp->len - len,
+               "record %zu is not a span of the page", st->records);
     /* the record is one JSON value, as its events will embed it */
     cJSON *doc = cJSON_ParseWithLength(text, len);
     FUZZ_CHECK(doc != NULL, "record %zu: its text is not JSON", st->records);
@@ -309,6 +315,7 @@ int fuzz_provider_run(const fuzz_provider_t *fp, const uint8_t *data, size_t siz
             break; /* the input ends mid-poll: the poll never completes */
         http_response_t resp;
         build_response(chunk, &resp);
+        st.resp = &resp;
         r = ops->handle_page(poll, &resp, on_record, &st, err, sizeof(err));
         http_response_reset(&resp);
         FUZZ_CHECK(r == 0 || r == -1, "handle_page returned %d", r);

@@ -44,6 +44,8 @@ static conf_t *load(const char *source_json)
 typedef struct seen {
     char ids[64][64];
     char statuses[64][32];
+    /* The first records' text as handed over (shorter than 512 bytes). */
+    char texts[8][512];
     int n;
 } seen_t;
 
@@ -56,6 +58,8 @@ static int collect(void *opaque, const char *id, const char *status, const char 
     ck_assert_uint_gt(len, 1);
     snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
     snprintf(s->statuses[s->n], sizeof(s->statuses[0]), "%s", status);
+    if (s->n < 8 && len < sizeof(s->texts[0]))
+        memcpy(s->texts[s->n], rec, len);
     s->n++;
     return 0;
 }
@@ -268,6 +272,57 @@ START_TEST(utf8_ids_pass)
 }
 END_TEST
 
+/* A record reaches the diff as the bytes served: spacing, escapes, number
+ * spellings (an exponent, the largest double, an integer past 2^31) and
+ * member order kept, nothing reprinted. */
+START_TEST(records_arrive_as_received)
+{
+    static const char *const recs[] = {
+        "{ \"sessionId\" : \"s-\\u0031\", \"status\":\"IN_PROGRESS\",\n\t\"n\": "
+        "1.7976931348623157e308 }",
+        "{\"status\":\"COMPLETED\",\"sessionId\":\"s-2\",\"x\":[1E+2,-0.5e-3,{\"y\":null}],"
+        "\"big\":4436481160115170,\"t\":\"\\/\\\"\\u00e9\\ud83d\\ude00\"}",
+    };
+    char body[1024];
+    snprintf(body, sizeof(body), "{\"data\":[ %s ,\r\n%s],\"pagination\":{\"nextCursor\":null}}",
+             recs[0], recs[1]);
+    conf_t *c = load(BASIC "}");
+    void *poll = first_page_poll(c);
+    char err[256] = "";
+    seen_t seen = {0};
+    ck_assert_msg(page(poll, body, &seen, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_str_eq(seen.ids[0], "s-1");
+    ck_assert_str_eq(seen.texts[0], recs[0]);
+    ck_assert_str_eq(seen.texts[1], recs[1]);
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+/* Records are handed over before the page is read to its end; a page
+ * missing its pagination still fails with that reason, ahead of a record's
+ * own, as it did when the page was parsed whole first. */
+START_TEST(page_reasons_come_before_record_reasons)
+{
+    conf_t *c = load(BASIC "}");
+    void *poll = first_page_poll(c);
+    char err[256] = "";
+    seen_t seen = {0};
+    ck_assert_int_eq(
+        page(poll, "{\"data\":[{\"sessionId\":1,\"status\":\"X\"}]}", &seen, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "pagination.nextCursor"));
+    ck_assert_int_eq(page(poll,
+                          "{\"data\":[{\"sessionId\":\"a\",\"status\":\"X\"},{\"status\":\"X\"}],"
+                          "\"pagination\":{\"nextCursor\":null}}",
+                          &seen, err, sizeof(err)),
+                     -1);
+    ck_assert_str_eq(err, "data[1] lacks a string \"sessionId\" or \"status\"");
+    provider_century.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
 START_TEST(deep_nesting_and_cursor_loops_fail)
 {
     conf_t *c = load(BASIC "}");
@@ -395,6 +450,8 @@ int main(void)
     tcase_add_loop_test(tc, bad_configs_name_path_and_expectation, 0,
                         (int)(sizeof(bad_configs) / sizeof(bad_configs[0])));
     tcase_add_test(tc, date_bounds_are_accepted);
+    tcase_add_test(tc, records_arrive_as_received);
+    tcase_add_test(tc, page_reasons_come_before_record_reasons);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

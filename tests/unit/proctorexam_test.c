@@ -318,6 +318,7 @@ END_TEST
 typedef struct seen {
     char ids[64][64];
     char statuses[64][32];
+    char first[512]; /* the first record's text, when it fits */
     int n;
 } seen_t;
 
@@ -330,6 +331,8 @@ static int collect(void *opaque, const char *id, const char *status, const char 
     ck_assert_uint_gt(len, 1);
     snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
     snprintf(s->statuses[s->n], sizeof(s->statuses[0]), "%s", status);
+    if (s->n == 0 && len < sizeof(s->first))
+        memcpy(s->first, rec, len);
     s->n++;
     return 0;
 }
@@ -467,6 +470,28 @@ START_TEST(fixture_page_parses)
     ck_assert_str_eq(seen.statuses[3], "email_bounced");
     ck_assert_int_eq(provider_proctorexam.next_request(poll, &req, err, sizeof(err)), 0);
     free(body);
+    provider_proctorexam.poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
+/* An integer id past 2^31 becomes its decimal text; the record reaches the
+ * diff as served, spacing and number spellings kept. */
+START_TEST(records_arrive_as_received)
+{
+    static const char rec[] = "{ \"id\" : 4436481160115170, \"status\":\"registered\",\n"
+                              "\"score\": -2.5e-3, \"n\":\"\\u00e9\\/\" }";
+    conf_t *c = load(BASIC);
+    void *poll = provider_proctorexam.poll_begin(&c->sources[0], time(NULL));
+    provider_request_t req;
+    char err[256] = "", body[512];
+    seen_t seen = {0};
+    snprintf(body, sizeof(body), "{\"students\":[ %s ]}", rec);
+    ck_assert_int_eq(provider_proctorexam.next_request(poll, &req, err, sizeof(err)), 1);
+    ck_assert_msg(page(poll, body, NULL, &seen, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert_str_eq(seen.ids[0], "4436481160115170");
+    ck_assert_str_eq(seen.first, rec);
     provider_proctorexam.poll_free(poll);
     conf_free(c);
 }
@@ -675,6 +700,7 @@ int main(void)
     tcase_add_loop_test(tc, paging_table, 0, (int)(sizeof(paging) / sizeof(paging[0])));
     tcase_add_test(tc, pages_until_the_count);
     tcase_add_test(tc, fixture_page_parses);
+    tcase_add_test(tc, records_arrive_as_received);
     tcase_add_loop_test(tc, malformed_pages_fail, 0,
                         (int)(sizeof(bad_pages) / sizeof(bad_pages[0])));
     tcase_add_test(tc, page_count_is_bounded);

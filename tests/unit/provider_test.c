@@ -117,29 +117,6 @@ START_TEST(id_text_refuses_inexact_numbers)
 }
 END_TEST
 
-/* One document per body: what follows it may only be whitespace. */
-static const struct doc_case {
-    const char *body;
-    int ok;
-} doc_cases[] = {
-    {"{\"data\":[]}", 1},         {"{\"data\":[]} \r\n\t", 1},
-    {"{\"data\":[]}}garbage", 0}, {"{\"data\":[]}{\"data\":[]}", 0},
-    {"{\"data\":[]} x", 0},
-};
-
-START_TEST(a_page_is_one_document)
-{
-    const struct doc_case *c = &doc_cases[_i];
-    http_response_t r = {.status = 200, .body = (char *)c->body, .len = strlen(c->body)};
-    char err[256] = "";
-    cJSON *doc = provider_parse_json(&r, err, sizeof(err));
-    ck_assert_msg((doc != NULL) == c->ok, "%s: %s", c->body, err);
-    if (!c->ok)
-        ck_assert_ptr_nonnull(strstr(err, "malformed JSON at byte"));
-    cJSON_Delete(doc);
-}
-END_TEST
-
 int main(void)
 {
     Suite *s = suite_create("provider");
@@ -150,7 +127,6 @@ int main(void)
     tcase_add_loop_test(tc, exact_integers_only, 0,
                         (int)(sizeof(int_cases) / sizeof(int_cases[0])));
     tcase_add_test(tc, id_text_refuses_inexact_numbers);
-    tcase_add_loop_test(tc, a_page_is_one_document, 0, sizeof(doc_cases) / sizeof(doc_cases[0]));
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -51,6 +51,7 @@ typedef struct seen {
     char ids[64][64];
     char statuses[64][32];
     char types[64][32];
+    char first[512]; /* the first record's text, when it fits */
     int n;
 } seen_t;
 
@@ -67,6 +68,8 @@ static int collect(void *opaque, const char *id, const char *status, const char 
     snprintf(s->types[s->n], sizeof(s->types[0]), "%s",
              cJSON_IsString(type) ? type->valuestring : "");
     cJSON_Delete(doc);
+    if (s->n == 0 && len < sizeof(s->first))
+        memcpy(s->first, rec, len);
     snprintf(s->ids[s->n], sizeof(s->ids[0]), "%s", id);
     snprintf(s->statuses[s->n], sizeof(s->statuses[0]), "%s", status);
     s->n++;
@@ -237,6 +240,10 @@ static const struct {
     {"{\"type\":\"quiz/sessions\",\"id\":\"top\",\"attributes\":{\"id\":\"attr\","
      "\"status\":\"pending\"}}",
      "top"},
+    /* spacing and number spellings as served */
+    {"{ \"type\": \"quiz/sessions\", \"id\" : 4436481160115170,\n\"attributes\":{\"status\":"
+     "\"pending\",\"score\":1.5E3,\"t\":\"\\u00e9\"} }",
+     "4436481160115170"},
 };
 
 START_TEST(session_id_forms)
@@ -251,6 +258,8 @@ START_TEST(session_id_forms)
     ck_assert_msg(page(poll, body, &seen, err, sizeof(err)) == 0, "row %d: %s", _i, err);
     ck_assert_int_eq(seen.n, 1);
     ck_assert_str_eq(seen.ids[0], ids[_i].id);
+    /* the resource as served, not a reprint */
+    ck_assert_str_eq(seen.first, ids[_i].record);
     Q->poll_free(poll);
     conf_free(c);
 }
