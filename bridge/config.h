@@ -43,7 +43,7 @@ typedef struct conf_source {
     int page_size;
     unsigned vanish_grace;
     size_t max_sessions; /* records one poll may observe */
-    bool initial_emit; /* initial_snapshot = "emit" */
+    bool initial_emit;   /* initial_snapshot = "emit" */
     diff_status_map_t *status_map;
 } conf_source_t;
 

@@ -884,6 +884,21 @@ static int append_meta(store_t *st, const char *meta, uint64_t cycle, size_t ses
     return append_command(st, 8, argv, len, "HSET", err, errlen);
 }
 
+/*
+ * After a transaction failed while it was being queued (a change that
+ * could not be read, a command that did not fit): MULTI and part of it may
+ * sit in the output buffer or be sent already (past STORE_FLUSH_BYTES),
+ * and the next command would join it. Only a new connection is in sync.
+ * A failed append_command() has dropped the connection already.
+ */
+static void drop_half_transaction(store_t *st)
+{
+    if (st->ctx != NULL) {
+        st->errors++;
+        disconnect(st);
+    }
+}
+
 static store_fence_t commit(store_t *st, const char *source, const char *token,
                             const store_delta_t *delta, size_t sessions_after,
                             const store_extra_t *extra, uint64_t *cycle, char *err, size_t errlen)
@@ -921,8 +936,10 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
         append_chunks(st, snap, delta, true, err, errlen) != 0 ||
         append_extra(st, extra, err, errlen) != 0 ||
         append_meta(st, meta, *cycle + 1, sessions_after, &m, err, errlen) != 0 ||
-        append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0)
+        append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0) {
+        drop_half_transaction(st);
         return STORE_FENCE_ERROR;
+    }
     rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);
     if (rc == -2 && token != NULL)
         return aborted_why(st, source, token, *cycle, err, errlen);
@@ -1044,11 +1061,7 @@ store_fence_t store_restore(store_t *st, const char *source, const char *token,
         diff_index_foreach(ix, restore_session, &c) != 0 || restore_flush(&c) != 0 ||
         append_meta(st, meta, cycle, diff_index_size(ix), &m, err, errlen) != 0 ||
         append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0) {
-        /* Half a transaction may be queued: only a new connection is in sync. */
-        if (st->ctx != NULL) {
-            st->errors++;
-            disconnect(st);
-        }
+        drop_half_transaction(st);
         return STORE_FENCE_ERROR;
     }
     rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);

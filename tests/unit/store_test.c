@@ -726,6 +726,56 @@ START_TEST(test_error_reply_fails_commit)
 }
 END_TEST
 
+/* A delta whose changes can be read n times, then no more (a reader that
+ * runs out of memory half way through a commit). */
+typedef struct flaky_delta {
+    const diff_change_t *ch;
+    int reads_left;
+} flaky_delta_t;
+
+static int flaky_get(const void *opaque, size_t i, diff_change_t *out)
+{
+    flaky_delta_t *f = (flaky_delta_t *)opaque;
+    if (f->reads_left-- <= 0)
+        return -1;
+    *out = f->ch[i];
+    return 0;
+}
+
+/* The delta is read once to check it, then again as it is queued: a failure
+ * the second time leaves MULTI and part of the transaction queued, and the
+ * next command must not join them. */
+START_TEST(test_failure_while_queueing_leaves_connection_in_step)
+{
+    diff_change_t ch[] = {upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active"),
+                          upsert("b", DIFF_STATE_ACTIVE, 0, 2, "active")};
+    store_t *st = open_store(srv.port);
+    char token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    uint64_t cycle = 0;
+
+    ck_assert_int_eq(store_new_token(token), 0);
+    ck_assert_int_eq(store_lease_acquire(st, "half", token, 10000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    flaky_delta_t f = {.ch = ch, .reads_left = 3};
+    store_delta_t d = {.n = 2, .get = flaky_get, .opaque = &f};
+    ck_assert_int_eq(store_commit_fenced(st, "half", token, &d, 2, NULL, &cycle, err, sizeof err),
+                     STORE_FENCE_ERROR);
+    ck_assert_uint_eq(cycle, 0);
+
+    /* nothing of it reached Redis, and the next commit goes through whole */
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:snap:half"), 0);
+    store_delta_t good = store_delta_of(ch, 2);
+    err[0] = '\0';
+    ck_assert_msg(store_commit_fenced(st, "half", token, &good, 2, NULL, &cycle, err, sizeof err) ==
+                      STORE_FENCE_OK,
+                  "%s", err);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:half"), 2);
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    store_free(st);
+}
+END_TEST
+
 /* The outbox and dead-letter sizes the metrics report. */
 START_TEST(test_outbox_and_dlq_counts)
 {
@@ -1096,6 +1146,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_command_counts);
     tcase_add_test(tc, test_malformed_values);
     tcase_add_test(tc, test_error_reply_fails_commit);
+    tcase_add_test(tc, test_failure_while_queueing_leaves_connection_in_step);
     tcase_add_test(tc, test_db_and_prefix);
     tcase_add_test(tc, test_outbox_and_dlq_counts);
     tcase_add_test(tc, test_invalid_input_sends_nothing);
