@@ -256,7 +256,7 @@ static int observe(run_t *r, diff_cycle_t *cy, const char *id, const char *statu
     char err[512] = "", rec[4 * (DIFF_ID_MAX + DIFF_STATUS_MAX)];
     size_t len = make_record(id, status, payload, rec, sizeof(rec));
     size_t idlen = strlen(id), slen = strlen(status);
-    int rc = diff_cycle_observe(cy, id, status, rec, len, err, sizeof(err));
+    int rc = diff_cycle_observe(cy, id, idlen, status, slen, rec, len, err, sizeof(err));
     /* the cycle keeps a copy, never the caller's bytes */
     memset(rec, '#', len);
     if (idlen == 0 || idlen > DIFF_ID_MAX || slen == 0 || slen > DIFF_STATUS_MAX) {
