@@ -400,7 +400,8 @@ static int century_record(void *opaque, const page_scan_record_t *rec, char *err
     }
     /* An id or status too long for its buffer is "": the engine refuses it
      * with its own bound, as it refused the whole text. */
-    return e->fn(e->opaque, rec->id.text, rec->status.text, rec->span, rec->len, err, errlen);
+    return e->fn(e->opaque, rec->id.text, rec->id.len, rec->status.text, rec->status.len, rec->span,
+                 rec->len, err, errlen);
 }
 
 /*

@@ -1213,11 +1213,12 @@ static void fetch_next(source_rt_t *s)
     }
 }
 
-static int on_record(void *opaque, const char *session_id, const char *raw_status, const char *text,
-                     size_t len, char *err, size_t errlen)
+static int on_record(void *opaque, const char *session_id, size_t id_len, const char *raw_status,
+                     size_t status_len, const char *text, size_t len, char *err, size_t errlen)
 {
     source_rt_t *s = opaque;
-    return diff_cycle_observe(s->cy, session_id, raw_status, text, len, err, errlen);
+    return diff_cycle_observe(s->cy, session_id, id_len, raw_status, status_len, text, len, err,
+                              errlen);
 }
 
 /* A page transfer ended (called from http_multi_run on the loop's thread). */

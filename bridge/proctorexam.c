@@ -510,7 +510,9 @@ static int pe_record(void *opaque, const page_scan_record_t *rec, char *err, siz
                  rec->index);
         return -1;
     }
-    return e->fn(e->opaque, id, rec->status.text, rec->span, rec->len, err, errlen);
+    /* the id may be a number's text made here: measured, a few bytes */
+    return e->fn(e->opaque, id, strlen(id), rec->status.text, rec->status.len, rec->span, rec->len,
+                 err, errlen);
 }
 
 /* Records reach fn before the page is read to its end: a page that fails

@@ -38,15 +38,20 @@ typedef struct provider_request {
 } provider_request_t;
 
 /*
- * Receives one record of a page: its id, raw status and its len bytes of
- * JSON text (not NUL-terminated: the record as received, a span of the
- * page), all borrowed for the call. Called on the thread that calls
+ * Receives one record of a page: its id (id_len bytes) and raw status
+ * (status_len bytes), as decoded, and its len bytes of JSON text (the
+ * record as received, a span of the page), all borrowed for the call and
+ * none NUL-terminated for certain: lengths travel with the bytes, so that
+ * nothing downstream measures them again (diff_cycle_observe). A length
+ * above the diff's bound (an id or status too long for the scanner's
+ * buffer) is passed as it is, and fails the page there. Called on the thread that calls
  * handle_page, as the page is scanned: a page may still fail after some
  * records (the poll fails, and its cycle is dropped whole). Returns 0, or
  * -1 with err to fail the page.
  */
-typedef int (*provider_record_fn)(void *opaque, const char *session_id, const char *raw_status,
-                                  const char *text, size_t len, char *err, size_t errlen);
+typedef int (*provider_record_fn)(void *opaque, const char *session_id, size_t id_len,
+                                  const char *raw_status, size_t status_len, const char *text,
+                                  size_t len, char *err, size_t errlen);
 
 typedef struct provider_status {
     const char *raw;

@@ -338,7 +338,9 @@ static int quiz_record(void *opaque, const page_scan_record_t *rec, char *err, s
         snprintf(err, errlen, "data[%zu] lacks a string \"attributes.status\"", rec->index);
         return -1;
     }
-    return e->fn(e->opaque, id, rec->status.text, rec->span, rec->len, err, errlen);
+    /* the id may be a number's text made here: measured, a few bytes */
+    return e->fn(e->opaque, id, strlen(id), rec->status.text, rec->status.len, rec->span, rec->len,
+                 err, errlen);
 }
 
 /* Records reach fn before the page is read to its end: a page that fails

@@ -558,7 +558,8 @@ static int sp_record(void *opaque, const page_scan_record_t *rec, char *err, siz
                  rec->index);
         return -1;
     }
-    return e->fn(e->opaque, rec->id.text, rec->status.text, rec->span, rec->len, err, errlen);
+    return e->fn(e->opaque, rec->id.text, rec->id.len, rec->status.text, rec->status.len, rec->span,
+                 rec->len, err, errlen);
 }
 
 /*

@@ -2,9 +2,13 @@
  * diff: snapshot and lifecycle logic. See diff.h for the contract.
  *
  * Layout, chosen for 100k sessions per source:
- * - the index is an open-addressing table (power of two, linear probing,
- *   backward-shift deletion, no tombstones) of pointers to one malloc'd
- *   entry per session holding the fixed 16-byte header and the id;
+ * - the index is an open-addressing table (linear probing, backward-shift
+ *   deletion, no tombstones) of 8-byte slots: a 32-bit reference to the
+ *   session's entry and 32 bits of the XXH3-64 hash of its id, compared
+ *   before the id's bytes. Entries (a 16-byte header, the id and its NUL)
+ *   are chunks of slabs in 8-byte size classes with free lists (pool_t),
+ *   not one malloc each. A lookup hashes the id once, with its length as
+ *   the page scanner found it;
  * - raw statuses are interned per index, so an entry stores a 16-bit index
  *   instead of a string;
  * - "seen in this cycle" is a stamp written into the entry: every cycle
@@ -38,10 +42,12 @@
 /* Smallest table; tables never shrink below it. */
 #define TAB_MIN_CAP 16
 /* Tables grow before more than 3/4 of their slots are used: linear probing
- * degrades quickly above that, and below it the slot array costs at most
- * 8 / (3/8) ~ 21 bytes per session. */
+ * degrades quickly above that. They grow by 3/2, so that their load stays
+ * between 1/2 and 3/4: 8-byte slots cost 11..16 bytes per session. */
 #define TAB_LOAD_NUM 3
 #define TAB_LOAD_DEN 4
+#define TAB_GROW_NUM 3
+#define TAB_GROW_DEN 2
 /* After removals a table shrinks when fewer than 1/8 of its slots are used. */
 #define TAB_SHRINK_DEN 8
 
@@ -153,90 +159,108 @@ int diff_utf8_check(const char *s, size_t n, size_t *bad)
     return 0;
 }
 
-/* FNV-1a with a final avalanche: table indexes use the low bits, which plain
- * FNV-1a mixes poorly for short keys that differ only at the end. */
-#define FNV_OFFSET UINT64_C(0xcbf29ce484222325)
-#define FNV_PRIME UINT64_C(0x100000001b3)
-
-static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
+/*
+ * Hash of a key's bytes, computed once per lookup: XXH3-64 (the
+ * fingerprint's hash, so no second hash function to keep). A table keeps 32
+ * of its bits per slot as a tag, which both places the key (its home slot,
+ * see htab_home) and filters candidates: the key's bytes are compared only
+ * when the tag matches, which for a different key happens with probability
+ * 2^-32 per slot visited.
+ */
+static uint32_t key_tag(const char *s, size_t n)
 {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= FNV_PRIME;
-    }
-    return h;
+    return (uint32_t)XXH3_64bits(s, n);
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    /* splitmix64 finalizer */
-    x ^= x >> 30;
-    x *= UINT64_C(0xbf58476d1ce4e5b9);
-    x ^= x >> 27;
-    x *= UINT64_C(0x94d049bb133111eb);
-    x ^= x >> 31;
-    return x;
-}
+/* ---- open-addressing tables of 32-bit references ---- */
 
-static uint64_t hash_str(const char *s)
-{
-    return mix64(fnv_bytes(FNV_OFFSET, s, strlen(s)));
-}
+/*
+ * A slot is 8 bytes: the reference of its member (0: empty) and the tag of
+ * the member's key. The table owns no member: whoever fills it says what a
+ * reference means (an entry of the index's pool, a status, a map entry)
+ * and compares keys through htab_eq_fn. Because a member's home slot is a
+ * function of its tag alone, growing, shrinking and deleting never touch
+ * the members or hash a key again.
+ */
+typedef struct hslot {
+    uint32_t ref;
+    uint32_t tag;
+} hslot_t;
 
-/* ---- pointer tables keyed by a string inside the pointee ---- */
-
-typedef struct ptab {
-    void **slots;
-    size_t cap; /* 0 or a power of two */
+typedef struct htab {
+    hslot_t *slots;
+    size_t cap; /* 0 or >= TAB_MIN_CAP; any value, not only powers of two */
     size_t count;
-    size_t key_off; /* offset of the NUL-terminated key inside each pointee */
-} ptab_t;
+} htab_t;
 
-static const char *ptab_key(const ptab_t *t, const void *p)
+/* True when member ref has the key s (n bytes); called on a tag match only. */
+typedef bool (*htab_eq_fn)(const void *ctx, uint32_t ref, const char *s, size_t n);
+
+/* Home slot of a tag: Lemire's multiply-shift range reduction, which spreads
+ * the tag over any capacity, so that tables may grow by 3/2 (a table at 1M
+ * sessions then averages ~5/8 load instead of ~1/2 with doublings). */
+static size_t htab_home(uint32_t tag, size_t cap)
 {
-    return (const char *)p + t->key_off;
+    return (size_t)(((uint64_t)tag * (uint64_t)cap) >> 32);
 }
 
-/* Slot holding key, or SIZE_MAX. */
-static size_t ptab_find(const ptab_t *t, const char *key, uint64_t h)
+/* Slot holding key (n bytes, tag), or SIZE_MAX. */
+static size_t htab_find(const htab_t *t, uint32_t tag, const char *key, size_t n, htab_eq_fn eq,
+                        const void *ctx)
 {
     if (t->cap == 0)
         return SIZE_MAX;
-    size_t mask = t->cap - 1;
-    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-        void *p = t->slots[i];
-        if (p == NULL)
+    for (size_t i = htab_home(tag, t->cap);;) {
+        const hslot_t *s = &t->slots[i];
+        if (s->ref == 0)
             return SIZE_MAX;
-        if (strcmp(ptab_key(t, p), key) == 0)
+        if (s->tag == tag && eq(ctx, s->ref, key, n))
             return i;
+        if (++i == t->cap)
+            i = 0;
     }
 }
 
-static void *ptab_get(const ptab_t *t, const char *key, uint64_t h)
+/* Reference of the member with key, or 0. */
+static uint32_t htab_get(const htab_t *t, uint32_t tag, const char *key, size_t n, htab_eq_fn eq,
+                         const void *ctx)
 {
-    size_t i = ptab_find(t, key, h);
-    return i == SIZE_MAX ? NULL : t->slots[i];
+    size_t i = htab_find(t, tag, key, n, eq, ctx);
+    return i == SIZE_MAX ? 0 : t->slots[i].ref;
 }
 
-static void ptab_place(void **slots, size_t cap, void *p, uint64_t h)
+static bool ref_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
 {
-    size_t mask = cap - 1;
-    size_t i = (size_t)h & mask;
-    while (slots[i] != NULL)
-        i = (i + 1) & mask;
-    slots[i] = p;
+    (void)s;
+    (void)n;
+    return ref == *(const uint32_t *)ctx;
 }
 
-static int ptab_resize(ptab_t *t, size_t cap)
+/* Slot of member ref (its tag given), or SIZE_MAX: references are unique,
+ * so they stand for the key. */
+static size_t htab_find_ref(const htab_t *t, uint32_t tag, uint32_t ref)
 {
-    void **slots = calloc(cap, sizeof(*slots));
+    return htab_find(t, tag, NULL, 0, ref_eq, &ref);
+}
+
+static void htab_place(hslot_t *slots, size_t cap, hslot_t m)
+{
+    size_t i = htab_home(m.tag, cap);
+    while (slots[i].ref != 0) {
+        if (++i == cap)
+            i = 0;
+    }
+    slots[i] = m;
+}
+
+static int htab_resize(htab_t *t, size_t cap)
+{
+    hslot_t *slots = calloc(cap, sizeof(*slots));
     if (slots == NULL)
         return -1;
     for (size_t i = 0; i < t->cap; i++) {
-        void *p = t->slots[i];
-        if (p != NULL)
-            ptab_place(slots, cap, p, hash_str(ptab_key(t, p)));
+        if (t->slots[i].ref != 0)
+            htab_place(slots, cap, t->slots[i]);
     }
     free(t->slots);
     t->slots = slots;
@@ -244,77 +268,230 @@ static int ptab_resize(ptab_t *t, size_t cap)
     return 0;
 }
 
-static size_t ptab_cap_for(size_t count)
+/* Smallest capacity that holds count members under the load bound. */
+static size_t htab_cap_for(size_t count)
 {
-    size_t cap = TAB_MIN_CAP;
-    while (count * TAB_LOAD_DEN > cap * TAB_LOAD_NUM) {
-        if (cap > SIZE_MAX / 2)
-            return 0;
-        cap *= 2;
-    }
-    return cap;
+    if (count > SIZE_MAX / TAB_LOAD_DEN)
+        return 0;
+    size_t cap = (count * TAB_LOAD_DEN + TAB_LOAD_NUM - 1) / TAB_LOAD_NUM;
+    return cap < TAB_MIN_CAP ? TAB_MIN_CAP : cap;
 }
 
-/* Makes room for `count` entries in total, so that inserts up to it cannot
- * fail. 0 or -1. */
-static int ptab_reserve(ptab_t *t, size_t count)
+/* Makes room for `count` members in total, so that inserts up to it cannot
+ * fail. Grows by at least TAB_GROW_NUM/TAB_GROW_DEN, so that n inserts cost
+ * O(n) moves. 0 or -1. */
+static int htab_reserve(htab_t *t, size_t count)
 {
-    size_t cap = ptab_cap_for(count);
-    if (cap == 0)
+    size_t need = htab_cap_for(count);
+    /* a slot count beyond 2^32 would outgrow htab_home's range */
+    if (need == 0 || need > UINT32_MAX || count >= UINT32_MAX)
         return -1;
-    if (cap <= t->cap)
+    if (need <= t->cap)
         return 0;
-    return ptab_resize(t, cap);
+    size_t grown = t->cap / TAB_GROW_DEN * TAB_GROW_NUM;
+    return htab_resize(t, grown > need && grown <= UINT32_MAX ? grown : need);
 }
 
 /* The key must be absent and room reserved. */
-static void ptab_insert(ptab_t *t, void *p, uint64_t h)
+static void htab_insert(htab_t *t, uint32_t ref, uint32_t tag)
 {
-    ptab_place(t->slots, t->cap, p, h);
+    htab_place(t->slots, t->cap, (hslot_t){.ref = ref, .tag = tag});
     t->count++;
 }
 
 /* Backward-shift deletion: later members of the probe run move up so that
  * lookups never need tombstones. */
-static void ptab_remove_at(ptab_t *t, size_t slot)
+static void htab_remove_at(htab_t *t, size_t slot)
 {
-    size_t mask = t->cap - 1;
-    size_t i = slot;
-    size_t j = slot;
-    t->slots[i] = NULL;
+    size_t i = slot, j = slot;
+    t->slots[i].ref = 0;
     for (;;) {
-        j = (j + 1) & mask;
-        void *p = t->slots[j];
-        if (p == NULL)
+        if (++j == t->cap)
+            j = 0;
+        hslot_t m = t->slots[j];
+        if (m.ref == 0)
             break;
-        size_t k = (size_t)hash_str(ptab_key(t, p)) & mask;
-        /* p may stay if its home k lies cyclically in (i, j]. */
+        size_t k = htab_home(m.tag, t->cap);
+        /* m may stay if its home k lies cyclically in (i, j]. */
         bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
         if (stays)
             continue;
-        t->slots[i] = p;
-        t->slots[j] = NULL;
+        t->slots[i] = m;
+        t->slots[j].ref = 0;
         i = j;
     }
     t->count--;
 }
 
 /* Gives memory back after mass removals; keeps the table when that fails. */
-static void ptab_maybe_shrink(ptab_t *t)
+static void htab_maybe_shrink(htab_t *t)
 {
     if (t->cap <= TAB_MIN_CAP || t->count * TAB_SHRINK_DEN >= t->cap)
         return;
-    size_t cap = ptab_cap_for(t->count);
+    size_t cap = htab_cap_for(t->count);
     if (cap != 0 && cap < t->cap)
-        (void)ptab_resize(t, cap);
+        (void)htab_resize(t, cap);
 }
 
-static void ptab_release(ptab_t *t)
+static void htab_release(htab_t *t)
 {
     free(t->slots);
-    t->slots = NULL;
-    t->cap = 0;
-    t->count = 0;
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---- the pool of index entries ---- */
+
+/*
+ * Entries live in slabs of POOL_SLAB_BYTES carved into chunks of one size
+ * class (multiples of POOL_UNIT), with a free list per class; a chunk is
+ * named by a 32-bit reference (slab << POOL_UNIT_BITS | unit in the slab).
+ * Why this and not one malloc per entry: glibc's 8-byte chunk header and
+ * 16-byte granularity made a 36-char id's entry a 64-byte chunk, and the
+ * table held 8-byte pointers; here it is a 56-byte chunk and a 4-byte
+ * reference. Why size classes with free lists and not fixed headers and an
+ * id arena: a provider's ids have one or a few lengths, so the sessions a
+ * churn cycle forgets free exactly the chunks its new sessions take, and
+ * the steady state neither grows nor needs compacting; the arena would
+ * collect garbage at the churn rate and need copying (twice its size at
+ * the moment of the copy) to get it back. The pool is compacted only after
+ * mass removals (pool_compact), with the table's shrink.
+ */
+#define POOL_UNIT 8
+#define POOL_UNIT_BITS 11
+/* 16 KiB: 2^11 units. Small enough that a small index is not held up by
+ * mostly empty slabs, large enough that the slab array is ~0.05% of them;
+ * 2^21 slabs (32 GiB) are addressable. */
+#define POOL_SLAB_BYTES ((size_t)POOL_UNIT << POOL_UNIT_BITS)
+#define POOL_MAX_SLABS ((size_t)1 << (32 - POOL_UNIT_BITS))
+/* Compact after removals when chunks in use fill under 1/4 of the slabs. */
+#define POOL_COMPACT_DEN 4
+
+/* An entry's header before its id (entry_t, checked there). */
+#define ENTRY_HEADER 16
+/* Size classes: an entry with the longest id and its NUL is the last. */
+#define POOL_CLASSES ((ENTRY_HEADER + DIFF_ID_MAX + 1 + POOL_UNIT - 1) / POOL_UNIT + 1)
+
+typedef struct pool {
+    char **slabs;
+    size_t nslabs, slabs_cap;
+    size_t used; /* bytes of the chunks handed out */
+    /* per class: the first free chunk (0: none; a free chunk holds the
+     * next one in its first 4 bytes), the next never-used chunk of the
+     * class's newest slab and how many follow it there */
+    uint32_t free[POOL_CLASSES];
+    uint32_t bump[POOL_CLASSES];
+    uint32_t left[POOL_CLASSES];
+} pool_t;
+
+static char *pool_ptr(const pool_t *p, uint32_t ref)
+{
+    return p->slabs[ref >> POOL_UNIT_BITS] +
+           (size_t)(ref & ((1u << POOL_UNIT_BITS) - 1)) * POOL_UNIT;
+}
+
+/* Class of an entry with an id of idlen bytes: its size in units. */
+static unsigned pool_class(size_t idlen)
+{
+    return (unsigned)((ENTRY_HEADER + idlen + 1 + POOL_UNIT - 1) / POOL_UNIT);
+}
+
+/* A chunk of class cls, or 0 on ENOMEM. */
+static uint32_t pool_alloc(pool_t *p, unsigned cls)
+{
+    uint32_t ref = p->free[cls];
+    if (ref != 0) {
+        memcpy(&p->free[cls], pool_ptr(p, ref), sizeof(uint32_t));
+    } else {
+        if (p->left[cls] == 0) {
+            if (p->nslabs == POOL_MAX_SLABS)
+                return 0;
+            if (p->nslabs == p->slabs_cap) {
+                size_t cap = p->slabs_cap == 0 ? 16 : p->slabs_cap * 2;
+                char **v = realloc(p->slabs, cap * sizeof(*v));
+                if (v == NULL)
+                    return 0;
+                p->slabs = v;
+                p->slabs_cap = cap;
+            }
+            char *slab = malloc(POOL_SLAB_BYTES);
+            if (slab == NULL)
+                return 0;
+            /* reference 0 means "none": slab 0 skips its first unit */
+            uint32_t first = p->nslabs == 0 ? 1 : 0;
+            p->bump[cls] = (uint32_t)p->nslabs << POOL_UNIT_BITS | first;
+            p->left[cls] = (uint32_t)(((1u << POOL_UNIT_BITS) - first) / cls);
+            p->slabs[p->nslabs++] = slab;
+        }
+        ref = p->bump[cls];
+        p->bump[cls] += cls;
+        p->left[cls]--;
+    }
+    p->used += (size_t)cls * POOL_UNIT;
+    return ref;
+}
+
+static void pool_free(pool_t *p, uint32_t ref, unsigned cls)
+{
+    memcpy(pool_ptr(p, ref), &p->free[cls], sizeof(uint32_t));
+    p->free[cls] = ref;
+    p->used -= (size_t)cls * POOL_UNIT;
+}
+
+static void pool_release(pool_t *p)
+{
+    for (size_t i = 0; i < p->nslabs; i++)
+        free(p->slabs[i]);
+    free(p->slabs);
+    memset(p, 0, sizeof(*p));
+}
+
+/* What the pool takes from malloc, as diff_index_memory() counts it. */
+static size_t pool_cost(const pool_t *p)
+{
+    return p->nslabs * heap_cost(POOL_SLAB_BYTES) + heap_cost(p->slabs_cap * sizeof(char *));
+}
+
+/*
+ * Gives back the slabs made after the first nslabs (an abandoned cycle's:
+ * every chunk in them is free by then, entries are made in a cycle only for
+ * its new sessions) and the slab array's size at cap: the free lists drop
+ * their chunks there, and a class whose newest slab goes stops bumping
+ * (its previous slab was used up, or it would not have made one).
+ */
+static void pool_truncate(pool_t *p, size_t nslabs, size_t cap)
+{
+    if (p->nslabs <= nslabs)
+        return;
+    uint32_t limit = (uint32_t)nslabs << POOL_UNIT_BITS;
+    for (unsigned c = 1; c < POOL_CLASSES; c++) {
+        uint32_t prev = 0, cur = p->free[c];
+        while (cur != 0) {
+            uint32_t next;
+            memcpy(&next, pool_ptr(p, cur), sizeof(next));
+            if (cur < limit)
+                prev = cur;
+            else if (prev == 0)
+                p->free[c] = next;
+            else
+                memcpy(pool_ptr(p, prev), &next, sizeof(next));
+            cur = next;
+        }
+        if (p->bump[c] >= limit)
+            p->left[c] = 0;
+    }
+    while (p->nslabs > nslabs)
+        free(p->slabs[--p->nslabs]);
+    if (p->slabs_cap > cap && cap > 0) {
+        char **v = realloc(p->slabs, cap * sizeof(*v));
+        if (v != NULL) {
+            p->slabs = v;
+            p->slabs_cap = cap;
+        }
+    } else if (cap == 0) {
+        free(p->slabs);
+        p->slabs = NULL;
+        p->slabs_cap = 0;
+    }
 }
 
 /* ---- names ---- */
@@ -427,29 +604,36 @@ void diff_event_id(const char *source, const char *session_id, diff_event_type_t
 
 typedef struct map_entry {
     uint8_t state;
+    uint8_t len;
     char raw[];
 } map_entry_t;
 
+/* Mappings in an array, found through a table of references (index + 1). */
 struct diff_status_map {
-    ptab_t tab;
+    htab_t tab;
+    map_entry_t **v;
+    size_t n, cap;
 };
+
+static bool map_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
+{
+    const map_entry_t *me = ((const diff_status_map_t *)ctx)->v[ref - 1];
+    return me->len == n && memcmp(me->raw, s, n) == 0;
+}
 
 diff_status_map_t *diff_status_map_new(void)
 {
-    diff_status_map_t *map = calloc(1, sizeof(*map));
-    if (map == NULL)
-        return NULL;
-    map->tab.key_off = offsetof(map_entry_t, raw);
-    return map;
+    return calloc(1, sizeof(diff_status_map_t));
 }
 
 void diff_status_map_free(diff_status_map_t *map)
 {
     if (map == NULL)
         return;
-    for (size_t i = 0; i < map->tab.cap; i++)
-        free(map->tab.slots[i]);
-    ptab_release(&map->tab);
+    for (size_t i = 0; i < map->n; i++)
+        free(map->v[i]);
+    free(map->v);
+    htab_release(&map->tab);
     free(map);
 }
 
@@ -469,20 +653,42 @@ int diff_status_map_set(diff_status_map_t *map, const char *raw, diff_state_t st
     size_t n = bounded_len(raw, DIFF_STATUS_MAX);
     if (n == 0)
         return -1;
-    uint64_t h = hash_str(raw);
-    map_entry_t *me = ptab_get(&map->tab, raw, h);
-    if (me != NULL) {
-        me->state = (uint8_t)state;
+    uint32_t tag = key_tag(raw, n);
+    uint32_t ref = htab_get(&map->tab, tag, raw, n, map_eq, map);
+    if (ref != 0) {
+        map->v[ref - 1]->state = (uint8_t)state;
         return 0;
     }
-    if (ptab_reserve(&map->tab, map->tab.count + 1) != 0)
+    if (htab_reserve(&map->tab, map->tab.count + 1) != 0)
         return -1;
-    me = malloc(sizeof(*me) + n + 1);
+    if (map->n == map->cap) {
+        size_t cap = map->cap == 0 ? 16 : map->cap * 2;
+        map_entry_t **v = realloc(map->v, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        map->v = v;
+        map->cap = cap;
+    }
+    map_entry_t *me = malloc(sizeof(*me) + n + 1);
     if (me == NULL)
         return -1;
     me->state = (uint8_t)state;
+    me->len = (uint8_t)n;
     memcpy(me->raw, raw, n + 1);
-    ptab_insert(&map->tab, me, h);
+    map->v[map->n++] = me;
+    htab_insert(&map->tab, (uint32_t)map->n, tag);
+    return 0;
+}
+
+/* Looks up the n bytes of raw (not NUL-terminated). */
+static int status_map_find(const diff_status_map_t *map, const char *raw, size_t n,
+                           diff_state_t *out)
+{
+    uint32_t ref = htab_get(&map->tab, key_tag(raw, n), raw, n, map_eq, map);
+    if (ref == 0)
+        return -1;
+    if (out != NULL)
+        *out = (diff_state_t)map->v[ref - 1]->state;
     return 0;
 }
 
@@ -490,12 +696,7 @@ int diff_status_map_lookup(const diff_status_map_t *map, const char *raw, diff_s
 {
     if (map == NULL || raw == NULL)
         return -1;
-    const map_entry_t *me = ptab_get(&map->tab, raw, hash_str(raw));
-    if (me == NULL)
-        return -1;
-    if (out != NULL)
-        *out = (diff_state_t)me->state;
-    return 0;
+    return status_map_find(map, raw, strlen(raw), out);
 }
 
 /* ---- stored records ---- */
@@ -594,43 +795,78 @@ uint64_t diff_fingerprint(const char *text, size_t len)
 
 /* ---- the index ---- */
 
-/* 16 bytes before the id: a 36-char id makes a 53-byte request, one 64-byte
- * malloc chunk. */
+/*
+ * 16 bytes before the id and its NUL, in a pool chunk: a 36-char id takes
+ * 56 bytes. The id's length is kept so that a lookup compares bytes only
+ * (no strlen, no strcmp); the small fields are packed to make room for it.
+ */
 typedef struct entry {
     uint64_t fingerprint;
     uint32_t seen; /* stamp of the first observation in the latest cycle */
-    uint16_t status_idx;
-    uint8_t state;
-    uint8_t misses;
-    char id[];
+    uint32_t status_idx : 11;
+    uint32_t state : 3;
+    uint32_t misses : 7;
+    uint32_t idlen_m1 : 8; /* id length - 1 (ids are 1..DIFF_ID_MAX bytes) */
+    char id[];             /* NUL-terminated: events and changes hand it out as a string */
 } entry_t;
+
+_Static_assert(offsetof(entry_t, id) == ENTRY_HEADER, "ENTRY_HEADER is entry_t's header");
+_Static_assert(DIFF_MAX_STATUSES < (1 << 11), "status_idx holds every status index");
+_Static_assert(STATE_LAST < (1 << 3), "state holds every state");
+_Static_assert(DIFF_MAX_GRACE < (1 << 7), "misses holds vanish_grace - 1");
+_Static_assert(DIFF_ID_MAX <= (1 << 8), "idlen_m1 holds every id length");
+
+static size_t entry_idlen(const entry_t *e)
+{
+    return (size_t)e->idlen_m1 + 1;
+}
 
 typedef struct status {
     uint16_t idx;
     bool reported; /* already returned as a new unknown status */
+    uint8_t len;
     char raw[];
 } status_t;
 
 struct diff_index {
-    ptab_t tab;          /* entry_t * by id */
-    ptab_t stab;         /* status_t * by raw */
+    htab_t tab;          /* pool references by id */
+    pool_t pool;         /* the entries (and an open cycle's new ones) */
+    size_t cycle_bytes;  /* pool bytes of the open cycle's new entries */
+    htab_t stab;         /* status index + 1 by raw */
     status_t **statuses; /* by status_idx */
     size_t nstatuses;
     size_t statuses_cap;
-    size_t entry_bytes;  /* heap_cost() of every entry */
     size_t status_bytes; /* heap_cost() of every status_t */
     size_t by_state[DIFF_STATE_COUNT];
     uint32_t next_stamp;
     bool cycle_open;
 };
 
-/* Interns raw, returns its index or -1 (ENOMEM or DIFF_MAX_STATUSES reached). */
+static entry_t *entry_at(const diff_index_t *ix, uint32_t ref)
+{
+    return (entry_t *)(void *)pool_ptr(&ix->pool, ref);
+}
+
+static bool entry_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
+{
+    const entry_t *e = entry_at(ctx, ref);
+    return entry_idlen(e) == n && memcmp(e->id, s, n) == 0;
+}
+
+static bool status_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
+{
+    const status_t *st = ((const diff_index_t *)ctx)->statuses[ref - 1];
+    return st->len == n && memcmp(st->raw, s, n) == 0;
+}
+
+/* Interns the len bytes of raw, returns its index or -1 (ENOMEM or
+ * DIFF_MAX_STATUSES reached). */
 static int intern_status(diff_index_t *ix, const char *raw, size_t len)
 {
-    uint64_t h = hash_str(raw);
-    const status_t *st = ptab_get(&ix->stab, raw, h);
-    if (st != NULL)
-        return st->idx;
+    uint32_t tag = key_tag(raw, len);
+    uint32_t ref = htab_get(&ix->stab, tag, raw, len, status_eq, ix);
+    if (ref != 0)
+        return (int)ref - 1;
     /* index 0 is the empty status and does not count */
     if (ix->nstatuses > DIFF_MAX_STATUSES)
         return -1;
@@ -644,15 +880,17 @@ static int intern_status(diff_index_t *ix, const char *raw, size_t len)
         ix->statuses = v;
         ix->statuses_cap = cap;
     }
-    if (ptab_reserve(&ix->stab, ix->stab.count + 1) != 0)
+    if (htab_reserve(&ix->stab, ix->stab.count + 1) != 0)
         return -1;
     status_t *ns = malloc(sizeof(*ns) + len + 1);
     if (ns == NULL)
         return -1;
     ns->idx = (uint16_t)ix->nstatuses;
     ns->reported = false;
-    memcpy(ns->raw, raw, len + 1);
-    ptab_insert(&ix->stab, ns, h);
+    ns->len = (uint8_t)len;
+    memcpy(ns->raw, raw, len);
+    ns->raw[len] = '\0';
+    htab_insert(&ix->stab, (uint32_t)ns->idx + 1, tag);
     ix->statuses[ix->nstatuses++] = ns;
     ix->status_bytes += heap_cost(sizeof(*ns) + len + 1);
     return ns->idx;
@@ -670,10 +908,10 @@ static void statuses_truncate(diff_index_t *ix, size_t keep, size_t cap, size_t 
 {
     while (ix->nstatuses > keep) {
         status_t *st = ix->statuses[--ix->nstatuses];
-        size_t slot = ptab_find(&ix->stab, st->raw, hash_str(st->raw));
+        size_t slot = htab_find_ref(&ix->stab, key_tag(st->raw, st->len), (uint32_t)st->idx + 1);
         if (slot != SIZE_MAX)
-            ptab_remove_at(&ix->stab, slot);
-        ix->status_bytes -= heap_cost(sizeof(*st) + strlen(st->raw) + 1);
+            htab_remove_at(&ix->stab, slot);
+        ix->status_bytes -= heap_cost(sizeof(*st) + st->len + 1);
         free(st);
     }
     /* both only shrink, and a failure keeps the larger table */
@@ -685,7 +923,7 @@ static void statuses_truncate(diff_index_t *ix, size_t keep, size_t cap, size_t 
         }
     }
     if (ix->stab.cap > stab_cap)
-        (void)ptab_resize(&ix->stab, stab_cap);
+        (void)htab_resize(&ix->stab, stab_cap);
 }
 
 diff_index_t *diff_index_new(void)
@@ -693,8 +931,6 @@ diff_index_t *diff_index_new(void)
     diff_index_t *ix = calloc(1, sizeof(*ix));
     if (ix == NULL)
         return NULL;
-    ix->tab.key_off = offsetof(entry_t, id);
-    ix->stab.key_off = offsetof(status_t, raw);
     ix->next_stamp = STAMP_NEVER + 1;
     if (intern_status(ix, "", 0) != STATUS_NONE_IDX)
         goto err;
@@ -708,10 +944,8 @@ void diff_index_clear(diff_index_t *ix)
 {
     if (ix == NULL)
         return;
-    for (size_t i = 0; i < ix->tab.cap; i++)
-        free(ix->tab.slots[i]);
-    ptab_release(&ix->tab);
-    ix->entry_bytes = 0;
+    htab_release(&ix->tab);
+    pool_release(&ix->pool);
     memset(ix->by_state, 0, sizeof(ix->by_state));
 }
 
@@ -723,7 +957,7 @@ void diff_index_free(diff_index_t *ix)
     for (size_t i = 0; i < ix->nstatuses; i++)
         free(ix->statuses[i]);
     free(ix->statuses);
-    ptab_release(&ix->stab);
+    htab_release(&ix->stab);
     free(ix);
 }
 
@@ -732,12 +966,14 @@ size_t diff_index_size(const diff_index_t *ix)
     return ix != NULL ? ix->tab.count : 0;
 }
 
+/* Free pool chunks count here: the index holds them (for its next new
+ * sessions). An open cycle's new entries are the cycle's (diff_cycle_memory). */
 size_t diff_index_memory(const diff_index_t *ix)
 {
     if (ix == NULL)
         return 0;
-    return heap_cost(sizeof(*ix)) + heap_cost(ix->tab.cap * sizeof(void *)) + ix->entry_bytes +
-           heap_cost(ix->stab.cap * sizeof(void *)) +
+    return heap_cost(sizeof(*ix)) + heap_cost(ix->tab.cap * sizeof(hslot_t)) +
+           pool_cost(&ix->pool) - ix->cycle_bytes + heap_cost(ix->stab.cap * sizeof(hslot_t)) +
            heap_cost(ix->statuses_cap * sizeof(status_t *)) + ix->status_bytes;
 }
 
@@ -747,27 +983,85 @@ void diff_index_states(const diff_index_t *ix, size_t counts[DIFF_STATE_COUNT])
         counts[i] = ix != NULL ? ix->by_state[i] : 0;
 }
 
-static entry_t *entry_new(const char *id, size_t idlen)
+/* A new entry for the id (idlen bytes, 1..DIFF_ID_MAX), never seen; its
+ * reference or 0 on ENOMEM. */
+static uint32_t entry_new(diff_index_t *ix, const char *id, size_t idlen)
 {
-    entry_t *e = malloc(sizeof(*e) + idlen + 1);
-    if (e == NULL)
-        return NULL;
+    uint32_t ref = pool_alloc(&ix->pool, pool_class(idlen));
+    if (ref == 0)
+        return 0;
+    entry_t *e = entry_at(ix, ref);
     memset(e, 0, sizeof(*e));
     e->seen = STAMP_NEVER;
-    memcpy(e->id, id, idlen + 1);
-    return e;
+    e->idlen_m1 = (uint32_t)(idlen - 1);
+    memcpy(e->id, id, idlen);
+    e->id[idlen] = '\0';
+    return ref;
 }
 
-static size_t entry_cost(const entry_t *e)
+static void entry_free(diff_index_t *ix, uint32_t ref)
 {
-    return heap_cost(sizeof(*e) + strlen(e->id) + 1);
+    pool_free(&ix->pool, ref, pool_class(entry_idlen(entry_at(ix, ref))));
+}
+
+/* Pool bytes of entry ref. */
+static size_t entry_cost(const diff_index_t *ix, uint32_t ref)
+{
+    return (size_t)pool_class(entry_idlen(entry_at(ix, ref))) * POOL_UNIT;
+}
+
+/*
+ * After mass removals: copies the entries into a pool of their own size
+ * and frees the old one, when the entries fill under 1/POOL_COMPACT_DEN of
+ * it. Called between cycles only (entries move; the `seen` stamps they
+ * lose mean nothing then). Keeps the old pool when memory runs out.
+ */
+static void pool_compact(diff_index_t *ix)
+{
+    pool_t *old = &ix->pool;
+    if (old->nslabs <= 1 || old->used * POOL_COMPACT_DEN >= old->nslabs * POOL_SLAB_BYTES)
+        return;
+    pool_t np = {0};
+    /* the new references wait in the old entries' `seen`, so that a
+     * failure halfway leaves every slot as it was */
+    size_t i;
+    for (i = 0; i < ix->tab.cap; i++) {
+        uint32_t ref = ix->tab.slots[i].ref;
+        if (ref == 0)
+            continue;
+        entry_t *e = entry_at(ix, ref);
+        size_t cls = pool_class(entry_idlen(e));
+        uint32_t nref = pool_alloc(&np, (unsigned)cls);
+        if (nref == 0)
+            break;
+        char *to = pool_ptr(&np, nref);
+        memcpy(to, e, cls * POOL_UNIT);
+        ((entry_t *)(void *)to)->seen = STAMP_NEVER;
+        e->seen = nref;
+    }
+    if (i < ix->tab.cap) {
+        for (size_t j = 0; j < i; j++) {
+            if (ix->tab.slots[j].ref != 0)
+                entry_at(ix, ix->tab.slots[j].ref)->seen = STAMP_NEVER;
+        }
+        pool_release(&np);
+        return;
+    }
+    for (i = 0; i < ix->tab.cap; i++) {
+        hslot_t *s = &ix->tab.slots[i];
+        if (s->ref != 0)
+            s->ref = entry_at(ix, s->ref)->seen;
+    }
+    pool_release(old);
+    ix->pool = np;
 }
 
 int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec)
 {
     /* an open cycle may drop the statuses interned after its begin, which
      * an entry put now could be using */
-    if (ix == NULL || rec == NULL || (unsigned)rec->state > STATE_LAST || ix->cycle_open)
+    if (ix == NULL || rec == NULL || (unsigned)rec->state > STATE_LAST || ix->cycle_open ||
+        rec->misses > DIFF_MAX_GRACE)
         return -1;
     size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
     if (idlen == 0)
@@ -780,55 +1074,59 @@ int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t
     if (sidx < 0)
         return -1;
 
-    uint64_t h = hash_str(session_id);
-    entry_t *e = ptab_get(&ix->tab, session_id, h);
-    if (e == NULL) {
-        if (ptab_reserve(&ix->tab, ix->tab.count + 1) != 0)
+    uint32_t tag = key_tag(session_id, idlen);
+    uint32_t ref = htab_get(&ix->tab, tag, session_id, idlen, entry_eq, ix);
+    entry_t *e;
+    if (ref == 0) {
+        if (htab_reserve(&ix->tab, ix->tab.count + 1) != 0)
             return -1;
-        e = entry_new(session_id, idlen);
-        if (e == NULL)
+        ref = entry_new(ix, session_id, idlen);
+        if (ref == 0)
             return -1;
-        ptab_insert(&ix->tab, e, h);
-        ix->entry_bytes += entry_cost(e);
+        htab_insert(&ix->tab, ref, tag);
+        e = entry_at(ix, ref);
     } else {
+        e = entry_at(ix, ref);
         ix->by_state[e->state]--;
     }
     ix->by_state[rec->state]++;
-    e->state = (uint8_t)rec->state;
+    e->state = (uint32_t)rec->state;
     e->misses = rec->misses;
     e->fingerprint = rec->fingerprint;
-    e->status_idx = (uint16_t)sidx;
+    e->status_idx = (uint32_t)sidx;
     return 0;
 }
 
 static void entry_record(const diff_index_t *ix, const entry_t *e, diff_record_t *out)
 {
     out->state = (diff_state_t)e->state;
-    out->misses = e->misses;
+    out->misses = (uint8_t)e->misses;
     out->fingerprint = e->fingerprint;
-    out->status = status_raw(ix, e->status_idx);
+    out->status = status_raw(ix, (uint16_t)e->status_idx);
 }
 
 int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t *out)
 {
     if (ix == NULL || session_id == NULL)
         return -1;
-    const entry_t *e = ptab_get(&ix->tab, session_id, hash_str(session_id));
-    if (e == NULL)
+    size_t n = strlen(session_id);
+    uint32_t ref = htab_get(&ix->tab, key_tag(session_id, n), session_id, n, entry_eq, ix);
+    if (ref == 0)
         return -1;
     if (out != NULL)
-        entry_record(ix, e, out);
+        entry_record(ix, entry_at(ix, ref), out);
     return 0;
 }
 
 int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque)
 {
     for (size_t i = 0; ix != NULL && i < ix->tab.cap; i++) {
-        const entry_t *e = ix->tab.slots[i];
+        uint32_t ref = ix->tab.slots[i].ref;
         diff_record_t rec;
         int rc;
-        if (e == NULL)
+        if (ref == 0)
             continue;
+        const entry_t *e = entry_at(ix, ref);
         entry_record(ix, e, &rec);
         if ((rc = fn(opaque, e->id, &rec)) != 0)
             return rc;
@@ -1133,14 +1431,15 @@ static const char *rstore_get(rstore_t *rs, uint32_t block, uint32_t off)
 
 /*
  * Per-cycle note of a session that changes (or might, for duplicates), in
- * one array: 40 bytes, no allocation of its own. A stored session seen in
+ * one array: 40 bytes (34 used: the entry is a 4-byte pool reference),
+ * no allocation of its own. A stored session seen in
  * the cycle points at its note through its `seen` field (see NOTE_REF); a
  * new session's entry is built at its first sighting, found through the
  * cycle's table of new entries, and moved into the index by apply.
  */
 typedef struct note {
-    entry_t *entry;       /* the index's, or (NOTE_NEW) the cycle's until apply */
     uint64_t fingerprint; /* observed */
+    uint32_t entry;       /* pool reference: the index's, or (NOTE_NEW) the cycle's until apply */
     uint32_t order;       /* first observation stamp; vanished: their sequence */
     uint32_t rec_block;   /* retained record, RSTORE_NONE when none */
     uint32_t rec_off;
@@ -1195,7 +1494,10 @@ struct diff_cycle {
     bool finished;
     bool settled; /* finish succeeded: the changes are complete */
     bool applied;
-    ptab_t fresh; /* entry_t * of the sessions the index lacks, by id */
+    htab_t fresh; /* pool references of the sessions the index lacks, by id */
+    /* the pool's slab count and array size at begin, to give back what an
+     * abandoned cycle made */
+    size_t nslabs0, slabs_cap0;
     note_t *notes;
     size_t nnotes, notes_cap;
     rstore_t records;
@@ -1230,17 +1532,17 @@ diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt)
     cy->nstatuses0 = ix->nstatuses;
     cy->statuses_cap0 = ix->statuses_cap;
     cy->stab_cap0 = ix->stab.cap;
+    cy->nslabs0 = ix->pool.nslabs;
+    cy->slabs_cap0 = ix->pool.slabs_cap;
     cy->max_observed = max;
     cy->max_retained = max * DIFF_RETAINED_BYTES_PER_SESSION;
-    cy->fresh.key_off = offsetof(entry_t, id);
     cy->records.cache_block = SIZE_MAX;
     for (size_t i = 0; i < sizeof(cy->state_cache); i++)
         cy->state_cache[i] = STATE_CACHE_UNSET;
     if (ix->next_stamp > UINT32_MAX - STAMP_RANGES * max - 1) {
         for (size_t i = 0; i < ix->tab.cap; i++) {
-            entry_t *e = ix->tab.slots[i];
-            if (e != NULL)
-                e->seen = STAMP_NEVER;
+            if (ix->tab.slots[i].ref != 0)
+                entry_at(ix, ix->tab.slots[i].ref)->seen = STAMP_NEVER;
         }
         ix->next_stamp = STAMP_NEVER + 1;
     }
@@ -1274,9 +1576,15 @@ static note_t *note_of(const diff_cycle_t *cy, const entry_t *e)
     return &cy->notes[e->seen - cy->note_base];
 }
 
-/* A new note for e, which e points at from then on; NULL on ENOMEM. The
- * pointer is valid until the next note_add. */
-static note_t *note_add(diff_cycle_t *cy, entry_t *e, uint32_t order, uint8_t flags)
+/* The entry of note n. */
+static entry_t *note_entry(const diff_cycle_t *cy, const note_t *n)
+{
+    return entry_at(cy->ix, n->entry);
+}
+
+/* A new note for entry ref, which the entry points at from then on; NULL
+ * on ENOMEM. The pointer is valid until the next note_add. */
+static note_t *note_add(diff_cycle_t *cy, uint32_t ref, uint32_t order, uint8_t flags)
 {
     if (cy->nnotes == cy->notes_cap) {
         size_t cap = cy->notes_cap == 0 ? 64 : cy->notes_cap * 2;
@@ -1287,17 +1595,17 @@ static note_t *note_add(diff_cycle_t *cy, entry_t *e, uint32_t order, uint8_t fl
         cy->notes_cap = cap;
     }
     note_t *n = &cy->notes[cy->nnotes];
-    *n = (note_t){.entry = e, .order = order, .rec_block = RSTORE_NONE, .flags = flags};
+    *n = (note_t){.entry = ref, .order = order, .rec_block = RSTORE_NONE, .flags = flags};
     if (!(flags & NOTE_VANISHED))
-        e->seen = cy->note_base + (uint32_t)cy->nnotes;
+        entry_at(cy->ix, ref)->seen = cy->note_base + (uint32_t)cy->nnotes;
     cy->nnotes++;
     return n;
 }
 
 /* What is stored for the note's session before the cycle. */
-static stored_t note_stored(const note_t *n)
+static stored_t note_stored(const diff_cycle_t *cy, const note_t *n)
 {
-    return (n->flags & NOTE_NEW) ? (stored_t){0} : stored_of(n->entry);
+    return (n->flags & NOTE_NEW) ? (stored_t){0} : stored_of(note_entry(cy, n));
 }
 
 /* Stores an observation into n, keeping the record's text only when an
@@ -1306,7 +1614,7 @@ static stored_t note_stored(const note_t *n)
 static int note_observe(diff_cycle_t *cy, note_t *n, unsigned obs, uint16_t sidx, uint64_t fp,
                         const char *text, size_t len, char *err, size_t errlen)
 {
-    stored_t s = note_stored(n);
+    stored_t s = note_stored(cy, n);
     plan_t p;
     plan_observation(&s, obs, sidx, fp, cy->opt->baseline, &p);
     n->rec_block = RSTORE_NONE;
@@ -1356,8 +1664,23 @@ static int cycle_note_unknown(diff_cycle_t *cy, uint16_t sidx)
     return 0;
 }
 
-int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw_status,
-                       const char *text, size_t len, char *err, size_t errlen)
+/* Why the n bytes of s cannot be an id or a status, or NULL; *bad is then
+ * the offset of the first byte that is not UTF-8, or of the first NUL. */
+static const char *text_problem(const char *s, size_t n, size_t *bad)
+{
+    const char *nul = memchr(s, '\0', n);
+    if (diff_utf8_check(s, nul != NULL ? (size_t)(nul - s) : n, bad) != 0)
+        return "is not UTF-8";
+    if (nul != NULL) {
+        *bad = (size_t)(nul - s);
+        return "holds a NUL";
+    }
+    return NULL;
+}
+
+int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, size_t id_len,
+                       const char *raw_status, size_t status_len, const char *text, size_t len,
+                       char *err, size_t errlen)
 {
     if (cy == NULL) {
         set_err(err, errlen, "%s", "no cycle");
@@ -1374,35 +1697,36 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw
                 cy->max_observed);
         return -1;
     }
-    size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
-    if (idlen == 0) {
+    if (session_id == NULL || id_len == 0 || id_len > DIFF_ID_MAX) {
         set_err(err, errlen, "session id is empty or longer than %d bytes", DIFF_ID_MAX);
         return -1;
     }
     /* ids and statuses reach events, keys and logs: UTF-8 only (CONTRACT
-     * §6); the offending bytes are not quoted back */
+     * §6), and C strings there (no NUL); the offending bytes are not quoted
+     * back */
     size_t bad;
-    if (diff_utf8_check(session_id, idlen, &bad) != 0) {
-        set_err(err, errlen, "session id is not UTF-8 (byte %zu of the id)", bad);
+    const char *why = text_problem(session_id, id_len, &bad);
+    if (why != NULL) {
+        set_err(err, errlen, "session id %s (byte %zu of the id)", why, bad);
         return -1;
     }
-    size_t slen = bounded_len(raw_status, DIFF_STATUS_MAX);
-    if (slen == 0) {
-        set_err(err, errlen, "status of session \"%s\" is empty or longer than %d bytes",
+    int idp = (int)id_len; /* for "%.*s": id_len <= DIFF_ID_MAX */
+    if (raw_status == NULL || status_len == 0 || status_len > DIFF_STATUS_MAX) {
+        set_err(err, errlen, "status of session \"%.*s\" is empty or longer than %d bytes", idp,
                 session_id, DIFF_STATUS_MAX);
         return -1;
     }
-    if (diff_utf8_check(raw_status, slen, &bad) != 0) {
-        set_err(err, errlen, "status of session \"%s\" is not UTF-8 (byte %zu of the status)",
-                session_id, bad);
+    if ((why = text_problem(raw_status, status_len, &bad)) != NULL) {
+        set_err(err, errlen, "status of session \"%.*s\" %s (byte %zu of the status)", idp,
+                session_id, why, bad);
         return -1;
     }
     diff_index_t *ix = cy->ix;
-    int sidx_i = intern_status(ix, raw_status, slen);
+    int sidx_i = intern_status(ix, raw_status, status_len);
     if (sidx_i < 0) {
         if (ix->nstatuses > DIFF_MAX_STATUSES)
-            set_err(err, errlen, "more than %d distinct raw statuses (new one: \"%s\")",
-                    DIFF_MAX_STATUSES, raw_status);
+            set_err(err, errlen, "more than %d distinct raw statuses (new one: \"%.*s\")",
+                    DIFF_MAX_STATUSES, (int)status_len, raw_status);
         else
             set_err(err, errlen, "%s", "out of memory");
         return -1;
@@ -1417,8 +1741,9 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw
     uint32_t stamp = cy->base + (uint32_t)cy->observed;
     cy->observed++;
 
-    uint64_t h = hash_str(session_id);
-    entry_t *e = ptab_get(&ix->tab, session_id, h);
+    uint32_t tag = key_tag(session_id, id_len);
+    uint32_t ref = htab_get(&ix->tab, tag, session_id, id_len, entry_eq, ix);
+    entry_t *e = ref != 0 ? entry_at(ix, ref) : NULL;
     note_t *n = NULL;
     if (e != NULL && e->seen < cy->base) {
         /* first sighting of a stored session in this cycle */
@@ -1431,30 +1756,31 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw
          * state from the stored status alone. */
         if (!plan_changes(&s, &p) && p.nev == 0 && sidx == e->status_idx)
             return 0;
-        n = note_add(cy, e, stamp, 0);
+        n = note_add(cy, ref, stamp, 0);
     } else if (e != NULL) {
         /* duplicate of a stored session */
         n = note_of(cy, e);
-        unsigned first = n != NULL ? n->obs : cycle_state_of(cy, e->status_idx);
+        unsigned first = n != NULL ? n->obs : cycle_state_of(cy, (uint16_t)e->status_idx);
         if (obs_rank(obs) <= obs_rank(first))
             return 0; /* ties keep the first */
         if (n == NULL)
-            n = note_add(cy, e, e->seen, 0);
-    } else if ((e = ptab_get(&cy->fresh, session_id, h)) != NULL) {
+            n = note_add(cy, ref, e->seen, 0);
+    } else if ((ref = htab_get(&cy->fresh, tag, session_id, id_len, entry_eq, ix)) != 0) {
         /* duplicate of a new session */
-        n = note_of(cy, e);
+        n = note_of(cy, entry_at(ix, ref));
         if (obs_rank(obs) <= obs_rank(n->obs))
             return 0;
     } else {
-        if (ptab_reserve(&cy->fresh, cy->fresh.count + 1) != 0 ||
-            (e = entry_new(session_id, idlen)) == NULL)
+        if (htab_reserve(&cy->fresh, cy->fresh.count + 1) != 0 ||
+            (ref = entry_new(ix, session_id, id_len)) == 0)
             goto oom;
-        n = note_add(cy, e, stamp, NOTE_NEW);
+        n = note_add(cy, ref, stamp, NOTE_NEW);
         if (n == NULL) {
-            free(e);
+            entry_free(ix, ref);
             goto oom;
         }
-        ptab_insert(&cy->fresh, e, h);
+        ix->cycle_bytes += entry_cost(ix, ref);
+        htab_insert(&cy->fresh, ref, tag);
     }
     if (n == NULL)
         goto oom;
@@ -1488,10 +1814,10 @@ static int cycle_note_vanished(diff_cycle_t *cy)
     diff_index_t *ix = cy->ix;
     uint32_t n = 0;
     for (size_t i = 0; i < ix->tab.cap; i++) {
-        entry_t *e = ix->tab.slots[i];
-        if (e == NULL || e->seen >= cy->base)
+        uint32_t ref = ix->tab.slots[i].ref;
+        if (ref == 0 || entry_at(ix, ref)->seen >= cy->base)
             continue;
-        if (note_add(cy, e, n++, NOTE_VANISHED) == NULL)
+        if (note_add(cy, ref, n++, NOTE_VANISHED) == NULL)
             return -1;
     }
     return 0;
@@ -1502,12 +1828,12 @@ static int cycle_note_vanished(diff_cycle_t *cy)
 static void note_record(const diff_cycle_t *cy, const note_t *n, diff_record_t *rec)
 {
     if (n->flags & NOTE_VANISHED) {
-        entry_record(cy->ix, n->entry, rec);
+        entry_record(cy->ix, note_entry(cy, n), rec);
         if (!(n->flags & NOTE_REMOVED))
             rec->misses++;
         return;
     }
-    stored_t s = note_stored(n);
+    stored_t s = note_stored(cy, n);
     plan_t p;
     plan_observation(&s, n->obs, n->status_idx, n->fingerprint, cy->opt->baseline, &p);
     *rec = (diff_record_t){
@@ -1522,7 +1848,7 @@ static void note_record(const diff_cycle_t *cy, const note_t *n, diff_record_t *
 static void cycle_settle(diff_cycle_t *cy, size_t i)
 {
     note_t *n = &cy->notes[i];
-    entry_t *e = n->entry;
+    const entry_t *e = note_entry(cy, n);
 
     if (n->flags & NOTE_VANISHED) {
         unsigned misses = (unsigned)e->misses + 1;
@@ -1544,7 +1870,7 @@ static void cycle_settle(diff_cycle_t *cy, size_t i)
         return;
     }
 
-    stored_t s = note_stored(n);
+    stored_t s = note_stored(cy, n);
     plan_t p;
     plan_observation(&s, n->obs, n->status_idx, n->fingerprint, cy->opt->baseline, &p);
     if (plan_changes(&s, &p))
@@ -1597,7 +1923,7 @@ int diff_cycle_finish(diff_cycle_t *cy)
      * the cycle's table of new sessions as its own instead (a first
      * cycle: no second table of the whole population beside it). */
     if (cy->ix->tab.count > 0 &&
-        ptab_reserve(&cy->ix->tab, cy->ix->tab.count + cy->fresh.count) != 0)
+        htab_reserve(&cy->ix->tab, cy->ix->tab.count + cy->fresh.count) != 0)
         return -1;
     cy->settled = true;
     return 0;
@@ -1625,11 +1951,11 @@ int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev)
         .type = (diff_event_type_t)ce->type,
         .reason = (diff_reason_t)ce->reason,
         .synthesized = ce->synthesized != 0,
-        .session_id = n->entry->id,
+        .session_id = note_entry(cy, n)->id,
         .state = (diff_state_t)(ce->states >> 4),
         .previous_state = (diff_state_t)(ce->states & 0xf),
         .status = vanished ? NULL : status_raw(ix, n->status_idx),
-        .previous_status = (n->flags & NOTE_NEW) ? NULL : previous_status_of(ix, n->entry),
+        .previous_status = (n->flags & NOTE_NEW) ? NULL : previous_status_of(ix, note_entry(cy, n)),
     };
     if (!vanished && n->rec_block != RSTORE_NONE) {
         ev->record = rstore_get(&cy->records, n->rec_block, n->rec_off);
@@ -1650,7 +1976,8 @@ int diff_cycle_change(const diff_cycle_t *cy, size_t i, diff_change_t *out)
     if (cy == NULL || i >= cy->nchanges || cy->applied)
         return -1;
     const note_t *n = &cy->notes[cy->changed[i]];
-    *out = (diff_change_t){.session_id = n->entry->id, .removed = (n->flags & NOTE_REMOVED) != 0};
+    *out = (diff_change_t){.session_id = note_entry(cy, n)->id,
+                           .removed = (n->flags & NOTE_REMOVED) != 0};
     note_record(cy, n, &out->rec);
     return 0;
 }
@@ -1670,17 +1997,14 @@ size_t diff_cycle_memory(const diff_cycle_t *cy)
     if (cy == NULL)
         return 0;
     const rstore_t *rs = &cy->records;
-    size_t n = heap_cost(sizeof(*cy)) + heap_cost(cy->fresh.cap * sizeof(void *)) +
+    size_t n = heap_cost(sizeof(*cy)) + heap_cost(cy->fresh.cap * sizeof(hslot_t)) +
                heap_cost(cy->notes_cap * sizeof(note_t)) +
                heap_cost((cy->finished ? cy->nevents : 0) * sizeof(cevent_t)) +
                heap_cost((cy->finished ? cy->nnotes : 0) * sizeof(uint32_t)) +
                heap_cost(rs->blocks_cap * sizeof(rblock_t)) + heap_cost(rs->open_cap) +
                heap_cost(rs->scratch_cap) + heap_cost(rs->cache_cap) + (rs->held - rs->open_len);
-    for (size_t i = 0; i < cy->nnotes && !cy->applied; i++) {
-        if (cy->notes[i].flags & NOTE_NEW)
-            n += entry_cost(cy->notes[i].entry);
-    }
-    return n;
+    /* the new sessions' entries, in the index's pool until apply gives them to it */
+    return n + (cy->applied ? 0 : cy->ix->cycle_bytes);
 }
 
 size_t diff_cycle_retained(const diff_cycle_t *cy, size_t *raw)
@@ -1711,23 +2035,23 @@ void diff_cycle_apply(diff_cycle_t *cy)
     bool removed_any = false, adopt = ix->tab.count == 0;
     if (adopt) {
         /* every new session is in the cycle's table, and nothing else */
-        ptab_release(&ix->tab);
+        htab_release(&ix->tab);
         ix->tab = cy->fresh;
         memset(&cy->fresh, 0, sizeof(cy->fresh));
     }
+    ix->cycle_bytes = 0; /* the new entries are the index's now */
     for (size_t i = 0; i < cy->nnotes; i++) {
         note_t *n = &cy->notes[i];
         if (!(n->flags & NOTE_CHANGED))
             continue;
-        entry_t *e = n->entry;
+        entry_t *e = note_entry(cy, n);
         if (n->flags & NOTE_REMOVED) {
-            size_t slot = ptab_find(&ix->tab, e->id, hash_str(e->id));
+            size_t slot = htab_find_ref(&ix->tab, key_tag(e->id, entry_idlen(e)), n->entry);
             if (slot != SIZE_MAX)
-                ptab_remove_at(&ix->tab, slot);
-            ix->entry_bytes -= entry_cost(e);
+                htab_remove_at(&ix->tab, slot);
             ix->by_state[e->state]--;
-            free(e);
-            n->entry = NULL;
+            entry_free(ix, n->entry);
+            n->entry = 0;
             removed_any = true;
             continue;
         }
@@ -1737,36 +2061,45 @@ void diff_cycle_apply(diff_cycle_t *cy)
             /* the index owns it now: moved, not copied */
             n->flags &= (uint8_t)~NOTE_NEW;
             if (!adopt)
-                ptab_insert(&ix->tab, e, hash_str(e->id));
-            ix->entry_bytes += entry_cost(e);
+                htab_insert(&ix->tab, n->entry, key_tag(e->id, entry_idlen(e)));
         } else {
             ix->by_state[e->state]--;
         }
         ix->by_state[rec.state]++;
-        e->state = (uint8_t)rec.state;
+        e->state = (uint32_t)rec.state;
         e->misses = rec.misses;
         e->fingerprint = rec.fingerprint;
         e->status_idx = n->store_status_idx;
     }
     /* what only the events needed goes now, before the caller frees the cycle */
-    ptab_release(&cy->fresh);
+    htab_release(&cy->fresh);
     rstore_release(&cy->records);
-    if (removed_any)
-        ptab_maybe_shrink(&ix->tab);
+    if (removed_any) {
+        pool_compact(ix);
+        htab_maybe_shrink(&ix->tab);
+    }
 }
 
 /* What an abandoned cycle did to the index: its "reported" marks on the
- * statuses that stay, and the statuses it interned. */
+ * statuses that stay, the statuses it interned, and the entries it made
+ * for new sessions (their chunks, and the slabs made for them). */
 static void cycle_roll_back(diff_cycle_t *cy)
 {
     diff_index_t *ix = cy->ix;
     for (size_t i = 0; i < cy->nnew_unknown; i++) {
         const char *raw = cy->new_unknown[i];
-        status_t *st = ptab_get(&ix->stab, raw, hash_str(raw));
-        if (st != NULL && st->idx < cy->nstatuses0)
-            st->reported = false;
+        size_t n = strlen(raw);
+        uint32_t ref = htab_get(&ix->stab, key_tag(raw, n), raw, n, status_eq, ix);
+        if (ref != 0 && ref - 1 < cy->nstatuses0)
+            ix->statuses[ref - 1]->reported = false;
     }
     statuses_truncate(ix, cy->nstatuses0, cy->statuses_cap0, cy->stab_cap0);
+    for (size_t i = 0; i < cy->nnotes; i++) {
+        if (cy->notes[i].flags & NOTE_NEW)
+            entry_free(ix, cy->notes[i].entry);
+    }
+    ix->cycle_bytes = 0;
+    pool_truncate(&ix->pool, cy->nslabs0, cy->slabs_cap0);
 }
 
 void diff_cycle_free(diff_cycle_t *cy)
@@ -1775,12 +2108,8 @@ void diff_cycle_free(diff_cycle_t *cy)
         return;
     if (!cy->applied)
         cycle_roll_back(cy);
-    for (size_t i = 0; i < cy->nnotes; i++) {
-        if (cy->notes[i].flags & NOTE_NEW)
-            free(cy->notes[i].entry);
-    }
     free(cy->notes);
-    ptab_release(&cy->fresh);
+    htab_release(&cy->fresh);
     rstore_release(&cy->records);
     free(cy->new_unknown);
     free(cy->events);

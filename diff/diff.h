@@ -167,15 +167,18 @@ diff_index_t *diff_index_new(void);
 void diff_index_free(diff_index_t *ix);
 size_t diff_index_size(const diff_index_t *ix);
 /* Inserts or replaces a session (used when loading from the store). The id
- * and rec->status are copied. 0 or -1 (ENOMEM, id or status too long, a
- * cycle open on the index). */
+ * and rec->status are copied. 0 or -1 (ENOMEM, id or status too long,
+ * misses above DIFF_MAX_GRACE, a cycle open on the index). */
 int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec);
 /* Looks a session up. On 0, out->status points into the index and stays
  * valid until the index is modified. -1 when absent. */
 int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t *out);
 /* Removes every session. */
 void diff_index_clear(diff_index_t *ix);
-/* Bytes the index holds on the heap (entries, table, interned statuses). */
+/* Bytes the index holds on the heap (entries, table, interned statuses).
+ * Entries live in slabs of a pool: this counts the slabs, free chunks
+ * included, except the chunks of an open cycle's new sessions, which
+ * diff_cycle_memory() counts until apply. */
 size_t diff_index_memory(const diff_index_t *ix);
 /* Sessions per state (indexed by diff_state_t), kept up to date by every
  * change of the index: reading them costs nothing. */
@@ -238,19 +241,27 @@ typedef struct diff_cycle diff_cycle_t;
 diff_cycle_t *diff_cycle_begin(diff_index_t *ix, const diff_options_t *opt);
 
 /*
- * Feeds one record of the poll: its len bytes of text as received (valid
- * JSON, which the caller's page parse checked; NULL for none).
- * session_id, raw_status and text are borrowed for this call only: the
- * cycle copies the id of a new session, and the text (compressed) when an
- * event will carry it. A session seen twice in one poll keeps the
- * observation with the most advanced state.
+ * Feeds one record of the poll: its session id (id_len bytes), its raw
+ * status (status_len bytes), neither NUL-terminated nor holding a NUL, and
+ * its len bytes of text as received (valid JSON, which the caller's page
+ * parse checked; NULL for none). The lengths come with the bytes because
+ * the page scanner knows them: the id is hashed once (XXH3-64) and no
+ * string function runs on it. session_id, raw_status and text are borrowed
+ * for this call only: the cycle copies the id of a new session, and the
+ * text (compressed) when an event will carry it. A session seen twice in
+ * one poll keeps the observation with the most advanced state. A length
+ * of 0 or above its bound (DIFF_ID_MAX, DIFF_STATUS_MAX) fails the page
+ * before any of those bytes is read, so a caller may pass the length of a
+ * value it could not hold.
  * Returns 0, or -1 with a reason in err for input that must fail the page
- * (empty or oversized id or status, an id or status that is not UTF-8, too
- * many distinct statuses, more records than max_sessions or their copies
- * past its byte bound, ENOMEM); the caller then abandons the cycle.
+ * (empty or oversized id or status, an id or status that is not UTF-8 or
+ * holds a NUL, too many distinct statuses, more records than max_sessions
+ * or their copies past its byte bound, ENOMEM); the caller then abandons
+ * the cycle.
  */
-int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, const char *raw_status,
-                       const char *text, size_t len, char *err, size_t errlen);
+int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, size_t id_len,
+                       const char *raw_status, size_t status_len, const char *text, size_t len,
+                       char *err, size_t errlen);
 
 /*
  * Closes a complete poll: computes vanished sessions, the events and the

@@ -154,7 +154,8 @@ static int run_cycle(diff_index_t *ix, diff_status_map_t *map, unsigned n, int c
         const char *st = status_of(i, cycle);
         size_t len = record(text, id, st, i);
         raw_bytes += len;
-        if (diff_cycle_observe(cy, id, st, text, len, err, sizeof(err)) != 0) {
+        if (diff_cycle_observe(cy, id, sizeof(id) - 1, st, strlen(st), text, len, err,
+                               sizeof(err)) != 0) {
             fprintf(stderr, "observe %u: %s\n", i, err);
             return -1;
         }

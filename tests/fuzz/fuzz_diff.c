@@ -256,9 +256,10 @@ static int observe(run_t *r, diff_cycle_t *cy, const char *id, const char *statu
     char err[512] = "", rec[4 * (DIFF_ID_MAX + DIFF_STATUS_MAX)];
     size_t len = make_record(id, status, payload, rec, sizeof(rec));
     size_t idlen = strlen(id), slen = strlen(status);
-    int rc = diff_cycle_observe(cy, id, status, rec, len, err, sizeof(err));
-    /* the cycle keeps a copy, never the caller's bytes */
-    memset(rec, '#', len);
+    int rc = diff_cycle_observe(cy, id, idlen, status, slen, rec, len, err, sizeof(err));
+    /* the cycle keeps a copy, never the caller's bytes: overwritten with
+     * NULs, which no record holds ('#' was a marker ids may hold too) */
+    memset(rec, '\0', len);
     if (idlen == 0 || idlen > DIFF_ID_MAX || slen == 0 || slen > DIFF_STATUS_MAX) {
         FUZZ_CHECK(rc == -1 && err[0], "observe accepted id of %zu bytes, status of %zu", idlen,
                    slen);
@@ -321,10 +322,14 @@ static size_t read_events(diff_cycle_t *cy, diff_event_t **out)
         FUZZ_CHECK(diff_cycle_event(cy, i, &ev[i]) == 0, "event %zu cannot be read", i);
         FUZZ_CHECK(ev[i].type == diff_cycle_event_type(cy, i), "event %zu: two types", i);
         if (ev[i].record != NULL) {
-            /* the record of the observation the event reports */
-            const char *status = strstr(ev[i].record, "\"status\":\"");
-            FUZZ_CHECK(status != NULL && ev[i].record_len > 0 &&
-                           memchr(ev[i].record, '#', ev[i].record_len) == NULL,
+            /* the record of the observation the event reports (record_len
+             * bytes, not a string: its block holds the next records) */
+            static const char key[] = "\"status\":\"";
+            bool status = false;
+            for (size_t k = 0; !status && k + sizeof(key) - 1 <= ev[i].record_len; k++)
+                status = memcmp(ev[i].record + k, key, sizeof(key) - 1) == 0;
+            FUZZ_CHECK(status && ev[i].record_len > 0 &&
+                           memchr(ev[i].record, '\0', ev[i].record_len) == NULL,
                        "event %zu: record is not what was observed", i);
         }
     }

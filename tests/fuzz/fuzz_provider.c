@@ -210,12 +210,17 @@ typedef struct poll_state {
     const http_response_t *resp; /* the page being handled */
 } poll_state_t;
 
-static int on_record(void *opaque, const char *session_id, const char *raw_status, const char *text,
-                     size_t len, char *err, size_t errlen)
+static int on_record(void *opaque, const char *session_id, size_t id_len, const char *raw_status,
+                     size_t status_len, const char *text, size_t len, char *err, size_t errlen)
 {
     poll_state_t *st = opaque;
     FUZZ_CHECK(session_id != NULL && raw_status != NULL && text != NULL && len > 0,
                "record %zu handed over without an id, a status or the record", st->records);
+    /* lengths within the diff's bounds are the decoded strings' own */
+    FUZZ_CHECK(id_len > DIFF_ID_MAX || id_len == strlen(session_id),
+               "record %zu: id length %zu, not the id's", st->records, id_len);
+    FUZZ_CHECK(status_len > DIFF_STATUS_MAX || status_len == strlen(raw_status),
+               "record %zu: status length %zu, not the status's", st->records, status_len);
     /* the record is the page's own bytes (a span, no copy, no reprint) */
     uintptr_t at = (uintptr_t)text, body = (uintptr_t)st->resp->body;
     FUZZ_CHECK(at >= body && len <= st->resp->len && at - body <= st->resp->len - len,
@@ -225,7 +230,8 @@ static int on_record(void *opaque, const char *session_id, const char *raw_statu
     FUZZ_CHECK(doc != NULL, "record %zu: its text is not JSON", st->records);
     cJSON_Delete(doc);
     st->records++;
-    return diff_cycle_observe(st->cy, session_id, raw_status, text, len, err, errlen);
+    return diff_cycle_observe(st->cy, session_id, id_len, raw_status, status_len, text, len, err,
+                              errlen);
 }
 
 static void check_events(diff_cycle_t *cy)

@@ -49,10 +49,15 @@ typedef struct seen {
     int n;
 } seen_t;
 
-static int collect(void *opaque, const char *id, const char *status, const char *rec, size_t len,
-                   char *err, size_t errlen)
+static int collect(void *opaque, const char *id, size_t id_len, const char *status,
+                   size_t status_len, const char *rec, size_t len, char *err, size_t errlen)
 {
     seen_t *s = opaque;
+    /* the lengths handed over are the decoded id's and status's */
+    if (id_len <= DIFF_ID_MAX)
+        ck_assert_uint_eq(id_len, strlen(id));
+    if (status_len <= DIFF_STATUS_MAX)
+        ck_assert_uint_eq(status_len, strlen(status));
     ck_assert_int_lt(s->n, 64);
     ck_assert_ptr_nonnull(rec);
     ck_assert_uint_gt(len, 1);

@@ -13,8 +13,11 @@
 #define SRC "src"
 /* A UUID without the NUL: the session id length the memory budget is for. */
 #define UUID_LEN 36
-/* Memory budget per session beyond the id itself, table included. */
-#define MEM_BUDGET_PER_SESSION 64
+/* Memory budget per session beyond the id itself, table included: a
+ * 56-byte pool chunk (16-byte header, id, NUL) and 8-byte table slots at a
+ * load of 1/2..3/4 make ~34 (a malloc'd entry per session and pointer
+ * slots at 3/8..3/4 made ~45). */
+#define MEM_BUDGET_PER_SESSION 40
 #define MEM_SESSIONS 100000
 
 /* ---- fixture ---- */
@@ -93,6 +96,12 @@ static uint64_t rec_fp(const char *id, const char *raw)
     return diff_fingerprint(text, n);
 }
 
+/* Length of a test's id or status; NULL (a missing one) is 0 bytes. */
+static size_t slen(const char *s)
+{
+    return s != NULL ? strlen(s) : 0;
+}
+
 /* Stores id as if an earlier cycle had seen it with raw. */
 static void put(fx_t *f, const char *id, diff_state_t state, const char *raw, unsigned misses)
 {
@@ -112,8 +121,9 @@ static void observe(fx_t *f, const char *id, const char *raw)
 {
     char err[256] = "", text[REC_MAX];
     size_t n = rec_make(id, raw, text);
-    ck_assert_msg(diff_cycle_observe(f->cy, id, raw, text, n, err, sizeof(err)) == 0,
-                  "observe %s: %s", id, err);
+    ck_assert_msg(
+        diff_cycle_observe(f->cy, id, slen(id), raw, slen(raw), text, n, err, sizeof(err)) == 0,
+        "observe %s: %s", id, err);
     /* the cycle must not keep the borrowed record */
     memset(text, '#', sizeof(text));
 }
@@ -890,7 +900,9 @@ START_TEST(test_fingerprint_change_only)
     begin(&f);
     const char *o = "{\"id\":\"s\",\"status\":\"a\",\"score\":1,\"progress\":42}";
     char err[128];
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", "a", o, strlen(o), err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "s", slen("s"), "a", slen("a"), o, strlen(o), err, sizeof(err)),
+        0);
     uint64_t fp = diff_fingerprint(o, strlen(o));
     finish(&f);
     ck_assert_uint_eq(events(&f, NULL), 0);
@@ -1029,7 +1041,9 @@ START_TEST(test_one_cycle_at_a_time)
     finish(&f);
     ck_assert_int_eq(diff_cycle_finish(f.cy), -1);
     char err[64] = "";
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "late", "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "late", slen("late"), "a", slen("a"), NULL, 0, err, sizeof(err)),
+        -1);
     ck_assert_str_ne(err, "");
     diff_cycle_free(f.cy);
     f.cy = NULL;
@@ -1249,29 +1263,37 @@ START_TEST(test_bounds)
 
     memset(id, 'i', DIFF_ID_MAX);
     id[DIFF_ID_MAX] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, id, "a", NULL, 0, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, id, slen(id), "a", slen("a"), NULL, 0, err, sizeof(err)), 0);
     id[DIFF_ID_MAX] = 'i';
     id[DIFF_ID_MAX + 1] = '\0';
     err[0] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, id, "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, id, slen(id), "a", slen("a"), NULL, 0, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "session id"));
     err[0] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "", "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "", slen(""), "a", slen("a"), NULL, 0, err, sizeof(err)), -1);
     ck_assert_str_ne(err, "");
-    ck_assert_int_eq(diff_cycle_observe(f.cy, NULL, "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, NULL, slen(NULL), "a", slen("a"), NULL, 0, err, sizeof(err)), -1);
 
     memset(st, 's', DIFF_STATUS_MAX);
     st[DIFF_STATUS_MAX] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", st, NULL, 0, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "s", slen("s"), st, slen(st), NULL, 0, err, sizeof(err)), 0);
     st[DIFF_STATUS_MAX] = 's';
     st[DIFF_STATUS_MAX + 1] = '\0';
     err[0] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", st, NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "s", slen("s"), st, slen(st), NULL, 0, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "status"));
     err[0] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", "", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "s", slen("s"), "", slen(""), NULL, 0, err, sizeof(err)), -1);
     ck_assert_str_ne(err, "");
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", NULL, NULL, 0, NULL, 0), -1);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", slen("s"), NULL, slen(NULL), NULL, 0, NULL, 0),
+                     -1);
     ck_assert_uint_eq(diff_cycle_observed(f.cy), 2);
     /* refused while a cycle is open: abandoning it may drop its statuses */
     diff_record_t r = {DIFF_STATE_ACTIVE, 0, 0, "a"};
@@ -1298,14 +1320,19 @@ START_TEST(test_too_many_statuses)
     for (int i = 0; i < DIFF_MAX_STATUSES; i++) {
         snprintf(id, sizeof(id), "s%d", i);
         snprintf(st, sizeof(st), "st%04d", i);
-        ck_assert_msg(diff_cycle_observe(f.cy, id, st, NULL, 0, err, sizeof(err)) == 0, "%d: %s", i,
-                      err);
+        ck_assert_msg(
+            diff_cycle_observe(f.cy, id, slen(id), st, slen(st), NULL, 0, err, sizeof(err)) == 0,
+            "%d: %s", i, err);
     }
     err[0] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "one-more", "st-new", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "one-more", slen("one-more"), "st-new",
+                                        slen("st-new"), NULL, 0, err, sizeof(err)),
+                     -1);
     ck_assert_ptr_nonnull(strstr(err, "distinct"));
     /* statuses already interned still work */
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "again", "st0005", NULL, 0, err, sizeof(err)), 0);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "again", slen("again"), "st0005", slen("st0005"),
+                                        NULL, 0, err, sizeof(err)),
+                     0);
     fx_done(&f);
 }
 END_TEST
@@ -1325,7 +1352,7 @@ START_TEST(test_failed_cycle_interns_nothing)
         for (i = 0; i < 1100 && rc == 0; i++) {
             snprintf(id, sizeof(id), "s%d", i);
             snprintf(st, sizeof(st), "st%04d", i);
-            rc = diff_cycle_observe(f.cy, id, st, NULL, 0, err, sizeof(err));
+            rc = diff_cycle_observe(f.cy, id, slen(id), st, slen(st), NULL, 0, err, sizeof(err));
         }
         ck_assert_int_eq(rc, -1);
         ck_assert_int_eq(i, DIFF_MAX_STATUSES); /* index 0 is "", "a" was there */
@@ -1353,7 +1380,9 @@ START_TEST(test_failed_cycle_interns_nothing)
     observe(&f, "old", "a");
     observe(&f, "n", "IN_PROGRESS");
     observe(&f, "m", "st0001");
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "q", "another", NULL, 0, err, sizeof(err)), 0);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "q", slen("q"), "another", slen("another"), NULL, 0,
+                                        err, sizeof(err)),
+                     0);
     diff_cycle_free(f.cy);
     f.cy = NULL;
     ck_assert_int_eq(diff_index_get(f.ix, "m", &r), 0);
@@ -1402,7 +1431,8 @@ START_TEST(test_max_sessions)
         observe(&f, id, "a");
     }
     err[0] = '\0';
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s0", "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "s0", slen("s0"), "a", slen("a"), NULL, 0, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "more than 10 records in one poll"));
     ck_assert_ptr_nonnull(strstr(err, "max_sessions"));
     diff_cycle_free(f.cy);
@@ -1413,9 +1443,12 @@ START_TEST(test_max_sessions)
     begin(&f);
     for (int i = 0; i < DIFF_DEFAULT_MAX_SESSIONS; i++) {
         snprintf(id, sizeof(id), "s%d", i);
-        ck_assert_int_eq(diff_cycle_observe(f.cy, id, "a", NULL, 0, err, sizeof(err)), 0);
+        ck_assert_int_eq(
+            diff_cycle_observe(f.cy, id, slen(id), "a", slen("a"), NULL, 0, err, sizeof(err)), 0);
     }
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "one-more", "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "one-more", slen("one-more"), "a", slen("a"), NULL, 0,
+                                        err, sizeof(err)),
+                     -1);
     ck_assert_ptr_nonnull(strstr(err, "max_sessions"));
     fx_done(&f);
 }
@@ -1454,8 +1487,11 @@ START_TEST(test_retained_bytes)
     size_t nd = rec_big("d", "a", false, d, sizeof(d)), ne = rec_big("e", "a", false, e, sizeof(e));
 
     begin(&f);
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "d", "a", d, nd, err, sizeof(err)), 0);
-    ck_assert_msg(diff_cycle_observe(f.cy, "e", "a", e, ne, err, sizeof(err)) == -1, "no bound");
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "d", slen("d"), "a", slen("a"), d, nd, err, sizeof(err)), 0);
+    ck_assert_msg(
+        diff_cycle_observe(f.cy, "e", slen("e"), "a", slen("a"), e, ne, err, sizeof(err)) == -1,
+        "no bound");
     ck_assert_ptr_nonnull(strstr(err, "7680 bytes"));
     ck_assert_ptr_nonnull(strstr(err, "max_sessions"));
     diff_cycle_free(f.cy);
@@ -1466,7 +1502,9 @@ START_TEST(test_retained_bytes)
     for (int i = 0; i < 20; i++) {
         snprintf(id, sizeof(id), "z%d", i);
         size_t n = rec_big(id, "a", true, d, sizeof(d));
-        ck_assert_msg(diff_cycle_observe(f.cy, id, "a", d, n, err, sizeof(err)) == 0, "%s", err);
+        ck_assert_msg(
+            diff_cycle_observe(f.cy, id, slen(id), "a", slen("a"), d, n, err, sizeof(err)) == 0,
+            "%s", err);
     }
     size_t raw, held = diff_cycle_retained(f.cy, &raw);
     ck_assert_uint_ge(raw, 20 * BIG_PAD);
@@ -1488,8 +1526,10 @@ START_TEST(test_retained_bytes)
     put(&f, "d", DIFF_STATE_ACTIVE, "a", 0);
     put(&f, "e", DIFF_STATE_ACTIVE, "a", 0);
     begin(&f);
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "d", "a", d, nd, err, sizeof(err)), 0);
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "e", "a", e, ne, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "d", slen("d"), "a", slen("a"), d, nd, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "e", slen("e"), "a", slen("a"), e, ne, err, sizeof(err)), 0);
     ck_assert_uint_eq(diff_cycle_retained(f.cy, NULL), 0);
     fx_done(&f);
 }
@@ -1540,10 +1580,13 @@ START_TEST(test_observe_refuses_bad_utf8)
     fx_init(&f, 2, false);
     begin(&f);
     char err[256] = "";
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s-\xff", "a", NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s-\xff", slen("s-\xff"), "a", slen("a"), NULL, 0,
+                                        err, sizeof(err)),
+                     -1);
     ck_assert_ptr_nonnull(strstr(err, "session id is not UTF-8 (byte 2"));
     ck_assert_ptr_null(strchr(err, '\xff'));
-    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", "IN_\xed\xa0\x80", NULL, 0, err, sizeof(err)),
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", slen("s"), "IN_\xed\xa0\x80",
+                                        slen("IN_\xed\xa0\x80"), NULL, 0, err, sizeof(err)),
                      -1);
     ck_assert_ptr_nonnull(strstr(err, "not UTF-8 (byte 3"));
     ck_assert_uint_eq(diff_cycle_observed(f.cy), 0);
@@ -1552,6 +1595,45 @@ START_TEST(test_observe_refuses_bad_utf8)
     const diff_event_t *ev;
     ck_assert_uint_eq(events(&f, &ev), 1);
     ck_assert_str_eq(ev[0].session_id, "s-\xc3\xa9");
+    fx_done(&f);
+}
+END_TEST
+
+/* Ids and statuses arrive with their lengths, as spans of a larger buffer
+ * (the page): the diff reads those bytes only, and an id holding a NUL,
+ * which no event or key could carry, fails the page. */
+START_TEST(test_observe_takes_spans)
+{
+    fx_t f;
+    fx_init(&f, 2, false);
+    put(&f, "abc", DIFF_STATE_PENDING, "p", 0);
+    begin(&f);
+    char err[256] = "";
+    const char page[] = "abcdef\"activeX";
+    /* "abc" of "abcdef", status "a" of "active" */
+    ck_assert_int_eq(diff_cycle_observe(f.cy, page, 3, page + 7, 1, NULL, 0, err, sizeof(err)), 0);
+    /* "abcd" is another session than "abc", and "abcd" of "abcdef" is it */
+    ck_assert_int_eq(diff_cycle_observe(f.cy, page, 4, page + 7, 6, NULL, 0, err, sizeof(err)), 0);
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "ab\0c", 4, "a", 1, NULL, 0, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "session id holds a NUL (byte 2"));
+    ck_assert_int_eq(diff_cycle_observe(f.cy, "s", 1, "a\0", 2, NULL, 0, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "holds a NUL (byte 1"));
+    /* a length past the bound is refused before its bytes are read */
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "", DIFF_ID_MAX + 1, "a", 1, NULL, 0, err, sizeof(err)), -1);
+    ck_assert_int_eq(
+        diff_cycle_observe(f.cy, "s", 1, "", DIFF_STATUS_MAX + 1, NULL, 0, err, sizeof(err)), -1);
+    ck_assert_uint_eq(diff_cycle_observed(f.cy), 2);
+    finish(&f);
+    const diff_event_t *ev;
+    ck_assert_uint_eq(events(&f, &ev), 1);
+    ck_assert_str_eq(ev[0].session_id, "abc");
+    ck_assert_str_eq(ev[0].status, "a");
+    apply_and_close(&f);
+    diff_record_t r;
+    ck_assert_int_eq(diff_index_get(f.ix, "abcd", &r), 0);
+    ck_assert_str_eq(r.status, "active");
+    ck_assert_int_eq(diff_index_get(f.ix, "ab", NULL), -1);
     fx_done(&f);
 }
 END_TEST
@@ -1687,7 +1769,8 @@ START_TEST(test_memory_per_session)
         uuid_like(id, i);
         ck_assert_uint_eq(strlen(id), UUID_LEN);
         char err[128];
-        ck_assert_int_eq(diff_cycle_observe(f.cy, id, "a", NULL, 0, err, sizeof(err)), 0);
+        ck_assert_int_eq(
+            diff_cycle_observe(f.cy, id, slen(id), "a", slen("a"), NULL, 0, err, sizeof(err)), 0);
     }
     finish(&f);
     ck_assert_uint_eq(changes(&f, NULL), MEM_SESSIONS);
@@ -1754,6 +1837,7 @@ static Suite *diff_suite(void)
     tcase_add_test(tc, test_retained_bytes);
     tcase_add_loop_test(tc, test_utf8, 0, (int)(sizeof(utf8_rows) / sizeof(utf8_rows[0])));
     tcase_add_test(tc, test_observe_refuses_bad_utf8);
+    tcase_add_test(tc, test_observe_takes_spans);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("encoding");
