@@ -81,7 +81,8 @@ struct store {
      * not allocate per change. */
     const char **argv;
     size_t *argvlen;
-    char *records; /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
+    char *records;           /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
+    store_letter_t *letters; /* one window of letters (STORE_BATCH) */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -329,7 +330,8 @@ store_t *store_new(const store_options_t *opt, char *err, size_t errlen)
     st->argv = calloc(STORE_ARGV_MAX, sizeof *st->argv);
     st->argvlen = calloc(STORE_ARGV_MAX, sizeof *st->argvlen);
     st->records = malloc((size_t)STORE_BATCH * STORE_RECORD_SLOT);
-    if (st->argv == NULL || st->argvlen == NULL || st->records == NULL) {
+    st->letters = calloc(STORE_BATCH, sizeof *st->letters);
+    if (st->argv == NULL || st->argvlen == NULL || st->records == NULL || st->letters == NULL) {
         set_err(err, errlen, "store: out of memory");
         goto err;
     }
@@ -352,6 +354,7 @@ void store_free(store_t *st)
     free(st->argv);
     free(st->argvlen);
     free(st->records);
+    free(st->letters);
     free(st);
 }
 
@@ -685,21 +688,18 @@ static int read_transaction(store_t *st, size_t sent, const char *snap, char *er
     return aborted ? -2 : failed ? -1 : 0;
 }
 
-/* Rejects letters that would not make valid keys or fields before anything is queued. */
-static int check_letters(const store_t *st, const store_letter_t *l, size_t n, char *err,
-                         size_t errlen)
+/* Rejects letters (window l of n, the first being letter `first`) that
+ * would not make valid keys or fields. */
+static int check_letters(const store_t *st, const store_letter_t *l, size_t n, size_t first,
+                         char *err, size_t errlen)
 {
     char key[STORE_KEY_MAX];
 
-    if (n > 0 && l == NULL) {
-        set_err(err, errlen, "store: %zu letters but no array", n);
-        return -1;
-    }
     for (size_t i = 0; i < n; i++) {
         if (make_key(st, "ob", l[i].sink, "", key, err, errlen) != 0)
             return -1;
         if (l[i].id == NULL || l[i].id[0] == '\0' || l[i].json == NULL) {
-            set_err(err, errlen, "store: letter %zu has no id or no body", i);
+            set_err(err, errlen, "store: letter %zu has no id or no body", first + i);
             return -1;
         }
     }
@@ -747,6 +747,37 @@ static int append_letters(store_t *st, const char *cmd, const char *kind, const 
     return 0;
 }
 
+/*
+ * Queues the letters of ls window by window: a window is read into
+ * st->letters, checked and queued (hiredis formats each command into its
+ * buffer, written out past STORE_FLUSH_BYTES) before the next one is read,
+ * so that only one window of texts exists at a time. Outbox letters (now
+ * set: their due time) go to P:ob:K and P:ob:K:due, dead letters to P:dlq:K.
+ */
+static int append_letter_windows(store_t *st, const store_letters_t *ls, const char *now, char *err,
+                                 size_t errlen)
+{
+    for (size_t from = 0; from < ls->n;) {
+        size_t max = ls->n - from < STORE_BATCH ? ls->n - from : STORE_BATCH, got = 0;
+
+        if (ls->get == NULL || ls->get(ls->opaque, from, st->letters, max, &got) != 0 || got == 0 ||
+            got > max) {
+            set_err(err, errlen, "store: letter %zu cannot be read", from);
+            return -1;
+        }
+        if (check_letters(st, st->letters, got, from, err, errlen) != 0)
+            return -1;
+        if (now == NULL
+                ? append_letters(st, "HSET", "dlq", "", st->letters, got, NULL, err, errlen) != 0
+                : append_letters(st, "HSET", "ob", "", st->letters, got, NULL, err, errlen) != 0 ||
+                      append_letters(st, "ZADD", "ob", ":due", st->letters, got, now, err,
+                                     errlen) != 0)
+            return -1;
+        from += got;
+    }
+    return 0;
+}
+
 /* Queues the outbox events (due at once) and the dead letters of extra. */
 static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t errlen)
 {
@@ -755,10 +786,28 @@ static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t e
     if (x == NULL)
         return 0;
     snprintf(now, sizeof now, "%" PRIu64, (uint64_t)clock_unix_ms());
-    if (append_letters(st, "HSET", "ob", "", x->outbox, x->noutbox, NULL, err, errlen) != 0 ||
-        append_letters(st, "ZADD", "ob", ":due", x->outbox, x->noutbox, now, err, errlen) != 0)
+    if (append_letter_windows(st, &x->outbox, now, err, errlen) != 0)
         return -1;
-    return append_letters(st, "HSET", "dlq", "", x->dead, x->ndead, NULL, err, errlen);
+    return append_letter_windows(st, &x->dead, NULL, err, errlen);
+}
+
+static int letters_array_get(void *opaque, size_t from, store_letter_t *out, size_t max,
+                             size_t *got)
+{
+    const store_letter_t *l = opaque;
+
+    /* max <= n - from; the window stays valid for the whole commit: the
+     * array is the caller's */
+    memcpy(out, l + from, max * sizeof *out);
+    *got = max;
+    return 0;
+}
+
+store_letters_t store_letters_of(const store_letter_t *letters, size_t n)
+{
+    /* opaque is only read (letters_array_get) */
+    return (store_letters_t){
+        .n = letters != NULL ? n : 0, .get = letters_array_get, .opaque = (void *)letters};
 }
 
 /* Runs a command whose reply must be a status (+OK). */
@@ -919,17 +968,16 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     }
     if (check_changes(delta, err, errlen) != 0)
         return STORE_FENCE_ERROR;
-    if (extra != NULL && (check_letters(st, extra->outbox, extra->noutbox, err, errlen) != 0 ||
-                          check_letters(st, extra->dead, extra->ndead, err, errlen) != 0))
-        return STORE_FENCE_ERROR;
     if (ensure_connected(st, err, errlen) != 0)
         return STORE_FENCE_ERROR;
     if (token != NULL &&
         (f = watch_fence(st, source, token, *cycle, err, errlen)) != STORE_FENCE_OK)
         return f;
 
-    /* Everything is queued in hiredis's buffer and written by the first
-     * read: one round trip for the whole transaction. */
+    /* Everything is queued in hiredis's buffer (written out past
+     * STORE_FLUSH_BYTES, the rest by the first read): one round trip for
+     * the whole transaction. The letters are read and checked as they are
+     * queued, window by window: one that fails drops the half transaction. */
     before = st->commands;
     if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
         append_chunks(st, snap, delta, false, err, errlen) != 0 ||

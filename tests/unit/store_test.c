@@ -784,7 +784,7 @@ START_TEST(test_outbox_and_dlq_counts)
                             {.sink = "hook", .id = "e2", .json = "{}", .len = 2},
                             {.sink = "other", .id = "e1", .json = "{}", .len = 2}};
     store_letter_t dead[] = {{.sink = "kafka", .id = "e3", .json = "{}", .len = 2}};
-    store_extra_t extra = {.outbox = out, .noutbox = 3, .dead = dead, .ndead = 1};
+    store_extra_t extra = {.outbox = store_letters_of(out, 3), .dead = store_letters_of(dead, 1)};
     store_t *st = open_store(srv.port);
     char err[ERRLEN] = "";
     uint64_t cycle = 0;
