@@ -45,6 +45,15 @@
  * the sinks' queues (and our memory) bounded.
  */
 #define ENGINE_DELIVERY_WINDOW 5000
+/*
+ * Bytes of text one window of a commit's outbox events or dead letters may
+ * hold (store_letters_t): the store queues a window and writes it out
+ * before the next is encoded, so that the outbox events of a first emit
+ * cycle (~1.5 KiB each, a million of them) are never all in memory. 1 MiB
+ * matches the store's STORE_FLUSH_BYTES; a window also holds at most
+ * STORE_BATCH letters.
+ */
+#define ENGINE_LETTER_WINDOW_BYTES (1024u * 1024u)
 /* Heap a finished cycle must have held for its release to hand the free
  * pages back to the kernel (malloc_trim walks the whole heap: not worth it
  * for the usual small churn cycle). */
@@ -754,92 +763,144 @@ static int commit_repair(source_rt_t *s, store_fence_t f)
     return -1;
 }
 
-/* What a commit writes besides the delta; every text is owned. */
-typedef struct letters {
-    char **json; /* per event, encoded on first use */
-    size_t *len;
-    char (*ids)[DIFF_EVENT_ID_LEN]; /* per event, set with its json */
-    size_t nevents;
-    store_letter_t *outbox, *dead;
-    size_t noutbox, ndead;
-    char **records; /* dead-letter records, one per dead letter */
-} letters_t;
-
-static void letters_free(letters_t *l)
+/* The CloudEvent text of event i of the cycle (malloc'd, owned by the
+ * caller), *ev filled; NULL on ENOMEM or text that is not UTF-8. */
+static char *cycle_event_json(source_rt_t *s, size_t i, diff_event_t *ev, size_t *len)
 {
-    for (size_t i = 0; i < l->nevents && l->json; i++)
-        free(l->json[i]);
-    for (size_t i = 0; i < l->ndead && l->records; i++)
-        free(l->records[i]);
-    free(l->json);
-    free(l->len);
-    free(l->ids);
-    free(l->outbox);
-    free(l->dead);
-    free(l->records);
-}
-
-/* The event's CloudEvent text, encoded once per commit. */
-static const char *letter_json(source_rt_t *s, letters_t *l, size_t i)
-{
-    diff_event_t ev;
-    if (l->json[i] == NULL && diff_cycle_event(s->cy, i, &ev) == 0) {
-        l->json[i] =
-            event_encode(&ev, s->conf->name, s->conf->provider->name, s->observed_ms, &l->len[i]);
-        memcpy(l->ids[i], ev.id, DIFF_EVENT_ID_LEN);
-    }
-    return l->json[i];
+    if (diff_cycle_event(s->cy, i, ev) != 0)
+        return NULL;
+    return event_encode(ev, s->conf->name, s->conf->provider->name, s->observed_ms, len);
 }
 
 /*
- * Collects the events of outbox sinks (grouped by sink, so that the store
- * batches them) and the events sinks refused for good. -1: out of memory.
+ * What a commit writes besides the delta, read by the store window by
+ * window (store_letters_t): the events of outbox sinks, sink by sink (so
+ * that the store batches each sink's run), and the events sinks refused for
+ * good as dead-letter records. A window's texts are encoded when the store
+ * asks for it and freed when it asks for the next one.
  */
-static int letters_build(source_rt_t *s, letters_t *l)
+typedef struct letters {
+    source_rt_t *s;
+    store_letters_t outbox, dead;
+    /* the next outbox letter: its index, and the sink and event it is */
+    size_t next, sink, event;
+    char **texts; /* the window's texts, owned */
+    size_t ntexts;
+    char (*ids)[DIFF_EVENT_ID_LEN]; /* the outbox window's event ids */
+} letters_t;
+
+static void letters_window_free(letters_t *l)
+{
+    for (size_t i = 0; i < l->ntexts; i++)
+        free(l->texts[i]);
+    l->ntexts = 0;
+}
+
+static void letters_free(letters_t *l)
+{
+    if (l->texts != NULL)
+        letters_window_free(l);
+    free(l->texts);
+    free(l->ids);
+}
+
+/* Moves the outbox cursor to the next (sink, event) the sink routes, at or
+ * after the current one; sink == nsinks when there is none. */
+static void letters_seek(letters_t *l)
+{
+    engine_t *e = l->s->e;
+
+    for (; l->sink < e->nsinks; l->sink++, l->event = 0) {
+        const engine_sink_t *sk = &e->sinks[l->sink];
+        for (; sk->ob && l->event < l->s->nevents; l->event++) {
+            if (conf_sink_routes(sk->conf, l->s->conf->name,
+                                 diff_cycle_event_type(l->s->cy, l->event)))
+                return;
+        }
+    }
+}
+
+static int outbox_letters_get(void *opaque, size_t from, store_letter_t *out, size_t max,
+                              size_t *got)
+{
+    letters_t *l = opaque;
+    source_rt_t *s = l->s;
+    size_t bytes = 0;
+
+    letters_window_free(l);
+    if (from < l->next) { /* the commit is tried again: from the start */
+        l->next = l->sink = l->event = 0;
+        letters_seek(l);
+    }
+    for (; l->next < from; l->next++, l->event++)
+        letters_seek(l);
+    *got = 0;
+    while (*got < max && bytes < ENGINE_LETTER_WINDOW_BYTES) {
+        diff_event_t ev;
+        size_t len = 0;
+        char *json;
+
+        letters_seek(l);
+        if (l->sink == s->e->nsinks || (json = cycle_event_json(s, l->event, &ev, &len)) == NULL)
+            return -1; /* fewer letters than counted, or ENOMEM */
+        l->texts[l->ntexts++] = json;
+        memcpy(l->ids[*got], ev.id, DIFF_EVENT_ID_LEN);
+        out[*got] = (store_letter_t){
+            .sink = s->e->sinks[l->sink].conf->name, .id = l->ids[*got], .json = json, .len = len};
+        (*got)++;
+        bytes += len;
+        l->next++;
+        l->event++;
+    }
+    return 0;
+}
+
+static int dead_letters_get(void *opaque, size_t from, store_letter_t *out, size_t max, size_t *got)
+{
+    letters_t *l = opaque;
+    source_rt_t *s = l->s;
+    size_t bytes = 0;
+
+    letters_window_free(l);
+    for (*got = 0; *got < max && bytes < ENGINE_LETTER_WINDOW_BYTES; (*got)++) {
+        const dead_event_t *d = &s->dead[from + *got];
+        diff_event_t ev;
+        size_t len = 0;
+        char *json = cycle_event_json(s, d->event, &ev, &len);
+        char *rec = json ? outbox_dead_record(d->sink, d->id, 1, d->error, json, len) : NULL;
+
+        free(json);
+        if (rec == NULL)
+            return -1;
+        l->texts[l->ntexts++] = rec;
+        out[*got] = (store_letter_t){.sink = d->sink, .id = d->id, .json = rec, .len = strlen(rec)};
+        bytes += out[*got].len;
+    }
+    return 0;
+}
+
+/* Counts the letters of the commit and sets up their readers. -1: out of memory. */
+static int letters_init(source_rt_t *s, letters_t *l)
 {
     engine_t *e = s->e;
     size_t nout = 0;
 
     memset(l, 0, sizeof(*l));
-    l->nevents = s->nevents;
+    l->s = s;
     for (size_t k = 0; k < e->nsinks; k++) {
         for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++)
             nout +=
                 conf_sink_routes(e->sinks[k].conf, s->conf->name, diff_cycle_event_type(s->cy, i));
     }
+    l->outbox = (store_letters_t){.n = nout, .get = outbox_letters_get, .opaque = l};
+    l->dead = (store_letters_t){.n = s->ndead, .get = dead_letters_get, .opaque = l};
     if (nout == 0 && s->ndead == 0)
         return 0;
-    l->json = calloc(s->nevents, sizeof(char *));
-    l->len = calloc(s->nevents, sizeof(size_t));
-    l->ids = calloc(s->nevents, sizeof(*l->ids));
-    l->outbox = calloc(nout ? nout : 1, sizeof(store_letter_t));
-    l->dead = calloc(s->ndead ? s->ndead : 1, sizeof(store_letter_t));
-    l->records = calloc(s->ndead ? s->ndead : 1, sizeof(char *));
-    if (!l->json || !l->len || !l->ids || !l->outbox || !l->dead || !l->records)
+    l->texts = calloc(STORE_BATCH, sizeof(*l->texts));
+    l->ids = calloc(STORE_BATCH, sizeof(*l->ids));
+    if (l->texts == NULL || l->ids == NULL)
         return -1;
-    for (size_t k = 0; k < e->nsinks; k++) {
-        const conf_sink_t *cs = e->sinks[k].conf;
-        for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++) {
-            if (!conf_sink_routes(cs, s->conf->name, diff_cycle_event_type(s->cy, i)))
-                continue;
-            if (letter_json(s, l, i) == NULL)
-                return -1;
-            l->outbox[l->noutbox++] = (store_letter_t){
-                .sink = cs->name, .id = l->ids[i], .json = l->json[i], .len = l->len[i]};
-        }
-    }
-    for (size_t j = 0; j < s->ndead; j++) {
-        const dead_event_t *d = &s->dead[j];
-        const char *json = letter_json(s, l, d->event);
-        char *rec = json ? outbox_dead_record(d->sink, l->ids[d->event], 1, d->error, json,
-                                              l->len[d->event])
-                         : NULL;
-        if (rec == NULL)
-            return -1;
-        l->records[l->ndead] = rec;
-        l->dead[l->ndead++] = (store_letter_t){
-            .sink = d->sink, .id = l->ids[d->event], .json = rec, .len = strlen(rec)};
-    }
+    letters_seek(l);
     return 0;
 }
 
@@ -878,18 +939,19 @@ static void cycle_commit(source_rt_t *s)
     letters_t l;
     char err[256];
 
-    st->deliver_s = s->nevents ? clock_mono_s() - s->t_deliver : 0;
+    /* t_deliver is set when sinks took events during the cycle, not when
+     * every event went to an outbox */
+    st->deliver_s = s->nds ? clock_mono_s() - s->t_deliver : 0;
     st->changes = diff_cycle_nchanges(s->cy);
     /* the changes are read from the cycle one by one, not copied out */
     store_delta_t delta = {.n = st->changes, .get = cycle_change, .opaque = s->cy};
     size_t after = diff_cycle_sessions_after(s->cy);
-    if (letters_build(s, &l) != 0) {
+    if (letters_init(s, &l) != 0) {
         letters_free(&l);
         cycle_fail(s, "cannot commit", "out of memory");
         return;
     }
-    store_extra_t extra = {
-        .outbox = l.outbox, .noutbox = l.noutbox, .dead = l.dead, .ndead = l.ndead};
+    store_extra_t extra = {.outbox = l.outbox, .dead = l.dead};
     double t0 = clock_mono_s();
     store_fence_t f = STORE_FENCE_ERROR;
     for (int i = 0; i < ENGINE_COMMIT_TRIES; i++) {
@@ -925,7 +987,7 @@ static void cycle_commit(source_rt_t *s)
         cycle_fail(s, "commit failed; events may be delivered again with the same ids", err);
         return;
     }
-    for (size_t k = 0; k < e->nsinks && extra.noutbox > 0; k++) {
+    for (size_t k = 0; k < e->nsinks && extra.outbox.n > 0; k++) {
         if (e->sinks[k].ob)
             outbox_nudge(e->sinks[k].ob);
     }
@@ -941,7 +1003,7 @@ static void cycle_commit(source_rt_t *s)
              LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
              LF_I("pages", st->pages), LF_I("observed", st->observed), LF_I("events", st->events),
              LF_I("changes", st->changes), LF_I("sessions", st->sessions),
-             LF_I("outbox", extra.noutbox), LF_I("dead_letters", extra.ndead),
+             LF_I("outbox", extra.outbox.n), LF_I("dead_letters", extra.dead.n),
              LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)), LF_D("poll_s", st->poll_s),
              LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
              LF_I("redis_commands", (long long)st->redis_commands),
@@ -1047,9 +1109,7 @@ static void deliver_more(source_rt_t *s)
         diff_event_t evbuf, *ev = &evbuf;
         size_t len = 0;
         char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
-        char *json = diff_cycle_event(s->cy, s->next_event++, ev) == 0
-                         ? event_encode(ev, cs->name, cs->provider->name, s->observed_ms, &len)
-                         : NULL;
+        char *json = cycle_event_json(s, s->next_event++, ev, &len);
         if (json == NULL) {
             s->failed++;
             snprintf(s->first_error, sizeof(s->first_error),

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
@@ -53,6 +54,18 @@
  * grow to by doubling). Redis queues what arrives until EXEC either way.
  */
 #define STORE_FLUSH_BYTES (1024 * 1024)
+/*
+ * The slowest rate at which Redis is expected to apply a queued transaction
+ * and log it (AOF with appendfsync always writes the whole EXEC before it
+ * answers): the EXEC reply of a large transaction is awaited for the
+ * command timeout plus its bytes at this rate. A first emit cycle of a
+ * million sessions with an outbox sink queues ~1.7 GiB, which Redis took
+ * ~45 s to apply on the 2-core benchmark machine (38 MiB/s); at the plain
+ * 5 s timeout the commit was reported failed although it applied. Slower
+ * than this, Redis is in trouble and the commit counts as failed (it may
+ * still apply: the caller reloads before its next cycle).
+ */
+#define STORE_EXEC_MIN_BYTES_PER_S (8u * 1024u * 1024u)
 /* HSET key + STORE_BATCH field/value pairs: the widest command we send. */
 #define STORE_ARGV_MAX (2 + 2 * STORE_BATCH)
 /* One encoded record and its NUL. */
@@ -74,6 +87,7 @@ struct store {
     char prefix[STORE_PREFIX_MAX + 1];
     redisContext *ctx;        /* NULL while disconnected */
     uint64_t commands;        /* ours; the AUTH and SELECT of each connect are not counted */
+    uint64_t bytes_queued;    /* of those commands, as formatted for the wire */
     uint64_t errors;          /* connections lost or refused, error replies */
     double connect_failed_at; /* monotonic s of the last failed connect, 0 if none */
     char connect_error[STORE_ERR_MAX]; /* its reason, repeated during the pause */
@@ -81,7 +95,8 @@ struct store {
      * not allocate per change. */
     const char **argv;
     size_t *argvlen;
-    char *records; /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
+    char *records;           /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
+    store_letter_t *letters; /* one window of letters (STORE_BATCH) */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -220,11 +235,14 @@ static void fail_connection(store_t *st, const char *what, int saved_errno, char
 static int append_command(store_t *st, int argc, const char **argv, const size_t *argvlen,
                           const char *what, char *err, size_t errlen)
 {
+    size_t had = sdslen(st->ctx->obuf);
+
     if (redisAppendCommandArgv(st->ctx, argc, argv, argvlen) != REDIS_OK) {
         fail_connection(st, what, errno, err, errlen);
         return -1;
     }
     st->commands++;
+    st->bytes_queued += sdslen(st->ctx->obuf) - had;
     int done = 0;
     while (sdslen(st->ctx->obuf) >= STORE_FLUSH_BYTES && !done) {
         if (redisBufferWrite(st->ctx, &done) != REDIS_OK) {
@@ -329,7 +347,8 @@ store_t *store_new(const store_options_t *opt, char *err, size_t errlen)
     st->argv = calloc(STORE_ARGV_MAX, sizeof *st->argv);
     st->argvlen = calloc(STORE_ARGV_MAX, sizeof *st->argvlen);
     st->records = malloc((size_t)STORE_BATCH * STORE_RECORD_SLOT);
-    if (st->argv == NULL || st->argvlen == NULL || st->records == NULL) {
+    st->letters = calloc(STORE_BATCH, sizeof *st->letters);
+    if (st->argv == NULL || st->argvlen == NULL || st->records == NULL || st->letters == NULL) {
         set_err(err, errlen, "store: out of memory");
         goto err;
     }
@@ -352,6 +371,7 @@ void store_free(store_t *st)
     free(st->argv);
     free(st->argvlen);
     free(st->records);
+    free(st->letters);
     free(st);
 }
 
@@ -635,12 +655,17 @@ static int append_chunks(store_t *st, const char *snap, const store_delta_t *d, 
     return 0;
 }
 
-/*
- * Reads the replies of a queued transaction of `sent` commands. Every reply
- * is read even after an error so that the connection stays in sync.
- * Returns 0, -1, or -2 when EXEC aborted (a WATCHed key changed).
- */
-static int read_transaction(store_t *st, size_t sent, const char *snap, char *err, size_t errlen)
+/* Sets the connection's timeout to ms (a failure leaves the one it had). */
+static void set_timeout(store_t *st, uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+
+    (void)redisSetTimeout(st->ctx, tv);
+}
+
+/* read_transaction() without the longer wait. */
+static int read_transaction_replies(store_t *st, size_t sent, const char *snap, char *err,
+                                    size_t errlen)
 {
     bool failed = false, aborted = false;
 
@@ -685,21 +710,41 @@ static int read_transaction(store_t *st, size_t sent, const char *snap, char *er
     return aborted ? -2 : failed ? -1 : 0;
 }
 
-/* Rejects letters that would not make valid keys or fields before anything is queued. */
-static int check_letters(const store_t *st, const store_letter_t *l, size_t n, char *err,
-                         size_t errlen)
+/*
+ * Reads the replies of a queued transaction of `sent` commands, tx_bytes
+ * in all, each awaited for the command timeout plus tx_bytes at
+ * STORE_EXEC_MIN_BYTES_PER_S (Redis answers the commands sent last, and
+ * EXEC, once it has read and queued the whole transaction, then applied
+ * and logged it). Every reply is read even after an error so that the
+ * connection stays in sync. Returns 0, -1, or -2 when EXEC aborted (a
+ * WATCHed key changed).
+ */
+static int read_transaction(store_t *st, size_t sent, uint64_t tx_bytes, const char *snap,
+                            char *err, size_t errlen)
+{
+    uint64_t extra_ms = tx_bytes * 1000 / STORE_EXEC_MIN_BYTES_PER_S;
+    int rc;
+
+    if (extra_ms > 0)
+        set_timeout(st, (uint64_t)st->timeout_ms + extra_ms);
+    rc = read_transaction_replies(st, sent, snap, err, errlen);
+    if (extra_ms > 0 && st->ctx != NULL)
+        set_timeout(st, (uint64_t)st->timeout_ms);
+    return rc;
+}
+
+/* Rejects letters (window l of n, the first being letter `first`) that
+ * would not make valid keys or fields. */
+static int check_letters(const store_t *st, const store_letter_t *l, size_t n, size_t first,
+                         char *err, size_t errlen)
 {
     char key[STORE_KEY_MAX];
 
-    if (n > 0 && l == NULL) {
-        set_err(err, errlen, "store: %zu letters but no array", n);
-        return -1;
-    }
     for (size_t i = 0; i < n; i++) {
         if (make_key(st, "ob", l[i].sink, "", key, err, errlen) != 0)
             return -1;
         if (l[i].id == NULL || l[i].id[0] == '\0' || l[i].json == NULL) {
-            set_err(err, errlen, "store: letter %zu has no id or no body", i);
+            set_err(err, errlen, "store: letter %zu has no id or no body", first + i);
             return -1;
         }
     }
@@ -747,6 +792,37 @@ static int append_letters(store_t *st, const char *cmd, const char *kind, const 
     return 0;
 }
 
+/*
+ * Queues the letters of ls window by window: a window is read into
+ * st->letters, checked and queued (hiredis formats each command into its
+ * buffer, written out past STORE_FLUSH_BYTES) before the next one is read,
+ * so that only one window of texts exists at a time. Outbox letters (now
+ * set: their due time) go to P:ob:K and P:ob:K:due, dead letters to P:dlq:K.
+ */
+static int append_letter_windows(store_t *st, const store_letters_t *ls, const char *now, char *err,
+                                 size_t errlen)
+{
+    for (size_t from = 0; from < ls->n;) {
+        size_t max = ls->n - from < STORE_BATCH ? ls->n - from : STORE_BATCH, got = 0;
+
+        if (ls->get == NULL || ls->get(ls->opaque, from, st->letters, max, &got) != 0 || got == 0 ||
+            got > max) {
+            set_err(err, errlen, "store: letter %zu cannot be read", from);
+            return -1;
+        }
+        if (check_letters(st, st->letters, got, from, err, errlen) != 0)
+            return -1;
+        if (now == NULL
+                ? append_letters(st, "HSET", "dlq", "", st->letters, got, NULL, err, errlen) != 0
+                : append_letters(st, "HSET", "ob", "", st->letters, got, NULL, err, errlen) != 0 ||
+                      append_letters(st, "ZADD", "ob", ":due", st->letters, got, now, err,
+                                     errlen) != 0)
+            return -1;
+        from += got;
+    }
+    return 0;
+}
+
 /* Queues the outbox events (due at once) and the dead letters of extra. */
 static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t errlen)
 {
@@ -755,10 +831,28 @@ static int append_extra(store_t *st, const store_extra_t *x, char *err, size_t e
     if (x == NULL)
         return 0;
     snprintf(now, sizeof now, "%" PRIu64, (uint64_t)clock_unix_ms());
-    if (append_letters(st, "HSET", "ob", "", x->outbox, x->noutbox, NULL, err, errlen) != 0 ||
-        append_letters(st, "ZADD", "ob", ":due", x->outbox, x->noutbox, now, err, errlen) != 0)
+    if (append_letter_windows(st, &x->outbox, now, err, errlen) != 0)
         return -1;
-    return append_letters(st, "HSET", "dlq", "", x->dead, x->ndead, NULL, err, errlen);
+    return append_letter_windows(st, &x->dead, NULL, err, errlen);
+}
+
+static int letters_array_get(void *opaque, size_t from, store_letter_t *out, size_t max,
+                             size_t *got)
+{
+    const store_letter_t *l = opaque;
+
+    /* max <= n - from; the window stays valid for the whole commit: the
+     * array is the caller's */
+    memcpy(out, l + from, max * sizeof *out);
+    *got = max;
+    return 0;
+}
+
+store_letters_t store_letters_of(const store_letter_t *letters, size_t n)
+{
+    /* opaque is only read (letters_array_get) */
+    return (store_letters_t){
+        .n = letters != NULL ? n : 0, .get = letters_array_get, .opaque = (void *)letters};
 }
 
 /* Runs a command whose reply must be a status (+OK). */
@@ -907,7 +1001,7 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
     size_t multi_len[1] = {5}, exec_len[1] = {4};
     meta_cmd_t m;
-    uint64_t before;
+    uint64_t before, bytes_before;
     store_fence_t f;
     int rc;
 
@@ -919,18 +1013,18 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     }
     if (check_changes(delta, err, errlen) != 0)
         return STORE_FENCE_ERROR;
-    if (extra != NULL && (check_letters(st, extra->outbox, extra->noutbox, err, errlen) != 0 ||
-                          check_letters(st, extra->dead, extra->ndead, err, errlen) != 0))
-        return STORE_FENCE_ERROR;
     if (ensure_connected(st, err, errlen) != 0)
         return STORE_FENCE_ERROR;
     if (token != NULL &&
         (f = watch_fence(st, source, token, *cycle, err, errlen)) != STORE_FENCE_OK)
         return f;
 
-    /* Everything is queued in hiredis's buffer and written by the first
-     * read: one round trip for the whole transaction. */
+    /* Everything is queued in hiredis's buffer (written out past
+     * STORE_FLUSH_BYTES, the rest by the first read): one round trip for
+     * the whole transaction. The letters are read and checked as they are
+     * queued, window by window: one that fails drops the half transaction. */
     before = st->commands;
+    bytes_before = st->bytes_queued;
     if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
         append_chunks(st, snap, delta, false, err, errlen) != 0 ||
         append_chunks(st, snap, delta, true, err, errlen) != 0 ||
@@ -940,7 +1034,8 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
         drop_half_transaction(st);
         return STORE_FENCE_ERROR;
     }
-    rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);
+    rc = read_transaction(st, (size_t)(st->commands - before), st->bytes_queued - bytes_before,
+                          snap, err, errlen);
     if (rc == -2 && token != NULL)
         return aborted_why(st, source, token, *cycle, err, errlen);
     if (rc != 0)
@@ -1039,7 +1134,7 @@ store_fence_t store_restore(store_t *st, const char *source, const char *token,
     size_t multi_len[1] = {5}, exec_len[1] = {4}, del_len[2] = {3, 0};
     restore_chunk_t c = {.st = st, .snap = snap, .argc = 2, .err = err, .errlen = errlen};
     meta_cmd_t m;
-    uint64_t before;
+    uint64_t before, bytes_before;
     store_fence_t f;
     int rc;
 
@@ -1056,6 +1151,7 @@ store_fence_t store_restore(store_t *st, const char *source, const char *token,
     if ((f = watch_fence(st, source, token, 0, err, errlen)) != STORE_FENCE_OK)
         return f;
     before = st->commands;
+    bytes_before = st->bytes_queued;
     if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
         append_command(st, 2, del, del_len, "DEL", err, errlen) != 0 ||
         diff_index_foreach(ix, restore_session, &c) != 0 || restore_flush(&c) != 0 ||
@@ -1064,7 +1160,8 @@ store_fence_t store_restore(store_t *st, const char *source, const char *token,
         drop_half_transaction(st);
         return STORE_FENCE_ERROR;
     }
-    rc = read_transaction(st, (size_t)(st->commands - before), snap, err, errlen);
+    rc = read_transaction(st, (size_t)(st->commands - before), st->bytes_queued - bytes_before,
+                          snap, err, errlen);
     if (rc == -2)
         return aborted_why(st, source, token, 0, err, errlen);
     return rc == 0 ? STORE_FENCE_OK : STORE_FENCE_ERROR;
@@ -1213,11 +1310,12 @@ static int run_transaction(store_t *st, const char *const *const *cmds, size_t n
 {
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
     size_t multi_len[1] = {5}, exec_len[1] = {4};
-    uint64_t before;
+    uint64_t before, bytes_before;
 
     if (ensure_connected(st, err, errlen) != 0)
         return -1;
     before = st->commands;
+    bytes_before = st->bytes_queued;
     if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0)
         return -1;
     for (size_t i = 0; i < ncmds; i++) {
@@ -1231,7 +1329,8 @@ static int run_transaction(store_t *st, const char *const *const *cmds, size_t n
     }
     if (append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0)
         return -1;
-    return read_transaction(st, (size_t)(st->commands - before), what, err, errlen);
+    return read_transaction(st, (size_t)(st->commands - before), st->bytes_queued - bytes_before,
+                            what, err, errlen);
 }
 
 int store_outbox_done(store_t *st, const char *sink, const char *id, char *err, size_t errlen)

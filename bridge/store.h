@@ -32,10 +32,14 @@
  * fence says which of the two, and a holder that still has the snapshot in
  * memory can put it back (store_restore()) before committing.
  *
- * A commit writes only the delta of a cycle (changed and removed sessions)
- * plus the meta hash in one MULTI/EXEC transaction, pipelined, with at most
- * STORE_BATCH fields per command: Redis work grows with churn, not with the
- * population. The connection is re-established transparently when Redis
+ * A commit writes only the delta of a cycle (changed and removed sessions),
+ * its outbox events and dead letters, plus the meta hash in one MULTI/EXEC
+ * transaction, pipelined, with at most STORE_BATCH fields per command:
+ * Redis work grows with churn, not with the population. The transaction is
+ * written out as it is queued (our memory holds one window of it, Redis
+ * queues the rest until EXEC); a commit that fails, or a process that dies,
+ * before EXEC leaves a MULTI whose connection closed, which Redis discards
+ * whole. The connection is re-established transparently when Redis
  * went away; a call that fails reports -1 and changes nothing it knows of
  * (an EXEC whose reply was lost may or may not have applied; the caller
  * reloads the index before its next cycle).
@@ -51,7 +55,8 @@
 
 #include "diff.h"
 
-/* Fields per HSET/HDEL command and per HSCAN page. */
+/* Fields per HSET/HDEL command and per HSCAN page, and letters per window
+ * of a commit (store_letters_t). */
 #define STORE_BATCH 1000
 /* Longest key prefix accepted. */
 #define STORE_PREFIX_MAX 64
@@ -91,12 +96,31 @@ typedef struct store_letter {
     size_t len;
 } store_letter_t;
 
+/*
+ * Letters read window by window, so that a commit never holds them all: a
+ * first cycle with initial_snapshot=emit puts an event per session into an
+ * outbox, and a million event texts would be the sum of them all in memory.
+ * get fills out[0 .. *got) with letters from, from + 1, ... (1 <= *got <=
+ * max; max <= n - from) and returns 0, or -1 to fail the commit. Their
+ * strings stay valid until the next call of get or the end of the commit:
+ * each window is queued (and past STORE_FLUSH_BYTES written out) before the
+ * next one is read. Called on the committing thread, from 0 upwards, and
+ * from 0 again when the commit is tried again. Consecutive letters for the
+ * same sink share a command: give them sink by sink.
+ */
+typedef struct store_letters {
+    size_t n;
+    int (*get)(void *opaque, size_t from, store_letter_t *out, size_t max, size_t *got);
+    void *opaque;
+} store_letters_t;
+
+/* The letters of an array of n (borrowed, only read). */
+store_letters_t store_letters_of(const store_letter_t *letters, size_t n);
+
 /* What a commit writes besides the delta, in the same transaction. */
 typedef struct store_extra {
-    const store_letter_t *outbox; /* due at once */
-    size_t noutbox;
-    const store_letter_t *dead;
-    size_t ndead;
+    store_letters_t outbox; /* due at once */
+    store_letters_t dead;
 } store_extra_t;
 
 /*

@@ -38,14 +38,6 @@ def cycles_in(path):
     return out
 
 
-def vm_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=100000)
@@ -76,7 +68,7 @@ def main():
                 s.tick(started=per_tick // 3, completed=per_tick // 3,
                        vanished=per_tick - 2 * (per_tick // 3))
                 st.wait_for(lambda: len(cycles_in(log_path)) >= i + 2, 600, f"cycle {i + 2}")
-            rss = vm_hwm_kib(p.pid)
+            rss = st.vm_hwm_kib(p.pid)
         finally:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=60)

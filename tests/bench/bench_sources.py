@@ -41,14 +41,6 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / tick
 
 
-def vm_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", type=int, default=1000)
@@ -89,7 +81,7 @@ def main():
             peak = 0
             while p.poll() is None:
                 try:
-                    peak = max(peak, vm_hwm_kib(p.pid))
+                    peak = max(peak, st.vm_hwm_kib(p.pid))
                 except (FileNotFoundError, ProcessLookupError):
                     pass
                 time.sleep(0.05)
@@ -109,7 +101,7 @@ def main():
         cpu0, t0 = proc_cpu_s(p.pid), time.monotonic()
         time.sleep(args.seconds)
         cpu, wall = proc_cpu_s(p.pid) - cpu0, time.monotonic() - t0
-        rss = vm_hwm_kib(p.pid)
+        rss = st.vm_hwm_kib(p.pid)
         port = re.search(r'"msg":"admin endpoint listening".*?"port":(\d+)',
                          st.read_text(log_path)).group(1)
         scrapes, body = [], b""

@@ -62,6 +62,15 @@ def read_text(path):
         return ""
 
 
+def vm_hwm_kib(pid):
+    """Peak RSS of a running process (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def check_sanitizers(text, who):
     for mark in SANITIZER_MARKS:
         if mark in text:

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -784,7 +786,7 @@ START_TEST(test_outbox_and_dlq_counts)
                             {.sink = "hook", .id = "e2", .json = "{}", .len = 2},
                             {.sink = "other", .id = "e1", .json = "{}", .len = 2}};
     store_letter_t dead[] = {{.sink = "kafka", .id = "e3", .json = "{}", .len = 2}};
-    store_extra_t extra = {.outbox = out, .noutbox = 3, .dead = dead, .ndead = 1};
+    store_extra_t extra = {.outbox = store_letters_of(out, 3), .dead = store_letters_of(dead, 1)};
     store_t *st = open_store(srv.port);
     char err[ERRLEN] = "";
     uint64_t cycle = 0;
@@ -804,6 +806,328 @@ START_TEST(test_outbox_and_dlq_counts)
     ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(store_outbox_count(st, "Bad Name", &n, err, sizeof err), -1);
+    store_free(st);
+}
+END_TEST
+
+/* ---- large outboxes, read window by window ---- */
+
+/* More letters than one window (STORE_BATCH) and, at LETTER_BYTES each, more
+ * bytes per window than STORE_FLUSH_BYTES: windows are written out as queued. */
+#define BIG_OUTBOX (2 * STORE_BATCH + 500)
+#define LETTER_BYTES 2048
+/* Claims per store_outbox_claim() call in the tests: the worker's batches. */
+#define CLAIM_BATCH 300
+/* Commands Redis holds in the MULTI when the crash test dies before its third
+ * window: the delta's HSET, the first window's HSET and ZADD, the second's
+ * HSET (its small ZADD may still wait in our buffer). */
+#define QUEUED_BEFORE_CRASH 4
+
+/* A reader that makes each window when asked and frees the one before, as
+ * the engine does, and records how it was called. */
+typedef struct window_reader {
+    char *texts;                           /* the current window's bodies */
+    char (*ids)[16];                       /* and ids */
+    size_t calls, max_window, next, reads; /* reads: letters handed out, over all windows */
+    int crash_at_call;                     /* > 0: at that call, _exit once Redis queued windows */
+    int redis_port;
+} window_reader_t;
+
+static void letter_body(size_t i, char *out)
+{
+    int n = snprintf(out, LETTER_BYTES, "{\"id\":\"e%05zu\",\"pad\":\"", i);
+
+    memset(out + n, 'a' + (char)(i % 26), LETTER_BYTES - (size_t)n - 2);
+    memcpy(out + LETTER_BYTES - 2, "\"}", 2);
+}
+
+/* Whether some client of the server is inside MULTI with at least n commands
+ * queued (CLIENT LIST's multi=). */
+static bool redis_has_multi(int port, long n)
+{
+    redisContext *c = redis_server_connect(port);
+    redisReply *r = c ? redisCommand(c, "CLIENT LIST") : NULL;
+    bool found = false;
+
+    for (const char *p = r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+         p && (p = strstr(p, " multi=")) != NULL; p += 7)
+        found |= strtol(p + 7, NULL, 10) >= n;
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return found;
+}
+
+static int window_get(void *opaque, size_t from, store_letter_t *out, size_t max, size_t *got)
+{
+    window_reader_t *w = opaque;
+
+    w->calls++;
+    if (w->crash_at_call > 0 && w->calls == (size_t)w->crash_at_call) {
+        /* The earlier windows must be in Redis (queued in its MULTI), not
+         * only in our buffer, for this to be a death between windows. */
+        for (int i = 0; i < 200 && !redis_has_multi(w->redis_port, QUEUED_BEFORE_CRASH); i++)
+            usleep(10000);
+        _exit(redis_has_multi(w->redis_port, QUEUED_BEFORE_CRASH) ? 42 : 43);
+    }
+    ck_assert_uint_le(max, STORE_BATCH);
+    if (from != w->next) /* retried from the start */
+        ck_assert_uint_eq(from, 0);
+    free(w->texts);
+    free(w->ids);
+    w->texts = malloc(max * LETTER_BYTES);
+    w->ids = malloc(max * sizeof *w->ids);
+    ck_assert(w->texts != NULL && w->ids != NULL);
+    for (size_t k = 0; k < max; k++) {
+        letter_body(from + k, w->texts + k * LETTER_BYTES);
+        snprintf(w->ids[k], sizeof w->ids[k], "e%05zu", from + k);
+        out[k] = (store_letter_t){.sink = "big",
+                                  .id = w->ids[k],
+                                  .json = w->texts + k * LETTER_BYTES,
+                                  .len = LETTER_BYTES};
+    }
+    *got = max;
+    w->next = from + max;
+    w->reads += max;
+    if (max > w->max_window)
+        w->max_window = max;
+    return 0;
+}
+
+static void window_reader_free(window_reader_t *w)
+{
+    free(w->texts);
+    free(w->ids);
+}
+
+/* Claims everything due in batches of CLAIM_BATCH, checks each body, and
+ * settles it delivered; every id must come exactly once. */
+static void claim_all_once(store_t *st, size_t n)
+{
+    unsigned char *seen = calloc(n, 1);
+    char body[LETTER_BYTES], err[ERRLEN] = "";
+    size_t total = 0;
+
+    ck_assert_ptr_nonnull(seen);
+    for (;;) {
+        store_claim_t *c = NULL;
+        size_t got = 0;
+
+        ck_assert_msg(store_outbox_claim(st, "big", CLAIM_BATCH, 60000, false, &c, &got, err,
+                                         sizeof err) == 0,
+                      "%s", err);
+        ck_assert_uint_le(got, CLAIM_BATCH);
+        for (size_t k = 0; k < got; k++) {
+            size_t i = strtoul(c[k].id + 1, NULL, 10);
+
+            ck_assert_uint_lt(i, n);
+            ck_assert_msg(!seen[i], "event %s claimed twice", c[k].id);
+            seen[i] = 1;
+            letter_body(i, body);
+            ck_assert_uint_eq(c[k].len, LETTER_BYTES);
+            ck_assert(memcmp(c[k].json, body, LETTER_BYTES) == 0);
+            ck_assert_uint_eq(c[k].attempt, 1);
+            ck_assert_msg(store_outbox_done(st, "big", c[k].id, err, sizeof err) == 0, "%s", err);
+        }
+        store_claims_free(c, got);
+        total += got;
+        if (got == 0)
+            break;
+    }
+    ck_assert_uint_eq(total, n);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:ob:big"), 0);
+    free(seen);
+}
+
+/* Empties the "big" outbox and takes the lease of source with a new token. */
+static void big_outbox_lease(store_t *st, const char *source, char token[STORE_TOKEN_LEN])
+{
+    char err[ERRLEN] = "";
+
+    redis_server_ok(srv.port, "DEL sb:ob:big sb:ob:big:due sb:ob:big:att");
+    ck_assert_int_eq(store_new_token(token), 0);
+    ck_assert_msg(store_lease_acquire(st, source, token, 60000, err, sizeof err) ==
+                      STORE_LEASE_HELD,
+                  "%s", err);
+}
+
+/* A commit asks for its letters one window at a time (never more than one
+ * exists), writes them all in the snapshot's transaction, and the worker's
+ * claims read them back in bounded batches, each exactly once. */
+START_TEST(test_large_outbox_in_windows)
+{
+    diff_change_t ch[] = {upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active")};
+    store_t *st = open_store(srv.port);
+    char token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    uint64_t cycle = 0;
+    window_reader_t w = {0};
+
+    big_outbox_lease(st, "bigsrc", token);
+    store_delta_t d = store_delta_of(ch, 1);
+    store_extra_t extra = {.outbox = {.n = BIG_OUTBOX, .get = window_get, .opaque = &w}};
+    ck_assert_msg(store_commit_fenced(st, "bigsrc", token, &d, 1, &extra, &cycle, err,
+                                      sizeof err) == STORE_FENCE_OK,
+                  "%s", err);
+    ck_assert_uint_eq(w.calls, (BIG_OUTBOX + STORE_BATCH - 1) / STORE_BATCH);
+    ck_assert_uint_eq(w.max_window, STORE_BATCH);
+    ck_assert_uint_eq(w.reads, BIG_OUTBOX);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:ob:big"), BIG_OUTBOX);
+    ck_assert_int_eq(redis_server_int(srv.port, "ZCARD sb:ob:big:due"), BIG_OUTBOX);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:bigsrc"), 1);
+    claim_all_once(st, BIG_OUTBOX);
+    window_reader_free(&w);
+    store_free(st);
+}
+END_TEST
+
+/*
+ * The process dies between two windows, with the earlier ones already
+ * queued in Redis: nothing of the transaction applies (not the outbox, not
+ * the snapshot), and the next commit writes everything once.
+ */
+START_TEST(test_crash_between_windows_writes_nothing)
+{
+    diff_change_t ch[] = {upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active"),
+                          upsert("b", DIFF_STATE_ACTIVE, 0, 2, "active")};
+    char token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    uint64_t cycle = 0;
+    int status = 0;
+    pid_t pid;
+
+    {
+        store_t *st = open_store(srv.port);
+        big_outbox_lease(st, "crash", token);
+        store_free(st);
+    }
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* the bridge that dies in its commit */
+        store_t *st = open_store(srv.port);
+        window_reader_t w = {.crash_at_call = 3, .redis_port = srv.port};
+        store_delta_t d = store_delta_of(ch, 2);
+        store_extra_t extra = {.outbox = {.n = BIG_OUTBOX, .get = window_get, .opaque = &w}};
+
+        (void)store_commit_fenced(st, "crash", token, &d, 2, &extra, &cycle, err, sizeof err);
+        _exit(44); /* the crash point was never reached */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 42,
+                  "the child did not die between windows with windows queued in redis (status "
+                  "%d)",
+                  status);
+    ck_assert_int_eq(
+        redis_server_int(srv.port, "EXISTS sb:snap:crash sb:meta:crash sb:ob:big sb:ob:big:due"),
+        0);
+
+    store_t *st = open_store(srv.port);
+    window_reader_t w = {0};
+    store_delta_t d = store_delta_of(ch, 2);
+    store_extra_t extra = {.outbox = {.n = BIG_OUTBOX, .get = window_get, .opaque = &w}};
+    ck_assert_msg(store_commit_fenced(st, "crash", token, &d, 2, &extra, &cycle, err, sizeof err) ==
+                      STORE_FENCE_OK,
+                  "%s", err);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:crash"), 2);
+    claim_all_once(st, BIG_OUTBOX);
+    window_reader_free(&w);
+    store_free(st);
+}
+END_TEST
+
+/* A reader that fails mid-way fails the commit whole, and the connection
+ * stays in step for the next one. */
+static int failing_get(void *opaque, size_t from, store_letter_t *out, size_t max, size_t *got)
+{
+    if (from >= STORE_BATCH)
+        return -1;
+    return window_get(opaque, from, out, max, got);
+}
+
+START_TEST(test_reader_failure_writes_nothing)
+{
+    diff_change_t ch[] = {upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active")};
+    store_t *st = open_store(srv.port);
+    char token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    uint64_t cycle = 0;
+    window_reader_t w = {0};
+
+    big_outbox_lease(st, "failing", token);
+    store_delta_t d = store_delta_of(ch, 1);
+    store_extra_t extra = {.outbox = {.n = BIG_OUTBOX, .get = failing_get, .opaque = &w}};
+    ck_assert_int_eq(
+        store_commit_fenced(st, "failing", token, &d, 1, &extra, &cycle, err, sizeof err),
+        STORE_FENCE_ERROR);
+    ck_assert_msg(strstr(err, "letter 1000") != NULL, "%s", err);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:snap:failing sb:ob:big"), 0);
+    extra.outbox.get = window_get;
+    w.next = 0;
+    ck_assert_msg(store_commit_fenced(st, "failing", token, &d, 1, &extra, &cycle, err,
+                                      sizeof err) == STORE_FENCE_OK,
+                  "%s", err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:ob:big"), BIG_OUTBOX);
+    window_reader_free(&w);
+    store_free(st);
+}
+END_TEST
+
+/*
+ * Redis busy while the EXEC of a large transaction waits for its reply (as
+ * when it applies and logs a million outbox events): the reply is awaited
+ * for longer than the command timeout, in proportion to the transaction's
+ * bytes, instead of the commit failing although it applies.
+ */
+#define SLOW_TIMEOUT_MS 200
+#define BUSY_US 600000
+static const char busy_script[] = "local t = redis.call('TIME')\n"
+                                  "local s = t[1] * 1000000 + t[2]\n"
+                                  "repeat t = redis.call('TIME')\n"
+                                  "until t[1] * 1000000 + t[2] - s > tonumber(ARGV[1])\n"
+                                  "return 1\n";
+
+typedef struct busy_reader {
+    window_reader_t w;
+    redisContext *busy; /* sent the busy script before the last window */
+} busy_reader_t;
+
+static int busy_get(void *opaque, size_t from, store_letter_t *out, size_t max, size_t *got)
+{
+    busy_reader_t *b = opaque;
+
+    if (from + max == BIG_OUTBOX) {
+        int done = 0;
+
+        b->busy = redis_server_connect(srv.port);
+        ck_assert_ptr_nonnull(b->busy);
+        ck_assert_int_eq(redisAppendCommand(b->busy, "EVAL %s 0 %d", busy_script, BUSY_US),
+                         REDIS_OK);
+        while (!done)
+            ck_assert_int_eq(redisBufferWrite(b->busy, &done), REDIS_OK);
+        usleep(50000); /* Redis is in the script by now */
+    }
+    return window_get(&b->w, from, out, max, got);
+}
+
+START_TEST(test_large_exec_waits_longer_than_a_command)
+{
+    char url[64], token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    diff_change_t ch[] = {upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active")};
+    uint64_t cycle = 0;
+    busy_reader_t b = {0};
+    store_t *st;
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    st = open_store_url(url, NULL, SLOW_TIMEOUT_MS);
+    big_outbox_lease(st, "slow", token);
+    store_delta_t d = store_delta_of(ch, 1);
+    store_extra_t extra = {.outbox = {.n = BIG_OUTBOX, .get = busy_get, .opaque = &b}};
+    ck_assert_msg(store_commit_fenced(st, "slow", token, &d, 1, &extra, &cycle, err, sizeof err) ==
+                      STORE_FENCE_OK,
+                  "%s", err);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:ob:big"), BIG_OUTBOX);
+    redisFree(b.busy);
+    window_reader_free(&b.w);
     store_free(st);
 }
 END_TEST
@@ -1149,6 +1473,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_failure_while_queueing_leaves_connection_in_step);
     tcase_add_test(tc, test_db_and_prefix);
     tcase_add_test(tc, test_outbox_and_dlq_counts);
+    tcase_add_test(tc, test_large_outbox_in_windows);
+    tcase_add_test(tc, test_crash_between_windows_writes_nothing);
+    tcase_add_test(tc, test_reader_failure_writes_nothing);
+    tcase_add_test(tc, test_large_exec_waits_longer_than_a_command);
     tcase_add_test(tc, test_invalid_input_sends_nothing);
     tcase_add_test(tc, test_idle_connection_closed_by_server);
     suite_add_tcase(s, tc);
