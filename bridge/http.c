@@ -14,6 +14,8 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "net.h"
+
 const http_retry_policy_t http_default_retry = {
     .max_attempts = 4,
     .base_delay_s = 0.5,
@@ -91,20 +93,8 @@ void http_response_add_header(http_response_t *r, const char *data, size_t n)
     h->name[nl] = '\0';
     memcpy(h->value, v, vl);
     h->value[vl] = '\0';
-    if (strcasecmp(h->name, "Retry-After") == 0) {
-        char *end;
-        double secs = strtod(h->value, &end);
-        if (end != h->value && *end == '\0' && secs >= 0) {
-            r->retry_after_s = secs;
-        } else {
-            /* An HTTP-date: curl parses it for us. */
-            time_t when = curl_getdate(h->value, NULL);
-            if (when > 0) {
-                double d = difftime(when, time(NULL));
-                r->retry_after_s = d > 0 ? d : 0;
-            }
-        }
-    }
+    if (strcasecmp(h->name, "Retry-After") == 0)
+        net_retry_after(h->value, time(NULL), &r->retry_after_s); /* invalid: stays absent */
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)

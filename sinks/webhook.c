@@ -21,6 +21,7 @@
  * only: a webhook URL's path or query often carries a token.
  */
 #include "clock.h"
+#include "net.h"
 #include "sink.h"
 #include "webhook.h"
 
@@ -117,7 +118,7 @@ struct webhook_sink {
     atomic_size_t pending; /* in_flight + queued, for other threads */
 };
 
-/* ---- signing and parsing (webhook.h) ---- */
+/* ---- signing and secrets (webhook.h) ---- */
 
 /* The value of a standard base64 digit, -1 for any other character. */
 static int base64_digit(char c)
@@ -205,39 +206,6 @@ int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id, lo
         return -1;
     memcpy(out, "v1,", 3);
     EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)sizeof(mac)); /* 44 digits and a NUL */
-    return 0;
-}
-
-static const char *skip_blanks(const char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return p;
-}
-
-int webhook_retry_after(const char *value, time_t now, double *delay_s)
-{
-    const char *p = skip_blanks(value);
-    double d = 0;
-
-    if (*p >= '0' && *p <= '9') {
-        /* delta-seconds; digits past the cap no longer change the result */
-        for (; *p >= '0' && *p <= '9'; p++) {
-            if (d <= WEBHOOK_RETRY_AFTER_MAX_S)
-                d = d * 10 + (*p - '0');
-        }
-        if (*skip_blanks(p) != '\0')
-            return -1;
-    } else {
-        time_t when = curl_getdate(p, NULL);
-
-        if (when == -1)
-            return -1;
-        d = difftime(when, now);
-        if (d < 0)
-            d = 0;
-    }
-    *delay_s = d > WEBHOOK_RETRY_AFTER_MAX_S ? WEBHOOK_RETRY_AFTER_MAX_S : d;
     return 0;
 }
 
@@ -463,7 +431,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
                         value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
         vlen--;
     value[vlen] = '\0';
-    webhook_retry_after(value, time(NULL), &slot->retry_after_s); /* unparsable: ignored */
+    net_retry_after(value, time(NULL), &slot->retry_after_s); /* invalid: stays absent */
     return n;
 }
 

@@ -239,6 +239,31 @@ START_TEST(retry_after_is_honoured_and_bounded)
 }
 END_TEST
 
+/* A response reads Retry-After by net_retry_after()'s rules, the webhook
+ * sink's too: a fraction or "inf" is no delta-seconds, hence absent. */
+START_TEST(retry_after_header_follows_the_shared_rules)
+{
+    static const struct {
+        const char *line;
+        double want;
+    } cases[] = {
+        {"Retry-After: 7\r\n", 7},
+        {"retry-after:  120 \r\n", 120},
+        {"Retry-After: 7.5\r\n", -1},
+        {"Retry-After: inf\r\n", -1},
+        {"Retry-After: 1e3\r\n", -1},
+        {"Retry-After: soon\r\n", -1},
+        {"Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        http_response_t r = {.retry_after_s = -1};
+        http_response_add_header(&r, cases[i].line, strlen(cases[i].line));
+        ck_assert_msg(r.retry_after_s == cases[i].want, "%s: %f", cases[i].line, r.retry_after_s);
+        http_response_reset(&r);
+    }
+}
+END_TEST
+
 START_TEST(body_is_bounded)
 {
     static const step_t steps[] = {{200, NULL, 100000}};
@@ -321,6 +346,7 @@ int main(void)
     tcase_add_test(tc, client_errors_are_not_retried);
     tcase_add_test(tc, gives_up_after_max_attempts);
     tcase_add_test(tc, retry_after_is_honoured_and_bounded);
+    tcase_add_test(tc, retry_after_header_follows_the_shared_rules);
     tcase_add_test(tc, body_is_bounded);
     tcase_add_test(tc, connection_refused_is_an_error);
     tcase_add_loop_test(tc, backoff_table, 0, (int)(sizeof(backoff) / sizeof(backoff[0])));

@@ -1,6 +1,6 @@
 /*
  * Tests of sinks/webhook: the signature against the Standard Webhooks
- * spec's published vector, whsec_ decoding and Retry-After (tables), the
+ * spec's published vector, whsec_ decoding (tables), the
  * configuration checks (table), and deliveries to an in-process
  * libmicrohttpd server on a free loopback port. The server checks every
  * request with its own HMAC code and raw key bytes, not the sink's, so that
@@ -60,7 +60,7 @@ static cJSON *parse_json(const char *text)
     return j;
 }
 
-/* ---- signing, secrets, Retry-After ---- */
+/* ---- signing, secrets ---- */
 
 START_TEST(test_spec_vector)
 {
@@ -148,40 +148,6 @@ START_TEST(test_decode_secret_bounds)
         if (cases[c].status == WEBHOOK_SECRET_OK)
             ck_assert_mem_eq(key, raw, cases[c].n);
     }
-}
-END_TEST
-
-/* 2015-10-21 07:28:00 UTC */
-#define DATE_T 1445412480
-static const struct retry_case {
-    const char *value;
-    time_t now;
-    int rc;
-    double delay;
-} retry_cases[] = {
-    {"7", 0, 0, 7},
-    {" 7 ", 0, 0, 7},
-    {"0", 0, 0, 0},
-    {"86400", 0, 0, 86400},
-    {"86401", 0, 0, 86400},
-    {"99999999999999999999999", 0, 0, 86400},
-    {"7.5", 0, -1, -1},
-    {"-3", 0, -1, -1},
-    {"7s", 0, -1, -1},
-    {"", 0, -1, -1},
-    {"soon", 0, -1, -1},
-    {"Wed, 21 Oct 2015 07:28:00 GMT", DATE_T - 120, 0, 120},
-    {"Wed, 21 Oct 2015 07:28:00 GMT", DATE_T + 50, 0, 0},
-    {"Wed, 21 Oct 2015 07:28:00 GMT", DATE_T - 200000, 0, 86400},
-};
-
-START_TEST(test_retry_after)
-{
-    const struct retry_case *c = &retry_cases[_i];
-    double delay = -1;
-
-    ck_assert_int_eq(webhook_retry_after(c->value, c->now, &delay), c->rc);
-    ck_assert_double_eq(delay, c->delay);
 }
 END_TEST
 
@@ -921,8 +887,6 @@ static Suite *webhook_suite(void)
     tcase_add_loop_test(pure, test_decode_secret, 0,
                         (int)(sizeof(secret_cases) / sizeof(secret_cases[0])));
     tcase_add_test(pure, test_decode_secret_bounds);
-    tcase_add_loop_test(pure, test_retry_after, 0,
-                        (int)(sizeof(retry_cases) / sizeof(retry_cases[0])));
     tcase_add_loop_test(conf, test_validate, 0, (int)(sizeof(conf_cases) / sizeof(conf_cases[0])));
     tcase_add_test(http, test_ok_and_keep_alive);
     tcase_add_test(http, test_two_secrets_two_signatures);

@@ -1,0 +1,78 @@
+/*
+ * Tests of bridge/net: the one Retry-After rule set of every HTTP client
+ * (table), read against a fixed "now" so that dates are exact.
+ */
+#include "net.h"
+
+#include <check.h>
+#include <stdlib.h>
+
+/* 2015-10-21 07:28:00 UTC */
+#define DATE_T 1445412480
+static const struct retry_case {
+    const char *value;
+    time_t now;
+    int rc;
+    double delay;
+} retry_cases[] = {
+    /* delta-seconds: digits only, blanks around them ignored */
+    {"7", 0, 0, 7},
+    {" 7 ", 0, 0, 7},
+    {"\t7\t", 0, 0, 7},
+    {"0", 0, 0, 0},
+    {"007", 0, 0, 7},
+    {"86401", 0, 0, 86401},
+    {"100000", 0, 0, 100000},
+    /* the bound: clamped, never overflowing */
+    {"31536000", 0, 0, NET_RETRY_AFTER_MAX_S},
+    {"31536001", 0, 0, NET_RETRY_AFTER_MAX_S},
+    {"99999999999999999999999999999999999999", 0, 0, NET_RETRY_AFTER_MAX_S},
+    /* invalid: counts as absent */
+    {"7.5", 0, -1, -1},
+    {"1e3", 0, -1, -1},
+    {"-3", 0, -1, -1},
+    {"+3", 0, -1, -1},
+    {"7s", 0, -1, -1},
+    {"7 8", 0, -1, -1},
+    {"", 0, -1, -1},
+    {"   ", 0, -1, -1},
+    {"soon", 0, -1, -1},
+    {"inf", 0, -1, -1},
+    {"nan", 0, -1, -1},
+    /* HTTP-date, the three formats of RFC 9110 */
+    {"Wed, 21 Oct 2015 07:28:00 GMT", DATE_T - 120, 0, 120},
+    {" Wed, 21 Oct 2015 07:28:00 GMT ", DATE_T - 120, 0, 120},
+    {"Wednesday, 21-Oct-15 07:28:00 GMT", DATE_T - 120, 0, 120},
+    {"Wed Oct 21 07:28:00 2015", DATE_T - 120, 0, 120},
+    /* a date in the past: no wait */
+    {"Wed, 21 Oct 2015 07:28:00 GMT", DATE_T + 50, 0, 0},
+    {"Wed, 21 Oct 2015 07:28:00 GMT", DATE_T - 200000, 0, 200000},
+    {"Wed, 21 Oct 2015 07:28:00 GMT", 0, 0, NET_RETRY_AFTER_MAX_S},
+};
+
+START_TEST(test_retry_after)
+{
+    const struct retry_case *c = &retry_cases[_i];
+    double delay = -1;
+
+    ck_assert_msg(net_retry_after(c->value, c->now, &delay) == c->rc, "\"%s\"", c->value);
+    ck_assert_msg(delay == c->delay, "\"%s\": %f, expected %f", c->value, delay, c->delay);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("net");
+    TCase *tc = tcase_create("retry_after");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_loop_test(tc, test_retry_after, 0,
+                        (int)(sizeof(retry_cases) / sizeof(retry_cases[0])));
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
