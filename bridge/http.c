@@ -26,7 +26,6 @@ const http_retry_policy_t http_default_retry = {
 struct http_client {
     CURL *curl;
     http_options_t opt;
-    char errbuf[CURL_ERROR_SIZE];
     /* The request in progress, between request_begin() and request_end(). */
     http_response_t *resp;
     size_t cap;
@@ -123,26 +122,18 @@ http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errl
     c->opt = *opt;
     if (c->opt.max_body == 0)
         c->opt.max_body = HTTP_DEFAULT_MAX_BODY;
-    c->curl = curl_easy_init();
+    net_easy_options_t eo = {.timeout_ms = c->opt.timeout_ms,
+                             .connect_timeout_ms = c->opt.connect_timeout_ms,
+                             .max_response = (long long)c->opt.max_body};
+    c->curl = net_easy_new(&eo);
     if (c->curl == NULL) {
-        snprintf(err, errlen, "curl_easy_init failed");
+        snprintf(err, errlen, "cannot create a libcurl handle");
         free(c);
         return NULL;
     }
     CURL *h = c->curl;
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->opt.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     c->opt.connect_timeout_ms ? c->opt.connect_timeout_ms : c->opt.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* A redirect could carry our credentials to another host: refuse it. */
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* Pages compress well; the body bound applies to what is decoded. */
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->opt.max_body);
-    curl_easy_setopt(h, CURLOPT_USERAGENT,
-                     c->opt.user_agent ? c->opt.user_agent : "session-bridge/" SB_VERSION);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -196,7 +187,6 @@ static int request_begin(http_client_t *c, const char *url, const char *const *h
     c->resp = resp;
     c->cap = 0;
     c->too_large = 0;
-    c->errbuf[0] = '\0';
     c->request_headers = NULL;
     for (size_t i = 0; i < nheaders; i++) {
         struct curl_slist *n = curl_slist_append(c->request_headers, headers[i]);

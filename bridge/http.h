@@ -43,7 +43,6 @@ typedef struct http_options {
     long timeout_ms; /* whole request */
     long connect_timeout_ms;
     size_t max_body;
-    const char *user_agent; /* borrowed */
 } http_options_t;
 
 http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errlen);

@@ -59,7 +59,6 @@
 #define WEBHOOK_MSG_MAX 512
 
 #define WEBHOOK_SECRET_PREFIX "whsec_"
-#define WEBHOOK_USER_AGENT "session-bridge/" SB_VERSION
 
 static const char *const allowed_keys[] = {
     /* common keys, checked by the core */
@@ -438,26 +437,20 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
 /* An easy handle with everything but the request's headers and body; NULL on failure. */
 static CURL *easy_new(const webhook_sink_t *ctx, webhook_slot_t *slot)
 {
-    CURL *h = curl_easy_init();
-    long connect_ms =
-        ctx->timeout_ms < WEBHOOK_CONNECT_TIMEOUT_MS ? ctx->timeout_ms : WEBHOOK_CONNECT_TIMEOUT_MS;
+    net_easy_options_t eo = {.timeout_ms = ctx->timeout_ms,
+                             .connect_timeout_ms = ctx->timeout_ms < WEBHOOK_CONNECT_TIMEOUT_MS
+                                                       ? ctx->timeout_ms
+                                                       : WEBHOOK_CONNECT_TIMEOUT_MS,
+                             .max_response = WEBHOOK_RESPONSE_MAX};
+    CURL *h = net_easy_new(&eo);
 
     if (!h)
         return NULL;
-    /* Refusing other protocols and redirects are part of the contract: check them. */
-    if (curl_easy_setopt(h, CURLOPT_URL, ctx->url) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK) {
+    if (curl_easy_setopt(h, CURLOPT_URL, ctx->url) != CURLE_OK) {
         curl_easy_cleanup(h);
         return NULL;
     }
     curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ctx->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, WEBHOOK_USER_AGENT);
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)WEBHOOK_RESPONSE_MAX);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, slot);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);

@@ -1,5 +1,5 @@
 /*
- * net: Retry-After (see net.h).
+ * net: Retry-After and the easy-handle set-up (see net.h).
  */
 #include "net.h"
 
@@ -38,4 +38,25 @@ int net_retry_after(const char *value, time_t now, double *delay_s)
     }
     *delay_s = d > NET_RETRY_AFTER_MAX_S ? NET_RETRY_AFTER_MAX_S : d;
     return 0;
+}
+
+CURL *net_easy_new(const net_easy_options_t *opt)
+{
+    CURL *h = curl_easy_init();
+
+    if (h == NULL)
+        return NULL;
+    if (curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK) {
+        curl_easy_cleanup(h);
+        return NULL;
+    }
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, opt->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : opt->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)opt->max_response);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, NET_USER_AGENT);
+    return h;
 }

@@ -11,6 +11,8 @@
 
 #include <time.h>
 
+#include <curl/curl.h>
+
 /*
  * The longest wait a Retry-After value can express here (a year); longer
  * ones are clamped to it. No caller waits that long: each applies its own,
@@ -32,5 +34,31 @@
  * decides.
  */
 int net_retry_after(const char *value, time_t now, double *delay_s);
+
+/* What every request of the daemon says it is. */
+#define NET_USER_AGENT "session-bridge/" SB_VERSION
+
+typedef struct net_easy_options {
+    long timeout_ms;         /* the whole transfer, > 0 */
+    long connect_timeout_ms; /* 0: timeout_ms */
+    long long max_response;  /* bytes of response body, > 0; a larger announced body fails */
+} net_easy_options_t;
+
+/*
+ * A new easy handle with what every HTTP client of the daemon sets: no
+ * signals (transfers run on threads that handle none), the timeouts, TCP
+ * keep-alive (connections are reused between polls and attempts), http and
+ * https only and no redirects (a redirect could carry the credentials of a
+ * request to another host), the response bound and NET_USER_AGENT. The
+ * caller adds the request (URL, method, headers, body callbacks).
+ *
+ * No CURLOPT_ERRORBUFFER on purpose: its text may quote the URL, whose
+ * query can hold a token; messages come from curl_easy_strerror().
+ *
+ * The caller owns the handle (curl_easy_cleanup()). NULL when libcurl
+ * cannot create it or refuses an option the contract rests on (protocols,
+ * redirects).
+ */
+CURL *net_easy_new(const net_easy_options_t *opt);
 
 #endif /* SB_NET_H */

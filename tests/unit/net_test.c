@@ -1,6 +1,7 @@
 /*
  * Tests of bridge/net: the one Retry-After rule set of every HTTP client
- * (table), read against a fixed "now" so that dates are exact.
+ * (table), read against a fixed "now" so that dates are exact; and the
+ * shared easy-handle set-up, which must refuse every protocol but http(s).
  */
 #include "net.h"
 
@@ -60,6 +61,24 @@ START_TEST(test_retry_after)
 }
 END_TEST
 
+/* A file:// URL would read local files on a configured URL's say. */
+START_TEST(test_easy_refuses_other_protocols)
+{
+    static const char *const urls[] = {"file:///etc/hostname", "ftp://127.0.0.1:1/x",
+                                       "gopher://127.0.0.1:1/x"};
+    net_easy_options_t o = {.timeout_ms = 2000, .max_response = 1024};
+
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        CURL *h = net_easy_new(&o);
+
+        ck_assert_ptr_nonnull(h);
+        curl_easy_setopt(h, CURLOPT_URL, urls[i]);
+        ck_assert_int_eq(curl_easy_perform(h), CURLE_UNSUPPORTED_PROTOCOL);
+        curl_easy_cleanup(h);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("net");
@@ -69,6 +88,9 @@ int main(void)
 
     tcase_add_loop_test(tc, test_retry_after, 0,
                         (int)(sizeof(retry_cases) / sizeof(retry_cases[0])));
+    suite_add_tcase(s, tc);
+    tc = tcase_create("easy");
+    tcase_add_test(tc, test_easy_refuses_other_protocols);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
