@@ -419,7 +419,7 @@ static const char *sink_type_name_at(size_t i)
 
 /* ---- sources ---- */
 
-static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, const char *path,
+static void parse_source(conf_source_t *src, const cJSON *obj, const char *path,
                          sink_errors_t *errs)
 {
     const char *provider = NULL, *base_url = NULL, *initial = NULL;
@@ -527,7 +527,6 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
                 sink_errors_add(errs, sub, "out of memory");
         }
     }
-    (void)conf;
 }
 
 /* ---- sinks ---- */
@@ -906,7 +905,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
             sink_errors_t *mine = calloc(1, sizeof(*mine));
             if (mine == NULL)
                 goto out;
-            parse_source(conf, &conf->sources[i], obj, spath, mine);
+            parse_source(&conf->sources[i], obj, spath, mine);
             conf->nsources++;
             merge_errors(errs, mine);
             free(mine);

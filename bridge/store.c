@@ -960,20 +960,6 @@ store_delta_t store_delta_of(const diff_change_t *changes, size_t n)
     return (store_delta_t){.n = changes != NULL ? n : 0, .get = array_get, .opaque = changes};
 }
 
-int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
-                 size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
-                 size_t errlen)
-{
-    if (n > 0 && changes == NULL) {
-        set_err(err, errlen, "store: %zu changes but no array", n);
-        return -1;
-    }
-    store_delta_t d = store_delta_of(changes, n);
-    return commit(st, source, NULL, &d, sessions_after, extra, cycle, err, errlen) == STORE_FENCE_OK
-               ? 0
-               : -1;
-}
-
 store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,
                                   const store_delta_t *delta, size_t sessions_after,
                                   const store_extra_t *extra, uint64_t *cycle, char *err,
