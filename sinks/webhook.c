@@ -119,30 +119,20 @@ struct webhook_sink {
 
 /* ---- signing and secrets (webhook.h) ---- */
 
-/* The value of a standard base64 digit, -1 for any other character. */
-static int base64_digit(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+/* The standard base64 alphabet (RFC 4648, section 4), without the padding. */
+static const char base64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char *key,
                                               size_t *keylen)
 {
     const size_t plen = strlen(WEBHOOK_SECRET_PREFIX);
+    /* The padded text of the longest key, and what EVP_DecodeBlock() writes for it. */
+    char text[(WEBHOOK_KEY_MAX + 2) / 3 * 4 + 1];
+    unsigned char raw[(WEBHOOK_KEY_MAX + 2) / 3 * 3];
     const char *b64;
-    size_t n, pad = 0, o = 0;
-    unsigned acc = 0;
-    int bits = 0;
+    size_t n, pad = 0, len;
+    int out;
 
     if (!secret || strncmp(secret, WEBHOOK_SECRET_PREFIX, plen) != 0)
         return WEBHOOK_SECRET_FORMAT;
@@ -152,24 +142,31 @@ webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char 
         n--;
         pad++;
     }
-    /* One digit left over carries 6 bits: never a whole byte. */
-    if (n == 0 || n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0))
+    /*
+     * Checked here rather than left to OpenSSL, which trims blanks and line
+     * ends around the text and would take '=' anywhere in its last group.
+     * One digit left over carries 6 bits: never a whole byte.
+     */
+    if (n == 0 || strspn(b64, base64_alphabet) != n || n % 4 == 1 ||
+        (pad > 0 && (n + pad) % 4 != 0))
         return WEBHOOK_SECRET_FORMAT;
-    for (size_t i = 0; i < n; i++) {
-        if (base64_digit(b64[i]) < 0)
-            return WEBHOOK_SECRET_FORMAT;
-    }
     *keylen = n * 3 / 4;
     if (*keylen < WEBHOOK_KEY_MIN || *keylen > WEBHOOK_KEY_MAX)
         return WEBHOOK_SECRET_LENGTH;
-    for (size_t i = 0; i < n; i++) {
-        acc = ((acc << 6) | (unsigned)base64_digit(b64[i])) & 0x3fffu;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            key[o++] = (unsigned char)(acc >> bits);
-        }
+    /* EVP_DecodeBlock() wants whole groups of four: pad what was left unpadded. */
+    len = (n + 3) / 4 * 4;
+    memcpy(text, b64, n);
+    memset(text + n, '=', len - n);
+    out = EVP_DecodeBlock(raw, (const unsigned char *)text, (int)len);
+    /* It counts the bytes the padding stands for too: the key is the first *keylen. */
+    if (out < 0 || (size_t)out != len / 4 * 3) {
+        OPENSSL_cleanse(text, sizeof(text));
+        OPENSSL_cleanse(raw, sizeof(raw));
+        return WEBHOOK_SECRET_FORMAT;
     }
+    memcpy(key, raw, *keylen);
+    OPENSSL_cleanse(text, sizeof(text));
+    OPENSSL_cleanse(raw, sizeof(raw));
     return WEBHOOK_SECRET_OK;
 }
 

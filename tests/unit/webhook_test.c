@@ -104,6 +104,16 @@ static const struct secret_case {
     {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw=", WEBHOOK_SECRET_FORMAT, 0}, /* bad padding */
     {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa-w", WEBHOOK_SECRET_FORMAT, 0},  /* URL-safe alphabet */
     {"whsec_MfKQ9r8GKYqrTwjU PD8ILPZIo2LaLaSw", WEBHOOK_SECRET_FORMAT, 0},
+    /* blanks and line ends around it are no base64 either (OpenSSL would trim them) */
+    {"whsec_ MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", WEBHOOK_SECRET_FORMAT, 0},
+    {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", WEBHOOK_SECRET_FORMAT, 0},
+    {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw ", WEBHOOK_SECRET_FORMAT, 0},
+    /* padding only at the end, and at most two */
+    {"whsec_AAECAwQFBgcICQoLDA0O=w==", WEBHOOK_SECRET_FORMAT, 0},
+    {"whsec_AAECAwQFBgcICQoLDA0ODxA=A", WEBHOOK_SECRET_FORMAT, 0},
+    {"whsec_AAECAwQFBgcICQoLDA0ODw===", WEBHOOK_SECRET_FORMAT, 0},
+    /* 18 bytes: no padding needed, and none taken */
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAR", WEBHOOK_SECRET_OK, 18},
     {"whsec_QUJDRA==", WEBHOOK_SECRET_LENGTH, 4},
     {"whsec_AAECAwQFBgcICQoLDA0O", WEBHOOK_SECRET_LENGTH, 15},
 };
@@ -130,9 +140,8 @@ START_TEST(test_decode_secret_bounds)
     static const struct {
         size_t n;
         webhook_secret_status_t status;
-    } cases[] = {{15, WEBHOOK_SECRET_LENGTH},
-                 {16, WEBHOOK_SECRET_OK},
-                 {128, WEBHOOK_SECRET_OK},
+    } cases[] = {{15, WEBHOOK_SECRET_LENGTH}, {16, WEBHOOK_SECRET_OK},  {17, WEBHOOK_SECRET_OK},
+                 {18, WEBHOOK_SECRET_OK},     {127, WEBHOOK_SECRET_OK}, {128, WEBHOOK_SECRET_OK},
                  {129, WEBHOOK_SECRET_LENGTH}};
 
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
