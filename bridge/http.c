@@ -4,7 +4,6 @@
  */
 #include "http.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +15,11 @@
 
 #include "net.h"
 
+/* 0.5 s doubling up to 30 s, each drawn in [d/2, d]: polite to a provider
+ * in trouble, and the sources that failed together spread apart. */
 const http_retry_policy_t http_default_retry = {
     .max_attempts = 4,
-    .base_delay_s = 0.5,
-    .max_delay_s = 30.0,
+    .backoff = {.base_s = 0.5, .factor = 2, .cap_s = 30.0, .jitter_min = 0.5, .jitter_max = 1},
     .max_retry_after_s = 120.0,
 };
 
@@ -311,10 +311,7 @@ int http_status_retryable(long status)
 double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retry_after_s,
                           double rnd)
 {
-    double d = p->base_delay_s * ldexp(1.0, attempt > 1 ? attempt - 1 : 0);
-    if (d > p->max_delay_s)
-        d = p->max_delay_s;
-    d = d / 2 + d / 2 * rnd;
+    double d = backoff_delay(&p->backoff, attempt > 1 ? (unsigned)attempt : 1, rnd);
     if (retry_after_s > d)
         d = retry_after_s;
     return d;

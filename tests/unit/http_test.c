@@ -93,7 +93,9 @@ static void stop(void)
 }
 
 static const http_retry_policy_t fast = {
-    .max_attempts = 4, .base_delay_s = 0.01, .max_delay_s = 0.05, .max_retry_after_s = 5};
+    .max_attempts = 4,
+    .backoff = {.base_s = 0.01, .factor = 2, .cap_s = 0.05, .jitter_min = 0.5, .jitter_max = 1},
+    .max_retry_after_s = 5};
 
 static http_client_t *client(size_t max_body)
 {

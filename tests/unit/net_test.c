@@ -6,7 +6,8 @@
 #include "net.h"
 
 #include <check.h>
-#include <stdlib.h>
+
+#include "testlib.h"
 
 /* 2015-10-21 07:28:00 UTC */
 #define DATE_T 1445412480
@@ -83,8 +84,6 @@ int main(void)
 {
     Suite *s = suite_create("net");
     TCase *tc = tcase_create("retry_after");
-    SRunner *sr;
-    int failed;
 
     tcase_add_loop_test(tc, test_retry_after, 0,
                         (int)(sizeof(retry_cases) / sizeof(retry_cases[0])));
@@ -92,9 +91,5 @@ int main(void)
     tc = tcase_create("easy");
     tcase_add_test(tc, test_easy_refuses_other_protocols);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s);
 }
