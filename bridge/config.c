@@ -11,10 +11,10 @@
  * to show the file's text ("${X}") where it would show a substituted value.
  */
 #include "config.h"
+#include "net.h"
 #include "redis_conn.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
@@ -355,19 +355,8 @@ static int valid_http_url(const char *s)
         if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
             return 0;
     }
-    /* Then as libcurl parses it at every request: a URL it refuses would
-     * fail every poll at run time instead of here (a port that is not a
-     * number, a malformed host). */
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL;
-    int ok = u != NULL && curl_url_set(u, CURLUPART_URL, s, 0) == CURLUE_OK &&
-             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-             (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) &&
-             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0';
-    curl_free(scheme);
-    curl_free(host);
-    curl_url_cleanup(u);
-    return ok;
+    /* Then as libcurl parses it at every request. */
+    return net_url_parse(s, 0, NULL) == NET_URL_OK;
 }
 
 /* Accepts host:port with a numeric port. */

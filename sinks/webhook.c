@@ -214,39 +214,32 @@ int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id, lo
  */
 static int parse_url(const char *url, char *origin, size_t size, const char **why)
 {
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *user = NULL, *password = NULL;
-    int rc = -1;
+    CURLU *u = NULL;
 
-    if (!u) {
-        *why = "out of memory";
+    if (strlen(url) > WEBHOOK_URL_MAX) {
+        *why = "too long (at most 2048 characters)";
         return -1;
     }
-    if (strlen(url) > WEBHOOK_URL_MAX)
-        *why = "too long (at most 2048 characters)";
-    else if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-             (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+    switch (net_url_parse(url, NET_URL_NO_USERINFO, &u)) {
+    case NET_URL_OK:
+        break;
+    case NET_URL_MALFORMED:
+    case NET_URL_SCHEME:
         *why = "expected an absolute http:// or https:// URL";
-    else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK ||
-             curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK)
+        return -1;
+    case NET_URL_USERINFO:
         *why = "must not carry credentials (user:password@): the signature authenticates "
                "the sender, and credentials in a URL end up in logs";
-    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
+        return -1;
+    case NET_URL_NO_HOST:
         *why = "expected a URL with a host";
-    else
-        rc = 0;
-    if (rc == 0) {
-        /* Only an explicit port is returned: the origin shows what was configured. */
-        curl_url_get(u, CURLUPART_PORT, &port, 0);
-        snprintf(origin, size, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+        return -1;
     }
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(user);
-    curl_free(password);
+    /* The origin shows the port only when one was configured. */
+    int rc = net_url_origin(u, origin, size);
     curl_url_cleanup(u);
+    if (rc != 0)
+        *why = "host too long";
     return rc;
 }
 

@@ -9,6 +9,7 @@
 #ifndef SB_NET_H
 #define SB_NET_H
 
+#include <stddef.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -34,6 +35,36 @@
  * decides.
  */
 int net_retry_after(const char *value, time_t now, double *delay_s);
+
+/* What net_url_parse() found; OK is 0. */
+typedef enum net_url_status {
+    NET_URL_OK = 0,
+    NET_URL_MALFORMED, /* not an absolute URL libcurl can read */
+    NET_URL_SCHEME,    /* a scheme other than http or https */
+    NET_URL_USERINFO,  /* user[:password]@ in it, and the caller refuses that */
+    NET_URL_NO_HOST,   /* an empty host */
+} net_url_status_t;
+
+/* net_url_parse() flags. */
+#define NET_URL_NO_USERINFO 1u
+
+/*
+ * Reads url as libcurl will at every request, so that a URL it would
+ * refuse fails when the configuration is checked rather than at each
+ * poll: absolute, http or https, with a host; with NET_URL_NO_USERINFO,
+ * without user[:password]@. The checks run in the order of the enum.
+ * On OK, when out is not NULL, *out is the parsed URL, which the caller
+ * owns (curl_url_cleanup()). Nothing of url is ever put in a message
+ * here: its path or query may hold a token.
+ */
+net_url_status_t net_url_parse(const char *url, unsigned flags, CURLU **out);
+
+/*
+ * Writes u's origin, "scheme://host[:port]" (the port only when the URL
+ * spells one), into out: how messages name an endpoint without its path
+ * or query. 0, or -1 when out is too small or libcurl fails.
+ */
+int net_url_origin(CURLU *u, char *out, size_t size);
 
 /* What every request of the daemon says it is. */
 #define NET_USER_AGENT "session-bridge/" SB_VERSION

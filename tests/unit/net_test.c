@@ -1,7 +1,8 @@
 /*
  * Tests of bridge/net: the one Retry-After rule set of every HTTP client
- * (table), read against a fixed "now" so that dates are exact; and the
- * shared easy-handle set-up, which must refuse every protocol but http(s).
+ * (table), read against a fixed "now" so that dates are exact; URL checks
+ * and origins (table); and the shared easy-handle set-up, which must refuse every protocol but
+ * http(s).
  */
 #include "net.h"
 
@@ -62,6 +63,49 @@ START_TEST(test_retry_after)
 }
 END_TEST
 
+static const struct url_case {
+    const char *url;
+    unsigned flags;
+    net_url_status_t status;
+    const char *origin; /* on OK */
+} url_cases[] = {
+    {"https://hooks.example.com/in?token=t", 0, NET_URL_OK, "https://hooks.example.com"},
+    {"http://127.0.0.1:8080/x", 0, NET_URL_OK, "http://127.0.0.1:8080"},
+    {"https://h:443/x", 0, NET_URL_OK, "https://h:443"}, /* as configured */
+    {"HTTPS://H/x", 0, NET_URL_OK, "https://H"},
+    {"http://[::1]:9/x", 0, NET_URL_OK, "http://[::1]:9"},
+    {"https://u:p@h/x", 0, NET_URL_OK, "https://h"}, /* userinfo never in the origin */
+    {"https://u:p@h/x", NET_URL_NO_USERINFO, NET_URL_USERINFO, NULL},
+    {"https://u@h/x", NET_URL_NO_USERINFO, NET_URL_USERINFO, NULL},
+    {"ftp://h/x", 0, NET_URL_SCHEME, NULL},
+    {"file:///etc/passwd", 0, NET_URL_SCHEME, NULL},
+    {"/relative/path", 0, NET_URL_MALFORMED, NULL},
+    {"", 0, NET_URL_MALFORMED, NULL},
+    {"https://h:99999/x", 0, NET_URL_MALFORMED, NULL},
+    {"https://h:8a/x", 0, NET_URL_MALFORMED, NULL},
+    {"https://h st/x", 0, NET_URL_MALFORMED, NULL},
+    {"https://:8080/x", 0, NET_URL_MALFORMED, NULL},
+};
+
+START_TEST(test_url)
+{
+    const struct url_case *c = &url_cases[_i];
+    CURLU *u = NULL;
+    char origin[64];
+
+    ck_assert_msg(net_url_parse(c->url, c->flags, &u) == c->status, "\"%s\"", c->url);
+    if (c->status != NET_URL_OK) {
+        ck_assert_ptr_null(u);
+        return;
+    }
+    ck_assert_int_eq(net_url_origin(u, origin, sizeof(origin)), 0);
+    ck_assert_str_eq(origin, c->origin);
+    ck_assert_int_eq(net_url_origin(u, origin, 8), -1); /* does not fit */
+    curl_url_cleanup(u);
+    ck_assert_int_eq(net_url_parse(c->url, c->flags, NULL), NET_URL_OK);
+}
+END_TEST
+
 /* A file:// URL would read local files on a configured URL's say. */
 START_TEST(test_easy_refuses_other_protocols)
 {
@@ -87,6 +131,9 @@ int main(void)
 
     tcase_add_loop_test(tc, test_retry_after, 0,
                         (int)(sizeof(retry_cases) / sizeof(retry_cases[0])));
+    suite_add_tcase(s, tc);
+    tc = tcase_create("url");
+    tcase_add_loop_test(tc, test_url, 0, (int)(sizeof(url_cases) / sizeof(url_cases[0])));
     suite_add_tcase(s, tc);
     tc = tcase_create("easy");
     tcase_add_test(tc, test_easy_refuses_other_protocols);
