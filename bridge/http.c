@@ -346,26 +346,3 @@ http_retry_t http_retry_decide(const http_retry_policy_t *p, int attempt, int rc
     *delay_s = http_backoff_delay(p, attempt, resp->retry_after_s, http_uniform01());
     return HTTP_RETRY_AGAIN;
 }
-
-int http_url_encode(const char *s, char *out, size_t outlen)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
-        if (o + (keep ? 1 : 3) + 1 > outlen)
-            return -1;
-        if (keep) {
-            out[o++] = (char)*p;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        }
-    }
-    if (o + 1 > outlen)
-        return -1;
-    out[o] = '\0';
-    return 0;
-}

@@ -127,7 +127,4 @@ int http_multi_run(http_multi_t *m, int timeout_ms);
 /* Transfers started and not yet done. */
 size_t http_multi_active(const http_multi_t *m);
 
-/* Percent-encodes s (RFC 3986 unreserved kept) into out; -1 if it does not fit. */
-int http_url_encode(const char *s, char *out, size_t outlen);
-
 #endif /* SB_HTTP_H */
