@@ -11,10 +11,10 @@
  * to show the file's text ("${X}") where it would show a substituted value.
  */
 #include "config.h"
+#include "net.h"
 #include "redis_conn.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
@@ -355,19 +355,8 @@ static int valid_http_url(const char *s)
         if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
             return 0;
     }
-    /* Then as libcurl parses it at every request: a URL it refuses would
-     * fail every poll at run time instead of here (a port that is not a
-     * number, a malformed host). */
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL;
-    int ok = u != NULL && curl_url_set(u, CURLUPART_URL, s, 0) == CURLUE_OK &&
-             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-             (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) &&
-             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0';
-    curl_free(scheme);
-    curl_free(host);
-    curl_url_cleanup(u);
-    return ok;
+    /* Then as libcurl parses it at every request. */
+    return net_url_parse(s, 0, NULL) == NET_URL_OK;
 }
 
 /* Accepts host:port with a numeric port. */
@@ -419,7 +408,7 @@ static const char *sink_type_name_at(size_t i)
 
 /* ---- sources ---- */
 
-static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, const char *path,
+static void parse_source(conf_source_t *src, const cJSON *obj, const char *path,
                          sink_errors_t *errs)
 {
     const char *provider = NULL, *base_url = NULL, *initial = NULL;
@@ -527,7 +516,6 @@ static void parse_source(conf_t *conf, conf_source_t *src, const cJSON *obj, con
                 sink_errors_add(errs, sub, "out of memory");
         }
     }
-    (void)conf;
 }
 
 /* ---- sinks ---- */
@@ -906,7 +894,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
             sink_errors_t *mine = calloc(1, sizeof(*mine));
             if (mine == NULL)
                 goto out;
-            parse_source(conf, &conf->sources[i], obj, spath, mine);
+            parse_source(&conf->sources[i], obj, spath, mine);
             conf->nsources++;
             merge_errors(errs, mine);
             free(mine);

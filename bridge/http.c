@@ -4,7 +4,6 @@
  */
 #include "http.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +13,19 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "net.h"
+
+/* 0.5 s doubling up to 30 s, each drawn in [d/2, d]: polite to a provider
+ * in trouble, and the sources that failed together spread apart. */
 const http_retry_policy_t http_default_retry = {
     .max_attempts = 4,
-    .base_delay_s = 0.5,
-    .max_delay_s = 30.0,
+    .backoff = {.base_s = 0.5, .factor = 2, .cap_s = 30.0, .jitter_min = 0.5, .jitter_max = 1},
     .max_retry_after_s = 120.0,
 };
 
 struct http_client {
     CURL *curl;
     http_options_t opt;
-    char errbuf[CURL_ERROR_SIZE];
     /* The request in progress, between request_begin() and request_end(). */
     http_response_t *resp;
     size_t cap;
@@ -91,20 +92,8 @@ void http_response_add_header(http_response_t *r, const char *data, size_t n)
     h->name[nl] = '\0';
     memcpy(h->value, v, vl);
     h->value[vl] = '\0';
-    if (strcasecmp(h->name, "Retry-After") == 0) {
-        char *end;
-        double secs = strtod(h->value, &end);
-        if (end != h->value && *end == '\0' && secs >= 0) {
-            r->retry_after_s = secs;
-        } else {
-            /* An HTTP-date: curl parses it for us. */
-            time_t when = curl_getdate(h->value, NULL);
-            if (when > 0) {
-                double d = difftime(when, time(NULL));
-                r->retry_after_s = d > 0 ? d : 0;
-            }
-        }
-    }
+    if (strcasecmp(h->name, "Retry-After") == 0)
+        net_retry_after(h->value, time(NULL), &r->retry_after_s); /* invalid: stays absent */
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
@@ -133,26 +122,18 @@ http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errl
     c->opt = *opt;
     if (c->opt.max_body == 0)
         c->opt.max_body = HTTP_DEFAULT_MAX_BODY;
-    c->curl = curl_easy_init();
+    net_easy_options_t eo = {.timeout_ms = c->opt.timeout_ms,
+                             .connect_timeout_ms = c->opt.connect_timeout_ms,
+                             .max_response = (long long)c->opt.max_body};
+    c->curl = net_easy_new(&eo);
     if (c->curl == NULL) {
-        snprintf(err, errlen, "curl_easy_init failed");
+        snprintf(err, errlen, "cannot create a libcurl handle");
         free(c);
         return NULL;
     }
     CURL *h = c->curl;
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->opt.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     c->opt.connect_timeout_ms ? c->opt.connect_timeout_ms : c->opt.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    /* A redirect could carry our credentials to another host: refuse it. */
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* Pages compress well; the body bound applies to what is decoded. */
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->opt.max_body);
-    curl_easy_setopt(h, CURLOPT_USERAGENT,
-                     c->opt.user_agent ? c->opt.user_agent : "session-bridge/" SB_VERSION);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -206,7 +187,6 @@ static int request_begin(http_client_t *c, const char *url, const char *const *h
     c->resp = resp;
     c->cap = 0;
     c->too_large = 0;
-    c->errbuf[0] = '\0';
     c->request_headers = NULL;
     for (size_t i = 0; i < nheaders; i++) {
         struct curl_slist *n = curl_slist_append(c->request_headers, headers[i]);
@@ -331,10 +311,7 @@ int http_status_retryable(long status)
 double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retry_after_s,
                           double rnd)
 {
-    double d = p->base_delay_s * ldexp(1.0, attempt > 1 ? attempt - 1 : 0);
-    if (d > p->max_delay_s)
-        d = p->max_delay_s;
-    d = d / 2 + d / 2 * rnd;
+    double d = backoff_delay(&p->backoff, attempt > 1 ? (unsigned)attempt : 1, rnd);
     if (retry_after_s > d)
         d = retry_after_s;
     return d;
@@ -368,27 +345,4 @@ http_retry_t http_retry_decide(const http_retry_policy_t *p, int attempt, int rc
     }
     *delay_s = http_backoff_delay(p, attempt, resp->retry_after_s, http_uniform01());
     return HTTP_RETRY_AGAIN;
-}
-
-int http_url_encode(const char *s, char *out, size_t outlen)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
-        if (o + (keep ? 1 : 3) + 1 > outlen)
-            return -1;
-        if (keep) {
-            out[o++] = (char)*p;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        }
-    }
-    if (o + 1 > outlen)
-        return -1;
-    out[o] = '\0';
-    return 0;
 }

@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "backoff.h"
+
 /* Response headers kept per response; further ones are dropped. */
 #define HTTP_MAX_HEADERS 64
 /* Longest header line kept; longer ones are dropped. */
@@ -43,7 +45,6 @@ typedef struct http_options {
     long timeout_ms; /* whole request */
     long connect_timeout_ms;
     size_t max_body;
-    const char *user_agent; /* borrowed */
 } http_options_t;
 
 http_client_t *http_client_new(const http_options_t *opt, char *err, size_t errlen);
@@ -63,8 +64,7 @@ void http_response_add_header(http_response_t *r, const char *data, size_t n);
 
 typedef struct http_retry_policy {
     int max_attempts;         /* >= 1 */
-    double base_delay_s;      /* first backoff */
-    double max_delay_s;       /* cap of one backoff */
+    backoff_policy_t backoff; /* the delay before each retry */
     double max_retry_after_s; /* a longer Retry-After fails at once */
 } http_retry_policy_t;
 
@@ -75,9 +75,8 @@ int http_status_retryable(long status);
 
 /*
  * Delay before retry number attempt (1-based) after a response with
- * retry_after_s (-1 when none): exponential with full jitter in
- * [d/2, d], d = min(max_delay, base * 2^(attempt-1)), raised to
- * Retry-After when that is larger. rnd is a uniform sample in [0, 1).
+ * retry_after_s (-1 when none): p's backoff, raised to Retry-After when
+ * that is larger. rnd is a uniform sample in [0, 1).
  */
 double http_backoff_delay(const http_retry_policy_t *p, int attempt, double retry_after_s,
                           double rnd);
@@ -127,8 +126,5 @@ int http_start(http_multi_t *m, http_client_t *c, const char *url, const char *c
 int http_multi_run(http_multi_t *m, int timeout_ms);
 /* Transfers started and not yet done. */
 size_t http_multi_active(const http_multi_t *m);
-
-/* Percent-encodes s (RFC 3986 unreserved kept) into out; -1 if it does not fit. */
-int http_url_encode(const char *s, char *out, size_t outlen);
 
 #endif /* SB_HTTP_H */

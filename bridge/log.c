@@ -35,11 +35,6 @@ const char *log_level_name(log_level_t level)
                                                                           : "info";
 }
 
-void log_set_level(log_level_t level)
-{
-    log_max_level = level;
-}
-
 /*
  * A line under construction. Everything but the tail is written within
  * LOG_LINE_MAX - LOG_TAIL_MAX, and only whole pieces: a field that does not

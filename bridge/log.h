@@ -61,7 +61,6 @@ extern volatile int log_max_level;
  * something else (the level stays info).
  */
 int log_init_from_env(void);
-void log_set_level(log_level_t level);
 const char *log_level_name(log_level_t level);
 /* Writes one line; fields end with LOG_FT_END. Thread-safe (one write(2)). */
 void log_write(log_level_t level, const char *msg, const log_field_t *fields);

@@ -1,6 +1,7 @@
 /*
  * session-bridge: the command line of CONTRACT §2.
  */
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,33 +66,65 @@ typedef struct args {
     const char *sink;
 } args_t;
 
+/* Whether arg is "--name" or "--name=...", not an abbreviation of it. */
+static int spelled_out(const char *arg, const char *name)
+{
+    size_t n = strlen(name);
+
+    return strncmp(arg + 2, name, n) == 0 && (arg[2 + n] == '\0' || arg[2 + n] == '=');
+}
+
+/*
+ * Reads the options after the command word (and after dlq's action):
+ * -c/--config, --source, --sink, each as "--opt VALUE" or "--opt=VALUE".
+ * getopt_long() prints nothing (opterr = 0): every mistake is reported as
+ * the argument it stopped at, and options are not permuted, so a stray
+ * word is one too. Long options are taken only when spelled out: an
+ * abbreviation ("--conf") that one more option could make ambiguous is
+ * refused now rather than broken later.
+ */
 static int parse_args(int argc, char **argv, args_t *a)
 {
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"source", required_argument, NULL, 's'},
+        {"sink", required_argument, NULL, 'k'},
+        {NULL, 0, NULL, 0},
+    };
+    int first = 2, c, at, li;
+
     memset(a, 0, sizeof(*a));
     if (argc < 2)
         return -1;
     a->cmd = argv[1];
-    int first = 2;
     if (strcmp(a->cmd, "dlq") == 0 && argc > 2 && argv[2][0] != '-')
         a->action = argv[first++];
-    for (int i = first; i < argc; i++) {
-        const char *o = argv[i];
-        if ((strcmp(o, "-c") == 0 || strcmp(o, "--config") == 0) && i + 1 < argc) {
-            a->config = argv[++i];
-        } else if (strncmp(o, "--config=", 9) == 0) {
-            a->config = o + 9;
-        } else if (strcmp(o, "--source") == 0 && i + 1 < argc) {
-            a->source = argv[++i];
-        } else if (strncmp(o, "--source=", 9) == 0) {
-            a->source = o + 9;
-        } else if (strcmp(o, "--sink") == 0 && i + 1 < argc) {
-            a->sink = argv[++i];
-        } else if (strncmp(o, "--sink=", 7) == 0) {
-            a->sink = o + 7;
-        } else {
-            fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", o);
+    /* getopt_long() reads from argv[1]: the word before the options stands in for argv[0]. */
+    argc -= first - 1;
+    argv += first - 1;
+    opterr = 0;
+    optind = 1;
+    while ((at = optind, li = -1, c = getopt_long(argc, argv, "+c:", longopts, &li)) != -1) {
+        if (li >= 0 && !spelled_out(argv[at], longopts[li].name))
+            c = '?';
+        switch (c) {
+        case 'c':
+            a->config = optarg;
+            break;
+        case 's':
+            a->source = optarg;
+            break;
+        case 'k':
+            a->sink = optarg;
+            break;
+        default: /* unknown, or its value missing */
+            fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", argv[at]);
             return -1;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", argv[optind]);
+        return -1;
     }
     return 0;
 }

@@ -565,23 +565,6 @@ int metric_observe(metric_family_t *f, const char *const *values, double v)
     return update(f, values, OP_OBSERVE, v);
 }
 
-int metric_remove(metric_family_t *f, const char *const *values)
-{
-    if (f == NULL || !values_present(f, values))
-        return -1;
-    uint64_t hash = hash_values(values, f->nlabels);
-    pthread_mutex_lock(&f->lock);
-    series_t **slot = series_slot(f, hash, values);
-    series_t *s = *slot;
-    if (s) {
-        *slot = s->chain;
-        f->nseries--;
-        free(s);
-    }
-    pthread_mutex_unlock(&f->lock);
-    return s ? 0 : -1;
-}
-
 void metric_set_series_cap(metric_family_t *f, size_t cap)
 {
     if (f == NULL)

@@ -96,9 +96,6 @@ int metric_add(metric_family_t *f, const char *const *values, double v);
 int metric_set(metric_family_t *f, const char *const *values, double v);
 int metric_observe(metric_family_t *f, const char *const *values, double v);
 
-/* Removes a series (e.g. of a source that is gone). 0, or -1 when absent. */
-int metric_remove(metric_family_t *f, const char *const *values);
-
 /* Changes the series cap of f (tests use a small one). */
 void metric_set_series_cap(metric_family_t *f, size_t cap);
 /* Series refused by f so far. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "event.h"
 #include "http.h"
@@ -43,6 +44,7 @@ struct outbox {
     store_t *store;
     double *schedule; /* delay before attempt i+1 */
     size_t nschedule;
+    backoff_policy_t backoff; /* over schedule */
     int64_t lease_ms;
 
     bool disabled;
@@ -83,6 +85,11 @@ outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
         goto fail;
     }
     ob->lease_ms = (2 * timeout_s + OUTBOX_LEASE_MARGIN_S) * 1000;
+    /* After attempt k, schedule[k] (the policy's retry k + 1), as the field says. */
+    ob->backoff = (backoff_policy_t){.schedule = ob->schedule,
+                                     .nschedule = ob->nschedule,
+                                     .jitter_min = 1.0 - OUTBOX_JITTER,
+                                     .jitter_max = 1.0 + OUTBOX_JITTER};
     return ob;
 fail:
     outbox_free(ob);
@@ -200,12 +207,10 @@ static void bury(outbox_t *ob, const store_claim_t *c, const char *error)
 /* The delay before the attempt after c's, or < 0 when the schedule is exhausted. */
 static double next_delay(const outbox_t *ob, const store_claim_t *c, double retry_after_s)
 {
-    double d;
+    double d = backoff_delay(&ob->backoff, c->attempt + 1, http_uniform01());
 
-    if (c->attempt >= ob->nschedule)
+    if (d < 0)
         return -1;
-    d = ob->schedule[c->attempt];
-    d *= 1.0 + OUTBOX_JITTER * (2.0 * http_uniform01() - 1.0);
     if (retry_after_s > OUTBOX_RETRY_AFTER_MAX_S)
         retry_after_s = OUTBOX_RETRY_AFTER_MAX_S;
     return d > retry_after_s ? d : retry_after_s;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "page_scan.h"
 
 const provider_ops_t *const provider_all[] = {&provider_century, &provider_quiz_jsonapi,
@@ -45,13 +47,23 @@ fail:
 
 int provider_url_add(char *url, size_t urlsize, const char *name, const char *value)
 {
-    char enc_name[256], enc_value[2048];
-    if (http_url_encode(name, enc_name, sizeof(enc_name)) != 0 ||
-        http_url_encode(value, enc_value, sizeof(enc_value)) != 0)
-        return -1;
+    /*
+     * curl_easy_escape() encodes as RFC 3986 says: unreserved characters
+     * kept, "%20" for a space, upper-case digits. Not curl_url_set() with
+     * CURLU_APPENDQUERY | CURLU_URLENCODE: libcurl 7.88 writes a space as
+     * '+' there, which a server reading RFC 3986 takes for a '+' (and
+     * ProctorExam's signature of such a value would no longer match), and
+     * rewrites every escape of the URL in lower case.
+     */
+    char *ename = curl_easy_escape(NULL, name, 0), *evalue = curl_easy_escape(NULL, value, 0);
     size_t len = strlen(url);
-    int n = snprintf(url + len, urlsize - len, "%c%s=%s", strchr(url, '?') ? '&' : '?', enc_name,
-                     enc_value);
+    int n = -1;
+
+    if (ename != NULL && evalue != NULL)
+        n = snprintf(url + len, urlsize - len, "%c%s=%s", strchr(url, '?') ? '&' : '?', ename,
+                     evalue);
+    curl_free(ename);
+    curl_free(evalue);
     if (n < 0 || (size_t)n >= urlsize - len) {
         url[len] = '\0';
         return -1;

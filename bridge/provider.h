@@ -123,7 +123,11 @@ diff_status_map_t *provider_status_map(const provider_ops_t *p, const cJSON *ove
 
 /* Helpers shared by adapters. */
 
-/* Appends "&name=value" (or "?name=value" for the first) with value encoded. */
+/*
+ * Appends "&name=value" (or "?name=value" for the first) to the URL in url
+ * (urlsize bytes), both percent-encoded by libcurl. -1, url unchanged,
+ * when the result does not fit.
+ */
 int provider_url_add(char *url, size_t urlsize, const char *name, const char *value);
 /*
  * Splits a provider's page paths once, at configure time (page_scan.h).

@@ -17,6 +17,7 @@
  * but true fails the poll.
  */
 #include "config.h"
+#include "net.h"
 #include "provider.h"
 
 #include <ctype.h>
@@ -24,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <curl/curl.h>
 
 /* The seed gives no maximum for limit (only x >= 0); 1000 records of the
  * seed's shape stay far below HTTP_DEFAULT_MAX_BODY. */
@@ -246,78 +249,38 @@ static void *sp_configure(const cJSON *src, const char *path, sink_errors_t *err
 
 /* ---- URLs ---- */
 
-/* scheme://host[:port] of an http(s) URL, lowercased, port made explicit. */
+/* scheme://host[:port] of an http(s) URL as libcurl reads it, the port made explicit. */
 typedef struct sp_origin {
     char scheme[8];
     char host[SP_HOST_MAX];
     unsigned port;
 } sp_origin_t;
 
-typedef enum sp_url_rc {
-    SP_URL_OK = 0,
-    SP_URL_SCHEME,   /* not http or https */
-    SP_URL_USERINFO, /* user:password@ in the authority */
-    SP_URL_BAD,      /* no host, bad port */
-} sp_url_rc_t;
-
 /*
- * Parses the origin of an absolute URL; *rest points at what follows the
- * authority (path, query or end). The host is compared as text: no IDNA,
- * no IP normalisation, so "127.1" and "127.0.0.1" are different origins,
- * which errs on the side of refusing.
+ * The origin of the parsed URL u into *o: 0, or -1 when a part is missing
+ * or too long. Hosts are compared as text, case aside: no IDNA, no IP
+ * normalisation, so "127.1" and "127.0.0.1" are different origins, which
+ * errs on the side of refusing.
  */
-static sp_url_rc_t parse_origin(const char *url, sp_origin_t *o, const char **rest)
+static int origin_of(CURLU *u, sp_origin_t *o)
 {
-    const char *p = strstr(url, "://");
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int rc = -1;
+
     memset(o, 0, sizeof(*o));
-    if (p == NULL || (size_t)(p - url) >= sizeof(o->scheme))
-        return SP_URL_SCHEME;
-    for (size_t i = 0; url + i < p; i++) {
-        /* "://" found later in the link (in its query, say) is no scheme. */
-        if (!isalpha((unsigned char)url[i]))
-            return SP_URL_SCHEME;
-        o->scheme[i] = (char)tolower((unsigned char)url[i]);
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+        strlen(scheme) < sizeof(o->scheme) && strlen(host) < sizeof(o->host) && host[0] != '\0') {
+        snprintf(o->scheme, sizeof(o->scheme), "%s", scheme);
+        snprintf(o->host, sizeof(o->host), "%s", host);
+        o->port = (unsigned)strtoul(port, NULL, 10);
+        rc = 0;
     }
-    if (strcmp(o->scheme, "http") != 0 && strcmp(o->scheme, "https") != 0)
-        return SP_URL_SCHEME;
-    const char *a = p + 3;
-    size_t alen = strcspn(a, "/?#");
-    if (memchr(a, '@', alen))
-        return SP_URL_USERINFO;
-    const char *port = NULL;
-    size_t hlen;
-    if (a[0] == '[') {
-        const char *close = memchr(a, ']', alen);
-        if (close == NULL)
-            return SP_URL_BAD;
-        hlen = (size_t)(close - a) + 1;
-        if (hlen < alen) {
-            if (a[hlen] != ':')
-                return SP_URL_BAD;
-            port = a + hlen + 1;
-        }
-    } else {
-        const char *colon = memchr(a, ':', alen);
-        hlen = colon ? (size_t)(colon - a) : alen;
-        port = colon ? colon + 1 : NULL;
-    }
-    if (hlen == 0 || hlen >= sizeof(o->host))
-        return SP_URL_BAD;
-    for (size_t i = 0; i < hlen; i++)
-        o->host[i] = (char)tolower((unsigned char)a[i]);
-    o->port = strcmp(o->scheme, "https") == 0 ? 443 : 80;
-    if (port && port < a + alen) {
-        unsigned n = 0;
-        for (const char *d = port; d < a + alen; d++) {
-            if (!isdigit((unsigned char)*d) || (n = n * 10 + (unsigned)(*d - '0')) > 65535)
-                return SP_URL_BAD;
-        }
-        if (n == 0)
-            return SP_URL_BAD;
-        o->port = n;
-    }
-    *rest = a + alen;
-    return SP_URL_OK;
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    return rc;
 }
 
 /* RFC 3986 unreserved, reserved and '%': what a link may hold unencoded.
@@ -325,15 +288,6 @@ static sp_url_rc_t parse_origin(const char *url, sp_origin_t *o, const char **re
 static int url_char_ok(unsigned char ch)
 {
     return isalnum(ch) || (ch && strchr("-._~:/?#[]@!$&'()*+,;=%", ch) != NULL);
-}
-
-static int has_scheme(const char *s)
-{
-    if (!isalpha((unsigned char)s[0]))
-        return 0;
-    size_t n =
-        1 + strspn(s + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
-    return s[n] == ':';
 }
 
 /* ---- one poll ---- */
@@ -354,13 +308,15 @@ typedef struct sp_poll {
 static void *sp_poll_begin(const conf_source_t *src, int64_t now_s)
 {
     sp_poll_t *p = calloc(1, sizeof(*p));
-    const char *rest;
     (void)now_s;
     if (p == NULL)
         return NULL;
     p->src = src;
     p->conf = src->pconf;
-    p->origin_ok = parse_origin(src->base_url, &p->origin, &rest) == SP_URL_OK;
+    CURLU *base = NULL;
+    p->origin_ok =
+        net_url_parse(src->base_url, 0, &base) == NET_URL_OK && origin_of(base, &p->origin) == 0;
+    curl_url_cleanup(base);
     snprintf(p->label, sizeof(p->label), "/v1/installs/%s/enrollments/%s/exams/%s/sessions",
              p->conf->sid[0], p->conf->sid[1], p->conf->sid[2]);
     return p;
@@ -428,9 +384,9 @@ static int sp_next_request(void *poll, provider_request_t *req, char *err, size_
 
 /*
  * Resolves the page's next link (a string, its text read into a buffer of
- * PROVIDER_URL_MAX bytes) against the URL just fetched (RFC 3986, without
- * dot-segment removal: it cannot change the origin) into out. Returns 0,
- * or -1 with err; err never holds the link's query.
+ * PROVIDER_URL_MAX bytes) against the URL just fetched, as libcurl does
+ * (RFC 3986), into out; it is followed only on base_url's origin. Returns
+ * 0, or -1 with err; err never holds the link's query.
  */
 static int resolve_next(const sp_poll_t *p, const page_scan_value_t *link, char *out, size_t n,
                         char *err, size_t errlen)
@@ -438,8 +394,11 @@ static int resolve_next(const sp_poll_t *p, const page_scan_value_t *link, char 
     char buf[PROVIDER_URL_MAX];
     const char *next = link->text;
     size_t len = link->len;
-    const char *rest;
-    int w;
+    CURLU *u = NULL;
+    char *user = NULL, *password = NULL, *full = NULL;
+    CURLUcode uc;
+    sp_origin_t o;
+    int rc = -1;
 
     if (link->too_long) {
         snprintf(err, errlen, "next URL longer than %d bytes", PROVIDER_URL_MAX - 1);
@@ -458,62 +417,55 @@ static int resolve_next(const sp_poll_t *p, const page_scan_value_t *link, char 
     /* The fragment never reaches the server; dropping it keeps the loop
      * check exact. */
     len = strcspn(next, "#");
+    memcpy(buf, next, len);
+    buf[len] = '\0';
 
-    if (next[0] == '/' && next[1] == '/') {
-        /* A network-path reference: another host, the base's scheme. */
-        w = snprintf(buf, sizeof(buf), "%s:%.*s", p->origin.scheme, (int)len, next);
-    } else if (has_scheme(next)) {
-        w = snprintf(buf, sizeof(buf), "%.*s", (int)len, next);
-    } else if (next[0] == '/') {
-        /* Absolute path: the base's origin as base_url spells it. */
-        const char *a = strstr(p->src->base_url, "://") + 3;
-        size_t olen = (size_t)(a - p->src->base_url) + strcspn(a, "/?#");
-        w = snprintf(buf, sizeof(buf), "%.*s%.*s", (int)olen, p->src->base_url, (int)len, next);
-    } else if (next[0] == '?') {
-        /* Query only: the path just fetched. */
-        size_t plen = strcspn(p->fetched, "?#");
-        w = snprintf(buf, sizeof(buf), "%.*s%.*s", (int)plen, p->fetched, (int)len, next);
-    } else {
-        /* Relative path: merged with the directory just fetched. */
-        size_t plen = strcspn(p->fetched, "?#");
-        const char *a = strstr(p->fetched, "://") + 3;
-        while (plen > (size_t)(a - p->fetched) && p->fetched[plen - 1] != '/')
-            plen--;
-        w = snprintf(buf, sizeof(buf), "%.*s%s%.*s", (int)plen, p->fetched,
-                     p->fetched[plen - 1] == '/' ? "" : "/", (int)len, next);
-    }
-    if (w < 0 || (size_t)w >= sizeof(buf)) {
-        snprintf(err, errlen, "next URL longer than %d bytes once resolved", PROVIDER_URL_MAX - 1);
-        return -1;
-    }
-
-    sp_origin_t o;
-    switch (parse_origin(buf, &o, &rest)) {
-    case SP_URL_SCHEME:
+    uc = (u = curl_url()) == NULL ? CURLUE_OUT_OF_MEMORY
+                                  : curl_url_set(u, CURLUPART_URL, p->fetched, CURLU_PATH_AS_IS);
+    if (uc == CURLUE_OK)
+        uc = curl_url_set(u, CURLUPART_URL, buf, CURLU_PATH_AS_IS);
+    if (uc == CURLUE_UNSUPPORTED_SCHEME ||
+        (uc == CURLUE_OK && origin_of(u, &o) == 0 && strcmp(o.scheme, "http") != 0 &&
+         strcmp(o.scheme, "https") != 0)) {
         snprintf(err, errlen,
                  "next URL's scheme is not %s like base_url's; refusing to send the token there",
                  p->origin.scheme);
-        return -1;
-    case SP_URL_USERINFO:
-        snprintf(err, errlen, "next URL carries user information; refusing to follow it");
-        return -1;
-    case SP_URL_BAD:
-        snprintf(err, errlen, "next URL has no valid host or port");
-        return -1;
-    case SP_URL_OK:
-        break;
+        goto out;
     }
-    const char *what = strcmp(o.scheme, p->origin.scheme) != 0 ? "scheme"
-                       : strcmp(o.host, p->origin.host) != 0   ? "host"
-                       : o.port != p->origin.port              ? "port"
-                                                               : NULL;
+    if (uc != CURLUE_OK || origin_of(u, &o) != 0) {
+        snprintf(err, errlen, "next URL has no valid host or port");
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK) {
+        snprintf(err, errlen, "next URL carries user information; refusing to follow it");
+        goto out;
+    }
+    const char *what = strcmp(o.scheme, p->origin.scheme) != 0   ? "scheme"
+                       : strcasecmp(o.host, p->origin.host) != 0 ? "host"
+                       : o.port != p->origin.port                ? "port"
+                                                                 : NULL;
     if (what) {
         snprintf(err, errlen,
                  "next URL's %s differs from base_url's (it points to %s://%s:%u); refusing to "
                  "send the token to another origin",
                  what, o.scheme, o.host, o.port);
-        return -1;
+        goto out;
     }
+    if (curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK || strlen(full) >= sizeof(buf)) {
+        snprintf(err, errlen, "next URL longer than %d bytes once resolved", PROVIDER_URL_MAX - 1);
+        goto out;
+    }
+    snprintf(buf, sizeof(buf), "%s", full);
+    rc = 0;
+out:
+    curl_free(user);
+    curl_free(password);
+    curl_free(full);
+    curl_url_cleanup(u);
+    if (rc != 0)
+        return -1;
+    const char *rest = strstr(buf, "://") + 3;
 
     /* includeActive: kept true on every page, or active sessions of the
      * later pages would look vanished. */

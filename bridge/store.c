@@ -28,6 +28,7 @@
 #include <hiredis/sds.h>
 #include <openssl/rand.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "redis_conn.h"
 
@@ -77,6 +78,8 @@
  * timeout per call, long enough to fail a liveness probe.
  */
 #define STORE_RECONNECT_PAUSE_S 1.0
+static const backoff_policy_t store_reconnect = {
+    .base_s = STORE_RECONNECT_PAUSE_S, .factor = 1, .jitter_min = 1, .jitter_max = 1};
 /* Room for the reason of a failed connect. */
 #define STORE_ERR_MAX 256
 
@@ -85,11 +88,11 @@ struct store {
     const char *endpoint; /* target.endpoint: host:port as errors show it */
     int timeout_ms;
     char prefix[STORE_PREFIX_MAX + 1];
-    redisContext *ctx;        /* NULL while disconnected */
-    uint64_t commands;        /* ours; the AUTH and SELECT of each connect are not counted */
-    uint64_t bytes_queued;    /* of those commands, as formatted for the wire */
-    uint64_t errors;          /* connections lost or refused, error replies */
-    double connect_failed_at; /* monotonic s of the last failed connect, 0 if none */
+    redisContext *ctx;     /* NULL while disconnected */
+    uint64_t commands;     /* ours; the AUTH and SELECT of each connect are not counted */
+    uint64_t bytes_queued; /* of those commands, as formatted for the wire */
+    uint64_t errors;       /* connections lost or refused, error replies */
+    backoff_t reconnect;   /* after failed connects; monotonic s */
     char connect_error[STORE_ERR_MAX]; /* its reason, repeated during the pause */
     /* Scratch for one HSET/HDEL chunk, allocated once so that a commit does
      * not allocate per change. */
@@ -302,7 +305,7 @@ static int ensure_connected(store_t *st, char *err, size_t errlen)
         return 0;
     disconnect(st);
     double now = clock_mono_s();
-    if (st->connect_failed_at > 0 && now - st->connect_failed_at < STORE_RECONNECT_PAUSE_S) {
+    if (!backoff_ready(&st->reconnect, now)) {
         set_err(err, errlen, "%s", st->connect_error);
         st->errors++;
         return -1;
@@ -311,11 +314,11 @@ static int ensure_connected(store_t *st, char *err, size_t errlen)
                                    sizeof(st->connect_error));
     if (st->ctx == NULL) {
         st->errors++;
-        st->connect_failed_at = now;
+        backoff_failed(&st->reconnect, now, 0);
         set_err(err, errlen, "%s", st->connect_error);
         return -1;
     }
-    st->connect_failed_at = 0;
+    backoff_reset(&st->reconnect);
     return 0;
 }
 
@@ -339,6 +342,7 @@ store_t *store_new(const store_options_t *opt, char *err, size_t errlen)
         goto err;
     }
     st->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
+    st->reconnect = backoff_init(&store_reconnect);
     if (set_prefix(st, opt->prefix != NULL ? opt->prefix : STORE_DEFAULT_PREFIX, err, errlen) != 0)
         goto err;
     if (redis_url_parse(opt->url, &st->target, err, errlen) != 0)
@@ -1053,20 +1057,6 @@ static int array_get(const void *opaque, size_t i, diff_change_t *out)
 store_delta_t store_delta_of(const diff_change_t *changes, size_t n)
 {
     return (store_delta_t){.n = changes != NULL ? n : 0, .get = array_get, .opaque = changes};
-}
-
-int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
-                 size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
-                 size_t errlen)
-{
-    if (n > 0 && changes == NULL) {
-        set_err(err, errlen, "store: %zu changes but no array", n);
-        return -1;
-    }
-    store_delta_t d = store_delta_of(changes, n);
-    return commit(st, source, NULL, &d, sessions_after, extra, cycle, err, errlen) == STORE_FENCE_OK
-               ? 0
-               : -1;
 }
 
 store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,

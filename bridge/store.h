@@ -139,16 +139,6 @@ typedef struct store_delta {
 /* The delta of an array of n changes (borrowed). */
 store_delta_t store_delta_of(const diff_change_t *changes, size_t n);
 
-/*
- * Commits one cycle's delta atomically and sets meta: cycle = *cycle + 1,
- * sessions = sessions_after; extra (may be NULL) goes into the same
- * MULTI/EXEC. On 0, *cycle holds the new number. On -1 nothing is known to
- * be written.
- */
-int store_commit(store_t *st, const char *source, const diff_change_t *changes, size_t n,
-                 size_t sessions_after, const store_extra_t *extra, uint64_t *cycle, char *err,
-                 size_t errlen);
-
 /* ---- leases ---- */
 
 /* Length of a lease token: 32 hex digits and the NUL. */
@@ -200,7 +190,9 @@ typedef enum store_fence {
 } store_fence_t;
 
 /*
- * store_commit() fenced by the lease and the base: it applies only while
+ * Commits one cycle's delta atomically and sets meta: cycle = *cycle + 1,
+ * sessions = sessions_after; extra (may be NULL) goes into the same
+ * MULTI/EXEC. Fenced by the lease and the base: it applies only while
  * P:lease:S holds token and P:meta:S says cycle *cycle (no snapshot at all
  * when *cycle is 0); otherwise nothing is written and the result says what
  * was found instead. On OK, *cycle holds the new number.

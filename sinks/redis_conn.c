@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+
 int redis_parse_u64(const char *s, size_t len, uint64_t *out)
 {
     uint64_t v = 0;
@@ -38,14 +40,6 @@ int redis_parse_u64(const char *s, size_t len, uint64_t *out)
 }
 
 /* ---- URL ---- */
-
-static int hex_value(char c)
-{
-    static const char digits[] = "0123456789abcdef";
-    const char *d = c != '\0' ? strchr(digits, tolower((unsigned char)c)) : NULL;
-
-    return d != NULL ? (int)(d - digits) : -1;
-}
 
 /*
  * Percent-decodes one part of the userinfo into a new heap buffer (NUL
@@ -70,8 +64,8 @@ static int percent_decode(const char *s, size_t len, size_t max, char **out, siz
 
             if (i + 2 >= len)
                 goto bad;
-            hi = hex_value(s[i + 1]);
-            lo = hex_value(s[i + 2]);
+            hi = OPENSSL_hexchar2int((unsigned char)s[i + 1]);
+            lo = OPENSSL_hexchar2int((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 goto bad;
             buf[o++] = (char)(hi * 16 + lo);

@@ -21,6 +21,7 @@
  * only: a webhook URL's path or query often carries a token.
  */
 #include "clock.h"
+#include "net.h"
 #include "sink.h"
 #include "webhook.h"
 
@@ -58,7 +59,6 @@
 #define WEBHOOK_MSG_MAX 512
 
 #define WEBHOOK_SECRET_PREFIX "whsec_"
-#define WEBHOOK_USER_AGENT "session-bridge/" SB_VERSION
 
 static const char *const allowed_keys[] = {
     /* common keys, checked by the core */
@@ -117,32 +117,22 @@ struct webhook_sink {
     atomic_size_t pending; /* in_flight + queued, for other threads */
 };
 
-/* ---- signing and parsing (webhook.h) ---- */
+/* ---- signing and secrets (webhook.h) ---- */
 
-/* The value of a standard base64 digit, -1 for any other character. */
-static int base64_digit(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+/* The standard base64 alphabet (RFC 4648, section 4), without the padding. */
+static const char base64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char *key,
                                               size_t *keylen)
 {
     const size_t plen = strlen(WEBHOOK_SECRET_PREFIX);
+    /* The padded text of the longest key, and what EVP_DecodeBlock() writes for it. */
+    char text[(WEBHOOK_KEY_MAX + 2) / 3 * 4 + 1];
+    unsigned char raw[(WEBHOOK_KEY_MAX + 2) / 3 * 3];
     const char *b64;
-    size_t n, pad = 0, o = 0;
-    unsigned acc = 0;
-    int bits = 0;
+    size_t n, pad = 0, len;
+    int out;
 
     if (!secret || strncmp(secret, WEBHOOK_SECRET_PREFIX, plen) != 0)
         return WEBHOOK_SECRET_FORMAT;
@@ -152,24 +142,31 @@ webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char 
         n--;
         pad++;
     }
-    /* One digit left over carries 6 bits: never a whole byte. */
-    if (n == 0 || n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0))
+    /*
+     * Checked here rather than left to OpenSSL, which trims blanks and line
+     * ends around the text and would take '=' anywhere in its last group.
+     * One digit left over carries 6 bits: never a whole byte.
+     */
+    if (n == 0 || strspn(b64, base64_alphabet) != n || n % 4 == 1 ||
+        (pad > 0 && (n + pad) % 4 != 0))
         return WEBHOOK_SECRET_FORMAT;
-    for (size_t i = 0; i < n; i++) {
-        if (base64_digit(b64[i]) < 0)
-            return WEBHOOK_SECRET_FORMAT;
-    }
     *keylen = n * 3 / 4;
     if (*keylen < WEBHOOK_KEY_MIN || *keylen > WEBHOOK_KEY_MAX)
         return WEBHOOK_SECRET_LENGTH;
-    for (size_t i = 0; i < n; i++) {
-        acc = ((acc << 6) | (unsigned)base64_digit(b64[i])) & 0x3fffu;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            key[o++] = (unsigned char)(acc >> bits);
-        }
+    /* EVP_DecodeBlock() wants whole groups of four: pad what was left unpadded. */
+    len = (n + 3) / 4 * 4;
+    memcpy(text, b64, n);
+    memset(text + n, '=', len - n);
+    out = EVP_DecodeBlock(raw, (const unsigned char *)text, (int)len);
+    /* It counts the bytes the padding stands for too: the key is the first *keylen. */
+    if (out < 0 || (size_t)out != len / 4 * 3) {
+        OPENSSL_cleanse(text, sizeof(text));
+        OPENSSL_cleanse(raw, sizeof(raw));
+        return WEBHOOK_SECRET_FORMAT;
     }
+    memcpy(key, raw, *keylen);
+    OPENSSL_cleanse(text, sizeof(text));
+    OPENSSL_cleanse(raw, sizeof(raw));
     return WEBHOOK_SECRET_OK;
 }
 
@@ -208,39 +205,6 @@ int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id, lo
     return 0;
 }
 
-static const char *skip_blanks(const char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return p;
-}
-
-int webhook_retry_after(const char *value, time_t now, double *delay_s)
-{
-    const char *p = skip_blanks(value);
-    double d = 0;
-
-    if (*p >= '0' && *p <= '9') {
-        /* delta-seconds; digits past the cap no longer change the result */
-        for (; *p >= '0' && *p <= '9'; p++) {
-            if (d <= WEBHOOK_RETRY_AFTER_MAX_S)
-                d = d * 10 + (*p - '0');
-        }
-        if (*skip_blanks(p) != '\0')
-            return -1;
-    } else {
-        time_t when = curl_getdate(p, NULL);
-
-        if (when == -1)
-            return -1;
-        d = difftime(when, now);
-        if (d < 0)
-            d = 0;
-    }
-    *delay_s = d > WEBHOOK_RETRY_AFTER_MAX_S ? WEBHOOK_RETRY_AFTER_MAX_S : d;
-    return 0;
-}
-
 /* ---- configuration ---- */
 
 /*
@@ -250,39 +214,32 @@ int webhook_retry_after(const char *value, time_t now, double *delay_s)
  */
 static int parse_url(const char *url, char *origin, size_t size, const char **why)
 {
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *user = NULL, *password = NULL;
-    int rc = -1;
+    CURLU *u = NULL;
 
-    if (!u) {
-        *why = "out of memory";
+    if (strlen(url) > WEBHOOK_URL_MAX) {
+        *why = "too long (at most 2048 characters)";
         return -1;
     }
-    if (strlen(url) > WEBHOOK_URL_MAX)
-        *why = "too long (at most 2048 characters)";
-    else if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-             (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+    switch (net_url_parse(url, NET_URL_NO_USERINFO, &u)) {
+    case NET_URL_OK:
+        break;
+    case NET_URL_MALFORMED:
+    case NET_URL_SCHEME:
         *why = "expected an absolute http:// or https:// URL";
-    else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK ||
-             curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK)
+        return -1;
+    case NET_URL_USERINFO:
         *why = "must not carry credentials (user:password@): the signature authenticates "
                "the sender, and credentials in a URL end up in logs";
-    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
+        return -1;
+    case NET_URL_NO_HOST:
         *why = "expected a URL with a host";
-    else
-        rc = 0;
-    if (rc == 0) {
-        /* Only an explicit port is returned: the origin shows what was configured. */
-        curl_url_get(u, CURLUPART_PORT, &port, 0);
-        snprintf(origin, size, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+        return -1;
     }
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(user);
-    curl_free(password);
+    /* The origin shows the port only when one was configured. */
+    int rc = net_url_origin(u, origin, size);
     curl_url_cleanup(u);
+    if (rc != 0)
+        *why = "host too long";
     return rc;
 }
 
@@ -463,33 +420,27 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *opaque)
                         value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
         vlen--;
     value[vlen] = '\0';
-    webhook_retry_after(value, time(NULL), &slot->retry_after_s); /* unparsable: ignored */
+    net_retry_after(value, time(NULL), &slot->retry_after_s); /* invalid: stays absent */
     return n;
 }
 
 /* An easy handle with everything but the request's headers and body; NULL on failure. */
 static CURL *easy_new(const webhook_sink_t *ctx, webhook_slot_t *slot)
 {
-    CURL *h = curl_easy_init();
-    long connect_ms =
-        ctx->timeout_ms < WEBHOOK_CONNECT_TIMEOUT_MS ? ctx->timeout_ms : WEBHOOK_CONNECT_TIMEOUT_MS;
+    net_easy_options_t eo = {.timeout_ms = ctx->timeout_ms,
+                             .connect_timeout_ms = ctx->timeout_ms < WEBHOOK_CONNECT_TIMEOUT_MS
+                                                       ? ctx->timeout_ms
+                                                       : WEBHOOK_CONNECT_TIMEOUT_MS,
+                             .max_response = WEBHOOK_RESPONSE_MAX};
+    CURL *h = net_easy_new(&eo);
 
     if (!h)
         return NULL;
-    /* Refusing other protocols and redirects are part of the contract: check them. */
-    if (curl_easy_setopt(h, CURLOPT_URL, ctx->url) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK) {
+    if (curl_easy_setopt(h, CURLOPT_URL, ctx->url) != CURLE_OK) {
         curl_easy_cleanup(h);
         return NULL;
     }
     curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ctx->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, WEBHOOK_USER_AGENT);
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)WEBHOOK_RESPONSE_MAX);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, slot);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);

@@ -1,13 +1,12 @@
 /*
  * sinks/webhook: the pure parts of the webhook sink (Standard Webhooks
- * signing, whsec_ secret decoding, Retry-After), exposed for its unit tests.
+ * signing, whsec_ secret decoding), exposed for its unit tests.
  * Internal to sinks/: not installed, not part of the sink ABI.
  */
 #ifndef SB_WEBHOOK_H
 #define SB_WEBHOOK_H
 
 #include <stddef.h>
-#include <time.h>
 
 /*
  * Bounds of a whsec_ key, in decoded bytes. Below 16 bytes (128 bits) an
@@ -19,9 +18,6 @@
 
 /* "v1," + base64 of a 32-byte HMAC-SHA256 (44 characters) + NUL. */
 #define WEBHOOK_SIGNATURE_SIZE (3 + 44 + 1)
-
-/* The longest delay a Retry-After may impose (one day); longer ones are cut to it. */
-#define WEBHOOK_RETRY_AFTER_MAX_S 86400.0
 
 typedef enum webhook_secret_status {
     WEBHOOK_SECRET_OK = 0,
@@ -45,12 +41,5 @@ webhook_secret_status_t webhook_decode_secret(const char *secret, unsigned char 
  */
 int webhook_sign(const unsigned char *key, size_t keylen, const char *msg_id, long long ts,
                  const char *body, size_t body_len, char *out, size_t outlen);
-
-/*
- * Parses a Retry-After value, delta-seconds or an HTTP-date (read against
- * now), into *delay_s: at least 0, at most WEBHOOK_RETRY_AFTER_MAX_S.
- * Returns 0, or -1 when the value is neither (*delay_s untouched).
- */
-int webhook_retry_after(const char *value, time_t now, double *delay_s);
 
 #endif /* SB_WEBHOOK_H */

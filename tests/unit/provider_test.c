@@ -83,6 +83,23 @@ static const struct int_case {
     {NAN, 0, 0},
 };
 
+/* RFC 3986 encoding of both halves, '?' first then '&', and the bound. */
+START_TEST(query_parameters_are_encoded_and_bounded)
+{
+    char url[64] = "http://h/p";
+
+    ck_assert_int_eq(provider_url_add(url, sizeof(url), "a b", "a b&c=d/\xc3\xa9~"), 0);
+    ck_assert_str_eq(url, "http://h/p?a%20b=a%20b%26c%3Dd%2F%C3%A9~");
+    ck_assert_int_eq(provider_url_add(url, sizeof(url), "page[size]", "5"), 0);
+    ck_assert_str_eq(url, "http://h/p?a%20b=a%20b%26c%3Dd%2F%C3%A9~&page%5Bsize%5D=5");
+    /* One byte short: refused, and the URL is left as it was. */
+    char small[16] = "http://h/p";
+    ck_assert_int_eq(provider_url_add(small, sizeof(small), "ab", "c"), 0);
+    ck_assert_int_eq(provider_url_add(small, sizeof(small), "d", ""), -1);
+    ck_assert_str_eq(small, "http://h/p?ab=c");
+}
+END_TEST
+
 START_TEST(exact_integers_only)
 {
     const struct int_case *c = &int_cases[_i];
@@ -124,6 +141,7 @@ int main(void)
     tcase_add_loop_test(tc, header_lines_cannot_be_split, 0,
                         (int)(sizeof(header_cases) / sizeof(header_cases[0])));
     tcase_add_test(tc, header_bounds);
+    tcase_add_test(tc, query_parameters_are_encoded_and_bounded);
     tcase_add_loop_test(tc, exact_integers_only, 0,
                         (int)(sizeof(int_cases) / sizeof(int_cases[0])));
     tcase_add_test(tc, id_text_refuses_inexact_numbers);

@@ -228,10 +228,11 @@ static const struct {
     const char *err;  /* substring of the page's error; NULL: accepted */
 } next_rows[] = {
     /* Absolute on the same origin: followed as given (case and an explicit
-     * default port do not change an origin). */
+     * default port do not change an origin; libcurl writes the scheme in
+     * lower case). */
     {NULL, "\"http://h:8080/api/v1/s?offset=100&includeActive=true\"",
      "http://h:8080/api/v1/s?offset=100&includeActive=true", NULL},
-    {NULL, "\"HTTP://H:8080/p?includeActive=true\"", "HTTP://H:8080/p?includeActive=true", NULL},
+    {NULL, "\"HTTP://H:8080/p?includeActive=true\"", "http://H:8080/p?includeActive=true", NULL},
     {"https://h/api", "\"https://h:443/p?includeActive=true\"",
      "https://h:443/p?includeActive=true", NULL},
     {"http://[::1]:9/api", "\"http://[::1]:9/p?includeActive=true\"",
@@ -268,7 +269,9 @@ static const struct {
     {NULL, "\"http://h:8080@evil/v1/s?q=private\"", NULL, "user information"},
     {NULL, "\"ftp://h:8080/v1/s?q=private\"", NULL, "scheme is not"},
     {NULL, "\"javascript:alert(1)\"", NULL, "scheme is not"},
-    {NULL, "\"http:/x?u=http://h:8080/\"", NULL, "scheme is not"},
+    /* libcurl reads "http:/x" as the host x: refused all the same. */
+    {NULL, "\"http:/x?u=http://h:8080/\"", NULL, "host differs"},
+    {NULL, "\"//u@h:8080/v1/s?q=private\"", NULL, "user information"},
     {NULL, "\"http://:8080/v1/s\"", NULL, "no valid host"},
     {NULL, "\"http://h:99999/v1/s\"", NULL, "no valid host"},
     /* Not a URL. */

@@ -84,13 +84,54 @@ static void assert_absent(const diff_index_t *ix, const char *id)
     ck_assert_msg(diff_index_get(ix, id, &got) != 0, "session %s still present", id);
 }
 
+/* The lease every commit of these tests is fenced by. */
+#define TEST_TOKEN "0123456789abcdef0123456789abcdef"
+/* Commands the fence of a commit sends before its transaction: WATCH,
+ * GET (the lease) and HGET (the cycle). */
+#define FENCE_CMDS 3
+
+/*
+ * A commit as the engine makes it: fenced by a lease (taken here, for the
+ * test's own token) and by the base *cycle. 0 when it applied, else -1 with
+ * err.
+ */
+static int commit_tx(store_t *st, const char *source, const diff_change_t *ch, size_t n,
+                     size_t after, const store_extra_t *extra, uint64_t *cycle, char *err,
+                     size_t errlen)
+{
+    store_delta_t d = store_delta_of(ch, n);
+
+    (void)store_lease_acquire(st, source, TEST_TOKEN, 60000, err, errlen);
+    return store_commit_fenced(st, source, TEST_TOKEN, &d, after, extra, cycle, err, errlen) ==
+                   STORE_FENCE_OK
+               ? 0
+               : -1;
+}
+
+/* Commits as commit_ok() does; returns the commands of the transaction alone. */
+static uint64_t commit_cost(store_t *st, const char *source, const diff_change_t *ch, size_t n,
+                            size_t after, uint64_t *cycle)
+{
+    char err[ERRLEN] = "";
+    store_delta_t d = store_delta_of(ch, n);
+    uint64_t before;
+
+    ck_assert_int_eq(store_lease_acquire(st, source, TEST_TOKEN, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    before = store_commands_sent(st);
+    ck_assert_msg(store_commit_fenced(st, source, TEST_TOKEN, &d, after, NULL, cycle, err,
+                                      sizeof err) == STORE_FENCE_OK,
+                  "commit %s: %s", source, err);
+    return store_commands_sent(st) - before - FENCE_CMDS;
+}
+
 static void commit_ok(store_t *st, const char *source, const diff_change_t *ch, size_t n,
                       size_t after, uint64_t *cycle)
 {
     char err[ERRLEN] = "";
     uint64_t before = *cycle;
 
-    ck_assert_msg(store_commit(st, source, ch, n, after, NULL, cycle, err, sizeof err) == 0,
+    ck_assert_msg(commit_tx(st, source, ch, n, after, NULL, cycle, err, sizeof err) == 0,
                   "commit %s: %s", source, err);
     ck_assert_uint_eq(*cycle, before + 1);
 }
@@ -258,7 +299,7 @@ START_TEST(test_down_server)
     ck_assert_uint_eq(store_errors(st), errors0 + 1);
 
     err[0] = '\0';
-    ck_assert_int_eq(store_commit(st, "src", &ch, 1, 1, NULL, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(commit_tx(st, "src", &ch, 1, 1, NULL, &cycle, err, sizeof err), -1);
     ck_assert_uint_eq(cycle, 7);
     ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
     assert_no_secret(err);
@@ -268,8 +309,9 @@ START_TEST(test_down_server)
     ck_assert(!exists);
     ck_assert_msg(strstr(err, "refused") != NULL, "%s", err);
     assert_no_secret(err);
-    /* every failed call counts, those failed by the reconnect pause too */
-    ck_assert_uint_eq(store_errors(st), errors0 + 3);
+    /* every failed call counts, those failed by the reconnect pause too
+     * (commit_tx() makes two: the lease, then the commit) */
+    ck_assert_uint_eq(store_errors(st), errors0 + 4);
 
     diff_index_free(ix);
     store_free(st);
@@ -399,7 +441,6 @@ START_TEST(test_meta_cycles)
     diff_index_t *ix;
     uint64_t cycle = 0;
     bool exists = true;
-    uint64_t before;
 
     ix = load_ok(st, "meta", &exists, &cycle);
     ck_assert(!exists);
@@ -407,9 +448,8 @@ START_TEST(test_meta_cycles)
     ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:meta:meta"), 0);
 
     /* An empty first poll still gives the source a snapshot. */
-    before = store_commands_sent(st);
-    commit_ok(st, "meta", NULL, 0, 0, &cycle);
-    ck_assert_uint_eq(store_commands_sent(st) - before, 3); /* MULTI, HSET meta, EXEC */
+    /* MULTI, HSET meta, EXEC */
+    ck_assert_uint_eq(commit_cost(st, "meta", NULL, 0, 0, &cycle), 3);
     diff_index_free(ix);
     ix = load_ok(st, "meta", &exists, &cycle);
     ck_assert(exists);
@@ -565,9 +605,7 @@ START_TEST(test_command_counts)
     diff_index_t *ix;
     bool exists;
 
-    before = store_commands_sent(st);
-    commit_ok(st, "big", big, BIG_N, BIG_N, &cycle_big);
-    big_commit = store_commands_sent(st) - before;
+    big_commit = commit_cost(st, "big", big, BIG_N, BIG_N, &cycle_big);
     /* MULTI, ceil(5000 / STORE_BATCH) HSET, HSET meta, EXEC */
     ck_assert_uint_le(big_commit, 2 + batches + 2);
     ck_assert_uint_eq(big_commit, 2 + batches + 1);
@@ -588,14 +626,11 @@ START_TEST(test_command_counts)
         small[i] = i % 2 ? removal(small_ids[i])
                          : upsert(small_ids[i], DIFF_STATE_COMPLETED, 0, i, "completed");
     }
-    before = store_commands_sent(st);
-    commit_ok(st, "big", small, SMALL_N, BIG_N - SMALL_N / 2, &cycle_big);
-    small_on_big = store_commands_sent(st) - before;
+    small_on_big = commit_cost(st, "big", small, SMALL_N, BIG_N - SMALL_N / 2, &cycle_big);
 
     commit_ok(st, "small", big, SMALL_N * 7, SMALL_N * 7, &cycle_small);
-    before = store_commands_sent(st);
-    commit_ok(st, "small", small, SMALL_N, SMALL_N * 7 - SMALL_N / 2, &cycle_small);
-    small_on_small = store_commands_sent(st) - before;
+    small_on_small =
+        commit_cost(st, "small", small, SMALL_N, SMALL_N * 7 - SMALL_N / 2, &cycle_small);
     ck_assert_uint_eq(small_on_big, 5);
     ck_assert_uint_eq(small_on_small, small_on_big);
     ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N - SMALL_N / 2);
@@ -603,9 +638,7 @@ START_TEST(test_command_counts)
     /* A delta half upserts, half removals: both kinds chunked. */
     for (size_t i = 0; i < BIG_N; i += 2)
         big[i].removed = true;
-    before = store_commands_sent(st);
-    commit_ok(st, "big", big, BIG_N, BIG_N / 2, &cycle_big);
-    uint64_t mixed = store_commands_sent(st) - before;
+    uint64_t mixed = commit_cost(st, "big", big, BIG_N, BIG_N / 2, &cycle_big);
     ck_assert_uint_le(mixed, 2 + 2 * ((BIG_N / 2 + STORE_BATCH - 1) / STORE_BATCH) + 1);
     ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N / 2);
 
@@ -703,12 +736,12 @@ START_TEST(test_error_reply_fails_commit)
     store_t *st = open_store(srv.port);
     diff_index_t *ix = diff_index_new();
     char err[ERRLEN] = "";
-    uint64_t cycle = 3;
+    uint64_t cycle = 0;
     bool exists;
 
     redis_server_ok(srv.port, "SET sb:snap:wrongtype not-a-hash");
-    ck_assert_int_eq(store_commit(st, "wrongtype", ch, 2, 1, NULL, &cycle, err, sizeof err), -1);
-    ck_assert_uint_eq(cycle, 3);
+    ck_assert_int_eq(commit_tx(st, "wrongtype", ch, 2, 1, NULL, &cycle, err, sizeof err), -1);
+    ck_assert_uint_eq(cycle, 0);
     ck_assert_msg(strstr(err, "WRONGTYPE") != NULL && strstr(err, "sb:snap:wrongtype") != NULL,
                   "%s", err);
 
@@ -794,7 +827,7 @@ START_TEST(test_outbox_and_dlq_counts)
 
     ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(n, 0);
-    ck_assert_msg(store_commit(st, "counts", &ch, 1, 1, &extra, &cycle, err, sizeof err) == 0, "%s",
+    ck_assert_msg(commit_tx(st, "counts", &ch, 1, 1, &extra, &cycle, err, sizeof err) == 0, "%s",
                   err);
     ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(n, 2);
@@ -1174,6 +1207,7 @@ START_TEST(test_invalid_input_sends_nothing)
     uint64_t cycle = 0, before;
     bool exists;
     const char *bad_sources[] = {NULL, "", "Upper", "sp ace", "colon:x", long_src};
+    store_delta_t none = store_delta_of(NULL, 0);
 
     memset(long_src, 'a', sizeof long_src - 1);
     long_src[sizeof long_src - 1] = '\0';
@@ -1182,12 +1216,14 @@ START_TEST(test_invalid_input_sends_nothing)
     memset(too_long_status, 's', sizeof too_long_status - 1);
     too_long_status[sizeof too_long_status - 1] = '\0';
 
-    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(store_lease_acquire(st, "input", TEST_TOKEN, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
     before = store_commands_sent(st);
     for (size_t i = 0; i < sizeof bad_sources / sizeof *bad_sources; i++) {
         err[0] = '\0';
-        ck_assert_int_eq(
-            store_commit(st, bad_sources[i], NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
+        ck_assert_int_eq(store_commit_fenced(st, bad_sources[i], TEST_TOKEN, &none, 0, NULL, &cycle,
+                                             err, sizeof err),
+                         STORE_FENCE_ERROR);
         ck_assert_msg(strstr(err, "source") != NULL, "%s", err);
         ck_assert_int_eq(store_load(st, bad_sources[i], ix, &exists, &cycle, err, sizeof err), -1);
     }
@@ -1204,14 +1240,18 @@ START_TEST(test_invalid_input_sends_nothing)
     };
     for (size_t i = 0; i < sizeof bad_changes / sizeof *bad_changes; i++) {
         err[0] = '\0';
+        store_delta_t d = store_delta_of(bad_changes[i], 2);
+
         ck_assert_int_eq(
-            store_commit(st, "input", bad_changes[i], 2, 2, NULL, &cycle, err, sizeof err), -1);
+            store_commit_fenced(st, "input", TEST_TOKEN, &d, 2, NULL, &cycle, err, sizeof err),
+            STORE_FENCE_ERROR);
         ck_assert_msg(strstr(err, "change 1") != NULL, "case %zu: %s", i, err);
         ck_assert_uint_eq(cycle, 0);
     }
-    ck_assert_int_eq(store_commit(st, "input", NULL, 3, 0, NULL, &cycle, err, sizeof err), -1);
     cycle = UINT64_MAX;
-    ck_assert_int_eq(store_commit(st, "input", NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(
+        store_commit_fenced(st, "input", TEST_TOKEN, &none, 0, NULL, &cycle, err, sizeof err),
+        STORE_FENCE_ERROR);
     ck_assert_uint_eq(store_commands_sent(st), before);
     ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:meta:input sb:snap:input"), 0);
     diff_index_free(ix);
@@ -1293,7 +1333,7 @@ START_TEST(test_auth_missing)
 
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
     st = open_store_url(url, NULL, 2000);
-    ck_assert_int_eq(store_commit(st, "noauth", NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(commit_tx(st, "noauth", NULL, 0, 0, NULL, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "NOAUTH") != NULL, "%s", err);
     ck_assert_uint_eq(cycle, 0);
     store_free(st);
@@ -1365,7 +1405,7 @@ START_TEST(test_restart_between_commits)
     /* This time the first call after the restart is a commit. */
     redis_server_kill(&srv);
     redis_server_start(&srv);
-    if (store_commit(st, "rs", b, 2, 3, NULL, &cycle, err, sizeof err) != 0) {
+    if (commit_tx(st, "rs", b, 2, 3, NULL, &cycle, err, sizeof err) != 0) {
         ck_assert_uint_eq(cycle, 1);
         commit_ok(st, "rs", b, 2, 3, &cycle);
     }
@@ -1402,7 +1442,7 @@ START_TEST(test_commit_while_down_changes_nothing)
         long long t0 = now_ms();
 
         err[0] = '\0';
-        ck_assert_int_eq(store_commit(st, "down", b, 2, 2, NULL, &cycle, err, sizeof err), -1);
+        ck_assert_int_eq(commit_tx(st, "down", b, 2, 2, NULL, &cycle, err, sizeof err), -1);
         ck_assert_uint_eq(cycle, 1);
         ck_assert_msg(strstr(err, endpoint) != NULL && strstr(err, "refused") != NULL, "%s", err);
         ck_assert_int_lt(now_ms() - t0, 1000);
