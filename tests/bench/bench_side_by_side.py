@@ -5,7 +5,8 @@
                                       [--churn 0.01] [--verify-sessions 2000] [--perf]
 
 One command, one upstream, one Redis, one broker, three programs doing one
-cycle of one Century Smart IA source each, measured as whole processes:
+cycle of one Century Smart IA source each, measured as whole processes
+(and, for the first cycle, the bare producer of the same messages):
 
 - session-bridge `once` (the build in ./build, or $SB_BUILD_DIR);
 - tests/bench/reference_bridge.py: the same job in idiomatic Python
@@ -46,6 +47,18 @@ Why each part is there:
 - Two phases per size. First cycle: empty Redis, initial_snapshot emit, step
   0 (every session is an event). Churn: the snapshot a baseline cycle over
   step 0 left (each implementation's own), then one cycle over step 1.
+- The broker's own limit, in the first-cycle phase: tests/bench/bare_producer.c
+  (built by tests/bench's CMake) produces the same messages with librdkafka
+  alone, configured as the Kafka sink configures its producer (acks=all,
+  idempotence, the sink's defaults and SINK_PROPERTIES, librdkafka's linger
+  and batch defaults, which the sink keeps), to a fresh broker, and waits for
+  every delivery report. Its messages are the bridge's own: after the
+  bridge's first run the broker's content is read back with kcat (topic,
+  partition, key, headers, value, byte for byte) and put back in the
+  bridge's production order (first sighting in the page files, started
+  before completed); the producer checks each delivery landed in the
+  partition the bridge's did. It runs third in each round (bridge,
+  reference, bare) and its ratio is taken per round like the others.
 - Timing is /usr/bin/time -v style accounting from wait4(): user + sys
   CPU, wall time and peak RSS of the whole process (start-up, snapshot
   load, poll, diff, delivery, commit), taken by tests/bench/rusage_run.c,
@@ -53,8 +66,9 @@ Why each part is there:
   harness's RSS as its own peak: see there). Runs alternate A B A B (bridge,
   reference) --reps times per phase, ratios are taken per pair, medians
   printed, CPU per session is CPU / sessions observed.
-- --perf records `perf record -g` of one bridge churn cycle and prints the
-  top of `perf report --stdio --no-children`.
+- --perf records `perf record -g` of one bridge churn cycle and of one
+  first cycle (emit) and prints the top of `perf report --stdio
+  --no-children` of each.
 
 Benchmark-only packages (nginx-light, python3-requests, python3-redis,
 python3-confluent-kafka, libsimdjson-dev; linux-perf with --perf) are
@@ -325,6 +339,9 @@ class Run:
         self.wall, self.cpu, self.rss_kib, self.rc, self.log = wall, cpu, rss_kib, rc, log
 
 
+# The Kafka sink's properties, for the bridge, the reference and the bare
+# producer alike. murmur2_random: the placement CONTRACT §6 names.
+SINK_PROPERTIES = {"message.timeout.ms": "30000", "partitioner": "murmur2_random"}
 # diff.h's DIFF_DEFAULT_MAX_SESSIONS.
 DEFAULT_MAX_SESSIONS = 100000
 LAUNCHER = None  # rusage_run, built by main()
@@ -349,8 +366,7 @@ def measure(argv, env, log_path):
 
 def config(s, base, pageset, initial):
     sink = {"name": "bus", "type": "kafka", "brokers": s.bootstrap, "topics": st.TOPICS,
-            # murmur2_random: the placement CONTRACT §6 names, for both programs.
-            "properties": {"message.timeout.ms": "30000", "partitioner": "murmur2_random"}}
+            "properties": SINK_PROPERTIES}
     # max_sessions: the bridge's per-poll bound (100,000 by default) must
     # admit the population measured; the reference ignores the key.
     return s.config(SOURCE, base_url=f"{base}/{pageset.name}/api/v1", page_size=PAGE_LIMIT,
@@ -390,6 +406,88 @@ def committed(run):
         if rec.get("msg") in ("cycle committed", "baseline recorded"):
             return rec
     return {}
+
+
+# ---- the bare producer ----
+
+BARE = os.path.join(st.BUILD, "tests", "bench", "bare_producer")
+# The headers the Kafka sink puts on every message (CONTRACT §6).
+CE_HEADERS = ("ce_id", "ce_type", "ce_source", "content-type")
+TYPE_RANK = {"sessions.started": 0, "sessions.completed": 1, "sessions.cancelled": 2}
+
+
+def session_order(pageset):
+    """{session id: position} in the order the bridge first sees them (the
+    page files' order, in-progress list first)."""
+    order = {}
+    for path in pageset.files:
+        with open(path, "rb") as f:
+            for rec in json.load(f)["data"]:
+                order.setdefault(rec["sessionId"], len(order))
+    return order
+
+
+def dump_messages(s, pageset, out_path):
+    """Writes what the broker holds (the bridge's first cycle, just run) as
+    bare_producer's input: every message's topic, partition, headers, key and
+    value as the broker has them, in the bridge's production order (the diff
+    emits in first-sighting order, a session's started before its completed),
+    which the broker's per-partition logs lose and the page files restore.
+    Returns the number of messages."""
+    raw_path = out_path + ".kcat"
+    with open(raw_path, "wb") as raw:
+        for topic in st.TOPICS.values():
+            subprocess.run(["kcat", "-b", s.bootstrap, "-C", "-t", topic, "-o", "beginning",
+                            "-e", "-q", "-f", "%t %p %K %S %h\n%k%s"],
+                           stdout=raw, check=True, timeout=600)
+    order = session_order(pageset)
+    prefix = f"{SOURCE}/".encode()
+    index = []  # (sort key, offset of the record line, line, key and value spans)
+    with open(raw_path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        nl = data.index(b"\n", pos)
+        topic, part, klen, vlen, hdrs = data[pos:nl].decode().split(" ", 4)
+        klen, vlen = int(klen), int(vlen)
+        kpos = nl + 1
+        key = data[kpos:kpos + klen]
+        if not key.startswith(prefix):
+            raise RuntimeError(f"unexpected key {key[:80]!r}")
+        headers = [h.split("=", 1) for h in hdrs.split(",")]
+        if tuple(n for n, _ in headers) != CE_HEADERS:
+            raise RuntimeError(f"unexpected headers {hdrs!r}")
+        rank = (order[key[len(prefix):].decode()], TYPE_RANK[topic])
+        index.append((rank, topic, int(part), headers, kpos, klen, vlen))
+        pos = kpos + klen + vlen
+    index.sort(key=lambda x: x[0])
+    with open(out_path, "wb") as out:
+        for _, topic, part, headers, kpos, klen, vlen in index:
+            out.write(f"{topic} {part} {len(headers)} {klen} {vlen}\n".encode())
+            for n, v in headers:
+                n, v = n.encode(), v.encode()
+                out.write(b"%d %d\n%s%s" % (len(n), len(v), n, v))
+            out.write(data[kpos:kpos + klen + vlen])
+    del data
+    os.unlink(raw_path)
+    return len(index)
+
+
+def bare_argv(s, messages):
+    argv = [BARE, "-b", s.bootstrap]
+    for k, v in SINK_PROPERTIES.items():
+        argv += ["-X", f"{k}={v}"]
+    return argv + [messages]
+
+
+def run_bare(s, messages, count):
+    """One bare producer run over messages on a fresh broker."""
+    fresh_kafka(s)
+    log = os.path.join(s.dir, f"bare-{os.urandom(2).hex()}.log")
+    run = measure(bare_argv(s, messages), None, log)
+    if run.rc != 0 or f"messages {count} delivered {count} failed 0 misplaced 0" not in run.log:
+        raise RuntimeError(f"bare producer exited {run.rc}:\n{run.log[-3000:]}")
+    return run
 
 
 # ---- equivalence ----
@@ -472,6 +570,25 @@ def mib(kib):
     return kib / 1024
 
 
+def profile(s, base, r, pageset, state, args):
+    """perf record -g of one bridge cycle over pageset from Redis state
+    (None: empty, i.e. a first cycle with initial_snapshot emit); the top
+    of perf report, self time."""
+    if state is None:
+        r.flushdb()
+    else:
+        restore_state(r, state)
+    fresh_kafka(s)
+    data = os.path.join(s.dir, f"perf-{pageset.name}.data")
+    conf = config(s, base, pageset, "emit")
+    subprocess.run(["perf", "record", "-q", "-g", "-o", data, "--", *argv_of("bridge", conf)],
+                   env=s.env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                          "--percent-limit", "1", "-g", "none"], capture_output=True, text=True)
+    return [line for line in rep.stdout.splitlines() if line.strip() and
+            not line.startswith("#")][:args.perf_lines]
+
+
 def bench_size(s, base, r, root, sessions, args, floors):
     step0, step1 = generate(s, root, f"s{sessions}", sessions, args.churn)
     print(f"\n{sessions} sessions: step 0 {step0.records} records in {len(step0.files)} pages, "
@@ -484,22 +601,37 @@ def bench_size(s, base, r, root, sessions, args, floors):
         run_cycle(s, base, impl, step0, "baseline", None, r)
         start[impl] = save_state(r)
 
+    messages = os.path.join(s.dir, f"{step0.name}.messages")
     for phase, pageset, initial in (("first", step0, "emit"), ("churn", step1, "emit")):
-        runs = {"bridge": [], "python": []}
+        # The first cycle's third program: the bare producer of the messages
+        # the bridge's first run put on the broker.
+        impls = ("bridge", "python", "bare") if phase == "first" else ("bridge", "python")
+        runs = {impl: [] for impl in impls}
         events = {}
         for i in range(args.reps):
-            for impl in ("bridge", "python"):
-                state = None if phase == "first" else start[impl]
-                run = run_cycle(s, base, impl, pageset, initial, state, r)
+            for impl in impls:
+                if impl == "bare":
+                    run = run_bare(s, messages, events["bare"])
+                else:
+                    state = None if phase == "first" else start[impl]
+                    run = run_cycle(s, base, impl, pageset, initial, state, r)
+                    events.setdefault(impl, committed(run).get("events"))
+                if impl == "bridge" and phase == "first" and i == 0:
+                    events["bare"] = dump_messages(s, pageset, messages)
+                    if events["bare"] != events["bridge"]:
+                        raise RuntimeError(f"the broker holds {events['bare']} messages, "
+                                           f"the bridge logged {events['bridge']} events")
                 runs[impl].append(run)
-                events.setdefault(impl, committed(run).get("events"))
                 print(f"  {phase:<5} {impl:<6} #{i + 1}: wall {run.wall:6.3f} s  "
-                      f"cpu {run.cpu:6.3f} s  rss {mib(run.rss_kib):7.1f} MiB", flush=True)
+                      f"cpu {run.cpu:6.3f} s  rss {mib(run.rss_kib):7.1f} MiB"
+                      + (f"  ({run.log.strip()})" if impl == "bare" else ""), flush=True)
         if events.get("bridge") != events.get("python"):
             print(f"  warning: {phase}: the bridge logged {events.get('bridge')} events, "
                   f"the reference {events.get('python')}")
         res[phase] = runs
         res[phase + "_events"] = events.get("bridge")
+        if phase == "first":
+            os.unlink(messages)
         lst = os.path.join(s.dir, f"{pageset.name}.list")
         with open(lst, "w") as f:
             f.write("\n".join(pageset.files) + "\n")
@@ -512,27 +644,18 @@ def bench_size(s, base, r, root, sessions, args, floors):
             res[phase + "_floor"][name] = fr
 
     if args.perf:
-        restore_state(r, start["bridge"])
-        fresh_kafka(s)
-        data = os.path.join(s.dir, f"perf-{sessions}.data")
-        conf = config(s, base, step1, "emit")
-        subprocess.run(["perf", "record", "-q", "-g", "-o", data, "--", *argv_of("bridge", conf)],
-                       env=s.env(), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                              "--percent-limit", "1", "-g", "none"],
-                             capture_output=True, text=True)
-        top = [line for line in rep.stdout.splitlines() if line.strip() and
-               not line.startswith("#")][:args.perf_lines]
-        res["perf"] = top
+        res["perf"] = {"churn": profile(s, base, r, step1, start["bridge"], args),
+                       "first": profile(s, base, r, step0, None, args)}
     return res
 
 
 def print_table(results, floors):
     print("\nmedians; ratio = bridge sessions/s / reference sessions/s, per pair; "
+          "bare = the bare producer of the first cycle's messages (the broker's own limit), "
+          "vs bare = bridge sessions/s / bare sessions/s, per pair; "
           "CPU = user + sys of the whole process")
     head = (f"{'sessions':>9} {'cycle':<6}{'bridge/s':>10}{'python/s':>10}{'ratio':>7}"
-            f"{'bridge µs':>11}{'python µs':>11}")
+            f"{'bare/s':>10}{'vs bare':>8}{'bridge µs':>11}{'python µs':>11}{'bare µs':>9}")
     for name in floors:
         head += f"{name + ' µs':>13}"
     head += f"{'bridge MiB':>12}{'python MiB':>12}{'events':>9}"
@@ -541,20 +664,24 @@ def print_table(results, floors):
         for phase in ("churn", "first"):
             n = res[phase + "_n"]
             b, p = res[phase]["bridge"], res[phase]["python"]
+            bare = res[phase].get("bare")
             line = (f"{res['sessions']:>9} {phase:<6}{rate(b, n):>10.0f}{rate(p, n):>10.0f}"
-                    f"{ratio(b, p):>6.1f}x{per_session_us(b, n):>11.2f}"
-                    f"{per_session_us(p, n):>11.2f}")
+                    f"{ratio(b, p):>6.1f}x")
+            line += (f"{rate(bare, n):>10.0f}{ratio(b, bare):>7.2f}x" if bare
+                     else f"{'-':>10}{'-':>8}")
+            line += f"{per_session_us(b, n):>11.2f}{per_session_us(p, n):>11.2f}"
+            line += f"{per_session_us(bare, n):>9.2f}" if bare else f"{'-':>9}"
             for name in floors:
                 line += f"{per_session_us(res[phase + '_floor'][name], n):>13.2f}"
             line += (f"{mib(med(x.rss_kib for x in b)):>12.1f}"
                      f"{mib(med(x.rss_kib for x in p)):>12.1f}{res[phase + '_events'] or 0:>9}")
             print(line)
     for res in results:
-        if res.get("perf"):
-            print(f"\nperf, bridge churn cycle, {res['sessions']} sessions "
-                  f"(perf report --stdio --no-children):")
-            print("\n".join(res["perf"]))
-
+        for phase, what in (("churn", "churn cycle"), ("first", "first cycle, emit")):
+            if res.get("perf"):
+                print(f"\nperf, bridge {what}, {res['sessions']} sessions "
+                      f"(perf report --stdio --no-children):")
+                print("\n".join(res["perf"][phase]))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -564,7 +691,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="runs of each program per phase")
     ap.add_argument("--verify-sessions", type=int, default=2000,
                     help="population of the equivalence check (0: skip it)")
-    ap.add_argument("--perf", action="store_true", help="profile one bridge churn cycle")
+    ap.add_argument("--perf", action="store_true",
+                    help="profile one bridge churn cycle and one first cycle")
     ap.add_argument("--perf-lines", type=int, default=25)
     args = ap.parse_args()
     sizes = [int(x) for x in args.sessions.split(",") if x]
@@ -575,7 +703,7 @@ def main():
         os.execv(DEBIAN_PY, [DEBIAN_PY, os.path.abspath(__file__), *sys.argv[1:]])
     import redis  # installed by ensure_packages() when missing
 
-    for exe in (st.BRIDGE, st.KAFKA_MOCK, st.SIM):
+    for exe in (st.BRIDGE, st.KAFKA_MOCK, st.SIM, BARE):
         if not os.path.exists(exe):
             sys.exit(f"{exe} is missing: build first (cmake --build build)")
     s = st.Stack("side")
