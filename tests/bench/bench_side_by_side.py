@@ -52,13 +52,14 @@ Why each part is there:
   alone, configured as the Kafka sink configures its producer (acks=all,
   idempotence, the sink's defaults and SINK_PROPERTIES, librdkafka's linger
   and batch defaults, which the sink keeps), to a fresh broker, and waits for
-  every delivery report. Its messages are the bridge's own: after the
-  bridge's first run the broker's content is read back with kcat (topic,
-  partition, key, headers, value, byte for byte) and put back in the
-  bridge's production order (first sighting in the page files, started
-  before completed); the producer checks each delivery landed in the
-  partition the bridge's did. It runs third in each round (bridge,
-  reference, bare) and its ratio is taken per round like the others.
+  every delivery report. Its messages are the bridge's own, in the bridge's
+  order: an untimed bridge run of the same first cycle with a file sink
+  gives every event as the Kafka sink's value, and the topic, key, headers
+  and partition (murmur2) follow from it as sinks/kafka.c makes them; the
+  equivalence check proves them equal to what the bridge put on Kafka, and
+  the producer checks each delivery landed in that partition. It runs
+  third in each round (bridge, reference, bare), its ratio taken per round
+  like the others.
 - Timing is /usr/bin/time -v style accounting from wait4(): user + sys
   CPU, wall time and peak RSS of the whole process (start-up, snapshot
   load, poll, diff, delivery, commit), taken by tests/bench/rusage_run.c,
@@ -364,13 +365,19 @@ def measure(argv, env, log_path):
     return Run(float(wall), float(user) + float(sys_s), int(rss), rc, text)
 
 
-def config(s, base, pageset, initial):
-    sink = {"name": "bus", "type": "kafka", "brokers": s.bootstrap, "topics": st.TOPICS,
-            "properties": SINK_PROPERTIES}
+def config_sinks(s):
+    """The Kafka sink of every timed run."""
+    return [{"name": "bus", "type": "kafka", "brokers": s.bootstrap, "topics": st.TOPICS,
+             "properties": SINK_PROPERTIES}]
+
+
+def config(s, base, pageset, initial, kafka=True, extra=()):
+    """A config of the one source: the Kafka sink (kafka) and extra sinks."""
+    sinks = (config_sinks(s) if kafka else []) + list(extra)
     # max_sessions: the bridge's per-poll bound (100,000 by default) must
     # admit the population measured; the reference ignores the key.
     return s.config(SOURCE, base_url=f"{base}/{pageset.name}/api/v1", page_size=PAGE_LIMIT,
-                    vanish_grace=1, initial_snapshot=initial, sinks=[sink],
+                    vanish_grace=1, initial_snapshot=initial, sinks=sinks,
                     max_sessions=max(DEFAULT_MAX_SESSIONS, pageset.records))
 
 
@@ -380,14 +387,15 @@ def argv_of(impl, conf, fingerprint="fast"):
     return [DEBIAN_PY, REFERENCE, "-c", conf, "--fingerprint", fingerprint]
 
 
-def run_cycle(s, base, impl, pageset, initial, state, r, fingerprint="fast", name=None):
+def run_cycle(s, base, impl, pageset, initial, state, r, fingerprint="fast", name=None,
+              kafka=True, extra=()):
     """One measured cycle of impl over pageset from Redis state (None: empty)."""
     if state is None:
         r.flushdb()
     else:
         restore_state(r, state)
     fresh_kafka(s)
-    conf = config(s, base, pageset, initial)
+    conf = config(s, base, pageset, initial, kafka, extra)
     log = os.path.join(s.dir, f"{name or impl}-{pageset.name}-{os.urandom(2).hex()}.log")
     run = measure(argv_of(impl, conf, fingerprint), s.env(SB_LOG_LEVEL="info"), log)
     if run.rc != 0:
@@ -411,66 +419,83 @@ def committed(run):
 # ---- the bare producer ----
 
 BARE = os.path.join(st.BUILD, "tests", "bench", "bare_producer")
-# The headers the Kafka sink puts on every message (CONTRACT §6).
-CE_HEADERS = ("ce_id", "ce_type", "ce_source", "content-type")
-TYPE_RANK = {"sessions.started": 0, "sessions.completed": 1, "sessions.cancelled": 2}
+# Partitions of each topic on the broker (stack.py's start_kafka default).
+PARTITIONS = 3
+# What the Kafka sink writes around each event (sinks/kafka.c, CONTRACT §6).
+CE_SOURCE_PREFIX = "session-bridge/"
+CONTENT_TYPE = "application/cloudevents+json"
+# The envelope's first members, in the order bridge/event.c writes them.
+ENVELOPE_RE = re.compile(rb'\{"specversion":"1\.0","id":"([0-9a-f]{32})","source":"([^"\\]*)",'
+                         rb'"type":"session\.([a-z]+)","subject":"([^"\\]*)"')
 
 
-def session_order(pageset):
-    """{session id: position} in the order the bridge first sees them (the
-    page files' order, in-progress list first)."""
-    order = {}
-    for path in pageset.files:
-        with open(path, "rb") as f:
-            for rec in json.load(f)["data"]:
-                order.setdefault(rec["sessionId"], len(order))
-    return order
+def murmur2(data):
+    """Kafka's murmur2 (Java's Utils.murmur2, librdkafka's rd_murmur2)."""
+    m, length = 0x5bd1e995, len(data)
+    h = (0x9747b28c ^ length) & 0xffffffff
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xffffffff
+        k ^= k >> 24
+        k = (k * m) & 0xffffffff
+        h = ((h * m) & 0xffffffff) ^ k
+    rest = length % 4
+    if rest:
+        tail = data[length - rest:]
+        if rest == 3:
+            h ^= tail[2] << 16
+        if rest >= 2:
+            h ^= tail[1] << 8
+        h ^= tail[0]
+        h = (h * m) & 0xffffffff
+    h ^= h >> 13
+    h = (h * m) & 0xffffffff
+    h ^= h >> 15
+    return h
 
 
-def dump_messages(s, pageset, out_path):
-    """Writes what the broker holds (the bridge's first cycle, just run) as
-    bare_producer's input: every message's topic, partition, headers, key and
-    value as the broker has them, in the bridge's production order (the diff
-    emits in first-sighting order, a session's started before its completed),
-    which the broker's per-partition logs lose and the page files restore.
+def kafka_message(line):
+    """The Kafka message the sink makes of one event line of the file sink:
+    (topic, partition murmur2 places it in, key, headers, value)."""
+    m = ENVELOPE_RE.match(line)
+    if not m:  # escapes in a name or an id: not in the benchmark's pages
+        raise RuntimeError(f"unexpected event envelope {line[:200]!r}")
+    ev_id, ce_source, kind, subject = (x.decode() for x in m.groups())
+    source = ce_source[len(CE_SOURCE_PREFIX):]
+    key = f"{source}/{subject}".encode()
+    headers = (("ce_id", ev_id), ("ce_type", f"session.{kind}"), ("ce_source", ce_source),
+               ("content-type", CONTENT_TYPE))
+    return (st.TOPICS[kind], (murmur2(key) & 0x7fffffff) % PARTITIONS, key, headers, line)
+
+
+def file_sink(path):
+    return {"name": "dump", "type": "file", "path": path, "fsync": "never",
+            "rotate_bytes": 1 << 40}
+
+
+def dump_messages(s, base, r, pageset, out_path):
+    """Writes bare_producer's input: the messages of the bridge's first cycle
+    over pageset, in the bridge's order. They come from an untimed bridge run
+    with a file sink instead of Kafka (the mock broker keeps only the last
+    ~5 MB of each partition, so it cannot give 100,000 events back): each
+    line is the event the Kafka sink would have sent as the value, and its
+    topic, key, headers and partition follow from it as sinks/kafka.c makes
+    them (verify() checks that they equal what the bridge put on Kafka).
     Returns the number of messages."""
-    raw_path = out_path + ".kcat"
-    with open(raw_path, "wb") as raw:
-        for topic in st.TOPICS.values():
-            subprocess.run(["kcat", "-b", s.bootstrap, "-C", "-t", topic, "-o", "beginning",
-                            "-e", "-q", "-f", "%t %p %K %S %h\n%k%s"],
-                           stdout=raw, check=True, timeout=600)
-    order = session_order(pageset)
-    prefix = f"{SOURCE}/".encode()
-    index = []  # (sort key, offset of the record line, line, key and value spans)
-    with open(raw_path, "rb") as f:
-        data = f.read()
-    pos = 0
-    while pos < len(data):
-        nl = data.index(b"\n", pos)
-        topic, part, klen, vlen, hdrs = data[pos:nl].decode().split(" ", 4)
-        klen, vlen = int(klen), int(vlen)
-        kpos = nl + 1
-        key = data[kpos:kpos + klen]
-        if not key.startswith(prefix):
-            raise RuntimeError(f"unexpected key {key[:80]!r}")
-        headers = [h.split("=", 1) for h in hdrs.split(",")]
-        if tuple(n for n, _ in headers) != CE_HEADERS:
-            raise RuntimeError(f"unexpected headers {hdrs!r}")
-        rank = (order[key[len(prefix):].decode()], TYPE_RANK[topic])
-        index.append((rank, topic, int(part), headers, kpos, klen, vlen))
-        pos = kpos + klen + vlen
-    index.sort(key=lambda x: x[0])
-    with open(out_path, "wb") as out:
-        for _, topic, part, headers, kpos, klen, vlen in index:
-            out.write(f"{topic} {part} {len(headers)} {klen} {vlen}\n".encode())
-            for n, v in headers:
-                n, v = n.encode(), v.encode()
-                out.write(b"%d %d\n%s%s" % (len(n), len(v), n, v))
-            out.write(data[kpos:kpos + klen + vlen])
-    del data
-    os.unlink(raw_path)
-    return len(index)
+    events = out_path + ".jsonl"
+    run_cycle(s, base, "bridge", pageset, "emit", None, r, name="dump", kafka=False,
+              extra=[file_sink(events)])
+    n = 0
+    with open(events, "rb") as f, open(out_path, "wb") as out:
+        for line in f:
+            topic, part, key, headers, value = kafka_message(line.rstrip(b"\n"))
+            out.write(f"{topic} {part} {len(headers)} {len(key)} {len(value)}\n".encode())
+            for name, v in headers:
+                out.write(f"{len(name)} {len(v)}\n{name}{v}".encode())
+            out.write(key + value)
+            n += 1
+    os.unlink(events)
+    return n
 
 
 def bare_argv(s, messages):
@@ -532,13 +557,35 @@ def compare(what, got_b, got_p):
           f"meta {dict((k.decode(), v.decode()) for k, v in snap_b[1].items())}: identical")
 
 
+def verify_dump(s, events):
+    """The bare producer's messages (kafka_message() of the file sink's
+    lines) equal what the bridge put on Kafka in the same run, value, key,
+    headers and partition."""
+    with open(events, "rb") as f:
+        made = sorted(kafka_message(line.rstrip(b"\n")) for line in f)
+    got = sorted((topic, m["partition"], m["key"].encode(), tuple(m["headers"].items()),
+                  m["payload"].encode())
+                 for topic in st.TOPICS.values() for m in s.consume(topic))
+    if made != got:
+        bad = next((a, b) for a, b in zip(made + [None] * len(got), got + [None] * len(made))
+                   if a != b)
+        raise AssertionError(f"the bare producer's messages: {len(made)} made from the file "
+                             f"sink, {len(got)} on Kafka; first difference:\n  {bad[0]!r:.400}"
+                             f"\n  {bad[1]!r:.400}")
+    print(f"verified the bare producer's messages: {len(made)}, identical to the bridge's")
+
+
 def verify(s, base, r, step0, step1):
     """Bridge and reference (bridge fingerprint) from the same states."""
-    def one(impl, pageset, state):
-        run_cycle(s, base, impl, pageset, "emit", state, r, fingerprint="bridge")
+    def one(impl, pageset, state, extra=()):
+        run_cycle(s, base, impl, pageset, "emit", state, r, fingerprint="bridge", extra=extra)
         return kafka_events(s), snapshot(r)
 
-    b = one("bridge", step0, None)
+    # The bridge's first cycle also writes its events to a file sink, the
+    # source of the bare producer's messages: they must be Kafka's.
+    events = os.path.join(s.dir, "verify-events.jsonl")
+    b = one("bridge", step0, None, [file_sink(events)])
+    verify_dump(s, events)
     after_first = save_state(r)
     p = one("python", step0, None)
     compare(f"first cycle (emit, {step0.records} sessions)", b, p)
@@ -617,9 +664,9 @@ def bench_size(s, base, r, root, sessions, args, floors):
                     run = run_cycle(s, base, impl, pageset, initial, state, r)
                     events.setdefault(impl, committed(run).get("events"))
                 if impl == "bridge" and phase == "first" and i == 0:
-                    events["bare"] = dump_messages(s, pageset, messages)
+                    events["bare"] = dump_messages(s, base, r, pageset, messages)
                     if events["bare"] != events["bridge"]:
-                        raise RuntimeError(f"the broker holds {events['bare']} messages, "
+                        raise RuntimeError(f"{events['bare']} messages for the bare producer, "
                                            f"the bridge logged {events['bridge']} events")
                 runs[impl].append(run)
                 print(f"  {phase:<5} {impl:<6} #{i + 1}: wall {run.wall:6.3f} s  "
