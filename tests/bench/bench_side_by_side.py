@@ -515,6 +515,13 @@ def run_bare(s, messages, count):
     return run
 
 
+def cycle_split(run):
+    """Where the bridge's cycle went, from its cycle line: the delivery phase
+    is what compares with the bare producer."""
+    c = committed(run)
+    return " ".join(f"{k} {c[k]:.3f}" for k in ("poll_s", "deliver_s", "commit_s") if k in c)
+
+
 # ---- equivalence ----
 
 def kafka_events(s):
@@ -671,7 +678,8 @@ def bench_size(s, base, r, root, sessions, args, floors):
                 runs[impl].append(run)
                 print(f"  {phase:<5} {impl:<6} #{i + 1}: wall {run.wall:6.3f} s  "
                       f"cpu {run.cpu:6.3f} s  rss {mib(run.rss_kib):7.1f} MiB"
-                      + (f"  ({run.log.strip()})" if impl == "bare" else ""), flush=True)
+                      + (f"  ({run.log.strip()})" if impl == "bare" else "")
+                      + (f"  ({cycle_split(run)})" if impl == "bridge" else ""), flush=True)
         if events.get("bridge") != events.get("python"):
             print(f"  warning: {phase}: the bridge logged {events.get('bridge')} events, "
                   f"the reference {events.get('python')}")
