@@ -180,6 +180,8 @@ struct source_rt {
     double retry_at;
     double pause_s; /* Retry-After of the response that failed the poll, -1 when none */
     int64_t observed_ms;
+    char observed_at[EVENT_TIME_LEN]; /* observed_ms as every event of the cycle says it */
+    event_buf_t evbuf;                /* the event being handed to the sinks */
     double t_start, t_deliver;
     uint64_t cmds0;
     size_t nevents, next_event;
@@ -562,6 +564,7 @@ static void cycle_release(source_rt_t *s)
     http_response_reset(&s->resp);
     free(s->ds);
     s->ds = NULL;
+    event_buf_free(&s->evbuf);
     /* A large cycle's memory sits in malloc's free lists between the
      * index's entries, where glibc does not give it back by itself: the
      * first emit cycle of a large source would otherwise set the
@@ -1105,26 +1108,30 @@ static void deliver_more(source_rt_t *s)
     engine_t *e = s->e;
     const conf_source_t *cs = s->conf;
 
+    size_t name_len = strlen(cs->name);
     while (s->next_event < s->nevents && s->pending < ENGINE_DELIVERY_WINDOW && !s->failed) {
         diff_event_t evbuf, *ev = &evbuf;
-        size_t len = 0;
-        char key[DIFF_ID_MAX + CONF_NAME_MAX + 2];
-        char *json = cycle_event_json(s, s->next_event++, ev, &len);
-        if (json == NULL) {
+        char key[CONF_NAME_MAX + 1 + DIFF_ID_MAX + 1];
+        size_t id_len;
+        if (diff_cycle_event(s->cy, s->next_event++, ev) != 0 ||
+            event_write(&s->evbuf, ev, cs->name, cs->provider->name, s->observed_at) != 0 ||
+            (id_len = strlen(ev->session_id)) > DIFF_ID_MAX || name_len > CONF_NAME_MAX) {
             s->failed++;
             snprintf(s->first_error, sizeof(s->first_error),
                      "cannot encode an event (out of memory, or text that is not UTF-8)");
             break;
         }
-        snprintf(key, sizeof(key), "%s/%s", cs->name, ev->session_id);
+        memcpy(key, cs->name, name_len);
+        key[name_len] = '/';
+        memcpy(key + name_len + 1, ev->session_id, id_len + 1);
         sink_event_t se = {.id = ev->id,
                            .type = diff_event_type_name(ev->type),
                            .kind = diff_event_type_short(ev->type),
                            .source = cs->name,
                            .session_id = ev->session_id,
                            .key = key,
-                           .json = json,
-                           .json_len = len};
+                           .json = s->evbuf.text,
+                           .json_len = s->evbuf.len};
         /* pending < ENGINE_DELIVERY_WINDOW left a slot for every sink */
         for (size_t k = 0; k < e->nsinks && s->free_d != NULL; k++) {
             engine_sink_t *sk = &e->sinks[k];
@@ -1142,7 +1149,6 @@ static void deliver_more(source_rt_t *s)
             if (r != SINK_OK) /* not taken: resolve it ourselves */
                 on_delivered(&d->ticket, r, "the sink refused the event");
         }
-        free(json);
     }
 }
 
@@ -1350,6 +1356,7 @@ static void cycle_start(source_rt_t *s)
                               .baseline = !s->has_snapshot && !cs->initial_emit,
                               .max_sessions = cs->max_sessions};
     s->observed_ms = clock_unix_ms();
+    event_format_time(s->observed_ms, s->observed_at);
     s->t_start = clock_mono_s();
     s->cy = diff_cycle_begin(s->index, &s->opt);
     s->poll = cs->provider->poll_begin(cs, s->observed_ms / 1000);

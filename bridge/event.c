@@ -108,24 +108,37 @@ static size_t escaped_max(const char *s)
     return s != NULL ? strlen(s) * EVENT_ESCAPE_MAX + 2 : 4;
 }
 
-char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
-                   int64_t observed_ms, size_t *len)
+void event_buf_free(event_buf_t *buf)
 {
-    char when[EVENT_TIME_LEN];
+    if (buf == NULL)
+        return;
+    free(buf->text);
+    *buf = (event_buf_t){0};
+}
+
+int event_write(event_buf_t *buf, const diff_event_t *ev, const char *source, const char *provider,
+                const char when[EVENT_TIME_LEN])
+{
     const char *type = diff_event_type_name(ev->type);
     const char *state = diff_state_name(ev->state);
     const char *reason = diff_reason_name(ev->reason);
+    buf->len = 0;
     if (type == NULL || state == NULL || reason == NULL || ev->session_id == NULL)
-        return NULL;
+        return -1;
     /* the source twice (ce source and data.source), the session id twice */
     size_t cap = EVENT_ENVELOPE_MAX + 2 * escaped_max(source) + escaped_max(provider) +
                  2 * escaped_max(ev->session_id) + escaped_max(ev->status) +
                  escaped_max(ev->previous_status) + escaped_max(ev->id) +
                  (ev->record != NULL ? ev->record_len : 4) + 1;
-    writer_t w = {.buf = malloc(cap), .cap = cap};
-    if (w.buf == NULL)
-        return NULL;
-    event_format_time(observed_ms, when);
+    if (cap > buf->cap) {
+        /* the old text is not needed: realloc would copy it for nothing */
+        free(buf->text);
+        *buf = (event_buf_t){.text = malloc(cap)};
+        if (buf->text == NULL)
+            return -1;
+        buf->cap = cap;
+    }
+    writer_t w = {.buf = buf->text, .cap = buf->cap};
 
     put_lit(&w, "{\"specversion\":\"1.0\",\"id\":");
     put_string(&w, ev->id);
@@ -156,11 +169,23 @@ char *event_encode(const diff_event_t *ev, const char *source, const char *provi
      * The page parse and diff_cycle_observe() already refuse such input;
      * this pass makes the promise hold for any caller. */
     size_t bad;
-    if (w.over || diff_utf8_check(w.buf, w.len - 1, &bad) != 0) {
-        free(w.buf);
+    if (w.over || diff_utf8_check(w.buf, w.len - 1, &bad) != 0)
+        return -1;
+    buf->len = w.len - 1;
+    return 0;
+}
+
+char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
+                   int64_t observed_ms, size_t *len)
+{
+    char when[EVENT_TIME_LEN];
+    event_buf_t buf = {0};
+    event_format_time(observed_ms, when);
+    if (event_write(&buf, ev, source, provider, when) != 0) {
+        event_buf_free(&buf);
         return NULL;
     }
     if (len != NULL)
-        *len = w.len - 1;
-    return w.buf;
+        *len = buf.len;
+    return buf.text; /* the caller's now */
 }

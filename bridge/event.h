@@ -25,4 +25,27 @@ void event_format_time(int64_t unix_ms, char out[EVENT_TIME_LEN]);
 char *event_encode(const diff_event_t *ev, const char *source, const char *provider,
                    int64_t observed_ms, size_t *len);
 
+/*
+ * A buffer events are written into one after the other, for a caller that
+ * hands each event on before the next (the sinks copy what they keep): it
+ * grows to the largest event and is reused, so that a cycle's events cost
+ * no allocation each. Zero-initialise it; event_buf_free() releases it.
+ */
+typedef struct event_buf {
+    char *text; /* the last event written, NUL-terminated; owned by the buffer */
+    size_t len;
+    size_t cap;
+} event_buf_t;
+
+void event_buf_free(event_buf_t *buf);
+
+/*
+ * event_encode() into buf, with the observation time as
+ * event_format_time() wrote it (every event of a cycle shares it, so the
+ * caller formats it once). 0, or -1 as event_encode() returns NULL; buf's
+ * text is then not an event.
+ */
+int event_write(event_buf_t *buf, const diff_event_t *ev, const char *source, const char *provider,
+                const char when[EVENT_TIME_LEN]);
+
 #endif /* SB_EVENT_H */

@@ -90,12 +90,24 @@ typedef struct kafka_topic {
     rd_kafka_topic_t *rkt;
 } kafka_topic_t;
 
+/*
+ * Where the last event of one kind from one source went. A cycle hands a
+ * source's events over in a row: with this, the topic template is expanded
+ * and the cache searched once per source and kind, not once per event.
+ */
+typedef struct kafka_route {
+    char source[KAFKA_SOURCE_MAX + 1]; /* "" while unused */
+    rd_kafka_topic_t *rkt;             /* a cached handle, never an owned one */
+    char ce_source[sizeof(KAFKA_CE_SOURCE_PREFIX) + KAFKA_SOURCE_MAX];
+} kafka_route_t;
+
 typedef struct kafka_sink {
     char *name;
     rd_kafka_t *rk;
     char *topics[KIND_COUNT]; /* templates */
     kafka_topic_t cache[KAFKA_TOPIC_CACHE_MAX];
     size_t ncache;
+    kafka_route_t last[KIND_COUNT];
     atomic_size_t pending;
     int64_t last_probe_ms;
     atomic_int seen_cluster; /* metadata arrived or a delivery succeeded */
@@ -645,31 +657,60 @@ static int kind_index(const char *kind)
     return -1;
 }
 
+/*
+ * The topic handle and ce_source of ev: from ctx->last when the previous
+ * event of its kind came from the same source, else worked out (and
+ * remembered unless the handle is an owned one, which *owned then says).
+ * NULL when the event cannot go anywhere (logged).
+ */
+static rd_kafka_topic_t *route(kafka_sink_t *ctx, const sink_event_t *ev, bool *owned,
+                               const char **ce_source)
+{
+    char topic[KAFKA_TOPIC_MAX + 1];
+    rd_kafka_topic_t *rkt;
+    kafka_route_t *r;
+    int k = kind_index(ev->kind);
+    size_t n = strlen(ev->source);
+
+    *owned = false;
+    if (k >= 0 && n > 0 && strcmp(ctx->last[k].source, ev->source) == 0) {
+        *ce_source = ctx->last[k].ce_source;
+        return ctx->last[k].rkt;
+    }
+    if (k < 0 || n > KAFKA_SOURCE_MAX ||
+        sink_expand_name(topic, sizeof(topic), ctx->topics[k], ev->source, ev->kind) < 0) {
+        sink_log(SINK_LOG_ERROR, ctx->name, "event %s: bad kind or source name too long", ev->id);
+        return NULL;
+    }
+    r = &ctx->last[k];
+    rkt = topic_handle(ctx, topic, owned);
+    if (!rkt) {
+        sink_log(SINK_LOG_WARN, ctx->name, "cannot open topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return NULL;
+    }
+    snprintf(r->ce_source, sizeof(r->ce_source), KAFKA_CE_SOURCE_PREFIX "%s", ev->source);
+    *ce_source = r->ce_source;
+    /* an owned handle is destroyed after this event: not one to remember */
+    memcpy(r->source, ev->source, *owned ? 0 : n);
+    r->source[*owned ? 0 : n] = '\0';
+    r->rkt = rkt;
+    return rkt;
+}
+
 static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
 {
     kafka_sink_t *ctx = vctx;
-    char topic[KAFKA_TOPIC_MAX + 1];
-    char ce_source[sizeof(KAFKA_CE_SOURCE_PREFIX) + SINK_PATH_MAX];
+    const char *ce_source = NULL;
     char fatal[KAFKA_STR_MAX];
     rd_kafka_resp_err_t err;
     rd_kafka_topic_t *rkt;
     bool owned;
-    int k = kind_index(ev->kind);
 
     if (rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)))
         return SINK_ERR_FATAL;
-    if (k < 0 || sink_expand_name(topic, sizeof(topic), ctx->topics[k], ev->source, ev->kind) < 0 ||
-        (size_t)snprintf(ce_source, sizeof(ce_source), KAFKA_CE_SOURCE_PREFIX "%s", ev->source) >=
-            sizeof(ce_source)) {
-        sink_log(SINK_LOG_ERROR, ctx->name, "event %s: bad kind or source name too long", ev->id);
+    if (!(rkt = route(ctx, ev, &owned, &ce_source)))
         return SINK_ERR_RETRY;
-    }
-    rkt = topic_handle(ctx, topic, &owned);
-    if (!rkt) {
-        sink_log(SINK_LOG_WARN, ctx->name, "cannot open topic %s: %s", topic,
-                 rd_kafka_err2str(rd_kafka_last_error()));
-        return SINK_ERR_RETRY;
-    }
 
     for (int attempt = 0;; attempt++) {
         err = rd_kafka_producev(
@@ -684,6 +725,11 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
             break;
         rd_kafka_poll(ctx->rk, KAFKA_QUEUE_FULL_POLL_MS);
     }
+    bool is_fatal = err && (err == RD_KAFKA_RESP_ERR__FATAL ||
+                            rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)));
+    if (err && !is_fatal) /* the handle names the topic: it may be gone after this */
+        sink_log(SINK_LOG_WARN, ctx->name, "cannot produce event %s to %s: %s", ev->id,
+                 rd_kafka_topic_name(rkt), rd_kafka_err2str(err));
     if (owned)
         rd_kafka_topic_destroy(rkt);
 
@@ -691,10 +737,8 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
         atomic_fetch_add(&ctx->pending, 1);
         return SINK_OK;
     }
-    if (err == RD_KAFKA_RESP_ERR__FATAL || rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)))
+    if (is_fatal)
         return SINK_ERR_FATAL;
-    sink_log(SINK_LOG_WARN, ctx->name, "cannot produce event %s to %s: %s", ev->id, topic,
-             rd_kafka_err2str(err));
     return permanent(err) ? SINK_ERR_PERMANENT : SINK_ERR_RETRY;
 }
 

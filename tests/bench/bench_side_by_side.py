@@ -5,7 +5,8 @@
                                       [--churn 0.01] [--verify-sessions 2000] [--perf]
 
 One command, one upstream, one Redis, one broker, three programs doing one
-cycle of one Century Smart IA source each, measured as whole processes:
+cycle of one Century Smart IA source each, measured as whole processes
+(and, for the first cycle, the bare producer of the same messages):
 
 - session-bridge `once` (the build in ./build, or $SB_BUILD_DIR);
 - tests/bench/reference_bridge.py: the same job in idiomatic Python
@@ -46,6 +47,19 @@ Why each part is there:
 - Two phases per size. First cycle: empty Redis, initial_snapshot emit, step
   0 (every session is an event). Churn: the snapshot a baseline cycle over
   step 0 left (each implementation's own), then one cycle over step 1.
+- The broker's own limit, in the first-cycle phase: tests/bench/bare_producer.c
+  (built by tests/bench's CMake) produces the same messages with librdkafka
+  alone, configured as the Kafka sink configures its producer (acks=all,
+  idempotence, the sink's defaults and SINK_PROPERTIES, librdkafka's linger
+  and batch defaults, which the sink keeps), to a fresh broker, and waits for
+  every delivery report. Its messages are the bridge's own, in the bridge's
+  order: an untimed bridge run of the same first cycle with a file sink
+  gives every event as the Kafka sink's value, and the topic, key, headers
+  and partition (murmur2) follow from it as sinks/kafka.c makes them; the
+  equivalence check proves them equal to what the bridge put on Kafka, and
+  the producer checks each delivery landed in that partition. It runs
+  third in each round (bridge, reference, bare), its ratio taken per round
+  like the others.
 - Timing is /usr/bin/time -v style accounting from wait4(): user + sys
   CPU, wall time and peak RSS of the whole process (start-up, snapshot
   load, poll, diff, delivery, commit), taken by tests/bench/rusage_run.c,
@@ -53,8 +67,9 @@ Why each part is there:
   harness's RSS as its own peak: see there). Runs alternate A B A B (bridge,
   reference) --reps times per phase, ratios are taken per pair, medians
   printed, CPU per session is CPU / sessions observed.
-- --perf records `perf record -g` of one bridge churn cycle and prints the
-  top of `perf report --stdio --no-children`.
+- --perf records `perf record -g` of one bridge churn cycle and of one
+  first cycle (emit) and prints the top of `perf report --stdio
+  --no-children` of each.
 
 Benchmark-only packages (nginx-light, python3-requests, python3-redis,
 python3-confluent-kafka, libsimdjson-dev; linux-perf with --perf) are
@@ -325,6 +340,9 @@ class Run:
         self.wall, self.cpu, self.rss_kib, self.rc, self.log = wall, cpu, rss_kib, rc, log
 
 
+# The Kafka sink's properties, for the bridge, the reference and the bare
+# producer alike. murmur2_random: the placement CONTRACT §6 names.
+SINK_PROPERTIES = {"message.timeout.ms": "30000", "partitioner": "murmur2_random"}
 # diff.h's DIFF_DEFAULT_MAX_SESSIONS.
 DEFAULT_MAX_SESSIONS = 100000
 LAUNCHER = None  # rusage_run, built by main()
@@ -347,14 +365,19 @@ def measure(argv, env, log_path):
     return Run(float(wall), float(user) + float(sys_s), int(rss), rc, text)
 
 
-def config(s, base, pageset, initial):
-    sink = {"name": "bus", "type": "kafka", "brokers": s.bootstrap, "topics": st.TOPICS,
-            # murmur2_random: the placement CONTRACT §6 names, for both programs.
-            "properties": {"message.timeout.ms": "30000", "partitioner": "murmur2_random"}}
+def config_sinks(s):
+    """The Kafka sink of every timed run."""
+    return [{"name": "bus", "type": "kafka", "brokers": s.bootstrap, "topics": st.TOPICS,
+             "properties": SINK_PROPERTIES}]
+
+
+def config(s, base, pageset, initial, kafka=True, extra=()):
+    """A config of the one source: the Kafka sink (kafka) and extra sinks."""
+    sinks = (config_sinks(s) if kafka else []) + list(extra)
     # max_sessions: the bridge's per-poll bound (100,000 by default) must
     # admit the population measured; the reference ignores the key.
     return s.config(SOURCE, base_url=f"{base}/{pageset.name}/api/v1", page_size=PAGE_LIMIT,
-                    vanish_grace=1, initial_snapshot=initial, sinks=[sink],
+                    vanish_grace=1, initial_snapshot=initial, sinks=sinks,
                     max_sessions=max(DEFAULT_MAX_SESSIONS, pageset.records))
 
 
@@ -364,14 +387,15 @@ def argv_of(impl, conf, fingerprint="fast"):
     return [DEBIAN_PY, REFERENCE, "-c", conf, "--fingerprint", fingerprint]
 
 
-def run_cycle(s, base, impl, pageset, initial, state, r, fingerprint="fast", name=None):
+def run_cycle(s, base, impl, pageset, initial, state, r, fingerprint="fast", name=None,
+              kafka=True, extra=()):
     """One measured cycle of impl over pageset from Redis state (None: empty)."""
     if state is None:
         r.flushdb()
     else:
         restore_state(r, state)
     fresh_kafka(s)
-    conf = config(s, base, pageset, initial)
+    conf = config(s, base, pageset, initial, kafka, extra)
     log = os.path.join(s.dir, f"{name or impl}-{pageset.name}-{os.urandom(2).hex()}.log")
     run = measure(argv_of(impl, conf, fingerprint), s.env(SB_LOG_LEVEL="info"), log)
     if run.rc != 0:
@@ -390,6 +414,112 @@ def committed(run):
         if rec.get("msg") in ("cycle committed", "baseline recorded"):
             return rec
     return {}
+
+
+# ---- the bare producer ----
+
+BARE = os.path.join(st.BUILD, "tests", "bench", "bare_producer")
+# Partitions of each topic on the broker (stack.py's start_kafka default).
+PARTITIONS = 3
+# What the Kafka sink writes around each event (sinks/kafka.c, CONTRACT §6).
+CE_SOURCE_PREFIX = "session-bridge/"
+CONTENT_TYPE = "application/cloudevents+json"
+# The envelope's first members, in the order bridge/event.c writes them.
+ENVELOPE_RE = re.compile(rb'\{"specversion":"1\.0","id":"([0-9a-f]{32})","source":"([^"\\]*)",'
+                         rb'"type":"session\.([a-z]+)","subject":"([^"\\]*)"')
+
+
+def murmur2(data):
+    """Kafka's murmur2 (Java's Utils.murmur2, librdkafka's rd_murmur2)."""
+    m, length = 0x5bd1e995, len(data)
+    h = (0x9747b28c ^ length) & 0xffffffff
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xffffffff
+        k ^= k >> 24
+        k = (k * m) & 0xffffffff
+        h = ((h * m) & 0xffffffff) ^ k
+    rest = length % 4
+    if rest:
+        tail = data[length - rest:]
+        if rest == 3:
+            h ^= tail[2] << 16
+        if rest >= 2:
+            h ^= tail[1] << 8
+        h ^= tail[0]
+        h = (h * m) & 0xffffffff
+    h ^= h >> 13
+    h = (h * m) & 0xffffffff
+    h ^= h >> 15
+    return h
+
+
+def kafka_message(line):
+    """The Kafka message the sink makes of one event line of the file sink:
+    (topic, partition murmur2 places it in, key, headers, value)."""
+    m = ENVELOPE_RE.match(line)
+    if not m:  # escapes in a name or an id: not in the benchmark's pages
+        raise RuntimeError(f"unexpected event envelope {line[:200]!r}")
+    ev_id, ce_source, kind, subject = (x.decode() for x in m.groups())
+    source = ce_source[len(CE_SOURCE_PREFIX):]
+    key = f"{source}/{subject}".encode()
+    headers = (("ce_id", ev_id), ("ce_type", f"session.{kind}"), ("ce_source", ce_source),
+               ("content-type", CONTENT_TYPE))
+    return (st.TOPICS[kind], (murmur2(key) & 0x7fffffff) % PARTITIONS, key, headers, line)
+
+
+def file_sink(path):
+    return {"name": "dump", "type": "file", "path": path, "fsync": "never",
+            "rotate_bytes": 1 << 40}
+
+
+def dump_messages(s, base, r, pageset, out_path):
+    """Writes bare_producer's input: the messages of the bridge's first cycle
+    over pageset, in the bridge's order. They come from an untimed bridge run
+    with a file sink instead of Kafka (the mock broker keeps only the last
+    ~5 MB of each partition, so it cannot give 100,000 events back): each
+    line is the event the Kafka sink would have sent as the value, and its
+    topic, key, headers and partition follow from it as sinks/kafka.c makes
+    them (verify() checks that they equal what the bridge put on Kafka).
+    Returns the number of messages."""
+    events = out_path + ".jsonl"
+    run_cycle(s, base, "bridge", pageset, "emit", None, r, name="dump", kafka=False,
+              extra=[file_sink(events)])
+    n = 0
+    with open(events, "rb") as f, open(out_path, "wb") as out:
+        for line in f:
+            topic, part, key, headers, value = kafka_message(line.rstrip(b"\n"))
+            out.write(f"{topic} {part} {len(headers)} {len(key)} {len(value)}\n".encode())
+            for name, v in headers:
+                out.write(f"{len(name)} {len(v)}\n{name}{v}".encode())
+            out.write(key + value)
+            n += 1
+    os.unlink(events)
+    return n
+
+
+def bare_argv(s, messages):
+    argv = [BARE, "-b", s.bootstrap]
+    for k, v in SINK_PROPERTIES.items():
+        argv += ["-X", f"{k}={v}"]
+    return argv + [messages]
+
+
+def run_bare(s, messages, count):
+    """One bare producer run over messages on a fresh broker."""
+    fresh_kafka(s)
+    log = os.path.join(s.dir, f"bare-{os.urandom(2).hex()}.log")
+    run = measure(bare_argv(s, messages), None, log)
+    if run.rc != 0 or f"messages {count} delivered {count} failed 0 misplaced 0" not in run.log:
+        raise RuntimeError(f"bare producer exited {run.rc}:\n{run.log[-3000:]}")
+    return run
+
+
+def cycle_split(run):
+    """Where the bridge's cycle went, from its cycle line: the delivery phase
+    is what compares with the bare producer."""
+    c = committed(run)
+    return " ".join(f"{k} {c[k]:.3f}" for k in ("poll_s", "deliver_s", "commit_s") if k in c)
 
 
 # ---- equivalence ----
@@ -434,13 +564,35 @@ def compare(what, got_b, got_p):
           f"meta {dict((k.decode(), v.decode()) for k, v in snap_b[1].items())}: identical")
 
 
+def verify_dump(s, events):
+    """The bare producer's messages (kafka_message() of the file sink's
+    lines) equal what the bridge put on Kafka in the same run, value, key,
+    headers and partition."""
+    with open(events, "rb") as f:
+        made = sorted(kafka_message(line.rstrip(b"\n")) for line in f)
+    got = sorted((topic, m["partition"], m["key"].encode(), tuple(m["headers"].items()),
+                  m["payload"].encode())
+                 for topic in st.TOPICS.values() for m in s.consume(topic))
+    if made != got:
+        bad = next((a, b) for a, b in zip(made + [None] * len(got), got + [None] * len(made))
+                   if a != b)
+        raise AssertionError(f"the bare producer's messages: {len(made)} made from the file "
+                             f"sink, {len(got)} on Kafka; first difference:\n  {bad[0]!r:.400}"
+                             f"\n  {bad[1]!r:.400}")
+    print(f"verified the bare producer's messages: {len(made)}, identical to the bridge's")
+
+
 def verify(s, base, r, step0, step1):
     """Bridge and reference (bridge fingerprint) from the same states."""
-    def one(impl, pageset, state):
-        run_cycle(s, base, impl, pageset, "emit", state, r, fingerprint="bridge")
+    def one(impl, pageset, state, extra=()):
+        run_cycle(s, base, impl, pageset, "emit", state, r, fingerprint="bridge", extra=extra)
         return kafka_events(s), snapshot(r)
 
-    b = one("bridge", step0, None)
+    # The bridge's first cycle also writes its events to a file sink, the
+    # source of the bare producer's messages: they must be Kafka's.
+    events = os.path.join(s.dir, "verify-events.jsonl")
+    b = one("bridge", step0, None, [file_sink(events)])
+    verify_dump(s, events)
     after_first = save_state(r)
     p = one("python", step0, None)
     compare(f"first cycle (emit, {step0.records} sessions)", b, p)
@@ -472,6 +624,25 @@ def mib(kib):
     return kib / 1024
 
 
+def profile(s, base, r, pageset, state, args):
+    """perf record -g of one bridge cycle over pageset from Redis state
+    (None: empty, i.e. a first cycle with initial_snapshot emit); the top
+    of perf report, self time."""
+    if state is None:
+        r.flushdb()
+    else:
+        restore_state(r, state)
+    fresh_kafka(s)
+    data = os.path.join(s.dir, f"perf-{pageset.name}.data")
+    conf = config(s, base, pageset, "emit")
+    subprocess.run(["perf", "record", "-q", "-g", "-o", data, "--", *argv_of("bridge", conf)],
+                   env=s.env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                          "--percent-limit", "1", "-g", "none"], capture_output=True, text=True)
+    return [line for line in rep.stdout.splitlines() if line.strip() and
+            not line.startswith("#")][:args.perf_lines]
+
+
 def bench_size(s, base, r, root, sessions, args, floors):
     step0, step1 = generate(s, root, f"s{sessions}", sessions, args.churn)
     print(f"\n{sessions} sessions: step 0 {step0.records} records in {len(step0.files)} pages, "
@@ -484,22 +655,38 @@ def bench_size(s, base, r, root, sessions, args, floors):
         run_cycle(s, base, impl, step0, "baseline", None, r)
         start[impl] = save_state(r)
 
+    messages = os.path.join(s.dir, f"{step0.name}.messages")
     for phase, pageset, initial in (("first", step0, "emit"), ("churn", step1, "emit")):
-        runs = {"bridge": [], "python": []}
+        # The first cycle's third program: the bare producer of the messages
+        # the bridge's first run put on the broker.
+        impls = ("bridge", "python", "bare") if phase == "first" else ("bridge", "python")
+        runs = {impl: [] for impl in impls}
         events = {}
         for i in range(args.reps):
-            for impl in ("bridge", "python"):
-                state = None if phase == "first" else start[impl]
-                run = run_cycle(s, base, impl, pageset, initial, state, r)
+            for impl in impls:
+                if impl == "bare":
+                    run = run_bare(s, messages, events["bare"])
+                else:
+                    state = None if phase == "first" else start[impl]
+                    run = run_cycle(s, base, impl, pageset, initial, state, r)
+                    events.setdefault(impl, committed(run).get("events"))
+                if impl == "bridge" and phase == "first" and i == 0:
+                    events["bare"] = dump_messages(s, base, r, pageset, messages)
+                    if events["bare"] != events["bridge"]:
+                        raise RuntimeError(f"{events['bare']} messages for the bare producer, "
+                                           f"the bridge logged {events['bridge']} events")
                 runs[impl].append(run)
-                events.setdefault(impl, committed(run).get("events"))
                 print(f"  {phase:<5} {impl:<6} #{i + 1}: wall {run.wall:6.3f} s  "
-                      f"cpu {run.cpu:6.3f} s  rss {mib(run.rss_kib):7.1f} MiB", flush=True)
+                      f"cpu {run.cpu:6.3f} s  rss {mib(run.rss_kib):7.1f} MiB"
+                      + (f"  ({run.log.strip()})" if impl == "bare" else "")
+                      + (f"  ({cycle_split(run)})" if impl == "bridge" else ""), flush=True)
         if events.get("bridge") != events.get("python"):
             print(f"  warning: {phase}: the bridge logged {events.get('bridge')} events, "
                   f"the reference {events.get('python')}")
         res[phase] = runs
         res[phase + "_events"] = events.get("bridge")
+        if phase == "first":
+            os.unlink(messages)
         lst = os.path.join(s.dir, f"{pageset.name}.list")
         with open(lst, "w") as f:
             f.write("\n".join(pageset.files) + "\n")
@@ -512,27 +699,18 @@ def bench_size(s, base, r, root, sessions, args, floors):
             res[phase + "_floor"][name] = fr
 
     if args.perf:
-        restore_state(r, start["bridge"])
-        fresh_kafka(s)
-        data = os.path.join(s.dir, f"perf-{sessions}.data")
-        conf = config(s, base, step1, "emit")
-        subprocess.run(["perf", "record", "-q", "-g", "-o", data, "--", *argv_of("bridge", conf)],
-                       env=s.env(), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                              "--percent-limit", "1", "-g", "none"],
-                             capture_output=True, text=True)
-        top = [line for line in rep.stdout.splitlines() if line.strip() and
-               not line.startswith("#")][:args.perf_lines]
-        res["perf"] = top
+        res["perf"] = {"churn": profile(s, base, r, step1, start["bridge"], args),
+                       "first": profile(s, base, r, step0, None, args)}
     return res
 
 
 def print_table(results, floors):
     print("\nmedians; ratio = bridge sessions/s / reference sessions/s, per pair; "
+          "bare = the bare producer of the first cycle's messages (the broker's own limit), "
+          "vs bare = bridge sessions/s / bare sessions/s, per pair; "
           "CPU = user + sys of the whole process")
     head = (f"{'sessions':>9} {'cycle':<6}{'bridge/s':>10}{'python/s':>10}{'ratio':>7}"
-            f"{'bridge µs':>11}{'python µs':>11}")
+            f"{'bare/s':>10}{'vs bare':>8}{'bridge µs':>11}{'python µs':>11}{'bare µs':>9}")
     for name in floors:
         head += f"{name + ' µs':>13}"
     head += f"{'bridge MiB':>12}{'python MiB':>12}{'events':>9}"
@@ -541,20 +719,24 @@ def print_table(results, floors):
         for phase in ("churn", "first"):
             n = res[phase + "_n"]
             b, p = res[phase]["bridge"], res[phase]["python"]
+            bare = res[phase].get("bare")
             line = (f"{res['sessions']:>9} {phase:<6}{rate(b, n):>10.0f}{rate(p, n):>10.0f}"
-                    f"{ratio(b, p):>6.1f}x{per_session_us(b, n):>11.2f}"
-                    f"{per_session_us(p, n):>11.2f}")
+                    f"{ratio(b, p):>6.1f}x")
+            line += (f"{rate(bare, n):>10.0f}{ratio(b, bare):>7.2f}x" if bare
+                     else f"{'-':>10}{'-':>8}")
+            line += f"{per_session_us(b, n):>11.2f}{per_session_us(p, n):>11.2f}"
+            line += f"{per_session_us(bare, n):>9.2f}" if bare else f"{'-':>9}"
             for name in floors:
                 line += f"{per_session_us(res[phase + '_floor'][name], n):>13.2f}"
             line += (f"{mib(med(x.rss_kib for x in b)):>12.1f}"
                      f"{mib(med(x.rss_kib for x in p)):>12.1f}{res[phase + '_events'] or 0:>9}")
             print(line)
     for res in results:
-        if res.get("perf"):
-            print(f"\nperf, bridge churn cycle, {res['sessions']} sessions "
-                  f"(perf report --stdio --no-children):")
-            print("\n".join(res["perf"]))
-
+        for phase, what in (("churn", "churn cycle"), ("first", "first cycle, emit")):
+            if res.get("perf"):
+                print(f"\nperf, bridge {what}, {res['sessions']} sessions "
+                      f"(perf report --stdio --no-children):")
+                print("\n".join(res["perf"][phase]))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -564,7 +746,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="runs of each program per phase")
     ap.add_argument("--verify-sessions", type=int, default=2000,
                     help="population of the equivalence check (0: skip it)")
-    ap.add_argument("--perf", action="store_true", help="profile one bridge churn cycle")
+    ap.add_argument("--perf", action="store_true",
+                    help="profile one bridge churn cycle and one first cycle")
     ap.add_argument("--perf-lines", type=int, default=25)
     args = ap.parse_args()
     sizes = [int(x) for x in args.sessions.split(",") if x]
@@ -575,7 +758,7 @@ def main():
         os.execv(DEBIAN_PY, [DEBIAN_PY, os.path.abspath(__file__), *sys.argv[1:]])
     import redis  # installed by ensure_packages() when missing
 
-    for exe in (st.BRIDGE, st.KAFKA_MOCK, st.SIM):
+    for exe in (st.BRIDGE, st.KAFKA_MOCK, st.SIM, BARE):
         if not os.path.exists(exe):
             sys.exit(f"{exe} is missing: build first (cmake --build build)")
     s = st.Stack("side")

@@ -10,7 +10,7 @@ PATH, also checks produce/consume, the idempotent producer and
 SIGUSR1/SIGUSR2 outages. Standard library only; exit 0 when all pass.
 """
 import argparse, base64, datetime, http.client, json, os, shutil, signal, subprocess, sys
-import tempfile, time, urllib.parse
+import re, tempfile, time, urllib.parse
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--sim", required=True)
@@ -281,6 +281,11 @@ def kafka_checks():
     rc = mock.wait(20)
     log = open(f"{D}/kafka.log").read()
     check("brokers down" in log and "brokers up" in log, "kafka: logged brokers down/up")
+    # Nagle's algorithm off on the mock's connections, as a Kafka broker has
+    # it (kafka_mock.c's accept()): kcat connected several times above.
+    nodelay = re.search(r"TCP_NODELAY set on (\d+) connections", log)
+    check(nodelay is not None and int(nodelay.group(1)) >= 4,
+          f"kafka: TCP_NODELAY on every accepted connection ({nodelay and nodelay.group(0)})")
     check(rc == 0 and not os.path.exists(f"{D}/kafka"), f"kafka: SIGTERM -> exit {rc}, files removed")
 
 

@@ -255,6 +255,57 @@ START_TEST(odd_records_verbatim)
 }
 END_TEST
 
+/*
+ * event_write(): the text event_encode() gives, in one buffer reused from
+ * event to event (no allocation per event once it holds the largest), and
+ * a refused event leaves the buffer usable for the next.
+ */
+START_TEST(write_reuses_its_buffer)
+{
+    static const char long_record[] =
+        "{\"sessionId\":\"s-1\",\"status\":\"COMPLETED\",\"notes\":\"a record that is "
+        "longer than the one after it, so that the buffer it leaves is big enough\"}";
+    static const char bad_record[] = "{\"name\":\"Ren\xe9\"}";
+    char when[EVENT_TIME_LEN];
+    event_buf_t buf = {0};
+    event_format_time(1700000000123LL, when);
+
+    diff_event_t evs[3] = {completed_event("s-1"), completed_event("s-2"), completed_event("s-3")};
+    evs[0].record = long_record;
+    evs[0].record_len = strlen(long_record);
+    evs[1].record = bad_record;
+    evs[1].record_len = strlen(bad_record);
+    char *first_text = NULL;
+    size_t first_cap = 0;
+    for (int i = 0; i < 3; i++) {
+        diff_event_id("century", evs[i].session_id, evs[i].type, evs[i].id);
+        size_t len = 0;
+        char *want = event_encode(&evs[i], "century", "century_smart_ia", 1700000000123LL, &len);
+        int rc = event_write(&buf, &evs[i], "century", "century_smart_ia", when);
+        if (i == 0) {
+            first_text = buf.text;
+            first_cap = buf.cap;
+        }
+        ck_assert_ptr_eq(buf.text, first_text);
+        ck_assert_uint_eq(buf.cap, first_cap);
+        if (want == NULL) {
+            ck_assert_int_eq(rc, -1);
+            ck_assert_uint_eq(buf.len, 0);
+            continue;
+        }
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_eq(buf.len, len);
+        ck_assert_uint_eq(strlen(buf.text), len);
+        ck_assert_str_eq(buf.text, want);
+        free(want);
+    }
+    event_buf_free(&buf);
+    ck_assert_ptr_null(buf.text);
+    event_buf_free(&buf); /* twice is harmless, and so is NULL */
+    event_buf_free(NULL);
+}
+END_TEST
+
 START_TEST(time_format)
 {
     char out[EVENT_TIME_LEN];
@@ -275,6 +326,7 @@ int main(void)
     tcase_add_test(tc, time_format);
     tcase_add_test(tc, never_invalid_utf8);
     tcase_add_test(tc, bytes_as_before);
+    tcase_add_test(tc, write_reuses_its_buffer);
     tcase_add_loop_test(tc, odd_records_verbatim, 0, sizeof(odd_records) / sizeof(odd_records[0]));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -625,6 +625,16 @@ static rd_kafka_message_t *consume_one(rd_kafka_t *rk, int timeout_ms)
     return NULL;
 }
 
+/* A broker with topics and a sink whose started topic is "sb.{source}.{type}". */
+static void *kafka_templated_start(mock_t *m, const char *const *topics)
+{
+    sink_set_logger(NULL, SINK_LOG_WARN, NULL);
+    mock_start(m, 1);
+    mock_topics(m, topics);
+    return kafka_sink_new(m, ",\"topics\":{\"started\":\"sb.{source}.{type}\"},"
+                             "\"properties\":{\"linger.ms\":0}");
+}
+
 START_TEST(test_kafka_end_to_end)
 {
     static const char *const topics[] = {"sb.century.started", "sessions.completed",
@@ -635,11 +645,7 @@ START_TEST(test_kafka_end_to_end)
     rd_kafka_t *consumer;
     void *ctx;
 
-    sink_set_logger(NULL, SINK_LOG_WARN, NULL);
-    mock_start(&m, 1);
-    mock_topics(&m, topics);
-    ctx = kafka_sink_new(&m, ",\"topics\":{\"started\":\"sb.{source}.{type}\"},"
-                             "\"properties\":{\"linger.ms\":0}");
+    ctx = kafka_templated_start(&m, topics);
 
     event_init(&ev[0], "century", "s-1", "started", 0);
     event_init(&ev[1], "century", "s-1", "completed", 1);
@@ -691,6 +697,71 @@ START_TEST(test_kafka_end_to_end)
     sink_kafka_type.destroy(ctx);
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(t[i].calls, 1); /* destroy resolved nothing twice */
+    mock_stop(&m);
+}
+END_TEST
+
+/*
+ * The sink remembers where the last event of each kind from a source went;
+ * events of sources taking turns, and of the same source in another kind,
+ * must still each reach their own topic with their own ce_source.
+ */
+START_TEST(test_kafka_routes_per_source)
+{
+    static const char *const topics[] = {"sb.century.started", "sb.quiz.started",
+                                         "sessions.completed", NULL};
+    static const struct {
+        const char *source, *kind, *topic;
+    } rows[] = {
+        {"century", "started", "sb.century.started"},
+        {"quiz", "started", "sb.quiz.started"},
+        {"century", "started", "sb.century.started"},
+        {"quiz", "completed", "sessions.completed"},
+        {"quiz", "started", "sb.quiz.started"},
+        {"century", "completed", "sessions.completed"},
+    };
+    enum { N = sizeof(rows) / sizeof(rows[0]) };
+    mock_t m;
+    test_event_t ev[N];
+    test_ticket_t t[N];
+    rd_kafka_t *consumer;
+    void *ctx;
+
+    ctx = kafka_templated_start(&m, topics);
+    for (int i = 0; i < N; i++) {
+        char session[16];
+
+        snprintf(session, sizeof(session), "s-%d", i);
+        event_init(&ev[i], rows[i].source, session, rows[i].kind, i);
+        ticket_init(&t[i]);
+        ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev[i].ev, &t[i].t), SINK_OK);
+    }
+    ck_assert(poll_until_resolved(&sink_kafka_type, ctx, t, N, 10000));
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(t[i].result == SINK_OK, "ticket %d: %d %s", i, t[i].result, t[i].err);
+
+    consumer = consumer_new(&m, topics);
+    for (int n = 0; n < N; n++) {
+        rd_kafka_message_t *msg = consume_one(consumer, 10000);
+        rd_kafka_headers_t *hdrs = NULL;
+        char buf[256], src[128];
+        int i = -1;
+
+        ck_assert_msg(msg != NULL, "message %d not consumed", n);
+        for (int k = 0; k < N; k++) {
+            if (msg->key_len == strlen(ev[k].key) && memcmp(msg->key, ev[k].key, msg->key_len) == 0)
+                i = k;
+        }
+        ck_assert_msg(i >= 0, "unexpected key %.*s", (int)msg->key_len, (const char *)msg->key);
+        ck_assert_str_eq(rd_kafka_topic_name(msg->rkt), rows[i].topic);
+        ck_assert_int_eq(rd_kafka_message_headers(msg, &hdrs), 0);
+        snprintf(src, sizeof(src), "session-bridge/%s", rows[i].source);
+        ck_assert_str_eq(header(hdrs, "ce_source", buf, sizeof(buf)), src);
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_consumer_close(consumer);
+    rd_kafka_destroy(consumer);
+    sink_kafka_type.destroy(ctx);
     mock_stop(&m);
 }
 END_TEST
@@ -985,6 +1056,7 @@ static Suite *sink_suite(void)
     tcase_add_loop_test(kafka, test_kafka_validate, 0, N(validate_cases));
     tcase_add_test(kafka, test_kafka_create_invalid);
     tcase_add_test(kafka, test_kafka_end_to_end);
+    tcase_add_test(kafka, test_kafka_routes_per_source);
     tcase_add_test(kafka, test_kafka_brokers_down);
     tcase_add_test(kafka, test_kafka_fatal);
     tcase_add_test(kafka, test_kafka_destroy_resolves);
