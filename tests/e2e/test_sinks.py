@@ -78,7 +78,8 @@ class SinksEndToEnd(unittest.TestCase):
         bad = [d for d in self.receiver.received() if not d["valid"]]
         self.assertEqual(bad, [], "a delivery carried a signature the receiver rejects")
         for d in self.receiver.received():
-            self.assertEqual(d["content_type"], "application/json")
+            # CloudEvents HTTP binding, structured mode: the body is the event
+            self.assertEqual(d["content_type"], "application/cloudevents+json")
             self.assertEqual(d["event"]["id"], d["id"], "webhook-id must be the event id")
 
     def baseline(self, conf):

@@ -375,7 +375,8 @@ static const char *delivery_problem(struct MHD_Connection *c, const char *method
 
     if (strcmp(method, "POST") != 0)
         snprintf(buf, size, "method %s", method);
-    else if (!ct || strcmp(ct, "application/json") != 0)
+    else if (!ct || strcmp(ct, "application/cloudevents+json") != 0)
+        /* CloudEvents HTTP binding, structured mode (HTTP binding §3.2) */
         snprintf(buf, size, "content-type %s", ct ? ct : "(none)");
     else if (!ua || strcmp(ua, "session-bridge/" SB_VERSION) != 0)
         snprintf(buf, size, "user-agent %s", ua ? ua : "(none)");
