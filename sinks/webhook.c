@@ -305,8 +305,8 @@ static void parse_secret(const cJSON *item, const char *spath, webhook_key_t *ke
         return;
     case WEBHOOK_SECRET_LENGTH:
         sink_errors_add(errs, spath,
-                        "the whsec_ secret decodes to %zu bytes, expected %d to %d (the value "
-                        "is not shown)",
+                        "the whsec_ secret decodes to %zu bytes; Standard Webhooks asks for %d "
+                        "to %d (the value is not shown)",
                         key->len, WEBHOOK_KEY_MIN, WEBHOOK_KEY_MAX);
         return;
     }
