@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages session-bridge needs to build, test and run
-# its local stack. Idempotent: installs only what is missing, runs
-# `apt-get update` only when something is.
+# its local stack (and, where npm is, AsyncAPI's JSON Schemas for one test).
+# Idempotent: installs only what is missing, runs `apt-get update` only when
+# something is.
 #
 #   deploy/deps.sh          build, test, run
 #   deploy/deps.sh --fuzz   also clang and its libFuzzer (tests/fuzz/fuzz.sh)
@@ -13,8 +14,10 @@ packages=(
   libmicrohttpd-dev libxxhash-dev libzstd-dev check
   redis-server kcat python3 curl
   # promtool (only in the prometheus package) checks the /metrics output and
-  # the alert rules; PyYAML reads the rendered manifests in tests/deploy.
-  prometheus python3-yaml
+  # the alert rules; PyYAML reads the rendered manifests in tests/deploy and
+  # conf/schema/asyncapi.yaml; jsonschema holds every event the end-to-end
+  # tests read back to conf/schema/event.schema.json.
+  prometheus python3-yaml python3-jsonschema
 )
 # kubectl renders deploy/k8s: Debian's kubernetes-client, unless a kubectl
 # is already installed (the upstream "kubectl" package conflicts with it;
@@ -30,7 +33,23 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# AsyncAPI's own JSON Schemas (the npm package @asyncapi/specs, data only),
+# against which tests/e2e/test_interop.py checks conf/schema/asyncapi.yaml.
+# Without npm that one check is skipped, and says so.
+asyncapi_specs() {
+  local as=""
+  command -v npm >/dev/null 2>&1 || return 0
+  [ -e "$(npm root -g)/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ] && return 0
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && as="sudo"
+  echo "deps: installing @asyncapi/specs (npm)" >&2
+  $as npm install -g --no-fund --no-audit @asyncapi/specs@6.11.1 >/dev/null ||
+    echo "deps: @asyncapi/specs not installed: the AsyncAPI document's check will be skipped" >&2
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  asyncapi_specs
+  exit 0
+fi
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -49,3 +68,4 @@ $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Prometheus on 9090); the stack runs its own redis on another port and the
 # tests use only promtool, so the system services are left as the
 # administrator wants them.
+asyncapi_specs

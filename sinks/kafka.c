@@ -47,6 +47,13 @@
 #define KAFKA_QUEUE_FULL_RETRIES 20
 /* librdkafka's default (300 s) would hold a source's commit for 5 minutes. */
 #define KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS "30000"
+/*
+ * Key placement by default: Java's murmur2 (random for null keys, which we
+ * never send), so that a session's key lands on the partition a Java or
+ * Kafka Streams producer would choose and consumers co-partitioning on it
+ * agree with us; librdkafka's own default hashes with CRC32.
+ */
+#define KAFKA_DEFAULT_PARTITIONER "murmur2_random"
 /* Numeric properties written as integers up to this; beyond, as %.17g (exact below 2^53). */
 #define KAFKA_PROPERTY_INT_MAX 1000000000000000LL
 /*
@@ -422,6 +429,7 @@ static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, kafka
     /* Defaults the user's properties may override. */
     conf_set(kconf, "", "client.id", KAFKA_CLIENT_ID, errs);
     conf_set(kconf, "", "message.timeout.ms", KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS, errs);
+    conf_set(kconf, "", "partitioner", KAFKA_DEFAULT_PARTITIONER, errs);
     force_guarantees(kconf, errs);
     cJSON_ArrayForEach(item, props)
     {

@@ -1,6 +1,7 @@
 /*
  * sinks/webhook: delivers events to one HTTP endpoint as Standard Webhooks
- * (https://www.standardwebhooks.com): a signed POST per attempt.
+ * (https://www.standardwebhooks.com): a signed POST per attempt, whose body
+ * is the CloudEvent in the CloudEvents HTTP binding's structured mode.
  *
  * This is an outbox sink (SINK_F_OUTBOX). The core's outbox worker owns
  * retries, backoff and dead letters, and calls submit() once per attempt;
@@ -261,8 +262,8 @@ static void parse_secret(const cJSON *item, const char *spath, webhook_key_t *ke
         return;
     case WEBHOOK_SECRET_LENGTH:
         sink_errors_add(errs, spath,
-                        "the whsec_ secret decodes to %zu bytes, expected %d to %d (the value "
-                        "is not shown)",
+                        "the whsec_ secret decodes to %zu bytes; Standard Webhooks asks for %d "
+                        "to %d (the value is not shown)",
                         key->len, WEBHOOK_KEY_MIN, WEBHOOK_KEY_MAX);
         return;
     }
@@ -472,7 +473,9 @@ static struct curl_slist *request_headers(const webhook_sink_t *ctx, const webho
 {
     char sigs[WEBHOOK_SECRETS_MAX * WEBHOOK_SIGNATURE_SIZE];
     char id[sizeof("webhook-id: ") + WEBHOOK_ID_MAX], stamp[64], sig[sizeof(sigs) + 32];
-    const char *lines[] = {"content-type: application/json",
+    /* CloudEvents HTTP binding, structured mode (§3.2): this media type is
+     * what tells a CloudEvents SDK that the body is the whole event. */
+    const char *lines[] = {"content-type: application/cloudevents+json",
                            /* No 100-continue round trip: endpoints answer the POST itself. */
                            "Expect:", id, stamp, sig};
     struct curl_slist *list = NULL, *next;

@@ -6,8 +6,12 @@ process), sb-provider-sim (the simulated provider APIs), and runs the
 session-bridge binary against them. Events are read back with kcat, a real
 Kafka consumer. Nothing here imports project code: expectations are computed
 independently (event ids with hashlib, from the simulator's ground truth).
+Every event read back (kcat, the webhook receiver, stdout, files, streams)
+is held to the published schema, conf/schema/event.schema.json, by a real
+validator (Debian's python3-jsonschema) when it is installed.
 """
 
+import datetime
 import hashlib
 import json
 import os
@@ -20,8 +24,9 @@ import tempfile
 import time
 import urllib.request
 
-BUILD = os.environ.get("SB_BUILD_DIR") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+BUILD = os.environ.get("SB_BUILD_DIR") or os.path.join(ROOT, "build")
+EVENT_SCHEMA = os.path.join(ROOT, "conf", "schema", "event.schema.json")
 BRIDGE = os.path.join(BUILD, "bridge", "session-bridge")
 KAFKA_MOCK = os.path.join(BUILD, "tests", "stack", "sb-kafka-mock")
 SIM = os.path.join(BUILD, "tests", "stack", "sb-provider-sim")
@@ -35,6 +40,62 @@ def event_id(source, session_id, type_name):
     """CONTRACT §6, computed here without the project's code."""
     h = hashlib.sha256(f"{source}\n{session_id}\n{type_name}".encode())
     return h.hexdigest()[:32]
+
+
+_validator = []  # [the event schema's validator, or None without jsonschema]
+
+
+def event_validator():
+    """A Draft 7 validator of the event schema, or None when
+    python3-jsonschema is not installed. Its date-time check is
+    Python's own: Debian's jsonschema has none without an extra package."""
+    if not _validator:
+        try:
+            import jsonschema
+        except ImportError:
+            _validator.append(None)
+            return None
+        checker = jsonschema.FormatChecker()
+
+        @checker.checks("date-time", raises=ValueError)
+        def date_time(value):
+            if isinstance(value, str):
+                datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return True
+
+        with open(EVENT_SCHEMA) as f:
+            schema = json.load(f)
+        jsonschema.Draft7Validator.check_schema(schema)
+        _validator.append(jsonschema.Draft7Validator(schema, format_checker=checker))
+    return _validator[0]
+
+
+def schema_problems(event):
+    """What the event schema finds wrong with event, one "path: message"
+    each; [] when it is valid or no validator is installed."""
+    v = event_validator()
+    if v is None:
+        return []
+    out = []
+    for e in sorted(v.iter_errors(event), key=lambda e: list(e.absolute_path)):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
+        out.append(f"{path or '.'}: {e.message}")
+    return out
+
+
+def check_event(event, where="event"):
+    """Raises AssertionError when event does not follow the schema."""
+    problems = schema_problems(event)
+    if problems:
+        raise AssertionError(f"{where} does not follow {EVENT_SCHEMA}:\n  " +
+                             "\n  ".join(problems) + f"\n{json.dumps(event)[:2000]}")
+    return event
+
+
+def event_lines(text, where="line"):
+    """The events of a stdout or file sink's output, one JSON per line,
+    each held to the schema."""
+    return [check_event(json.loads(line), where) for line in text.splitlines() if line.strip()]
 
 
 def free_port():
@@ -255,7 +316,7 @@ class Stack:
             m = json.loads(line)
             hdrs = m.get("headers") or []
             m["headers"] = dict(zip(hdrs[0::2], hdrs[1::2]))
-            m["event"] = json.loads(m["payload"])
+            m["event"] = check_event(json.loads(m["payload"]), f"a message of {topic}")
             msgs.append(m)
         return msgs
 

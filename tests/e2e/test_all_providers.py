@@ -102,7 +102,7 @@ class AllProviders(unittest.TestCase):
                 self.sim(dialect, "/_sim/tick?" + "&".join(f"{k}={v}" for k, v in counts.items()))
             _, out, err = self.s.once(conf)
             self.assertEqual(err.count('"msg":"cycle committed"'), 5, err[-2000:])
-            stdout_lines += [json.loads(line) for line in out.splitlines() if line.strip()]
+            stdout_lines += st.event_lines(out, "a stdout sink line")
 
         got = collections.defaultdict(collections.Counter)
         for kind, m in self.s.events():

@@ -2,6 +2,7 @@
 messages naming the file and JSON path, JSON log lines, and secrets that
 never reach any output, whatever fails."""
 
+import base64
 import json
 import os
 import sys
@@ -132,6 +133,44 @@ class Cli(unittest.TestCase):
                      "sinks[2].path: cannot load the sink module: /nonexistent/${SB_TEST_X}.so"):
             self.assertIn(f"{path}: {want}", err)
         self.assertNotIn(secret, out + err)
+
+    def test_check_holds_webhook_secrets_to_standard_webhooks_lengths(self):
+        """Standard Webhooks keys are 24 to 64 bytes: check refuses others
+        with the rule and the JSON path, never the value."""
+        def whsec(n):
+            return "whsec_" + base64.b64encode(os.urandom(n)).decode()
+
+        def sink(**keys):
+            return {"name": "hook", "type": "webhook", "url": "https://hooks.example.com/in",
+                    **keys}
+
+        rule = "the whsec_ secret decodes to {} bytes; Standard Webhooks asks for 24 to 64"
+        rows = (  # sink keys, the expected message (None: accepted)
+            ({"secret": whsec(16)}, "sinks[0].secret: " + rule.format(16)),
+            ({"secret": whsec(23)}, "sinks[0].secret: " + rule.format(23)),
+            ({"secret": whsec(24)}, None),
+            ({"secret": whsec(64)}, None),
+            ({"secret": whsec(65)}, "sinks[0].secret: " + rule.format(65)),
+            ({"secrets": [whsec(32), whsec(16)]}, "sinks[0].secrets[1]: " + rule.format(16)),
+            ({"secret": "${SB_TEST_HOOK}"}, "sinks[0].secret: " + rule.format(20)),
+        )
+        env = self.s.env(SB_TEST_HOOK=whsec(20))
+        for keys, want in rows:
+            with self.subTest(keys=keys, want=want):
+                path = self.write({
+                    "sources": [{"name": "century", "provider": "century_smart_ia",
+                                 "base_url": "https://example.invalid/api/v1",
+                                 "auth": {"api_key": "k"}}],
+                    "sinks": [sink(**keys)]})
+                rc, out, err = self.s.bridge("check", "-c", path, env=env)
+                if want is None:
+                    self.assertEqual(rc, 0, err)
+                    continue
+                self.assertEqual(rc, 78, err)
+                self.assertIn(f"{path}: {want}", err)
+                for secret in [*keys.values(), env["SB_TEST_HOOK"]]:
+                    for one in secret if isinstance(secret, list) else [secret]:
+                        self.assertNotIn(one.split("_", 1)[1], out + err)
 
     def test_broken_redis_url_is_a_config_error(self):
         """check parses redis.url (and a redis_stream sink's url) as the store

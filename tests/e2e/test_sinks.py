@@ -78,7 +78,8 @@ class SinksEndToEnd(unittest.TestCase):
         bad = [d for d in self.receiver.received() if not d["valid"]]
         self.assertEqual(bad, [], "a delivery carried a signature the receiver rejects")
         for d in self.receiver.received():
-            self.assertEqual(d["content_type"], "application/json")
+            # CloudEvents HTTP binding, structured mode: the body is the event
+            self.assertEqual(d["content_type"], "application/cloudevents+json")
             self.assertEqual(d["event"]["id"], d["id"], "webhook-id must be the event id")
 
     def baseline(self, conf):
@@ -244,12 +245,16 @@ class SinksEndToEnd(unittest.TestCase):
         # --raw prints: entry id, then field, value pairs, entry after entry.
         stream_ids = [raw[i + 1] for i in range(len(raw)) if raw[i] == "id"]
         self.assertEqual(collections.Counter(stream_ids), collections.Counter(want))
+        stream_events = [st.check_event(json.loads(raw[i + 1]), "a stream entry's event")
+                         for i in range(len(raw)) if raw[i] == "event"]
+        self.assertEqual(collections.Counter(e["id"] for e in stream_events),
+                         collections.Counter(want))
 
         lines = []
         for path in sorted(glob.glob(events_file + "*")):
             lines += st.read_text(path).splitlines()
         self.assertGreater(len(glob.glob(events_file + ".*")), 0, "no rotation happened")
-        file_ids = [json.loads(line)["id"] for line in lines if line]
+        file_ids = [e["id"] for e in st.event_lines("\n".join(lines), "a file sink line")]
         self.assertEqual(collections.Counter(file_ids), collections.Counter(want))
 
         rows = [line.split(" ") for line in st.read_text(summary).splitlines()]

@@ -3,7 +3,9 @@ write one: it verifies every Standard Webhooks signature with the secrets it
 was given (independently of the project's code: hmac + base64 from Python's
 standard library), remembers every delivery, and deduplicates by
 webhook-id. It can be taken down, brought back on the same port, told to
-answer 410 or another status, or to hang without answering.
+answer 410 or another status, or to hang without answering. Every body is
+held to the event schema (stack.check_event): a delivery that breaks it
+fails the test at its next look at what arrived.
 """
 
 import base64
@@ -13,6 +15,8 @@ import http.server
 import json
 import threading
 import time
+
+import stack
 
 
 def sign(secret, msg_id, timestamp, body):
@@ -30,6 +34,7 @@ class Receiver:
         self.mode = "ok"          # ok | gone | status:<n> | hang
         self.lock = threading.Lock()
         self.deliveries = []      # every request: dict(id, valid, event, headers)
+        self.schema_errors = []   # (webhook-id, what the schema found wrong)
         self.release = threading.Event()
         self.server = None
         self.thread = None
@@ -94,14 +99,21 @@ class Receiver:
         valid = fresh and len(sigs) == len(self.secrets) and set(sigs) == expected
         try:
             event = json.loads(body)
+            problems = stack.schema_problems(event)
         except ValueError:
-            event = None
+            event, problems = None, ["the body is not JSON"]
         with self.lock:
+            if problems:
+                self.schema_errors.append((msg_id, problems))
             self.deliveries.append({"id": msg_id, "valid": valid, "event": event,
-                                    "content_type": headers.get("content-type")})
+                                    "content_type": headers.get("content-type"),
+                                    "headers": {k.lower(): v for k, v in headers.items()}})
 
     def received(self):
         with self.lock:
+            if self.schema_errors:
+                raise AssertionError(f"deliveries that do not follow {stack.EVENT_SCHEMA}: "
+                                     f"{self.schema_errors[:5]}")
             return list(self.deliveries)
 
     def unique(self):

@@ -92,10 +92,11 @@ static const struct secret_case {
 } secret_cases[] = {
     {VEC_SECRET, WEBHOOK_SECRET_OK, 24},
     {ROT_SECRET, WEBHOOK_SECRET_OK, 32},
-    /* 16 bytes, padded and not: the reference libraries take both */
-    {"whsec_AAECAwQFBgcICQoLDA0ODw==", WEBHOOK_SECRET_OK, 16},
-    {"whsec_AAECAwQFBgcICQoLDA0ODw", WEBHOOK_SECRET_OK, 16},
-    {"whsec_AAECAwQFBgcICQoLDA0ODxA=", WEBHOOK_SECRET_OK, 17},
+    /* 25 and 26 bytes, padded and not: the reference libraries take both */
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGA==", WEBHOOK_SECRET_OK, 25},
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGA", WEBHOOK_SECRET_OK, 25},
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk=", WEBHOOK_SECRET_OK, 26},
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk", WEBHOOK_SECRET_OK, 26},
     {VEC_B64, WEBHOOK_SECRET_FORMAT, 0},
     {"WHSEC_" VEC_B64, WEBHOOK_SECRET_FORMAT, 0},
     {"whsec_", WEBHOOK_SECRET_FORMAT, 0},
@@ -112,10 +113,13 @@ static const struct secret_case {
     {"whsec_AAECAwQFBgcICQoLDA0O=w==", WEBHOOK_SECRET_FORMAT, 0},
     {"whsec_AAECAwQFBgcICQoLDA0ODxA=A", WEBHOOK_SECRET_FORMAT, 0},
     {"whsec_AAECAwQFBgcICQoLDA0ODw===", WEBHOOK_SECRET_FORMAT, 0},
-    /* 18 bytes: no padding needed, and none taken */
-    {"whsec_AAECAwQFBgcICQoLDA0ODxAR", WEBHOOK_SECRET_OK, 18},
+    /* 18 bytes: no padding needed, and none taken (then too short) */
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAR", WEBHOOK_SECRET_LENGTH, 18},
     {"whsec_QUJDRA==", WEBHOOK_SECRET_LENGTH, 4},
     {"whsec_AAECAwQFBgcICQoLDA0O", WEBHOOK_SECRET_LENGTH, 15},
+    /* well formed, but below Standard Webhooks' 24 bytes */
+    {"whsec_AAECAwQFBgcICQoLDA0ODw==", WEBHOOK_SECRET_LENGTH, 16},
+    {"whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRY=", WEBHOOK_SECRET_LENGTH, 23},
 };
 
 START_TEST(test_decode_secret)
@@ -140,8 +144,9 @@ START_TEST(test_decode_secret_bounds)
     static const struct {
         size_t n;
         webhook_secret_status_t status;
-    } cases[] = {{15, WEBHOOK_SECRET_LENGTH}, {16, WEBHOOK_SECRET_OK},  {17, WEBHOOK_SECRET_OK},
-                 {18, WEBHOOK_SECRET_OK},     {127, WEBHOOK_SECRET_OK}, {128, WEBHOOK_SECRET_OK},
+    } cases[] = {{16, WEBHOOK_SECRET_LENGTH}, {23, WEBHOOK_SECRET_LENGTH},
+                 {24, WEBHOOK_SECRET_OK},     {64, WEBHOOK_SECRET_OK},
+                 {65, WEBHOOK_SECRET_LENGTH}, {128, WEBHOOK_SECRET_LENGTH},
                  {129, WEBHOOK_SECRET_LENGTH}};
 
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
@@ -164,6 +169,15 @@ END_TEST
 
 #define URL_OK "\"url\":\"https://hooks.example.com/in?token=tok3n\""
 #define SECRET_OK "\"secret\":\"" VEC_SECRET "\""
+/* Keys of 16, 64 and 65 bytes (0, 1, 2 ...): below, at and above the bounds. */
+#define KEY16_B64 "AAECAwQFBgcICQoLDA0ODw=="
+#define KEY16_SECRET "whsec_" KEY16_B64
+#define KEY64_SECRET                                                                               \
+    "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+"   \
+    "Pw=="
+#define KEY65_B64                                                                                  \
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0A="
+#define KEY65_SECRET "whsec_" KEY65_B64
 
 static const struct conf_case {
     const char *json;
@@ -201,7 +215,15 @@ static const struct conf_case {
     {"{" URL_OK ",\"secret\":\"" VEC_B64 "\"}", -1,
      "sinks[3].secret: expected a whsec_ secret: \"whsec_\" followed by the base64 of the key"},
     {"{" URL_OK ",\"secret\":\"whsec_QUJDRA==\"}", -1,
-     "sinks[3].secret: the whsec_ secret decodes to 4 bytes, expected 16 to 128"},
+     "sinks[3].secret: the whsec_ secret decodes to 4 bytes; Standard Webhooks asks for 24 to "
+     "64"},
+    {"{" URL_OK ",\"secret\":\"" KEY16_SECRET "\"}", -1,
+     "sinks[3].secret: the whsec_ secret decodes to 16 bytes; Standard Webhooks asks for 24 to "
+     "64"},
+    {"{" URL_OK ",\"secrets\":[\"" VEC_SECRET "\",\"" KEY65_SECRET "\"]}", -1,
+     "sinks[3].secrets[1]: the whsec_ secret decodes to 65 bytes; Standard Webhooks asks for 24 "
+     "to 64"},
+    {"{" URL_OK ",\"secrets\":[\"" KEY64_SECRET "\",\"" VEC_SECRET "\"]}", 0, NULL},
     {"{" URL_OK ",\"secret\":42}", -1, "sinks[3].secret: expected a whsec_ secret (a string)"},
     {"{" URL_OK ",\"secret\":\"\"}", -1, "sinks[3].secret: expected a whsec_ secret (a string)"},
     {"{" URL_OK ",\"secrets\":[]}", -1, "sinks[3].secrets: expected a list of 1 to 8 whsec_"},
@@ -231,7 +253,8 @@ static const struct conf_case {
 };
 
 /* Nothing secret in the table may show up in a message. */
-static const char *const secret_parts[] = {VEC_B64, ROT_B64, "QUJDRA", "pa55w0rd", "tok3n", NULL};
+static const char *const secret_parts[] = {VEC_B64,  ROT_B64,    KEY16_B64, KEY65_B64,
+                                           "QUJDRA", "pa55w0rd", "tok3n",   NULL};
 
 static void assert_no_secret(const char *text)
 {
@@ -350,7 +373,8 @@ static const char *delivery_problem(struct MHD_Connection *c, const char *method
 
     if (strcmp(method, "POST") != 0)
         snprintf(buf, size, "method %s", method);
-    else if (!ct || strcmp(ct, "application/json") != 0)
+    else if (!ct || strcmp(ct, "application/cloudevents+json") != 0)
+        /* CloudEvents HTTP binding, structured mode (HTTP binding §3.2) */
         snprintf(buf, size, "content-type %s", ct ? ct : "(none)");
     else if (!ua || strcmp(ua, "session-bridge/" SB_VERSION) != 0)
         snprintf(buf, size, "user-agent %s", ua ? ua : "(none)");
