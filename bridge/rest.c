@@ -505,12 +505,12 @@ static void check_param_clash(const rest_conf_t *c, const char *path, sink_error
 {
     const char *ours[] = {c->param, c->size_param,
                           c->auth == REST_AUTH_QUERY ? c->auth_pair.name : NULL};
-    char sub[SINK_PATH_MAX];
+    char sub[SINK_PATH_MAX], vpath[SINK_PATH_MAX];
+    sink_conf_path(sub, sizeof(sub), path, "query");
     for (size_t i = 0; i < c->nquery; i++) {
         for (size_t j = 0; j < sizeof(ours) / sizeof(ours[0]); j++) {
             if (ours[j] && c->query[i].name && strcmp(ours[j], c->query[i].name) == 0) {
-                sink_conf_path(sub, sizeof(sub), path, "query");
-                sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), sub, c->query[i].name),
+                sink_errors_add(errs, sink_conf_path(vpath, sizeof(vpath), sub, c->query[i].name),
                                 "pagination or auth sends this parameter already");
             }
         }
