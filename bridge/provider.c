@@ -153,6 +153,14 @@ int provider_value_text(const cJSON *v, size_t max, char *buf, size_t n)
 
 /* ---- next URLs ---- */
 
+/* RFC 3986 unreserved, reserved and '%': what a link may hold unencoded.
+ * Spaces, controls, quotes, '\\', '<>', '{}', '|', '^' and '`' are not. */
+static int url_char_ok(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr("-._~:/?#[]@!$&'()*+,;=%", ch) != NULL);
+}
+
 /* An http(s) URL's origin as curl_url() reads it, the port made explicit. */
 typedef struct url_origin {
     char scheme[8];
@@ -197,9 +205,17 @@ int provider_follow_url(const char *base_url, const char *fetched, const char *r
         snprintf(err, errlen, "base_url has no http(s) origin to resolve next URLs against");
         goto out;
     }
+    /* libcurl sends some characters RFC 3986 does not allow as they are
+     * ('^', '|', '{'...): a provider's link holding one is refused. */
+    for (size_t i = 0; ref[i]; i++) {
+        if (!url_char_ok((unsigned char)ref[i])) {
+            snprintf(err, errlen, "next URL has a character not allowed in a URL at byte %zu", i);
+            goto out;
+        }
+    }
     /* A URL already in the handle is the base a relative one resolves
-     * against; spaces and control characters are refused. */
-    if (sink_has_control(ref) || curl_url_set(u, CURLUPART_URL, ref, 0) != CURLUE_OK) {
+     * against. */
+    if (curl_url_set(u, CURLUPART_URL, ref, 0) != CURLUE_OK) {
         snprintf(err, errlen, "next URL is not a URL (RFC 3986)");
         goto out;
     }

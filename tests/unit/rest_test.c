@@ -365,6 +365,8 @@ static const struct {
     {"//evil.example/x?token=1", NULL, "another origin (http://evil.example:80"},
     {"http://u:p@h:8080/api/x", NULL, "user information"},
     {"ftp://h:8080/x", NULL, "not an http(s) URL"},
+    {"/^pi/x", NULL, "a character not allowed in a URL at byte 1"}, /* found by fuzz_rest */
+    {"/a b", NULL, "a character not allowed in a URL at byte 2"},
     {"/api/v2/attempts?limit=2", NULL, "paging loop"},
 };
 
