@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "provider.h"
+#include "testlib.h"
 
 #define SECRET "tok-SeCrEt-42"
 #define BASE "http://h:8080/api"
@@ -31,7 +32,7 @@ static conf_t *load(const char *source_json)
 {
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     conf_t *c = parse(source_json, errs);
-    ck_assert_msg(c != NULL, "config refused: %s", errs->count ? errs->msg[0] : "?");
+    ck_assert_msg(c != NULL, "config refused: %s", errs_dump(errs));
     free(errs);
     return c;
 }
@@ -192,19 +193,12 @@ START_TEST(config_rows)
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     conf_t *c = parse(conf_rows[_i].source, errs);
     if (conf_rows[_i].want == NULL) {
-        ck_assert_msg(c != NULL, "row %d refused: %s", _i, errs->count ? errs->msg[0] : "?");
+        ck_assert_msg(c != NULL, "row %d refused: %s", _i, errs_dump(errs));
     } else {
         ck_assert_msg(c == NULL, "row %d accepted", _i);
-        int found = 0;
-        for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++) {
-            found |= strstr(errs->msg[i], conf_rows[_i].want) != NULL;
-            ck_assert_msg(strstr(errs->msg[i], "SeCrEt") == NULL, "secret in \"%s\"", errs->msg[i]);
-        }
-        if (!found) {
-            for (size_t i = 0; i < errs->count && i < SINK_ERRORS_MAX; i++)
-                fprintf(stderr, "row %d: %s\n", _i, errs->msg[i]);
-        }
-        ck_assert_msg(found, "row %d: no error contains \"%s\"", _i, conf_rows[_i].want);
+        ck_assert_msg(errs_contain(errs, conf_rows[_i].want), "row %d: no \"%s\" in %s", _i,
+                      conf_rows[_i].want, errs_dump(errs));
+        ck_assert_msg(!errs_contain(errs, "SeCrEt"), "secret in %s", errs_dump(errs));
     }
     conf_free(c);
     free(errs);
@@ -496,9 +490,5 @@ int main(void)
     tcase_add_loop_test(tc, link_parser, 0, N(link_rows));
     tcase_add_test(tc, link_parser_bounds);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s);
 }
