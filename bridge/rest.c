@@ -741,6 +741,12 @@ static int link_next(rest_poll_t *p, const http_response_t *resp, char *err, siz
     for (size_t i = 0; i < resp->nheaders; i++) {
         if (strcasecmp(resp->headers[i].name, "Link") != 0)
             continue;
+        /* Missing the next page would end the poll early: every session
+         * past it would look vanished. */
+        if (resp->headers[i].too_long) {
+            snprintf(err, errlen, "Link header longer than %d bytes", HTTP_HEADER_MAX - 1);
+            return -1;
+        }
         int r = provider_link_next(resp->headers[i].value, target, sizeof(target));
         if (r < 0) {
             snprintf(err, errlen, "Link header's next target longer than %d bytes",

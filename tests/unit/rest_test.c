@@ -78,7 +78,7 @@ static int page_with(void *poll, const char *body, const char *link, seen_t *see
     r.body = strdup(body);
     r.len = strlen(body);
     if (link) {
-        char line[HTTP_HEADER_MAX + 8];
+        char line[2 * HTTP_HEADER_MAX];
         snprintf(line, sizeof(line), "Link: %s\r\n", link);
         http_response_add_header(&r, line, strlen(line));
     }
@@ -401,6 +401,27 @@ START_TEST(next_urls)
 }
 END_TEST
 
+START_TEST(an_overlong_link_header_fails_the_page)
+{
+    conf_t *c = load(SRC(BEARER, "\"pagination\":{\"type\":\"link_header\"}", ""));
+    void *poll = rest->poll_begin(&c->sources[0], 0);
+    provider_request_t req;
+    seen_t seen = {0};
+    char link[HTTP_HEADER_MAX + 64], err[256];
+    size_t n = (size_t)snprintf(link, sizeof(link), "<1>; rel=prev, ");
+    while (n < HTTP_HEADER_MAX)
+        link[n++] = ' ';
+    snprintf(link + n, sizeof(link) - n, ", <2>; rel=next");
+    ck_assert_int_eq(rest->next_request(poll, &req, err, sizeof(err)), 1);
+    /* Dropped, it would have ended the poll here as if this were the last page. */
+    ck_assert_int_eq(page_with(poll, "{\"data\":{\"items\":[]}}", link, &seen, err, sizeof(err)),
+                     -1);
+    ck_assert_str_eq(err, "Link header longer than 1023 bytes");
+    rest->poll_free(poll);
+    conf_free(c);
+}
+END_TEST
+
 START_TEST(query_auth_rides_on_followed_urls_once)
 {
     conf_t *c = load(SRC("\"auth\":{\"type\":\"query\",\"param\":\"key\",\"value\":\"" SECRET "\"}",
@@ -487,6 +508,7 @@ int main(void)
     tcase_add_test(tc, offset_and_page_end_on_a_short_page_and_paths_follow_each_other);
     tcase_add_loop_test(tc, next_urls, 0, N(next_rows));
     tcase_add_test(tc, query_auth_rides_on_followed_urls_once);
+    tcase_add_test(tc, an_overlong_link_header_fails_the_page);
     tcase_add_loop_test(tc, link_parser, 0, N(link_rows));
     tcase_add_test(tc, link_parser_bounds);
     suite_add_tcase(s, tc);
