@@ -317,6 +317,9 @@ static const char *link_params(const char *p, int *next, int *anchor)
         if (*p != ';')
             return NULL;
         p = skip_ows(p + 1);
+        /* A trailing ';' is not in the grammar, but harmless. */
+        if (*p == ',' || *p == '\0')
+            return p;
         const char *name = p;
         while (is_tchar((unsigned char)*p))
             p++;

@@ -471,6 +471,8 @@ static const struct {
     {"", 0, NULL},
     {",,, ,", 0, NULL},
     {"<1>; rel", 0, NULL},
+    {"<1>; rel=next;, <2>; rel=last", 1, "1"},
+    {"<1>; rel=prev;", 0, NULL},
     {"<1>; rel=\"\\\"next\"", 0, NULL},
 };
 
