@@ -80,8 +80,9 @@ void http_response_add_header(http_response_t *r, const char *data, size_t n)
         v++, vl--;
     while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
         vl--;
-    if (nl == 0 || nl >= sizeof(r->headers[0].name) || vl >= sizeof(r->headers[0].value))
+    if (nl == 0 || nl >= sizeof(r->headers[0].name))
         return;
+    bool too_long = vl >= sizeof(r->headers[0].value);
     if (r->headers == NULL) {
         r->headers = calloc(HTTP_MAX_HEADERS, sizeof(http_header_t));
         if (r->headers == NULL)
@@ -90,6 +91,9 @@ void http_response_add_header(http_response_t *r, const char *data, size_t n)
     http_header_t *h = &r->headers[r->nheaders++];
     memcpy(h->name, data, nl);
     h->name[nl] = '\0';
+    h->too_long = too_long;
+    if (too_long)
+        vl = 0;
     memcpy(h->value, v, vl);
     h->value[vl] = '\0';
     if (strcasecmp(h->name, "Retry-After") == 0)
@@ -173,7 +177,7 @@ void http_response_reset(http_response_t *r)
 const char *http_response_header(const http_response_t *r, const char *name)
 {
     for (size_t i = 0; i < r->nheaders; i++) {
-        if (strcasecmp(r->headers[i].name, name) == 0)
+        if (!r->headers[i].too_long && strcasecmp(r->headers[i].name, name) == 0)
             return r->headers[i].value;
     }
     return NULL;

@@ -11,6 +11,7 @@
 #ifndef SB_HTTP_H
 #define SB_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "backoff.h"
@@ -27,6 +28,9 @@
 typedef struct http_header {
     char name[128];
     char value[HTTP_HEADER_MAX];
+    /* The value did not fit: it is kept empty, so that a reader that must
+     * not miss a header (a Link to the next page) can tell it came. */
+    bool too_long;
 } http_header_t;
 
 typedef struct http_response {
@@ -52,12 +56,13 @@ void http_client_free(http_client_t *c);
 
 /* Frees what a response holds and resets it to empty. */
 void http_response_reset(http_response_t *r);
-/* Case-insensitive header lookup; NULL when absent. */
+/* Case-insensitive header lookup; NULL when absent or too long. */
 const char *http_response_header(const http_response_t *r, const char *name);
 /*
  * Keeps one received header line ("Name: value", CRLF or not; n bytes, not
  * NUL-terminated) in r as every response keeps it: value trimmed, lines
- * over the bounds and past HTTP_MAX_HEADERS dropped, Retry-After parsed.
+ * past HTTP_MAX_HEADERS or with a name over its bound dropped, a value
+ * over HTTP_HEADER_MAX kept empty and marked too_long, Retry-After parsed.
  * The transfer's header callback uses it, and so do the fuzz targets.
  */
 void http_response_add_header(http_response_t *r, const char *data, size_t n);

@@ -105,6 +105,15 @@ static int split_path(const char *text, scan_path_t *p, char **copy, char *err, 
     }
 }
 
+int page_scan_path_check(const char *text, char *err, size_t errlen)
+{
+    scan_path_t p;
+    char *copy = NULL;
+    int rc = split_path(text, &p, &copy, err, errlen);
+    free(copy);
+    return rc;
+}
+
 /* Adds text as path i of side; a path equal to another of the same kind is
  * refused (its value would have two places to go). */
 static int add_path(page_scan_spec_t *spec, scan_paths_t *side, unsigned i, const char *text,

@@ -173,6 +173,13 @@ typedef struct page_scan_spec page_scan_spec_t;
  */
 page_scan_spec_t *page_scan_spec_new(const page_scan_paths_t *paths, char *err, size_t errlen);
 void page_scan_spec_free(page_scan_spec_t *spec);
+/*
+ * 0 when text is a dotted path page_scan_spec_new() takes (1..
+ * PAGE_SCAN_PATH_STEPS steps of 1..PAGE_SCAN_NAME_MAX bytes), or -1 with
+ * err; for configurations that name their own paths, to report each at
+ * its key.
+ */
+int page_scan_path_check(const char *text, char *err, size_t errlen);
 
 /*
  * The outcome of a scan. Before the call, set fields[i].text and .cap for

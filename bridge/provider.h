@@ -110,6 +110,7 @@ extern const provider_ops_t provider_century;
 extern const provider_ops_t provider_quiz_jsonapi;
 extern const provider_ops_t provider_proctorexam;
 extern const provider_ops_t provider_smarterproctoring;
+extern const provider_ops_t provider_rest;
 
 /* Known providers, NULL-terminated. */
 extern const provider_ops_t *const provider_all[];
@@ -168,5 +169,42 @@ int provider_is_token(const char *s);
  * to start another header.
  */
 int provider_add_header(provider_request_t *req, const char *name, const char *value);
+
+/*
+ * A configured query value as the query carries it: a non-empty string of
+ * at most max bytes without control characters (as it is), a boolean
+ * ("true"/"false") or a finite number (an integer as such, else the
+ * shortest text that reads back), into buf (n bytes, n > max). 0, or -1
+ * for anything else.
+ */
+int provider_value_text(const cJSON *v, size_t max, char *buf, size_t n);
+
+/*
+ * Resolves ref, a next page's URL as a provider wrote it (absolute,
+ * "//host/...", "/path", "?query" or a relative path), against fetched,
+ * the URL just requested (RFC 3986, by curl_url() as libcurl will read it),
+ * without its fragment, into out (n bytes). The request carries the
+ * source's credentials, so the result must be on base_url's origin
+ * (scheme, host and port, the default port made explicit) and hold no
+ * user information. 0, or -1 with err, which names the origins but never
+ * quotes ref's path or query (a provider may put a token there).
+ */
+int provider_follow_url(const char *base_url, const char *fetched, const char *ref, char *out,
+                        size_t n, char *err, size_t errlen);
+
+/* Links of one Link header value looked at; the rest are ignored (a page
+ * needs one, a few more are prev, first, last). */
+#define PROVIDER_LINK_MAX 32
+/*
+ * Finds the target of the first link of an RFC 8288 Link header value
+ * whose rel (a space-separated list, compared case-insensitively) holds
+ * "next": `<url>; rel="next"`, among other links (comma-separated) and
+ * parameters (token or quoted-string values, where a comma does not end
+ * the link). A malformed link is skipped up to the next comma outside
+ * quotes; links with an anchor parameter describe another context and are
+ * skipped too. Returns 1 with out (n bytes) set, 0 when there is none, -1
+ * when the target does not fit n.
+ */
+int provider_link_next(const char *value, char *out, size_t n);
 
 #endif /* SB_PROVIDER_H */

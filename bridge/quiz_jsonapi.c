@@ -93,36 +93,6 @@ static int known_filter(const char *name)
     return 0;
 }
 
-/* Stringifies a filter value; -1 for a type the query cannot carry. */
-static int filter_text(const cJSON *v, char *buf, size_t n)
-{
-    if (cJSON_IsString(v)) {
-        if (v->valuestring[0] == '\0' || strlen(v->valuestring) > QUIZ_VALUE_MAX ||
-            sink_has_control(v->valuestring))
-            return -1;
-        snprintf(buf, n, "%s", v->valuestring);
-        return 0;
-    }
-    if (cJSON_IsBool(v)) {
-        snprintf(buf, n, "%s", cJSON_IsTrue(v) ? "true" : "false");
-        return 0;
-    }
-    if (cJSON_IsNumber(v)) {
-        long long ll;
-        double d = v->valuedouble;
-        if (provider_exact_integer(d, &ll))
-            snprintf(buf, n, "%lld", ll);
-        else if (d == d && d - d == 0) { /* finite: the shortest text that reads back */
-            snprintf(buf, n, "%.15g", d);
-            if (strtod(buf, NULL) != d)
-                snprintf(buf, n, "%.17g", d);
-        } else
-            return -1;
-        return 0;
-    }
-    return -1;
-}
-
 static void configure_filters(quiz_conf_t *c, const cJSON *filters, const char *path,
                               sink_errors_t *errs)
 {
@@ -149,7 +119,7 @@ static void configure_filters(quiz_conf_t *c, const cJSON *filters, const char *
                             "status, expires_at, score, name__match");
             continue;
         }
-        if (filter_text(e, buf, sizeof(buf)) != 0) {
+        if (provider_value_text(e, QUIZ_VALUE_MAX, buf, sizeof(buf)) != 0) {
             sink_errors_add(errs, vpath,
                             "expected a non-empty string (at most %d bytes, no control "
                             "characters), a number or a boolean",

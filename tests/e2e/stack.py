@@ -191,10 +191,10 @@ class Stack:
         raw = self.redis("HGETALL", f"sb:meta:{source}").split("\n")
         return dict(zip(raw[0::2], raw[1::2])) if raw != [""] else {}
 
-    def start_kafka(self, partitions=3):
+    def start_kafka(self, partitions=3, extra_topics=()):
         bootfile = os.path.join(self.dir, "bootstrap")
         argv = [KAFKA_MOCK, "--bootstrap-file", bootfile, "--partitions", str(partitions)]
-        for t in TOPICS.values():
+        for t in (*TOPICS.values(), *extra_topics):
             argv += ["--topic", t]
         self._spawn("kafka", argv)
         self.bootstrap = wait_for(lambda: read_text(bootfile), what="kafka mock")

@@ -5,7 +5,7 @@
 #   tests/fuzz/fuzz.sh TARGET [SECONDS] [--merge|--minimize]
 #   tests/fuzz/fuzz.sh --list
 #
-# TARGET: century quiz_jsonapi proctorexam smarterproctoring config diff page_scan.
+# TARGET: century quiz_jsonapi proctorexam smarterproctoring rest config diff page_scan.
 # Builds with clang into build-fuzz (SB_FUZZ=ON: every library instrumented
 # for coverage, ASan and UBSan), then fuzzes for SECONDS (default 600)
 # starting from tests/fuzz/corpus/TARGET and the dictionary
@@ -18,7 +18,7 @@
 # libFuzzer flags: FUZZ_FLAGS="-jobs=2 -workers=2".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-targets="century quiz_jsonapi proctorexam smarterproctoring config diff page_scan"
+targets="century quiz_jsonapi proctorexam smarterproctoring rest config diff page_scan"
 
 if [ "${1:-}" = "--list" ]; then
   echo "$targets"

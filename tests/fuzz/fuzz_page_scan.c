@@ -2,8 +2,9 @@
  * Fuzz target: the page scanner (bridge/page_scan.h), differential against
  * what it replaced: oracle_parse() below (the prescan, then cJSON) and
  * cJSON_GetObjectItemCaseSensitive() along the same paths. The input is
- * one page body, scanned under three specs (Century's, quiz_jsonapi's with
- * its second id place, and the body as the records array).
+ * one page body, scanned under four specs (Century's, quiz_jsonapi's with
+ * its second id place, the body as the records array, and the rest
+ * provider's dotted paths three steps deep).
  *
  * For every input and spec:
  * - both accept, or both reject, or the scanner rejects for one of the
@@ -47,6 +48,11 @@ static const spec_case_t specs[] = {
       .alt_id = "attributes.id",
       .fields = {"meta.page.next", "data"}}},
     {{.records = "", .id = "id", .status = "status", .fields = {"next"}}},
+    /* The rest provider's: dotted paths on both sides, three steps deep. */
+    {{.records = "data.items",
+      .id = "a.b.id",
+      .status = "attributes.state",
+      .fields = {"meta.next_cursor", "links.next", "data.items.x"}}},
 };
 #define NSPECS (sizeof(specs) / sizeof(specs[0]))
 

@@ -250,7 +250,7 @@ struct sim_response {
     size_t nheaders;
     struct {
         char name[48];
-        char value[208];
+        char value[640]; /* a Link header with several links fits */
     } headers[SIM_MAX_RESPONSE_HEADERS];
 };
 
@@ -288,5 +288,6 @@ extern const struct sim_dialect sim_dialect_century;
 extern const struct sim_dialect sim_dialect_quiz_jsonapi;
 extern const struct sim_dialect sim_dialect_proctorexam;
 extern const struct sim_dialect sim_dialect_smarterproctoring;
+extern const struct sim_dialect sim_dialect_rest;
 
 #endif
