@@ -114,7 +114,7 @@ typedef struct engine_cycle_stats {
     double poll_s;   /* fetching and parsing every page */
     double deliver_s;
     double commit_s;
-    uint64_t redis_commands; /* sent during the cycle, load included */
+    uint64_t redis_commands;   /* sent during the cycle, load included */
     size_t vanished_no_record; /* vanished events whose last record Redis lacked */
 } engine_cycle_stats_t;
 
@@ -1263,8 +1263,9 @@ static void poll_complete(source_rt_t *s)
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
     if (vanished_records_load(s, err, sizeof(err)) != 0) {
-        cycle_fail(s, "cannot read the last records of vanished sessions; nothing emitted, "
-                      "nothing committed",
+        cycle_fail(s,
+                   "cannot read the last records of vanished sessions; nothing emitted, "
+                   "nothing committed",
                    err);
         return;
     }

@@ -598,8 +598,7 @@ static int check_changes(const store_delta_t *d, char *err, size_t errlen)
                     DIFF_ID_MAX);
             return -1;
         }
-        if (ch->last != DIFF_LAST_KEEP && ch->last != DIFF_LAST_SET &&
-            ch->last != DIFF_LAST_DROP) {
+        if (ch->last != DIFF_LAST_KEEP && ch->last != DIFF_LAST_SET && ch->last != DIFF_LAST_DROP) {
             set_err(err, errlen, "store: change %zu: unknown last record operation", i);
             return -1;
         }
