@@ -28,6 +28,7 @@
 #include "http.h"
 #include "log.h"
 #include "outbox.h"
+#include "page_scan.h"
 #include "store.h"
 
 /* Redis connect and command timeout. */
@@ -1204,9 +1205,12 @@ static int on_last(void *opaque, size_t k, const char *text, size_t len)
     last_window_t *w = opaque;
     source_rt_t *s = w->s;
 
-    /* A record that is not UTF-8 would fail the event's encoding, every
-     * cycle again: Redis holds what we wrote, but it is read as input. */
-    if (text != NULL && diff_utf8_check(text, len, NULL) == 0) {
+    char why[128];
+
+    /* Redis holds what we wrote, but it is read as input: a value that is
+     * not a JSON record would make an event that is not JSON (or, not
+     * UTF-8, fail its encoding every cycle again). */
+    if (text != NULL && page_scan_check(text, len, why, sizeof(why)) == PAGE_SCAN_OK) {
         switch (diff_cycle_vanished_keep(s->cy, w->first + k, text, len)) {
         case DIFF_KEEP_OK:
             return 0;

@@ -154,22 +154,27 @@ class VanishedRecord(unittest.TestCase):
     def test_missing_record_gives_null_and_a_count(self):
         p = self.p
         p.in_progress.update(old=record("old", "IN_PROGRESS", "1"),
-                             new=record("new", "IN_PROGRESS", "2"))
+                             new=record("new", "IN_PROGRESS", "2"),
+                             bad=record("bad", "IN_PROGRESS", "3"))
         self.once()
-        # as if stored by a version that kept no records
+        # as if stored by a version that kept no records, and a value that
+        # is not a record (written by hand): neither reaches an event
         self.s.redis("HDEL", REC_KEY, "old")
+        self.s.redis("HSET", REC_KEY, "bad", '{"cut": ')
         p.in_progress.clear()
         err = self.once()
         got = self.cancelled()
-        self.assertEqual(set(got), {"old", "new"})
+        self.assertEqual(set(got), {"old", "new", "bad"})
         self.assertIsNone(got["old"]["event"]["data"]["session"])
+        self.assertIsNone(got["bad"]["event"]["data"]["session"])
         self.assertEqual(got["new"]["event"]["data"]["session"],
                          json.loads(record("new", "IN_PROGRESS", "2")))
         committed = [json.loads(line) for line in err.splitlines()
                      if line.startswith("{") and '"msg":"cycle committed"' in line]
-        self.assertEqual(committed[-1]["vanished_without_record"], 1)
+        self.assertEqual(committed[-1]["vanished_without_record"], 2)
         # nothing logged per event
         self.assertNotIn('"old"', err)
+        self.assertNotIn('"bad"', err)
 
 
 if __name__ == "__main__":
