@@ -116,7 +116,7 @@ typedef struct engine_cycle_stats {
     double deliver_s;
     double commit_s;
     uint64_t redis_commands;   /* sent during the cycle, load included */
-    size_t vanished_no_record; /* vanished events whose last record Redis lacked */
+    size_t vanished_no_record; /* vanished events Redis held no valid last record for */
 } engine_cycle_stats_t;
 
 typedef enum phase {
@@ -1204,8 +1204,7 @@ static int on_last(void *opaque, size_t k, const char *text, size_t len)
 {
     last_window_t *w = opaque;
     source_rt_t *s = w->s;
-
-    char why[128];
+    char why[128]; /* not logged: one line per event is what this avoids */
 
     /* Redis holds what we wrote, but it is read as input: a value that is
      * not a JSON record would make an event that is not JSON (or, not
