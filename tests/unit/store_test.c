@@ -646,7 +646,7 @@ START_TEST(test_last_records)
                       c1[] = "{\"id\":\"c\"}";
     const char *ids[4] = {"a", "b", "c", "none"};
     store_t *st = open_store(srv.port);
-    char err[ERRLEN] = "", token[STORE_TOKEN_LEN];
+    char err[ERRLEN] = "";
     uint64_t cycle = 0, stale;
     lasts_t got = {0};
 
@@ -681,28 +681,28 @@ START_TEST(test_last_records)
     ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:rec:lr"), 1);
 
     /* A refused commit writes no record either: the fence holds them too. */
-    ck_assert_int_eq(store_new_token(token), 0);
-    ck_assert_int_eq(store_lease_acquire(st, "lr", token, 60000, err, sizeof err),
-                     STORE_LEASE_HELD);
+    /* commit_ok() took the lease with TEST_TOKEN */
     diff_change_t third[] = {
         with_last(upsert("a", DIFF_STATE_ACTIVE, 0, 7, "active"), DIFF_LAST_SET, a1, sizeof a1 - 1),
         removal("b"),
     };
     store_delta_t d = store_delta_of(third, 2);
     stale = cycle - 1;
-    ck_assert_int_eq(store_commit_fenced(st, "lr", token, &d, 2, NULL, &stale, err, sizeof err),
-                     STORE_FENCE_BASE_MOVED);
+    ck_assert_int_eq(
+        store_commit_fenced(st, "lr", TEST_TOKEN, &d, 2, NULL, &stale, err, sizeof err),
+        STORE_FENCE_BASE_MOVED);
     lasts_get(st, "lr", ids, 1, &got);
     ck_assert_str_eq(got.text[0], a2);
-    ck_assert_int_eq(store_commit_fenced(st, "lr", token, &d, 2, NULL, &cycle, err, sizeof err),
-                     STORE_FENCE_OK);
+    ck_assert_int_eq(
+        store_commit_fenced(st, "lr", TEST_TOKEN, &d, 2, NULL, &cycle, err, sizeof err),
+        STORE_FENCE_OK);
     lasts_get(st, "lr", ids, 1, &got);
     ck_assert_str_eq(got.text[0], a1);
 
     /* A change that says it sets a record must bring one. */
     diff_change_t bad =
         with_last(upsert("e", DIFF_STATE_ACTIVE, 0, 8, "active"), DIFF_LAST_SET, NULL, 0);
-    ck_assert_int_eq(store_commit(st, "lr", &bad, 1, 1, NULL, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(commit_tx(st, "lr", &bad, 1, 1, NULL, &cycle, err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "no text"));
 
     /* reads are bounded to one batch, and a value we did not write as a
