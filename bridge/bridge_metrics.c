@@ -90,6 +90,9 @@ static const metric_def_t defs[] = {
         "0 when it is not."),
     DEF(redis_state_restored, DEF_COUNTER, "redis_state_restored_total", by_source,
         "Snapshots of a source that Redis had lost and this replica restored from memory."),
+    DEF(vanished_no_record, DEF_COUNTER, "vanished_without_record_total", by_source,
+        "Vanished sessions whose cancelled event carries a null session: Redis held no last "
+        "record of them (state from before records were kept, or lost)."),
 };
 
 /* Not in the table: the registry keeps it, there is no family to update. */

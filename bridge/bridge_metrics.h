@@ -39,6 +39,7 @@ typedef struct bridge_metrics {
     metric_family_t *lease_lost;             /* counter {source} */
     metric_family_t *paused_until;           /* gauge {source}, unix s; 0 when not paused */
     metric_family_t *redis_state_restored;   /* counter {source} */
+    metric_family_t *vanished_no_record;     /* counter {source} */
     /* sinks */
     metric_family_t *sink_deliveries;  /* counter {sink, result} */
     metric_family_t *sink_queue_depth; /* gauge {sink} */

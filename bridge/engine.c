@@ -28,6 +28,7 @@
 #include "http.h"
 #include "log.h"
 #include "outbox.h"
+#include "page_scan.h"
 #include "store.h"
 
 /* Redis connect and command timeout. */
@@ -114,7 +115,8 @@ typedef struct engine_cycle_stats {
     double poll_s;   /* fetching and parsing every page */
     double deliver_s;
     double commit_s;
-    uint64_t redis_commands; /* sent during the cycle, load included */
+    uint64_t redis_commands;   /* sent during the cycle, load included */
+    size_t vanished_no_record; /* vanished events Redis held no valid last record for */
 } engine_cycle_stats_t;
 
 typedef enum phase {
@@ -924,15 +926,22 @@ static void commit_metrics(source_rt_t *s)
     }
     metric_add(e->obs.metrics->unknown_statuses, LABELS(s->conf->name),
                (double)diff_cycle_unknown_count(s->cy));
+    metric_add(e->obs.metrics->vanished_no_record, LABELS(s->conf->name),
+               (double)s->stats.vanished_no_record);
     metric_set(e->obs.metrics->last_success_timestamp, LABELS(s->conf->name),
                (double)clock_unix_ms() / 1000.0);
     sessions_gauge(s);
 }
 
-/* store_delta_t's reader of a cycle's changes. */
-static int cycle_change(const void *opaque, size_t i, diff_change_t *out)
+/* store_delta_t's readers of a cycle's changes and their last records. */
+static int cycle_change(void *opaque, size_t i, diff_change_t *out)
 {
     return diff_cycle_change(opaque, i, out);
+}
+
+static int cycle_change_last(void *opaque, size_t i, const char **text, size_t *len)
+{
+    return diff_cycle_change_last(opaque, i, text, len);
 }
 
 static void cycle_commit(source_rt_t *s)
@@ -947,7 +956,8 @@ static void cycle_commit(source_rt_t *s)
     st->deliver_s = s->nds ? clock_mono_s() - s->t_deliver : 0;
     st->changes = diff_cycle_nchanges(s->cy);
     /* the changes are read from the cycle one by one, not copied out */
-    store_delta_t delta = {.n = st->changes, .get = cycle_change, .opaque = s->cy};
+    store_delta_t delta = {
+        .n = st->changes, .get = cycle_change, .last = cycle_change_last, .opaque = s->cy};
     size_t after = diff_cycle_sessions_after(s->cy);
     if (letters_init(s, &l) != 0) {
         letters_free(&l);
@@ -1007,7 +1017,8 @@ static void cycle_commit(source_rt_t *s)
              LF_I("pages", st->pages), LF_I("observed", st->observed), LF_I("events", st->events),
              LF_I("changes", st->changes), LF_I("sessions", st->sessions),
              LF_I("outbox", extra.outbox.n), LF_I("dead_letters", extra.dead.n),
-             LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)), LF_D("poll_s", st->poll_s),
+             LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)),
+             LF_I("vanished_without_record", st->vanished_no_record), LF_D("poll_s", st->poll_s),
              LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
              LF_I("redis_commands", (long long)st->redis_commands),
              LF_I("index_bytes", diff_index_memory(s->index)));
@@ -1182,6 +1193,63 @@ static void log_unknown_statuses(source_rt_t *s)
                  LF_S("source", s->conf->name), LF_S("status", unknown[i]));
 }
 
+/* store_last_get()'s callback: one vanished event's last record, k from the window's first. */
+typedef struct last_window {
+    source_rt_t *s;
+    size_t first;
+    int oom;
+} last_window_t;
+
+static int on_last(void *opaque, size_t k, const char *text, size_t len)
+{
+    last_window_t *w = opaque;
+    source_rt_t *s = w->s;
+    char why[128]; /* not logged: one line per event is what this avoids */
+
+    /* Redis holds what we wrote, but it is read as input: a value that is
+     * not a JSON record would make an event that is not JSON (or, not
+     * UTF-8, fail its encoding every cycle again). */
+    if (text != NULL && page_scan_check(text, len, why, sizeof(why)) == PAGE_SCAN_OK) {
+        switch (diff_cycle_vanished_keep(s->cy, w->first + k, text, len)) {
+        case DIFF_KEEP_OK:
+            return 0;
+        case DIFF_KEEP_FULL:
+            break;
+        case DIFF_KEEP_ERROR:
+            w->oom = 1;
+            return -1;
+        }
+    }
+    s->stats.vanished_no_record++; /* counted, not logged per event */
+    return 0;
+}
+
+/*
+ * Completes the vanished events of a finished cycle with the last records
+ * Redis keeps of their sessions, STORE_BATCH at a time, before any event
+ * is read. A session Redis has no record of (stored before records were
+ * kept, or lost with Redis's data) keeps a null session. 0, or -1 with err.
+ */
+static int vanished_records_load(source_rt_t *s, char *err, size_t errlen)
+{
+    const char *ids[STORE_BATCH];
+    size_t nv = diff_cycle_nvanished(s->cy);
+
+    for (size_t from = 0; from < nv; from += STORE_BATCH) {
+        size_t n = nv - from < STORE_BATCH ? nv - from : STORE_BATCH;
+        last_window_t w = {.s = s, .first = from};
+
+        for (size_t k = 0; k < n; k++)
+            ids[k] = diff_cycle_vanished_id(s->cy, from + k);
+        if (store_last_get(s->e->store, s->conf->name, ids, n, on_last, &w, err, errlen) != 0) {
+            if (w.oom)
+                snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Every page was read: diff, then deliver or commit. */
 static void poll_complete(source_rt_t *s)
 {
@@ -1197,6 +1265,13 @@ static void poll_complete(source_rt_t *s)
     metric_observe(ENGINE_METRIC(e, poll_duration), LABELS(s->conf->name), st->poll_s);
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
+    if (vanished_records_load(s, err, sizeof(err)) != 0) {
+        cycle_fail(s,
+                   "cannot read the last records of vanished sessions; nothing emitted, "
+                   "nothing committed",
+                   err);
+        return;
+    }
     s->nevents = st->events = diff_cycle_nevents(s->cy);
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
@@ -1473,6 +1548,7 @@ void engine_observe(engine_t *e, const engine_observer_t *obs)
         metric_add(ENGINE_METRIC(e, unknown_statuses), LABELS(name), 0);
         metric_add(ENGINE_METRIC(e, lease_lost), LABELS(name), 0);
         metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(name), 0);
+        metric_add(ENGINE_METRIC(e, vanished_no_record), LABELS(name), 0);
         metric_set(ENGINE_METRIC(e, paused_until), LABELS(name), 0);
         lease_gauges(s);
     }

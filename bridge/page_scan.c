@@ -761,7 +761,8 @@ page_scan_rc_t page_scan(const page_scan_spec_t *spec, const char *body, size_t 
         }
         return st.rc;
     }
-    if (st.records != RECORDS_FOUND) {
+    /* page_scan_check()'s spec names no records: validation only */
+    if (spec->records != NULL && st.records != RECORDS_FOUND) {
         if (spec->records_root)
             snprintf(err, errlen, "page is not an array");
         else
@@ -771,6 +772,13 @@ page_scan_rc_t page_scan(const page_scan_spec_t *spec, const char *body, size_t 
     if (st.fn_failed)
         return PAGE_SCAN_E_RECORD;
     return PAGE_SCAN_OK;
+}
+
+page_scan_rc_t page_scan_check(const char *text, size_t len, char *err, size_t errlen)
+{
+    static const page_scan_spec_t validate_only; /* no path at all */
+    page_scan_result_t res = {0}; /* no field's text is wanted */
+    return page_scan(&validate_only, text, len, NULL, NULL, &res, err, errlen);
 }
 
 int page_scan_id_text(const page_scan_value_t *v, char *out, size_t n)

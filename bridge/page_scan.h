@@ -206,6 +206,13 @@ page_scan_rc_t page_scan(const page_scan_spec_t *spec, const char *body, size_t 
                          size_t errlen);
 
 /*
+ * Validates one JSON value (a record read back from Redis) with the rules
+ * and bounds of a page, reading nothing out of it: PAGE_SCAN_OK, or the
+ * error with err set as page_scan() sets it.
+ */
+page_scan_rc_t page_scan_check(const char *text, size_t len, char *err, size_t errlen);
+
+/*
  * A session id as provider_id_text() makes it from the cJSON value: a
  * non-empty string shorter than n, or a number that is a whole number a
  * double holds exactly (|v| <= 2^53, as cJSON's double reads it) as decimal

@@ -100,6 +100,10 @@ struct store {
     size_t *argvlen;
     char *records;           /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
     store_letter_t *letters; /* one window of letters (STORE_BATCH) */
+    /* The last records of one HSET chunk, copied: a cycle hands each one
+     * out only until it reads the next. */
+    char *last_buf;
+    size_t last_cap;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -376,6 +380,7 @@ void store_free(store_t *st)
     free(st->argvlen);
     free(st->records);
     free(st->letters);
+    free(st->last_buf);
     free(st);
 }
 
@@ -593,8 +598,16 @@ static int check_changes(const store_delta_t *d, char *err, size_t errlen)
                     DIFF_ID_MAX);
             return -1;
         }
+        if (ch->last != DIFF_LAST_KEEP && ch->last != DIFF_LAST_SET && ch->last != DIFF_LAST_DROP) {
+            set_err(err, errlen, "store: change %zu: unknown last record operation", i);
+            return -1;
+        }
         if (ch->removed)
             continue;
+        if (ch->last == DIFF_LAST_SET && d->last == NULL && ch->last_text == NULL) {
+            set_err(err, errlen, "store: change %zu: a last record to store but no text", i);
+            return -1;
+        }
         /* diff_record_encode() takes a NULL status for "". */
         if (ch->rec.status != NULL &&
             strnlen(ch->rec.status, DIFF_STATUS_MAX + 1) > DIFF_STATUS_MAX) {
@@ -656,6 +669,103 @@ static int append_chunks(store_t *st, const char *snap, const store_delta_t *d, 
     }
     if (argc > 2)
         return append_command(st, argc, st->argv, st->argvlen, st->argv[0], err, errlen);
+    return 0;
+}
+
+/* The text of change i's last record; -1 with err when it cannot be read. */
+static int last_at(const store_delta_t *d, size_t i, const diff_change_t *ch, const char **text,
+                   size_t *len, char *err, size_t errlen)
+{
+    if (d->last == NULL) {
+        *text = ch->last_text;
+        *len = ch->last_len;
+    } else if (d->last(d->opaque, i, text, len) != 0) {
+        *text = NULL;
+    }
+    if (*text == NULL || *len == 0) {
+        set_err(err, errlen, "store: the last record of change %zu cannot be read", i);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Queues HSET P:rec:S of the changes that set a last record, in chunks of
+ * at most STORE_BATCH fields and about STORE_FLUSH_BYTES of text (copied
+ * into st->last_buf, which a chunk is flushed before it grows), then HDEL
+ * P:rec:S of those that drop one (removals included).
+ */
+static int append_last(store_t *st, const char *rec, const store_delta_t *d, char *err,
+                       size_t errlen)
+{
+    size_t used = 0;
+    int argc = 2;
+
+    st->argv[0] = "HSET";
+    st->argvlen[0] = 4;
+    st->argv[1] = rec;
+    st->argvlen[1] = strlen(rec);
+    for (size_t i = 0; i < d->n; i++) {
+        diff_change_t chbuf;
+        const diff_change_t *ch = delta_at(d, i, &chbuf, err, errlen);
+        const char *text;
+        size_t len;
+
+        if (ch == NULL)
+            return -1;
+        if (ch->removed || ch->last != DIFF_LAST_SET)
+            continue;
+        if (last_at(d, i, ch, &text, &len, err, errlen) != 0)
+            return -1;
+        if (argc > 2 && (used + len > st->last_cap || (argc - 2) / 2 == STORE_BATCH)) {
+            if (append_command(st, argc, st->argv, st->argvlen, "HSET", err, errlen) != 0)
+                return -1;
+            argc = 2;
+            used = 0;
+        }
+        if (len > st->last_cap) {
+            /* nothing points into the buffer now: the chunk was flushed */
+            size_t cap = len > STORE_FLUSH_BYTES ? len : STORE_FLUSH_BYTES;
+            char *v = realloc(st->last_buf, cap);
+
+            if (v == NULL) {
+                set_err(err, errlen, "store: out of memory");
+                return -1;
+            }
+            st->last_buf = v;
+            st->last_cap = cap;
+        }
+        memcpy(st->last_buf + used, text, len);
+        st->argv[argc] = ch->session_id;
+        st->argvlen[argc] = strlen(ch->session_id);
+        st->argv[argc + 1] = st->last_buf + used;
+        st->argvlen[argc + 1] = len;
+        argc += 2;
+        used += len;
+    }
+    if (argc > 2 && append_command(st, argc, st->argv, st->argvlen, "HSET", err, errlen) != 0)
+        return -1;
+
+    argc = 2;
+    st->argv[0] = "HDEL";
+    for (size_t i = 0; i < d->n; i++) {
+        diff_change_t chbuf;
+        const diff_change_t *ch = delta_at(d, i, &chbuf, err, errlen);
+
+        if (ch == NULL)
+            return -1;
+        if (!ch->removed && ch->last != DIFF_LAST_DROP)
+            continue;
+        st->argv[argc] = ch->session_id;
+        st->argvlen[argc++] = strlen(ch->session_id);
+        if (argc - 2 == STORE_BATCH) {
+            if (append_command(st, argc, st->argv, st->argvlen, "HDEL", err, errlen) != 0)
+                return -1;
+            argc = 2;
+        }
+    }
+    if (argc > 2)
+        return append_command(st, argc, st->argv, st->argvlen, "HDEL", err, errlen);
     return 0;
 }
 
@@ -1001,7 +1111,7 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
                             const store_delta_t *delta, size_t sessions_after,
                             const store_extra_t *extra, uint64_t *cycle, char *err, size_t errlen)
 {
-    char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
+    char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX], rec[STORE_KEY_MAX];
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
     size_t multi_len[1] = {5}, exec_len[1] = {4};
     meta_cmd_t m;
@@ -1009,7 +1119,8 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     store_fence_t f;
     int rc;
 
-    if (make_keys(st, source, snap, meta, err, errlen) != 0)
+    if (make_keys(st, source, snap, meta, err, errlen) != 0 ||
+        make_key(st, "rec", source, "", rec, err, errlen) != 0)
         return STORE_FENCE_ERROR;
     if (*cycle == UINT64_MAX) {
         set_err(err, errlen, "store: cycle number exhausted");
@@ -1032,6 +1143,7 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     if (append_command(st, 1, multi, multi_len, "MULTI", err, errlen) != 0 ||
         append_chunks(st, snap, delta, false, err, errlen) != 0 ||
         append_chunks(st, snap, delta, true, err, errlen) != 0 ||
+        append_last(st, rec, delta, err, errlen) != 0 ||
         append_extra(st, extra, err, errlen) != 0 ||
         append_meta(st, meta, *cycle + 1, sessions_after, &m, err, errlen) != 0 ||
         append_command(st, 1, exec, exec_len, "EXEC", err, errlen) != 0) {
@@ -1048,7 +1160,7 @@ static store_fence_t commit(store_t *st, const char *source, const char *token,
     return STORE_FENCE_OK;
 }
 
-static int array_get(const void *opaque, size_t i, diff_change_t *out)
+static int array_get(void *opaque, size_t i, diff_change_t *out)
 {
     *out = ((const diff_change_t *)opaque)[i];
     return 0;
@@ -1056,7 +1168,65 @@ static int array_get(const void *opaque, size_t i, diff_change_t *out)
 
 store_delta_t store_delta_of(const diff_change_t *changes, size_t n)
 {
-    return (store_delta_t){.n = changes != NULL ? n : 0, .get = array_get, .opaque = changes};
+    /* opaque is only read (array_get); the changes carry their texts */
+    return (store_delta_t){
+        .n = changes != NULL ? n : 0, .get = array_get, .opaque = (void *)changes};
+}
+
+int store_last_get(store_t *st, const char *source, const char *const *ids, size_t n,
+                   store_last_fn fn, void *opaque, char *err, size_t errlen)
+{
+    char rec[STORE_KEY_MAX];
+    char what[7 + STORE_KEY_MAX];
+    redisReply *r;
+    int rc = 0;
+
+    if (n == 0)
+        return 0;
+    if (n > STORE_BATCH || ids == NULL || fn == NULL) {
+        set_err(err, errlen, "store: %zu last records asked for (at most %d, with ids)", n,
+                STORE_BATCH);
+        return -1;
+    }
+    if (make_key(st, "rec", source, "", rec, err, errlen) != 0)
+        return -1;
+    st->argv[0] = "HMGET";
+    st->argvlen[0] = 5;
+    st->argv[1] = rec;
+    st->argvlen[1] = strlen(rec);
+    for (size_t k = 0; k < n; k++) {
+        if (ids[k] == NULL) {
+            set_err(err, errlen, "store: last record %zu asked for without an id", k);
+            return -1;
+        }
+        st->argv[2 + k] = ids[k];
+        st->argvlen[2 + k] = strlen(ids[k]);
+    }
+    if (ensure_connected(st, err, errlen) != 0)
+        return -1;
+    snprintf(what, sizeof what, "HMGET %s", rec);
+    r = run_command(st, (int)(2 + n), st->argv, st->argvlen, what, err, errlen);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        set_err(err, errlen, "redis %s: %s: unexpected reply", st->endpoint, what);
+        freeReplyObject(r);
+        return -1;
+    }
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        const redisReply *v = r->element[k];
+        bool have = v->type == REDIS_REPLY_STRING && v->len > 0 && v->len <= STORE_LAST_MAX;
+
+        if (!have && v->type != REDIS_REPLY_NIL && v->type != REDIS_REPLY_STRING) {
+            set_err(err, errlen, "redis %s: %s: unexpected reply", st->endpoint, what);
+            rc = -1;
+        } else if (fn(opaque, k, have ? v->str : NULL, have ? v->len : 0) != 0) {
+            set_err(err, errlen, "store: %s: the caller refused a record", what);
+            rc = -1;
+        }
+    }
+    freeReplyObject(r);
+    return rc;
 }
 
 store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,

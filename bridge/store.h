@@ -5,6 +5,12 @@
  *   P:snap:S   hash  session id -> diff_record_encode() text
  *   P:meta:S   hash  cycle (decimal, increments per commit), committed_at
  *                    (unix ms), sessions (count after the commit)
+ *   P:rec:S    hash  session id -> the provider's record as last received,
+ *                    for the sessions that can vanish (pending, active):
+ *                    what their vanished event carries (CONTRACT §6).
+ *                    Written with the delta (diff_change_t.last), never
+ *                    held by the bridge; store_restore() leaves it alone
+ *                    (a Redis that lost the snapshot lost it too)
  * A source "has a snapshot" when P:meta:S exists.
  *
  * The durable outbox of an outbox sink K (webhooks, CONTRACT §7) and the
@@ -127,17 +133,39 @@ typedef struct store_extra {
  * A delta read change by change, so that a large one need not exist as an
  * array (diff_cycle_change() derives each change when asked): get fills
  * *out with change i < n (its strings valid until the commit returns) and
- * returns 0, or -1 to fail the commit. Called on the committing thread,
- * several times per change.
+ * returns 0, or -1 to fail the commit. last, when set, gives the text of
+ * change i's last record (a change whose last is DIFF_LAST_SET) in
+ * *text and *len, valid until the next call of last, and returns 0 or -1; when
+ * NULL the changes carry it (last_text). Called on the committing thread,
+ * get several times per change, last once per record in change order.
  */
 typedef struct store_delta {
     size_t n;
-    int (*get)(const void *opaque, size_t i, diff_change_t *out);
-    const void *opaque;
+    int (*get)(void *opaque, size_t i, diff_change_t *out);
+    int (*last)(void *opaque, size_t i, const char **text, size_t *len);
+    void *opaque;
 } store_delta_t;
 
-/* The delta of an array of n changes (borrowed). */
+/* The delta of an array of n changes (borrowed, only read). */
 store_delta_t store_delta_of(const diff_change_t *changes, size_t n);
+
+/* A stored record larger than the largest page the bridge reads
+ * (HTTP_DEFAULT_MAX_BODY) was not written by it, and is not read. */
+#define STORE_LAST_MAX (16u * 1024u * 1024u)
+
+/*
+ * Called per session of store_last_get(), in the order asked, with its
+ * last record (len bytes, valid during the call), or NULL when Redis holds
+ * none (or one longer than STORE_LAST_MAX). Returns 0 to go on.
+ */
+typedef int (*store_last_fn)(void *opaque, size_t k, const char *text, size_t len);
+
+/*
+ * Reads the last records of n <= STORE_BATCH sessions of source (one
+ * HMGET of P:rec:S). 0, or -1 with err (fn's failure included).
+ */
+int store_last_get(store_t *st, const char *source, const char *const *ids, size_t n,
+                   store_last_fn fn, void *opaque, char *err, size_t errlen);
 
 /* ---- leases ---- */
 

@@ -1250,6 +1250,21 @@ static bool plan_changes(const stored_t *s, const plan_t *p)
            p->status_idx != s->status_idx || p->fingerprint != s->fingerprint;
 }
 
+/* The states a session can vanish from (with an event): the store keeps
+ * their sessions' last records. */
+static bool state_vanishable(unsigned s)
+{
+    return s == DIFF_STATE_PENDING || s == DIFF_STATE_ACTIVE;
+}
+
+/* Whether the outcome p of an observation replaces the session's stored
+ * last record: a session that can vanish whose record is new to the store. */
+static bool plan_sets_last(const stored_t *s, const plan_t *p)
+{
+    return state_vanishable(p->state) &&
+           (!s->present || !state_vanishable(s->state) || s->fingerprint != p->fingerprint);
+}
+
 static stored_t stored_of(const entry_t *e)
 {
     stored_t s = {0};
@@ -1508,6 +1523,8 @@ struct diff_cycle {
     size_t new_unknown_cap;
     cevent_t *events;
     size_t nevents;
+    size_t nvanished;  /* the last events: the vanished ones */
+    bool events_read;  /* diff_cycle_event() was called: no record may be added */
     uint32_t *changed; /* the notes of the changes, in order */
     size_t nchanges;
     size_t sessions_after; /* the index's size after apply */
@@ -1609,8 +1626,9 @@ static stored_t note_stored(const diff_cycle_t *cy, const note_t *n)
 }
 
 /* Stores an observation into n, keeping the record's text only when an
- * event of this cycle will carry it and the cycle's byte bound allows.
- * 0 or -1 with err. */
+ * event of this cycle will carry it or the store is to write it as the
+ * session's last record, and the cycle's byte bound allows. 0 or -1 with
+ * err. */
 static int note_observe(diff_cycle_t *cy, note_t *n, unsigned obs, uint16_t sidx, uint64_t fp,
                         const char *text, size_t len, char *err, size_t errlen)
 {
@@ -1619,7 +1637,7 @@ static int note_observe(diff_cycle_t *cy, note_t *n, unsigned obs, uint16_t sidx
     plan_observation(&s, obs, sidx, fp, cy->opt->baseline, &p);
     n->rec_block = RSTORE_NONE;
     n->rec_len = 0;
-    if (p.nev > 0 && text != NULL) {
+    if ((p.nev > 0 || plan_sets_last(&s, &p)) && text != NULL) {
         /* a replaced record's bytes stay in their block and keep counting */
         int rc =
             rstore_append(&cy->records, text, len, cy->max_retained, &n->rec_block, &n->rec_off);
@@ -1844,6 +1862,23 @@ static void note_record(const diff_cycle_t *cy, const note_t *n, diff_record_t *
     };
 }
 
+/* What the change of note n does to the session's last record (called
+ * before apply: it reads the entry as it was). */
+static diff_last_t note_last(const diff_cycle_t *cy, const note_t *n)
+{
+    if (n->flags & NOTE_VANISHED)
+        return (n->flags & NOTE_REMOVED) ? DIFF_LAST_DROP : DIFF_LAST_KEEP;
+    stored_t s = note_stored(cy, n);
+    plan_t p;
+    plan_observation(&s, n->obs, n->status_idx, n->fingerprint, cy->opt->baseline, &p);
+    if (plan_sets_last(&s, &p))
+        /* an observation without a record leaves none to carry */
+        return n->rec_block != RSTORE_NONE ? DIFF_LAST_SET : DIFF_LAST_DROP;
+    if (s.present && state_vanishable(s.state) && !state_vanishable(p.state))
+        return DIFF_LAST_DROP; /* it ended: a terminal session cannot vanish */
+    return DIFF_LAST_KEEP;
+}
+
 /* Decides the change and events of note i. */
 static void cycle_settle(diff_cycle_t *cy, size_t i)
 {
@@ -1866,7 +1901,9 @@ static void cycle_settle(diff_cycle_t *cy, size_t i)
             .previous_state = e->state,
             .synthesized = false,
         };
+        /* vanished notes follow the observed ones: their events come last */
         cycle_add_event(cy, i, &pe, DIFF_REASON_VANISHED);
+        cy->nvanished++;
         return;
     }
 
@@ -1947,6 +1984,7 @@ int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev)
     const note_t *n = &cy->notes[ce->note];
     const diff_index_t *ix = cy->ix;
     bool vanished = ce->reason == DIFF_REASON_VANISHED;
+    cy->events_read = true;
     *ev = (diff_event_t){
         .type = (diff_event_type_t)ce->type,
         .reason = (diff_reason_t)ce->reason,
@@ -1957,13 +1995,50 @@ int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev)
         .status = vanished ? NULL : status_raw(ix, n->status_idx),
         .previous_status = (n->flags & NOTE_NEW) ? NULL : previous_status_of(ix, note_entry(cy, n)),
     };
-    if (!vanished && n->rec_block != RSTORE_NONE) {
+    if (n->rec_block != RSTORE_NONE) {
         ev->record = rstore_get(&cy->records, n->rec_block, n->rec_off);
         if (ev->record == NULL)
             return -1;
         ev->record_len = n->rec_len;
     }
     return event_id(cy->opt->source, ev->session_id, ev->type, ev->id);
+}
+
+size_t diff_cycle_nvanished(const diff_cycle_t *cy)
+{
+    return cy != NULL ? cy->nvanished : 0;
+}
+
+/* The note of the k-th vanished event, NULL out of range. */
+static note_t *vanished_note(const diff_cycle_t *cy, size_t k)
+{
+    if (cy == NULL || k >= cy->nvanished || cy->applied)
+        return NULL;
+    return &cy->notes[cy->events[cy->nevents - cy->nvanished + k].note];
+}
+
+const char *diff_cycle_vanished_id(const diff_cycle_t *cy, size_t k)
+{
+    const note_t *n = vanished_note(cy, k);
+    return n != NULL ? note_entry(cy, n)->id : NULL;
+}
+
+diff_keep_t diff_cycle_vanished_keep(diff_cycle_t *cy, size_t k, const char *text, size_t len)
+{
+    note_t *n = vanished_note(cy, k);
+    /* appending after a read could close the block a returned record is in */
+    if (n == NULL || text == NULL || cy->events_read)
+        return DIFF_KEEP_ERROR;
+    uint32_t block, off;
+    int rc = rstore_append(&cy->records, text, len, cy->max_retained, &block, &off);
+    if (rc == -2)
+        return DIFF_KEEP_FULL;
+    if (rc != 0)
+        return DIFF_KEEP_ERROR;
+    n->rec_block = block;
+    n->rec_off = off;
+    n->rec_len = (uint32_t)len;
+    return DIFF_KEEP_OK;
 }
 
 size_t diff_cycle_nchanges(const diff_cycle_t *cy)
@@ -1977,9 +2052,22 @@ int diff_cycle_change(const diff_cycle_t *cy, size_t i, diff_change_t *out)
         return -1;
     const note_t *n = &cy->notes[cy->changed[i]];
     *out = (diff_change_t){.session_id = note_entry(cy, n)->id,
-                           .removed = (n->flags & NOTE_REMOVED) != 0};
+                           .removed = (n->flags & NOTE_REMOVED) != 0,
+                           .last = note_last(cy, n)};
     note_record(cy, n, &out->rec);
     return 0;
+}
+
+int diff_cycle_change_last(diff_cycle_t *cy, size_t i, const char **text, size_t *len)
+{
+    if (cy == NULL || i >= cy->nchanges || cy->applied)
+        return -1;
+    const note_t *n = &cy->notes[cy->changed[i]];
+    if (note_last(cy, n) != DIFF_LAST_SET)
+        return -1;
+    *text = rstore_get(&cy->records, n->rec_block, n->rec_off);
+    *len = n->rec_len;
+    return *text != NULL ? 0 : -1;
 }
 
 size_t diff_cycle_sessions_after(const diff_cycle_t *cy)

@@ -39,7 +39,8 @@
  * freed, so this bounds a poll's memory: besides the index, a cycle holds
  * ~130 bytes per new session (the entry apply moves into the index
  * included), ~50 per stored session that changes and, for a session an
- * event carries, its record's text zstd-compressed (~80 bytes for a
+ * event carries or whose last record changes (diff_last_t), its record's
+ * text zstd-compressed (~80 bytes for a
  * ~500-byte Century record; tests/bench/bench_diff.c). 100,000 is the
  * population the index is laid out for; a provider that never stops
  * paging is cut off there.
@@ -50,8 +51,9 @@
  * 512 MiB pod. */
 #define DIFF_MAX_SESSIONS_LIMIT 1000000
 /*
- * Heap a cycle may spend on the compressed text of the records its events
- * carry, per record it may observe: max_sessions * this. The count bound
+ * Heap a cycle may spend on the compressed text of the records it keeps
+ * (those its events carry, and the last records the store is to write),
+ * per record it may observe: max_sessions * this. The count bound
  * alone leaves a poll's memory to the size of the records; 256 bytes is
  * three times what a Century record takes compressed, and caps the
  * default's records at 25 MiB (256 MiB at DIFF_MAX_SESSIONS_LIMIT) whatever
@@ -220,16 +222,34 @@ typedef struct diff_event {
     const char *status;          /* raw status observed; NULL when vanished */
     const char *previous_status; /* raw status stored before; NULL if none */
     /* the provider's record as received (record_len bytes, not
-     * NUL-terminated); NULL when vanished or observed without one */
+     * NUL-terminated); NULL when observed without one. Vanished: the last
+     * record received, when the caller gave it (diff_cycle_vanished_keep()) */
     const char *record;
     size_t record_len;
     char id[DIFF_EVENT_ID_LEN];
 } diff_event_t;
 
+/*
+ * What a change does to the session's last record: the provider's record
+ * as last received, which the store keeps beside the snapshot for the
+ * sessions that can vanish (pending, active) so that their vanished event
+ * can carry it (CONTRACT §6).
+ */
+typedef enum diff_last {
+    DIFF_LAST_KEEP = 0, /* leave the stored one (unchanged, or none to keep) */
+    DIFF_LAST_SET,      /* store the record observed in the cycle */
+    DIFF_LAST_DROP,     /* delete it: the session ended, was forgotten or left no record */
+} diff_last_t;
+
 typedef struct diff_change {
     const char *session_id;
     bool removed;      /* true: delete from the store; rec is unused */
     diff_record_t rec; /* the record to store */
+    diff_last_t last;  /* removed changes are DIFF_LAST_DROP */
+    /* DIFF_LAST_SET: the record's text (last_len bytes, valid JSON). A
+     * cycle's changes leave it NULL: diff_cycle_change_last() reads it. */
+    const char *last_text;
+    size_t last_len;
 } diff_change_t;
 
 typedef struct diff_cycle diff_cycle_t;
@@ -283,6 +303,30 @@ diff_event_type_t diff_cycle_event_type(const diff_cycle_t *cy, size_t i);
  * when a record does not decode.
  */
 int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev);
+/*
+ * Vanished events of a finished cycle, which the caller completes with the
+ * sessions' last records before reading the events (the diff keeps no
+ * record of a session between cycles: the store does). The k-th of them
+ * (k < diff_cycle_nvanished()) is event diff_cycle_nevents() - nvanished + k;
+ * its session id stays valid until diff_cycle_apply().
+ */
+size_t diff_cycle_nvanished(const diff_cycle_t *cy);
+const char *diff_cycle_vanished_id(const diff_cycle_t *cy, size_t k);
+
+typedef enum diff_keep {
+    DIFF_KEEP_OK = 0, /* kept: the event carries it */
+    DIFF_KEEP_FULL,   /* not kept: past the cycle's byte bound; the event carries null */
+    DIFF_KEEP_ERROR,  /* out of memory, k out of range, or called once events were read */
+} diff_keep_t;
+
+/*
+ * Gives the k-th vanished event its session's last record: len bytes of
+ * JSON text (borrowed for the call: the cycle copies it, compressed, under
+ * the same bound as the records it observed). Call after finish and
+ * before the first diff_cycle_event().
+ */
+diff_keep_t diff_cycle_vanished_keep(diff_cycle_t *cy, size_t k, const char *text, size_t len);
+
 /* Changes of a finished cycle: the delta to persist. */
 size_t diff_cycle_nchanges(const diff_cycle_t *cy);
 /*
@@ -292,6 +336,14 @@ size_t diff_cycle_nchanges(const diff_cycle_t *cy);
  * the struct. 0, or -1 out of range or after apply.
  */
 int diff_cycle_change(const diff_cycle_t *cy, size_t i, diff_change_t *out);
+/*
+ * The text of change i's last record (a change whose last is
+ * DIFF_LAST_SET): *text (*len bytes) stays valid until the next call of
+ * this or diff_cycle_event() on cy (records wait compressed). Read changes
+ * in order: that decodes each block once. 0, or -1 for a change without
+ * one, after apply, on ENOMEM or when the record does not decode.
+ */
+int diff_cycle_change_last(diff_cycle_t *cy, size_t i, const char **text, size_t *len);
 /* Sessions the index will hold after diff_cycle_apply() of a finished
  * cycle (its current size before finish). */
 size_t diff_cycle_sessions_after(const diff_cycle_t *cy);

@@ -179,6 +179,22 @@ static int run_cycle(diff_index_t *ix, diff_status_map_t *map, unsigned n, int c
         }
     }
     double t3 = cpu_s();
+    /* the commit's pass over the last records it writes (bridge/store.c) */
+    size_t nlast = 0, last_bytes = 0;
+    for (size_t i = 0; i < diff_cycle_nchanges(cy); i++) {
+        diff_change_t ch;
+        const char *last;
+        size_t len;
+        if (diff_cycle_change(cy, i, &ch) != 0)
+            return -1;
+        if (ch.last != DIFF_LAST_SET)
+            continue;
+        if (diff_cycle_change_last(cy, i, &last, &len) != 0)
+            return -1;
+        nlast++;
+        last_bytes += len;
+    }
+    double t3b = cpu_s();
     size_t held_raw, held = diff_cycle_retained(cy, &held_raw);
     size_t cymem = diff_cycle_memory(cy), nch = diff_cycle_nchanges(cy);
     diff_cycle_apply(cy);
@@ -202,7 +218,9 @@ static int run_cycle(diff_index_t *ix, diff_status_map_t *map, unsigned n, int c
            "us, read+encode events %.2f us (%.2f us per event, %.0f MiB encoded), apply+free "
            "%.2f us\n",
            (t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6, (t3 - t2) / n * 1e6,
-           nev ? (t3 - t2) / (double)nev * 1e6 : 0.0, encoded / 1048576.0, (t4 - t3) / n * 1e6);
+           nev ? (t3 - t2) / (double)nev * 1e6 : 0.0, encoded / 1048576.0, (t4 - t3b) / n * 1e6);
+    printf("  last records for the store: %zu (%.0f MiB), read in %.2f us per session\n", nlast,
+           last_bytes / 1048576.0, (t3b - t3) / n * 1e6);
     printf("  RSS before %.1f MiB, peak %.1f MiB, after %.1f MiB (%.0f B/session)\n", rss0 / 1024.0,
            hwm / 1024.0, rss / 1024.0, rss * 1024.0 / n);
     return 0;

@@ -34,7 +34,8 @@ Why each part is there:
   redis-server with AOF (appendfsync always) and sb-kafka-mock. The broker
   is restarted before every run (it keeps every message in memory) and
   Redis is reset to the run's starting state (flushed, or the snapshot and
-  meta hashes restored with DUMP/RESTORE), outside the timed part.
+  meta hashes, and the last records, restored with DUMP/RESTORE), outside
+  the timed part.
 - Equivalence first, at --verify-sessions (small): from the same starting
   state, bridge and reference (with --fingerprint bridge, the port of
   diff_fingerprint()) must leave the same snapshot hash, byte for byte, and
@@ -311,7 +312,8 @@ def fresh_kafka(s):
 
 def snapshot_keys(r):
     return [k for k in r.scan_iter(f"{PREFIX}:*", count=1000)
-            if k.startswith((f"{PREFIX}:snap:".encode(), f"{PREFIX}:meta:".encode()))]
+            if k.startswith((f"{PREFIX}:snap:".encode(), f"{PREFIX}:meta:".encode(),
+                             f"{PREFIX}:rec:".encode()))]
 
 
 def save_state(r):

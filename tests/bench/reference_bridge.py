@@ -46,8 +46,11 @@ What it skips, on purpose (none of it changes the work of one cycle):
 leases and the fenced commit (one process, one source), the durable outbox
 and dead letters (Kafka only), retries and Retry-After, the page, body and
 string bounds, metrics, logging beyond one summary line on stderr, and
-config validation. A vanished session's event carries "session": null, as
-the bridge's does today.
+config validation. Like the bridge, it keeps the last record of every
+pending or active session in Redis (P:rec:S, written with the delta) and a
+vanished session's event carries it; the record is stored re-serialised
+compactly (json.dumps), not as the bytes received: the events are still
+equal as JSON.
 """
 
 import argparse
@@ -202,6 +205,17 @@ def plan(stored, obs, status, fp, baseline):
     return rec, []
 
 
+def vanishable(state):
+    return state in (PENDING, ACTIVE)
+
+
+def sets_last(stored, new):
+    """Whether the stored last record is replaced: a session that can vanish
+    whose record is new to the store."""
+    return vanishable(new[0]) and (stored is None or not vanishable(stored[0])
+                                   or stored[2] != new[2])
+
+
 def event_id(source, session_id, type_name):
     return hashlib.sha256(f"{source}\n{session_id}\n{type_name}".encode()).hexdigest()[:32]
 
@@ -229,10 +243,12 @@ def make_event(source, sid, ev, reason, status, prev_status, record, when):
 
 
 def diff(records, stored, source, grace, baseline, fingerprint, when):
-    """(observed, events, upserts {id: encoded}, removals [id]) of one
+    """(observed, events, upserts {id: encoded}, removals [id], last records
+    to set {id: record}, last records to drop [id], vanished events) of one
     complete poll. records is consumed as it comes: a record is kept only
-    when an event will carry it, as diff.c does, so a churn cycle holds one
-    small tuple per session, not every parsed record."""
+    when an event will carry it or it replaces the stored last record, as
+    diff.c does, so a churn cycle holds one small tuple per session, not
+    every parsed record."""
     seen = {}  # id -> (obs, status, fp, record or None): first sighting's order
     observed = 0
     for rec in records:
@@ -245,14 +261,19 @@ def diff(records, stored, source, grace, baseline, fingerprint, when):
         if prev is not None and rank(obs) <= rank(prev[0]):
             continue  # duplicates keep the most advanced observation; ties the first
         fp = fingerprint(rec)
-        _, evs = plan(stored.get(sid), obs, status, fp, baseline)
-        seen[sid] = (obs, status, fp, rec if evs else None)
-    events, upserts, removals = [], {}, []
+        new, evs = plan(stored.get(sid), obs, status, fp, baseline)
+        keep = evs or sets_last(stored.get(sid), new)
+        seen[sid] = (obs, status, fp, rec if keep else None)
+    events, upserts, removals, last_set, last_drop, vanished = [], {}, [], {}, [], []
     for sid, (obs, status, fp, rec) in seen.items():
         old = stored.get(sid)
         new, evs = plan(old, obs, status, fp, baseline)
         if old is None or new != old:
             upserts[sid] = encode(*new)
+        if sets_last(old, new):
+            last_set[sid] = rec
+        elif old is not None and vanishable(old[0]) and not vanishable(new[0]):
+            last_drop.append(sid)
         reason = "first_seen" if (old is None or old[0] == NONE) else "status_change"
         prev_status = old[3] if old and old[3] else None
         for ev in evs:
@@ -269,7 +290,8 @@ def diff(records, stored, source, grace, baseline, fingerprint, when):
         if not baseline and state in (PENDING, ACTIVE):
             events.append(make_event(source, sid, (EV_CANCELLED, CANCELLED, state, False),
                                      "vanished", None, status or None, None, when))
-    return observed, events, upserts, removals
+            vanished.append(events[-1])
+    return observed, events, upserts, removals, last_set, last_drop, vanished
 
 
 # ---- delivery ----
@@ -328,6 +350,7 @@ def main():
     grace = src.get("vanish_grace", 2)
     fingerprint = fingerprint_bridge if args.fingerprint == "bridge" else fingerprint_fast
     snap_key, meta_key = f"{prefix}:snap:{source}", f"{prefix}:meta:{source}"
+    rec_key = f"{prefix}:rec:{source}"
 
     # Every client is set up first, as a program would at its start (the
     # producer then fetches metadata and its idempotent producer id while
@@ -341,8 +364,12 @@ def main():
     with requests.Session() as http:
         records = poll(http, src["base_url"].rstrip("/"), src["auth"]["api_key"],
                        observed_ms // 1000)
-        observed, events, upserts, removals = diff(records, stored, source, grace, baseline,
-                                                   fingerprint, rfc3339_ms(observed_ms))
+        observed, events, upserts, removals, last_set, last_drop, vanished = diff(
+            records, stored, source, grace, baseline, fingerprint, rfc3339_ms(observed_ms))
+    for i in range(0, len(vanished), STORE_BATCH):
+        window = vanished[i:i + STORE_BATCH]
+        for ev, text in zip(window, r.hmget(rec_key, [ev["subject"] for ev in window])):
+            ev["data"]["session"] = json.loads(text) if text else None
     if events:
         deliver(producer, sink, events, source)
 
@@ -353,6 +380,13 @@ def main():
         pipe.hset(snap_key, mapping=dict(items[i:i + STORE_BATCH]))
     for i in range(0, len(removals), STORE_BATCH):
         pipe.hdel(snap_key, *removals[i:i + STORE_BATCH])
+    items = [(k, json.dumps(v, separators=(",", ":"), ensure_ascii=False))
+             for k, v in last_set.items()]
+    for i in range(0, len(items), STORE_BATCH):
+        pipe.hset(rec_key, mapping=dict(items[i:i + STORE_BATCH]))
+    drops = last_drop + removals
+    for i in range(0, len(drops), STORE_BATCH):
+        pipe.hdel(rec_key, *drops[i:i + STORE_BATCH])
     sessions = len(stored) + sum(1 for k in upserts if k not in stored) - len(removals)
     pipe.hset(meta_key, mapping={"cycle": int(meta.get("cycle", 0)) + 1,
                                  "committed_at": int(time.time() * 1000), "sessions": sessions})

@@ -557,6 +557,188 @@ START_TEST(test_vanish)
 }
 END_TEST
 
+/* What a change does to the session's last record (what the store keeps
+ * for its vanished event), per stored state and observation. */
+#define NO_CHANGE ((int)-1)
+static const struct {
+    const char *id;
+    bool stored;
+    diff_state_t state;     /* stored */
+    const char *stored_raw; /* stored, with the fingerprint of rec_make(id, stored_raw) */
+    const char *obs;        /* NULL: not seen this cycle (vanish_grace 1: forgotten) */
+    int last;               /* diff_last_t, or NO_CHANGE */
+} last_rows[] = {
+    {"new-active", false, DIFF_STATE_NONE, NULL, "a", DIFF_LAST_SET},
+    {"new-pending", false, DIFF_STATE_NONE, NULL, "p", DIFF_LAST_SET},
+    /* a terminal or unknown session cannot vanish with an event: no record */
+    {"new-completed", false, DIFF_STATE_NONE, NULL, "c", DIFF_LAST_KEEP},
+    {"new-unknown", false, DIFF_STATE_NONE, NULL, "zz", DIFF_LAST_KEEP},
+    {"same-active", true, DIFF_STATE_ACTIVE, "a", "a", NO_CHANGE},
+    /* a changed record replaces the stored one, without an event too */
+    {"changed-active", true, DIFF_STATE_ACTIVE, "a", "a2", DIFF_LAST_SET},
+    {"pending-active", true, DIFF_STATE_PENDING, "p", "a", DIFF_LAST_SET},
+    {"unknown-pending", true, DIFF_STATE_NONE, "zz", "p", DIFF_LAST_SET},
+    /* the session ended: its record goes */
+    {"active-completed", true, DIFF_STATE_ACTIVE, "a", "c", DIFF_LAST_DROP},
+    {"pending-cancelled", true, DIFF_STATE_PENDING, "p", "x", DIFF_LAST_DROP},
+    {"completed-again", true, DIFF_STATE_COMPLETED, "c", "c", NO_CHANGE},
+    {"completed-changed", true, DIFF_STATE_COMPLETED, "c", "x", DIFF_LAST_KEEP},
+    /* forgotten, with or without an event */
+    {"active-gone", true, DIFF_STATE_ACTIVE, "a", NULL, DIFF_LAST_DROP},
+    {"completed-gone", true, DIFF_STATE_COMPLETED, "c", NULL, DIFF_LAST_DROP},
+};
+#define LAST_ROWS (sizeof(last_rows) / sizeof(last_rows[0]))
+
+START_TEST(test_last_records)
+{
+    bool baseline = _i != 0;
+    fx_t f;
+    fx_init(&f, 1, baseline);
+    for (size_t i = 0; i < LAST_ROWS; i++) {
+        if (last_rows[i].stored)
+            put(&f, last_rows[i].id, last_rows[i].state, last_rows[i].stored_raw, 0);
+    }
+    begin(&f);
+    for (size_t i = 0; i < LAST_ROWS; i++) {
+        if (last_rows[i].obs != NULL)
+            observe(&f, last_rows[i].id, last_rows[i].obs);
+    }
+    finish(&f);
+    const diff_change_t *ch;
+    size_t n = changes(&f, &ch);
+    for (size_t i = 0; i < LAST_ROWS; i++) {
+        const char *id = last_rows[i].id;
+        size_t k = 0;
+        while (k < n && strcmp(ch[k].session_id, id) != 0)
+            k++;
+        if (last_rows[i].last == NO_CHANGE) {
+            ck_assert_msg(k == n, "%s: a change", id);
+            continue;
+        }
+        ck_assert_msg(k < n, "%s: no change", id);
+        ck_assert_msg((int)ch[k].last == last_rows[i].last, "%s: last %d, expected %d", id,
+                      (int)ch[k].last, last_rows[i].last);
+        ck_assert_ptr_null(ch[k].last_text);
+        const char *text = NULL;
+        size_t len = 0;
+        if (ch[k].last != DIFF_LAST_SET) {
+            ck_assert_int_eq(diff_cycle_change_last(f.cy, k, &text, &len), -1);
+            continue;
+        }
+        /* the record as received, byte for byte */
+        char want[REC_MAX];
+        size_t wn = rec_make(id, last_rows[i].obs, want);
+        ck_assert_int_eq(diff_cycle_change_last(f.cy, k, &text, &len), 0);
+        ck_assert_uint_eq(len, wn);
+        ck_assert(memcmp(text, want, wn) == 0);
+    }
+    apply_and_close(&f);
+
+    /* the same records seen again: nothing to write */
+    begin(&f);
+    for (size_t i = 0; i < LAST_ROWS; i++) {
+        if (last_rows[i].obs != NULL)
+            observe(&f, last_rows[i].id, last_rows[i].obs);
+    }
+    finish(&f);
+    ck_assert_uint_eq(changes(&f, NULL), 0);
+    fx_done(&f);
+}
+END_TEST
+
+/* A missed session keeps its record until it is forgotten. */
+START_TEST(test_last_record_kept_while_missed)
+{
+    fx_t f;
+    fx_init(&f, 2, false);
+    put(&f, "m", DIFF_STATE_ACTIVE, "a", 0);
+    begin(&f);
+    finish(&f);
+    const diff_change_t *c = change_of(&f, "m");
+    ck_assert_ptr_nonnull(c);
+    ck_assert(!c->removed);
+    ck_assert_int_eq(c->last, DIFF_LAST_KEEP);
+    ck_assert_uint_eq(diff_cycle_nvanished(f.cy), 0);
+    apply_and_close(&f);
+    begin(&f);
+    finish(&f);
+    c = change_of(&f, "m");
+    ck_assert(c != NULL && c->removed);
+    ck_assert_int_eq(c->last, DIFF_LAST_DROP);
+    fx_done(&f);
+}
+END_TEST
+
+/* The caller gives vanished events their last records; the event carries
+ * what was given, byte for byte, and null for a session given none. */
+START_TEST(test_vanished_keep)
+{
+    fx_t f;
+    fx_init(&f, 1, false);
+    put(&f, "seen", DIFF_STATE_ACTIVE, "a", 0);
+    put(&f, "v1", DIFF_STATE_ACTIVE, "a", 0);
+    put(&f, "v2", DIFF_STATE_PENDING, "p", 0);
+    put(&f, "v3", DIFF_STATE_ACTIVE, "a", 0);
+    put(&f, "done", DIFF_STATE_COMPLETED, "c", 0); /* forgotten silently: no event */
+    begin(&f);
+    observe(&f, "seen", "c");
+    finish(&f);
+    size_t nv = diff_cycle_nvanished(f.cy), nev = diff_cycle_nevents(f.cy);
+    ck_assert_uint_eq(nv, 3);
+    ck_assert_ptr_null(diff_cycle_vanished_id(f.cy, nv));
+    char given[3][REC_MAX];
+    size_t glen[3];
+    for (size_t k = 0; k < nv; k++) {
+        const char *id = diff_cycle_vanished_id(f.cy, k);
+        ck_assert_ptr_nonnull(id);
+        ck_assert_int_eq(diff_cycle_event_type(f.cy, nev - nv + k), DIFF_EV_CANCELLED);
+        glen[k] = rec_make(id, "last \xc3\xa9", given[k]);
+        if (strcmp(id, "v2") != 0)
+            ck_assert_int_eq(diff_cycle_vanished_keep(f.cy, k, given[k], glen[k]), DIFF_KEEP_OK);
+    }
+    const diff_event_t *ev;
+    ck_assert_uint_eq(events(&f, &ev), nev);
+    /* once events were read nothing more is kept */
+    ck_assert_int_eq(diff_cycle_vanished_keep(f.cy, 0, given[0], glen[0]), DIFF_KEEP_ERROR);
+    for (size_t k = 0; k < nv; k++) {
+        const diff_event_t *e = &ev[nev - nv + k];
+        ck_assert_int_eq(e->reason, DIFF_REASON_VANISHED);
+        ck_assert_ptr_null(e->status);
+        ck_assert_ptr_nonnull(e->previous_status);
+        if (strcmp(e->session_id, "v2") == 0) {
+            ck_assert_ptr_null(e->record);
+            continue;
+        }
+        ck_assert_uint_eq(e->record_len, glen[k]);
+        ck_assert(memcmp(e->record, given[k], glen[k]) == 0);
+    }
+    fx_done(&f);
+}
+END_TEST
+
+/* Vanished records count against the cycle's byte bound: past it the
+ * event carries null instead of failing the cycle. */
+START_TEST(test_vanished_keep_bound)
+{
+    fx_t f;
+    fx_init(&f, 1, false);
+    f.opt.max_sessions = 1; /* DIFF_RETAINED_BYTES_PER_SESSION bytes */
+    put(&f, "v", DIFF_STATE_ACTIVE, "a", 0);
+    begin(&f);
+    finish(&f);
+    ck_assert_uint_eq(diff_cycle_nvanished(f.cy), 1);
+    char big[2 * DIFF_RETAINED_BYTES_PER_SESSION];
+    memset(big, ' ', sizeof(big));
+    ck_assert_int_eq(diff_cycle_vanished_keep(f.cy, 0, big, sizeof(big)), DIFF_KEEP_FULL);
+    ck_assert_int_eq(diff_cycle_vanished_keep(f.cy, 1, "{}", 2), DIFF_KEEP_ERROR);
+    ck_assert_int_eq(diff_cycle_vanished_keep(f.cy, 0, "{}", 2), DIFF_KEEP_OK);
+    const diff_event_t *ev;
+    ck_assert_uint_eq(events(&f, &ev), 1);
+    ck_assert_uint_eq(ev[0].record_len, 2);
+    fx_done(&f);
+}
+END_TEST
+
 /* A session missed and seen again: misses are counted, then reset by a change. */
 START_TEST(test_misses_reset)
 {
@@ -1522,14 +1704,19 @@ START_TEST(test_retained_bytes)
     diff_cycle_free(f.cy);
     f.cy = NULL;
 
-    /* records that produce no event are not kept, so not counted */
-    put(&f, "d", DIFF_STATE_ACTIVE, "a", 0);
-    put(&f, "e", DIFF_STATE_ACTIVE, "a", 0);
+    /* records that produce no event and no new last record are not kept,
+     * so not counted: an active session seen as it was stored, and a
+     * completed one whose record changed (a terminal session cannot
+     * vanish) */
+    diff_record_t same = {
+        .state = DIFF_STATE_ACTIVE, .fingerprint = diff_fingerprint(d, nd), .status = "a"};
+    ck_assert_int_eq(diff_index_put(f.ix, "d", &same), 0);
+    put(&f, "e", DIFF_STATE_COMPLETED, "c", 0);
     begin(&f);
     ck_assert_int_eq(
         diff_cycle_observe(f.cy, "d", slen("d"), "a", slen("a"), d, nd, err, sizeof(err)), 0);
     ck_assert_int_eq(
-        diff_cycle_observe(f.cy, "e", slen("e"), "a", slen("a"), e, ne, err, sizeof(err)), 0);
+        diff_cycle_observe(f.cy, "e", slen("e"), "c", slen("c"), e, ne, err, sizeof(err)), 0);
     ck_assert_uint_eq(diff_cycle_retained(f.cy, NULL), 0);
     fx_done(&f);
 }
@@ -1816,6 +2003,10 @@ static Suite *diff_suite(void)
     tcase_add_loop_test(tc, test_transition, 0, (int)(2 * TRANSITIONS));
     tcase_add_loop_test(tc, test_vanish, 1, 4);
     tcase_add_test(tc, test_misses_reset);
+    tcase_add_loop_test(tc, test_last_records, 0, 2);
+    tcase_add_test(tc, test_last_record_kept_while_missed);
+    tcase_add_test(tc, test_vanished_keep);
+    tcase_add_test(tc, test_vanished_keep_bound);
     tcase_add_test(tc, test_outage_synthesizes);
     tcase_add_test(tc, test_baseline);
     tcase_add_loop_test(tc, test_duplicates, 0, (int)DUP_ROWS);

@@ -534,6 +534,7 @@ static const struct {
     {"session_bridge_lease_lost_total", "counter", "{source=\"v\"}"},
     {"session_bridge_paused_until_timestamp_seconds", "gauge", "{source=\"v\"}"},
     {"session_bridge_redis_state_restored_total", "counter", "{source=\"v\"}"},
+    {"session_bridge_vanished_without_record_total", "counter", "{source=\"v\"}"},
     {"session_bridge_metric_series_refused_total", "counter", "{family=\""},
 };
 #define SPEC_FAMILIES (sizeof(spec) / sizeof(spec[0]))

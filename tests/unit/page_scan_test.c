@@ -616,6 +616,31 @@ START_TEST(ids_as_provider_id_text)
 }
 END_TEST
 
+/* A stored record is held to a page's rules, whatever its kind. */
+static const struct {
+    const char *text;
+    page_scan_rc_t rc;
+} check_cases[] = {
+    {"{ \"id\" : \"a\", \"n\":[1, 2.5e3 ,null] }", PAGE_SCAN_OK},
+    {"[1,{}]", PAGE_SCAN_OK},
+    {"\"s\"", PAGE_SCAN_OK},
+    {"{\"id\":\"a\"", PAGE_SCAN_E_SYNTAX},
+    {"{\"id\":\"a\"} x", PAGE_SCAN_E_TRAILING},
+    {"{\"id\":\"\xff\"}", PAGE_SCAN_E_UTF8},
+    {"{\"id\":\"\\u0000\"}", PAGE_SCAN_E_NUL},
+    {"not json", PAGE_SCAN_E_SYNTAX},
+    {"", PAGE_SCAN_E_EMPTY},
+};
+
+START_TEST(values_check)
+{
+    char err[256] = "";
+    const char *t = check_cases[_i].text;
+    ck_assert_msg(page_scan_check(t, strlen(t), err, sizeof(err)) == check_cases[_i].rc, "%s: %s",
+                  t, err);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("page_scan");
@@ -632,6 +657,7 @@ int main(void)
     tcase_add_loop_test(tc, bad_paths_are_refused, 0, sizeof(bad_specs) / sizeof(bad_specs[0]));
     tcase_add_test(tc, long_steps_are_refused);
     tcase_add_loop_test(tc, ids_as_provider_id_text, 0, sizeof(id_cases) / sizeof(id_cases[0]));
+    tcase_add_loop_test(tc, values_check, 0, sizeof(check_cases) / sizeof(check_cases[0]));
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

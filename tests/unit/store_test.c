@@ -593,6 +593,226 @@ static diff_change_t *make_upserts(size_t n)
     return ch;
 }
 
+/* A change that sets, or drops, a session's last record. */
+static diff_change_t with_last(diff_change_t ch, diff_last_t last, const char *text, size_t len)
+{
+    ch.last = last;
+    ch.last_text = text;
+    ch.last_len = len;
+    return ch;
+}
+
+/* What store_last_get() handed over: copies, NULL for none. */
+typedef struct lasts {
+    char *text[4];
+    size_t len[4];
+} lasts_t;
+
+static int lasts_take(void *opaque, size_t k, const char *text, size_t len)
+{
+    lasts_t *l = opaque;
+
+    ck_assert_uint_lt(k, 4);
+    l->text[k] = text != NULL ? strndup(text, len) : NULL;
+    l->len[k] = len;
+    if (text != NULL)
+        ck_assert_ptr_nonnull(l->text[k]);
+    return 0;
+}
+
+static void lasts_free(lasts_t *l)
+{
+    for (size_t k = 0; k < 4; k++)
+        free(l->text[k]);
+    memset(l, 0, sizeof *l);
+}
+
+static void lasts_get(store_t *st, const char *source, const char *const *ids, size_t n, lasts_t *l)
+{
+    char err[ERRLEN] = "";
+
+    lasts_free(l);
+    ck_assert_msg(store_last_get(st, source, ids, n, lasts_take, l, err, sizeof err) == 0, "%s",
+                  err);
+}
+
+/* Last records are written, replaced and removed with the delta they
+ * belong to, in its transaction. */
+START_TEST(test_last_records)
+{
+    static const char a1[] = "{\"id\":\"a\",\"status\":\"active\",\"n\":1}",
+                      a2[] = "{\"id\":\"a\",\"status\":\"active\",\"n\":2}",
+                      b1[] = "{\"id\":\"b\",\"name\":\"\xc3\xa9t\xc3\xa9\"}",
+                      c1[] = "{\"id\":\"c\"}";
+    const char *ids[4] = {"a", "b", "c", "none"};
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN] = "";
+    uint64_t cycle = 0, stale;
+    lasts_t got = {0};
+
+    diff_change_t first[] = {
+        with_last(upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active"), DIFF_LAST_SET, a1, sizeof a1 - 1),
+        with_last(upsert("b", DIFF_STATE_PENDING, 0, 2, "pending"), DIFF_LAST_SET, b1,
+                  sizeof b1 - 1),
+        with_last(upsert("c", DIFF_STATE_ACTIVE, 0, 3, "active"), DIFF_LAST_SET, c1, sizeof c1 - 1),
+        upsert("d", DIFF_STATE_COMPLETED, 0, 4, "completed"),
+    };
+    commit_ok(st, "lr", first, 4, 4, &cycle);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:rec:lr"), 3);
+    lasts_get(st, "lr", ids, 4, &got);
+    ck_assert_str_eq(got.text[0], a1);
+    ck_assert_uint_eq(got.len[1], sizeof b1 - 1);
+    ck_assert_str_eq(got.text[1], b1);
+    ck_assert_str_eq(got.text[2], c1);
+    ck_assert_ptr_null(got.text[3]);
+
+    /* replaced (a), dropped as the session ended (b), removed with the
+     * session (c), left alone (d's change keeps: it has none) */
+    diff_change_t second[] = {
+        with_last(upsert("a", DIFF_STATE_ACTIVE, 0, 5, "active"), DIFF_LAST_SET, a2, sizeof a2 - 1),
+        with_last(upsert("b", DIFF_STATE_COMPLETED, 0, 6, "completed"), DIFF_LAST_DROP, NULL, 0),
+        removal("c"),
+    };
+    commit_ok(st, "lr", second, 3, 3, &cycle);
+    lasts_get(st, "lr", ids, 3, &got);
+    ck_assert_str_eq(got.text[0], a2);
+    ck_assert_ptr_null(got.text[1]);
+    ck_assert_ptr_null(got.text[2]);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:rec:lr"), 1);
+
+    /* A refused commit writes no record either: the fence holds them too. */
+    /* commit_ok() took the lease with TEST_TOKEN */
+    diff_change_t third[] = {
+        with_last(upsert("a", DIFF_STATE_ACTIVE, 0, 7, "active"), DIFF_LAST_SET, a1, sizeof a1 - 1),
+        removal("b"),
+    };
+    store_delta_t d = store_delta_of(third, 2);
+    stale = cycle - 1;
+    ck_assert_int_eq(
+        store_commit_fenced(st, "lr", TEST_TOKEN, &d, 2, NULL, &stale, err, sizeof err),
+        STORE_FENCE_BASE_MOVED);
+    lasts_get(st, "lr", ids, 1, &got);
+    ck_assert_str_eq(got.text[0], a2);
+    ck_assert_int_eq(
+        store_commit_fenced(st, "lr", TEST_TOKEN, &d, 2, NULL, &cycle, err, sizeof err),
+        STORE_FENCE_OK);
+    lasts_get(st, "lr", ids, 1, &got);
+    ck_assert_str_eq(got.text[0], a1);
+
+    /* A change that says it sets a record must bring one. */
+    diff_change_t bad =
+        with_last(upsert("e", DIFF_STATE_ACTIVE, 0, 8, "active"), DIFF_LAST_SET, NULL, 0);
+    ck_assert_int_eq(commit_tx(st, "lr", &bad, 1, 1, NULL, &cycle, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "no text"));
+
+    /* reads are bounded to one batch, and a value we did not write as a
+     * record (empty) reads as none */
+    ck_assert_int_eq(
+        store_last_get(st, "lr", ids, STORE_BATCH + 1, lasts_take, &got, err, sizeof err), -1);
+    redis_server_ok(srv.port, "HSET sb:rec:lr c %s", "");
+    lasts_get(st, "lr", ids, 3, &got);
+    ck_assert_ptr_null(got.text[2]);
+    lasts_free(&got);
+    ck_assert_msg(store_ping(st, err, sizeof err) == 0, "%s", err);
+    store_free(st);
+}
+END_TEST
+
+/* Records of LAST_BIG_N changes, each LAST_TEXT bytes: more than one chunk
+ * of fields and more than STORE_FLUSH_BYTES of text, so that a part of the
+ * transaction is on the wire before the rest is read. */
+#define LAST_BIG_N 2500
+#define LAST_TEXT 2048
+#define LAST_HUGE (3u * 1024u * 1024u)
+
+typedef struct last_delta {
+    diff_change_t *ch;
+    char *text;      /* LAST_TEXT bytes, the change's number in front */
+    char *huge;      /* one record larger than a whole chunk's bytes */
+    size_t fail_at;  /* the last reader fails here (SIZE_MAX: never) */
+    size_t previous; /* last reads come in change order */
+} last_delta_t;
+
+static int last_delta_get(void *opaque, size_t i, diff_change_t *out)
+{
+    *out = ((last_delta_t *)opaque)->ch[i];
+    return 0;
+}
+
+static int last_delta_text(void *opaque, size_t i, const char **text, size_t *len)
+{
+    last_delta_t *l = opaque;
+
+    if (i == l->fail_at)
+        return -1;
+    ck_assert(l->previous == SIZE_MAX || i > l->previous);
+    l->previous = i;
+    if (i == LAST_BIG_N / 2) {
+        *text = l->huge;
+        *len = LAST_HUGE;
+        return 0;
+    }
+    /* one buffer for every record: what was handed out before is gone */
+    snprintf(l->text, 16, "%015zu", i);
+    l->text[15] = '"';
+    *text = l->text;
+    *len = LAST_TEXT;
+    return 0;
+}
+
+START_TEST(test_last_records_in_chunks)
+{
+    store_t *st = open_store(srv.port);
+    diff_change_t *ch = make_upserts(LAST_BIG_N);
+    last_delta_t l = {.ch = ch, .fail_at = LAST_BIG_N - 10, .previous = SIZE_MAX};
+    store_delta_t d = {
+        .n = LAST_BIG_N, .get = last_delta_get, .last = last_delta_text, .opaque = &l};
+    char err[ERRLEN] = "", token[STORE_TOKEN_LEN];
+    uint64_t cycle = 0;
+    lasts_t got = {0};
+
+    l.text = malloc(LAST_TEXT);
+    l.huge = malloc(LAST_HUGE);
+    ck_assert(l.text != NULL && l.huge != NULL);
+    memset(l.text, 'x', LAST_TEXT);
+    memset(l.huge, 'h', LAST_HUGE);
+    for (size_t i = 0; i < LAST_BIG_N; i++)
+        ch[i].last = DIFF_LAST_SET;
+    ck_assert_int_eq(store_new_token(token), 0);
+    ck_assert_int_eq(store_lease_acquire(st, "chunks", token, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+
+    /* the reader fails after megabytes were sent: nothing of it applies */
+    ck_assert_int_eq(
+        store_commit_fenced(st, "chunks", token, &d, LAST_BIG_N, NULL, &cycle, err, sizeof err),
+        STORE_FENCE_ERROR);
+    ck_assert_ptr_nonnull(strstr(err, "last record"));
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:rec:chunks"), 0);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:snap:chunks"), 0);
+
+    l.fail_at = SIZE_MAX;
+    l.previous = SIZE_MAX;
+    ck_assert_msg(store_commit_fenced(st, "chunks", token, &d, LAST_BIG_N, NULL, &cycle, err,
+                                      sizeof err) == STORE_FENCE_OK,
+                  "%s", err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:rec:chunks"), LAST_BIG_N);
+    ck_assert_int_eq(redis_server_int(srv.port, "HSTRLEN sb:rec:chunks s-01250"), LAST_HUGE);
+    const char *ids[3] = {"s-00000", "s-01999", "s-02499"};
+    lasts_get(st, "chunks", ids, 3, &got);
+    for (size_t k = 0; k < 3; k++) {
+        char want[16];
+        ck_assert_uint_eq(got.len[k], LAST_TEXT);
+        snprintf(want, sizeof want, "%015d", k == 0 ? 0 : k == 1 ? 1999 : 2499);
+        ck_assert(memcmp(got.text[k], want, 15) == 0);
+    }
+    lasts_free(&got);
+    free(l.text);
+    free(l.huge);
+    free(ch);
+    store_free(st);
+}
+END_TEST
+
 START_TEST(test_command_counts)
 {
     const uint64_t batches = (BIG_N + STORE_BATCH - 1) / STORE_BATCH;
@@ -620,7 +840,8 @@ START_TEST(test_command_counts)
     diff_index_free(ix);
 
     /* Ten changes cost the same against 5,000 stored sessions as against ten:
-     * 5 upserts and 5 removals = MULTI, HSET, HDEL, HSET meta, EXEC. */
+     * 5 upserts and 5 removals = MULTI, HSET, HDEL, HDEL of their last
+     * records, HSET meta, EXEC. */
     for (size_t i = 0; i < SMALL_N; i++) {
         snprintf(small_ids[i], sizeof small_ids[i], "s-%05zu", i * 7);
         small[i] = i % 2 ? removal(small_ids[i])
@@ -631,15 +852,16 @@ START_TEST(test_command_counts)
     commit_ok(st, "small", big, SMALL_N * 7, SMALL_N * 7, &cycle_small);
     small_on_small =
         commit_cost(st, "small", small, SMALL_N, SMALL_N * 7 - SMALL_N / 2, &cycle_small);
-    ck_assert_uint_eq(small_on_big, 5);
+    ck_assert_uint_eq(small_on_big, 6);
     ck_assert_uint_eq(small_on_small, small_on_big);
     ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N - SMALL_N / 2);
 
-    /* A delta half upserts, half removals: both kinds chunked. */
+    /* A delta half upserts, half removals: both kinds chunked (the
+     * removals twice: the snapshot's fields and the last records). */
     for (size_t i = 0; i < BIG_N; i += 2)
         big[i].removed = true;
     uint64_t mixed = commit_cost(st, "big", big, BIG_N, BIG_N / 2, &cycle_big);
-    ck_assert_uint_le(mixed, 2 + 2 * ((BIG_N / 2 + STORE_BATCH - 1) / STORE_BATCH) + 1);
+    ck_assert_uint_le(mixed, 2 + 3 * ((BIG_N / 2 + STORE_BATCH - 1) / STORE_BATCH) + 1);
     ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:big"), BIG_N / 2);
 
     fprintf(stderr,
@@ -768,7 +990,7 @@ typedef struct flaky_delta {
     int reads_left;
 } flaky_delta_t;
 
-static int flaky_get(const void *opaque, size_t i, diff_change_t *out)
+static int flaky_get(void *opaque, size_t i, diff_change_t *out)
 {
     flaky_delta_t *f = (flaky_delta_t *)opaque;
     if (f->reads_left-- <= 0)
@@ -1508,6 +1730,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_meta_cycles);
     tcase_add_test(tc, test_fences_and_restore);
     tcase_add_test(tc, test_command_counts);
+    tcase_add_test(tc, test_last_records);
+    tcase_add_test(tc, test_last_records_in_chunks);
     tcase_add_test(tc, test_malformed_values);
     tcase_add_test(tc, test_error_reply_fails_commit);
     tcase_add_test(tc, test_failure_while_queueing_leaves_connection_in_step);
