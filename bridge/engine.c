@@ -27,6 +27,7 @@
 #include "event.h"
 #include "http.h"
 #include "log.h"
+#include "loop.h"
 #include "outbox.h"
 #include "store.h"
 
@@ -189,6 +190,7 @@ struct engine {
     const conf_t *conf;
     volatile sig_atomic_t *stop;
     store_t *store;
+    loop_t *loop; /* owns every socket and timer of the engine and its sinks */
     http_multi_t *multi;
     engine_sink_t *sinks;
     size_t nsinks;
@@ -467,7 +469,10 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         snprintf(err, errlen, "redis: %s", serr);
         goto err;
     }
-    e->multi = http_multi_new(err, errlen);
+    e->loop = loop_new(err, errlen);
+    if (e->loop == NULL)
+        goto err;
+    e->multi = http_multi_new(loop_sink_api(e->loop), err, errlen);
     if (e->multi == NULL)
         goto err;
     if (store_new_token(e->token) != 0) {
@@ -614,6 +619,7 @@ void engine_free(engine_t *e)
     }
     free(e->sources);
     http_multi_free(e->multi);
+    loop_free(e->loop);
     store_free(e->store);
     free(e);
 }
@@ -1220,7 +1226,7 @@ static int on_record(void *opaque, const char *session_id, const char *raw_statu
     return diff_cycle_observe(s->cy, session_id, raw_status, text, len, err, errlen);
 }
 
-/* A page transfer ended (called from http_multi_run on the loop's thread). */
+/* A page transfer ended (called from the loop, on its thread). */
 static void on_http_done(void *opaque, int rc, const char *terr)
 {
     source_rt_t *s = opaque;
@@ -1626,7 +1632,7 @@ static void run_loop(engine_t *e, int once)
         if (wait_ms < 0)
             wait_ms = 0;
         if (http_multi_active(e->multi) > 0) {
-            http_multi_run(e->multi, wait_ms);
+            loop_run_for(e->loop, wait_ms);
             serve_sinks(e, 0);
         } else {
             serve_sinks(e, wait_ms);
