@@ -66,8 +66,9 @@ typedef struct sink_event {
 
 /*
  * A delivery promise. The core owns it; the sink calls sink_ticket_done()
- * exactly once per submitted event, on the main loop thread (inside submit()
- * or a later poll()/flush()), and must not touch it afterwards.
+ * exactly once per submitted event, on the main loop thread (inside submit(),
+ * one of its loop callbacks, or a later poll()/flush()), and must not touch
+ * it afterwards.
  */
 typedef struct sink_ticket sink_ticket_t;
 struct sink_ticket {
