@@ -572,6 +572,13 @@ static int watch_main_queue(kafka_sink_t *ctx, const sink_loop_t *loop, char *er
     q = rd_kafka_queue_get_main(ctx->rk);
     rd_kafka_queue_io_event_enable(q, ctx->wake[1], "1", 1);
     rd_kafka_queue_destroy(q); /* our handle only: the main queue stays */
+    /*
+     * librdkafka writes only when the queue goes from empty to non-empty.
+     * Events queued since rd_kafka_new() (a broker that refuses the
+     * connection logs and errors at once) would keep it non-empty, so no
+     * later event would ever wake the loop: serve them now.
+     */
+    rd_kafka_poll(ctx->rk, 0);
     return 0;
 }
 
