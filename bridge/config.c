@@ -556,10 +556,13 @@ static const sink_type_t *load_module(conf_sink_t *sk, const cJSON *obj, const c
         return NULL;
     }
     t = m->type;
-    if (t == NULL || t->name == NULL || !t->validate || !t->create || !t->submit || !t->poll ||
-        !t->pending || !t->ready || !t->flush || !t->destroy) {
+    if (t == NULL || t->name == NULL || !t->validate || !t->create || !t->submit ||
+        (!t->poll && !(t->flags & SINK_F_LOOP)) || !t->pending || !t->ready || !t->flush ||
+        !t->destroy) {
         sink_errors_add(errs, sub,
-                        "%s exports an incomplete sink type (every function is required)", file);
+                        "%s exports an incomplete sink type (every function is required, poll "
+                        "unless it sets SINK_F_LOOP)",
+                        file);
         return NULL;
     }
     return t;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "loop.h"
 #include "outbox.h"
 #include "store.h"
 
@@ -204,8 +205,6 @@ static int replay_one(void *opaque, const char *id, const char *text, size_t len
 static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
 {
     char err[256];
-    sink_host_t host = {
-        .name = cs->name, .redis_url = conf->redis_url, .redis_prefix = conf->redis_prefix};
     replay_ctx_t rp = {.store = st, .sink = cs};
     int rc = 0;
 
@@ -214,11 +213,22 @@ static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
         fprintf(stderr, "sink %s: cannot re-enable the endpoint: %s\n", cs->name, err);
         return -1;
     }
+    /* The sink's own loop: its flush() runs it while the batch is delivered. */
+    loop_t *loop = loop_new(err, sizeof(err));
+    if (loop == NULL) {
+        fprintf(stderr, "sink %s: %s\n", cs->name, err);
+        return -1;
+    }
+    sink_host_t host = {.name = cs->name,
+                        .redis_url = conf->redis_url,
+                        .redis_prefix = conf->redis_prefix,
+                        .loop = loop_sink_api(loop)};
     rp.batch = calloc(DLQ_BATCH, sizeof(pending_letter_t));
     rp.ctx = rp.batch ? cs->type->create(cs->json, &host, err, sizeof(err)) : NULL;
     if (rp.ctx == NULL) {
         fprintf(stderr, "sink %s: %s\n", cs->name, rp.batch ? err : "out of memory");
         free(rp.batch);
+        loop_free(loop);
         return -1;
     }
     if (store_dlq_scan(st, cs->name, replay_one, &rp, err, sizeof(err)) != 0) {
@@ -228,6 +238,7 @@ static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
     if (rp.nbatch > 0)
         replay_batch(&rp);
     cs->type->destroy(rp.ctx);
+    loop_free(loop);
     free(rp.batch);
     if (rp.gone) {
         /* It said 410 again: keep the daemon from retrying it. */

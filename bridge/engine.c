@@ -8,25 +8,33 @@
  * committed snapshot and produces the same events with the same ids.
  *
  * Concurrency without threads: each source is a small state machine
- * (idle -> fetching a page <-> backing off -> delivering -> idle), HTTP
- * transfers of all sources run in one libcurl multi handle, and one loop
- * moves every machine on. A slow or failing source only holds its own
- * machine. Redis calls (load, PING, commit) stay synchronous: they are a
- * handful of round trips per cycle on loopback-class latency.
+ * (idle -> fetching a page <-> backing off -> delivering -> idle) moved on
+ * by events of the one loop (loop.h): its own timer (the next cycle, a
+ * retry's backoff, a check of its deliveries once a ticket resolved), the
+ * end of its page transfer (libcurl's multi handle on the loop), and the
+ * sinks' completions. Engine-wide timers beat the leases, refresh the
+ * metrics and end a stop or a `once` drain. Nothing wakes up on a fixed
+ * short period: an idle daemon sleeps until its next timer. A slow or
+ * failing source only holds its own machine.
+ *
+ * Redis calls (load, PING, commit, leases, the outbox) still block the
+ * loop for their round trip: store.c is synchronous hiredis. Moving them
+ * to hiredis's asynchronous API on this loop is the next step of issue 12.
  */
 #include "engine.h"
 
 #include <malloc.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "clock.h"
 #include "event.h"
 #include "http.h"
 #include "log.h"
+#include "loop.h"
 #include "outbox.h"
 #include "page_scan.h"
 #include "store.h"
@@ -59,10 +67,22 @@
  * pages back to the kernel (malloc_trim walks the whole heap: not worth it
  * for the usual small churn cycle). */
 #define ENGINE_TRIM_AFTER_BYTES (16u * 1024u * 1024u)
-/* Longest wait of one loop turn when nothing is due sooner. */
-#define ENGINE_IDLE_WAIT_MS 100
-/* Wait of one loop turn while deliveries are pending: acks are served per turn. */
-#define ENGINE_DELIVERY_WAIT_MS 5
+/*
+ * How often a sink that does not use the loop (no SINK_F_LOOP: a module
+ * written for poll()) is polled: while it holds events, and while idle
+ * (where its poll() may notice a closed connection or a moved file).
+ */
+#define ENGINE_POLL_BUSY_S 0.01
+#define ENGINE_POLL_IDLE_S 0.1
+/*
+ * Lease renewals due within this much of each other are sent together:
+ * with thousands of leases taken at scattered times, the lease timer
+ * wakes about once a second instead of once per lease. Renewing up to a
+ * second early only moves the expiry a second later.
+ */
+#define ENGINE_LEASE_SLACK_S 1.0
+/* once: how often a lease another replica holds is asked for again. */
+#define ENGINE_LEASE_WAIT_S 0.25
 /*
  * Page transfers in flight at once, over all sources. Per-exam sources
  * usually share one provider host: a thousand simultaneous requests to it
@@ -149,6 +169,9 @@ typedef struct engine_sink {
     const conf_sink_t *conf;
     void *ctx;
     outbox_t *ob; /* outbox sinks only: their delivery worker */
+    engine_t *e;
+    sink_timer_t *outbox_timer; /* outbox sinks: the worker's next turn */
+    sink_timer_t *poll_timer;   /* sinks not on the loop: their next poll() */
 } engine_sink_t;
 
 struct source_rt {
@@ -166,8 +189,11 @@ struct source_rt {
     uint64_t cycle;
     double next_due; /* monotonic seconds */
     phase_t phase;
-    int wanted;   /* once: a cycle was asked for */
-    int finished; /* once: that cycle ended */
+    sink_timer_t *timer;     /* next cycle, backoff, or a delivery check (by phase) */
+    int check_armed;         /* the timer is armed for a delivery check */
+    source_rt_t *queue_next; /* PHASE_QUEUED: the next source waiting for a transfer slot */
+    int wanted;              /* once: a cycle was asked for */
+    int finished;            /* once: that cycle ended */
     int last_ok;
     int paused; /* the paused-until gauge is set */
     engine_cycle_stats_t stats;
@@ -202,12 +228,15 @@ struct engine {
     const conf_t *conf;
     volatile sig_atomic_t *stop;
     store_t *store;
+    loop_t *loop; /* owns every socket and timer of the engine and its sinks */
     http_multi_t *multi;
     engine_sink_t *sinks;
     size_t nsinks;
     source_rt_t *sources;
     size_t nsources;
     int fatal;
+    int stop_asked;              /* SIGTERM or SIGINT arrived */
+    int closing;                 /* engine_free() runs: timers and completions change nothing */
     double halt_at;              /* monotonic time the stop was first seen; 0 before */
     char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
     size_t live_replicas;        /* as of the last member beat, ourselves included */
@@ -216,6 +245,13 @@ struct engine {
     double quiet_until; /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
+    double drain_until; /* once: when the outbox drain gives up; 0 before */
+
+    sink_timer_t *lease_timer; /* member beat and lease renewals */
+    double lease_armed_at;     /* when it fires (monotonic s), INFINITY when disarmed */
+    sink_timer_t *observe_timer, *halt_timer, *drain_timer;
+    sink_timer_t *settle_timer;           /* soon: does the run end now? (engine_kick) */
+    source_rt_t *queue_head, *queue_tail; /* PHASE_QUEUED, in order */
 
     engine_observer_t obs;
     int observed; /* engine_observe() was called */
@@ -229,7 +265,32 @@ struct engine {
 
 static int stopping(const engine_t *e)
 {
-    return e->fatal || (e->stop && *e->stop);
+    return e->fatal || e->stop_asked || (e->stop && *e->stop);
+}
+
+/*
+ * Something happened that may end the run (a cycle ended, an outbox
+ * settled, a fatal error, a signal): on_settle() looks once the current
+ * callback returned, however many such things happen in one turn.
+ */
+static void engine_kick(engine_t *e)
+{
+    if (!loop_timer_armed(e->settle_timer))
+        loop_timer_arm(e->settle_timer, 0);
+}
+
+static void source_arm(source_rt_t *s, double after_s)
+{
+    loop_timer_arm(s->timer, after_s > 0 ? after_s : 0);
+}
+
+/* The lease timer fires by when (monotonic s), or sooner as it was. */
+static void lease_due(engine_t *e, double when)
+{
+    if (when >= e->lease_armed_at)
+        return;
+    e->lease_armed_at = when;
+    loop_timer_arm(e->lease_timer, when - clock_mono_s() > 0 ? when - clock_mono_s() : 0);
 }
 
 /* ---- leases (one replica polls a source at a time) ---- */
@@ -308,6 +369,7 @@ static void lease_taken(source_rt_t *s, double now)
     s->lease_renew_at = now + ttl / 3;
     s->lease_valid_until = now + ttl;
     s->lease_wait_since = 0;
+    lease_due(s->e, s->lease_renew_at);
 }
 
 /* SET NX of the lease of s; err receives the reason of an error. */
@@ -370,10 +432,13 @@ static int lease_retake(source_rt_t *s, double now)
     return -1;
 }
 
-/* Beats the replica's membership and renews the leases that are due. */
+/*
+ * Beats the replica's membership and renews the leases that are due (or
+ * due within ENGINE_LEASE_SLACK_S); re-arms the lease timer for the next.
+ */
 static void leases_tick(engine_t *e, double now)
 {
-    double ttl = e->conf->lease_ttl_s;
+    double ttl = e->conf->lease_ttl_s, next;
     char err[256];
 
     if (now >= e->next_beat) {
@@ -399,7 +464,7 @@ static void leases_tick(engine_t *e, double now)
     }
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = &e->sources[i];
-        if (!s->leased || now < s->lease_renew_at)
+        if (!s->leased || now + ENGINE_LEASE_SLACK_S < s->lease_renew_at)
             continue;
         store_lease_t r =
             store_lease_renew(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err));
@@ -423,6 +488,21 @@ static void leases_tick(engine_t *e, double now)
             break;
         }
     }
+    next = e->next_beat;
+    for (size_t i = 0; i < e->nsources; i++) {
+        if (e->sources[i].leased && e->sources[i].lease_renew_at < next)
+            next = e->sources[i].lease_renew_at;
+    }
+    lease_due(e, next);
+}
+
+static void on_lease_timer(void *opaque)
+{
+    engine_t *e = opaque;
+
+    e->lease_armed_at = INFINITY;
+    if (!e->closing)
+        leases_tick(e, clock_mono_s());
 }
 
 /* After a cycle: gives the lease back when this replica holds more than its share. */
@@ -461,6 +541,15 @@ static void leases_release_all(engine_t *e)
 
 /* ---- construction ---- */
 
+static void on_source_timer(void *opaque);
+static void on_observe_timer(void *opaque);
+static void on_halt_deadline(void *opaque);
+static void on_settle(void *opaque);
+static void on_stop_signal(void *opaque);
+static void on_outbox_timer(void *opaque);
+static void on_outbox_settled(void *opaque);
+static void on_sink_poll(void *opaque);
+
 engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     engine_t *e = calloc(1, sizeof(*e));
@@ -480,7 +569,10 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         snprintf(err, errlen, "redis: %s", serr);
         goto err;
     }
-    e->multi = http_multi_new(err, errlen);
+    e->loop = loop_new(err, errlen);
+    if (e->loop == NULL)
+        goto err;
+    e->multi = http_multi_new(loop_sink_api(e->loop), err, errlen);
     if (e->multi == NULL)
         goto err;
     if (store_new_token(e->token) != 0) {
@@ -488,6 +580,19 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         goto err;
     }
     e->live_replicas = 1;
+    e->lease_armed_at = INFINITY;
+    if ((e->lease_timer = loop_timer_new(e->loop, on_lease_timer, e)) == NULL ||
+        (e->observe_timer = loop_timer_new(e->loop, on_observe_timer, e)) == NULL ||
+        (e->halt_timer = loop_timer_new(e->loop, on_halt_deadline, e)) == NULL ||
+        (e->drain_timer = loop_timer_new(e->loop, on_settle, e)) == NULL ||
+        (e->settle_timer = loop_timer_new(e->loop, on_settle, e)) == NULL)
+        goto nomem;
+    /* A stop wakes the loop at once, however long it would have slept. */
+    if (loop_on_signal(e->loop, SIGTERM, on_stop_signal, e) != 0 ||
+        loop_on_signal(e->loop, SIGINT, on_stop_signal, e) != 0) {
+        snprintf(err, errlen, "cannot watch SIGTERM and SIGINT on the event loop");
+        goto err;
+    }
     atomic_init(&e->checked, 0);
     atomic_init(&e->redis_up, 0);
     atomic_init(&e->unready_sink, -1);
@@ -499,26 +604,37 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     for (size_t i = 0; i < conf->nsinks; i++) {
         const conf_sink_t *cs = &conf->sinks[i];
         char kerr[256];
-        e->sinks[i].conf = cs;
-        sink_host_t host = {
-            .name = cs->name, .redis_url = conf->redis_url, .redis_prefix = conf->redis_prefix};
-        e->sinks[i].ctx = cs->type->create(cs->json, &host, kerr, sizeof(kerr));
+        engine_sink_t *sk = &e->sinks[i];
+        sk->conf = cs;
+        sk->e = e;
+        sink_host_t host = {.name = cs->name,
+                            .redis_url = conf->redis_url,
+                            .redis_prefix = conf->redis_prefix,
+                            .loop = loop_sink_api(e->loop)};
+        sk->ctx = cs->type->create(cs->json, &host, kerr, sizeof(kerr));
         e->nsinks++;
-        if (e->sinks[i].ctx == NULL) {
+        if (sk->ctx == NULL) {
             snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
             goto err;
         }
+        if (!(cs->type->flags & SINK_F_LOOP) &&
+            (sk->poll_timer = loop_timer_new(e->loop, on_sink_poll, sk)) == NULL)
+            goto nomem;
         if (cs->type->flags & SINK_F_OUTBOX) {
             outbox_options_t oo = {.sink = cs->name,
                                    .type = cs->type,
-                                   .ctx = e->sinks[i].ctx,
+                                   .ctx = sk->ctx,
                                    .conf = cs->json,
-                                   .store = e->store};
-            e->sinks[i].ob = outbox_new(&oo, kerr, sizeof(kerr));
-            if (e->sinks[i].ob == NULL) {
+                                   .store = e->store,
+                                   .settled = on_outbox_settled,
+                                   .opaque = sk};
+            sk->ob = outbox_new(&oo, kerr, sizeof(kerr));
+            if (sk->ob == NULL) {
                 snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
                 goto err;
             }
+            if ((sk->outbox_timer = loop_timer_new(e->loop, on_outbox_timer, sk)) == NULL)
+                goto nomem;
         }
     }
 
@@ -539,8 +655,9 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
                              .connect_timeout_ms = cs->timeout_s * 1000L,
                              .max_body = HTTP_DEFAULT_MAX_BODY};
         s->http = http_client_new(&ho, herr, sizeof(herr));
+        s->timer = loop_timer_new(e->loop, on_source_timer, s);
         e->nsources++;
-        if (s->index == NULL || s->http == NULL)
+        if (s->index == NULL || s->http == NULL || s->timer == NULL)
             goto nomem;
         /* Spread the first cycles over a fraction of each interval. */
         s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
@@ -599,6 +716,8 @@ void engine_free(engine_t *e)
 {
     if (e == NULL)
         return;
+    /* The flushes below may run the loop: nothing may start or commit then. */
+    e->closing = 1;
     int flush_ms = flush_budget_ms(e);
     for (size_t i = 0; i < e->nsinks; i++) {
         const sink_type_t *t = e->sinks[i].conf->type;
@@ -615,8 +734,11 @@ void engine_free(engine_t *e)
                      LF_I("pending", t->pending(e->sinks[i].ctx)));
         t->destroy(e->sinks[i].ctx);
     }
-    for (size_t i = 0; i < e->nsinks; i++)
+    for (size_t i = 0; i < e->nsinks; i++) {
         outbox_free(e->sinks[i].ob);
+        loop_timer_free(e->sinks[i].outbox_timer);
+        loop_timer_free(e->sinks[i].poll_timer);
+    }
     free(e->sinks);
     if (e->store)
         leases_release_all(e);
@@ -625,9 +747,16 @@ void engine_free(engine_t *e)
         http_client_free(e->sources[i].http);
         cycle_release(&e->sources[i]);
         diff_index_free(e->sources[i].index);
+        loop_timer_free(e->sources[i].timer);
     }
     free(e->sources);
     http_multi_free(e->multi);
+    loop_timer_free(e->lease_timer);
+    loop_timer_free(e->observe_timer);
+    loop_timer_free(e->halt_timer);
+    loop_timer_free(e->drain_timer);
+    loop_timer_free(e->settle_timer);
+    loop_free(e->loop);
     store_free(e->store);
     free(e);
 }
@@ -673,6 +802,12 @@ static void cycle_end(source_rt_t *s, int ok)
     if (s->pause_s >= 0)
         pause_apply(s, now);
     lease_rebalance(s);
+    s->check_armed = 0;
+    if (s->e->once)
+        loop_timer_arm(s->timer, -1); /* once polls a single time */
+    else
+        source_arm(s, s->next_due - now);
+    engine_kick(s->e);
 }
 
 /* Ends the cycle without committing; logs msg with err when msg is set. */
@@ -715,6 +850,7 @@ static int snapshot_restore(source_rt_t *s)
         break;
     case STORE_FENCE_LEASE_GONE:
         s->lease_renew_at = 0; /* the next tick takes it again */
+        lease_due(e, 0);
         break;
     case STORE_FENCE_BASE_MISSING:
     case STORE_FENCE_ERROR:
@@ -1001,8 +1137,10 @@ static void cycle_commit(source_rt_t *s)
         return;
     }
     for (size_t k = 0; k < e->nsinks && extra.outbox.n > 0; k++) {
-        if (e->sinks[k].ob)
+        if (e->sinks[k].ob) {
             outbox_nudge(e->sinks[k].ob);
+            loop_timer_arm(e->sinks[k].outbox_timer, 0);
+        }
     }
     st->commit_s = clock_mono_s() - t0;
     diff_cycle_apply(s->cy);
@@ -1094,6 +1232,7 @@ static void delivery_settle(delivery_t *d, sink_result_t result, const char *err
         s->fatal = 1;
         s->e->fatal = 1;
         metric_set(ENGINE_METRIC(s->e, sink_fatal), LABELS((const char *)t->opaque), 1);
+        engine_kick(s->e);
     }
 }
 
@@ -1107,6 +1246,12 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
     delivery_settle(d, result, errmsg);
     d->next = s->free_d;
     s->free_d = d;
+    /* Delivery moves on by events: the source looks at its cycle once the
+     * sink's callback returned (not inside it: submit() may be calling). */
+    if (!s->check_armed) {
+        s->check_armed = 1;
+        source_arm(s, 0);
+    }
 }
 
 /*
@@ -1163,10 +1308,16 @@ static void deliver_more(source_rt_t *s)
     }
 }
 
-/* Called each loop turn for a delivering source: commits once every ticket resolved. */
+static void sinks_poke(engine_t *e);
+
+/*
+ * For a delivering source, when a ticket of it resolved (and when its
+ * deliveries begin): hands over more, commits once every ticket resolved.
+ */
 static void deliver_check(source_rt_t *s)
 {
     deliver_more(s);
+    sinks_poke(s->e);
     if (s->pending > 0 || (s->next_event < s->nevents && !s->failed))
         return;
     if (s->fatal) {
@@ -1282,7 +1433,9 @@ static void poll_complete(source_rt_t *s)
         return;
     }
     /* Delivering while Redis is away would only produce duplicates: the
-     * commit after it would fail. One PING avoids the common case. */
+     * commit after it would fail. One PING avoids the common case (a
+     * blocking round trip on the loop until the store moves to hiredis's
+     * async API). */
     if (store_ping(e->store, err, sizeof(err)) != 0) {
         cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
         return;
@@ -1313,8 +1466,16 @@ static void fetch_start(source_rt_t *s)
 {
     const char *hdrs[HTTP_MAX_REQUEST_HEADERS];
     char err[256];
-    if (http_multi_active(s->e->multi) >= ENGINE_MAX_TRANSFERS) {
+    engine_t *e = s->e;
+    if (http_multi_active(e->multi) >= ENGINE_MAX_TRANSFERS) {
+        /* a transfer that ends starts the first of the queue (queue_drain) */
         s->phase = PHASE_QUEUED;
+        s->queue_next = NULL;
+        if (e->queue_tail)
+            e->queue_tail->queue_next = s;
+        else
+            e->queue_head = s;
+        e->queue_tail = s;
         return;
     }
     for (size_t i = 0; i < s->req->nheaders; i++)
@@ -1362,10 +1523,34 @@ static int on_record(void *opaque, const char *session_id, size_t id_len, const 
                               errlen);
 }
 
-/* A page transfer ended (called from http_multi_run on the loop's thread). */
+/* Starts the queued page requests the transfer slots have room for. */
+static void queue_drain(engine_t *e)
+{
+    while (e->queue_head && http_multi_active(e->multi) < ENGINE_MAX_TRANSFERS) {
+        source_rt_t *s = e->queue_head;
+        e->queue_head = s->queue_next;
+        if (e->queue_head == NULL)
+            e->queue_tail = NULL;
+        s->queue_next = NULL;
+        fetch_start(s);
+    }
+}
+
+static void page_done(source_rt_t *s, int rc, const char *terr);
+
+/* A page transfer ended (called from the loop, on its thread): its slot is free. */
 static void on_http_done(void *opaque, int rc, const char *terr)
 {
     source_rt_t *s = opaque;
+
+    if (s->e->closing)
+        return; /* abandoned: engine_free() releases the cycle */
+    page_done(s, rc, terr);
+    queue_drain(s->e);
+}
+
+static void page_done(source_rt_t *s, int rc, const char *terr)
+{
     const provider_ops_t *p = s->conf->provider;
     char err[512], herr[256];
     double delay = 0;
@@ -1385,6 +1570,7 @@ static void on_http_done(void *opaque, int rc, const char *terr)
         s->attempt++;
         s->retry_at = clock_mono_s() + delay;
         s->phase = PHASE_BACKOFF;
+        source_arm(s, s->e->halt_at ? 0 : delay); /* a stop fails it at once */
         return;
     case HTTP_RETRY_FAIL:
         /* A provider that asks for a pause gets it beyond this poll (cycle_end) */
@@ -1501,7 +1687,7 @@ static void outbox_metrics(engine_t *e, engine_sink_t *sk)
 }
 
 /*
- * Once per loop turn: the heartbeat; every ENGINE_GAUGES_S the gauges read
+ * Every ENGINE_GAUGES_S (a loop timer): the heartbeat and the gauges read
  * from the sinks; every ENGINE_REDIS_CHECK_S the checks readiness is made
  * of. Runs on the loop's thread, where the sinks and the store
  * may be used.
@@ -1589,18 +1775,6 @@ bool engine_ready(void *opaque, char *why, size_t whylen)
 
 /* ---- the loop ---- */
 
-/* Serves the sinks: the first one with pending events may wait wait_ms. */
-static void serve_sinks(engine_t *e, int wait_ms)
-{
-    for (size_t k = 0; k < e->nsinks; k++) {
-        const sink_type_t *t = e->sinks[k].conf->type;
-        int ms = t->pending(e->sinks[k].ctx) > 0 ? wait_ms : 0;
-        t->poll(e->sinks[k].ctx, ms);
-        if (ms > 0)
-            wait_ms = 0;
-    }
-}
-
 /*
  * Whether s may start its cycle: its lease is ours, or could be taken now
  * (in run mode only up to this replica's fair share). Otherwise another
@@ -1608,7 +1782,7 @@ static void serve_sinks(engine_t *e, int wait_ms)
  * holder's sources are taken over within the TTL), once mode waits up to a
  * TTL for it and then gives the source up as failed.
  */
-static int lease_ready(source_rt_t *s, double now, double *wake)
+static int lease_ready(source_rt_t *s, double now)
 {
     engine_t *e = s->e;
     double ttl = e->conf->lease_ttl_s;
@@ -1626,6 +1800,7 @@ static int lease_ready(source_rt_t *s, double now, double *wake)
     if (!e->once) {
         double retry = ttl / 2 < s->conf->interval_s ? ttl / 2 : s->conf->interval_s;
         s->next_due = now + retry * (0.75 + 0.5 * http_uniform01());
+        source_arm(s, s->next_due - now);
         return 0;
     }
     if (s->lease_wait_since == 0) {
@@ -1637,11 +1812,42 @@ static int lease_ready(source_rt_t *s, double now, double *wake)
         s->lease_wait_since = 0;
         s->finished = 1;
         s->last_ok = 0;
+        engine_kick(e);
         return 0;
     }
-    if (now + 0.25 < *wake)
-        *wake = now + 0.25;
+    source_arm(s, ENGINE_LEASE_WAIT_S);
     return 0;
+}
+
+/* The timer of s: what it means depends on the phase it is in. */
+static void on_source_timer(void *opaque)
+{
+    source_rt_t *s = opaque;
+    engine_t *e = s->e;
+
+    if (e->closing)
+        return;
+    switch (s->phase) {
+    case PHASE_IDLE:
+        if (e->halt_at == 0 && (!e->once || (s->wanted && !s->finished)) &&
+            lease_ready(s, clock_mono_s()))
+            cycle_start(s);
+        break;
+    case PHASE_BACKOFF:
+        if (e->halt_at)
+            cycle_fail(s, "poll failed; nothing emitted, nothing committed",
+                       "interrupted by shutdown");
+        else
+            fetch_retry(s);
+        break;
+    case PHASE_DELIVER:
+        s->check_armed = 0;
+        deliver_check(s);
+        break;
+    case PHASE_QUEUED: /* moved on by queue_drain() */
+    case PHASE_FETCH:  /* moved on by on_http_done() */
+        break;
+    }
 }
 
 /* Past this, cycles still in flight at a stop are abandoned (uncommitted). */
@@ -1657,128 +1863,176 @@ static double cycles_deadline(const engine_t *e)
  * (their state is released by engine_free(), after the sinks resolved their
  * tickets) and the next run delivers their events again with the same ids.
  */
-static void abandon_cycles(engine_t *e)
+static void on_halt_deadline(void *opaque)
 {
+    engine_t *e = opaque;
+
     for (size_t i = 0; i < e->nsources; i++) {
         if (e->sources[i].phase != PHASE_IDLE)
             LOG_WARN("shutdown grace exceeded: cycle abandoned, nothing committed",
                      LF_S("source", e->sources[i].conf->name),
                      LF_S("phase", e->sources[i].phase == PHASE_DELIVER ? "deliver" : "poll"));
     }
+    loop_stop(e->loop);
 }
 
-/*
- * Gives every outbox worker its turn; returns the seconds until one wants
- * the next, and sets *idle when none has anything due or in flight.
- */
-static double serve_outboxes(engine_t *e, bool stopping, int *idle)
+/* A stop was seen (signal or fatal sink error): no new cycle, no new claim. */
+static void halt_begin(engine_t *e)
 {
-    double next = ENGINE_IDLE_WAIT_MS / 1000.0;
-
-    *idle = 1;
-    for (size_t k = 0; k < e->nsinks; k++) {
-        if (e->sinks[k].ob == NULL)
-            continue;
-        double d = outbox_turn(e->sinks[k].ob, stopping);
-        if (d < next)
-            next = d;
-        *idle &= outbox_idle(e->sinks[k].ob) || stopping;
-        *idle &= outbox_in_flight(e->sinks[k].ob) == 0;
+    e->halt_at = clock_mono_s();
+    atomic_store(&e->halting, 1);
+    if (!e->fatal)
+        LOG_INFO("stop requested: finishing the cycles in flight",
+                 LF_I("grace_s", e->conf->shutdown_grace_s));
+    loop_timer_arm(e->halt_timer, cycles_deadline(e) - e->halt_at);
+    for (size_t i = 0; i < e->nsources; i++) {
+        if (e->sources[i].phase == PHASE_BACKOFF)
+            source_arm(&e->sources[i], 0); /* fails at once rather than retry */
     }
-    return next;
+}
+
+/* SIGTERM or SIGINT, on the loop's thread. */
+static void on_stop_signal(void *opaque)
+{
+    engine_t *e = opaque;
+
+    e->stop_asked = 1;
+    if (e->stop)
+        *e->stop = 1;
+    engine_kick(e);
 }
 
 /*
- * Moves every source on until the work asked for is done: in once mode the
- * cycle of every wanted source, then the outbox deliveries it committed (up
- * to ENGINE_ONCE_DRAIN_S); in run mode until a stop was requested and every
+ * Whether every outbox worker is done for `once`: nothing in flight, and
+ * nothing left due (or a stop asked for no more claims).
+ */
+static int outboxes_idle(const engine_t *e)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        const outbox_t *ob = e->sinks[k].ob;
+        if (ob && (outbox_in_flight(ob) > 0 || (!outbox_idle(ob) && e->halt_at == 0)))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Ends the run when the work asked for is done: in once mode the cycle of
+ * every wanted source, then the outbox deliveries it committed (up to
+ * ENGINE_ONCE_DRAIN_S); in run mode once a stop was requested and every
  * cycle in flight ended.
+ */
+static void on_settle(void *opaque)
+{
+    engine_t *e = opaque;
+    double now = clock_mono_s();
+
+    if (e->closing)
+        return;
+    if (stopping(e) && e->halt_at == 0)
+        halt_begin(e);
+    if (!e->once && e->halt_at == 0)
+        return;
+    for (size_t i = 0; i < e->nsources; i++) {
+        const source_rt_t *s = &e->sources[i];
+        if (s->phase != PHASE_IDLE || (e->once && e->halt_at == 0 && s->wanted && !s->finished))
+            return;
+    }
+    if (e->halt_at) {
+        loop_stop(e->loop);
+        return;
+    }
+    if (e->drain_until == 0) {
+        e->drain_until = now + ENGINE_ONCE_DRAIN_S;
+        loop_timer_arm(e->drain_timer, ENGINE_ONCE_DRAIN_S);
+    }
+    if (outboxes_idle(e) || now >= e->drain_until)
+        loop_stop(e->loop);
+}
+
+/* An outbox worker's turn; it says when it wants the next one. */
+static void on_outbox_timer(void *opaque)
+{
+    engine_sink_t *sk = opaque;
+    engine_t *e = sk->e;
+
+    if (e->closing)
+        return;
+    loop_timer_arm(sk->outbox_timer, outbox_turn(sk->ob, e->halt_at != 0));
+    sinks_poke(e);
+    engine_kick(e); /* once: the worker may be idle now */
+}
+
+/* An attempt of the worker settled: the sink has room for another claim. */
+static void on_outbox_settled(void *opaque)
+{
+    engine_sink_t *sk = opaque;
+
+    if (!sk->e->closing)
+        loop_timer_arm(sk->outbox_timer, 0);
+}
+
+/* A sink that does not use the loop: polled without waiting. */
+static void on_sink_poll(void *opaque)
+{
+    engine_sink_t *sk = opaque;
+    const sink_type_t *t = sk->conf->type;
+
+    t->poll(sk->ctx, 0);
+    loop_timer_arm(sk->poll_timer,
+                   t->pending(sk->ctx) > 0 ? ENGINE_POLL_BUSY_S : ENGINE_POLL_IDLE_S);
+}
+
+/* Events were handed over: the sinks that are polled are polled soon. */
+static void sinks_poke(engine_t *e)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        engine_sink_t *sk = &e->sinks[k];
+        if (sk->poll_timer && sk->conf->type->pending(sk->ctx) > 0)
+            loop_timer_arm(sk->poll_timer, 0);
+    }
+}
+
+static void on_observe_timer(void *opaque)
+{
+    engine_t *e = opaque;
+
+    if (e->closing)
+        return;
+    observe_tick(e, clock_mono_s());
+    loop_timer_arm(e->observe_timer, ENGINE_GAUGES_S);
+}
+
+/*
+ * Arms what the run starts with and serves the loop until on_settle() or
+ * the shutdown deadline stops it.
  */
 static void run_loop(engine_t *e, int once)
 {
-    double drain_until = 0;
+    double now = clock_mono_s();
 
     e->once = once;
-    for (;;) {
-        double now = clock_mono_s(), wake = now + ENGINE_IDLE_WAIT_MS / 1000.0;
-        int busy = 0, delivering = 0, outbox_idle_all;
-        int halt = stopping(e);
-
-        if (halt && e->halt_at == 0) {
-            e->halt_at = now;
-            atomic_store(&e->halting, 1);
-            if (!e->fatal)
-                LOG_INFO("stop requested: finishing the cycles in flight",
-                         LF_I("grace_s", e->conf->shutdown_grace_s));
-        }
-        if (halt && now >= cycles_deadline(e)) {
-            abandon_cycles(e);
-            break;
-        }
-        leases_tick(e, now);
-        observe_tick(e, now);
-
-        for (size_t i = 0; i < e->nsources; i++) {
-            source_rt_t *s = &e->sources[i];
-            switch (s->phase) {
-            case PHASE_IDLE:
-                if (!halt && (once ? s->wanted && !s->finished : s->next_due <= now) &&
-                    lease_ready(s, now, &wake))
-                    cycle_start(s);
-                break;
-            case PHASE_BACKOFF:
-                if (halt)
-                    cycle_fail(s, "poll failed; nothing emitted, nothing committed",
-                               "interrupted by shutdown");
-                else if (s->retry_at <= now)
-                    fetch_retry(s);
-                break;
-            case PHASE_QUEUED:
-                fetch_start(s);
-                break;
-            case PHASE_DELIVER:
-                deliver_check(s);
-                break;
-            case PHASE_FETCH:
-                break;
-            }
-            /* Re-read: the calls above may have moved it on. */
-            busy |= s->phase != PHASE_IDLE;
-            delivering |= s->phase == PHASE_DELIVER;
-            if (s->phase == PHASE_BACKOFF && s->retry_at < wake)
-                wake = s->retry_at;
-            if (!once && s->phase == PHASE_IDLE && s->next_due < wake)
-                wake = s->next_due;
-        }
-        double ob_next = serve_outboxes(e, halt, &outbox_idle_all);
-        if (now + ob_next < wake)
-            wake = now + ob_next;
-        if (!busy) {
-            int pending_once = 0;
-            for (size_t i = 0; once && i < e->nsources; i++)
-                pending_once |= e->sources[i].wanted && !e->sources[i].finished;
-            if (once && !pending_once && drain_until == 0)
-                drain_until = now + ENGINE_ONCE_DRAIN_S;
-            if (once ? halt || (!pending_once && (outbox_idle_all || now >= drain_until)) : halt)
-                break;
-        }
-        delivering |= !outbox_idle_all;
-
-        int wait_ms = (int)((wake - clock_mono_s()) * 1000);
-        if (delivering && wait_ms > ENGINE_DELIVERY_WAIT_MS)
-            wait_ms = ENGINE_DELIVERY_WAIT_MS;
-        if (wait_ms < 0)
-            wait_ms = 0;
-        if (http_multi_active(e->multi) > 0) {
-            http_multi_run(e->multi, wait_ms);
-            serve_sinks(e, 0);
-        } else {
-            serve_sinks(e, wait_ms);
-            if (!delivering && wait_ms > 0) {
-                struct timespec ts = {wait_ms / 1000, (long)(wait_ms % 1000) * 1000000L};
-                nanosleep(&ts, NULL);
-            }
-        }
+    /* The member beat first: the fair share of the first cycles depends on it. */
+    leases_tick(e, now);
+    if (e->observed)
+        on_observe_timer(e);
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (e->sinks[k].outbox_timer)
+            loop_timer_arm(e->sinks[k].outbox_timer, 0);
+        if (e->sinks[k].poll_timer)
+            loop_timer_arm(e->sinks[k].poll_timer, 0);
+    }
+    for (size_t i = 0; i < e->nsources; i++) {
+        source_rt_t *s = &e->sources[i];
+        if (!once)
+            source_arm(s, s->next_due - now);
+        else if (s->wanted)
+            source_arm(s, 0);
+    }
+    engine_kick(e); /* a stop asked before the run, or nothing wanted */
+    if (loop_run(e->loop) != 0) {
+        LOG_ERROR("the event loop failed; stopping");
+        e->fatal = 1;
     }
 }
 

@@ -38,8 +38,9 @@ int engine_run(engine_t *e);
 /*
  * What the engine tells the admin endpoint. metrics: the families it keeps
  * up to date (borrowed: it must outlive the engine); NULL for none.
- * heartbeat: called with opaque on the loop's thread at every turn of the
- * loop (the liveness signal); NULL for none.
+ * heartbeat: called with opaque on the loop's thread every second, from a
+ * loop timer (the liveness signal: it stops when the loop is stuck); NULL
+ * for none.
  */
 typedef struct engine_observer {
     bridge_metrics_t *metrics;

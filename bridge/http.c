@@ -1,6 +1,6 @@
 /*
  * http: a libcurl easy handle per client, its transfers run by a multi
- * handle (http_start, http_multi_run).
+ * handle on the event loop (http_start, multi_loop.h).
  */
 #include "http.h"
 
@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "multi_loop.h"
 #include "net.h"
 
 /* 0.5 s doubling up to 30 s, each drawn in [d/2, d]: polite to a provider
@@ -38,7 +39,8 @@ struct http_client {
 };
 
 struct http_multi {
-    CURLM *multi;
+    multi_loop_t *driver;
+    CURLM *multi; /* the driver's */
     size_t active;
 };
 
@@ -238,14 +240,34 @@ static int request_end(http_client_t *c, CURLcode cc, char *err, size_t errlen)
 
 /* ---- many transfers at once ---- */
 
-http_multi_t *http_multi_new(char *err, size_t errlen)
+/* A transfer ended (multi_loop, on the loop's thread): closes it and tells its client. */
+static void on_transfer_done(void *opaque, CURL *easy, CURLcode cc)
+{
+    http_multi_t *m = opaque;
+    http_client_t *c = NULL;
+    char err[256] = "";
+
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+    curl_multi_remove_handle(m->multi, easy);
+    m->active--;
+    c->multi = NULL;
+    int rc = request_end(c, cc, err, sizeof(err));
+    c->done(c->done_opaque, rc, err);
+}
+
+http_multi_t *http_multi_new(const sink_loop_t *loop, char *err, size_t errlen)
 {
     http_multi_t *m = calloc(1, sizeof(*m));
-    if (m == NULL || (m->multi = curl_multi_init()) == NULL) {
-        free(m);
-        snprintf(err, errlen, "cannot create a libcurl multi handle");
+    if (m == NULL) {
+        snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    m->driver = multi_loop_new(loop, on_transfer_done, m, err, errlen);
+    if (m->driver == NULL) {
+        free(m);
+        return NULL;
+    }
+    m->multi = multi_loop_handle(m->driver);
     return m;
 }
 
@@ -253,7 +275,7 @@ void http_multi_free(http_multi_t *m)
 {
     if (m == NULL)
         return;
-    curl_multi_cleanup(m->multi);
+    multi_loop_free(m->driver);
     free(m);
 }
 
@@ -274,31 +296,6 @@ int http_start(http_multi_t *m, http_client_t *c, const char *url, const char *c
     }
     m->active++;
     c->multi = m;
-    return 0;
-}
-
-int http_multi_run(http_multi_t *m, int timeout_ms)
-{
-    int running = 0, queued = 0;
-    CURLMsg *msg;
-
-    if (m->active > 0 && curl_multi_poll(m->multi, NULL, 0, timeout_ms, NULL) != CURLM_OK)
-        return -1;
-    if (curl_multi_perform(m->multi, &running) != CURLM_OK)
-        return -1;
-    while ((msg = curl_multi_info_read(m->multi, &queued)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        http_client_t *c = NULL;
-        CURLcode cc = msg->data.result;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-        curl_multi_remove_handle(m->multi, msg->easy_handle);
-        m->active--;
-        c->multi = NULL;
-        char err[256] = "";
-        int rc = request_end(c, cc, err, sizeof(err));
-        c->done(c->done_opaque, rc, err);
-    }
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 #include "backoff.h"
+#include "sink.h"
 
 /* Response headers kept per response; further ones are dropped. */
 #define HTTP_MAX_HEADERS 64
@@ -107,7 +108,7 @@ double http_uniform01(void);
 /* ---- many transfers at once (libcurl multi), for the scheduler ---- */
 
 /*
- * Called from http_multi_run() on its thread when the transfer started with
+ * Called on the event loop's thread when the transfer started with
  * http_start() ended. rc is 0 when a response arrived (whatever its status;
  * it is in the resp passed to http_start()), or -1 with err for a transport
  * failure, a timeout or a body over max_body; err never holds the URL's
@@ -115,7 +116,11 @@ double http_uniform01(void);
  */
 typedef void (*http_done_fn)(void *opaque, int rc, const char *err);
 
-http_multi_t *http_multi_new(char *err, size_t errlen);
+/*
+ * Transfers run on loop (borrowed: it must outlive the multi), moved on by
+ * libcurl's socket and timer callbacks as their sockets become ready.
+ */
+http_multi_t *http_multi_new(const sink_loop_t *loop, char *err, size_t errlen);
 /* Every transfer must have completed (or the clients be freed) before. */
 void http_multi_free(http_multi_t *m);
 /*
@@ -126,9 +131,6 @@ void http_multi_free(http_multi_t *m);
 int http_start(http_multi_t *m, http_client_t *c, const char *url, const char *const *headers,
                size_t nheaders, http_response_t *resp, http_done_fn done, void *opaque, char *err,
                size_t errlen);
-/* Waits up to timeout_ms for network activity, moves every transfer on and
- * calls the done callbacks of those that ended. 0 or -1 (libcurl failure). */
-int http_multi_run(http_multi_t *m, int timeout_ms);
 /* Transfers started and not yet done. */
 size_t http_multi_active(const http_multi_t *m);
 

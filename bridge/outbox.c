@@ -42,6 +42,8 @@ struct outbox {
     const sink_type_t *type;
     void *ctx;
     store_t *store;
+    void (*settled)(void *opaque);
+    void *opaque;
     double *schedule; /* delay before attempt i+1 */
     size_t nschedule;
     backoff_policy_t backoff; /* over schedule */
@@ -76,6 +78,8 @@ outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
     ob->type = opt->type;
     ob->ctx = opt->ctx;
     ob->store = opt->store;
+    ob->settled = opt->settled;
+    ob->opaque = opt->opaque;
     /* The sink validated both keys already; this only reads them. */
     if (sink_conf_schedule(opt->conf, "", "retry_schedule_s", &ob->schedule, &ob->nschedule,
                            &errs) != 0 ||
@@ -280,6 +284,8 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
     free(c->id);
     free(c->json);
     free(a);
+    if (ob->settled)
+        ob->settled(ob->opaque);
 }
 
 /* Hands one claimed event to the sink; takes over the claim's memory. */
@@ -352,8 +358,8 @@ double outbox_turn(outbox_t *ob, bool stopping)
                             : OUTBOX_CLAIM_BATCH;
     if (room > OUTBOX_CLAIM_BATCH)
         room = OUTBOX_CLAIM_BATCH;
-    if (room == 0) /* the sink's poll() frees slots; look again next turn */
-        return 0;
+    if (room == 0) /* a settled attempt frees a slot, and calls settled() */
+        return OUTBOX_IDLE_CLAIM_S;
     if (store_outbox_claim(ob->store, ob->sink, room, ob->lease_ms, ob->disabled, &claims, &n, err,
                            sizeof(err)) != 0) {
         LOG_WARN("cannot read the outbox; retrying", LF_S("sink", ob->sink), LF_S("error", err));

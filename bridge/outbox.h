@@ -13,8 +13,8 @@
  * event of the sink goes to the dead letters until `dlq replay` re-enables
  * it.
  *
- * Runs on the engine's loop thread and shares its store; the sink's poll()
- * (driven by the engine) resolves the attempts.
+ * Runs on the engine's loop thread and shares its store; the sink resolves
+ * the attempts from its loop callbacks (or its poll(), driven by the engine).
  */
 #ifndef SB_OUTBOX_H
 #define SB_OUTBOX_H
@@ -42,6 +42,12 @@ typedef struct outbox_options {
     void *ctx;               /* the sink instance; borrowed */
     const cJSON *conf;       /* the sink's config: retry_schedule_s, timeout_s */
     store_t *store;          /* borrowed; used on the caller's thread only */
+    /*
+     * Optional: called with opaque on the loop's thread after each attempt
+     * settled, when the sink has room for another claim.
+     */
+    void (*settled)(void *opaque);
+    void *opaque;
 } outbox_options_t;
 
 /* NULL with a reason in err. Reads nothing from Redis yet. */
@@ -56,7 +62,8 @@ void outbox_free(outbox_t *ob);
 /*
  * One turn: refreshes the disabled flag now and then, claims due events
  * while the sink has room (no new claims once stopping is set) and hands
- * them over. Returns the seconds until it wants the next turn.
+ * them over. Returns the seconds until it wants the next turn (sooner
+ * after a nudge or a settled attempt).
  */
 double outbox_turn(outbox_t *ob, bool stopping);
 /* New events were committed: claim at the next turn instead of waiting. */

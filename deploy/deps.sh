@@ -11,7 +11,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libcurl4-openssl-dev libcjson-dev librdkafka-dev libssl-dev libhiredis-dev
-  libmicrohttpd-dev libxxhash-dev libzstd-dev check
+  libmicrohttpd-dev libxxhash-dev libzstd-dev libevent-dev check
   redis-server kcat python3 curl
   # promtool (only in the prometheus package) checks the /metrics output and
   # the alert rules; PyYAML reads the rendered manifests in tests/deploy and

@@ -24,6 +24,11 @@
  * becomes path.(k+1) for k = keep-1 .. 1 (the oldest, path.keep, is
  * overwritten), path becomes path.1, and a new path is created.
  *
+ * On the bridge's loop, one timer does poll()'s work when it is due: the
+ * group fsync of fsync=always right after the submits of a loop turn, the
+ * fsync of fsync=interval FILE_SYNC_INTERVAL_MS after the last one, the
+ * path check every FILE_CHECK_MS. Without a loop the caller polls.
+ *
  * Everything runs on the main loop thread; only what pending() and ready()
  * read, which the admin thread may call, is atomic.
  */
@@ -113,8 +118,11 @@ typedef struct file_sink {
     size_t cap;
     sink_ticket_t **waiting; /* fsync=always: written, waiting for the fsync */
     size_t nwaiting;
-    atomic_size_t pending; /* = nwaiting, readable from any thread */
-    atomic_int healthy;    /* the last open, write and fsync succeeded */
+    atomic_size_t pending;   /* = nwaiting, readable from any thread */
+    atomic_int healthy;      /* the last open, write and fsync succeeded */
+    const sink_loop_t *loop; /* NULL: the caller polls */
+    sink_timer_t *tick;      /* on the loop: poll()'s work, when due */
+    int64_t tick_at;         /* when tick fires (monotonic ms), INT64_MAX when disarmed */
 } file_sink_t;
 
 /* ---- configuration ---- */
@@ -443,6 +451,38 @@ static void drop_file(file_sink_t *ctx)
     atomic_store(&ctx->healthy, 0);
 }
 
+/* On the loop: the tick fires by when_ms, or sooner as it was. */
+static void tick_due(file_sink_t *ctx, int64_t when_ms)
+{
+    int64_t now = clock_mono_ms();
+
+    if (!ctx->loop || when_ms >= ctx->tick_at)
+        return;
+    ctx->tick_at = when_ms;
+    ctx->loop->timer_arm(ctx->tick, when_ms > now ? (double)(when_ms - now) / 1000.0 : 0);
+}
+
+/* After a write: its fsync (always: this turn's group commit; interval: the next sync). */
+static void sync_due(file_sink_t *ctx)
+{
+    if (ctx->fsync == FSYNC_ALWAYS && ctx->nwaiting > 0)
+        tick_due(ctx, clock_mono_ms());
+    else if (ctx->fsync == FSYNC_INTERVAL && (ctx->dirty || ctx->dir_dirty))
+        tick_due(ctx, ctx->last_sync_ms + FILE_SYNC_INTERVAL_MS);
+}
+
+static void file_poll(void *vctx, int timeout_ms);
+
+static void on_tick(void *opaque)
+{
+    file_sink_t *ctx = opaque;
+
+    ctx->tick_at = INT64_MAX;
+    file_poll(ctx, 0);
+    tick_due(ctx, ctx->check_ms);
+    sync_due(ctx);
+}
+
 static sink_result_t file_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
 {
     file_sink_t *ctx = vctx;
@@ -473,11 +513,13 @@ static sink_result_t file_submit(void *vctx, const sink_event_t *ev, sink_ticket
     ctx->dirty = true;
     atomic_store(&ctx->healthy, 1);
     if (ctx->fsync != FSYNC_ALWAYS) {
+        sync_due(ctx);
         sink_ticket_done(ticket, SINK_OK, NULL);
         return SINK_OK;
     }
     ctx->waiting[ctx->nwaiting++] = ticket;
     atomic_fetch_add(&ctx->pending, 1);
+    sync_due(ctx);
     return SINK_OK;
 }
 
@@ -561,6 +603,8 @@ static void file_destroy(void *vctx)
         return;
     if (ctx->waiting)
         file_flush(ctx, 0);
+    if (ctx->loop)
+        ctx->loop->timer_free(ctx->tick);
     file_close(ctx);
     free(ctx->waiting);
     free(ctx->line);
@@ -601,6 +645,15 @@ static void *file_create(const cJSON *conf, const sink_host_t *host, char *err, 
     if (file_open(ctx, err, errlen) != 0)
         goto fail;
     ctx->last_sync_ms = clock_mono_ms();
+    ctx->tick_at = INT64_MAX;
+    if (host && host->loop) {
+        if (!(ctx->tick = host->loop->timer_new(host->loop->loop, on_tick, ctx))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        ctx->loop = host->loop;
+        tick_due(ctx, clock_mono_ms() + FILE_CHECK_MS);
+    }
     free(errs);
     return ctx;
 
@@ -612,6 +665,7 @@ fail:
 
 const sink_type_t sink_file_type = {
     .name = "file",
+    .flags = SINK_F_LOOP,
     .validate = file_validate,
     .create = file_create,
     .submit = file_submit,

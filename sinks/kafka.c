@@ -4,8 +4,12 @@
  * One idempotent producer (acks=all) per sink instance. Every callback the
  * producer makes (delivery reports, errors, and librdkafka's own log lines,
  * whose queue is forwarded to the main queue) runs inside rd_kafka_poll() or
- * rd_kafka_flush() on the main loop thread, so the context needs no lock:
- * only what ready() and pending() read, which the admin thread may call for
+ * rd_kafka_flush() on the main loop thread, so the context needs no lock.
+ * On the bridge's loop, librdkafka writes a byte to a pipe the loop watches
+ * when the main queue gets an event (rd_kafka_queue_io_event_enable), and
+ * the watch serves the queue with rd_kafka_poll(rk, 0): a delivery report
+ * is handled as it arrives, and nothing wakes up while nothing happens.
+ * Only what ready() and pending() read, which the admin thread may call for
  * /readyz and /metrics, is atomic.
  *
  * A ticket travels as the message opaque and is resolved exactly once: by
@@ -17,11 +21,14 @@
 #include "clock.h"
 #include "sink.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -119,6 +126,10 @@ typedef struct kafka_sink {
     int64_t last_probe_ms;
     atomic_int seen_cluster; /* metadata arrived or a delivery succeeded */
     atomic_int down;         /* all brokers down or a delivery timed out */
+    /* On the bridge's loop: the main queue's wake-up pipe and its watch. */
+    const sink_loop_t *loop;
+    int wake[2];
+    sink_watch_t *watch;
 } kafka_sink_t;
 
 /* ---- configuration ---- */
@@ -541,12 +552,64 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 /* ---- instance ---- */
 
+/* The loop: the main queue got an event. Serves every event it holds. */
+static void on_wake(void *opaque, int fd, unsigned events)
+{
+    kafka_sink_t *ctx = opaque;
+    char buf[64];
+    (void)events;
+
+    /* librdkafka writes once per non-polling period: draining loses nothing */
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    rd_kafka_poll(ctx->rk, 0);
+}
+
+/*
+ * Has librdkafka wake the loop (a byte on a pipe) when the main queue,
+ * where delivery reports, errors and logs arrive, gets an event. 0, or -1
+ * with err.
+ */
+static int watch_main_queue(kafka_sink_t *ctx, const sink_loop_t *loop, char *err, size_t errlen)
+{
+    rd_kafka_queue_t *q;
+
+    if (pipe(ctx->wake) != 0) {
+        ctx->wake[0] = ctx->wake[1] = -1;
+        snprintf(err, errlen, "cannot create the wake-up pipe: %s", strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(ctx->wake[i], F_SETFL, O_NONBLOCK);
+        fcntl(ctx->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    ctx->loop = loop;
+    ctx->watch = loop->watch_new(loop->loop, ctx->wake[0], on_wake, ctx);
+    if (!ctx->watch || loop->watch_set(ctx->watch, SINK_IO_READ) != 0) {
+        snprintf(err, errlen, "cannot watch the wake-up pipe on the loop");
+        return -1;
+    }
+    q = rd_kafka_queue_get_main(ctx->rk);
+    rd_kafka_queue_io_event_enable(q, ctx->wake[1], "1", 1);
+    rd_kafka_queue_destroy(q); /* our handle only: the main queue stays */
+    /*
+     * librdkafka writes only when the queue goes from empty to non-empty.
+     * Events queued since rd_kafka_new() (a broker that refuses the
+     * connection logs and errors at once) would keep it non-empty, so no
+     * later event would ever wake the loop: serve them now.
+     */
+    rd_kafka_poll(ctx->rk, 0);
+    return 0;
+}
+
 static void kafka_destroy(void *vctx)
 {
     kafka_sink_t *ctx = vctx;
 
     if (!ctx)
         return;
+    if (ctx->loop)
+        ctx->loop->watch_free(ctx->watch); /* rd_kafka_flush() serves from here on */
     if (ctx->rk) {
         rd_kafka_flush(ctx->rk, KAFKA_DESTROY_FLUSH_MS);
         if (atomic_load(&ctx->pending) > 0) {
@@ -570,6 +633,11 @@ static void kafka_destroy(void *vctx)
         }
         rd_kafka_destroy(ctx->rk);
     }
+    /* after rd_kafka_destroy(): librdkafka may write to it until then */
+    for (int i = 0; i < 2; i++) {
+        if (ctx->wake[i] >= 0)
+            close(ctx->wake[i]);
+    }
     for (int k = 0; k < KIND_COUNT; k++)
         free(ctx->topics[k]);
     free(ctx->name);
@@ -588,6 +656,7 @@ static void *kafka_create(const cJSON *conf, const sink_host_t *host, char *err,
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    ctx->wake[0] = ctx->wake[1] = -1;
     if (parse(conf, "", errs, &opts, &kconf) != 0) {
         sink_errors_join(errs, err, errlen);
         goto fail;
@@ -616,6 +685,8 @@ static void *kafka_create(const cJSON *conf, const sink_host_t *host, char *err,
         snprintf(err, errlen, "cannot forward librdkafka's log queue");
         goto fail;
     }
+    if (host && host->loop && watch_main_queue(ctx, host->loop, err, errlen) != 0)
+        goto fail;
     ctx->last_probe_ms = clock_mono_ms();
     free(errs);
     return ctx;
@@ -751,6 +822,7 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
 }
 
 /*
+ * Without a loop only (the core never polls an instance on its loop).
  * Besides serving callbacks: after an outage with nothing to deliver, no
  * delivery report would ever tell that the brokers are back, so while the
  * sink is marked down and idle, poll() spends part of its budget on a
@@ -815,6 +887,7 @@ static int kafka_flush(void *vctx, int timeout_ms)
 
 const sink_type_t sink_kafka_type = {
     .name = "kafka",
+    .flags = SINK_F_LOOP,
     .validate = kafka_validate,
     .create = kafka_create,
     .submit = kafka_submit,

@@ -22,6 +22,11 @@
  * applied some: they come again with the same ids) and the next submit()
  * reconnects, at most once per RS_RECONNECT_MS while Redis stays away.
  *
+ * On the bridge's loop the socket is watched instead of polled: readable
+ * (replies, or the server closing an idle connection) while connected,
+ * writable while the buffer holds unsent commands, and one timer gives
+ * everything back RS_REPLY_TIMEOUT_MS after the last progress.
+ *
  * Everything runs on the main loop thread except pending() and ready(),
  * which the admin thread may call: they read atomics and the immutable
  * target only.
@@ -95,6 +100,9 @@ typedef struct rs_sink {
     int64_t progress_ms;   /* the last reply, or when the fifo stopped being empty */
     atomic_size_t pending; /* = count */
     atomic_int connected;
+    const sink_loop_t *loop; /* NULL: the caller polls */
+    sink_watch_t *watch;     /* of c's socket, while connected on the loop */
+    sink_timer_t *stall;     /* on the loop: the reply timeout */
 } rs_sink_t;
 
 /* ---- configuration ---- */
@@ -196,6 +204,10 @@ static void drop_connection(rs_sink_t *ctx, const char *what, const char *why)
     size_t n = ctx->count;
 
     snprintf(msg, sizeof(msg), "redis %s: %s: %s", ctx->target.endpoint, what, why);
+    if (ctx->loop) { /* before the socket is closed */
+        ctx->loop->watch_free(ctx->watch);
+        ctx->watch = NULL;
+    }
     if (ctx->c)
         redisFree(ctx->c);
     ctx->c = NULL;
@@ -359,6 +371,50 @@ static void check_stalled(rs_sink_t *ctx)
     drop_connection(ctx, "XADD", why);
 }
 
+/* ---- on the loop ---- */
+
+static void rs_on_io(void *opaque, int fd, unsigned events);
+
+/* What the socket is watched for now: replies always, writability while commands wait. */
+static void rs_rewatch(rs_sink_t *ctx)
+{
+    if (!ctx->loop || !ctx->c)
+        return;
+    if (!ctx->watch &&
+        !(ctx->watch = ctx->loop->watch_new(ctx->loop->loop, ctx->c->fd, rs_on_io, ctx))) {
+        drop_connection(ctx, "watch", "out of memory");
+        return;
+    }
+    if (ctx->loop->watch_set(ctx->watch, SINK_IO_READ | (ctx->unsent ? SINK_IO_WRITE : 0)) != 0)
+        drop_connection(ctx, "watch", "the event loop refused the socket");
+    else
+        ctx->loop->timer_arm(
+            ctx->stall,
+            ctx->count == 0
+                ? -1.0
+                : (double)(ctx->progress_ms + RS_REPLY_TIMEOUT_MS - clock_mono_ms()) / 1000.0);
+}
+
+/* The socket is ready (replies, room to write, or the server closed it). */
+static void rs_on_io(void *opaque, int fd, unsigned events)
+{
+    rs_sink_t *ctx = opaque;
+    (void)fd;
+    (void)events;
+
+    serve_once(ctx, 0);
+    check_stalled(ctx);
+    rs_rewatch(ctx);
+}
+
+static void rs_on_stall(void *opaque)
+{
+    rs_sink_t *ctx = opaque;
+
+    check_stalled(ctx);
+    rs_rewatch(ctx);
+}
+
 /* ---- the interface ---- */
 
 typedef struct rs_args {
@@ -420,6 +476,7 @@ static sink_result_t rs_submit(void *vctx, const sink_event_t *ev, sink_ticket_t
         return SINK_ERR_RETRY;
     fifo_push(ctx, ticket);
     ctx->unsent = true;
+    rs_rewatch(ctx);
     return SINK_OK;
 }
 
@@ -489,6 +546,10 @@ static void rs_destroy(void *vctx)
         return;
     if (ctx->count > 0 && rs_flush(ctx, RS_DESTROY_FLUSH_MS) != 0)
         drop_connection(ctx, "shutdown", "no reply in time"); /* gives the rest back */
+    if (ctx->loop) {
+        ctx->loop->watch_free(ctx->watch);
+        ctx->loop->timer_free(ctx->stall);
+    }
     if (ctx->c)
         redisFree(ctx->c);
     redis_target_clear(&ctx->target);
@@ -532,6 +593,13 @@ static void *rs_create(const cJSON *conf, const sink_host_t *host, char *err, si
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (host && host->loop) {
+        if (!(ctx->stall = host->loop->timer_new(host->loop->loop, rs_on_stall, ctx))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        ctx->loop = host->loop;
+    }
     /* No connection yet: create() must not block; the first submit() connects. */
     free(errs);
     return ctx;
@@ -544,6 +612,7 @@ fail:
 
 const sink_type_t sink_redis_stream_type = {
     .name = "redis_stream",
+    .flags = SINK_F_LOOP,
     .validate = rs_validate,
     .create = rs_create,
     .submit = rs_submit,

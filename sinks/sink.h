@@ -3,7 +3,9 @@
  *
  * A sink type is one struct of function pointers (sink_type_t). The core
  * creates an instance per configured sink, hands it encoded events with a
- * ticket each, and drives it from the main loop thread through poll(). The
+ * ticket each, and drives it from the main loop thread: a sink watches its
+ * sockets and arms its timers on the bridge's event loop (sink_loop_t), or,
+ * if it does not, is served through poll(). The
  * sink resolves every ticket exactly once, with 0 when the event is durably
  * accepted (Kafka: a successful delivery report with acks=all) or an error.
  * The core commits a source's snapshot only when all tickets of its cycle
@@ -39,7 +41,7 @@ typedef struct sink_errors sink_errors_t;
  * against in sink_module_t; the bridge refuses any other. Bump it on every
  * change to a struct or a signature below.
  */
-#define SINK_ABI_VERSION 1
+#define SINK_ABI_VERSION 2
 
 typedef enum sink_result {
     SINK_OK = 0,
@@ -64,8 +66,9 @@ typedef struct sink_event {
 
 /*
  * A delivery promise. The core owns it; the sink calls sink_ticket_done()
- * exactly once per submitted event, on the main loop thread (inside submit()
- * or a later poll()/flush()), and must not touch it afterwards.
+ * exactly once per submitted event, on the main loop thread (inside submit(),
+ * one of its loop callbacks, or a later poll()/flush()), and must not touch
+ * it afterwards.
  */
 typedef struct sink_ticket sink_ticket_t;
 struct sink_ticket {
@@ -84,6 +87,48 @@ static inline void sink_ticket_done(sink_ticket_t *ticket, sink_result_t result,
     ticket->done(ticket, result, errmsg);
 }
 
+/* ---- the event loop ---- */
+
+/*
+ * The bridge's one event loop, as a sink sees it: file descriptors to
+ * watch and timers to arm, every callback on the main loop thread. A sink
+ * that uses it (SINK_F_LOOP) registers its sockets and deadlines in
+ * create() and is never polled; the loop sleeps until one of them is due.
+ * The table stays valid for the instance's whole life (unlike the strings
+ * of sink_host_t); its members are called with loop as first argument.
+ */
+#define SINK_IO_READ 0x1u
+#define SINK_IO_WRITE 0x2u
+
+typedef struct sink_watch sink_watch_t;
+typedef struct sink_timer sink_timer_t;
+
+/* Main loop thread. events: the SINK_IO_* that are ready. */
+typedef void (*sink_io_fn)(void *opaque, int fd, unsigned events);
+/* Main loop thread. */
+typedef void (*sink_timer_fn)(void *opaque);
+
+typedef struct sink_loop {
+    void *loop;
+    /* A watch of fd, watching nothing until watch_set(); NULL when out of memory. */
+    sink_watch_t *(*watch_new)(void *loop, int fd, sink_io_fn fn, void *opaque);
+    /* Watches for events (SINK_IO_*; 0: none) until changed. 0 or -1. */
+    int (*watch_set)(sink_watch_t *w, unsigned events);
+    /* Stops and frees the watch (before the fd is closed). Accepts NULL. */
+    void (*watch_free)(sink_watch_t *w);
+    /* A disarmed timer; NULL when out of memory. */
+    sink_timer_t *(*timer_new)(void *loop, sink_timer_fn fn, void *opaque);
+    /* Fires once after_s seconds from now (again: re-armed); < 0 disarms it. */
+    void (*timer_arm)(sink_timer_t *t, double after_s);
+    /* Disarms and frees the timer. Accepts NULL. */
+    void (*timer_free)(sink_timer_t *t);
+    /*
+     * Serves the loop until something happened or timeout_ms passed, for a
+     * flush() that must wait; never from inside a loop callback.
+     */
+    void (*run)(void *loop, int timeout_ms);
+} sink_loop_t;
+
 /* ---- the sink interface ---- */
 
 /* What the bridge tells a sink instance about its surroundings. */
@@ -91,10 +136,20 @@ typedef struct sink_host {
     const char *name;         /* the sink's configured name */
     const char *redis_url;    /* the bridge's redis.url (for sinks that write to Redis) */
     const char *redis_prefix; /* the bridge's redis.prefix */
+    /* The event loop, valid until destroy(); NULL when the caller drives poll() itself. */
+    const sink_loop_t *loop;
 } sink_host_t;
 
 /* sink_type_t.flags */
 #define SINK_F_OUTBOX 0x1u /* delivered through the durable outbox (see above) */
+/*
+ * Given host->loop, the instance drives itself on it and the core never
+ * calls its poll(). Without the flag (or without a loop) the core calls
+ * poll(ctx, 0) now and then: a fallback for modules that do not use the
+ * loop, which costs them a wake-up every few milliseconds while events are
+ * pending.
+ */
+#define SINK_F_LOOP 0x2u
 
 typedef struct sink_type {
     const char *name; /* the config "type" */
@@ -121,7 +176,10 @@ typedef struct sink_type {
      * not take it (the ticket is then untouched and the caller resolves it).
      */
     sink_result_t (*submit)(void *ctx, const sink_event_t *ev, sink_ticket_t *ticket);
-    /* Serves completions, waiting at most timeout_ms. Main loop thread. */
+    /*
+     * Serves completions, waiting at most timeout_ms. Main loop thread.
+     * Optional with SINK_F_LOOP: called only when the instance has no loop.
+     */
     void (*poll)(void *ctx, int timeout_ms);
     /* Events handed over and not yet resolved. */
     size_t (*pending)(void *ctx);

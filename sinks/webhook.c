@@ -14,14 +14,19 @@
  * the endpoint's connections stay alive between attempts. At most
  * max_in_flight requests run at once, each in a slot whose easy handle
  * (with its options and TLS session) is kept for the slot's next request;
- * submissions beyond the slots wait in a FIFO queue. Everything runs on the
- * main loop thread, inside submit(), poll(), flush() and destroy(); only
- * the pending count, which the admin thread reads for /metrics, is atomic.
+ * submissions beyond the slots wait in a FIFO queue. On the bridge's loop
+ * the multi handle is driven by socket and timer callbacks (multi_loop.h,
+ * shared with the pollers' HTTP client), so an attempt completes as its
+ * response arrives; without one, poll() drives it. Everything runs on the
+ * main loop thread, inside submit(), the loop's callbacks, poll(), flush()
+ * and destroy(); only the pending count, which the admin thread reads for
+ * /metrics, is atomic.
  *
  * Logs and messages name the endpoint by its origin (scheme://host[:port])
  * only: a webhook URL's path or query often carries a token.
  */
 #include "clock.h"
+#include "multi_loop.h"
 #include "net.h"
 #include "sink.h"
 #include "webhook.h"
@@ -109,7 +114,9 @@ struct webhook_sink {
     webhook_key_t keys[WEBHOOK_SECRETS_MAX];
     size_t nkeys;
     long timeout_ms;
-    CURLM *multi;
+    CURLM *multi;     /* ml's when on the loop */
+    multi_loop_t *ml; /* on the bridge's loop; NULL when poll() drives multi */
+    const sink_loop_t *loop;
     webhook_slot_t *slots;
     size_t nslots; /* max_in_flight */
     size_t in_flight;
@@ -665,22 +672,19 @@ static void finish(webhook_sink_t *ctx, webhook_slot_t *slot, CURLcode cc)
     sink_ticket_done(ticket, result, result == SINK_OK ? NULL : msg);
 }
 
+/* A transfer ended (multi_loop_collect(), main loop thread). */
+static void on_transfer_done(void *opaque, CURL *easy, CURLcode cc)
+{
+    webhook_slot_t *slot = NULL;
+
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&slot);
+    finish(opaque, slot, cc);
+}
+
 /* Resolves every finished transfer; returns how many. */
 static int collect(webhook_sink_t *ctx)
 {
-    CURLMsg *m;
-    int left, done = 0;
-
-    while ((m = curl_multi_info_read(ctx->multi, &left))) {
-        webhook_slot_t *slot = NULL;
-
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&slot);
-        finish(ctx, slot, m->data.result);
-        done++;
-    }
-    return done;
+    return multi_loop_collect(ctx->multi, on_transfer_done, ctx);
 }
 
 static void perform(webhook_sink_t *ctx)
@@ -715,7 +719,9 @@ static void webhook_destroy(void *vctx)
     }
     while ((d = dequeue(ctx)))
         delivery_free(d);
-    if (ctx->multi)
+    if (ctx->ml)
+        multi_loop_free(ctx->ml);
+    else if (ctx->multi)
         curl_multi_cleanup(ctx->multi);
     OPENSSL_cleanse(ctx->keys, sizeof(ctx->keys));
     free(ctx->slots);
@@ -750,7 +756,12 @@ static void *webhook_create(const cJSON *conf, const sink_host_t *host, char *er
     memcpy(ctx->keys, opts.keys, sizeof(ctx->keys));
     ctx->nkeys = opts.nkeys;
     ctx->timeout_ms = (long)opts.timeout_s * 1000L;
-    if (!(ctx->multi = curl_multi_init())) {
+    ctx->loop = host ? host->loop : NULL;
+    if (ctx->loop) {
+        if (!(ctx->ml = multi_loop_new(ctx->loop, on_transfer_done, ctx, err, errlen)))
+            goto fail;
+        ctx->multi = multi_loop_handle(ctx->ml);
+    } else if (!(ctx->multi = curl_multi_init())) {
         snprintf(err, errlen, "cannot create a libcurl multi handle");
         goto fail;
     }
@@ -800,13 +811,19 @@ static sink_result_t webhook_submit(void *vctx, const sink_event_t *ev, sink_tic
 /*
  * Drives the transfers: starts queued attempts, moves every transfer on, and
  * resolves the finished ones. Waits (up to timeout_ms) only when something is
- * in flight and nothing finished yet.
+ * in flight and nothing finished yet. On the loop, it runs the loop that
+ * long instead (never called from inside a loop callback).
  */
 static void webhook_poll(void *vctx, int timeout_ms)
 {
     webhook_sink_t *ctx = vctx;
 
     start_queued(ctx);
+    if (ctx->ml) {
+        if (ctx->in_flight > 0)
+            ctx->loop->run(ctx->loop->loop, timeout_ms);
+        return;
+    }
     if (ctx->in_flight == 0)
         return;
     perform(ctx);
@@ -854,7 +871,7 @@ static size_t webhook_room(void *vctx)
 
 const sink_type_t sink_webhook_type = {
     .name = "webhook",
-    .flags = SINK_F_OUTBOX,
+    .flags = SINK_F_OUTBOX | SINK_F_LOOP,
     .validate = webhook_validate,
     .create = webhook_create,
     .submit = webhook_submit,

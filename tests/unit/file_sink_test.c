@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "sink.h"
 #include "testlib.h"
 
@@ -329,6 +330,32 @@ START_TEST(test_always_resolves_in_poll)
 }
 END_TEST
 
+/*
+ * fsync=always on the bridge's loop: nothing polls; the group fsync of the
+ * lines submitted in one turn runs from the sink's own timer.
+ */
+START_TEST(test_always_resolves_on_the_loop)
+{
+    char json[512], err[ERRLEN] = "";
+    test_event_t ev[3];
+    test_ticket_t t[3];
+    loop_t *loop = loop_new(err, sizeof(err));
+    void *ctx;
+
+    ck_assert_msg(loop != NULL, "%s", err);
+    snprintf(json, sizeof(json),
+             "{\"name\":\"files\",\"type\":\"file\",\"path\":\"%s\",\"fsync\":\"always\"}", path);
+    ctx = sink_on_loop(T, "files", json, loop_sink_api(loop));
+    for (int i = 0; i < 3; i++) {
+        event_init(&ev[i], "century", "s-1", "started", i);
+        submit_ok(ctx, &ev[i], &t[i]);
+        ck_assert_int_eq(t[i].calls, 0);
+    }
+    sink_done_on_loop(T, ctx, loop_sink_api(loop), t, 3, 1000);
+    loop_free(loop);
+}
+END_TEST
+
 /* Past WAITING_MAX lines waiting for their fsync, submit() syncs first. */
 START_TEST(test_always_bounds_the_batch)
 {
@@ -604,6 +631,7 @@ static Suite *file_sink_suite(void)
     tcase_add_loop_test(io, test_lines, 0, N(modes));
     tcase_add_test(io, test_appends_across_instances);
     tcase_add_test(io, test_always_resolves_in_poll);
+    tcase_add_test(io, test_always_resolves_on_the_loop);
     tcase_add_test(io, test_always_bounds_the_batch);
     tcase_add_test(io, test_newline_refused);
     tcase_add_test(io, test_rotation_loses_nothing);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "http.h"
+#include "loop.h"
 
 typedef struct step {
     unsigned status;
@@ -66,6 +67,7 @@ static struct MHD_Daemon *daemon_;
 /* One multi handle per test, as the engine has one: it holds the
  * connection cache that keeps provider connections alive. */
 static http_multi_t *multi;
+static loop_t *loop;
 static char base_url[64];
 
 static void start(const step_t *steps, size_t n)
@@ -77,8 +79,11 @@ static void start(const step_t *steps, size_t n)
                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
     ck_assert_ptr_nonnull(daemon_);
     char err[256];
+    if (loop == NULL)
+        loop = loop_new(err, sizeof(err));
+    ck_assert_ptr_nonnull(loop);
     if (multi == NULL)
-        multi = http_multi_new(err, sizeof(err));
+        multi = http_multi_new(loop_sink_api(loop), err, sizeof(err));
     ck_assert_ptr_nonnull(multi);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
     snprintf(base_url, sizeof(base_url), "http://127.0.0.1:%u/x", info->port);
@@ -90,6 +95,8 @@ static void stop(void)
     daemon_ = NULL;
     http_multi_free(multi);
     multi = NULL;
+    loop_free(loop);
+    loop = NULL;
 }
 
 static const http_retry_policy_t fast = {
@@ -118,7 +125,7 @@ struct done {
     char err[256];
 };
 
-/* Called from http_multi_run() on the test's thread. */
+/* Called from the loop, run on the test's thread. */
 static void on_done(void *opaque, int rc, const char *err)
 {
     struct done *d = opaque;
@@ -143,7 +150,7 @@ static int fetch_retry(http_client_t *c, const http_retry_policy_t *p, const cha
         double delay = 0;
         ck_assert_int_eq(http_start(m, c, url, hdr, nhdr, r, on_done, &d, err, errlen), 0);
         while (!d.called)
-            ck_assert_int_eq(http_multi_run(m, 100), 0);
+            loop_run_for(loop, 100);
         snprintf(err, errlen, "%s", d.err);
         http_retry_t what = http_retry_decide(p, attempt, d.rc, r, &delay, err, errlen);
         if (attempts)

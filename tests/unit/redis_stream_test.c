@@ -14,6 +14,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis_server.h"
+#include "loop.h"
 #include "sink.h"
 #include "testlib.h"
 
@@ -326,6 +327,34 @@ END_TEST
  * node's worth of entries (approximate trimming drops whole nodes), and the
  * newest entry is the last event; maxlen 0 trims nothing.
  */
+/*
+ * On the bridge's loop nothing polls: the watch of the socket writes the
+ * pipeline out, reads the replies and resolves the tickets.
+ */
+START_TEST(test_on_the_loop)
+{
+    enum { EVENTS = 5 };
+    char json[512], err[ERRLEN] = "";
+    test_event_t ev[EVENTS];
+    test_ticket_t t[EVENTS];
+    loop_t *loop = loop_new(err, sizeof(err));
+    void *ctx;
+
+    ck_assert_msg(loop != NULL, "%s", err);
+    snprintf(json, sizeof(json),
+             "{\"name\":\"stream\",\"type\":\"redis_stream\",\"stream\":\"loop:ev\","
+             "\"url\":\"redis://127.0.0.1:%d\"}",
+             srv.port);
+    ctx = sink_on_loop(T, "stream", json, loop_sink_api(loop));
+    for (int i = 0; i < EVENTS; i++) {
+        event_init(&ev[i], "century", "s-1", "started", i);
+        submit_ok(ctx, &ev[i], &t[i]);
+    }
+    sink_done_on_loop(T, ctx, loop_sink_api(loop), t, EVENTS, WAIT_MS);
+    loop_free(loop);
+}
+END_TEST
+
 START_TEST(test_maxlen)
 {
     enum { EVENTS = 1000, MAXLEN = 50 };
@@ -627,6 +656,7 @@ static Suite *redis_stream_suite(void)
     tc = tcase_create("redis");
     tcase_add_unchecked_fixture(tc, basic_setup, basic_teardown);
     tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_on_the_loop);
     tcase_add_test(tc, test_maxlen);
     tcase_add_test(tc, test_pending_bound);
     tcase_add_test(tc, test_error_reply);

@@ -4,6 +4,7 @@
  * against librdkafka's in-process mock cluster, read back with a consumer;
  * stdout through a temporary file put in place of fd 1.
  */
+#include "loop.h"
 #include "sink.h"
 #include "testlib.h"
 
@@ -766,6 +767,45 @@ START_TEST(test_kafka_routes_per_source)
 }
 END_TEST
 
+/*
+ * On the bridge's loop the producer is never polled: librdkafka wakes the
+ * loop through the main queue's pipe and the watch serves the delivery
+ * reports. A loop that only sleeps until something happens must see every
+ * ticket resolved.
+ */
+START_TEST(test_kafka_on_the_loop)
+{
+    static const char *const topics[] = {"sessions.started", "sessions.completed", NULL};
+    char json[1024], lerr[128];
+    mock_t m;
+    test_event_t ev[2];
+    test_ticket_t t[2];
+    loop_t *loop = loop_new(lerr, sizeof(lerr));
+    void *ctx;
+
+    ck_assert_msg(loop != NULL, "%s", lerr);
+    sink_set_logger(NULL, SINK_LOG_WARN, NULL);
+    mock_start(&m, 1);
+    mock_topics(&m, topics);
+    snprintf(json, sizeof(json),
+             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\","
+             "\"properties\":{\"linger.ms\":0,\"debug\":\"generic\"}}",
+             m.bootstraps);
+    /* debug logs from inside rd_kafka_new(): the main queue is not empty
+     * when the sink asks for its wake-ups, as when a broker refuses at once */
+    ctx = sink_on_loop(&sink_kafka_type, "bus", json, loop_sink_api(loop));
+    event_init(&ev[0], "century", "s-1", "started", 0);
+    event_init(&ev[1], "century", "s-1", "completed", 1);
+    for (int i = 0; i < 2; i++) {
+        ticket_init(&t[i]);
+        ck_assert_int_eq(sink_kafka_type.submit(ctx, &ev[i].ev, &t[i].t), SINK_OK);
+    }
+    sink_done_on_loop(&sink_kafka_type, ctx, loop_sink_api(loop), t, 2, 10000);
+    loop_free(loop);
+    mock_stop(&m);
+}
+END_TEST
+
 static void set_brokers(rd_kafka_mock_cluster_t *mc, int nbrokers, bool up)
 {
     /* -1 means every broker (documented); fall back to each id if refused. */
@@ -1057,6 +1097,7 @@ static Suite *sink_suite(void)
     tcase_add_test(kafka, test_kafka_create_invalid);
     tcase_add_test(kafka, test_kafka_end_to_end);
     tcase_add_test(kafka, test_kafka_routes_per_source);
+    tcase_add_test(kafka, test_kafka_on_the_loop);
     tcase_add_test(kafka, test_kafka_brokers_down);
     tcase_add_test(kafka, test_kafka_fatal);
     tcase_add_test(kafka, test_kafka_destroy_resolves);

@@ -154,8 +154,9 @@ void event_init(test_event_t *te, const char *source, const char *session, const
                             .json_len = strlen(te->json)};
 }
 
-bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
-                         int timeout_ms)
+/* Serves with serve(a, b, 50) until every ticket of t resolved or timeout_ms passed. */
+static bool serve_until_resolved(void (*serve)(void *, void *, int), void *a, void *b,
+                                 test_ticket_t *t, int n, int timeout_ms)
 {
     int64_t deadline = now_ms() + timeout_ms;
 
@@ -168,6 +169,55 @@ bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, i
             return true;
         if (now_ms() > deadline)
             return false;
-        type->poll(ctx, 50);
+        serve(a, b, 50);
     }
+}
+
+static void serve_poll(void *type, void *ctx, int ms)
+{
+    ((const sink_type_t *)type)->poll(ctx, ms);
+}
+
+static void serve_loop(void *loop, void *unused, int ms)
+{
+    (void)unused;
+    ((const sink_loop_t *)loop)->run(((const sink_loop_t *)loop)->loop, ms);
+}
+
+bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
+                         int timeout_ms)
+{
+    return serve_until_resolved(serve_poll, (void *)type, ctx, t, n, timeout_ms);
+}
+
+bool loop_until_resolved(const sink_loop_t *loop, test_ticket_t *t, int n, int timeout_ms)
+{
+    return serve_until_resolved(serve_loop, (void *)loop, NULL, t, n, timeout_ms);
+}
+
+void *sink_on_loop(const sink_type_t *type, const char *name, const char *json,
+                   const sink_loop_t *loop)
+{
+    char err[512] = "";
+    cJSON *conf = parse_json(json);
+    void *ctx = type->create(conf, &(sink_host_t){.name = name, .loop = loop}, err, sizeof(err));
+
+    ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
+    cJSON_Delete(conf);
+    return ctx;
+}
+
+void sink_done_on_loop(const sink_type_t *type, void *ctx, const sink_loop_t *loop,
+                       test_ticket_t *t, int n, int timeout_ms)
+{
+    ck_assert(loop_until_resolved(loop, t, n, timeout_ms));
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(t[i].calls, 1);
+        ck_assert_msg(t[i].result == SINK_OK, "ticket %d: %d %s", i, t[i].result, t[i].err);
+    }
+    ck_assert_uint_eq(type->pending(ctx), 0);
+    ck_assert(type->flags & SINK_F_LOOP);
+    type->destroy(ctx);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(t[i].calls, 1); /* destroy() resolved nothing twice */
 }

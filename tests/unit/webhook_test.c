@@ -6,6 +6,7 @@
  * request with its own HMAC code and raw key bytes, not the sink's, so that
  * a mistake in the sink's decoding or signing cannot verify itself.
  */
+#include "loop.h"
 #include "sink.h"
 #include "webhook.h"
 #include "test_ticket.h"
@@ -569,6 +570,26 @@ static void assert_log_clean(void)
 }
 
 /* A sink for the server, with the URL's query holding a token the logs must not show. */
+/*
+ * The "http_loop" cases run every HTTP test again with the sink on an event
+ * loop (sink_host_t.loop): nothing calls poll() then, the loop alone moves
+ * the transfers on.
+ */
+static loop_t *loop;
+
+static void loop_setup(void)
+{
+    char err[128];
+    loop = loop_new(err, sizeof(err));
+    ck_assert_msg(loop != NULL, "%s", err);
+}
+
+static void loop_teardown(void)
+{
+    loop_free(loop);
+    loop = NULL;
+}
+
 static void *sink_for(unsigned port, const char *secrets_json, int timeout_s, int max_in_flight)
 {
     char text[1024], err[512];
@@ -580,7 +601,9 @@ static void *sink_for(unsigned port, const char *secrets_json, int timeout_s, in
              "\"timeout_s\":%d,\"max_in_flight\":%d}",
              port, secrets_json, timeout_s, max_in_flight);
     conf = parse_json(text);
-    ctx = sink_webhook_type.create(conf, &(sink_host_t){.name = "hook"}, err, sizeof(err));
+    ctx = sink_webhook_type.create(
+        conf, &(sink_host_t){.name = "hook", .loop = loop ? loop_sink_api(loop) : NULL}, err,
+        sizeof(err));
     ck_assert_msg(ctx != NULL, "create: %s", err);
     cJSON_Delete(conf);
     loglen = 0;
@@ -628,13 +651,22 @@ static bool all_resolved(const test_ticket_t *tickets, unsigned n)
     return true;
 }
 
-/* Polls until every ticket is resolved (bounded); each exactly once. */
+/* Moves the transfers on for up to ms: the loop runs them, or poll() when there is none. */
+static void serve(void *ctx, int ms)
+{
+    if (loop)
+        loop_run_for(loop, ms);
+    else
+        sink_webhook_type.poll(ctx, ms);
+}
+
+/* Serves until every ticket is resolved (bounded); each exactly once. */
 static void drive(void *ctx, test_ticket_t *tickets, unsigned n)
 {
     int64_t deadline = now_ms() + WAIT_BOUND_MS;
 
     while (!all_resolved(tickets, n) && now_ms() < deadline)
-        sink_webhook_type.poll(ctx, 100);
+        serve(ctx, 100);
     for (unsigned i = 0; i < n; i++)
         ck_assert_int_eq(tickets[i].calls, 1);
     ck_assert_uint_eq(sink_webhook_type.pending(ctx), 0);
@@ -846,10 +878,10 @@ START_TEST(test_max_in_flight)
 
         if (held > 0 && held >= (left < 2 ? left : 2)) {
             for (int i = 0; i < 5; i++)
-                sink_webhook_type.poll(ctx, 20);
+                serve(ctx, 20);
             server_release(held);
         }
-        sink_webhook_type.poll(ctx, 20);
+        serve(ctx, 20);
     }
     drive(ctx, t, 6);
     for (int i = 0; i < 6; i++)
@@ -900,7 +932,7 @@ START_TEST(test_room_flush_and_destroy)
     /* destroy() abandons what is in flight without resolving it. */
     submit_n(ctx, evs, t, 2);
     while (server_get(&srv.current) < 2 && now_ms() < deadline)
-        sink_webhook_type.poll(ctx, 20);
+        serve(ctx, 20);
     ck_assert_int_eq(server_get(&srv.current), 2);
     sink_webhook_type.destroy(ctx);
     ck_assert_int_eq(t[0].calls + t[1].calls, 0);
@@ -915,6 +947,7 @@ static Suite *webhook_suite(void)
     TCase *pure = tcase_create("pure");
     TCase *conf = tcase_create("config");
     TCase *http = tcase_create("http");
+    TCase *http_loop = tcase_create("http_loop");
 
     tcase_add_test(pure, test_spec_vector);
     tcase_add_loop_test(pure, test_decode_secret, 0,
@@ -930,9 +963,20 @@ static Suite *webhook_suite(void)
     tcase_add_test(http, test_no_answer_times_out);
     tcase_add_test(http, test_max_in_flight);
     tcase_add_test(http, test_room_flush_and_destroy);
+    tcase_add_checked_fixture(http_loop, loop_setup, loop_teardown);
+    tcase_add_test(http_loop, test_ok_and_keep_alive);
+    tcase_add_test(http_loop, test_two_secrets_two_signatures);
+    tcase_add_test(http_loop, test_gone);
+    tcase_add_test(http_loop, test_retry_after_503);
+    tcase_add_test(http_loop, test_redirect_refused);
+    tcase_add_test(http_loop, test_large_response_body);
+    tcase_add_test(http_loop, test_no_answer_times_out);
+    tcase_add_test(http_loop, test_max_in_flight);
+    tcase_add_test(http_loop, test_room_flush_and_destroy);
     suite_add_tcase(s, pure);
     suite_add_tcase(s, conf);
     suite_add_tcase(s, http);
+    suite_add_tcase(s, http_loop);
     return s;
 }
 
