@@ -26,6 +26,9 @@ class DelayProxy:
         self.upstream = (upstream_host, upstream_port)
         self.delay_s = delay_s
         self.connections = 0
+        # request bursts (reads of the client's bytes) per connection, in
+        # accept order: about one per round trip the client waits for
+        self.requests = []
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._lsock.bind(("127.0.0.1", 0))
@@ -60,16 +63,18 @@ class DelayProxy:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._socks += [client, server]
             self.connections += 1
-            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+            self.requests.append(0)
+            threading.Thread(target=self._pipe, args=(client, server, len(self.requests) - 1),
+                             daemon=True).start()
             self._delayed(server, client)
 
-    @staticmethod
-    def _pipe(src, dst):
+    def _pipe(self, src, dst, k):
         try:
             while True:
                 data = src.recv(CHUNK)
                 if not data:
                     break
+                self.requests[k] += 1
                 dst.sendall(data)
         except OSError:
             pass
