@@ -18,10 +18,12 @@
  * failing source only holds its own machine.
  *
  * The PINGs (readiness, and before delivering), the readiness counts, the
- * member beat and the lease renewals are asynchronous store calls on this
- * loop (hiredis's async API): their round trips hold nobody. The lease
- * take and release, the snapshot load, the commit and the outbox still
- * block the loop for theirs (issue 12 moves them next, in that order).
+ * member beat and the lease renewals, takes and releases are asynchronous
+ * store calls on this loop (hiredis's async API): their round trips hold
+ * nobody. The snapshot load, the commit, the outbox (issue 12 moves them
+ * next, in that order), the last records of vanished sessions and the
+ * lapsed-lease retake still block the loop for theirs; so do the releases
+ * at exit, after the loop ended.
  */
 #include "engine.h"
 
@@ -148,6 +150,7 @@ typedef enum phase {
     PHASE_BACKOFF, /* waiting before retrying the page */
     PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
     PHASE_CHECK,   /* the PING before delivering is in flight */
+    PHASE_LEASE,   /* asking Redis for the lease before a cycle */
 } phase_t;
 
 typedef struct source_rt source_rt_t;
@@ -187,6 +190,7 @@ struct source_rt {
     int index_valid;
     int leased;                               /* we hold the source's lease */
     int renewing;                             /* a renewal is in flight */
+    int releasing;                            /* a release is in flight */
     double renew_sent_at;                     /* monotonic s it was sent at */
     double lease_renew_at, lease_valid_until; /* monotonic s */
     double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
@@ -388,29 +392,6 @@ static store_lease_t lease_set(source_rt_t *s, char *err, size_t errlen)
     return store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, errlen);
 }
 
-/* Tries to take the lease of s: 1 when it is ours, 0 when another replica's, -1 on a Redis error.
- */
-static int lease_acquire(source_rt_t *s, double now)
-{
-    char err[256];
-
-    switch (lease_set(s, err, sizeof(err))) {
-    case STORE_LEASE_HELD:
-        lease_taken(s, now);
-        LOG_INFO("lease acquired", LF_S("source", s->conf->name),
-                 LF_I("ttl_s", s->e->conf->lease_ttl_s));
-        return 1;
-    case STORE_LEASE_OTHER:
-    case STORE_LEASE_GONE:
-        return 0;
-    case STORE_LEASE_ERROR:
-        LOG_ERROR("cannot take the lease; skipping this cycle", LF_S("source", s->conf->name),
-                  LF_S("error", err));
-        return -1;
-    }
-    return -1;
-}
-
 /*
  * Nobody holds the lease of s although this replica did: it expired while
  * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
@@ -563,15 +544,15 @@ static void on_lease_timer(void *opaque)
         leases_tick(e, clock_mono_s());
 }
 
-/* After a cycle: gives the lease back when this replica holds more than its share. */
-static void lease_rebalance(source_rt_t *s)
+/* store_lease_release_async()'s answer: a release that failed keeps the lease. */
+static void on_released(void *opaque, int rc, const char *err)
 {
+    source_rt_t *s = opaque;
     engine_t *e = s->e;
-    char err[256];
+    (void)err;
 
-    if (e->once || !s->leased || e->leases_held <= fair_share(e))
-        return;
-    if (store_lease_release(e->store, s->conf->name, e->token, err, sizeof(err)) != 0)
+    s->releasing = 0;
+    if (e->closing || rc != 0 || !s->leased)
         return;
     s->leased = 0;
     s->loaded = 0;
@@ -580,6 +561,18 @@ static void lease_rebalance(source_rt_t *s)
     lease_gauges(s);
     LOG_INFO("lease released to balance the replicas", LF_S("source", s->conf->name),
              LF_I("replicas", e->live_replicas), LF_I("held", e->leases_held));
+}
+
+/* After a cycle: gives the lease back when this replica holds more than its share. */
+static void lease_rebalance(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    if (e->once || !s->leased || s->releasing || e->leases_held <= fair_share(e))
+        return;
+    s->releasing = store_lease_release_async(e->store, s->conf->name, e->token, on_released, s, err,
+                                             sizeof(err)) == 0;
 }
 
 static void leases_release_all(engine_t *e)
@@ -1907,26 +1900,17 @@ bool engine_ready(void *opaque, char *why, size_t whylen)
  * holder's sources are taken over within the TTL), once mode waits up to a
  * TTL for it and then gives the source up as failed.
  */
-static int lease_ready(source_rt_t *s, double now)
+/* Another replica holds the lease of s (or this one has its share): when to ask again. */
+static void lease_wait(source_rt_t *s, double now)
 {
     engine_t *e = s->e;
     double ttl = e->conf->lease_ttl_s;
 
-    int got = s->leased ? 1
-              : e->once || (e->leases_held < fair_share(e) && now >= e->quiet_until)
-                  ? lease_acquire(s, now)
-                  : 0;
-    if (got == 1)
-        return 1;
-    if (got < 0) {
-        cycle_end(s, 0);
-        return 0;
-    }
     if (!e->once) {
         double retry = ttl / 2 < s->conf->interval_s ? ttl / 2 : s->conf->interval_s;
         s->next_due = now + retry * (0.75 + 0.5 * http_uniform01());
         source_arm(s, s->next_due - now);
-        return 0;
+        return;
     }
     if (s->lease_wait_since == 0) {
         s->lease_wait_since = now;
@@ -1938,9 +1922,75 @@ static int lease_ready(source_rt_t *s, double now)
         s->finished = 1;
         s->last_ok = 0;
         engine_kick(e);
-        return 0;
+        return;
     }
     source_arm(s, ENGINE_LEASE_WAIT_S);
+}
+
+/* Whether the timer of an idle s starts a cycle now. */
+static int cycle_wanted(const source_rt_t *s)
+{
+    const engine_t *e = s->e;
+    return e->halt_at == 0 && (!e->once || (s->wanted && !s->finished));
+}
+
+/* store_lease_acquire_async()'s answer: the cycle starts, waits, or fails. */
+static void on_lease_asked(void *opaque, store_lease_t r, const char *err)
+{
+    source_rt_t *s = opaque;
+    engine_t *e = s->e;
+    double now = clock_mono_s();
+
+    if (e->closing)
+        return;
+    s->phase = PHASE_IDLE;
+    switch (r) {
+    case STORE_LEASE_HELD:
+        lease_taken(s, now);
+        LOG_INFO("lease acquired", LF_S("source", s->conf->name),
+                 LF_I("ttl_s", e->conf->lease_ttl_s));
+        if (cycle_wanted(s))
+            cycle_start(s);
+        else
+            engine_kick(e); /* a stop came meanwhile */
+        return;
+    case STORE_LEASE_OTHER:
+    case STORE_LEASE_GONE:
+        lease_wait(s, now);
+        engine_kick(e);
+        return;
+    case STORE_LEASE_ERROR:
+        break;
+    }
+    LOG_ERROR("cannot take the lease; skipping this cycle", LF_S("source", s->conf->name),
+              LF_S("error", err));
+    cycle_end(s, 0);
+}
+
+/*
+ * 1 when s holds its lease and may start a cycle; 0 when not now: the
+ * timer of s is re-armed, or Redis is asked for the lease (PHASE_LEASE)
+ * and on_lease_asked() goes on.
+ */
+static int lease_ready(source_rt_t *s, double now)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    if (s->releasing) {
+        source_arm(s, ENGINE_LEASE_WAIT_S);
+        return 0;
+    }
+    if (s->leased)
+        return 1;
+    if (!e->once && (e->leases_held >= fair_share(e) || now < e->quiet_until)) {
+        lease_wait(s, now);
+        return 0;
+    }
+    s->phase = PHASE_LEASE;
+    if (store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e),
+                                  on_lease_asked, s, err, sizeof(err)) != 0)
+        on_lease_asked(s, STORE_LEASE_ERROR, err);
     return 0;
 }
 
@@ -1954,8 +2004,7 @@ static void on_source_timer(void *opaque)
         return;
     switch (s->phase) {
     case PHASE_IDLE:
-        if (e->halt_at == 0 && (!e->once || (s->wanted && !s->finished)) &&
-            lease_ready(s, clock_mono_s()))
+        if (cycle_wanted(s) && lease_ready(s, clock_mono_s()))
             cycle_start(s);
         break;
     case PHASE_BACKOFF:
@@ -1972,6 +2021,7 @@ static void on_source_timer(void *opaque)
     case PHASE_QUEUED: /* moved on by queue_drain() */
     case PHASE_FETCH:  /* moved on by on_http_done() */
     case PHASE_CHECK:  /* moved on by on_delivery_ping() */
+    case PHASE_LEASE:  /* moved on by on_lease_asked() */
         break;
     }
 }

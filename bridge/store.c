@@ -1863,7 +1863,15 @@ int store_member_leave(store_t *st, const char *id, char *err, size_t errlen)
  * watchdog, store_detach()), so every operation finishes exactly once, when
  * its last reply (or NULL) arrived, and reports the first failure it saw.
  */
-typedef enum aop { AOP_SETUP, AOP_PING, AOP_COUNT, AOP_RENEW, AOP_BEAT } aop_t;
+typedef enum aop {
+    AOP_SETUP,
+    AOP_PING,
+    AOP_COUNT,
+    AOP_RENEW,
+    AOP_ACQUIRE,
+    AOP_RELEASE,
+    AOP_BEAT
+} aop_t;
 
 typedef struct areq {
     store_t *st;
@@ -1875,6 +1883,7 @@ typedef struct areq {
     uint64_t t;       /* AOP_BEAT: unix ms the beat was made at */
     long long value;  /* AOP_COUNT, AOP_RENEW, AOP_BEAT: the integer reply kept */
     bool was_member;  /* AOP_BEAT */
+    bool set;         /* AOP_ACQUIRE: the SET NX took it */
     union {
         store_done_fn done;
         store_count_fn count;
@@ -1965,8 +1974,18 @@ static void areq_take(areq_t *q, unsigned k, const redisReply *r)
         if (r->type != REDIS_REPLY_STATUS || r->len != 4 || memcmp(r->str, "PONG", 4) != 0)
             areq_unexpected(q);
         break;
+    case AOP_ACQUIRE:
+        /* SET NX: +OK when taken, nil when someone holds it; then the renewal script */
+        if (k == 0)
+            q->set = r->type == REDIS_REPLY_STATUS;
+        else if (r->type != REDIS_REPLY_INTEGER)
+            areq_unexpected(q);
+        else
+            q->value = r->integer;
+        break;
     case AOP_COUNT:
     case AOP_RENEW:
+    case AOP_RELEASE:
         if (r->type != REDIS_REPLY_INTEGER || (q->op == AOP_COUNT && r->integer < 0))
             areq_unexpected(q);
         else
@@ -2015,7 +2034,16 @@ static void areq_finish(areq_t *q)
         }
         break;
     case AOP_PING:
+    case AOP_RELEASE:
         q->fn.done(q->opaque, q->failed ? -1 : 0, err);
+        break;
+    case AOP_ACQUIRE:
+        /* Not set but ours: a renewal that looked failed. Gone by the
+         * script: it expired in between; the caller tries again later. */
+        lease = q->failed                 ? STORE_LEASE_ERROR
+                : q->set || q->value == 1 ? STORE_LEASE_HELD
+                                          : STORE_LEASE_OTHER;
+        q->fn.lease(q->opaque, lease, err);
         break;
     case AOP_COUNT:
         q->fn.count(q->opaque, q->failed ? -1 : 0, q->failed ? 0 : (size_t)q->value, err);
@@ -2306,4 +2334,43 @@ int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_b
     for (size_t i = 0; rc == 0 && i < sizeof c / sizeof c[0]; i++)
         rc = areq_sendv(q, c[i]);
     return areq_sent(q, rc, err, errlen);
+}
+
+/*
+ * store_lease_acquire() in one round trip: SET NX and the renewal script
+ * pipelined (the script extends a lease the SET just took, harmlessly,
+ * and tells whether one it did not take is ours already).
+ */
+int store_lease_acquire_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                              store_lease_fn fn, void *opaque, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX], ttl[24];
+    areq_t *q;
+    int rc;
+
+    if (make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_ACQUIRE, "SET lease", opaque, err, errlen)) == NULL)
+        return -1;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    const char *set[] = {"SET", lease, token, "NX", "PX", ttl, NULL},
+               *renew[] = {"EVAL", renew_script, "1", lease, token, ttl, NULL};
+    q->fn.lease = fn;
+    rc = areq_sendv(q, set);
+    if (rc == 0)
+        rc = areq_sendv(q, renew);
+    return areq_sent(q, rc, err, errlen);
+}
+
+int store_lease_release_async(store_t *st, const char *source, const char *token, store_done_fn fn,
+                              void *opaque, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX];
+    areq_t *q;
+
+    if (make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_RELEASE, "lease script", opaque, err, errlen)) == NULL)
+        return -1;
+    const char *argv[] = {"EVAL", release_script, "1", lease, token, "0", NULL};
+    q->fn.done = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
 }

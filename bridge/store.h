@@ -342,6 +342,12 @@ int store_outbox_count_async(store_t *st, const char *sink, store_count_fn fn, v
 /* store_lease_renew(). */
 int store_lease_renew_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
                             store_lease_fn fn, void *opaque, char *err, size_t errlen);
+/* store_lease_acquire(), in one round trip. */
+int store_lease_acquire_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                              store_lease_fn fn, void *opaque, char *err, size_t errlen);
+/* store_lease_release(). */
+int store_lease_release_async(store_t *st, const char *source, const char *token, store_done_fn fn,
+                              void *opaque, char *err, size_t errlen);
 /* store_member_beat(), its commands pipelined in one round trip. */
 int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_beat_fn fn,
                             void *opaque, char *err, size_t errlen);

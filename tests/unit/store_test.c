@@ -1809,6 +1809,39 @@ START_TEST(test_async_operations)
     /* PING, HLEN, EVAL and the beat's six (one round trip) */
     ck_assert_uint_eq(store_commands_sent(st), before + 9);
 
+    /* taken in one round trip; taken again (ours already); another's is OTHER */
+    char b_tok[STORE_TOKEN_LEN];
+    async_seen_t take[3] = {{0}}, rel = {0};
+    ck_assert_int_eq(store_new_token(b_tok), 0);
+    before = store_commands_sent(st);
+    ck_assert_int_eq(
+        store_lease_acquire_async(st, "async", a_tok, 60000, on_lease, &take[0], err, sizeof err),
+        0);
+    ck_assert_int_eq(
+        store_lease_acquire_async(st, "async", a_tok, 60000, on_lease, &take[1], err, sizeof err),
+        0);
+    ck_assert_int_eq(
+        store_lease_acquire_async(st, "async", b_tok, 60000, on_lease, &take[2], err, sizeof err),
+        0);
+    run_until(l, &take[2].calls, 1, 2000);
+    ck_assert_uint_eq(store_commands_sent(st), before + 6);
+    ck_assert_int_eq(take[0].lease, STORE_LEASE_HELD);
+    ck_assert_int_eq(take[1].lease, STORE_LEASE_HELD);
+    ck_assert_int_eq(take[2].lease, STORE_LEASE_OTHER);
+    /* another's release changes nothing; ours frees it */
+    ck_assert_int_eq(store_lease_release_async(st, "async", b_tok, on_done, &rel, err, sizeof err),
+                     0);
+    run_until(l, &rel.calls, 1, 2000);
+    ck_assert_msg(rel.calls == 1 && rel.rc == 0, "%s", rel.err);
+    ck_assert_int_eq(store_lease_renew(st, "async", a_tok, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    rel = (async_seen_t){0};
+    ck_assert_int_eq(store_lease_release_async(st, "async", a_tok, on_done, &rel, err, sizeof err),
+                     0);
+    run_until(l, &rel.calls, 1, 2000);
+    ck_assert_int_eq(store_lease_renew(st, "async", a_tok, 60000, err, sizeof err),
+                     STORE_LEASE_GONE);
+
     /* the same answers as the blocking calls give */
     ck_assert_int_eq(store_lease_acquire(st, "async", a_tok, 60000, err, sizeof err),
                      STORE_LEASE_HELD);
