@@ -17,9 +17,13 @@
  * short period: an idle daemon sleeps until its next timer. A slow or
  * failing source only holds its own machine.
  *
- * Redis calls (load, PING, commit, leases, the outbox) still block the
- * loop for their round trip: store.c is synchronous hiredis. Moving them
- * to hiredis's asynchronous API on this loop is the next step of issue 12.
+ * The PINGs (readiness, and before delivering), the readiness counts, the
+ * member beat and the lease renewals, takes and releases are asynchronous
+ * store calls on this loop (hiredis's async API): their round trips hold
+ * nobody. The snapshot load, the commit, the outbox (issue 12 moves them
+ * next, in that order), the last records of vanished sessions and the
+ * lapsed-lease retake still block the loop for theirs; so do the releases
+ * at exit, after the loop ended.
  */
 #include "engine.h"
 
@@ -145,6 +149,8 @@ typedef enum phase {
     PHASE_FETCH,   /* a page request is in flight */
     PHASE_BACKOFF, /* waiting before retrying the page */
     PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
+    PHASE_CHECK,   /* the PING before delivering is in flight */
+    PHASE_LEASE,   /* asking Redis for the lease before a cycle */
 } phase_t;
 
 typedef struct source_rt source_rt_t;
@@ -183,6 +189,9 @@ struct source_rt {
     /* index holds the snapshot committed at cycle, and no other replica held the lease since */
     int index_valid;
     int leased;                               /* we hold the source's lease */
+    int renewing;                             /* a renewal is in flight */
+    int releasing;                            /* a release is in flight */
+    double renew_sent_at;                     /* monotonic s it was sent at */
     double lease_renew_at, lease_valid_until; /* monotonic s */
     double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
     int has_snapshot;                         /* Redis holds a snapshot of this source */
@@ -241,8 +250,10 @@ struct engine {
     char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
     size_t live_replicas;        /* as of the last member beat, ourselves included */
     double next_beat;
-    int beaten;         /* a member beat succeeded */
-    double quiet_until; /* monotonic s; before it, no lease that is not ours is taken */
+    int beating;         /* a member beat is in flight */
+    double beat_sent_at; /* monotonic s */
+    int beaten;          /* a member beat succeeded */
+    double quiet_until;  /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
     double drain_until; /* once: when the outbox drain gives up; 0 before */
@@ -259,6 +270,8 @@ struct engine {
     /* Readiness, published by the loop for engine_ready() on the admin's threads. */
     atomic_int checked;      /* the first checks ran */
     atomic_int redis_up;     /* the last PING was answered */
+    int checking;            /* a readiness PING is in flight */
+    int redis_checked;       /* a readiness PING was answered (or failed) */
     atomic_int unready_sink; /* index of a sink that is not ready, -1 when none */
     atomic_int halting;      /* a stop was asked */
 };
@@ -379,29 +392,6 @@ static store_lease_t lease_set(source_rt_t *s, char *err, size_t errlen)
     return store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, errlen);
 }
 
-/* Tries to take the lease of s: 1 when it is ours, 0 when another replica's, -1 on a Redis error.
- */
-static int lease_acquire(source_rt_t *s, double now)
-{
-    char err[256];
-
-    switch (lease_set(s, err, sizeof(err))) {
-    case STORE_LEASE_HELD:
-        lease_taken(s, now);
-        LOG_INFO("lease acquired", LF_S("source", s->conf->name),
-                 LF_I("ttl_s", s->e->conf->lease_ttl_s));
-        return 1;
-    case STORE_LEASE_OTHER:
-    case STORE_LEASE_GONE:
-        return 0;
-    case STORE_LEASE_ERROR:
-        LOG_ERROR("cannot take the lease; skipping this cycle", LF_S("source", s->conf->name),
-                  LF_S("error", err));
-        return -1;
-    }
-    return -1;
-}
-
 /*
  * Nobody holds the lease of s although this replica did: it expired while
  * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
@@ -432,68 +422,117 @@ static int lease_retake(source_rt_t *s, double now)
     return -1;
 }
 
+/* The next time the lease timer must fire: the beat, or the first renewal due. */
+static void leases_rearm(engine_t *e)
+{
+    double next = e->next_beat;
+
+    /* a renewal in flight re-arms the timer when its answer comes */
+    for (size_t i = 0; i < e->nsources; i++) {
+        const source_rt_t *s = &e->sources[i];
+        if (s->leased && !s->renewing && s->lease_renew_at < next)
+            next = s->lease_renew_at;
+    }
+    lease_due(e, next);
+}
+
+/* store_member_beat_async()'s answer. */
+static void on_beat(void *opaque, int rc, size_t live, bool was_member, const char *err)
+{
+    engine_t *e = opaque;
+    double ttl = e->conf->lease_ttl_s;
+    (void)err;
+
+    e->beating = 0;
+    if (e->closing || rc != 0)
+        return;
+    e->live_replicas = live;
+    if (e->beaten && !was_member) {
+        /* Every replica's leases and beats vanished with it: the live
+         * count is too low until they beat again, and the sources they
+         * held are theirs to take back, with the snapshots only they
+         * have in memory. */
+        e->quiet_until = e->beat_sent_at + ttl;
+        LOG_WARN("this replica's membership vanished from redis (it lost its data, or "
+                 "this replica was cut off past the lease TTL); taking no source it does "
+                 "not hold for one lease TTL",
+                 LF_I("ttl_s", ttl));
+    }
+    e->beaten = 1;
+}
+
+/*
+ * store_lease_renew_async()'s answer for s. The lease counts from when the
+ * renewal was sent: Redis extended it at some moment after that.
+ */
+static void on_renewed(void *opaque, store_lease_t r, const char *err)
+{
+    source_rt_t *s = opaque;
+    engine_t *e = s->e;
+    double ttl = e->conf->lease_ttl_s, sent = s->renew_sent_at, now;
+    (void)err;
+
+    s->renewing = 0;
+    if (e->closing || !s->leased)
+        return;
+    now = clock_mono_s();
+    switch (r) {
+    case STORE_LEASE_HELD:
+        s->lease_renew_at = sent + ttl / 3;
+        s->lease_valid_until = sent + ttl;
+        break;
+    case STORE_LEASE_OTHER:
+        lease_taken_over(s, "taken by another replica (this one was paused or cut off)");
+        break;
+    case STORE_LEASE_GONE:
+    case STORE_LEASE_ERROR:
+        /* Gone: take it again; a Redis error either way counts as a failed renewal. */
+        if (r == STORE_LEASE_GONE && lease_retake(s, now) >= 0)
+            break;
+        if (now >= s->lease_valid_until)
+            lease_lost(s, "not renewed within its TTL");
+        else
+            s->lease_renew_at = now + 1;
+        break;
+    }
+    leases_rearm(e);
+}
+
 /*
  * Beats the replica's membership and renews the leases that are due (or
- * due within ENGINE_LEASE_SLACK_S); re-arms the lease timer for the next.
+ * due within ENGINE_LEASE_SLACK_S), without waiting for Redis: each answer
+ * comes back through on_beat() or on_renewed(). Re-arms the lease timer
+ * for the next.
  */
 static void leases_tick(engine_t *e, double now)
 {
-    double ttl = e->conf->lease_ttl_s, next;
+    double ttl = e->conf->lease_ttl_s;
     char err[256];
 
-    if (now >= e->next_beat) {
-        size_t live = 1;
-        bool was_member = true;
+    if (now >= e->next_beat && !e->beating) {
         e->next_beat = now + ttl / 3;
-        if (store_member_beat(e->store, e->token, lease_ttl_ms(e), &live, &was_member, err,
-                              sizeof(err)) == 0) {
-            e->live_replicas = live;
-            if (e->beaten && !was_member) {
-                /* Every replica's leases and beats vanished with it: the
-                 * live count is too low until they beat again, and the
-                 * sources they held are theirs to take back, with the
-                 * snapshots only they have in memory. */
-                e->quiet_until = now + ttl;
-                LOG_WARN("this replica's membership vanished from redis (it lost its data, or "
-                         "this replica was cut off past the lease TTL); taking no source it does "
-                         "not hold for one lease TTL",
-                         LF_I("ttl_s", ttl));
-            }
-            e->beaten = 1;
-        }
+        e->beat_sent_at = now;
+        e->beating = store_member_beat_async(e->store, e->token, lease_ttl_ms(e), on_beat, e, err,
+                                             sizeof(err)) == 0;
     }
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = &e->sources[i];
-        if (!s->leased || now + ENGINE_LEASE_SLACK_S < s->lease_renew_at)
+        if (!s->leased || s->renewing || now + ENGINE_LEASE_SLACK_S < s->lease_renew_at)
             continue;
-        store_lease_t r =
-            store_lease_renew(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err));
-        switch (r) {
-        case STORE_LEASE_HELD:
-            s->lease_renew_at = now + ttl / 3;
-            s->lease_valid_until = now + ttl;
-            break;
-        case STORE_LEASE_OTHER:
-            lease_taken_over(s, "taken by another replica (this one was paused or cut off)");
-            break;
-        case STORE_LEASE_GONE:
-        case STORE_LEASE_ERROR:
-            /* Gone: take it again; a Redis error either way counts as a failed renewal. */
-            if (r == STORE_LEASE_GONE && lease_retake(s, now) >= 0)
-                break;
-            if (now >= s->lease_valid_until)
-                lease_lost(s, "not renewed within its TTL");
-            else
-                s->lease_renew_at = now + 1;
-            break;
+        s->renew_sent_at = now;
+        if (store_lease_renew_async(e->store, s->conf->name, e->token, lease_ttl_ms(e), on_renewed,
+                                    s, err, sizeof(err)) == 0) {
+            s->renewing = 1;
+            /* asked again if no answer came by then (the store times out first) */
+            s->lease_renew_at = now + 1;
+            continue;
         }
+        if (now >= s->lease_valid_until)
+            lease_lost(s, "not renewed within its TTL");
+        else
+            s->lease_renew_at = now + 1;
     }
-    next = e->next_beat;
-    for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].leased && e->sources[i].lease_renew_at < next)
-            next = e->sources[i].lease_renew_at;
-    }
-    lease_due(e, next);
+    leases_rearm(e);
 }
 
 static void on_lease_timer(void *opaque)
@@ -505,15 +544,15 @@ static void on_lease_timer(void *opaque)
         leases_tick(e, clock_mono_s());
 }
 
-/* After a cycle: gives the lease back when this replica holds more than its share. */
-static void lease_rebalance(source_rt_t *s)
+/* store_lease_release_async()'s answer: a release that failed keeps the lease. */
+static void on_released(void *opaque, int rc, const char *err)
 {
+    source_rt_t *s = opaque;
     engine_t *e = s->e;
-    char err[256];
+    (void)err;
 
-    if (e->once || !s->leased || e->leases_held <= fair_share(e))
-        return;
-    if (store_lease_release(e->store, s->conf->name, e->token, err, sizeof(err)) != 0)
+    s->releasing = 0;
+    if (e->closing || rc != 0 || !s->leased)
         return;
     s->leased = 0;
     s->loaded = 0;
@@ -522,6 +561,18 @@ static void lease_rebalance(source_rt_t *s)
     lease_gauges(s);
     LOG_INFO("lease released to balance the replicas", LF_S("source", s->conf->name),
              LF_I("replicas", e->live_replicas), LF_I("held", e->leases_held));
+}
+
+/* After a cycle: gives the lease back when this replica holds more than its share. */
+static void lease_rebalance(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    if (e->once || !s->leased || s->releasing || e->leases_held <= fair_share(e))
+        return;
+    s->releasing = store_lease_release_async(e->store, s->conf->name, e->token, on_released, s, err,
+                                             sizeof(err)) == 0;
 }
 
 static void leases_release_all(engine_t *e)
@@ -570,7 +621,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         goto err;
     }
     e->loop = loop_new(err, errlen);
-    if (e->loop == NULL)
+    if (e->loop == NULL || store_attach(e->store, e->loop, err, errlen) != 0)
         goto err;
     e->multi = http_multi_new(loop_sink_api(e->loop), err, errlen);
     if (e->multi == NULL)
@@ -718,6 +769,9 @@ void engine_free(engine_t *e)
         return;
     /* The flushes below may run the loop: nothing may start or commit then. */
     e->closing = 1;
+    /* Fails the asynchronous store calls in flight now, while the sources
+     * their callbacks name still exist (closing: they change nothing). */
+    store_detach(e->store);
     int flush_ms = flush_budget_ms(e);
     for (size_t i = 0; i < e->nsinks; i++) {
         const sink_type_t *t = e->sinks[i].conf->type;
@@ -1401,6 +1455,8 @@ static int vanished_records_load(source_rt_t *s, char *err, size_t errlen)
     return 0;
 }
 
+static void on_delivery_ping(void *opaque, int rc, const char *err);
+
 /* Every page was read: diff, then deliver or commit. */
 static void poll_complete(source_rt_t *s)
 {
@@ -1433,10 +1489,22 @@ static void poll_complete(source_rt_t *s)
         return;
     }
     /* Delivering while Redis is away would only produce duplicates: the
-     * commit after it would fail. One PING avoids the common case (a
-     * blocking round trip on the loop until the store moves to hiredis's
-     * async API). */
-    if (store_ping(e->store, err, sizeof(err)) != 0) {
+     * commit after it would fail. One PING avoids the common case; the
+     * source waits for its answer in PHASE_CHECK, the loop does not. */
+    s->phase = PHASE_CHECK;
+    if (store_ping_async(e->store, on_delivery_ping, s, err, sizeof(err)) != 0)
+        cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
+}
+
+/* The PING before delivering answered: hands the cycle's events to the sinks. */
+static void on_delivery_ping(void *opaque, int rc, const char *err)
+{
+    source_rt_t *s = opaque;
+    engine_t *e = s->e;
+
+    if (e->closing)
+        return;
+    if (rc != 0) {
         cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
         return;
     }
@@ -1631,25 +1699,73 @@ static void cycle_start(source_rt_t *s)
 
 /* ---- what the admin endpoint reads ---- */
 
-/* A PING for readiness, and the sizes only Redis knows. */
+/* A dead-letter or outbox count of one sink, for its gauge. */
+typedef struct count_ask {
+    engine_t *e;
+    size_t k;   /* the sink */
+    int outbox; /* outbox_depth, else dead_letters */
+} count_ask_t;
+
+static void on_count(void *opaque, int rc, size_t n, const char *err)
+{
+    count_ask_t *c = opaque;
+    engine_t *e = c->e;
+    (void)err;
+
+    if (!e->closing && rc == 0)
+        metric_set(c->outbox ? ENGINE_METRIC(e, outbox_depth) : ENGINE_METRIC(e, dead_letters),
+                   LABELS(e->sinks[c->k].conf->name), (double)n);
+    free(c);
+}
+
+static void count_ask(engine_t *e, size_t k, int outbox)
+{
+    count_ask_t *c = malloc(sizeof(*c));
+    const char *name = e->sinks[k].conf->name;
+    char err[256];
+
+    if (c == NULL)
+        return; /* the gauge keeps its last value */
+    *c = (count_ask_t){.e = e, .k = k, .outbox = outbox};
+    if ((outbox ? store_outbox_count_async : store_dlq_count_async)(e->store, name, on_count, c,
+                                                                    err, sizeof(err)) != 0)
+        free(c);
+}
+
+/* The readiness PING answered: the sizes only Redis knows, when it is up. */
+static void on_check_ping(void *opaque, int rc, const char *err)
+{
+    engine_t *e = opaque;
+    int up = rc == 0;
+
+    e->checking = 0;
+    if (e->closing)
+        return;
+    if (!up && atomic_load(&e->redis_up))
+        LOG_WARN("redis unreachable; reporting not ready", LF_S("error", err));
+    else if (up && !atomic_load(&e->redis_up) && e->redis_checked)
+        LOG_INFO("redis reachable again; reporting ready");
+    atomic_store(&e->redis_up, up);
+    e->redis_checked = 1;
+    atomic_store(&e->checked, 1); /* the sinks were checked in the same tick */
+    for (size_t k = 0; up && k < e->nsinks; k++) {
+        count_ask(e, k, 0);
+        if (e->sinks[k].ob)
+            count_ask(e, k, 1);
+    }
+}
+
+/* A PING for readiness (one at a time: a slow Redis is not asked twice). */
 static void redis_check(engine_t *e)
 {
     char err[256];
-    int up = store_ping(e->store, err, sizeof(err)) == 0;
 
-    if (!up && atomic_load(&e->redis_up))
-        LOG_WARN("redis unreachable; reporting not ready", LF_S("error", err));
-    else if (up && !atomic_load(&e->redis_up) && atomic_load(&e->checked))
-        LOG_INFO("redis reachable again; reporting ready");
-    atomic_store(&e->redis_up, up);
-    for (size_t k = 0; up && k < e->nsinks; k++) {
-        const char *name = e->sinks[k].conf->name;
-        size_t n;
-        if (store_dlq_count(e->store, name, &n, err, sizeof(err)) == 0)
-            metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), (double)n);
-        if (e->sinks[k].ob && store_outbox_count(e->store, name, &n, err, sizeof(err)) == 0)
-            metric_set(ENGINE_METRIC(e, outbox_depth), LABELS(name), (double)n);
-    }
+    if (e->checking)
+        return;
+    if (store_ping_async(e->store, on_check_ping, e, err, sizeof(err)) == 0)
+        e->checking = 1;
+    else
+        on_check_ping(e, -1, err);
 }
 
 /*
@@ -1713,7 +1829,9 @@ static void observe_tick(engine_t *e, double now)
         sinks_check(e);
     }
     metric_set(ENGINE_METRIC(e, redis_errors), NULL, (double)store_errors(e->store));
-    atomic_store(&e->checked, 1);
+    /* the first checks ran once Redis answered the first PING */
+    if (e->redis_checked)
+        atomic_store(&e->checked, 1);
 }
 
 void engine_observe(engine_t *e, const engine_observer_t *obs)
@@ -1782,26 +1900,17 @@ bool engine_ready(void *opaque, char *why, size_t whylen)
  * holder's sources are taken over within the TTL), once mode waits up to a
  * TTL for it and then gives the source up as failed.
  */
-static int lease_ready(source_rt_t *s, double now)
+/* Another replica holds the lease of s (or this one has its share): when to ask again. */
+static void lease_wait(source_rt_t *s, double now)
 {
     engine_t *e = s->e;
     double ttl = e->conf->lease_ttl_s;
 
-    int got = s->leased ? 1
-              : e->once || (e->leases_held < fair_share(e) && now >= e->quiet_until)
-                  ? lease_acquire(s, now)
-                  : 0;
-    if (got == 1)
-        return 1;
-    if (got < 0) {
-        cycle_end(s, 0);
-        return 0;
-    }
     if (!e->once) {
         double retry = ttl / 2 < s->conf->interval_s ? ttl / 2 : s->conf->interval_s;
         s->next_due = now + retry * (0.75 + 0.5 * http_uniform01());
         source_arm(s, s->next_due - now);
-        return 0;
+        return;
     }
     if (s->lease_wait_since == 0) {
         s->lease_wait_since = now;
@@ -1813,9 +1922,75 @@ static int lease_ready(source_rt_t *s, double now)
         s->finished = 1;
         s->last_ok = 0;
         engine_kick(e);
-        return 0;
+        return;
     }
     source_arm(s, ENGINE_LEASE_WAIT_S);
+}
+
+/* Whether the timer of an idle s starts a cycle now. */
+static int cycle_wanted(const source_rt_t *s)
+{
+    const engine_t *e = s->e;
+    return e->halt_at == 0 && (!e->once || (s->wanted && !s->finished));
+}
+
+/* store_lease_acquire_async()'s answer: the cycle starts, waits, or fails. */
+static void on_lease_asked(void *opaque, store_lease_t r, const char *err)
+{
+    source_rt_t *s = opaque;
+    engine_t *e = s->e;
+    double now = clock_mono_s();
+
+    if (e->closing)
+        return;
+    s->phase = PHASE_IDLE;
+    switch (r) {
+    case STORE_LEASE_HELD:
+        lease_taken(s, now);
+        LOG_INFO("lease acquired", LF_S("source", s->conf->name),
+                 LF_I("ttl_s", e->conf->lease_ttl_s));
+        if (cycle_wanted(s))
+            cycle_start(s);
+        else
+            engine_kick(e); /* a stop came meanwhile */
+        return;
+    case STORE_LEASE_OTHER:
+    case STORE_LEASE_GONE:
+        lease_wait(s, now);
+        engine_kick(e);
+        return;
+    case STORE_LEASE_ERROR:
+        break;
+    }
+    LOG_ERROR("cannot take the lease; skipping this cycle", LF_S("source", s->conf->name),
+              LF_S("error", err));
+    cycle_end(s, 0);
+}
+
+/*
+ * 1 when s holds its lease and may start a cycle; 0 when not now: the
+ * timer of s is re-armed, or Redis is asked for the lease (PHASE_LEASE)
+ * and on_lease_asked() goes on.
+ */
+static int lease_ready(source_rt_t *s, double now)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    if (s->releasing) {
+        source_arm(s, ENGINE_LEASE_WAIT_S);
+        return 0;
+    }
+    if (s->leased)
+        return 1;
+    if (!e->once && (e->leases_held >= fair_share(e) || now < e->quiet_until)) {
+        lease_wait(s, now);
+        return 0;
+    }
+    s->phase = PHASE_LEASE;
+    if (store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e),
+                                  on_lease_asked, s, err, sizeof(err)) != 0)
+        on_lease_asked(s, STORE_LEASE_ERROR, err);
     return 0;
 }
 
@@ -1829,8 +2004,7 @@ static void on_source_timer(void *opaque)
         return;
     switch (s->phase) {
     case PHASE_IDLE:
-        if (e->halt_at == 0 && (!e->once || (s->wanted && !s->finished)) &&
-            lease_ready(s, clock_mono_s()))
+        if (cycle_wanted(s) && lease_ready(s, clock_mono_s()))
             cycle_start(s);
         break;
     case PHASE_BACKOFF:
@@ -1846,6 +2020,8 @@ static void on_source_timer(void *opaque)
         break;
     case PHASE_QUEUED: /* moved on by queue_drain() */
     case PHASE_FETCH:  /* moved on by on_http_done() */
+    case PHASE_CHECK:  /* moved on by on_delivery_ping() */
+    case PHASE_LEASE:  /* moved on by on_lease_asked() */
         break;
     }
 }

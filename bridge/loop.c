@@ -101,6 +101,11 @@ void loop_free(loop_t *l)
     free(l);
 }
 
+struct event_base *loop_event_base(loop_t *l)
+{
+    return l->base;
+}
+
 const sink_loop_t *loop_sink_api(loop_t *l)
 {
     return &l->api;

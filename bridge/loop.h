@@ -18,6 +18,7 @@
 #include "sink.h"
 
 typedef struct loop loop_t;
+struct event_base;
 
 /* NULL with a reason in err. */
 loop_t *loop_new(char *err, size_t errlen);
@@ -48,6 +49,10 @@ int loop_run(loop_t *l);
 void loop_stop(loop_t *l);
 /* Serves what is ready, waiting up to timeout_ms for something (flushes). */
 void loop_run_for(loop_t *l, int timeout_ms);
+
+/* libevent's base under l, for libraries that bring their own libevent
+ * adapter (hiredis's asynchronous API: the store). Valid while l is. */
+struct event_base *loop_event_base(loop_t *l);
 
 /* The sinks' view of l (sink_host_t.loop); valid while l is. */
 const sink_loop_t *loop_sink_api(loop_t *l);

@@ -60,6 +60,7 @@
 #include <stdint.h>
 
 #include "diff.h"
+#include "loop.h"
 
 /* Fields per HSET/HDEL command and per HSCAN page, and letters per window
  * of a commit (store_letters_t). */
@@ -299,6 +300,57 @@ int store_dlq_count(store_t *st, const char *sink, size_t *n, char *err, size_t 
 int store_dlq_delete(store_t *st, const char *sink, const char *id, char *err, size_t errlen);
 /* Removes every dead letter of sink; *n receives how many there were. */
 int store_dlq_purge(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
+
+/* ---- asynchronous operations, on the daemon's loop ---- */
+
+/*
+ * The daemon's loop calls these instead of their blocking twins, so that no
+ * Redis round trip stalls every source (issue 12). They use a second
+ * connection, hiredis's asynchronous one, watched by the loop through
+ * hiredis's libevent adapter; the blocking functions above keep their own
+ * (the CLI, the tests, and the operations not moved yet).
+ *
+ * Each returns 0 when its callback will be called, exactly once, on the
+ * loop's thread, from a later turn of the loop; or -1 with err when it
+ * could not start (no callback then). A callback's err (NULL on success)
+ * is valid during the call. A connection that is lost, or that gives no
+ * reply for the store's timeout while some are awaited, is dropped and
+ * every operation pending on it fails; the next one connects again (not
+ * before STORE_RECONNECT_PAUSE_S after a failed connect, failing at once
+ * meanwhile). Host names are resolved by a blocking getaddrinfo() in
+ * hiredis 0.14's connect: configure an address when that matters.
+ */
+
+/* Lets the store use l's loop (before any *_async call). 0 or -1. */
+int store_attach(store_t *st, loop_t *l, char *err, size_t errlen);
+/* Drops the asynchronous connection, failing what is pending on it, and
+ * lets go of the loop (before it is freed). store_free() does it too. */
+void store_detach(store_t *st);
+
+typedef void (*store_done_fn)(void *opaque, int rc, const char *err);
+typedef void (*store_count_fn)(void *opaque, int rc, size_t n, const char *err);
+typedef void (*store_lease_fn)(void *opaque, store_lease_t r, const char *err);
+typedef void (*store_beat_fn)(void *opaque, int rc, size_t live, bool was_member, const char *err);
+
+/* store_ping(); rc 0 when Redis answered. */
+int store_ping_async(store_t *st, store_done_fn fn, void *opaque, char *err, size_t errlen);
+/* store_dlq_count(), store_outbox_count(). */
+int store_dlq_count_async(store_t *st, const char *sink, store_count_fn fn, void *opaque, char *err,
+                          size_t errlen);
+int store_outbox_count_async(store_t *st, const char *sink, store_count_fn fn, void *opaque,
+                             char *err, size_t errlen);
+/* store_lease_renew(). */
+int store_lease_renew_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                            store_lease_fn fn, void *opaque, char *err, size_t errlen);
+/* store_lease_acquire(), in one round trip. */
+int store_lease_acquire_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                              store_lease_fn fn, void *opaque, char *err, size_t errlen);
+/* store_lease_release(). */
+int store_lease_release_async(store_t *st, const char *source, const char *token, store_done_fn fn,
+                              void *opaque, char *err, size_t errlen);
+/* store_member_beat(), its commands pipelined in one round trip. */
+int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_beat_fn fn,
+                            void *opaque, char *err, size_t errlen);
 
 /* Commands sent to Redis since store_new(), for benchmarks and metrics. */
 uint64_t store_commands_sent(const store_t *st);

@@ -42,9 +42,9 @@ class LoopTest(unittest.TestCase):
         path = self.s.config(interval_s=60, initial_snapshot="emit", sinks=sinks)
         with open(path) as f:
             conf = json.load(f)
-        # Lease beats are blocking Redis round trips (a context switch each)
-        # until the store moves to the async API: a long TTL keeps them out
-        # of the window, which then counts the loop's own wake-ups.
+        # Lease beats and renewals are Redis round trips (a wake-up for each
+        # reply): a long TTL keeps them out of the window, which then
+        # counts the loop's own wake-ups.
         conf["lease_ttl_s"] = IDLE_LEASE_TTL_S
         with open(path, "w") as f:
             json.dump(conf, f)

@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1710,6 +1713,238 @@ START_TEST(test_timeout_then_reconnect)
 }
 END_TEST
 
+/* ================= asynchronous operations ================= */
+
+/* What the callbacks of one test saw; each counts its calls. */
+typedef struct async_seen {
+    int calls;
+    int rc;
+    size_t n;
+    bool was_member;
+    store_lease_t lease;
+    char err[ERRLEN];
+} async_seen_t;
+
+static void seen_err(async_seen_t *a, const char *err)
+{
+    a->calls++;
+    snprintf(a->err, sizeof a->err, "%s", err ? err : "");
+}
+
+static void on_done(void *opaque, int rc, const char *err)
+{
+    async_seen_t *a = opaque;
+    a->rc = rc;
+    seen_err(a, err);
+}
+
+static void on_count(void *opaque, int rc, size_t n, const char *err)
+{
+    async_seen_t *a = opaque;
+    a->rc = rc;
+    a->n = n;
+    seen_err(a, err);
+}
+
+static void on_lease(void *opaque, store_lease_t r, const char *err)
+{
+    async_seen_t *a = opaque;
+    a->lease = r;
+    seen_err(a, err);
+}
+
+static void on_beat(void *opaque, int rc, size_t live, bool was_member, const char *err)
+{
+    async_seen_t *a = opaque;
+    a->rc = rc;
+    a->n = live;
+    a->was_member = was_member;
+    seen_err(a, err);
+}
+
+/* Runs l until *calls reaches want, for at most max_ms. */
+static void run_until(loop_t *l, const int *calls, int want, int max_ms)
+{
+    for (int waited = 0; *calls < want && waited < max_ms; waited += 10)
+        loop_run_for(l, 10);
+}
+
+static loop_t *attached_loop(store_t *st)
+{
+    char err[ERRLEN] = "";
+    loop_t *l = loop_new(err, sizeof err);
+
+    ck_assert_msg(l != NULL, "%s", err);
+    ck_assert_msg(store_attach(st, l, err, sizeof err) == 0, "%s", err);
+    return l;
+}
+
+START_TEST(test_async_operations)
+{
+    char err[ERRLEN] = "", a_tok[STORE_TOKEN_LEN];
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    store_t *st = open_store_url(url, "async", 2000); /* members of its own */
+    loop_t *l = attached_loop(st);
+    async_seen_t ping = {0}, dlq = {0}, renew = {0}, beat1 = {0}, beat2 = {0};
+    uint64_t before = store_commands_sent(st);
+
+    ck_assert_int_eq(store_new_token(a_tok), 0);
+    /* nothing is answered before the loop runs: the calls do not block */
+    ck_assert_int_eq(store_ping_async(st, on_done, &ping, err, sizeof err), 0);
+    ck_assert_int_eq(store_dlq_count_async(st, "async", on_count, &dlq, err, sizeof err), 0);
+    ck_assert_int_eq(
+        store_lease_renew_async(st, "async", a_tok, 60000, on_lease, &renew, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_beat_async(st, a_tok, 60000, on_beat, &beat1, err, sizeof err),
+                     0);
+    ck_assert_int_eq(ping.calls + dlq.calls + renew.calls + beat1.calls, 0);
+    run_until(l, &beat1.calls, 1, 2000);
+    ck_assert_msg(ping.calls == 1 && ping.rc == 0, "%s", ping.err);
+    ck_assert_msg(dlq.calls == 1 && dlq.rc == 0 && dlq.n == 0, "%s", dlq.err);
+    ck_assert_int_eq(renew.calls, 1);
+    ck_assert_int_eq(renew.lease, STORE_LEASE_GONE); /* nobody holds it */
+    ck_assert_msg(beat1.calls == 1 && beat1.rc == 0, "%s", beat1.err);
+    ck_assert_uint_eq(beat1.n, 1);
+    ck_assert(!beat1.was_member);
+    /* PING, HLEN, EVAL and the beat's six (one round trip) */
+    ck_assert_uint_eq(store_commands_sent(st), before + 9);
+
+    /* taken in one round trip; taken again (ours already); another's is OTHER */
+    char b_tok[STORE_TOKEN_LEN];
+    async_seen_t take[3] = {{0}}, rel = {0};
+    ck_assert_int_eq(store_new_token(b_tok), 0);
+    before = store_commands_sent(st);
+    ck_assert_int_eq(
+        store_lease_acquire_async(st, "async", a_tok, 60000, on_lease, &take[0], err, sizeof err),
+        0);
+    ck_assert_int_eq(
+        store_lease_acquire_async(st, "async", a_tok, 60000, on_lease, &take[1], err, sizeof err),
+        0);
+    ck_assert_int_eq(
+        store_lease_acquire_async(st, "async", b_tok, 60000, on_lease, &take[2], err, sizeof err),
+        0);
+    run_until(l, &take[2].calls, 1, 2000);
+    ck_assert_uint_eq(store_commands_sent(st), before + 6);
+    ck_assert_int_eq(take[0].lease, STORE_LEASE_HELD);
+    ck_assert_int_eq(take[1].lease, STORE_LEASE_HELD);
+    ck_assert_int_eq(take[2].lease, STORE_LEASE_OTHER);
+    /* another's release changes nothing; ours frees it */
+    ck_assert_int_eq(store_lease_release_async(st, "async", b_tok, on_done, &rel, err, sizeof err),
+                     0);
+    run_until(l, &rel.calls, 1, 2000);
+    ck_assert_msg(rel.calls == 1 && rel.rc == 0, "%s", rel.err);
+    ck_assert_int_eq(store_lease_renew(st, "async", a_tok, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    rel = (async_seen_t){0};
+    ck_assert_int_eq(store_lease_release_async(st, "async", a_tok, on_done, &rel, err, sizeof err),
+                     0);
+    run_until(l, &rel.calls, 1, 2000);
+    ck_assert_int_eq(store_lease_renew(st, "async", a_tok, 60000, err, sizeof err),
+                     STORE_LEASE_GONE);
+
+    /* the same answers as the blocking calls give */
+    ck_assert_int_eq(store_lease_acquire(st, "async", a_tok, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    renew = (async_seen_t){0};
+    ck_assert_int_eq(
+        store_lease_renew_async(st, "async", a_tok, 60000, on_lease, &renew, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_beat_async(st, a_tok, 60000, on_beat, &beat2, err, sizeof err),
+                     0);
+    run_until(l, &beat2.calls, 1, 2000);
+    ck_assert_int_eq(renew.lease, STORE_LEASE_HELD);
+    ck_assert(beat2.was_member);
+    ck_assert_int_eq(store_lease_release(st, "async", a_tok, err, sizeof err), 0);
+
+    /* a bad sink name sends nothing and calls nothing back */
+    ck_assert_int_eq(store_dlq_count_async(st, "Bad Name", on_count, &dlq, err, sizeof err), -1);
+    ck_assert_int_eq(dlq.calls, 1);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
+/* A TCP listener that accepts and never answers: a Redis that is stuck. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+START_TEST(test_async_timeout_fails_each_once)
+{
+    char url[96], err[ERRLEN] = "";
+    int port, fd = silent_listener(&port);
+    async_seen_t p[3] = {{0}}, late = {0};
+    store_t *st;
+    loop_t *l;
+
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", SECRET, port);
+    st = open_store_url(url, NULL, 300);
+    l = attached_loop(st);
+    uint64_t errors0 = store_errors(st);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(store_ping_async(st, on_done, &p[i], err, sizeof err), 0);
+    run_until(l, &p[2].calls, 1, 3000);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(p[i].calls, 1);
+        ck_assert_int_eq(p[i].rc, -1);
+        ck_assert_msg(strstr(p[i].err, "timed out after 300 ms") != NULL, "%s", p[i].err);
+        assert_no_secret(p[i].err);
+    }
+    ck_assert_uint_eq(store_errors(st), errors0 + 3);
+    /* nothing more comes later */
+    loop_run_for(l, 400);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(p[i].calls, 1);
+
+    /* closing the store fails what is pending, once each */
+    ck_assert_int_eq(store_ping_async(st, on_done, &late, err, sizeof err), 0);
+    store_detach(st);
+    ck_assert_int_eq(late.calls, 1);
+    ck_assert_msg(strstr(late.err, "closing") != NULL, "%s", late.err);
+    ck_assert_int_eq(store_ping_async(st, on_done, &late, err, sizeof err), -1);
+    ck_assert_int_eq(late.calls, 1);
+    store_free(st);
+    loop_free(l);
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_async_down_server_pauses_reconnects)
+{
+    char url[96], err[ERRLEN] = "";
+    int port = redis_server_free_port();
+    async_seen_t a = {0};
+    store_t *st;
+    loop_t *l;
+
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", SECRET, port);
+    st = open_store_url(url, NULL, 500);
+    l = attached_loop(st);
+    ck_assert_int_eq(store_ping_async(st, on_done, &a, err, sizeof err), 0);
+    run_until(l, &a.calls, 1, 2000);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_msg(a.rc == -1 && strstr(a.err, "refused") != NULL, "%s", a.err);
+    assert_no_secret(a.err);
+    /* within the reconnect pause: refused at once, no callback */
+    err[0] = '\0';
+    ck_assert_int_eq(store_ping_async(st, on_done, &a, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "refused") != NULL, "%s", err);
+    assert_no_secret(err);
+    ck_assert_int_eq(a.calls, 1);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -1743,6 +1978,9 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_large_exec_waits_longer_than_a_command);
     tcase_add_test(tc, test_invalid_input_sends_nothing);
     tcase_add_test(tc, test_idle_connection_closed_by_server);
+    tcase_add_test(tc, test_async_operations);
+    tcase_add_test(tc, test_async_timeout_fails_each_once);
+    tcase_add_test(tc, test_async_down_server_pauses_reconnects);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("auth");
