@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "index.h"
 #include "internal.h"
 #include "rstore.h"
@@ -363,12 +364,10 @@ static entry_t *note_entry(const diff_cycle_t *cy, const note_t *n)
 static note_t *note_add(diff_cycle_t *cy, uint32_t ref, uint32_t order, uint8_t flags)
 {
     if (cy->nnotes == cy->notes_cap) {
-        size_t cap = cy->notes_cap == 0 ? 64 : cy->notes_cap * 2;
-        note_t *v = realloc(cy->notes, cap * sizeof(*v));
+        note_t *v = array_grow(cy->notes, &cy->notes_cap, cy->nnotes + 1, sizeof(*v), 64);
         if (v == NULL)
             return NULL;
         cy->notes = v;
-        cy->notes_cap = cap;
     }
     note_t *n = &cy->notes[cy->nnotes];
     *n = (note_t){.entry = ref, .order = order, .rec_block = RSTORE_NONE, .flags = flags};
@@ -426,14 +425,11 @@ static int cycle_note_unknown(diff_cycle_t *cy, uint16_t sidx)
     status_t *st = cy->ix->statuses[sidx];
     if (st->reported)
         return 0;
-    if (cy->nnew_unknown == cy->new_unknown_cap) {
-        size_t cap = cy->new_unknown_cap == 0 ? 8 : cy->new_unknown_cap * 2;
-        const char **v = realloc(cy->new_unknown, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        cy->new_unknown = v;
-        cy->new_unknown_cap = cap;
-    }
+    const char **v =
+        array_grow(cy->new_unknown, &cy->new_unknown_cap, cy->nnew_unknown + 1, sizeof(*v), 8);
+    if (v == NULL)
+        return -1;
+    cy->new_unknown = v;
     /* at first sight, so that the cycle lists it once; an abandoned cycle
      * takes it back (diff_cycle_free) */
     st->reported = true;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "internal.h"
 
 uint32_t pool_alloc(pool_t *p, unsigned cls)
@@ -15,14 +16,10 @@ uint32_t pool_alloc(pool_t *p, unsigned cls)
         if (p->left[cls] == 0) {
             if (p->nslabs == POOL_MAX_SLABS)
                 return 0;
-            if (p->nslabs == p->slabs_cap) {
-                size_t cap = p->slabs_cap == 0 ? 16 : p->slabs_cap * 2;
-                char **v = realloc(p->slabs, cap * sizeof(*v));
-                if (v == NULL)
-                    return 0;
-                p->slabs = v;
-                p->slabs_cap = cap;
-            }
+            char **v = array_grow(p->slabs, &p->slabs_cap, p->nslabs + 1, sizeof(*v), 16);
+            if (v == NULL)
+                return 0;
+            p->slabs = v;
             char *slab = malloc(POOL_SLAB_BYTES);
             if (slab == NULL)
                 return 0;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "internal.h"
 
 void rstore_release(rstore_t *rs)
@@ -25,14 +26,11 @@ static int rstore_close_block(rstore_t *rs)
 {
     if (rs->open_len == 0)
         return 0;
-    if (rs->nblocks == rs->blocks_cap) {
-        size_t cap = rs->blocks_cap == 0 ? 16 : rs->blocks_cap * 2;
-        rblock_t *v = realloc(rs->blocks, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        rs->blocks = v;
-        rs->blocks_cap = cap;
-    }
+    rblock_t *blocks =
+        array_grow(rs->blocks, &rs->blocks_cap, rs->nblocks + 1, sizeof(*blocks), 16);
+    if (blocks == NULL)
+        return -1;
+    rs->blocks = blocks;
     size_t bound = ZSTD_compressBound(rs->open_len);
     if (bound > rs->scratch_cap) {
         unsigned char *v = realloc(rs->scratch, bound);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "htab.h"
 #include "internal.h"
 
@@ -61,14 +62,10 @@ int diff_status_map_set(diff_status_map_t *map, const char *raw, diff_state_t st
     }
     if (htab_reserve(&map->tab, map->tab.count + 1) != 0)
         return -1;
-    if (map->n == map->cap) {
-        size_t cap = map->cap == 0 ? 16 : map->cap * 2;
-        map_entry_t **v = realloc(map->v, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        map->v = v;
-        map->cap = cap;
-    }
+    map_entry_t **v = array_grow(map->v, &map->cap, map->n + 1, sizeof(*v), 16);
+    if (v == NULL)
+        return -1;
+    map->v = v;
     map_entry_t *me = malloc(sizeof(*me) + n + 1);
     if (me == NULL)
         return -1;
