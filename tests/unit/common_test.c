@@ -1,11 +1,16 @@
 /*
  * Tests of bridge/common's header-only helpers: array_grow() (the one
  * growth rule of the daemon's arrays: doubling from a first capacity,
- * nothing when there is room, a refusal rather than a wrapped size).
+ * nothing when there is room, a refusal rather than a wrapped size) and
+ * json_escape_ascii() (the JSON text of every ASCII byte, as cJSON writes
+ * it).
  */
 #include "array.h"
+#include "json_escape.h"
 
 #include <check.h>
+#include <cjson/cJSON.h>
+#include <string.h>
 #include <stdint.h>
 
 #include "testlib.h"
@@ -59,6 +64,25 @@ START_TEST(test_array_grow_refuses_overflow)
 }
 END_TEST
 
+/* Every ASCII byte, against what cJSON writes for it. */
+START_TEST(test_json_escape_every_ascii_byte)
+{
+    for (unsigned c = 1; c < 0x80; c++) {
+        char in[2] = {(char)c, '\0'};
+        cJSON *s = cJSON_CreateString(in);
+        char *want = cJSON_PrintUnformatted(s); /* with its quotes */
+        char got[JSON_ESCAPE_MAX + 1];
+        size_t n = json_escape_ascii((unsigned char)c, got);
+        got[n] = '\0';
+        ck_assert_uint_eq(n, strlen(want) - 2);
+        ck_assert_int_eq(memcmp(got, want + 1, n), 0);
+        ck_assert_int_eq(json_escape_needed((unsigned char)c), n > 1);
+        cJSON_free(want);
+        cJSON_Delete(s);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("common");
@@ -66,6 +90,9 @@ int main(void)
     tcase_add_test(tc, test_array_grow_doubles_from_first);
     tcase_add_test(tc, test_array_grow_first_zero);
     tcase_add_test(tc, test_array_grow_refuses_overflow);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("json_escape");
+    tcase_add_test(tc, test_json_escape_every_ascii_byte);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
