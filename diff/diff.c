@@ -2,9 +2,10 @@
  * diff: the lifecycle rules and the poll cycle that applies them. See
  * diff.h for the contract.
  *
- * The rules come first and read on their own: what one observation of a
- * session does to what is stored (plan_observation), in canonical states
- * only. The cycle below feeds them, and is laid out for 100k sessions per
+ * The rules come first and read on their own, in canonical states only:
+ * what one observation of a session does to what is stored
+ * (plan_observation), and what a complete poll without it does
+ * (plan_absence). The cycle below feeds them, and is laid out for 100k sessions per
  * source:
  * - "seen in this cycle" is a stamp written into the session's entry:
  *   every cycle reserves a range of a per-index counter at its begin, and
@@ -179,6 +180,23 @@ static bool plan_sets_last(const stored_t *s, const plan_t *p)
 {
     return state_vanishable(p->state) &&
            (!s->present || !state_vanishable(s->state) || s->fingerprint != p->fingerprint);
+}
+
+/*
+ * The outcome of a complete poll that did not see the stored session s:
+ * whether it is removed, after vanish_grace such polls in a row (false:
+ * it only counts one more miss). A removed session that could still
+ * vanish is cancelled; terminal and never-known sessions are forgotten
+ * silently, and a baseline poll publishes nothing.
+ */
+static bool plan_absence(const stored_t *s, unsigned vanish_grace, bool baseline, plan_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    if ((unsigned)s->misses + 1 < vanish_grace)
+        return false;
+    if (!baseline && state_vanishable(s->state))
+        plan_event(p, DIFF_EV_CANCELLED, DIFF_STATE_CANCELLED, s->state, false);
+    return true;
 }
 
 /* ---- one cycle ---- */
@@ -641,24 +659,17 @@ static void cycle_settle(diff_cycle_t *cy, size_t i)
     const entry_t *e = note_entry(cy, n);
 
     if (n->flags & NOTE_VANISHED) {
-        unsigned misses = (unsigned)e->misses + 1;
+        stored_t s = stored_of(e);
+        plan_t p;
         n->flags |= NOTE_CHANGED;
         n->store_status_idx = e->status_idx;
-        if (misses < cy->opt->vanish_grace)
+        if (!plan_absence(&s, cy->opt->vanish_grace, cy->opt->baseline, &p))
             return;
         n->flags |= NOTE_REMOVED;
-        /* terminal and never-known sessions are forgotten silently */
-        if (cy->opt->baseline || (e->state != DIFF_STATE_PENDING && e->state != DIFF_STATE_ACTIVE))
-            return;
-        planned_event_t pe = {
-            .type = DIFF_EV_CANCELLED,
-            .state = DIFF_STATE_CANCELLED,
-            .previous_state = e->state,
-            .synthesized = false,
-        };
         /* vanished notes follow the observed ones: their events come last */
-        cycle_add_event(cy, i, &pe, DIFF_REASON_VANISHED);
-        cy->nvanished++;
+        for (unsigned k = 0; k < p.nev; k++)
+            cycle_add_event(cy, i, &p.ev[k], DIFF_REASON_VANISHED);
+        cy->nvanished += p.nev;
         return;
     }
 
