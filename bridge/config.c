@@ -11,6 +11,7 @@
  * to show the file's text ("${X}") where it would show a substituted value.
  */
 #include "config.h"
+#include "array.h"
 #include "net.h"
 #include "redis_conn.h"
 
@@ -53,16 +54,10 @@ static int sb_put(strbuf_t *b, const char *s, size_t n)
 {
     if (b->len + n + 1 > CONF_EXPANDED_MAX)
         return -1;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(b->buf, cap);
-        if (nb == NULL)
-            return -1;
-        b->buf = nb;
-        b->cap = cap;
-    }
+    char *nb = array_grow(b->buf, &b->cap, b->len + n + 1, 1, 64);
+    if (nb == NULL)
+        return -1;
+    b->buf = nb;
     memcpy(b->buf + b->len, s, n);
     b->len += n;
     b->buf[b->len] = '\0';
@@ -102,14 +97,10 @@ static int substs_add(conf_substs_t *s, const char *value, const char *shown)
         if (strcmp(s->v[i].value, value) == 0)
             return 0;
     }
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 16;
-        conf_subst_t *v = realloc(s->v, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        s->v = v;
-        s->cap = cap;
-    }
+    conf_subst_t *v = array_grow(s->v, &s->cap, s->n + 1, sizeof(*v), 16);
+    if (v == NULL)
+        return -1;
+    s->v = v;
     conf_subst_t *e = &s->v[s->n];
     e->value = strdup(value);
     e->shown = strdup(shown);

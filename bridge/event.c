@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-/* The longest JSON text of one byte of a string: "\u00XX". */
-#define EVENT_ESCAPE_MAX 6
+#include "json_escape.h"
+
 /* Everything of an event but its strings and its record: the member names,
  * punctuation and the fixed values, with room to spare. */
 #define EVENT_ENVELOPE_MAX 512
@@ -53,30 +53,21 @@ static void put_lit(writer_t *w, const char *s)
     put(w, s, strlen(s));
 }
 
-/* s as a JSON string, escaped as cJSON escapes (so that events read as
- * they always did): the two-letter escapes, \u00XX for other control
- * characters, everything else as it is (UTF-8 is checked on the whole). */
+/* s as a JSON string, by json_escape.h's rule (cJSON's, so that events
+ * read as they always did); UTF-8 is checked on the whole. Runs of bytes
+ * that need no escape are copied at once. */
 static void put_escaped(writer_t *w, const char *s)
 {
-    static const char named[] = "\"\\\b\f\n\r\t", letter[] = "\"\\bfnrt";
     const unsigned char *p = (const unsigned char *)s;
     for (;;) {
         const unsigned char *run = p;
-        while (*p >= 0x20 && *p != '"' && *p != '\\')
+        while (*p >= 0x80 || !json_escape_needed(*p))
             p++;
         put(w, (const char *)run, (size_t)(p - run));
         if (*p == '\0')
             return;
-        const char *e = strchr(named, *p);
-        char unit[EVENT_ESCAPE_MAX + 1];
-        if (e != NULL) {
-            unit[0] = '\\';
-            unit[1] = letter[e - named];
-            put(w, unit, 2);
-        } else {
-            snprintf(unit, sizeof(unit), "\\u%04x", *p);
-            put(w, unit, EVENT_ESCAPE_MAX);
-        }
+        char unit[JSON_ESCAPE_MAX];
+        put(w, unit, json_escape_ascii(*p, unit));
         p++;
     }
 }
@@ -105,7 +96,7 @@ static void put_member(writer_t *w, const char *name, const char *value)
 
 static size_t escaped_max(const char *s)
 {
-    return s != NULL ? strlen(s) * EVENT_ESCAPE_MAX + 2 : 4;
+    return s != NULL ? strlen(s) * JSON_ESCAPE_MAX + 2 : 4;
 }
 
 void event_buf_free(event_buf_t *buf)

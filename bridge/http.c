@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "array.h"
 #include "multi_loop.h"
 #include "net.h"
 
@@ -54,16 +55,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
         c->too_large = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (r->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 16384;
-        while (cap < r->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(r->body, cap);
-        if (nb == NULL)
-            return 0;
-        r->body = nb;
-        c->cap = cap;
-    }
+    char *nb = array_grow(r->body, &c->cap, r->len + n + 1, 1, 16384);
+    if (nb == NULL)
+        return 0;
+    r->body = nb;
     memcpy(r->body + r->len, data, n);
     r->len += n;
     r->body[r->len] = '\0';

@@ -14,16 +14,16 @@
 #include <unistd.h>
 
 #include "diff.h"
+#include "json_escape.h"
 #include "sink.h"
 
 /* A line longer than this is cut, with "truncated":true. */
 #define LOG_LINE_MAX 4096
 /* What a cut line still needs after its last field: `,"truncated":true}\n`. */
 #define LOG_TAIL_MAX (sizeof(",\"truncated\":true}\n") - 1)
-/* The JSON text of one character: "\u00XX" is the longest escape. */
-#define LOG_UNIT_MAX 6
-/* The unit buffer: snprintf() also writes a NUL. */
-#define LOG_UNIT_SIZE (LOG_UNIT_MAX + 1)
+/* The JSON text of one character: an escape (JSON_ESCAPE_MAX) or a UTF-8
+ * sequence (4 bytes at most), never NUL-terminated. */
+#define LOG_UNIT_SIZE JSON_ESCAPE_MAX
 
 volatile int log_max_level = LOG_LVL_INFO;
 
@@ -87,20 +87,7 @@ static size_t json_unit(const unsigned char **p, char unit[LOG_UNIT_SIZE])
         memcpy(unit, *p - n, n);
         return n;
     }
-    /* What JSON escapes with a letter, and the letters. */
-    static const char named[] = "\"\\\n\r\t", letter[] = "\"\\nrt";
-    const char *e = c != '\0' ? strchr(named, c) : NULL;
-    if (e != NULL) {
-        unit[0] = '\\';
-        unit[1] = letter[e - named];
-        return 2;
-    }
-    if (c < 0x20) {
-        snprintf(unit, LOG_UNIT_SIZE, "\\u%04x", c);
-        return LOG_UNIT_MAX;
-    }
-    unit[0] = (char)c;
-    return 1;
+    return json_escape_ascii(c, unit);
 }
 
 /*

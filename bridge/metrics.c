@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
+
 /* Buckets of a new family's hash table (a power of two). */
 #define TABLE_INITIAL 16
 /* Room for a number as text: "-1.2345678901234567e-308" and the NUL. */
@@ -588,18 +590,15 @@ uint64_t metric_refused(metric_family_t *f)
 
 static void out_reserve(outbuf_t *o, size_t n)
 {
-    if (o->failed || o->len + n < o->cap)
+    if (o->failed)
         return;
-    size_t cap = o->cap ? o->cap : 4096;
-    while (cap <= o->len + n)
-        cap *= 2;
-    char *p = realloc(o->p, cap);
+    /* one byte more than n: the text stays NUL-terminated */
+    char *p = array_grow(o->p, &o->cap, o->len + n + 1, 1, 4096);
     if (p == NULL) {
         o->failed = true;
         return;
     }
     o->p = p;
-    o->cap = cap;
 }
 
 static void out_mem(outbuf_t *o, const char *s, size_t n)

@@ -1,19 +1,15 @@
 /*
- * diff: snapshot and lifecycle logic. See diff.h for the contract.
+ * diff: the lifecycle rules and the poll cycle that applies them. See
+ * diff.h for the contract.
  *
- * Layout, chosen for 100k sessions per source:
- * - the index is an open-addressing table (linear probing, backward-shift
- *   deletion, no tombstones) of 8-byte slots: a 32-bit reference to the
- *   session's entry and 32 bits of the XXH3-64 hash of its id, compared
- *   before the id's bytes. Entries (a 16-byte header, the id and its NUL)
- *   are chunks of slabs in 8-byte size classes with free lists (pool_t),
- *   not one malloc each. A lookup hashes the id once, with its length as
- *   the page scanner found it;
- * - raw statuses are interned per index, so an entry stores a 16-bit index
- *   instead of a string;
- * - "seen in this cycle" is a stamp written into the entry: every cycle
- *   reserves a range of a per-index counter at its begin, and an
- *   observation takes the next value. The stamp doubles as the first
+ * The rules come first and read on their own, in canonical states only:
+ * what one observation of a session does to what is stored
+ * (plan_observation), and what a complete poll without it does
+ * (plan_absence). The cycle below feeds them, and is laid out for 100k sessions per
+ * source:
+ * - "seen in this cycle" is a stamp written into the session's entry:
+ *   every cycle reserves a range of a per-index counter at its begin, and
+ *   an observation takes the next value. The stamp doubles as the first
  *   observation order, or names the session's note in the cycle, and an
  *   abandoned cycle's stamps are simply older than the next cycle's, so no
  *   cleanup is needed;
@@ -21,1118 +17,39 @@
  *   to reset, vanishing), in one array of 40-byte notes, so a poll that
  *   changes nothing allocates nothing per session; a new session's entry is
  *   built once, at its first sighting, and moved into the index by apply;
- * - the records events carry wait as zstd-compressed text (rstore_t), and
- *   events are 8-byte references to notes: a first cycle that emits for
+ * - the records events carry wait compressed in the cycle's record store,
+ *   and events are 8-byte references to notes: a first cycle that emits for
  *   every session holds ~130 bytes per session beside the index, not a
  *   parsed copy of each record.
+ *
+ * The other files of diff/, each with its own job:
+ * - index.c, index.h: the stored sessions (diff_index_t), entries of 16
+ *   bytes plus the id in the slab pool, raw statuses interned per index so
+ *   that an entry stores a 16-bit index instead of a string;
+ * - htab.c, htab.h: the open-addressing tables (8-byte slots: a 32-bit
+ *   reference and 32 bits of the key's XXH3 hash, compared before the key's
+ *   bytes) that the index, the statuses, a cycle's new sessions and the
+ *   status maps use;
+ * - pool.c, pool.h: the slabs of entries in 8-byte size classes with free
+ *   lists, not one malloc each;
+ * - rstore.c, rstore.h: the record store (zstd-compressed blocks);
+ * - status_map.c, record.c, names.c, utf8.c: the status maps, the stored
+ *   record format and the fingerprint, names and event ids, UTF-8 checks;
+ * - internal.h: what these files share (the malloc cost model the memory
+ *   figures count with, bounded lengths, error messages).
  */
 #include "diff.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/sha.h>
-#include <xxhash.h>
-#include <zstd.h>
-
-/* ---- small helpers ---- */
-
-/* Smallest table; tables never shrink below it. */
-#define TAB_MIN_CAP 16
-/* Tables grow before more than 3/4 of their slots are used: linear probing
- * degrades quickly above that. They grow by 3/2, so that their load stays
- * between 1/2 and 3/4: 8-byte slots cost 11..16 bytes per session. */
-#define TAB_LOAD_NUM 3
-#define TAB_LOAD_DEN 4
-#define TAB_GROW_NUM 3
-#define TAB_GROW_DEN 2
-/* After removals a table shrinks when fewer than 1/8 of its slots are used. */
-#define TAB_SHRINK_DEN 8
-
-/*
- * What glibc's malloc really takes for a request: an 8-byte chunk header,
- * 16-byte granularity and a 32-byte minimum chunk; requests above the mmap
- * threshold are whole pages. diff_index_memory() counts with this so that
- * the figure is what the process pays, not what was asked for.
- */
-#define MALLOC_HEADER 8
-#define MALLOC_ALIGN 16
-#define MALLOC_MIN_CHUNK 32
-#define MALLOC_MMAP_THRESHOLD (128 * 1024)
-#define MALLOC_PAGE 4096
-
-/* Stamp of an entry never observed (every cycle starts above it). */
-#define STAMP_NEVER 0
-
-/* Stack buffer for the event id input; longer inputs are hashed from the heap. */
-#define EVENT_ID_STACK_BUF 512
-
-/* Stored status index 0 is the empty status ("no status"), interned at
- * creation and not counted against DIFF_MAX_STATUSES. */
-#define STATUS_NONE_IDX 0
+#include "array.h"
+#include "index.h"
+#include "internal.h"
+#include "rstore.h"
 
 /* Observed state of an unknown raw status: below every canonical state. */
 #define OBS_UNKNOWN 0xff
-
-static size_t heap_cost(size_t n)
-{
-    if (n == 0)
-        return 0;
-    if (n >= MALLOC_MMAP_THRESHOLD)
-        return (n + MALLOC_HEADER + MALLOC_PAGE - 1) / MALLOC_PAGE * MALLOC_PAGE;
-    size_t c = (n + MALLOC_HEADER + MALLOC_ALIGN - 1) & ~(size_t)(MALLOC_ALIGN - 1);
-    return c < MALLOC_MIN_CHUNK ? MALLOC_MIN_CHUNK : c;
-}
-
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
-                                                          ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-/* ---- UTF-8 ---- */
-
-size_t diff_utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong below U+0800 */
-        else if (c == 0xed)
-            hi = 0x9f; /* U+D800..U+DFFF are surrogates, not characters */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong below U+10000 */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0; /* a continuation byte, 0xc0/0xc1 (overlong) or 0xf5.. */
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    }
-    return len;
-}
-
-/* High bit of every byte of a word: a word without any is ASCII. */
-#define UTF8_HIGH_BITS UINT64_C(0x8080808080808080)
-
-int diff_utf8_check(const char *s, size_t n, size_t *bad)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        /* records and events are mostly ASCII: eight bytes at a time */
-        uint64_t w;
-        if (n - i >= sizeof(w)) {
-            memcpy(&w, u + i, sizeof(w));
-            if ((w & UTF8_HIGH_BITS) == 0) {
-                i += sizeof(w);
-                continue;
-            }
-        }
-        size_t len = diff_utf8_seq(u + i, n - i);
-        if (len == 0) {
-            if (bad != NULL)
-                *bad = i;
-            return -1;
-        }
-        i += len;
-    }
-    return 0;
-}
-
-/*
- * Hash of a key's bytes, computed once per lookup: XXH3-64 (the
- * fingerprint's hash, so no second hash function to keep). A table keeps 32
- * of its bits per slot as a tag, which both places the key (its home slot,
- * see htab_home) and filters candidates: the key's bytes are compared only
- * when the tag matches, which for a different key happens with probability
- * 2^-32 per slot visited.
- */
-static uint32_t key_tag(const char *s, size_t n)
-{
-    return (uint32_t)XXH3_64bits(s, n);
-}
-
-/* ---- open-addressing tables of 32-bit references ---- */
-
-/*
- * A slot is 8 bytes: the reference of its member (0: empty) and the tag of
- * the member's key. The table owns no member: whoever fills it says what a
- * reference means (an entry of the index's pool, a status, a map entry)
- * and compares keys through htab_eq_fn. Because a member's home slot is a
- * function of its tag alone, growing, shrinking and deleting never touch
- * the members or hash a key again.
- */
-typedef struct hslot {
-    uint32_t ref;
-    uint32_t tag;
-} hslot_t;
-
-typedef struct htab {
-    hslot_t *slots;
-    size_t cap; /* 0 or >= TAB_MIN_CAP; any value, not only powers of two */
-    size_t count;
-} htab_t;
-
-/* True when member ref has the key s (n bytes); called on a tag match only. */
-typedef bool (*htab_eq_fn)(const void *ctx, uint32_t ref, const char *s, size_t n);
-
-/* Home slot of a tag: Lemire's multiply-shift range reduction, which spreads
- * the tag over any capacity, so that tables may grow by 3/2 (a table at 1M
- * sessions then averages ~5/8 load instead of ~1/2 with doublings). */
-static size_t htab_home(uint32_t tag, size_t cap)
-{
-    return (size_t)(((uint64_t)tag * (uint64_t)cap) >> 32);
-}
-
-/* Slot holding key (n bytes, tag), or SIZE_MAX. */
-static size_t htab_find(const htab_t *t, uint32_t tag, const char *key, size_t n, htab_eq_fn eq,
-                        const void *ctx)
-{
-    if (t->cap == 0)
-        return SIZE_MAX;
-    for (size_t i = htab_home(tag, t->cap);;) {
-        const hslot_t *s = &t->slots[i];
-        if (s->ref == 0)
-            return SIZE_MAX;
-        if (s->tag == tag && eq(ctx, s->ref, key, n))
-            return i;
-        if (++i == t->cap)
-            i = 0;
-    }
-}
-
-/* Reference of the member with key, or 0. */
-static uint32_t htab_get(const htab_t *t, uint32_t tag, const char *key, size_t n, htab_eq_fn eq,
-                         const void *ctx)
-{
-    size_t i = htab_find(t, tag, key, n, eq, ctx);
-    return i == SIZE_MAX ? 0 : t->slots[i].ref;
-}
-
-static bool ref_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
-{
-    (void)s;
-    (void)n;
-    return ref == *(const uint32_t *)ctx;
-}
-
-/* Slot of member ref (its tag given), or SIZE_MAX: references are unique,
- * so they stand for the key. */
-static size_t htab_find_ref(const htab_t *t, uint32_t tag, uint32_t ref)
-{
-    return htab_find(t, tag, NULL, 0, ref_eq, &ref);
-}
-
-static void htab_place(hslot_t *slots, size_t cap, hslot_t m)
-{
-    size_t i = htab_home(m.tag, cap);
-    while (slots[i].ref != 0) {
-        if (++i == cap)
-            i = 0;
-    }
-    slots[i] = m;
-}
-
-static int htab_resize(htab_t *t, size_t cap)
-{
-    hslot_t *slots = calloc(cap, sizeof(*slots));
-    if (slots == NULL)
-        return -1;
-    for (size_t i = 0; i < t->cap; i++) {
-        if (t->slots[i].ref != 0)
-            htab_place(slots, cap, t->slots[i]);
-    }
-    free(t->slots);
-    t->slots = slots;
-    t->cap = cap;
-    return 0;
-}
-
-/* Smallest capacity that holds count members under the load bound. */
-static size_t htab_cap_for(size_t count)
-{
-    if (count > SIZE_MAX / TAB_LOAD_DEN)
-        return 0;
-    size_t cap = (count * TAB_LOAD_DEN + TAB_LOAD_NUM - 1) / TAB_LOAD_NUM;
-    return cap < TAB_MIN_CAP ? TAB_MIN_CAP : cap;
-}
-
-/* Makes room for `count` members in total, so that inserts up to it cannot
- * fail. Grows by at least TAB_GROW_NUM/TAB_GROW_DEN, so that n inserts cost
- * O(n) moves. 0 or -1. */
-static int htab_reserve(htab_t *t, size_t count)
-{
-    size_t need = htab_cap_for(count);
-    /* a slot count beyond 2^32 would outgrow htab_home's range */
-    if (need == 0 || need > UINT32_MAX || count >= UINT32_MAX)
-        return -1;
-    if (need <= t->cap)
-        return 0;
-    size_t grown = t->cap / TAB_GROW_DEN * TAB_GROW_NUM;
-    return htab_resize(t, grown > need && grown <= UINT32_MAX ? grown : need);
-}
-
-/* The key must be absent and room reserved. */
-static void htab_insert(htab_t *t, uint32_t ref, uint32_t tag)
-{
-    htab_place(t->slots, t->cap, (hslot_t){.ref = ref, .tag = tag});
-    t->count++;
-}
-
-/* Backward-shift deletion: later members of the probe run move up so that
- * lookups never need tombstones. */
-static void htab_remove_at(htab_t *t, size_t slot)
-{
-    size_t i = slot, j = slot;
-    t->slots[i].ref = 0;
-    for (;;) {
-        if (++j == t->cap)
-            j = 0;
-        hslot_t m = t->slots[j];
-        if (m.ref == 0)
-            break;
-        size_t k = htab_home(m.tag, t->cap);
-        /* m may stay if its home k lies cyclically in (i, j]. */
-        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
-        if (stays)
-            continue;
-        t->slots[i] = m;
-        t->slots[j].ref = 0;
-        i = j;
-    }
-    t->count--;
-}
-
-/* Gives memory back after mass removals; keeps the table when that fails. */
-static void htab_maybe_shrink(htab_t *t)
-{
-    if (t->cap <= TAB_MIN_CAP || t->count * TAB_SHRINK_DEN >= t->cap)
-        return;
-    size_t cap = htab_cap_for(t->count);
-    if (cap != 0 && cap < t->cap)
-        (void)htab_resize(t, cap);
-}
-
-static void htab_release(htab_t *t)
-{
-    free(t->slots);
-    memset(t, 0, sizeof(*t));
-}
-
-/* ---- the pool of index entries ---- */
-
-/*
- * Entries live in slabs of POOL_SLAB_BYTES carved into chunks of one size
- * class (multiples of POOL_UNIT), with a free list per class; a chunk is
- * named by a 32-bit reference (slab << POOL_UNIT_BITS | unit in the slab).
- * Why this and not one malloc per entry: glibc's 8-byte chunk header and
- * 16-byte granularity made a 36-char id's entry a 64-byte chunk, and the
- * table held 8-byte pointers; here it is a 56-byte chunk and a 4-byte
- * reference. Why size classes with free lists and not fixed headers and an
- * id arena: a provider's ids have one or a few lengths, so the sessions a
- * churn cycle forgets free exactly the chunks its new sessions take, and
- * the steady state neither grows nor needs compacting; the arena would
- * collect garbage at the churn rate and need copying (twice its size at
- * the moment of the copy) to get it back. The pool is compacted only after
- * mass removals (pool_compact), with the table's shrink.
- */
-#define POOL_UNIT 8
-#define POOL_UNIT_BITS 11
-/* 16 KiB: 2^11 units. Small enough that a small index is not held up by
- * mostly empty slabs, large enough that the slab array is ~0.05% of them;
- * 2^21 slabs (32 GiB) are addressable. */
-#define POOL_SLAB_BYTES ((size_t)POOL_UNIT << POOL_UNIT_BITS)
-#define POOL_MAX_SLABS ((size_t)1 << (32 - POOL_UNIT_BITS))
-/* Compact after removals when chunks in use fill under 1/4 of the slabs. */
-#define POOL_COMPACT_DEN 4
-
-/* An entry's header before its id (entry_t, checked there). */
-#define ENTRY_HEADER 16
-/* Size classes: an entry with the longest id and its NUL is the last. */
-#define POOL_CLASSES ((ENTRY_HEADER + DIFF_ID_MAX + 1 + POOL_UNIT - 1) / POOL_UNIT + 1)
-
-typedef struct pool {
-    char **slabs;
-    size_t nslabs, slabs_cap;
-    size_t used; /* bytes of the chunks handed out */
-    /* per class: the first free chunk (0: none; a free chunk holds the
-     * next one in its first 4 bytes), the next never-used chunk of the
-     * class's newest slab and how many follow it there */
-    uint32_t free[POOL_CLASSES];
-    uint32_t bump[POOL_CLASSES];
-    uint32_t left[POOL_CLASSES];
-} pool_t;
-
-static char *pool_ptr(const pool_t *p, uint32_t ref)
-{
-    return p->slabs[ref >> POOL_UNIT_BITS] +
-           (size_t)(ref & ((1u << POOL_UNIT_BITS) - 1)) * POOL_UNIT;
-}
-
-/* Class of an entry with an id of idlen bytes: its size in units. */
-static unsigned pool_class(size_t idlen)
-{
-    return (unsigned)((ENTRY_HEADER + idlen + 1 + POOL_UNIT - 1) / POOL_UNIT);
-}
-
-/* A chunk of class cls, or 0 on ENOMEM. */
-static uint32_t pool_alloc(pool_t *p, unsigned cls)
-{
-    uint32_t ref = p->free[cls];
-    if (ref != 0) {
-        memcpy(&p->free[cls], pool_ptr(p, ref), sizeof(uint32_t));
-    } else {
-        if (p->left[cls] == 0) {
-            if (p->nslabs == POOL_MAX_SLABS)
-                return 0;
-            if (p->nslabs == p->slabs_cap) {
-                size_t cap = p->slabs_cap == 0 ? 16 : p->slabs_cap * 2;
-                char **v = realloc(p->slabs, cap * sizeof(*v));
-                if (v == NULL)
-                    return 0;
-                p->slabs = v;
-                p->slabs_cap = cap;
-            }
-            char *slab = malloc(POOL_SLAB_BYTES);
-            if (slab == NULL)
-                return 0;
-            /* reference 0 means "none": slab 0 skips its first unit */
-            uint32_t first = p->nslabs == 0 ? 1 : 0;
-            p->bump[cls] = (uint32_t)p->nslabs << POOL_UNIT_BITS | first;
-            p->left[cls] = (uint32_t)(((1u << POOL_UNIT_BITS) - first) / cls);
-            p->slabs[p->nslabs++] = slab;
-        }
-        ref = p->bump[cls];
-        p->bump[cls] += cls;
-        p->left[cls]--;
-    }
-    p->used += (size_t)cls * POOL_UNIT;
-    return ref;
-}
-
-static void pool_free(pool_t *p, uint32_t ref, unsigned cls)
-{
-    memcpy(pool_ptr(p, ref), &p->free[cls], sizeof(uint32_t));
-    p->free[cls] = ref;
-    p->used -= (size_t)cls * POOL_UNIT;
-}
-
-static void pool_release(pool_t *p)
-{
-    for (size_t i = 0; i < p->nslabs; i++)
-        free(p->slabs[i]);
-    free(p->slabs);
-    memset(p, 0, sizeof(*p));
-}
-
-/* What the pool takes from malloc, as diff_index_memory() counts it. */
-static size_t pool_cost(const pool_t *p)
-{
-    return p->nslabs * heap_cost(POOL_SLAB_BYTES) + heap_cost(p->slabs_cap * sizeof(char *));
-}
-
-/*
- * Gives back the slabs made after the first nslabs (an abandoned cycle's:
- * every chunk in them is free by then, entries are made in a cycle only for
- * its new sessions) and the slab array's size at cap: the free lists drop
- * their chunks there, and a class whose newest slab goes stops bumping
- * (its previous slab was used up, or it would not have made one).
- */
-static void pool_truncate(pool_t *p, size_t nslabs, size_t cap)
-{
-    if (p->nslabs <= nslabs)
-        return;
-    uint32_t limit = (uint32_t)nslabs << POOL_UNIT_BITS;
-    for (unsigned c = 1; c < POOL_CLASSES; c++) {
-        uint32_t prev = 0, cur = p->free[c];
-        while (cur != 0) {
-            uint32_t next;
-            memcpy(&next, pool_ptr(p, cur), sizeof(next));
-            if (cur < limit)
-                prev = cur;
-            else if (prev == 0)
-                p->free[c] = next;
-            else
-                memcpy(pool_ptr(p, prev), &next, sizeof(next));
-            cur = next;
-        }
-        if (p->bump[c] >= limit)
-            p->left[c] = 0;
-    }
-    while (p->nslabs > nslabs)
-        free(p->slabs[--p->nslabs]);
-    if (p->slabs_cap > cap && cap > 0) {
-        char **v = realloc(p->slabs, cap * sizeof(*v));
-        if (v != NULL) {
-            p->slabs = v;
-            p->slabs_cap = cap;
-        }
-    } else if (cap == 0) {
-        free(p->slabs);
-        p->slabs = NULL;
-        p->slabs_cap = 0;
-    }
-}
-
-/* ---- names ---- */
-
-static const char *const state_names[] = {
-    [DIFF_STATE_NONE] = NULL,
-    [DIFF_STATE_PENDING] = "pending",
-    [DIFF_STATE_ACTIVE] = "active",
-    [DIFF_STATE_COMPLETED] = "completed",
-    [DIFF_STATE_CANCELLED] = "cancelled",
-};
-#define STATE_LAST DIFF_STATE_CANCELLED
-
-static const char *const event_names[DIFF_EV_COUNT] = {
-    [DIFF_EV_STARTED] = "session.started",
-    [DIFF_EV_COMPLETED] = "session.completed",
-    [DIFF_EV_CANCELLED] = "session.cancelled",
-};
-
-static const char *const event_short[DIFF_EV_COUNT] = {
-    [DIFF_EV_STARTED] = "started",
-    [DIFF_EV_COMPLETED] = "completed",
-    [DIFF_EV_CANCELLED] = "cancelled",
-};
-
-static const char *const reason_names[] = {
-    [DIFF_REASON_STATUS_CHANGE] = "status_change",
-    [DIFF_REASON_FIRST_SEEN] = "first_seen",
-    [DIFF_REASON_VANISHED] = "vanished",
-};
-
-const char *diff_state_name(diff_state_t state)
-{
-    if ((unsigned)state > STATE_LAST)
-        return NULL;
-    return state_names[state];
-}
-
-int diff_state_parse(const char *name, diff_state_t *out)
-{
-    if (name == NULL)
-        return -1;
-    for (unsigned s = DIFF_STATE_PENDING; s <= STATE_LAST; s++) {
-        if (strcmp(name, state_names[s]) == 0) {
-            if (out != NULL)
-                *out = (diff_state_t)s;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-const char *diff_event_type_name(diff_event_type_t type)
-{
-    return (unsigned)type < DIFF_EV_COUNT ? event_names[type] : NULL;
-}
-
-const char *diff_event_type_short(diff_event_type_t type)
-{
-    return (unsigned)type < DIFF_EV_COUNT ? event_short[type] : NULL;
-}
-
-const char *diff_reason_name(diff_reason_t reason)
-{
-    return (unsigned)reason <= DIFF_REASON_VANISHED ? reason_names[reason] : NULL;
-}
-
-/* ---- event id ---- */
-
-static int event_id(const char *source, const char *session_id, diff_event_type_t type,
-                    char out[DIFF_EVENT_ID_LEN])
-{
-    static const char hex[] = "0123456789abcdef";
-    const char *tname = diff_event_type_name(type);
-    if (source == NULL || session_id == NULL || tname == NULL)
-        return -1;
-    size_t ls = strlen(source), li = strlen(session_id), lt = strlen(tname);
-    size_t n = ls + 1 + li + 1 + lt;
-    char stackbuf[EVENT_ID_STACK_BUF];
-    char *buf = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
-    if (buf == NULL)
-        return -1;
-    memcpy(buf, source, ls);
-    buf[ls] = '\n';
-    memcpy(buf + ls + 1, session_id, li);
-    buf[ls + 1 + li] = '\n';
-    memcpy(buf + ls + 2 + li, tname, lt);
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)buf, n, md);
-    if (buf != stackbuf)
-        free(buf);
-    for (size_t i = 0; i < (DIFF_EVENT_ID_LEN - 1) / 2; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 0xf];
-    }
-    out[DIFF_EVENT_ID_LEN - 1] = '\0';
-    return 0;
-}
-
-/* On failure (only ENOMEM for an absurdly long source) the id is empty, which
- * no consumer can mistake for a real one. */
-void diff_event_id(const char *source, const char *session_id, diff_event_type_t type,
-                   char out[DIFF_EVENT_ID_LEN])
-{
-    if (event_id(source, session_id, type, out) != 0)
-        out[0] = '\0';
-}
-
-/* ---- status maps ---- */
-
-typedef struct map_entry {
-    uint8_t state;
-    uint8_t len;
-    char raw[];
-} map_entry_t;
-
-/* Mappings in an array, found through a table of references (index + 1). */
-struct diff_status_map {
-    htab_t tab;
-    map_entry_t **v;
-    size_t n, cap;
-};
-
-static bool map_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
-{
-    const map_entry_t *me = ((const diff_status_map_t *)ctx)->v[ref - 1];
-    return me->len == n && memcmp(me->raw, s, n) == 0;
-}
-
-diff_status_map_t *diff_status_map_new(void)
-{
-    return calloc(1, sizeof(diff_status_map_t));
-}
-
-void diff_status_map_free(diff_status_map_t *map)
-{
-    if (map == NULL)
-        return;
-    for (size_t i = 0; i < map->n; i++)
-        free(map->v[i]);
-    free(map->v);
-    htab_release(&map->tab);
-    free(map);
-}
-
-/* Length of s if it is 1..max bytes long, else 0. */
-static size_t bounded_len(const char *s, size_t max)
-{
-    if (s == NULL)
-        return 0;
-    size_t n = strnlen(s, max + 1);
-    return n > max ? 0 : n;
-}
-
-int diff_status_map_set(diff_status_map_t *map, const char *raw, diff_state_t state)
-{
-    if (map == NULL || state <= DIFF_STATE_NONE || state > STATE_LAST)
-        return -1;
-    size_t n = bounded_len(raw, DIFF_STATUS_MAX);
-    if (n == 0)
-        return -1;
-    uint32_t tag = key_tag(raw, n);
-    uint32_t ref = htab_get(&map->tab, tag, raw, n, map_eq, map);
-    if (ref != 0) {
-        map->v[ref - 1]->state = (uint8_t)state;
-        return 0;
-    }
-    if (htab_reserve(&map->tab, map->tab.count + 1) != 0)
-        return -1;
-    if (map->n == map->cap) {
-        size_t cap = map->cap == 0 ? 16 : map->cap * 2;
-        map_entry_t **v = realloc(map->v, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        map->v = v;
-        map->cap = cap;
-    }
-    map_entry_t *me = malloc(sizeof(*me) + n + 1);
-    if (me == NULL)
-        return -1;
-    me->state = (uint8_t)state;
-    me->len = (uint8_t)n;
-    memcpy(me->raw, raw, n + 1);
-    map->v[map->n++] = me;
-    htab_insert(&map->tab, (uint32_t)map->n, tag);
-    return 0;
-}
-
-/* Looks up the n bytes of raw (not NUL-terminated). */
-static int status_map_find(const diff_status_map_t *map, const char *raw, size_t n,
-                           diff_state_t *out)
-{
-    uint32_t ref = htab_get(&map->tab, key_tag(raw, n), raw, n, map_eq, map);
-    if (ref == 0)
-        return -1;
-    if (out != NULL)
-        *out = (diff_state_t)map->v[ref - 1]->state;
-    return 0;
-}
-
-int diff_status_map_lookup(const diff_status_map_t *map, const char *raw, diff_state_t *out)
-{
-    if (map == NULL || raw == NULL)
-        return -1;
-    return status_map_find(map, raw, strlen(raw), out);
-}
-
-/* ---- stored records ---- */
-
-int diff_record_encode(const diff_record_t *rec, char *buf, size_t buflen)
-{
-    if (rec == NULL || buf == NULL || (unsigned)rec->state > STATE_LAST)
-        return -1;
-    const char *status = rec->status != NULL ? rec->status : "";
-    if (strnlen(status, DIFF_STATUS_MAX + 1) > DIFF_STATUS_MAX)
-        return -1;
-    int n = snprintf(buf, buflen, "%u:%u:%016llx:%s", (unsigned)rec->state, (unsigned)rec->misses,
-                     (unsigned long long)rec->fingerprint, status);
-    if (n < 0 || (size_t)n >= buflen)
-        return -1;
-    return n;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Digits of DIFF_MAX_GRACE: a longer misses field is malformed, not large. */
-#define MISSES_MAX_DIGITS 3
-#define FP_HEX_DIGITS 16
-
-int diff_record_decode(const char *text, size_t len, diff_record_t *rec, char *status_buf,
-                       size_t status_buflen)
-{
-    if (text == NULL || rec == NULL || status_buf == NULL)
-        return -1;
-    const char *p = text, *end = text + len;
-
-    if (end - p < 2 || p[0] < '0' || p[0] > '0' + STATE_LAST || p[1] != ':')
-        return -1;
-    diff_state_t state = (diff_state_t)(p[0] - '0');
-    p += 2;
-
-    unsigned misses = 0;
-    size_t digits = 0;
-    while (p < end && *p >= '0' && *p <= '9') {
-        if (++digits > MISSES_MAX_DIGITS)
-            return -1;
-        misses = misses * 10 + (unsigned)(*p - '0');
-        p++;
-    }
-    if (digits == 0 || misses > DIFF_MAX_GRACE || p >= end || *p != ':')
-        return -1;
-    p++;
-
-    if (end - p < FP_HEX_DIGITS + 1 || p[FP_HEX_DIGITS] != ':')
-        return -1;
-    uint64_t fp = 0;
-    for (int i = 0; i < FP_HEX_DIGITS; i++) {
-        int v = hex_value(p[i]);
-        if (v < 0)
-            return -1;
-        fp = fp << 4 | (uint64_t)v;
-    }
-    p += FP_HEX_DIGITS + 1;
-
-    /* The status is the tail: it may itself contain ':'. */
-    size_t slen = (size_t)(end - p);
-    if (slen > DIFF_STATUS_MAX || slen + 1 > status_buflen || memchr(p, '\0', slen) != NULL)
-        return -1;
-    memcpy(status_buf, p, slen);
-    status_buf[slen] = '\0';
-
-    rec->state = state;
-    rec->misses = (uint8_t)misses;
-    rec->fingerprint = fp;
-    rec->status = status_buf;
-    return 0;
-}
-
-/* ---- fingerprint ---- */
-
-/*
- * XXH3-64 over the record's bytes as received: ~20x faster than the walk
- * of the parsed tree it replaces (39 ns against 790 ns for a 524-byte
- * Century record), and it needs no tree. A record whose provider only
- * reformats it (spaces, key order) now counts as changed: that rewrites its
- * stored field and publishes nothing.
- */
-uint64_t diff_fingerprint(const char *text, size_t len)
-{
-    return XXH3_64bits(text != NULL ? text : "", text != NULL ? len : 0);
-}
-
-/* ---- the index ---- */
-
-/*
- * 16 bytes before the id and its NUL, in a pool chunk: a 36-char id takes
- * 56 bytes. The id's length is kept so that a lookup compares bytes only
- * (no strlen, no strcmp); the small fields are packed to make room for it.
- */
-typedef struct entry {
-    uint64_t fingerprint;
-    uint32_t seen; /* stamp of the first observation in the latest cycle */
-    uint32_t status_idx : 11;
-    uint32_t state : 3;
-    uint32_t misses : 7;
-    uint32_t idlen_m1 : 8; /* id length - 1 (ids are 1..DIFF_ID_MAX bytes) */
-    char id[];             /* NUL-terminated: events and changes hand it out as a string */
-} entry_t;
-
-_Static_assert(offsetof(entry_t, id) == ENTRY_HEADER, "ENTRY_HEADER is entry_t's header");
-_Static_assert(DIFF_MAX_STATUSES < (1 << 11), "status_idx holds every status index");
-_Static_assert(STATE_LAST < (1 << 3), "state holds every state");
-_Static_assert(DIFF_MAX_GRACE < (1 << 7), "misses holds vanish_grace - 1");
-_Static_assert(DIFF_ID_MAX <= (1 << 8), "idlen_m1 holds every id length");
-
-static size_t entry_idlen(const entry_t *e)
-{
-    return (size_t)e->idlen_m1 + 1;
-}
-
-typedef struct status {
-    uint16_t idx;
-    bool reported; /* already returned as a new unknown status */
-    uint8_t len;
-    char raw[];
-} status_t;
-
-struct diff_index {
-    htab_t tab;          /* pool references by id */
-    pool_t pool;         /* the entries (and an open cycle's new ones) */
-    size_t cycle_bytes;  /* pool bytes of the open cycle's new entries */
-    htab_t stab;         /* status index + 1 by raw */
-    status_t **statuses; /* by status_idx */
-    size_t nstatuses;
-    size_t statuses_cap;
-    size_t status_bytes; /* heap_cost() of every status_t */
-    size_t by_state[DIFF_STATE_COUNT];
-    uint32_t next_stamp;
-    bool cycle_open;
-};
-
-static entry_t *entry_at(const diff_index_t *ix, uint32_t ref)
-{
-    return (entry_t *)(void *)pool_ptr(&ix->pool, ref);
-}
-
-static bool entry_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
-{
-    const entry_t *e = entry_at(ctx, ref);
-    return entry_idlen(e) == n && memcmp(e->id, s, n) == 0;
-}
-
-static bool status_eq(const void *ctx, uint32_t ref, const char *s, size_t n)
-{
-    const status_t *st = ((const diff_index_t *)ctx)->statuses[ref - 1];
-    return st->len == n && memcmp(st->raw, s, n) == 0;
-}
-
-/* Interns the len bytes of raw, returns its index or -1 (ENOMEM or
- * DIFF_MAX_STATUSES reached). */
-static int intern_status(diff_index_t *ix, const char *raw, size_t len)
-{
-    uint32_t tag = key_tag(raw, len);
-    uint32_t ref = htab_get(&ix->stab, tag, raw, len, status_eq, ix);
-    if (ref != 0)
-        return (int)ref - 1;
-    /* index 0 is the empty status and does not count */
-    if (ix->nstatuses > DIFF_MAX_STATUSES)
-        return -1;
-    if (ix->nstatuses == ix->statuses_cap) {
-        size_t cap = ix->statuses_cap == 0 ? 8 : ix->statuses_cap * 2;
-        if (cap > DIFF_MAX_STATUSES + 1)
-            cap = DIFF_MAX_STATUSES + 1;
-        status_t **v = realloc(ix->statuses, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        ix->statuses = v;
-        ix->statuses_cap = cap;
-    }
-    if (htab_reserve(&ix->stab, ix->stab.count + 1) != 0)
-        return -1;
-    status_t *ns = malloc(sizeof(*ns) + len + 1);
-    if (ns == NULL)
-        return -1;
-    ns->idx = (uint16_t)ix->nstatuses;
-    ns->reported = false;
-    ns->len = (uint8_t)len;
-    memcpy(ns->raw, raw, len);
-    ns->raw[len] = '\0';
-    htab_insert(&ix->stab, (uint32_t)ns->idx + 1, tag);
-    ix->statuses[ix->nstatuses++] = ns;
-    ix->status_bytes += heap_cost(sizeof(*ns) + len + 1);
-    return ns->idx;
-}
-
-static const char *status_raw(const diff_index_t *ix, uint16_t idx)
-{
-    return ix->statuses[idx]->raw;
-}
-
-/* Drops the statuses interned after the first `keep` (the ones an abandoned
- * cycle added: no entry refers to them, entries change only in apply), and
- * gives the tables back the sizes they had with `keep`. */
-static void statuses_truncate(diff_index_t *ix, size_t keep, size_t cap, size_t stab_cap)
-{
-    while (ix->nstatuses > keep) {
-        status_t *st = ix->statuses[--ix->nstatuses];
-        size_t slot = htab_find_ref(&ix->stab, key_tag(st->raw, st->len), (uint32_t)st->idx + 1);
-        if (slot != SIZE_MAX)
-            htab_remove_at(&ix->stab, slot);
-        ix->status_bytes -= heap_cost(sizeof(*st) + st->len + 1);
-        free(st);
-    }
-    /* both only shrink, and a failure keeps the larger table */
-    if (ix->statuses_cap > cap && cap > 0) {
-        status_t **v = realloc(ix->statuses, cap * sizeof(*v));
-        if (v != NULL) {
-            ix->statuses = v;
-            ix->statuses_cap = cap;
-        }
-    }
-    if (ix->stab.cap > stab_cap)
-        (void)htab_resize(&ix->stab, stab_cap);
-}
-
-diff_index_t *diff_index_new(void)
-{
-    diff_index_t *ix = calloc(1, sizeof(*ix));
-    if (ix == NULL)
-        return NULL;
-    ix->next_stamp = STAMP_NEVER + 1;
-    if (intern_status(ix, "", 0) != STATUS_NONE_IDX)
-        goto err;
-    return ix;
-err:
-    diff_index_free(ix);
-    return NULL;
-}
-
-void diff_index_clear(diff_index_t *ix)
-{
-    if (ix == NULL)
-        return;
-    htab_release(&ix->tab);
-    pool_release(&ix->pool);
-    memset(ix->by_state, 0, sizeof(ix->by_state));
-}
-
-void diff_index_free(diff_index_t *ix)
-{
-    if (ix == NULL)
-        return;
-    diff_index_clear(ix);
-    for (size_t i = 0; i < ix->nstatuses; i++)
-        free(ix->statuses[i]);
-    free(ix->statuses);
-    htab_release(&ix->stab);
-    free(ix);
-}
-
-size_t diff_index_size(const diff_index_t *ix)
-{
-    return ix != NULL ? ix->tab.count : 0;
-}
-
-/* Free pool chunks count here: the index holds them (for its next new
- * sessions). An open cycle's new entries are the cycle's (diff_cycle_memory). */
-size_t diff_index_memory(const diff_index_t *ix)
-{
-    if (ix == NULL)
-        return 0;
-    return heap_cost(sizeof(*ix)) + heap_cost(ix->tab.cap * sizeof(hslot_t)) +
-           pool_cost(&ix->pool) - ix->cycle_bytes + heap_cost(ix->stab.cap * sizeof(hslot_t)) +
-           heap_cost(ix->statuses_cap * sizeof(status_t *)) + ix->status_bytes;
-}
-
-void diff_index_states(const diff_index_t *ix, size_t counts[DIFF_STATE_COUNT])
-{
-    for (size_t i = 0; i < DIFF_STATE_COUNT; i++)
-        counts[i] = ix != NULL ? ix->by_state[i] : 0;
-}
-
-/* A new entry for the id (idlen bytes, 1..DIFF_ID_MAX), never seen; its
- * reference or 0 on ENOMEM. */
-static uint32_t entry_new(diff_index_t *ix, const char *id, size_t idlen)
-{
-    uint32_t ref = pool_alloc(&ix->pool, pool_class(idlen));
-    if (ref == 0)
-        return 0;
-    entry_t *e = entry_at(ix, ref);
-    memset(e, 0, sizeof(*e));
-    e->seen = STAMP_NEVER;
-    e->idlen_m1 = (uint32_t)(idlen - 1);
-    memcpy(e->id, id, idlen);
-    e->id[idlen] = '\0';
-    return ref;
-}
-
-static void entry_free(diff_index_t *ix, uint32_t ref)
-{
-    pool_free(&ix->pool, ref, pool_class(entry_idlen(entry_at(ix, ref))));
-}
-
-/* Pool bytes of entry ref. */
-static size_t entry_cost(const diff_index_t *ix, uint32_t ref)
-{
-    return (size_t)pool_class(entry_idlen(entry_at(ix, ref))) * POOL_UNIT;
-}
-
-/*
- * After mass removals: copies the entries into a pool of their own size
- * and frees the old one, when the entries fill under 1/POOL_COMPACT_DEN of
- * it. Called between cycles only (entries move; the `seen` stamps they
- * lose mean nothing then). Keeps the old pool when memory runs out.
- */
-static void pool_compact(diff_index_t *ix)
-{
-    pool_t *old = &ix->pool;
-    if (old->nslabs <= 1 || old->used * POOL_COMPACT_DEN >= old->nslabs * POOL_SLAB_BYTES)
-        return;
-    pool_t np = {0};
-    /* the new references wait in the old entries' `seen`, so that a
-     * failure halfway leaves every slot as it was */
-    size_t i;
-    for (i = 0; i < ix->tab.cap; i++) {
-        uint32_t ref = ix->tab.slots[i].ref;
-        if (ref == 0)
-            continue;
-        entry_t *e = entry_at(ix, ref);
-        size_t cls = pool_class(entry_idlen(e));
-        uint32_t nref = pool_alloc(&np, (unsigned)cls);
-        if (nref == 0)
-            break;
-        char *to = pool_ptr(&np, nref);
-        memcpy(to, e, cls * POOL_UNIT);
-        ((entry_t *)(void *)to)->seen = STAMP_NEVER;
-        e->seen = nref;
-    }
-    if (i < ix->tab.cap) {
-        for (size_t j = 0; j < i; j++) {
-            if (ix->tab.slots[j].ref != 0)
-                entry_at(ix, ix->tab.slots[j].ref)->seen = STAMP_NEVER;
-        }
-        pool_release(&np);
-        return;
-    }
-    for (i = 0; i < ix->tab.cap; i++) {
-        hslot_t *s = &ix->tab.slots[i];
-        if (s->ref != 0)
-            s->ref = entry_at(ix, s->ref)->seen;
-    }
-    pool_release(old);
-    ix->pool = np;
-}
-
-int diff_index_put(diff_index_t *ix, const char *session_id, const diff_record_t *rec)
-{
-    /* an open cycle may drop the statuses interned after its begin, which
-     * an entry put now could be using */
-    if (ix == NULL || rec == NULL || (unsigned)rec->state > STATE_LAST || ix->cycle_open ||
-        rec->misses > DIFF_MAX_GRACE)
-        return -1;
-    size_t idlen = bounded_len(session_id, DIFF_ID_MAX);
-    if (idlen == 0)
-        return -1;
-    const char *status = rec->status != NULL ? rec->status : "";
-    size_t slen = strnlen(status, DIFF_STATUS_MAX + 1);
-    if (slen > DIFF_STATUS_MAX)
-        return -1;
-    int sidx = intern_status(ix, status, slen);
-    if (sidx < 0)
-        return -1;
-
-    uint32_t tag = key_tag(session_id, idlen);
-    uint32_t ref = htab_get(&ix->tab, tag, session_id, idlen, entry_eq, ix);
-    entry_t *e;
-    if (ref == 0) {
-        if (htab_reserve(&ix->tab, ix->tab.count + 1) != 0)
-            return -1;
-        ref = entry_new(ix, session_id, idlen);
-        if (ref == 0)
-            return -1;
-        htab_insert(&ix->tab, ref, tag);
-        e = entry_at(ix, ref);
-    } else {
-        e = entry_at(ix, ref);
-        ix->by_state[e->state]--;
-    }
-    ix->by_state[rec->state]++;
-    e->state = (uint32_t)rec->state;
-    e->misses = rec->misses;
-    e->fingerprint = rec->fingerprint;
-    e->status_idx = (uint32_t)sidx;
-    return 0;
-}
-
-static void entry_record(const diff_index_t *ix, const entry_t *e, diff_record_t *out)
-{
-    out->state = (diff_state_t)e->state;
-    out->misses = (uint8_t)e->misses;
-    out->fingerprint = e->fingerprint;
-    out->status = status_raw(ix, (uint16_t)e->status_idx);
-}
-
-int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t *out)
-{
-    if (ix == NULL || session_id == NULL)
-        return -1;
-    size_t n = strlen(session_id);
-    uint32_t ref = htab_get(&ix->tab, key_tag(session_id, n), session_id, n, entry_eq, ix);
-    if (ref == 0)
-        return -1;
-    if (out != NULL)
-        entry_record(ix, entry_at(ix, ref), out);
-    return 0;
-}
-
-int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque)
-{
-    for (size_t i = 0; ix != NULL && i < ix->tab.cap; i++) {
-        uint32_t ref = ix->tab.slots[i].ref;
-        diff_record_t rec;
-        int rc;
-        if (ref == 0)
-            continue;
-        const entry_t *e = entry_at(ix, ref);
-        entry_record(ix, e, &rec);
-        if ((rc = fn(opaque, e->id, &rec)) != 0)
-            return rc;
-    }
-    return 0;
-}
 
 /* ---- lifecycle rules ---- */
 
@@ -1265,6 +182,25 @@ static bool plan_sets_last(const stored_t *s, const plan_t *p)
            (!s->present || !state_vanishable(s->state) || s->fingerprint != p->fingerprint);
 }
 
+/*
+ * The outcome of a complete poll that did not see the stored session s:
+ * whether it is removed, after vanish_grace such polls in a row (false:
+ * it only counts one more miss). A removed session that could still
+ * vanish is cancelled; terminal and never-known sessions are forgotten
+ * silently, and a baseline poll publishes nothing.
+ */
+static bool plan_absence(const stored_t *s, unsigned vanish_grace, bool baseline, plan_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    if ((unsigned)s->misses + 1 < vanish_grace)
+        return false;
+    if (!baseline && state_vanishable(s->state))
+        plan_event(p, DIFF_EV_CANCELLED, DIFF_STATE_CANCELLED, s->state, false);
+    return true;
+}
+
+/* ---- one cycle ---- */
+
 static stored_t stored_of(const entry_t *e)
 {
     stored_t s = {0};
@@ -1285,164 +221,6 @@ static const char *previous_status_of(const diff_index_t *ix, const entry_t *e)
         return NULL;
     return status_raw(ix, e->status_idx);
 }
-
-/* ---- records retained for events ---- */
-
-/*
- * The records an event will carry wait as text appended to blocks of
- * RSTORE_BLOCK bytes; a full block is compressed with zstd and the raw
- * buffer reused. Century-shaped records compress ~8x at level 1 in blocks
- * this large (smaller blocks lose the repetition between records), and
- * level 1 compresses at several hundred MB/s, a small fraction of a
- * record's parse. Reading a record decompresses its whole block into one
- * cache: events are read in publication order, which is the order the
- * records were appended in except for the rare duplicate, so each block is
- * decoded about once per pass.
- */
-#define RSTORE_BLOCK (256 * 1024)
-#define RSTORE_LEVEL 1
-/* Block number of a note that retains no record. */
-#define RSTORE_NONE UINT32_MAX
-
-typedef struct rblock {
-    unsigned char *z; /* compressed bytes */
-    uint32_t zlen;
-    uint32_t rawlen;
-} rblock_t;
-
-typedef struct rstore {
-    rblock_t *blocks;
-    size_t nblocks, blocks_cap;
-    char *open; /* the block being filled: number nblocks */
-    size_t open_len, open_cap;
-    unsigned char *scratch; /* compression output, ZSTD_compressBound(open_cap) */
-    size_t scratch_cap;
-    char *cache; /* the block decoded last */
-    size_t cache_cap;
-    size_t cache_block; /* SIZE_MAX: none */
-    ZSTD_CCtx *cctx;
-    ZSTD_DCtx *dctx;
-    size_t held; /* heap_cost() of the compressed blocks, plus the open block's bytes */
-    size_t raw;  /* bytes appended, for the figures */
-} rstore_t;
-
-static void rstore_release(rstore_t *rs)
-{
-    for (size_t i = 0; i < rs->nblocks; i++)
-        free(rs->blocks[i].z);
-    free(rs->blocks);
-    free(rs->open);
-    free(rs->scratch);
-    free(rs->cache);
-    ZSTD_freeCCtx(rs->cctx);
-    ZSTD_freeDCtx(rs->dctx);
-    memset(rs, 0, sizeof(*rs));
-    rs->cache_block = SIZE_MAX;
-}
-
-/* Compresses the open block into a block of its own. 0 or -1 (ENOMEM). */
-static int rstore_close_block(rstore_t *rs)
-{
-    if (rs->open_len == 0)
-        return 0;
-    if (rs->nblocks == rs->blocks_cap) {
-        size_t cap = rs->blocks_cap == 0 ? 16 : rs->blocks_cap * 2;
-        rblock_t *v = realloc(rs->blocks, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        rs->blocks = v;
-        rs->blocks_cap = cap;
-    }
-    size_t bound = ZSTD_compressBound(rs->open_len);
-    if (bound > rs->scratch_cap) {
-        unsigned char *v = realloc(rs->scratch, bound);
-        if (v == NULL)
-            return -1;
-        rs->scratch = v;
-        rs->scratch_cap = bound;
-    }
-    if (rs->cctx == NULL && (rs->cctx = ZSTD_createCCtx()) == NULL)
-        return -1;
-    size_t zlen = ZSTD_compressCCtx(rs->cctx, rs->scratch, rs->scratch_cap, rs->open, rs->open_len,
-                                    RSTORE_LEVEL);
-    if (ZSTD_isError(zlen))
-        return -1;
-    unsigned char *z = malloc(zlen);
-    if (z == NULL)
-        return -1;
-    memcpy(z, rs->scratch, zlen);
-    rs->blocks[rs->nblocks++] =
-        (rblock_t){.z = z, .zlen = (uint32_t)zlen, .rawlen = (uint32_t)rs->open_len};
-    rs->held = rs->held - rs->open_len + heap_cost(zlen);
-    rs->open_len = 0;
-    return 0;
-}
-
-/*
- * Appends len bytes of text when what the store holds stays within max
- * (the open block is compressed first when that makes room). 0, -1 on
- * ENOMEM, -2 when over max.
- */
-static int rstore_append(rstore_t *rs, const char *text, size_t len, size_t max, uint32_t *block,
-                         uint32_t *off)
-{
-    if (len > UINT32_MAX / 2)
-        return -2;
-    if (rs->open_len > 0 && (rs->open_len + len > rs->open_cap || rs->held + len > max)) {
-        if (rstore_close_block(rs) != 0)
-            return -1;
-    }
-    if (rs->held + len > max)
-        return -2;
-    if (len > rs->open_cap) {
-        /* a record larger than a block is a block of its own */
-        size_t cap = len > RSTORE_BLOCK ? len : RSTORE_BLOCK;
-        char *v = realloc(rs->open, cap);
-        if (v == NULL)
-            return -1;
-        rs->open = v;
-        rs->open_cap = cap;
-    }
-    if (rs->nblocks > UINT32_MAX - 1)
-        return -1;
-    *block = (uint32_t)rs->nblocks;
-    *off = (uint32_t)rs->open_len;
-    memcpy(rs->open + rs->open_len, text, len);
-    rs->open_len += len;
-    rs->held += len;
-    rs->raw += len;
-    return 0;
-}
-
-/* The text appended at (block, off): valid until the next call. NULL on
- * ENOMEM or a block that does not decode. */
-static const char *rstore_get(rstore_t *rs, uint32_t block, uint32_t off)
-{
-    if (block == rs->nblocks)
-        return rs->open + off;
-    if (block > rs->nblocks)
-        return NULL;
-    const rblock_t *b = &rs->blocks[block];
-    if (rs->cache_block != block) {
-        if (b->rawlen > rs->cache_cap) {
-            char *v = realloc(rs->cache, b->rawlen);
-            if (v == NULL)
-                return NULL;
-            rs->cache = v;
-            rs->cache_cap = b->rawlen;
-        }
-        if (rs->dctx == NULL && (rs->dctx = ZSTD_createDCtx()) == NULL)
-            return NULL;
-        rs->cache_block = SIZE_MAX;
-        size_t n = ZSTD_decompressDCtx(rs->dctx, rs->cache, rs->cache_cap, b->z, b->zlen);
-        if (ZSTD_isError(n) || n != b->rawlen)
-            return NULL;
-        rs->cache_block = block;
-    }
-    return rs->cache + off;
-}
-
-/* ---- one cycle ---- */
 
 /*
  * Per-cycle note of a session that changes (or might, for duplicates), in
@@ -1604,12 +382,10 @@ static entry_t *note_entry(const diff_cycle_t *cy, const note_t *n)
 static note_t *note_add(diff_cycle_t *cy, uint32_t ref, uint32_t order, uint8_t flags)
 {
     if (cy->nnotes == cy->notes_cap) {
-        size_t cap = cy->notes_cap == 0 ? 64 : cy->notes_cap * 2;
-        note_t *v = realloc(cy->notes, cap * sizeof(*v));
+        note_t *v = array_grow(cy->notes, &cy->notes_cap, cy->nnotes + 1, sizeof(*v), 64);
         if (v == NULL)
             return NULL;
         cy->notes = v;
-        cy->notes_cap = cap;
     }
     note_t *n = &cy->notes[cy->nnotes];
     *n = (note_t){.entry = ref, .order = order, .rec_block = RSTORE_NONE, .flags = flags};
@@ -1667,14 +443,11 @@ static int cycle_note_unknown(diff_cycle_t *cy, uint16_t sidx)
     status_t *st = cy->ix->statuses[sidx];
     if (st->reported)
         return 0;
-    if (cy->nnew_unknown == cy->new_unknown_cap) {
-        size_t cap = cy->new_unknown_cap == 0 ? 8 : cy->new_unknown_cap * 2;
-        const char **v = realloc(cy->new_unknown, cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        cy->new_unknown = v;
-        cy->new_unknown_cap = cap;
-    }
+    const char **v =
+        array_grow(cy->new_unknown, &cy->new_unknown_cap, cy->nnew_unknown + 1, sizeof(*v), 8);
+    if (v == NULL)
+        return -1;
+    cy->new_unknown = v;
     /* at first sight, so that the cycle lists it once; an abandoned cycle
      * takes it back (diff_cycle_free) */
     st->reported = true;
@@ -1740,7 +513,7 @@ int diff_cycle_observe(diff_cycle_t *cy, const char *session_id, size_t id_len,
         return -1;
     }
     diff_index_t *ix = cy->ix;
-    int sidx_i = intern_status(ix, raw_status, status_len);
+    int sidx_i = index_intern_status(ix, raw_status, status_len);
     if (sidx_i < 0) {
         if (ix->nstatuses > DIFF_MAX_STATUSES)
             set_err(err, errlen, "more than %d distinct raw statuses (new one: \"%.*s\")",
@@ -1886,24 +659,17 @@ static void cycle_settle(diff_cycle_t *cy, size_t i)
     const entry_t *e = note_entry(cy, n);
 
     if (n->flags & NOTE_VANISHED) {
-        unsigned misses = (unsigned)e->misses + 1;
+        stored_t s = stored_of(e);
+        plan_t p;
         n->flags |= NOTE_CHANGED;
         n->store_status_idx = e->status_idx;
-        if (misses < cy->opt->vanish_grace)
+        if (!plan_absence(&s, cy->opt->vanish_grace, cy->opt->baseline, &p))
             return;
         n->flags |= NOTE_REMOVED;
-        /* terminal and never-known sessions are forgotten silently */
-        if (cy->opt->baseline || (e->state != DIFF_STATE_PENDING && e->state != DIFF_STATE_ACTIVE))
-            return;
-        planned_event_t pe = {
-            .type = DIFF_EV_CANCELLED,
-            .state = DIFF_STATE_CANCELLED,
-            .previous_state = e->state,
-            .synthesized = false,
-        };
         /* vanished notes follow the observed ones: their events come last */
-        cycle_add_event(cy, i, &pe, DIFF_REASON_VANISHED);
-        cy->nvanished++;
+        for (unsigned k = 0; k < p.nev; k++)
+            cycle_add_event(cy, i, &p.ev[k], DIFF_REASON_VANISHED);
+        cy->nvanished += p.nev;
         return;
     }
 
@@ -2001,7 +767,7 @@ int diff_cycle_event(diff_cycle_t *cy, size_t i, diff_event_t *ev)
             return -1;
         ev->record_len = n->rec_len;
     }
-    return event_id(cy->opt->source, ev->session_id, ev->type, ev->id);
+    return event_id_compute(cy->opt->source, ev->session_id, ev->type, ev->id);
 }
 
 size_t diff_cycle_nvanished(const diff_cycle_t *cy)
@@ -2163,7 +929,7 @@ void diff_cycle_apply(diff_cycle_t *cy)
     htab_release(&cy->fresh);
     rstore_release(&cy->records);
     if (removed_any) {
-        pool_compact(ix);
+        index_compact(ix);
         htab_maybe_shrink(&ix->tab);
     }
 }
@@ -2181,7 +947,7 @@ static void cycle_roll_back(diff_cycle_t *cy)
         if (ref != 0 && ref - 1 < cy->nstatuses0)
             ix->statuses[ref - 1]->reported = false;
     }
-    statuses_truncate(ix, cy->nstatuses0, cy->statuses_cap0, cy->stab_cap0);
+    index_statuses_truncate(ix, cy->nstatuses0, cy->statuses_cap0, cy->stab_cap0);
     for (size_t i = 0; i < cy->nnotes; i++) {
         if (cy->notes[i].flags & NOTE_NEW)
             entry_free(ix, cy->notes[i].entry);

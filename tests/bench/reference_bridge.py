@@ -121,7 +121,7 @@ _XXH3 = None
 
 
 def fingerprint_bridge(record):
-    """diff_fingerprint() of diff/diff.c: XXH3-64 of the record's bytes. The
+    """diff_fingerprint() of diff/record.c: XXH3-64 of the record's bytes. The
     bridge hashes the record as received; the simulator's pages are compact
     JSON, whose records re-serialise compactly to the same bytes."""
     global _XXH3

@@ -208,6 +208,20 @@ START_TEST(cut_never_splits_a_character_or_an_escape)
 }
 END_TEST
 
+/* Control characters are escaped by the events' rule (json_escape.h): the
+ * two-letter escapes JSON has, \u00XX for the others. */
+START_TEST(controls_escape_as_events_do)
+{
+    char *line =
+        capture("m", (const log_field_t[]){LF_S("v", "a\"\\\b\f\n\r\t\x01\x1fz"), LF_END_});
+    ck_assert_ptr_nonnull(strstr(line, "\"v\":\"a\\\"\\\\\\b\\f\\n\\r\\t\\u0001\\u001fz\""));
+    cJSON *o = parse_line(line);
+    ck_assert_str_eq(str(o, "v"), "a\"\\\b\f\n\r\t\x01\x1fz");
+    cJSON_Delete(o);
+    free(line);
+}
+END_TEST
+
 /* Invalid UTF-8 anywhere (message, key, value) becomes U+FFFD; valid
  * characters around it are kept. */
 static const struct bad_utf8 {
@@ -269,6 +283,7 @@ int main(void)
     tcase_add_loop_test(tc, invalid_utf8_is_replaced, 0,
                         (int)(sizeof(bad_utf8) / sizeof(bad_utf8[0])));
     tcase_add_test(tc, invalid_bytes_at_the_cut);
+    tcase_add_test(tc, controls_escape_as_events_do);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -1,5 +1,5 @@
 /*
- * Tests of bridge/net: the one Retry-After rule set of every HTTP client
+ * Tests of bridge/common/net: the one Retry-After rule set of every HTTP client
  * (table), read against a fixed "now" so that dates are exact; URL checks
  * and origins (table); and the shared easy-handle set-up, which must refuse every protocol but
  * http(s).

@@ -1,5 +1,8 @@
 /*
- * sinks: configuration helpers shared by the sinks and the core.
+ * sink_conf: the configuration checks the sinks, the sources and the
+ * providers share. Declared in sinks/sink.h because external sink modules
+ * call them too (the daemon exports them); here, in sb_common, because the
+ * core uses them at least as much as the sinks do.
  *
  * Every getter reports its problem with the full JSON path and what was
  * expected, and never echoes the offending value: a string in the wrong

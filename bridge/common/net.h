@@ -3,8 +3,7 @@
  * (bridge/http.c) and the webhook sink (sinks/webhook.c) alike, so that
  * both read a response and set up a connection by the same rules.
  *
- * A library of its own (sb_net) because both sb_bridge and sb_sinks link
- * it, and sb_bridge already depends on sb_sinks.
+ * Part of sb_common, the helpers the core and the sinks share.
  */
 #ifndef SB_NET_H
 #define SB_NET_H

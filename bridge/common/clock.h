@@ -1,9 +1,9 @@
 /*
  * clock: the two time bases the daemon uses. Monotonic time for intervals,
  * deadlines and timers (immune to clock steps); Unix milliseconds for what
- * is stored or shown (event times, due times in Redis, heartbeats). In
- * sinks/ so that the sinks and the bridge share it; not part of the
- * installed sink API.
+ * is stored or shown (event times, due times in Redis, heartbeats). One of
+ * the helpers the sinks and the core share (bridge/common); not part of
+ * the installed sink API.
  */
 #ifndef SB_CLOCK_H
 #define SB_CLOCK_H
