@@ -611,7 +611,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
                             .redis_url = conf->redis_url,
                             .redis_prefix = conf->redis_prefix,
                             .loop = loop_sink_api(e->loop)};
-        sk->ctx = cs->type->create(cs->json, &host, kerr, sizeof(kerr));
+        sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
         e->nsinks++;
         if (sk->ctx == NULL) {
             snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
@@ -624,7 +624,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
             outbox_options_t oo = {.sink = cs->name,
                                    .type = cs->type,
                                    .ctx = sk->ctx,
-                                   .conf = cs->json,
+                                   .conf = cs->cfg,
                                    .store = e->store,
                                    .settled = on_outbox_settled,
                                    .opaque = sk};

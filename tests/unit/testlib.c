@@ -116,7 +116,7 @@ void assert_validate(const sink_type_t *type, const char *json, const char *path
 {
     cJSON *j = parse_json(json);
     sink_errors_t errs = {0};
-    int rc = type->validate(j, path, &errs);
+    int rc = sink_validate(type, j, path, &errs);
     size_t want = 0;
 
     while (want < max && expect[want])
@@ -200,7 +200,8 @@ void *sink_on_loop(const sink_type_t *type, const char *name, const char *json,
 {
     char err[512] = "";
     cJSON *conf = parse_json(json);
-    void *ctx = type->create(conf, &(sink_host_t){.name = name, .loop = loop}, err, sizeof(err));
+    void *ctx =
+        sink_create(type, conf, &(sink_host_t){.name = name, .loop = loop}, err, sizeof(err));
 
     ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
     cJSON_Delete(conf);
