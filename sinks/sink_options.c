@@ -539,16 +539,16 @@ static const char *option_summary(char *buf, size_t size, const sink_option_t *o
         PUT("%s", type_word(o->type));
     if (bounded(o->min, o->max)) {
         if (o->type == SINK_OPT_INT || o->type == SINK_OPT_NUMBER)
-            PUT(" %g..%g", o->min, o->max);
+            PUT(" %.15g..%.15g", o->min, o->max);
         else if (o->type == SINK_OPT_ARRAY)
-            PUT(" of %g..%g", o->min, o->max);
+            PUT(" of %.15g..%.15g", o->min, o->max);
         else
-            PUT(", %g..%g bytes", o->min, o->max);
+            PUT(", %.15g..%.15g bytes", o->min, o->max);
     }
     if (o->type == SINK_OPT_ARRAY) {
         PUT(" %ss", type_word(o->elem));
         if (bounded(o->elem_min, o->elem_max))
-            PUT(" (each %g..%g)", o->elem_min, o->elem_max);
+            PUT(" (each %.15g..%.15g)", o->elem_min, o->elem_max);
     }
     if (o->flags & SINK_OPT_REQUIRED)
         PUT(", required");
