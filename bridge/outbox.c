@@ -78,7 +78,7 @@ outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
     ob->store = opt->store;
     ob->settled = opt->settled;
     ob->opaque = opt->opaque;
-    /* Typed and bounded by the sink's option table; the worker reads them, it does not judge. */
+    /* The outbox's own options (sink_outbox_options), typed and bounded by the table. */
     if (!schedule || !schedule->present || schedule->count == 0 || !timeout || !timeout->present) {
         snprintf(err, errlen, "an outbox sink needs retry_schedule_s and timeout_s options");
         goto fail;

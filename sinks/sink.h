@@ -6,8 +6,9 @@
  * ticket each, and drives it from the main loop thread: a sink watches its
  * sockets and arms its timers on the bridge's event loop (sink_loop_t), or,
  * if it does not, is served through poll(). The
- * sink resolves every ticket exactly once, with 0 when the event is durably
- * accepted (Kafka: a successful delivery report with acks=all) or an error.
+ * sink resolves every ticket once (see sink_ticket_t for destroy()), with 0
+ * when the event is durably accepted (Kafka: a successful delivery report
+ * with acks=all) or an error.
  * The core commits a source's snapshot only when all tickets of its cycle
  * resolved with 0.
  *
@@ -69,9 +70,16 @@ typedef struct sink_event {
 
 /*
  * A delivery promise. The core owns it; the sink calls sink_ticket_done()
- * exactly once per submitted event, on the main loop thread (inside submit(),
- * one of its loop callbacks, or a later poll()/flush()), and must not touch
- * it afterwards.
+ * at most once per submitted event, on the main loop thread (inside
+ * submit(), one of its loop callbacks, or a later poll()/flush()), and must
+ * not touch it afterwards. Until destroy() it is exactly once: every ticket
+ * a sink took resolves. In destroy(), a sink that is not SINK_F_OUTBOX
+ * still resolves what is left (Kafka purges, redis_stream and file give
+ * their tickets back as RETRY); an outbox sink (the webhook) abandons the
+ * attempts in flight unresolved on purpose: the core never looks at those
+ * tickets again, and their events, still claimed in the outbox, are
+ * delivered again once the claim expires, rather than counted as a failed
+ * attempt that never failed.
  */
 typedef struct sink_ticket sink_ticket_t;
 struct sink_ticket {
@@ -406,9 +414,20 @@ bool sink_has_control(const char *s);
  */
 int sink_exact_integer(double d, long long min, long long max, long long *out);
 
-/* Longest retry schedule accepted, and the longest single delay (seconds). */
+/*
+ * The outbox's own options, which every SINK_F_OUTBOX type has after its
+ * table's (so no sink declares them, and the outbox reads no other
+ * module's keys): retry_schedule_s, the delay before each attempt (at most
+ * SINK_SCHEDULE_MAX of them, each 0..SINK_SCHEDULE_DELAY_MAX s), and
+ * timeout_s, the longest one attempt may take (the sink bounds its request
+ * by it, the worker its claim). Ended by a {0} entry.
+ */
+extern const sink_option_t sink_outbox_options[];
 #define SINK_SCHEDULE_MAX 32
 #define SINK_SCHEDULE_DELAY_MAX (7.0 * 86400.0)
+#define SINK_OUTBOX_TIMEOUT_DEFAULT_S 10
+/* Past a minute an endpoint is down rather than slow; claims are held twice this long. */
+#define SINK_OUTBOX_TIMEOUT_MAX_S 60
 /*
  * Expands "{source}" and "{type}" (the short kind: started, completed,
  * cancelled) in a name template such as a topic or a stream name. Returns

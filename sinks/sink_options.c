@@ -20,21 +20,63 @@
 
 const char *const sink_common_keys[] = {"name", "type", "events", "sources", NULL};
 
-struct sink_config {
-    const sink_type_t *type;
-    cJSON *json;     /* the sink's object, copied */
-    cJSON *defaults; /* the parsed defaults that apply, an array owning them */
-    size_t n;
-    sink_value_t *values; /* one per option, in table order */
+/*
+ * The outbox's own keys, declared once: every SINK_F_OUTBOX type has them
+ * after its own, and the outbox worker (bridge/outbox.c) reads them.
+ */
+const sink_option_t sink_outbox_options[] = {
+    {.key = "retry_schedule_s",
+     .type = SINK_OPT_ARRAY,
+     .def = "[0, 5, 300, 1800, 7200, 18000, 36000, 36000]",
+     .min = 1,
+     .max = SINK_SCHEDULE_MAX,
+     .elem = SINK_OPT_NUMBER,
+     .elem_max = SINK_SCHEDULE_DELAY_MAX,
+     .desc = "(outbox) the delay before each attempt, in seconds; its length is the number of "
+             "attempts, after which the event goes to the dead letters"},
+    {.key = "timeout_s",
+     .type = SINK_OPT_INT,
+     .def = SINK_STR(SINK_OUTBOX_TIMEOUT_DEFAULT_S),
+     .min = 1,
+     .max = SINK_OUTBOX_TIMEOUT_MAX_S,
+     .desc = "(outbox) how long one attempt may take; an event claimed by a bridge that died "
+             "comes back after twice this plus 5 s"},
+    {0},
 };
 
-static size_t option_count(const sink_type_t *type)
+struct sink_config {
+    const sink_type_t *type;
+    cJSON *json;         /* the sink's object, copied */
+    cJSON *defaults;     /* the parsed defaults that apply, an array owning them */
+    sink_option_t *opts; /* the type's options, then the outbox's for an outbox type */
+    size_t n;
+    sink_value_t *values; /* one per option, in opts order */
+};
+
+static size_t table_len(const sink_option_t *t)
 {
     size_t n = 0;
 
-    while (type->options && type->options[n].key)
+    while (t && t[n].key)
         n++;
     return n;
+}
+
+/* The options of type (its own, then the outbox's), malloc'd; NULL when out of memory. */
+static sink_option_t *all_options(const sink_type_t *type, size_t *n)
+{
+    size_t own = table_len(type->options);
+    size_t ob = type->flags & SINK_F_OUTBOX ? table_len(sink_outbox_options) : 0;
+    sink_option_t *opts = calloc(own + ob + 1, sizeof(*opts));
+
+    if (!opts)
+        return NULL;
+    if (own)
+        memcpy(opts, type->options, own * sizeof(*opts));
+    if (ob)
+        memcpy(opts + own, sink_outbox_options, ob * sizeof(*opts));
+    *n = own + ob;
+    return opts;
 }
 
 static bool bounded(double min, double max)
@@ -360,7 +402,7 @@ static const char *group_names(char *buf, size_t size, const sink_option_t *opts
 /* Each group once: at most one of its options set, exactly one when required. */
 static void check_groups(const sink_config_t *cfg, const char *path, sink_errors_t *errs)
 {
-    const sink_option_t *opts = cfg->type->options;
+    const sink_option_t *opts = cfg->opts;
     char names[SINK_ERROR_LEN / 2], kpath[SINK_PATH_MAX];
 
     for (size_t i = 0; i < cfg->n; i++) {
@@ -402,6 +444,7 @@ void sink_config_free(sink_config_t *cfg)
     for (size_t i = 0; cfg->values && i < cfg->n; i++)
         value_free(&cfg->values[i]);
     free(cfg->values);
+    free(cfg->opts);
     cJSON_Delete(cfg->defaults);
     cJSON_Delete(cfg->json);
     free(cfg);
@@ -433,8 +476,8 @@ static void report_required(const sink_option_t *o, const char *kpath, sink_erro
 sink_config_t *sink_config_parse(const sink_type_t *type, const cJSON *obj, const char *path,
                                  const char *const *core_keys, sink_errors_t *errs)
 {
-    size_t before = errs->count, n = option_count(type);
-    const sink_option_t *opts = type->options;
+    size_t before = errs->count, n = 0;
+    const sink_option_t *opts;
     char kpath[SINK_PATH_MAX];
     sink_config_t *cfg;
 
@@ -443,7 +486,8 @@ sink_config_t *sink_config_parse(const sink_type_t *type, const cJSON *obj, cons
         return NULL;
     }
     cfg = calloc(1, sizeof(*cfg));
-    if (!cfg || !(cfg->values = calloc(n ? n : 1, sizeof(*cfg->values))) ||
+    if (!cfg || !(cfg->opts = all_options(type, &n)) ||
+        !(cfg->values = calloc(n ? n : 1, sizeof(*cfg->values))) ||
         !(cfg->json = cJSON_Duplicate(obj, 1)) || !(cfg->defaults = cJSON_CreateArray())) {
         sink_errors_add(errs, path, "out of memory");
         sink_config_free(cfg);
@@ -451,6 +495,7 @@ sink_config_t *sink_config_parse(const sink_type_t *type, const cJSON *obj, cons
     }
     cfg->type = type;
     cfg->n = n;
+    opts = cfg->opts;
     check_unknown(cfg->json, path, opts, n, core_keys, errs);
     for (size_t i = 0; i < n; i++) {
         const sink_option_t *o = &opts[i];
@@ -480,9 +525,9 @@ sink_config_t *sink_config_parse(const sink_type_t *type, const cJSON *obj, cons
 
 const sink_value_t *sink_config_get(const sink_config_t *cfg, const char *key)
 {
-    const sink_option_t *o = find_option(cfg->type->options, cfg->n, key);
+    const sink_option_t *o = find_option(cfg->opts, cfg->n, key);
 
-    return o ? &cfg->values[o - cfg->type->options] : NULL;
+    return o ? &cfg->values[o - cfg->opts] : NULL;
 }
 
 const cJSON *sink_config_json(const sink_config_t *cfg)
@@ -560,9 +605,12 @@ static const char *option_summary(char *buf, size_t size, const sink_option_t *o
 
 void sink_type_doc(const sink_type_t *type, FILE *out)
 {
-    const sink_option_t *opts = type->options;
-    size_t n = option_count(type);
+    size_t n = 0;
+    sink_option_t *opts = all_options(type, &n);
     char line[SINK_ERROR_LEN], names[SINK_ERROR_LEN / 2];
+
+    if (!opts)
+        return;
 
     fprintf(out, "%s%s\n", type->name, type->flags & SINK_F_OUTBOX ? " (through the outbox)" : "");
     if (type->desc)
@@ -577,4 +625,5 @@ void sink_type_doc(const sink_type_t *type, FILE *out)
         if (opts[i].desc)
             fprintf(out, "  %-18s %s\n", "", opts[i].desc);
     }
+    free(opts);
 }

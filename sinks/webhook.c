@@ -8,7 +8,7 @@
  * the sink makes that one attempt and says how it went: SINK_OK on 2xx,
  * SINK_ERR_GONE on 410 (the endpoint asks to be disabled), SINK_ERR_RETRY
  * on anything else, with the endpoint's Retry-After on the ticket. So there
- * is no retry loop here, and retry_schedule_s is only validated.
+ * is no retry loop here: retry_schedule_s is the outbox's option (sink_outbox_options).
  *
  * One curl multi handle per instance holds the connection cache, so that
  * the endpoint's connections stay alive between attempts. At most
@@ -45,8 +45,6 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
-#define WEBHOOK_TIMEOUT_DEFAULT_S 10
-#define WEBHOOK_TIMEOUT_MAX_S 60
 #define WEBHOOK_IN_FLIGHT_DEFAULT 8
 #define WEBHOOK_IN_FLIGHT_MAX 256
 /* Keys signed with at once: a rotation needs two; each one adds 48 bytes of header. */
@@ -286,11 +284,7 @@ static void check_secrets(const cJSON *value, const char *path, sink_errors_t *e
     }
 }
 
-/*
- * retry_schedule_s is run by the core's outbox worker (see outbox.h), and
- * timeout_s bounds its claims too: declared here, once, with one set of
- * bounds that both read.
- */
+/* retry_schedule_s and timeout_s are the outbox's (sink_outbox_options). */
 static const sink_option_t webhook_options[] = {
     {.key = "url",
      .type = SINK_OPT_STRING,
@@ -314,21 +308,6 @@ static const sink_option_t webhook_options[] = {
      .group = "secret",
      .check = check_secrets,
      .desc = "whsec_ secrets, every one signing each request: for rotation"},
-    {.key = "retry_schedule_s",
-     .type = SINK_OPT_ARRAY,
-     .def = "[0, 5, 300, 1800, 7200, 18000, 36000, 36000]",
-     .min = 1,
-     .max = SINK_SCHEDULE_MAX,
-     .elem = SINK_OPT_NUMBER,
-     .elem_max = SINK_SCHEDULE_DELAY_MAX,
-     .desc = "the delay before each attempt (seconds); its length is the number of attempts, "
-             "after which the event goes to the dead letters"},
-    {.key = "timeout_s",
-     .type = SINK_OPT_INT,
-     .def = SINK_STR(WEBHOOK_TIMEOUT_DEFAULT_S),
-     .min = 1,
-     .max = WEBHOOK_TIMEOUT_MAX_S,
-     .desc = "how long one attempt may take, connecting included"},
     {.key = "max_in_flight",
      .type = SINK_OPT_INT,
      .def = SINK_STR(WEBHOOK_IN_FLIGHT_DEFAULT),
@@ -761,6 +740,7 @@ static void *webhook_create(const sink_config_t *cfg, const sink_host_t *host, c
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* The outbox's attempt timeout bounds the request. */
     ctx->timeout_ms = (long)sink_config_get(cfg, "timeout_s")->i * 1000L;
     ctx->loop = host ? host->loop : NULL;
     if (ctx->loop) {

@@ -238,6 +238,39 @@ START_TEST(test_options_never_quote)
 }
 END_TEST
 
+/*
+ * The outbox is a property of the type: a SINK_F_OUTBOX type has the
+ * outbox's options (declared once, by the core) without listing them, and
+ * any other type refuses them.
+ */
+START_TEST(test_options_outbox)
+{
+    static const sink_option_t none[] = {{0}};
+    const sink_type_t plain = {.name = "plain", .options = none};
+    const sink_type_t queued = {.name = "queued", .flags = SINK_F_OUTBOX, .options = none};
+    cJSON *j = parse_json("{\"timeout_s\":5}");
+    sink_errors_t errs = {0};
+    sink_config_t *cfg = sink_config_parse(&queued, j, "sinks[0]", sink_common_keys, &errs);
+
+    ck_assert_msg(cfg != NULL, "%s", errs_dump(&errs));
+    ck_assert_int_eq(sink_config_get(cfg, "timeout_s")->i, 5);
+    ck_assert_uint_eq(sink_config_get(cfg, "retry_schedule_s")->count, 8);
+    ck_assert(sink_config_get(cfg, "retry_schedule_s")->numbers[2] == 300);
+    sink_config_free(cfg);
+    ck_assert_int_eq(sink_validate(&plain, j, "sinks[0]", &errs), -1);
+    ck_assert_str_eq(errs.msg[0], "sinks[0].timeout_s: unknown key");
+    cJSON_Delete(j);
+    j = parse_json("{\"timeout_s\":61,\"retry_schedule_s\":[0.5,700000]}");
+    memset(&errs, 0, sizeof(errs));
+    ck_assert_int_eq(sink_validate(&queued, j, "sinks[0]", &errs), -1);
+    ck_assert_str_eq(errs.msg[0], "sinks[0].retry_schedule_s[1]: expected a number between 0 and "
+                                  "604800");
+    ck_assert_str_eq(errs.msg[1],
+                     "sinks[0].timeout_s: expected an integer between 1 and 60, got 61");
+    cJSON_Delete(j);
+}
+END_TEST
+
 /* `session-bridge sinks`: every option with its type, bounds, default and description. */
 START_TEST(test_options_doc)
 {
@@ -1248,7 +1281,6 @@ START_TEST(test_stdout_validate)
 }
 END_TEST
 
-
 static Suite *sink_suite(void)
 {
     Suite *s = suite_create("sink");
@@ -1263,6 +1295,7 @@ static Suite *sink_suite(void)
     tcase_add_test(conf, test_options_typed);
     tcase_add_test(conf, test_options_never_quote);
     tcase_add_test(conf, test_options_doc);
+    tcase_add_test(conf, test_options_outbox);
     tcase_add_loop_test(conf, test_conf_string, 0, N(string_cases));
     tcase_add_loop_test(conf, test_conf_int, 0, N(int_cases));
     tcase_add_loop_test(conf, test_exact_integer, 0, N(exact_cases));
