@@ -557,11 +557,10 @@ static const sink_type_t *load_module(conf_sink_t *sk, const cJSON *obj, const c
     }
     t = m->type;
     if (t == NULL || t->name == NULL || !t->options || !t->create || !t->submit ||
-        (!t->poll && !(t->flags & SINK_F_LOOP)) || !t->pending || !t->ready || !t->flush ||
-        !t->destroy) {
+        (!t->poll && !(t->flags & SINK_F_LOOP)) || !t->flush || !t->destroy) {
         sink_errors_add(errs, sub,
-                        "%s exports an incomplete sink type (an option table and every function "
-                        "are required but check and room, and poll unless it sets SINK_F_LOOP)",
+                        "%s exports an incomplete sink type (name, options, create, submit, "
+                        "flush and destroy are required, and poll unless it sets SINK_F_LOOP)",
                         file);
         return NULL;
     }

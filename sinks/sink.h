@@ -281,9 +281,15 @@ typedef struct sink_type {
      * Optional with SINK_F_LOOP: called only when the instance has no loop.
      */
     void (*poll)(void *ctx, int timeout_ms);
-    /* Events handed over and not yet resolved. */
+    /*
+     * Optional (NULL: none, as for a sink that resolves every ticket in
+     * submit()). Events handed over and not yet resolved. Any thread.
+     */
     size_t (*pending)(void *ctx);
-    /* 1 when the sink can take events now, 0 otherwise (for /readyz). */
+    /*
+     * Optional (NULL: always ready). 1 when the sink can take events now,
+     * 0 otherwise (for /readyz). Any thread.
+     */
     int (*ready)(void *ctx);
     /*
      * Waits up to timeout_ms for every pending ticket to resolve. Returns 0
@@ -299,6 +305,16 @@ typedef struct sink_type {
      */
     size_t (*room)(void *ctx);
 } sink_type_t;
+
+/* The optional entries through their defaults: nothing pending, always ready. */
+static inline size_t sink_pending(const sink_type_t *type, void *ctx)
+{
+    return type->pending ? type->pending(ctx) : 0;
+}
+static inline int sink_ready(const sink_type_t *type, void *ctx)
+{
+    return type->ready ? type->ready(ctx) : 1;
+}
 
 /* The built-in sink types, NULL-terminated. */
 extern const sink_type_t *const sink_builtin_types[];

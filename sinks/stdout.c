@@ -74,24 +74,6 @@ static sink_result_t stdout_submit(void *vctx, const sink_event_t *ev, sink_tick
     return SINK_OK;
 }
 
-static void stdout_poll(void *vctx, int timeout_ms)
-{
-    (void)vctx;
-    (void)timeout_ms;
-}
-
-static size_t stdout_pending(void *vctx)
-{
-    (void)vctx;
-    return 0;
-}
-
-static int stdout_ready(void *vctx)
-{
-    (void)vctx;
-    return 1;
-}
-
 static int stdout_flush(void *vctx, int timeout_ms)
 {
     (void)vctx;
@@ -106,9 +88,6 @@ const sink_type_t sink_stdout_type = {
     .options = (const sink_option_t[]){{0}},
     .create = stdout_create,
     .submit = stdout_submit,
-    .poll = stdout_poll,
-    .pending = stdout_pending,
-    .ready = stdout_ready,
     .flush = stdout_flush,
     .destroy = stdout_destroy,
 };

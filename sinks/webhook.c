@@ -822,13 +822,6 @@ static size_t webhook_pending(void *vctx)
     return atomic_load(&((webhook_sink_t *)vctx)->pending);
 }
 
-/* Any thread. An HTTP endpoint has no standing connection whose state could gate readiness. */
-static int webhook_ready(void *vctx)
-{
-    (void)vctx;
-    return 1;
-}
-
 static int webhook_flush(void *vctx, int timeout_ms)
 {
     webhook_sink_t *ctx = vctx;
@@ -851,6 +844,7 @@ static size_t webhook_room(void *vctx)
     return used >= ctx->nslots ? 0 : ctx->nslots - used;
 }
 
+/* No .ready: an HTTP endpoint has no standing connection whose state could gate readiness. */
 const sink_type_t sink_webhook_type = {
     .name = "webhook",
     .flags = SINK_F_OUTBOX | SINK_F_LOOP,
@@ -861,7 +855,6 @@ const sink_type_t sink_webhook_type = {
     .submit = webhook_submit,
     .poll = webhook_poll,
     .pending = webhook_pending,
-    .ready = webhook_ready,
     .flush = webhook_flush,
     .destroy = webhook_destroy,
     .room = webhook_room,

@@ -88,25 +88,6 @@ static sink_result_t summary_submit(void *vctx, const sink_event_t *ev, sink_tic
     return SINK_OK;
 }
 
-/* Every ticket is resolved inside submit(): nothing to serve or wait for. */
-static void summary_poll(void *vctx, int timeout_ms)
-{
-    (void)vctx;
-    (void)timeout_ms;
-}
-
-static size_t summary_pending(void *vctx)
-{
-    (void)vctx;
-    return 0;
-}
-
-static int summary_ready(void *vctx)
-{
-    (void)vctx;
-    return 1;
-}
-
 static int summary_flush(void *vctx, int timeout_ms)
 {
     (void)vctx;
@@ -116,13 +97,13 @@ static int summary_flush(void *vctx, int timeout_ms)
 
 static const sink_type_t summary_type = {
     .name = "summary",
+    /* Every ticket is resolved inside submit(): nothing to poll, nothing pending, always
+     * ready (the optional poll, pending and ready are left out). */
+    .flags = SINK_F_LOOP,
     .desc = "one line per event appended to a file (an example module)",
     .options = summary_options,
     .create = summary_create,
     .submit = summary_submit,
-    .poll = summary_poll,
-    .pending = summary_pending,
-    .ready = summary_ready,
     .flush = summary_flush,
     .destroy = summary_destroy,
 };

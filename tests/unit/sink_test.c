@@ -523,10 +523,16 @@ START_TEST(test_registry)
     ck_assert_ptr_null(sink_type_find("webhook-nope"));
     ck_assert_ptr_null(sink_type_find(NULL));
     for (const sink_type_t *const *t = sink_builtin_types; *t; t++, n++) {
-        ck_assert((*t)->name && (*t)->options && (*t)->create && (*t)->submit && (*t)->poll &&
-                  (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
+        /* poll, pending, ready and room are optional: the built-ins all use the loop */
+        ck_assert((*t)->name && (*t)->desc && (*t)->options && (*t)->create && (*t)->submit &&
+                  (*t)->flush && (*t)->destroy && ((*t)->flags & SINK_F_LOOP));
     }
     ck_assert_uint_eq(n, 5);
+    /* The optional entries read through their defaults. */
+    ck_assert_ptr_null(sink_stdout_type.pending);
+    ck_assert_ptr_null(sink_stdout_type.ready);
+    ck_assert_uint_eq(sink_pending(&sink_stdout_type, NULL), 0);
+    ck_assert_int_eq(sink_ready(&sink_stdout_type, NULL), 1);
 }
 END_TEST
 
@@ -1214,8 +1220,8 @@ START_TEST(test_stdout_lines)
         ck_assert_int_eq(run.t[i].calls, 1); /* resolved inside submit() */
         ck_assert_int_eq(run.t[i].result, SINK_OK);
     }
-    ck_assert_uint_eq(sink_stdout_type.pending(run.ctx), 0);
-    ck_assert_int_eq(sink_stdout_type.ready(run.ctx), 1);
+    ck_assert_uint_eq(sink_pending(&sink_stdout_type, run.ctx), 0);
+    ck_assert_int_eq(sink_ready(&sink_stdout_type, run.ctx), 1);
     ck_assert_int_eq(sink_stdout_type.flush(run.ctx, 0), 0);
 
     rewind(tmp);

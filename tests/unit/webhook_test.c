@@ -696,7 +696,7 @@ START_TEST(test_ok_and_keep_alive)
 
     server_start(200);
     ctx = sink_for(srv.port, SECRET_OK, 5, 4);
-    ck_assert_int_eq(sink_webhook_type.ready(ctx), 1);
+    ck_assert_int_eq(sink_ready(&sink_webhook_type, ctx), 1);
     for (unsigned i = 0; i < 3; i++) {
         submit_n(ctx, &evs[i], &t[i], 1);
         drive(ctx, &t[i], 1);
