@@ -547,12 +547,11 @@ static const sink_type_t *load_module(conf_sink_t *sk, const cJSON *obj, const c
         return NULL;
     }
     t = m->type;
-    if (t == NULL || t->name == NULL || !t->validate || !t->create || !t->submit ||
-        (!t->poll && !(t->flags & SINK_F_LOOP)) || !t->pending || !t->ready || !t->flush ||
-        !t->destroy) {
+    if (t == NULL || t->name == NULL || !t->options || !t->create || !t->submit ||
+        (!t->poll && !(t->flags & SINK_F_LOOP)) || !t->flush || !t->destroy) {
         sink_errors_add(errs, sub,
-                        "%s exports an incomplete sink type (every function is required, poll "
-                        "unless it sets SINK_F_LOOP)",
+                        "%s exports an incomplete sink type (name, options, create, submit, "
+                        "flush and destroy are required, and poll unless it sets SINK_F_LOOP)",
                         file);
         return NULL;
     }
@@ -627,8 +626,10 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
         }
     }
     if (sk->type) {
-        sk->type->validate(obj, path, errs);
-        sk->json = cJSON_Duplicate(obj, 1);
+        static const char *const module_keys[] = {"name",    "type", "events",
+                                                  "sources", "path", NULL};
+        sk->cfg = sink_config_parse(sk->type, obj, path,
+                                    sk->module ? module_keys : sink_common_keys, errs);
     }
 }
 
@@ -981,7 +982,7 @@ void conf_free(conf_t *conf)
         for (size_t j = 0; j < k->nsources; j++)
             free(k->sources[j]);
         free(k->sources);
-        cJSON_Delete(k->json);
+        sink_config_free(k->cfg);
         free(k->name);
         if (k->module)
             dlclose(k->module);

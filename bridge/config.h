@@ -53,8 +53,8 @@ typedef struct conf_sink {
     unsigned events; /* bit (1 << diff_event_type_t) per routed type */
     char **sources;  /* NULL: every source */
     size_t nsources;
-    cJSON *json;  /* the sink's own object, expanded; owned */
-    void *module; /* dlopen() handle of a "module" sink, closed by conf_free() */
+    sink_config_t *cfg; /* the sink's own keys, validated and typed; owned */
+    void *module;       /* dlopen() handle of a "module" sink, closed by conf_free() */
 } conf_sink_t;
 
 typedef struct conf {

@@ -224,7 +224,7 @@ static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
                         .redis_prefix = conf->redis_prefix,
                         .loop = loop_sink_api(loop)};
     rp.batch = calloc(DLQ_BATCH, sizeof(pending_letter_t));
-    rp.ctx = rp.batch ? cs->type->create(cs->json, &host, err, sizeof(err)) : NULL;
+    rp.ctx = rp.batch ? cs->type->create(cs->cfg, &host, err, sizeof(err)) : NULL;
     if (rp.ctx == NULL) {
         fprintf(stderr, "sink %s: %s\n", cs->name, rp.batch ? err : "out of memory");
         free(rp.batch);

@@ -662,7 +662,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
                             .redis_url = conf->redis_url,
                             .redis_prefix = conf->redis_prefix,
                             .loop = loop_sink_api(e->loop)};
-        sk->ctx = cs->type->create(cs->json, &host, kerr, sizeof(kerr));
+        sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
         e->nsinks++;
         if (sk->ctx == NULL) {
             snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
@@ -675,7 +675,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
             outbox_options_t oo = {.sink = cs->name,
                                    .type = cs->type,
                                    .ctx = sk->ctx,
-                                   .conf = cs->json,
+                                   .conf = cs->cfg,
                                    .store = e->store,
                                    .settled = on_outbox_settled,
                                    .opaque = sk};
@@ -785,7 +785,7 @@ void engine_free(engine_t *e)
                                     : "sink still had undelivered events at exit; they were not "
                                       "committed and will be delivered by the next run",
                      LF_S("sink", e->sinks[i].conf->name),
-                     LF_I("pending", t->pending(e->sinks[i].ctx)));
+                     LF_I("pending", sink_pending(t, e->sinks[i].ctx)));
         t->destroy(e->sinks[i].ctx);
     }
     for (size_t i = 0; i < e->nsinks; i++) {
@@ -1777,7 +1777,7 @@ static void sinks_check(engine_t *e)
     int unready = -1;
 
     for (size_t k = 0; k < e->nsinks; k++) {
-        int ready = e->sinks[k].conf->type->ready(e->sinks[k].ctx);
+        int ready = sink_ready(e->sinks[k].conf->type, e->sinks[k].ctx);
         metric_set(ENGINE_METRIC(e, sink_ready), LABELS(e->sinks[k].conf->name), ready ? 1 : 0);
         if (!ready && unready < 0)
             unready = (int)k;
@@ -1819,7 +1819,7 @@ static void observe_tick(engine_t *e, double now)
     for (size_t k = 0; k < e->nsinks; k++) {
         engine_sink_t *sk = &e->sinks[k];
         metric_set(ENGINE_METRIC(e, sink_queue_depth), LABELS(sk->conf->name),
-                   (double)sk->conf->type->pending(sk->ctx));
+                   (double)sink_pending(sk->conf->type, sk->ctx));
         if (sk->ob)
             outbox_metrics(e, sk);
     }
@@ -2156,7 +2156,7 @@ static void on_sink_poll(void *opaque)
 
     t->poll(sk->ctx, 0);
     loop_timer_arm(sk->poll_timer,
-                   t->pending(sk->ctx) > 0 ? ENGINE_POLL_BUSY_S : ENGINE_POLL_IDLE_S);
+                   sink_pending(t, sk->ctx) > 0 ? ENGINE_POLL_BUSY_S : ENGINE_POLL_IDLE_S);
 }
 
 /* Events were handed over: the sinks that are polled are polled soon. */
@@ -2164,7 +2164,7 @@ static void sinks_poke(engine_t *e)
 {
     for (size_t k = 0; k < e->nsinks; k++) {
         engine_sink_t *sk = &e->sinks[k];
-        if (sk->poll_timer && sk->conf->type->pending(sk->ctx) > 0)
+        if (sk->poll_timer && sink_pending(sk->conf->type, sk->ctx) > 0)
             loop_timer_arm(sk->poll_timer, 0);
     }
 }

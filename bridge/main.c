@@ -49,6 +49,7 @@ static void usage(FILE *out)
         "  session-bridge dlq list|replay|purge -c FILE [--sink NAME]\n"
         "                                                dead letters: list them (JSON lines),\n"
         "                                                hand them to their sink again, or delete\n"
+        "  session-bridge sinks                          the sink types and their keys\n"
         "  session-bridge version\n"
         "\n"
         "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
@@ -56,6 +57,30 @@ static void usage(FILE *out)
         "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info). Strings in\n"
         "the configuration may use ${VAR} and ${VAR:-default}.\n",
         SB_VERSION);
+}
+
+/*
+ * `session-bridge sinks`: the keys every sink has, then each built-in type's
+ * option table, the same tables the configuration is checked against.
+ */
+static int cmd_sinks(void)
+{
+    printf("Keys of every sink (the core's):\n"
+           "  %-18s string, required: [a-z0-9_-]{1,%d}, unique among the sinks\n"
+           "  %-18s one of the types below, or module\n"
+           "  %-18s list of started, completed, cancelled, default all\n"
+           "  %-18s list of source names, default all\n",
+           "name", CONF_NAME_MAX, "type", "events", "sources");
+    for (size_t i = 0; sink_builtin_types[i]; i++) {
+        printf("\n");
+        sink_type_doc(sink_builtin_types[i], stdout);
+    }
+    printf("\nmodule\n"
+           "  a sink type loaded at run time from a shared object (see sink.h)\n"
+           "  %-18s string, required\n"
+           "  %-18s the module's file; the module's own keys come from its table\n",
+           "path", "");
+    return 0;
 }
 
 typedef struct args {
@@ -286,6 +311,8 @@ int main(int argc, char **argv)
                curl_version());
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "sinks") == 0)
+        return cmd_sinks();
     if (parse_args(argc, argv, &a) != 0) {
         usage(stderr);
         return EXIT_USAGE;

@@ -14,8 +14,6 @@
 #include "http.h"
 #include "log.h"
 
-/* Default and bounds of the sink's timeout_s, as the webhook sink has them. */
-#define OUTBOX_DEFAULT_TIMEOUT_S 10
 /*
  * A claimed event is due again after twice the sink's timeout plus this
  * margin: long enough for an attempt to finish and be settled, short enough
@@ -67,8 +65,8 @@ typedef struct attempt {
 
 outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
 {
-    sink_errors_t errs = {0};
-    long long timeout_s = OUTBOX_DEFAULT_TIMEOUT_S;
+    const sink_value_t *schedule = sink_config_get(opt->conf, "retry_schedule_s");
+    const sink_value_t *timeout = sink_config_get(opt->conf, "timeout_s");
     outbox_t *ob = calloc(1, sizeof(*ob));
 
     if (ob == NULL || (ob->sink = strdup(opt->sink)) == NULL) {
@@ -80,15 +78,18 @@ outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
     ob->store = opt->store;
     ob->settled = opt->settled;
     ob->opaque = opt->opaque;
-    /* The sink validated both keys already; this only reads them. */
-    if (sink_conf_schedule(opt->conf, "", "retry_schedule_s", &ob->schedule, &ob->nschedule,
-                           &errs) != 0 ||
-        sink_conf_int(opt->conf, "", "timeout_s", false, OUTBOX_DEFAULT_TIMEOUT_S, 1, 3600,
-                      &timeout_s, &errs) != 0) {
-        sink_errors_join(&errs, err, errlen);
+    /* The outbox's own options (sink_outbox_options), typed and bounded by the table. */
+    if (!schedule || !schedule->present || schedule->count == 0 || !timeout || !timeout->present) {
+        snprintf(err, errlen, "an outbox sink needs retry_schedule_s and timeout_s options");
         goto fail;
     }
-    ob->lease_ms = (2 * timeout_s + OUTBOX_LEASE_MARGIN_S) * 1000;
+    ob->nschedule = schedule->count;
+    if ((ob->schedule = malloc(ob->nschedule * sizeof(double))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    memcpy(ob->schedule, schedule->numbers, ob->nschedule * sizeof(double));
+    ob->lease_ms = (2 * timeout->i + OUTBOX_LEASE_MARGIN_S) * 1000;
     /* After attempt k, schedule[k] (the policy's retry k + 1), as the field says. */
     ob->backoff = (backoff_policy_t){.schedule = ob->schedule,
                                      .nschedule = ob->nschedule,

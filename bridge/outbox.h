@@ -37,11 +37,11 @@ typedef struct outbox_counts {
 } outbox_counts_t;
 
 typedef struct outbox_options {
-    const char *sink;        /* the sink's name; borrowed */
-    const sink_type_t *type; /* flagged SINK_F_OUTBOX */
-    void *ctx;               /* the sink instance; borrowed */
-    const cJSON *conf;       /* the sink's config: retry_schedule_s, timeout_s */
-    store_t *store;          /* borrowed; used on the caller's thread only */
+    const char *sink;          /* the sink's name; borrowed */
+    const sink_type_t *type;   /* flagged SINK_F_OUTBOX */
+    void *ctx;                 /* the sink instance; borrowed */
+    const sink_config_t *conf; /* the sink's config: retry_schedule_s, timeout_s; borrowed */
+    store_t *store;            /* borrowed; used on the caller's thread only */
     /*
      * Optional: called with opaque on the loop's thread after each attempt
      * settled, when the sink has room for another claim.

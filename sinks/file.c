@@ -46,7 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FILE_DEFAULT_ROTATE_BYTES 104857600LL /* 100 MiB */
+#define FILE_DEFAULT_ROTATE_BYTES 104857600 /* 100 MiB */
 /* Smaller files would rotate every few events. */
 #define FILE_ROTATE_MIN 4096LL
 /* 1 TiB: a bound for the config check, not a recommendation. */
@@ -85,19 +85,6 @@ typedef enum fsync_mode {
 
 static const char *const fsync_names[] = {"always", "interval", "never", NULL};
 
-static const char *const allowed_keys[] = {
-    /* common keys, checked by the core */
-    "name", "type", "events", "sources",
-    /* ours */
-    "path", "fsync", "rotate_bytes", "keep", NULL};
-
-typedef struct file_opts {
-    const char *path; /* points into the cJSON tree */
-    fsync_mode_t fsync;
-    long long rotate_bytes; /* 0: never rotate */
-    long long keep;
-} file_opts_t;
-
 typedef struct file_sink {
     char *name;
     char *path;
@@ -127,68 +114,49 @@ typedef struct file_sink {
 
 /* ---- configuration ---- */
 
-static void parse_path(const cJSON *conf, const char *path, sink_errors_t *errs, file_opts_t *o)
+static void check_file_name(const cJSON *value, const char *path, sink_errors_t *errs)
 {
-    char kpath[SINK_PATH_MAX];
-    size_t len;
-
-    if (sink_conf_string(conf, path, "path", true, NULL, &o->path, errs) != 0)
-        return;
-    sink_conf_path(kpath, sizeof(kpath), path, "path");
-    len = strlen(o->path);
-    if (len > FILE_PATH_MAX)
-        sink_errors_add(errs, kpath, "longer than %d bytes", FILE_PATH_MAX);
-    else if (o->path[len - 1] == '/')
-        sink_errors_add(errs, kpath, "expected a file name, not a directory");
+    if (value->valuestring[strlen(value->valuestring) - 1] == '/')
+        sink_errors_add(errs, path, "expected a file name, not a directory");
 }
 
-static void parse_fsync(const cJSON *conf, const char *path, sink_errors_t *errs, file_opts_t *o)
+static void check_rotate(const cJSON *value, const char *path, sink_errors_t *errs)
 {
-    char kpath[SINK_PATH_MAX];
-    const char *s;
-
-    o->fsync = FSYNC_INTERVAL;
-    if (sink_conf_string(conf, path, "fsync", false, NULL, &s, errs) != 0 || !s)
-        return;
-    for (int m = 0; fsync_names[m]; m++) {
-        if (strcmp(s, fsync_names[m]) == 0) {
-            o->fsync = (fsync_mode_t)m;
-            return;
-        }
-    }
-    sink_errors_add(errs, sink_conf_path(kpath, sizeof(kpath), path, "fsync"),
-                    "expected always, interval or never");
+    if (value->valuedouble > 0 && value->valuedouble < FILE_ROTATE_MIN)
+        sink_errors_add(errs, path, "expected 0 (never rotate) or at least %lld bytes, got %.0f",
+                        FILE_ROTATE_MIN, value->valuedouble);
 }
 
-/* Checks conf and fills o (pointing into conf). Returns 0 when valid. */
-static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, file_opts_t *o)
-{
-    size_t before = errs->count;
-    char kpath[SINK_PATH_MAX];
-
-    if (!cJSON_IsObject(conf)) {
-        sink_errors_add(errs, path, "expected an object");
-        return -1;
-    }
-    sink_conf_check_keys(conf, path, allowed_keys, errs);
-    parse_path(conf, path, errs, o);
-    parse_fsync(conf, path, errs, o);
-    if (sink_conf_int(conf, path, "rotate_bytes", false, FILE_DEFAULT_ROTATE_BYTES, 0,
-                      FILE_ROTATE_MAX, &o->rotate_bytes, errs) == 0 &&
-        o->rotate_bytes > 0 && o->rotate_bytes < FILE_ROTATE_MIN)
-        sink_errors_add(errs, sink_conf_path(kpath, sizeof(kpath), path, "rotate_bytes"),
-                        "expected 0 (never rotate) or at least %lld bytes, got %lld",
-                        FILE_ROTATE_MIN, o->rotate_bytes);
-    sink_conf_int(conf, path, "keep", false, FILE_DEFAULT_KEEP, 1, FILE_KEEP_MAX, &o->keep, errs);
-    return errs->count == before ? 0 : -1;
-}
-
-static int file_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
-{
-    file_opts_t o = {0};
-
-    return parse(conf, path, errs, &o);
-}
+static const sink_option_t file_options[] = {
+    {.key = "path",
+     .type = SINK_OPT_STRING,
+     .flags = SINK_OPT_REQUIRED,
+     .min = 1,
+     .max = FILE_PATH_MAX,
+     .check = check_file_name,
+     .desc = "the file events are appended to; its directory must exist"},
+    {.key = "fsync",
+     .type = SINK_OPT_ENUM,
+     .def = "\"interval\"",
+     .choices = fsync_names,
+     .desc = "always: acknowledged once on disk (one fsync per batch); interval: fsync once a "
+             "second; never: the kernel decides"},
+    {.key = "rotate_bytes",
+     .type = SINK_OPT_INT,
+     .def = SINK_STR(FILE_DEFAULT_ROTATE_BYTES),
+     .min = 0,
+     .max = FILE_ROTATE_MAX,
+     .check = check_rotate,
+     .desc = "rotate before a line would take the file past this size (0: never; else at least "
+             "4096)"},
+    {.key = "keep",
+     .type = SINK_OPT_INT,
+     .def = SINK_STR(FILE_DEFAULT_KEEP),
+     .min = 1,
+     .max = FILE_KEEP_MAX,
+     .desc = "rotated files kept: path.1 (the newest) to path.<keep>"},
+    {0},
+};
 
 /* ---- the file ---- */
 
@@ -614,27 +582,23 @@ static void file_destroy(void *vctx)
     free(ctx);
 }
 
-static void *file_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+static void *file_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                         size_t errlen)
 {
-    sink_errors_t *errs = calloc(1, sizeof(*errs));
-    file_sink_t *ctx = NULL;
-    file_opts_t o = {0};
+    const char *path = sink_config_get(cfg, "path")->s;
+    file_sink_t *ctx = calloc(1, sizeof(*ctx));
 
-    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+    if (!ctx) {
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        return NULL;
     }
     ctx->fd = -1;
-    if (parse(conf, "", errs, &o) != 0) {
-        sink_errors_join(errs, err, errlen);
-        goto fail;
-    }
-    ctx->fsync = o.fsync;
-    ctx->rotate_bytes = (unsigned long long)o.rotate_bytes;
-    ctx->keep = (int)o.keep;
+    ctx->fsync = (fsync_mode_t)sink_config_get(cfg, "fsync")->i;
+    ctx->rotate_bytes = (unsigned long long)sink_config_get(cfg, "rotate_bytes")->i;
+    ctx->keep = (int)sink_config_get(cfg, "keep")->i;
     ctx->name = strdup(host && host->name ? host->name : "file");
-    ctx->path = strdup(o.path);
-    ctx->dir = dir_of(o.path);
+    ctx->path = strdup(path);
+    ctx->dir = dir_of(path);
     ctx->waiting = calloc(FILE_WAITING_MAX, sizeof(*ctx->waiting));
     if (!ctx->name || !ctx->path || !ctx->dir || !ctx->waiting) {
         snprintf(err, errlen, "out of memory");
@@ -654,19 +618,18 @@ static void *file_create(const cJSON *conf, const sink_host_t *host, char *err, 
         ctx->loop = host->loop;
         tick_due(ctx, clock_mono_ms() + FILE_CHECK_MS);
     }
-    free(errs);
     return ctx;
 
 fail:
     file_destroy(ctx);
-    free(errs);
     return NULL;
 }
 
 const sink_type_t sink_file_type = {
     .name = "file",
     .flags = SINK_F_LOOP,
-    .validate = file_validate,
+    .desc = "one event per line appended to a local file (JSON Lines), rotated by size",
+    .options = file_options,
     .create = file_create,
     .submit = file_submit,
     .poll = file_poll,

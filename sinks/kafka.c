@@ -88,17 +88,6 @@ static const char *const kind_names[KIND_COUNT + 1] = {"started", "completed", "
 static const char *const default_topics[KIND_COUNT] = {"sessions.started", "sessions.completed",
                                                        "sessions.cancelled"};
 
-static const char *const allowed_keys[] = {
-    /* common keys, checked by the core */
-    "name", "type", "events", "sources",
-    /* ours */
-    "brokers", "topics", "properties", NULL};
-
-typedef struct kafka_opts {
-    const char *brokers;
-    const char *topics[KIND_COUNT]; /* templates, pointing into the cJSON tree */
-} kafka_opts_t;
-
 typedef struct kafka_topic {
     char *name;
     rd_kafka_topic_t *rkt;
@@ -393,50 +382,16 @@ static void trial_instance(const rd_kafka_conf_t *kconf, const char *ppath, cons
 }
 
 /*
- * Checks conf and fills opts (pointing into conf). With confp, also builds
- * the librdkafka configuration, which the caller then owns; it is built for
- * validation either way, as rd_kafka_conf_set() is the only judge of
- * property names and values. Returns 0 when valid.
+ * The librdkafka configuration of properties (a JSON object, or NULL), the
+ * caller's; NULL with the problems in errs, at ppath. rd_kafka_conf_set() is
+ * the only judge of property names and values, so this is the check too.
  */
-static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, kafka_opts_t *opts,
-                 rd_kafka_conf_t **confp)
+static rd_kafka_conf_t *build_conf(const cJSON *props, const char *ppath, sink_errors_t *errs)
 {
     size_t before = errs->count;
-    char tpath[SINK_PATH_MAX], ppath[SINK_PATH_MAX], kpath[SINK_PATH_MAX];
-    const cJSON *topics, *props, *item;
-    rd_kafka_conf_t *kconf;
+    rd_kafka_conf_t *kconf = rd_kafka_conf_new();
+    const cJSON *item;
 
-    if (confp)
-        *confp = NULL;
-    if (!cJSON_IsObject(conf)) {
-        sink_errors_add(errs, path, "expected an object");
-        return -1;
-    }
-    sink_conf_check_keys(conf, path, allowed_keys, errs);
-    sink_conf_string(conf, path, "brokers", true, NULL, &opts->brokers, errs);
-
-    sink_conf_path(tpath, sizeof(tpath), path, "topics");
-    topics = cJSON_GetObjectItemCaseSensitive(conf, "topics");
-    if (topics && !cJSON_IsObject(topics)) {
-        sink_errors_add(errs, tpath, "expected an object with started, completed, cancelled");
-        topics = NULL;
-    }
-    sink_conf_check_keys(topics, tpath, kind_names, errs);
-    for (int k = 0; k < KIND_COUNT; k++) {
-        if (sink_conf_string(topics, tpath, kind_names[k], false, default_topics[k],
-                             &opts->topics[k], errs) == 0)
-            check_topic(opts->topics[k], sink_conf_path(kpath, sizeof(kpath), tpath, kind_names[k]),
-                        errs);
-    }
-
-    sink_conf_path(ppath, sizeof(ppath), path, "properties");
-    props = cJSON_GetObjectItemCaseSensitive(conf, "properties");
-    if (props && !cJSON_IsObject(props)) {
-        sink_errors_add(errs, ppath, "expected an object of librdkafka properties");
-        props = NULL;
-    }
-
-    kconf = rd_kafka_conf_new();
     /* Defaults the user's properties may override. */
     conf_set(kconf, "", "client.id", KAFKA_CLIENT_ID, errs);
     conf_set(kconf, "", "message.timeout.ms", KAFKA_DEFAULT_MESSAGE_TIMEOUT_MS, errs);
@@ -447,32 +402,55 @@ static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, kafka
         apply_property(kconf, ppath, item, errs);
     }
     force_guarantees(kconf, errs);
-
-    if (errs->count == before && !confp)
-        trial_instance(kconf, ppath, props, errs);
     if (errs->count != before) {
         rd_kafka_conf_destroy(kconf);
-        return -1;
+        return NULL;
     }
-    if (!confp) {
-        rd_kafka_conf_destroy(kconf);
-        return 0;
-    }
-    if (conf_set(kconf, sink_conf_path(kpath, sizeof(kpath), path, "brokers"), "bootstrap.servers",
-                 opts->brokers, errs) != 0) {
-        rd_kafka_conf_destroy(kconf);
-        return -1;
-    }
-    *confp = kconf;
-    return 0;
+    return kconf;
 }
 
-static int kafka_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
+static void check_properties(const cJSON *value, const char *path, sink_errors_t *errs)
 {
-    kafka_opts_t opts = {0};
+    rd_kafka_conf_t *kconf = build_conf(value, path, errs);
 
-    return parse(conf, path, errs, &opts, NULL);
+    if (kconf) {
+        trial_instance(kconf, path, value, errs);
+        rd_kafka_conf_destroy(kconf);
+    }
 }
+
+static void check_topics(const cJSON *value, const char *path, sink_errors_t *errs)
+{
+    char kpath[SINK_PATH_MAX];
+    const char *tmpl;
+
+    sink_conf_check_keys(value, path, kind_names, errs);
+    for (int k = 0; k < KIND_COUNT; k++) {
+        if (sink_conf_string(value, path, kind_names[k], false, NULL, &tmpl, errs) == 0 && tmpl)
+            check_topic(tmpl, sink_conf_path(kpath, sizeof(kpath), path, kind_names[k]), errs);
+    }
+}
+
+static const sink_option_t kafka_options[] = {
+    {.key = "brokers",
+     .type = SINK_OPT_STRING,
+     .flags = SINK_OPT_REQUIRED,
+     .desc = "the bootstrap servers, host:port[,host:port...]"},
+    {.key = "topics",
+     .type = SINK_OPT_OBJECT,
+     .def = "{\"started\": \"sessions.started\", \"completed\": \"sessions.completed\", "
+            "\"cancelled\": \"sessions.cancelled\"}",
+     .check = check_topics,
+     .desc = "the topic of each event type (started, completed, cancelled; a missing one keeps "
+             "its default); names may hold {source} and {type}"},
+    {.key = "properties",
+     .type = SINK_OPT_OBJECT,
+     .def = "{}",
+     .check = check_properties,
+     .desc = "librdkafka producer properties, passed as they are (enable.idempotence and "
+             "acks=all cannot be turned off)"},
+    {0},
+};
 
 /* ---- callbacks (main loop thread, from rd_kafka_poll() / rd_kafka_flush()) ---- */
 
@@ -644,26 +622,33 @@ static void kafka_destroy(void *vctx)
     free(ctx);
 }
 
-static void *kafka_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+static void *kafka_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                          size_t errlen)
 {
-    kafka_sink_t *ctx = NULL;
-    rd_kafka_conf_t *kconf = NULL;
+    const cJSON *topics = sink_config_get(cfg, "topics")->json;
+    const cJSON *props = sink_config_get(cfg, "properties")->json;
+    kafka_sink_t *ctx = calloc(1, sizeof(*ctx));
     sink_errors_t *errs = calloc(1, sizeof(*errs));
-    kafka_opts_t opts = {0};
+    rd_kafka_conf_t *kconf = NULL;
     char errstr[KAFKA_STR_MAX];
 
-    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+    if (!errs || !ctx) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     ctx->wake[0] = ctx->wake[1] = -1;
-    if (parse(conf, "", errs, &opts, &kconf) != 0) {
+    if (!(kconf = build_conf(props, "properties", errs)) ||
+        conf_set(kconf, "brokers", "bootstrap.servers", sink_config_get(cfg, "brokers")->s, errs) !=
+            0) {
         sink_errors_join(errs, err, errlen);
         goto fail;
     }
     ctx->name = strdup(host && host->name ? host->name : "kafka");
-    for (int k = 0; k < KIND_COUNT; k++)
-        ctx->topics[k] = strdup(opts.topics[k]);
+    for (int k = 0; k < KIND_COUNT; k++) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(topics, kind_names[k]);
+
+        ctx->topics[k] = strdup(cJSON_IsString(t) ? t->valuestring : default_topics[k]);
+    }
     if (!ctx->name || !ctx->topics[0] || !ctx->topics[1] || !ctx->topics[2]) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -676,7 +661,7 @@ static void *kafka_create(const cJSON *conf, const sink_host_t *host, char *err,
     ctx->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
     if (!ctx->rk) {
         trim_right(errstr);
-        redact_text(errstr, sizeof(errstr), cJSON_GetObjectItemCaseSensitive(conf, "properties"));
+        redact_text(errstr, sizeof(errstr), props);
         snprintf(err, errlen, "cannot create the producer: %s", errstr);
         goto fail;
     }
@@ -888,7 +873,8 @@ static int kafka_flush(void *vctx, int timeout_ms)
 const sink_type_t sink_kafka_type = {
     .name = "kafka",
     .flags = SINK_F_LOOP,
-    .validate = kafka_validate,
+    .desc = "an idempotent producer (acks=all), one topic per event type, key <source>/<session>",
+    .options = kafka_options,
     .create = kafka_create,
     .submit = kafka_submit,
     .poll = kafka_poll,

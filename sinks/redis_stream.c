@@ -44,7 +44,7 @@
 
 #include "redis_conn.h"
 
-#define RS_DEFAULT_MAXLEN 100000LL
+#define RS_DEFAULT_MAXLEN 100000
 /* A bound for the config check: far beyond what fits in memory. */
 #define RS_MAXLEN_MAX 1000000000LL
 /* Connect, AUTH and SELECT, and every later socket read or write. */
@@ -73,18 +73,6 @@
 #define RS_ARGV_MAX 16
 #define RS_MSG_MAX 512
 
-static const char *const allowed_keys[] = {
-    /* common keys, checked by the core */
-    "name", "type", "events", "sources",
-    /* ours */
-    "stream", "maxlen", "url", NULL};
-
-typedef struct rs_opts {
-    const char *stream; /* points into the cJSON tree */
-    long long maxlen;   /* 0: no trimming */
-    const char *url;    /* NULL: the bridge's redis.url */
-} rs_opts_t;
-
 typedef struct rs_sink {
     char *name;
     char *stream;          /* template */
@@ -108,12 +96,11 @@ typedef struct rs_sink {
 /* ---- configuration ---- */
 
 /* The stream name template, short enough once expanded. */
-static void check_stream(const char *tmpl, const char *path, sink_errors_t *errs)
+static void check_stream(const cJSON *value, const char *path, sink_errors_t *errs)
 {
     size_t len = 0;
-    char kpath[SINK_PATH_MAX];
 
-    for (const char *p = tmpl; *p;) {
+    for (const char *p = value->valuestring; *p;) {
         if (strncmp(p, "{source}", 8) == 0) {
             len += RS_SOURCE_MAX;
             p += 8;
@@ -126,50 +113,43 @@ static void check_stream(const char *tmpl, const char *path, sink_errors_t *errs
         }
     }
     if (len > RS_KEY_MAX)
-        sink_errors_add(errs, sink_conf_path(kpath, sizeof(kpath), path, "stream"),
+        sink_errors_add(errs, path,
                         "too long: a stream name has at most %d bytes, counting {source} as %d",
                         RS_KEY_MAX, RS_SOURCE_MAX);
 }
 
-/* Only the syntax: validate() connects to nothing. The message never
+/* Only the syntax: validation connects to nothing. The message never
  * quotes the URL, which may hold a password. */
-static void check_url(const char *url, const char *path, sink_errors_t *errs)
+static void check_url(const cJSON *value, const char *path, sink_errors_t *errs)
 {
-    char kpath[SINK_PATH_MAX], why[RS_MSG_MAX];
+    char why[RS_MSG_MAX];
     redis_target_t t;
 
-    if (redis_url_parse(url, &t, why, sizeof(why)) != 0) {
-        sink_errors_add(errs, sink_conf_path(kpath, sizeof(kpath), path, "url"), "%s", why);
+    if (redis_url_parse(value->valuestring, &t, why, sizeof(why)) != 0) {
+        sink_errors_add(errs, path, "%s", why);
         return;
     }
     redis_target_clear(&t);
 }
 
-/* Checks conf and fills o (pointing into conf). Returns 0 when valid. */
-static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, rs_opts_t *o)
-{
-    size_t before = errs->count;
-
-    if (!cJSON_IsObject(conf)) {
-        sink_errors_add(errs, path, "expected an object");
-        return -1;
-    }
-    sink_conf_check_keys(conf, path, allowed_keys, errs);
-    if (sink_conf_string(conf, path, "stream", true, NULL, &o->stream, errs) == 0)
-        check_stream(o->stream, path, errs);
-    sink_conf_int(conf, path, "maxlen", false, RS_DEFAULT_MAXLEN, 0, RS_MAXLEN_MAX, &o->maxlen,
-                  errs);
-    if (sink_conf_string(conf, path, "url", false, NULL, &o->url, errs) == 0 && o->url)
-        check_url(o->url, path, errs);
-    return errs->count == before ? 0 : -1;
-}
-
-static int rs_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
-{
-    rs_opts_t o = {0};
-
-    return parse(conf, path, errs, &o);
-}
+static const sink_option_t rs_options[] = {
+    {.key = "stream",
+     .type = SINK_OPT_STRING,
+     .flags = SINK_OPT_REQUIRED,
+     .check = check_stream,
+     .desc = "the stream's key; may hold {source} and {type}"},
+    {.key = "maxlen",
+     .type = SINK_OPT_INT,
+     .def = SINK_STR(RS_DEFAULT_MAXLEN),
+     .min = 0,
+     .max = RS_MAXLEN_MAX,
+     .desc = "trim the stream to about this many entries (MAXLEN ~); 0: never trim"},
+    {.key = "url",
+     .type = SINK_OPT_STRING,
+     .check = check_url,
+     .desc = "the Redis server (redis:// or rediss://); default: the bridge's redis.url"},
+    {0},
+};
 
 /* ---- tickets ---- */
 
@@ -559,35 +539,31 @@ static void rs_destroy(void *vctx)
     free(ctx);
 }
 
-static void *rs_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+static void *rs_create(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen)
 {
-    sink_errors_t *errs = calloc(1, sizeof(*errs));
-    rs_sink_t *ctx = NULL;
-    rs_opts_t o = {0};
+    const char *own_url = sink_config_get(cfg, "url")->s;
+    long long maxlen = sink_config_get(cfg, "maxlen")->i;
+    rs_sink_t *ctx = calloc(1, sizeof(*ctx));
     const char *url;
     char why[RS_MSG_MAX];
 
-    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+    if (!ctx) {
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        return NULL;
     }
-    if (parse(conf, "", errs, &o) != 0) {
-        sink_errors_join(errs, err, errlen);
-        goto fail;
-    }
-    url = o.url ? o.url : host ? host->redis_url : NULL;
+    url = own_url ? own_url : host ? host->redis_url : NULL;
     if (!url) {
         snprintf(err, errlen, "url: required when the bridge has no redis.url");
         goto fail;
     }
     if (redis_url_parse(url, &ctx->target, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "%s: %s", o.url ? "url" : "redis.url", why);
+        snprintf(err, errlen, "%s: %s", own_url ? "url" : "redis.url", why);
         goto fail;
     }
-    if (o.maxlen > 0)
-        snprintf(ctx->maxlen, sizeof(ctx->maxlen), "%lld", o.maxlen);
+    if (maxlen > 0)
+        snprintf(ctx->maxlen, sizeof(ctx->maxlen), "%lld", maxlen);
     ctx->name = strdup(host && host->name ? host->name : "redis_stream");
-    ctx->stream = strdup(o.stream);
+    ctx->stream = strdup(sink_config_get(cfg, "stream")->s);
     ctx->fifo = calloc(RS_PENDING_MAX, sizeof(*ctx->fifo));
     if (!ctx->name || !ctx->stream || !ctx->fifo) {
         snprintf(err, errlen, "out of memory");
@@ -601,19 +577,18 @@ static void *rs_create(const cJSON *conf, const sink_host_t *host, char *err, si
         ctx->loop = host->loop;
     }
     /* No connection yet: create() must not block; the first submit() connects. */
-    free(errs);
     return ctx;
 
 fail:
     rs_destroy(ctx);
-    free(errs);
     return NULL;
 }
 
 const sink_type_t sink_redis_stream_type = {
     .name = "redis_stream",
     .flags = SINK_F_LOOP,
-    .validate = rs_validate,
+    .desc = "every event appended to a Redis Stream (XADD), trimmed approximately",
+    .options = rs_options,
     .create = rs_create,
     .submit = rs_submit,
     .poll = rs_poll,

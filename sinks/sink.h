@@ -6,8 +6,9 @@
  * ticket each, and drives it from the main loop thread: a sink watches its
  * sockets and arms its timers on the bridge's event loop (sink_loop_t), or,
  * if it does not, is served through poll(). The
- * sink resolves every ticket exactly once, with 0 when the event is durably
- * accepted (Kafka: a successful delivery report with acks=all) or an error.
+ * sink resolves every ticket once (see sink_ticket_t for destroy()), with 0
+ * when the event is durably accepted (Kafka: a successful delivery report
+ * with acks=all) or an error.
  * The core commits a source's snapshot only when all tickets of its cycle
  * resolved with 0.
  *
@@ -17,8 +18,10 @@
  * submits them one attempt at a time, retrying on the sink's
  * retry_schedule_s and moving what exhausts it to the dead-letter store.
  *
- * The configuration helpers below (sink_conf_*) are part of this API because
- * every sink validates its own keys with them, and so does the core.
+ * A sink type declares its keys in an option table (sink_option_t): the core
+ * validates a sink's object against it and hands create() typed values. The
+ * configuration helpers below (sink_conf_*) remain for checks a table
+ * cannot express (an option's check(), nested objects).
  *
  * This header is installed: external sink modules are written against it
  * (see sink_module_t at the end).
@@ -29,6 +32,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cjson/cJSON.h>
 
@@ -41,7 +45,7 @@ typedef struct sink_errors sink_errors_t;
  * against in sink_module_t; the bridge refuses any other. Bump it on every
  * change to a struct or a signature below.
  */
-#define SINK_ABI_VERSION 2
+#define SINK_ABI_VERSION 3
 
 typedef enum sink_result {
     SINK_OK = 0,
@@ -66,9 +70,16 @@ typedef struct sink_event {
 
 /*
  * A delivery promise. The core owns it; the sink calls sink_ticket_done()
- * exactly once per submitted event, on the main loop thread (inside submit(),
- * one of its loop callbacks, or a later poll()/flush()), and must not touch
- * it afterwards.
+ * at most once per submitted event, on the main loop thread (inside
+ * submit(), one of its loop callbacks, or a later poll()/flush()), and must
+ * not touch it afterwards. Until destroy() it is exactly once: every ticket
+ * a sink took resolves. In destroy(), a sink that is not SINK_F_OUTBOX
+ * still resolves what is left (Kafka purges, redis_stream and file give
+ * their tickets back as RETRY); an outbox sink (the webhook) abandons the
+ * attempts in flight unresolved on purpose: the core never looks at those
+ * tickets again, and their events, still claimed in the outbox, are
+ * delivered again once the claim expires, rather than counted as a failed
+ * attempt that never failed.
  */
 typedef struct sink_ticket sink_ticket_t;
 struct sink_ticket {
@@ -140,6 +151,92 @@ typedef struct sink_host {
     const sink_loop_t *loop;
 } sink_host_t;
 
+/* ---- options ---- */
+
+/*
+ * A sink type declares its configuration keys in a table of sink_option_t,
+ * ended by an entry whose key is NULL. The core validates a sink's object
+ * against it (the JSON path of every problem, unknown keys refused with the
+ * nearest known key suggested), fills in the defaults, and hands create() a
+ * sink_config_t holding one typed value per option. The same table prints
+ * the documentation of `session-bridge sinks`. The common keys name, type,
+ * events, sources (and a module's path) are the core's and belong in no
+ * table.
+ */
+typedef enum sink_opt_type {
+    SINK_OPT_STRING = 0, /* a non-empty string */
+    SINK_OPT_INT,        /* a whole number */
+    SINK_OPT_NUMBER,     /* any number (fractions allowed) */
+    SINK_OPT_BOOL,       /* true or false */
+    SINK_OPT_ENUM,       /* one of choices */
+    SINK_OPT_OBJECT,     /* a JSON object, checked by the option's check() */
+    SINK_OPT_ARRAY,      /* a list of elem */
+    SINK_OPT_SECRET,     /* a string never quoted in a message or a log line */
+} sink_opt_type_t;
+
+/* sink_option_t.flags */
+#define SINK_OPT_REQUIRED 0x1u /* no default: the key must be set (or one of its group) */
+/* Strings that go into a header, a URL or a signed text: no control characters. */
+#define SINK_OPT_NO_CONTROL 0x2u
+
+typedef struct sink_config sink_config_t;
+
+/* A numeric constant as the text of a default: .def = SINK_STR(MY_DEFAULT). */
+#define SINK_STR_(x) #x
+#define SINK_STR(x) SINK_STR_(x)
+
+/*
+ * An option's further check of a value that passed its type and bounds:
+ * appends problems at path (the option's JSON path) to errs. Connects to
+ * nothing. Main thread (configuration loading).
+ */
+typedef void (*sink_opt_check_fn)(const cJSON *value, const char *path, sink_errors_t *errs);
+
+typedef struct sink_option {
+    const char *key;
+    sink_opt_type_t type;
+    unsigned flags; /* SINK_OPT_* */
+    /* The default as JSON text ("10", "\"interval\"", "[0, 5]"); NULL: none. */
+    const char *def;
+    /*
+     * Bounds, both inclusive; both 0: none. INT, NUMBER: the value;
+     * STRING, SECRET: the length in bytes; ARRAY: the number of elements.
+     */
+    double min, max;
+    const char *const *choices; /* ENUM: the accepted strings, NULL-terminated */
+    /* ARRAY: the elements' type (STRING, INT, NUMBER, SECRET) and bounds, as above. */
+    sink_opt_type_t elem;
+    double elem_min, elem_max;
+    /*
+     * Options sharing a group are alternatives: at most one may be set,
+     * and when they are SINK_OPT_REQUIRED, exactly one.
+     */
+    const char *group;
+    sink_opt_check_fn check; /* optional */
+    const char *desc;        /* one sentence, for `session-bridge sinks` */
+} sink_option_t;
+
+/*
+ * An option's value in a sink_config_t: the configured one, else the
+ * default. Everything points into the configuration and is valid while it
+ * is (for create(): during the call).
+ */
+typedef struct sink_value {
+    bool set;          /* the key was in the sink's object */
+    bool present;      /* set, or a default applies */
+    const char *s;     /* STRING, SECRET, ENUM: the text */
+    long long i;       /* INT; BOOL: 0 or 1; ENUM: the index in choices */
+    double d;          /* NUMBER, INT */
+    const cJSON *json; /* the JSON value (OBJECT, ARRAY, and every other type) */
+    /* ARRAY: count elements, numbers[] for INT and NUMBER, strings[] else */
+    size_t count;
+    const double *numbers;
+    const char *const *strings;
+} sink_value_t;
+
+/* The value of the option key; NULL when key is not in the type's table. */
+const sink_value_t *sink_config_get(const sink_config_t *cfg, const char *key);
+
 /* sink_type_t.flags */
 #define SINK_F_OUTBOX 0x1u /* delivered through the durable outbox (see above) */
 /*
@@ -154,21 +251,24 @@ typedef struct sink_host {
 typedef struct sink_type {
     const char *name; /* the config "type" */
     unsigned flags;   /* SINK_F_* */
+    const char *desc; /* one line, for `session-bridge sinks` */
+    /* The sink's own keys, ended by a {0} entry (see sink_option_t). */
+    const sink_option_t *options;
     /*
-     * Validates the sink's own keys (the common keys name, type, events,
-     * sources are checked by the core and must be ignored here). conf is the
-     * sink's JSON object, path its JSON path ("sinks[1]") for messages.
-     * Appends every problem to errs. Returns 0 when valid, -1 otherwise.
+     * Optional: checks that span options (a value the table cannot judge
+     * alone), on a configuration that passed the table. path is the sink's
+     * JSON path ("sinks[1]") for messages. Appends problems to errs.
      * Connects to nothing.
      */
-    int (*validate)(const cJSON *conf, const char *path, sink_errors_t *errs);
+    void (*check)(const sink_config_t *cfg, const char *path, sink_errors_t *errs);
     /*
-     * Creates an instance; NULL with a reason in err. May start background
-     * connections but must not block on them. The returned context belongs to
-     * the caller, who releases it with destroy(). host and its strings are
-     * valid during the call only.
+     * Creates an instance from a configuration that passed the table and
+     * check(); NULL with a reason in err. May start background connections
+     * but must not block on them. The returned context belongs to the
+     * caller, who releases it with destroy(). cfg, host and their strings
+     * are valid during the call only: the instance copies what it keeps.
      */
-    void *(*create)(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen);
+    void *(*create)(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen);
     /*
      * Hands over one event. The sink copies what it needs from ev before
      * returning. Returns SINK_OK when the ticket is now the sink's
@@ -181,9 +281,15 @@ typedef struct sink_type {
      * Optional with SINK_F_LOOP: called only when the instance has no loop.
      */
     void (*poll)(void *ctx, int timeout_ms);
-    /* Events handed over and not yet resolved. */
+    /*
+     * Optional (NULL: none, as for a sink that resolves every ticket in
+     * submit()). Events handed over and not yet resolved. Any thread.
+     */
     size_t (*pending)(void *ctx);
-    /* 1 when the sink can take events now, 0 otherwise (for /readyz). */
+    /*
+     * Optional (NULL: always ready). 1 when the sink can take events now,
+     * 0 otherwise (for /readyz). Any thread.
+     */
     int (*ready)(void *ctx);
     /*
      * Waits up to timeout_ms for every pending ticket to resolve. Returns 0
@@ -200,10 +306,51 @@ typedef struct sink_type {
     size_t (*room)(void *ctx);
 } sink_type_t;
 
+/* The optional entries through their defaults: nothing pending, always ready. */
+static inline size_t sink_pending(const sink_type_t *type, void *ctx)
+{
+    return type->pending ? type->pending(ctx) : 0;
+}
+static inline int sink_ready(const sink_type_t *type, void *ctx)
+{
+    return type->ready ? type->ready(ctx) : 1;
+}
+
 /* The built-in sink types, NULL-terminated. */
 extern const sink_type_t *const sink_builtin_types[];
 /* Looks up a built-in type by name; NULL when unknown. */
 const sink_type_t *sink_type_find(const char *name);
+
+/*
+ * Validates a sink's object against its type's table and check(): every
+ * problem goes to errs with its JSON path (path "": the bare key). Keys
+ * in core_keys (NULL-terminated; NULL: none) are the core's and skipped.
+ * Returns the typed configuration (the caller's, released with
+ * sink_config_free(); it holds a copy of obj) or NULL when invalid.
+ */
+sink_config_t *sink_config_parse(const sink_type_t *type, const cJSON *obj, const char *path,
+                                 const char *const *core_keys, sink_errors_t *errs);
+/* Accepts NULL. */
+void sink_config_free(sink_config_t *cfg);
+/* The sink's object as configured (a copy, owned by cfg). */
+const cJSON *sink_config_json(const sink_config_t *cfg);
+
+/*
+ * Shortcuts for tools and tests: sink_validate() is sink_config_parse()
+ * with the common keys skipped, 0 or -1; sink_create() parses conf
+ * (messages without a path prefix, joined into err) and creates the
+ * instance with type->create().
+ */
+int sink_validate(const sink_type_t *type, const cJSON *conf, const char *path,
+                  sink_errors_t *errs);
+void *sink_create(const sink_type_t *type, const cJSON *conf, const sink_host_t *host, char *err,
+                  size_t errlen);
+
+/* The keys every sink has, which the core checks: name, type, events, sources. */
+extern const char *const sink_common_keys[];
+
+/* Prints the type's options (type, default, bounds, description) to out. */
+void sink_type_doc(const sink_type_t *type, FILE *out);
 
 extern const sink_type_t sink_kafka_type;
 extern const sink_type_t sink_stdout_type;
@@ -283,29 +430,20 @@ bool sink_has_control(const char *s);
  */
 int sink_exact_integer(double d, long long min, long long max, long long *out);
 
-/* Longest retry schedule accepted, and the longest single delay (seconds). */
+/*
+ * The outbox's own options, which every SINK_F_OUTBOX type has after its
+ * table's (so no sink declares them, and the outbox reads no other
+ * module's keys): retry_schedule_s, the delay before each attempt (at most
+ * SINK_SCHEDULE_MAX of them, each 0..SINK_SCHEDULE_DELAY_MAX s), and
+ * timeout_s, the longest one attempt may take (the sink bounds its request
+ * by it, the worker its claim). Ended by a {0} entry.
+ */
+extern const sink_option_t sink_outbox_options[];
 #define SINK_SCHEDULE_MAX 32
 #define SINK_SCHEDULE_DELAY_MAX (7.0 * 86400.0)
-/*
- * The default retry_schedule_s of outbox sinks (Standard Webhooks): an
- * attempt at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
- */
-#define SINK_DEFAULT_SCHEDULE                                                                      \
-    {                                                                                              \
-        0, 5, 300, 1800, 7200, 18000, 36000, 36000                                                 \
-    }
-#define SINK_DEFAULT_SCHEDULE_LEN 8
-
-/*
- * A retry schedule: a non-empty list of at most SINK_SCHEDULE_MAX numbers of
- * seconds (fractions allowed, each 0..SINK_SCHEDULE_DELAY_MAX). Entry i is
- * the delay before attempt i+1, so its length is the number of attempts.
- * When out is not NULL it receives a malloc'd copy (the default when key is
- * absent) and n its length. Returns 0 or -1 with errs.
- */
-int sink_conf_schedule(const cJSON *obj, const char *path, const char *key, double **out, size_t *n,
-                       sink_errors_t *errs);
-
+#define SINK_OUTBOX_TIMEOUT_DEFAULT_S 10
+/* Past a minute an endpoint is down rather than slow; claims are held twice this long. */
+#define SINK_OUTBOX_TIMEOUT_MAX_S 60
 /*
  * Expands "{source}" and "{type}" (the short kind: started, completed,
  * cancelled) in a name template such as a topic or a stream name. Returns
@@ -347,9 +485,9 @@ void sink_log(sink_log_level_t level, const char *sink, const char *fmt, ...)
  *     const sink_module_t session_bridge_sink_module = {
  *         .abi_version = SINK_ABI_VERSION, .type = &my_sink_type };
  *
- * Its validate() must accept the common keys name, type, events, sources
- * and path. It may call the sink_conf_* and sink_log helpers above: the
- * bridge exports them.
+ * Its option table lists its own keys only: name, type, events, sources and
+ * path are the core's. It may call the sink_config_get(), sink_conf_* and
+ * sink_log helpers above: the bridge exports them.
  */
 #define SINK_MODULE_SYMBOL "session_bridge_sink_module"
 

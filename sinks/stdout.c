@@ -14,22 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const allowed_keys[] = {"name", "type", "events", "sources", NULL};
-
 typedef struct stdout_sink {
     char *name;
     char *line; /* event + '\n', so that each line goes out in one fwrite() */
     size_t cap;
 } stdout_sink_t;
-
-static int stdout_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
-{
-    if (!cJSON_IsObject(conf)) {
-        sink_errors_add(errs, path, "expected an object");
-        return -1;
-    }
-    return sink_conf_check_keys(conf, path, allowed_keys, errs) == 0 ? 0 : -1;
-}
 
 static void stdout_destroy(void *vctx)
 {
@@ -42,31 +31,18 @@ static void stdout_destroy(void *vctx)
     free(ctx);
 }
 
-static void *stdout_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+static void *stdout_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                           size_t errlen)
 {
-    sink_errors_t *errs = calloc(1, sizeof(*errs));
-    stdout_sink_t *ctx = NULL;
+    stdout_sink_t *ctx = calloc(1, sizeof(*ctx));
 
-    if (!errs) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    if (stdout_validate(conf, "", errs) != 0) {
-        snprintf(err, errlen, "%s%s", errs->msg[0], errs->count > 1 ? " (and more)" : "");
-        goto fail;
-    }
-    ctx = calloc(1, sizeof(*ctx));
+    (void)cfg;
     if (!ctx || !(ctx->name = strdup(host && host->name ? host->name : "stdout"))) {
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        stdout_destroy(ctx);
+        return NULL;
     }
-    free(errs);
     return ctx;
-
-fail:
-    stdout_destroy(ctx);
-    free(errs);
-    return NULL;
 }
 
 static sink_result_t stdout_submit(void *vctx, const sink_event_t *ev, sink_ticket_t *ticket)
@@ -98,24 +74,6 @@ static sink_result_t stdout_submit(void *vctx, const sink_event_t *ev, sink_tick
     return SINK_OK;
 }
 
-static void stdout_poll(void *vctx, int timeout_ms)
-{
-    (void)vctx;
-    (void)timeout_ms;
-}
-
-static size_t stdout_pending(void *vctx)
-{
-    (void)vctx;
-    return 0;
-}
-
-static int stdout_ready(void *vctx)
-{
-    (void)vctx;
-    return 1;
-}
-
 static int stdout_flush(void *vctx, int timeout_ms)
 {
     (void)vctx;
@@ -126,12 +84,10 @@ static int stdout_flush(void *vctx, int timeout_ms)
 const sink_type_t sink_stdout_type = {
     .name = "stdout",
     .flags = SINK_F_LOOP, /* every ticket resolves in submit(): nothing to drive */
-    .validate = stdout_validate,
+    .desc = "one event per line on standard output (JSON Lines)",
+    .options = (const sink_option_t[]){{0}},
     .create = stdout_create,
     .submit = stdout_submit,
-    .poll = stdout_poll,
-    .pending = stdout_pending,
-    .ready = stdout_ready,
     .flush = stdout_flush,
     .destroy = stdout_destroy,
 };

@@ -8,7 +8,7 @@
  * the sink makes that one attempt and says how it went: SINK_OK on 2xx,
  * SINK_ERR_GONE on 410 (the endpoint asks to be disabled), SINK_ERR_RETRY
  * on anything else, with the endpoint's Retry-After on the ticket. So there
- * is no retry loop here, and retry_schedule_s is only validated.
+ * is no retry loop here: retry_schedule_s is the outbox's option (sink_outbox_options).
  *
  * One curl multi handle per instance holds the connection cache, so that
  * the endpoint's connections stay alive between attempts. At most
@@ -45,8 +45,6 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
-#define WEBHOOK_TIMEOUT_DEFAULT_S 10
-#define WEBHOOK_TIMEOUT_MAX_S 60
 #define WEBHOOK_IN_FLIGHT_DEFAULT 8
 #define WEBHOOK_IN_FLIGHT_MAX 256
 /* Keys signed with at once: a rotation needs two; each one adds 48 bytes of header. */
@@ -66,26 +64,10 @@
 
 #define WEBHOOK_SECRET_PREFIX "whsec_"
 
-static const char *const allowed_keys[] = {
-    /* common keys, checked by the core */
-    "name", "type", "events", "sources",
-    /* ours */
-    "url", "secret", "secrets", "retry_schedule_s", "timeout_s", "max_in_flight", NULL};
-
 typedef struct webhook_key {
     unsigned char bytes[WEBHOOK_KEY_MAX];
     size_t len;
 } webhook_key_t;
-
-/* The parsed configuration; strings point into the cJSON tree. */
-typedef struct webhook_opts {
-    const char *url;
-    char origin[WEBHOOK_ORIGIN_MAX];
-    webhook_key_t keys[WEBHOOK_SECRETS_MAX];
-    size_t nkeys;
-    long long timeout_s;
-    long long max_in_flight;
-} webhook_opts_t;
 
 /* One attempt at one event: what submit() copied from it. */
 typedef struct webhook_delivery {
@@ -251,104 +233,89 @@ static int parse_url(const char *url, char *origin, size_t size, const char **wh
     return rc;
 }
 
-/* Decodes one whsec_ secret into key, or reports why not (never showing it). */
-static void parse_secret(const cJSON *item, const char *spath, webhook_key_t *key,
+static void check_url(const cJSON *value, const char *path, sink_errors_t *errs)
+{
+    char origin[WEBHOOK_ORIGIN_MAX];
+    const char *why;
+
+    if (parse_url(value->valuestring, origin, sizeof(origin), &why) != 0)
+        sink_errors_add(errs, path, "%s", why);
+}
+
+/* Decodes one whsec_ secret into key, or reports why not (never showing it). 0 or -1. */
+static int decode_secret(const char *secret, const char *path, webhook_key_t *key,
                          sink_errors_t *errs)
 {
-    if (!cJSON_IsString(item) || !item->valuestring || !*item->valuestring) {
-        sink_errors_add(errs, spath, "expected a whsec_ secret (a string)");
-        return;
-    }
-    switch (webhook_decode_secret(item->valuestring, key->bytes, &key->len)) {
+    switch (webhook_decode_secret(secret, key->bytes, &key->len)) {
     case WEBHOOK_SECRET_OK:
-        return;
+        return 0;
     case WEBHOOK_SECRET_FORMAT:
-        sink_errors_add(errs, spath,
+        sink_errors_add(errs, path,
                         "expected a whsec_ secret: \"whsec_\" followed by the base64 of the "
                         "key (the value is not shown)");
-        return;
+        return -1;
     case WEBHOOK_SECRET_LENGTH:
-        sink_errors_add(errs, spath,
+        sink_errors_add(errs, path,
                         "the whsec_ secret decodes to %zu bytes; Standard Webhooks asks for %d "
                         "to %d (the value is not shown)",
                         key->len, WEBHOOK_KEY_MIN, WEBHOOK_KEY_MAX);
-        return;
-    }
-}
-
-/* secret, or secrets (a list, for rotation): exactly one of the two. */
-static void parse_secrets(const cJSON *conf, const char *path, webhook_opts_t *opts,
-                          sink_errors_t *errs)
-{
-    const cJSON *one = cJSON_GetObjectItemCaseSensitive(conf, "secret");
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(conf, "secrets");
-    char spath[SINK_PATH_MAX], epath[SINK_PATH_MAX];
-    const cJSON *item;
-
-    if (one && list) {
-        sink_errors_add(errs, path,
-                        "set either secret or secrets (a list, for rotation), not both");
-        return;
-    }
-    if (!one && !list) {
-        sink_errors_add(errs, sink_conf_path(spath, sizeof(spath), path, "secret"),
-                        "required (a whsec_ secret), or secrets (a list of them, for rotation)");
-        return;
-    }
-    if (one) {
-        parse_secret(one, sink_conf_path(spath, sizeof(spath), path, "secret"), &opts->keys[0],
-                     errs);
-        opts->nkeys = 1;
-        return;
-    }
-    sink_conf_path(spath, sizeof(spath), path, "secrets");
-    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) < 1 ||
-        cJSON_GetArraySize(list) > WEBHOOK_SECRETS_MAX) {
-        sink_errors_add(errs, spath, "expected a list of 1 to %d whsec_ secrets",
-                        WEBHOOK_SECRETS_MAX);
-        return;
-    }
-    cJSON_ArrayForEach(item, list)
-    {
-        parse_secret(item, sink_conf_path_index(epath, sizeof(epath), spath, opts->nkeys),
-                     &opts->keys[opts->nkeys], errs);
-        opts->nkeys++;
-    }
-}
-
-/* Checks conf and fills opts (pointing into conf). Returns 0 when valid. */
-static int parse(const cJSON *conf, const char *path, sink_errors_t *errs, webhook_opts_t *opts)
-{
-    size_t before = errs->count;
-    char upath[SINK_PATH_MAX];
-    const char *why;
-
-    if (!cJSON_IsObject(conf)) {
-        sink_errors_add(errs, path, "expected an object");
         return -1;
     }
-    sink_conf_check_keys(conf, path, allowed_keys, errs);
-    if (sink_conf_request_string(conf, path, "url", true, NULL, &opts->url, errs) == 0 &&
-        parse_url(opts->url, opts->origin, sizeof(opts->origin), &why) != 0)
-        sink_errors_add(errs, sink_conf_path(upath, sizeof(upath), path, "url"), "%s", why);
-    parse_secrets(conf, path, opts, errs);
-    /* The outbox worker runs the schedule; the sink only refuses a bad one. */
-    sink_conf_schedule(conf, path, "retry_schedule_s", NULL, NULL, errs);
-    sink_conf_int(conf, path, "timeout_s", false, WEBHOOK_TIMEOUT_DEFAULT_S, 1,
-                  WEBHOOK_TIMEOUT_MAX_S, &opts->timeout_s, errs);
-    sink_conf_int(conf, path, "max_in_flight", false, WEBHOOK_IN_FLIGHT_DEFAULT, 1,
-                  WEBHOOK_IN_FLIGHT_MAX, &opts->max_in_flight, errs);
-    return errs->count == before ? 0 : -1;
+    return -1;
 }
 
-static int webhook_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
+static void check_secret(const cJSON *value, const char *path, sink_errors_t *errs)
 {
-    webhook_opts_t opts = {0};
-    int rc = parse(conf, path, errs, &opts);
+    webhook_key_t key;
 
-    OPENSSL_cleanse(opts.keys, sizeof(opts.keys));
-    return rc;
+    decode_secret(value->valuestring, path, &key, errs);
+    OPENSSL_cleanse(&key, sizeof(key));
 }
+
+static void check_secrets(const cJSON *value, const char *path, sink_errors_t *errs)
+{
+    char epath[SINK_PATH_MAX];
+    const cJSON *item;
+    size_t i = 0;
+
+    cJSON_ArrayForEach(item, value)
+    {
+        check_secret(item, sink_conf_path_index(epath, sizeof(epath), path, i++), errs);
+    }
+}
+
+/* retry_schedule_s and timeout_s are the outbox's (sink_outbox_options). */
+static const sink_option_t webhook_options[] = {
+    {.key = "url",
+     .type = SINK_OPT_STRING,
+     .flags = SINK_OPT_REQUIRED | SINK_OPT_NO_CONTROL,
+     .min = 1,
+     .max = WEBHOOK_URL_MAX,
+     .check = check_url,
+     .desc = "the endpoint: an absolute http:// or https:// URL without user:password@"},
+    {.key = "secret",
+     .type = SINK_OPT_SECRET,
+     .flags = SINK_OPT_REQUIRED,
+     .group = "secret",
+     .check = check_secret,
+     .desc = "the whsec_ signing secret (Standard Webhooks; 24 to 64 bytes once decoded)"},
+    {.key = "secrets",
+     .type = SINK_OPT_ARRAY,
+     .flags = SINK_OPT_REQUIRED,
+     .min = 1,
+     .max = WEBHOOK_SECRETS_MAX,
+     .elem = SINK_OPT_SECRET,
+     .group = "secret",
+     .check = check_secrets,
+     .desc = "whsec_ secrets, every one signing each request: for rotation"},
+    {.key = "max_in_flight",
+     .type = SINK_OPT_INT,
+     .def = SINK_STR(WEBHOOK_IN_FLIGHT_DEFAULT),
+     .min = 1,
+     .max = WEBHOOK_IN_FLIGHT_MAX,
+     .desc = "requests to the endpoint at once"},
+    {0},
+};
 
 /* ---- requests ---- */
 
@@ -730,32 +697,51 @@ static void webhook_destroy(void *vctx)
     free(ctx);
 }
 
-static void *webhook_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+/* The keys of secret or secrets (validated already); 0, or -1 with err. */
+static int load_keys(webhook_sink_t *ctx, const sink_config_t *cfg, char *err, size_t errlen)
 {
-    sink_errors_t *errs = calloc(1, sizeof(*errs));
-    webhook_opts_t opts = {0};
-    webhook_sink_t *ctx = NULL;
+    const sink_value_t *one = sink_config_get(cfg, "secret");
+    const sink_value_t *list = sink_config_get(cfg, "secrets");
+    const char *const *texts = one->set ? &one->s : list->strings;
+    size_t n = one->set ? 1 : list->count;
+    sink_errors_t errs = {0};
 
-    if (!errs || !(ctx = calloc(1, sizeof(*ctx)))) {
+    for (ctx->nkeys = 0; ctx->nkeys < n && ctx->nkeys < WEBHOOK_SECRETS_MAX; ctx->nkeys++) {
+        if (decode_secret(texts[ctx->nkeys], one->set ? "secret" : "secrets",
+                          &ctx->keys[ctx->nkeys], &errs) != 0) {
+            sink_errors_join(&errs, err, errlen);
+            return -1;
+        }
+    }
+    return ctx->nkeys > 0 ? 0 : -1;
+}
+
+static void *webhook_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                            size_t errlen)
+{
+    const char *url = sink_config_get(cfg, "url")->s, *why;
+    webhook_sink_t *ctx = calloc(1, sizeof(*ctx));
+
+    if (!ctx) {
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (parse_url(url, ctx->origin, sizeof(ctx->origin), &why) != 0) {
+        snprintf(err, errlen, "url: %s", why);
         goto fail;
     }
-    if (parse(conf, "", errs, &opts) != 0) {
-        sink_errors_join(errs, err, errlen);
+    if (load_keys(ctx, cfg, err, errlen) != 0)
         goto fail;
-    }
     ctx->name = strdup(host && host->name ? host->name : "webhook");
-    ctx->url = strdup(opts.url);
-    ctx->nslots = (size_t)opts.max_in_flight;
+    ctx->url = strdup(url);
+    ctx->nslots = (size_t)sink_config_get(cfg, "max_in_flight")->i;
     ctx->slots = calloc(ctx->nslots, sizeof(*ctx->slots));
     if (!ctx->name || !ctx->url || !ctx->slots) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    snprintf(ctx->origin, sizeof(ctx->origin), "%s", opts.origin);
-    memcpy(ctx->keys, opts.keys, sizeof(ctx->keys));
-    ctx->nkeys = opts.nkeys;
-    ctx->timeout_ms = (long)opts.timeout_s * 1000L;
+    /* The outbox's attempt timeout bounds the request. */
+    ctx->timeout_ms = (long)sink_config_get(cfg, "timeout_s")->i * 1000L;
     ctx->loop = host ? host->loop : NULL;
     if (ctx->loop) {
         if (!(ctx->ml = multi_loop_new(ctx->loop, on_transfer_done, ctx, err, errlen)))
@@ -767,14 +753,10 @@ static void *webhook_create(const cJSON *conf, const sink_host_t *host, char *er
     }
     /* Keep a connection per slot alive between attempts. */
     curl_multi_setopt(ctx->multi, CURLMOPT_MAXCONNECTS, (long)ctx->nslots);
-    OPENSSL_cleanse(opts.keys, sizeof(opts.keys));
-    free(errs);
     return ctx;
 
 fail:
-    OPENSSL_cleanse(opts.keys, sizeof(opts.keys));
     webhook_destroy(ctx);
-    free(errs);
     return NULL;
 }
 
@@ -840,13 +822,6 @@ static size_t webhook_pending(void *vctx)
     return atomic_load(&((webhook_sink_t *)vctx)->pending);
 }
 
-/* Any thread. An HTTP endpoint has no standing connection whose state could gate readiness. */
-static int webhook_ready(void *vctx)
-{
-    (void)vctx;
-    return 1;
-}
-
 static int webhook_flush(void *vctx, int timeout_ms)
 {
     webhook_sink_t *ctx = vctx;
@@ -869,15 +844,17 @@ static size_t webhook_room(void *vctx)
     return used >= ctx->nslots ? 0 : ctx->nslots - used;
 }
 
+/* No .ready: an HTTP endpoint has no standing connection whose state could gate readiness. */
 const sink_type_t sink_webhook_type = {
     .name = "webhook",
     .flags = SINK_F_OUTBOX | SINK_F_LOOP,
-    .validate = webhook_validate,
+    .desc = "a signed POST per event (Standard Webhooks, CloudEvents structured mode), retried "
+            "from the outbox",
+    .options = webhook_options,
     .create = webhook_create,
     .submit = webhook_submit,
     .poll = webhook_poll,
     .pending = webhook_pending,
-    .ready = webhook_ready,
     .flush = webhook_flush,
     .destroy = webhook_destroy,
     .room = webhook_room,

@@ -220,53 +220,6 @@ void sink_errors_join(const sink_errors_t *errs, char *err, size_t errlen)
     }
 }
 
-int sink_conf_schedule(const cJSON *obj, const char *path, const char *key, double **out, size_t *n,
-                       sink_errors_t *errs)
-{
-    static const double def[SINK_DEFAULT_SCHEDULE_LEN] = SINK_DEFAULT_SCHEDULE;
-    const cJSON *item = member(obj, key), *e;
-    char buf[SINK_PATH_MAX], ebuf[SINK_PATH_MAX];
-    double tmp[SINK_SCHEDULE_MAX];
-    size_t count = 0;
-    int bad = 0;
-
-    sink_conf_path(buf, sizeof(buf), path, key);
-    if (!item) {
-        memcpy(tmp, def, sizeof(def));
-        count = SINK_DEFAULT_SCHEDULE_LEN;
-    } else if (!cJSON_IsArray(item) || cJSON_GetArraySize(item) < 1 ||
-               cJSON_GetArraySize(item) > SINK_SCHEDULE_MAX) {
-        sink_errors_add(errs, buf, "expected a list of 1 to %d delays in seconds",
-                        SINK_SCHEDULE_MAX);
-        return -1;
-    } else {
-        cJSON_ArrayForEach(e, item)
-        {
-            if (!cJSON_IsNumber(e) || !(e->valuedouble >= 0) ||
-                e->valuedouble > SINK_SCHEDULE_DELAY_MAX) {
-                sink_errors_add(errs, sink_conf_path_index(ebuf, sizeof(ebuf), buf, count),
-                                "expected a delay in seconds between 0 and %.0f",
-                                SINK_SCHEDULE_DELAY_MAX);
-                bad = 1;
-            }
-            tmp[count++] = cJSON_IsNumber(e) ? e->valuedouble : 0;
-        }
-        if (bad)
-            return -1;
-    }
-    if (out) {
-        *out = malloc(count * sizeof(double));
-        if (!*out) {
-            sink_errors_add(errs, buf, "out of memory");
-            return -1;
-        }
-        memcpy(*out, tmp, count * sizeof(double));
-    }
-    if (n)
-        *n = count;
-    return 0;
-}
-
 int sink_expand_name(char *buf, size_t size, const char *tmpl, const char *source, const char *kind)
 {
     size_t o = 0;

@@ -3,9 +3,9 @@
  *
  * It appends one line per event to a file: "<prefix><type> <source>
  * <session_id> <event id>". Small on purpose: it shows everything a module
- * needs (the exported sink_module_t, validation of its own keys with the
- * sink_conf_* helpers, tickets resolved exactly once, logging through
- * sink_log) and nothing else. Build it outside the tree with:
+ * needs (the exported sink_module_t, an option table from which the bridge
+ * validates its keys and hands it typed values, tickets resolved exactly
+ * once, logging through sink_log) and nothing else. Build it outside the tree with:
  *
  *   cc -shared -fPIC -O2 -I<prefix>/include/session-bridge \
  *      $(pkg-config --cflags libcjson) -o summary_sink.so summary_sink.c
@@ -20,29 +20,21 @@
 
 #include "sink.h"
 
-/* The core's common keys, "path" (the module file), and our own. */
-static const char *const allowed_keys[] = {"name", "type",   "events", "sources",
-                                           "path", "output", "prefix", NULL};
-
 typedef struct summary {
     char *name;
     char *prefix;
     FILE *out;
 } summary_t;
 
-static int summary_validate(const cJSON *conf, const char *path, sink_errors_t *errs)
-{
-    const char *output = NULL, *prefix = NULL;
-    int rc = 0;
-
-    if (sink_conf_check_keys(conf, path, allowed_keys, errs) != 0)
-        rc = -1;
-    if (sink_conf_string(conf, path, "output", true, NULL, &output, errs) != 0)
-        rc = -1;
-    if (sink_conf_string(conf, path, "prefix", false, "", &prefix, errs) != 0)
-        rc = -1;
-    return rc;
-}
+/* Our keys only: name, type, events, sources and path are the bridge's. */
+static const sink_option_t summary_options[] = {
+    {.key = "output",
+     .type = SINK_OPT_STRING,
+     .flags = SINK_OPT_REQUIRED,
+     .desc = "the file the summary lines are appended to"},
+    {.key = "prefix", .type = SINK_OPT_STRING, .desc = "text put before every line"},
+    {0},
+};
 
 static void summary_destroy(void *vctx)
 {
@@ -57,21 +49,16 @@ static void summary_destroy(void *vctx)
     free(s);
 }
 
-static void *summary_create(const cJSON *conf, const sink_host_t *host, char *err, size_t errlen)
+static void *summary_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                            size_t errlen)
 {
-    sink_errors_t errs = {0};
-    const char *output = NULL, *prefix = "";
+    const char *output = sink_config_get(cfg, "output")->s;
+    const char *prefix = sink_config_get(cfg, "prefix")->s;
     summary_t *s = NULL;
 
-    if (summary_validate(conf, "", &errs) != 0) {
-        sink_errors_join(&errs, err, errlen);
-        return NULL;
-    }
-    sink_conf_string(conf, "", "output", true, NULL, &output, &errs);
-    sink_conf_string(conf, "", "prefix", false, "", &prefix, &errs);
     s = calloc(1, sizeof(*s));
     if (s == NULL || (s->name = strdup(host->name)) == NULL ||
-        (s->prefix = strdup(prefix)) == NULL) {
+        (s->prefix = strdup(prefix ? prefix : "")) == NULL) {
         snprintf(err, errlen, "out of memory");
         summary_destroy(s);
         return NULL;
@@ -101,25 +88,6 @@ static sink_result_t summary_submit(void *vctx, const sink_event_t *ev, sink_tic
     return SINK_OK;
 }
 
-/* Every ticket is resolved inside submit(): nothing to serve or wait for. */
-static void summary_poll(void *vctx, int timeout_ms)
-{
-    (void)vctx;
-    (void)timeout_ms;
-}
-
-static size_t summary_pending(void *vctx)
-{
-    (void)vctx;
-    return 0;
-}
-
-static int summary_ready(void *vctx)
-{
-    (void)vctx;
-    return 1;
-}
-
 static int summary_flush(void *vctx, int timeout_ms)
 {
     (void)vctx;
@@ -129,12 +97,13 @@ static int summary_flush(void *vctx, int timeout_ms)
 
 static const sink_type_t summary_type = {
     .name = "summary",
-    .validate = summary_validate,
+    /* Every ticket is resolved inside submit(): nothing to poll, nothing pending, always
+     * ready (the optional poll, pending and ready are left out). */
+    .flags = SINK_F_LOOP,
+    .desc = "one line per event appended to a file (an example module)",
+    .options = summary_options,
     .create = summary_create,
     .submit = summary_submit,
-    .poll = summary_poll,
-    .pending = summary_pending,
-    .ready = summary_ready,
     .flush = summary_flush,
     .destroy = summary_destroy,
 };

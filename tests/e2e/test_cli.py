@@ -41,6 +41,34 @@ class Cli(unittest.TestCase):
             self.assertEqual(rc, 2, argv)
             self.assertTrue(err.strip(), argv)
 
+    def test_sinks_prints_every_option_table(self):
+        """`sinks` documents what check enforces: type, bounds, default, description."""
+        rc, out, _ = self.s.bridge("sinks")
+        self.assertEqual(rc, 0)
+        for want in ("Keys of every sink", "\nkafka\n", "\nstdout\n", "\nfile\n",
+                     "\nredis_stream\n", "\nwebhook (through the outbox)\n", "\nmodule\n",
+                     "timeout_s          integer 1..60, default 10",
+                     "retry_schedule_s   list of 1..32 numbers (each 0..604800), default [0, 5",
+                     "fsync              always, interval or never, default \"interval\"",
+                     "brokers            string, required", "one of: secret, secrets"):
+            self.assertIn(want, out)
+        rc, _, err = self.s.bridge("sinks", "extra")
+        self.assertEqual(rc, 2)
+
+    def test_check_suggests_the_nearest_key(self):
+        path = self.write({
+            "sources": [{"name": "century", "provider": "century_smart_ia",
+                         "base_url": "https://example.invalid/api/v1", "auth": {"api_key": "k"}}],
+            "sinks": [{"name": "f", "type": "file", "pth": "/tmp/x"},
+                      {"name": "h", "type": "webhook", "url": "https://example.invalid/h",
+                       "secret": "whsec_" + "QUJD" * 8, "timeout_s": 61}]})
+        rc, _, err = self.s.bridge("check", "-c", path)
+        self.assertEqual(rc, 78)
+        for want in ('sinks[0].pth: unknown key (did you mean "path"?)',
+                     "sinks[0].path: required",
+                     "sinks[1].timeout_s: expected an integer between 1 and 60, got 61"):
+            self.assertIn(f"{path}: {want}", err)
+
     def test_check_lists_every_problem_with_its_path(self):
         path = self.write({
             "redis": {"url": f"redis://:{REDIS_SECRET}@127.0.0.1:1/0", "prefx": "x"},

@@ -164,7 +164,7 @@ static void check_conf(const conf_t *c)
     }
     for (size_t i = 0; i < c->nsinks; i++) {
         const conf_sink_t *k = &c->sinks[i];
-        FUZZ_CHECK(k->name && k->type && k->json, "sink %zu half configured", i);
+        FUZZ_CHECK(k->name && k->type && k->cfg, "sink %zu half configured", i);
         for (size_t j = 0; j < i; j++)
             FUZZ_CHECK(strcmp(c->sinks[j].name, k->name) != 0, "sink \"%s\" twice", k->name);
     }

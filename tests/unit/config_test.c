@@ -240,8 +240,10 @@ START_TEST(good_config_with_defaults)
     ck_assert_uint_eq(s->max_sessions, DIFF_DEFAULT_MAX_SESSIONS);
     ck_assert(!s->initial_emit);
     ck_assert_str_eq(s->base_url, "https://x/api/v1");
-    ck_assert_str_eq(cJSON_GetObjectItem(c->sinks[0].json, "brokers")->valuestring,
-                     "127.0.0.1:9092");
+    ck_assert_str_eq(sink_config_get(c->sinks[0].cfg, "brokers")->s, "127.0.0.1:9092");
+    /* Defaults are filled in from the table. */
+    ck_assert(!sink_config_get(c->sinks[0].cfg, "topics")->set);
+    ck_assert_ptr_nonnull(sink_config_get(c->sinks[0].cfg, "topics")->json);
     ck_assert(conf_sink_routes(&c->sinks[0], "century", DIFF_EV_COMPLETED));
     ck_assert(!conf_sink_routes(&c->sinks[0], "century", DIFF_EV_STARTED));
     ck_assert(!conf_sink_routes(&c->sinks[0], "other", DIFF_EV_COMPLETED));

@@ -63,7 +63,7 @@ static void *file_sink_new(const char *extra)
     snprintf(json, sizeof(json), "{\"name\":\"files\",\"type\":\"file\",\"path\":\"%s\"%s%s}", path,
              *extra ? "," : "", extra);
     conf = parse_json(json);
-    ctx = T->create(conf, &(sink_host_t){.name = "files"}, err, sizeof(err));
+    ctx = sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
     cJSON_Delete(conf);
     return ctx;
@@ -165,7 +165,7 @@ static const struct validate_case {
     {"{\"path\":\"/var/log/\"}", {"sinks[2].path: expected a file name, not a directory"}},
     {"{\"path\":\"/x\",\"fsync\":\"sometimes\"}",
      {"sinks[2].fsync: expected always, interval or never"}},
-    {"{\"path\":\"/x\",\"fsync\":true}", {"sinks[2].fsync: expected a non-empty string"}},
+    {"{\"path\":\"/x\",\"fsync\":true}", {"sinks[2].fsync: expected always, interval or never"}},
     {"{\"path\":\"/x\",\"rotate_bytes\":100}",
      {"sinks[2].rotate_bytes: expected 0 (never rotate) or at least 4096 bytes, got 100"}},
     {"{\"path\":\"/x\",\"rotate_bytes\":-1}",
@@ -179,7 +179,8 @@ static const struct validate_case {
     {"[]", {"sinks[2]: expected an object"}},
     /* Everything wrong at once is reported at once, in document order. */
     {"{\"pth\":\"/x\",\"fsync\":\"sometimes\",\"keep\":2.5}",
-     {"sinks[2].pth: unknown key", "sinks[2].path: required, expected a non-empty string",
+     {"sinks[2].pth: unknown key (did you mean \"path\"?)",
+      "sinks[2].path: required, expected a non-empty string",
       "sinks[2].fsync: expected always, interval or never"}},
 };
 
@@ -201,8 +202,8 @@ START_TEST(test_path_too_long)
     memset(json + n, 'a', PATH_MAX);
     snprintf(json + n + PATH_MAX, sizeof(json) - (size_t)n - PATH_MAX, "\"}");
     j = parse_json(json);
-    ck_assert_int_eq(T->validate(j, "sinks[0]", &errs), -1);
-    ck_assert_msg(errs_contain(&errs, "sinks[0].path: longer than"), "%s", errs_dump(&errs));
+    ck_assert_int_eq(sink_validate(T, j, "sinks[0]", &errs), -1);
+    ck_assert_msg(errs_contain(&errs, "sinks[0].path: expected 1 to"), "%s", errs_dump(&errs));
     cJSON_Delete(j);
 }
 END_TEST
@@ -214,13 +215,13 @@ START_TEST(test_create_errors)
     char json[256], err[ERRLEN] = "";
     cJSON *conf = parse_json("{\"path\":\"/x\",\"keep\":0}");
 
-    ck_assert_ptr_null(T->create(conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
+    ck_assert_ptr_null(sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
     ck_assert_str_eq(err, "keep: expected an integer between 1 and 1000, got 0");
     cJSON_Delete(conf);
 
     snprintf(json, sizeof(json), "{\"path\":\"%s/missing/events.jsonl\"}", dir);
     conf = parse_json(json);
-    ck_assert_ptr_null(T->create(conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
+    ck_assert_ptr_null(sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, dir) && strstr(err, "/missing/events.jsonl") &&
                       strstr(err, "No such file or directory") &&
                       strstr(err, "does the directory exist"),
@@ -229,7 +230,7 @@ START_TEST(test_create_errors)
 
     snprintf(json, sizeof(json), "{\"path\":\"%s\"}", dir); /* a directory */
     conf = parse_json(json);
-    ck_assert_ptr_null(T->create(conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
+    ck_assert_ptr_null(sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, dir) && strstr(err, "Is a directory"), "%s", err);
     cJSON_Delete(conf);
 }

@@ -53,7 +53,7 @@ static void *stream_sink_new(const char *keys, const char *redis_url)
 
     snprintf(json, sizeof(json), "{\"name\":\"stream\",\"type\":\"redis_stream\",%s}", keys);
     conf = parse_json(json);
-    ctx = T->create(conf, &host, err, sizeof(err));
+    ctx = sink_create(T, conf, &host, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
     cJSON_Delete(conf);
     return ctx;
@@ -177,7 +177,8 @@ static const struct validate_case {
     {"\"s\"", {"sinks[3]: expected an object"}},
     /* Everything wrong at once is reported at once, in document order. */
     {"{\"steam\":\"s\",\"maxlen\":1.5,\"url\":\"redis://\"}",
-     {"sinks[3].steam: unknown key", "sinks[3].stream: required, expected a non-empty string",
+     {"sinks[3].steam: unknown key (did you mean \"stream\"?)",
+      "sinks[3].stream: required, expected a non-empty string",
       "sinks[3].maxlen: expected an integer between 0 and 1000000000"}},
 };
 
@@ -200,7 +201,7 @@ START_TEST(test_stream_name_too_long)
     memset(json + n, 'x', 450);
     snprintf(json + n + 450, sizeof(json) - (size_t)n - 450, "\"}");
     j = parse_json(json);
-    ck_assert_int_eq(T->validate(j, "sinks[3]", &errs), -1);
+    ck_assert_int_eq(sink_validate(T, j, "sinks[3]", &errs), -1);
     ck_assert_msg(errs_contain(&errs, "sinks[3].stream: too long"), "%s", errs_dump(&errs));
     cJSON_Delete(j);
 }
@@ -216,17 +217,17 @@ START_TEST(test_create)
     sink_host_t host = {.name = "stream"};
     void *ctx;
 
-    ck_assert_ptr_null(T->create(conf, &host, err, sizeof(err)));
+    ck_assert_ptr_null(sink_create(T, conf, &host, err, sizeof(err)));
     ck_assert_str_eq(err, "url: required when the bridge has no redis.url");
     host.redis_url = "redis://:" SECRET "@h:0";
-    ck_assert_ptr_null(T->create(conf, &host, err, sizeof(err)));
+    ck_assert_ptr_null(sink_create(T, conf, &host, err, sizeof(err)));
     ck_assert_str_eq(err, "redis.url: invalid redis URL: the port must be 1..65535");
-    ck_assert_ptr_null(T->create(with_url, &host, err, sizeof(err)));
+    ck_assert_ptr_null(sink_create(T, with_url, &host, err, sizeof(err)));
     ck_assert_str_eq(err, "url: invalid redis URL: the port must be 1..65535");
 
     snprintf(url, sizeof(url), "redis://:" SECRET "@127.0.0.1:%d", redis_server_free_port());
     host.redis_url = url;
-    ctx = T->create(conf, &host, err, sizeof(err));
+    ctx = sink_create(T, conf, &host, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "%s", err);
     ck_assert_int_eq(T->ready(ctx), 0);
     ck_assert_uint_eq(T->pending(ctx), 0);

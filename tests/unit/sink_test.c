@@ -89,6 +89,211 @@ START_TEST(test_check_keys)
 }
 END_TEST
 
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* ---- option tables ---- */
+
+static void check_even(const cJSON *value, const char *path, sink_errors_t *errs)
+{
+    if ((long long)value->valuedouble % 2 != 0)
+        sink_errors_add(errs, path, "expected an even number");
+}
+
+static const char *const modes[] = {"fast", "slow", NULL};
+
+/* One option of every type, as a sink declares them. */
+static const sink_option_t test_options[] = {
+    {.key = "url", .type = SINK_OPT_STRING, .flags = SINK_OPT_REQUIRED | SINK_OPT_NO_CONTROL},
+    {.key = "count", .type = SINK_OPT_INT, .def = "4", .min = 0, .max = 10, .check = check_even},
+    {.key = "ratio", .type = SINK_OPT_NUMBER, .def = "0.5", .min = 0, .max = 1},
+    {.key = "on", .type = SINK_OPT_BOOL, .def = "true"},
+    {.key = "mode", .type = SINK_OPT_ENUM, .def = "\"slow\"", .choices = modes},
+    {.key = "extra", .type = SINK_OPT_OBJECT},
+    {.key = "delays",
+     .type = SINK_OPT_ARRAY,
+     .def = "[1, 2.5]",
+     .min = 1,
+     .max = 3,
+     .elem = SINK_OPT_NUMBER,
+     .elem_max = 60},
+    {.key = "token", .type = SINK_OPT_SECRET, .flags = SINK_OPT_REQUIRED, .group = "auth"},
+    {.key = "tokens",
+     .type = SINK_OPT_ARRAY,
+     .flags = SINK_OPT_REQUIRED,
+     .elem = SINK_OPT_SECRET,
+     .group = "auth"},
+    {0},
+};
+
+static int cross_checked;
+
+static void test_check(const sink_config_t *cfg, const char *path, sink_errors_t *errs)
+{
+    cross_checked++;
+    if (sink_config_get(cfg, "count")->i == 0 && sink_config_get(cfg, "on")->i)
+        sink_errors_add(errs, path, "count 0 needs on false");
+}
+
+static const sink_type_t test_type = {
+    .name = "test", .desc = "a table", .options = test_options, .check = test_check};
+
+static const struct option_case {
+    const char *json;
+    const char *expect[3]; /* exact messages, in order; none: valid */
+} option_cases[] = {
+    {"{\"name\":\"a\",\"type\":\"test\",\"events\":[],\"sources\":[],\"url\":\"u\",\"token\":"
+     "\"t\"}",
+     {NULL}},
+    {"{\"url\":\"u\",\"tokens\":[\"a\",\"b\"],\"count\":10,\"ratio\":1,\"on\":false,\"mode\":"
+     "\"fast\",\"extra\":{},\"delays\":[0,60,3]}",
+     {NULL}},
+    /* unknown keys, with the nearest known one when it is close (core keys too) */
+    {"{\"url\":\"u\",\"token\":\"t\",\"cuont\":2,\"nmae\":\"x\",\"zzzzzz\":1,\"Url\":1}",
+     {"sinks[0].cuont: unknown key (did you mean \"count\"?)",
+      "sinks[0].nmae: unknown key (did you mean \"name\"?)", "sinks[0].zzzzzz: unknown key"}},
+    {"{\"token\":\"t\"}", {"sinks[0].url: required, expected a non-empty string"}},
+    {"{\"url\":\"a\\nb\",\"token\":\"t\"}",
+     {"sinks[0].url: must not contain control characters "
+      "(a line break would start another header or "
+      "request)"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"count\":11}",
+     {"sinks[0].count: expected an integer between 0 and 10, got 11"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"count\":2.5}",
+     {"sinks[0].count: expected an integer between 0 and 10"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"count\":3}", {"sinks[0].count: expected an even number"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"ratio\":2}",
+     {"sinks[0].ratio: expected a number between 0 and 1"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"on\":1}", {"sinks[0].on: expected true or false"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"mode\":\"medium\"}",
+     {"sinks[0].mode: expected fast or slow"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"extra\":[]}", {"sinks[0].extra: expected an object"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"delays\":[]}",
+     {"sinks[0].delays: expected a list of 1 to 3 numbers"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"delays\":[1,61]}",
+     {"sinks[0].delays[1]: expected a number between 0 and 60"}},
+    {"{\"url\":\"u\"}", {"sinks[0].token: required (or one of: token, tokens)"}},
+    {"{\"url\":\"u\",\"token\":\"t\",\"tokens\":[\"t\"]}",
+     {"sinks[0]: set one of token, tokens, not several"}},
+    {"{\"url\":\"u\",\"tokens\":[\"t\",7]}", {"sinks[0].tokens[1]: expected a non-empty string"}},
+    /* the type's check() runs on a configuration the table passed */
+    {"{\"url\":\"u\",\"token\":\"t\",\"count\":0}", {"sinks[0]: count 0 needs on false"}},
+    {"[]", {"sinks[0]: expected an object"}},
+};
+
+START_TEST(test_options_validate)
+{
+    const struct option_case *c = &option_cases[_i];
+
+    assert_validate(&test_type, c->json, "sinks[0]", c->expect, N(c->expect), NULL, _i);
+}
+END_TEST
+
+/* Defaults fill what was not set; values come typed. */
+START_TEST(test_options_typed)
+{
+    cJSON *j = parse_json("{\"url\":\"u\",\"tokens\":[\"a\",\"b\"],\"mode\":\"fast\"}");
+    sink_errors_t errs = {0};
+    sink_config_t *cfg = sink_config_parse(&test_type, j, "sinks[0]", sink_common_keys, &errs);
+    const sink_value_t *v;
+
+    ck_assert_msg(cfg != NULL, "%s", errs_dump(&errs));
+    ck_assert_ptr_null(sink_config_get(cfg, "nope"));
+    v = sink_config_get(cfg, "url");
+    ck_assert(v->set && v->present);
+    ck_assert_str_eq(v->s, "u");
+    v = sink_config_get(cfg, "count");
+    ck_assert(!v->set && v->present);
+    ck_assert_int_eq(v->i, 4);
+    ck_assert(sink_config_get(cfg, "ratio")->d == 0.5);
+    ck_assert_int_eq(sink_config_get(cfg, "on")->i, 1);
+    ck_assert_int_eq(sink_config_get(cfg, "mode")->i, 0);
+    ck_assert_str_eq(sink_config_get(cfg, "mode")->s, "fast");
+    v = sink_config_get(cfg, "delays");
+    ck_assert_uint_eq(v->count, 2);
+    ck_assert(v->numbers[0] == 1 && v->numbers[1] == 2.5);
+    v = sink_config_get(cfg, "tokens");
+    ck_assert_uint_eq(v->count, 2);
+    ck_assert_str_eq(v->strings[1], "b");
+    ck_assert(!sink_config_get(cfg, "token")->present);
+    ck_assert(!sink_config_get(cfg, "extra")->present);
+    ck_assert_ptr_null(sink_config_get(cfg, "extra")->json);
+    /* The configuration holds its own copy. */
+    cJSON_Delete(j);
+    ck_assert_str_eq(cJSON_GetObjectItem(sink_config_json(cfg), "url")->valuestring, "u");
+    sink_config_free(cfg);
+    sink_config_free(NULL);
+}
+END_TEST
+
+/* A value never shows in a message, secrets least of all. */
+START_TEST(test_options_never_quote)
+{
+    cJSON *j =
+        parse_json("{\"url\":\"u\",\"token\":7,\"tokens\":[\"hunter2\",3],\"mode\":\"hunter3\"}");
+    sink_errors_t errs = {0};
+
+    ck_assert_int_eq(sink_validate(&test_type, j, "s", &errs), -1);
+    ck_assert(!errs_contain(&errs, "hunter"));
+    cJSON_Delete(j);
+}
+END_TEST
+
+/*
+ * The outbox is a property of the type: a SINK_F_OUTBOX type has the
+ * outbox's options (declared once, by the core) without listing them, and
+ * any other type refuses them.
+ */
+START_TEST(test_options_outbox)
+{
+    static const sink_option_t none[] = {{0}};
+    const sink_type_t plain = {.name = "plain", .options = none};
+    const sink_type_t queued = {.name = "queued", .flags = SINK_F_OUTBOX, .options = none};
+    cJSON *j = parse_json("{\"timeout_s\":5}");
+    sink_errors_t errs = {0};
+    sink_config_t *cfg = sink_config_parse(&queued, j, "sinks[0]", sink_common_keys, &errs);
+
+    ck_assert_msg(cfg != NULL, "%s", errs_dump(&errs));
+    ck_assert_int_eq(sink_config_get(cfg, "timeout_s")->i, 5);
+    ck_assert_uint_eq(sink_config_get(cfg, "retry_schedule_s")->count, 8);
+    ck_assert(sink_config_get(cfg, "retry_schedule_s")->numbers[2] == 300);
+    sink_config_free(cfg);
+    ck_assert_int_eq(sink_validate(&plain, j, "sinks[0]", &errs), -1);
+    ck_assert_str_eq(errs.msg[0], "sinks[0].timeout_s: unknown key");
+    cJSON_Delete(j);
+    j = parse_json("{\"timeout_s\":61,\"retry_schedule_s\":[0.5,700000]}");
+    memset(&errs, 0, sizeof(errs));
+    ck_assert_int_eq(sink_validate(&queued, j, "sinks[0]", &errs), -1);
+    ck_assert_str_eq(errs.msg[0], "sinks[0].retry_schedule_s[1]: expected a number between 0 and "
+                                  "604800");
+    ck_assert_str_eq(errs.msg[1],
+                     "sinks[0].timeout_s: expected an integer between 1 and 60, got 61");
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* `session-bridge sinks`: every option with its type, bounds, default and description. */
+START_TEST(test_options_doc)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+
+    sink_type_doc(&test_type, out);
+    sink_type_doc(&sink_webhook_type, out);
+    fclose(out);
+    ck_assert_msg(strstr(text, "test\n  a table\n") && strstr(text, "integer 0..10, default 4") &&
+                      strstr(text, "fast or slow, default \"slow\"") &&
+                      strstr(text, "list of 1..3 numbers (each 0..60), default [1, 2.5]") &&
+                      strstr(text, "one of: token, tokens"),
+                  "%s", text);
+    ck_assert_msg(strstr(text, "webhook (through the outbox)") &&
+                      strstr(text, "timeout_s          integer 1..60, default 10") &&
+                      strstr(text, "secret             secret, required"),
+                  "%s", text);
+    free(text);
+}
+END_TEST
+
 /* ---- typed getters (tables) ---- */
 
 static const struct string_case {
@@ -318,10 +523,16 @@ START_TEST(test_registry)
     ck_assert_ptr_null(sink_type_find("webhook-nope"));
     ck_assert_ptr_null(sink_type_find(NULL));
     for (const sink_type_t *const *t = sink_builtin_types; *t; t++, n++) {
-        ck_assert((*t)->name && (*t)->validate && (*t)->create && (*t)->submit && (*t)->poll &&
-                  (*t)->pending && (*t)->ready && (*t)->flush && (*t)->destroy);
+        /* poll, pending, ready and room are optional: the built-ins all use the loop */
+        ck_assert((*t)->name && (*t)->desc && (*t)->options && (*t)->create && (*t)->submit &&
+                  (*t)->flush && (*t)->destroy && ((*t)->flags & SINK_F_LOOP));
     }
     ck_assert_uint_eq(n, 5);
+    /* The optional entries read through their defaults. */
+    ck_assert_ptr_null(sink_stdout_type.pending);
+    ck_assert_ptr_null(sink_stdout_type.ready);
+    ck_assert_uint_eq(sink_pending(&sink_stdout_type, NULL), 0);
+    ck_assert_int_eq(sink_ready(&sink_stdout_type, NULL), 1);
 }
 END_TEST
 
@@ -493,7 +704,7 @@ START_TEST(test_kafka_validate)
     const struct validate_case *c = &validate_cases[_i];
     cJSON *j = parse_json(c->json);
     sink_errors_t errs = {0};
-    int rc = sink_kafka_type.validate(j, "sinks[1]", &errs);
+    int rc = sink_validate(&sink_kafka_type, j, "sinks[1]", &errs);
 
     ck_assert_msg(rc == c->rc, "case %d: rc %d: %s", _i, rc, errs_dump(&errs));
     ck_assert_msg((rc == 0) == (errs.count == 0), "case %d: %s", _i, errs_dump(&errs));
@@ -512,7 +723,8 @@ START_TEST(test_kafka_create_invalid)
     cJSON *j = parse_json("{\"brokres\":\"x\",\"properties\":{\"acks\":1}}");
     char err[512] = "";
 
-    ck_assert_ptr_null(sink_kafka_type.create(j, &(sink_host_t){.name = "bus"}, err, sizeof(err)));
+    ck_assert_ptr_null(
+        sink_create(&sink_kafka_type, j, &(sink_host_t){.name = "bus"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, "brokres: unknown key") && strstr(err, "brokers: required") &&
                       strstr(err, "properties.acks: refused"),
                   "%s", err);
@@ -570,7 +782,7 @@ static void *kafka_sink_new(const mock_t *m, const char *extra)
     snprintf(json, sizeof(json), "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\"%s}",
              m->bootstraps, extra);
     conf = parse_json(json);
-    ctx = sink_kafka_type.create(conf, &(sink_host_t){.name = "bus"}, err, sizeof(err));
+    ctx = sink_create(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"}, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "create: %s", err);
     cJSON_Delete(conf); /* the sink keeps no pointer into it */
     return ctx;
@@ -994,7 +1206,8 @@ START_TEST(test_stdout_lines)
     int lines = 0;
 
     ck_assert_ptr_nonnull(tmp);
-    run.ctx = sink_stdout_type.create(conf, &(sink_host_t){.name = "console"}, err, sizeof(err));
+    run.ctx =
+        sink_create(&sink_stdout_type, conf, &(sink_host_t){.name = "console"}, err, sizeof(err));
     ck_assert_msg(run.ctx != NULL, "%s", err);
     for (int i = 0; i < 3; i++) {
         event_init(&run.ev[i], "century", "s-1", i == 0 ? "started" : "completed", i);
@@ -1007,8 +1220,8 @@ START_TEST(test_stdout_lines)
         ck_assert_int_eq(run.t[i].calls, 1); /* resolved inside submit() */
         ck_assert_int_eq(run.t[i].result, SINK_OK);
     }
-    ck_assert_uint_eq(sink_stdout_type.pending(run.ctx), 0);
-    ck_assert_int_eq(sink_stdout_type.ready(run.ctx), 1);
+    ck_assert_uint_eq(sink_pending(&sink_stdout_type, run.ctx), 0);
+    ck_assert_int_eq(sink_ready(&sink_stdout_type, run.ctx), 1);
     ck_assert_int_eq(sink_stdout_type.flush(run.ctx, 0), 0);
 
     rewind(tmp);
@@ -1037,7 +1250,8 @@ START_TEST(test_stdout_write_error)
 
     ck_assert_int_ge(fd, 0);
     sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
-    run.ctx = sink_stdout_type.create(conf, &(sink_host_t){.name = "console"}, err, sizeof(err));
+    run.ctx =
+        sink_create(&sink_stdout_type, conf, &(sink_host_t){.name = "console"}, err, sizeof(err));
     ck_assert_ptr_nonnull(run.ctx);
     event_init(&run.ev[0], "century", "s-1", "started", 0);
     ticket_init(&run.t[0]);
@@ -1059,20 +1273,19 @@ START_TEST(test_stdout_validate)
     sink_errors_t errs = {0};
     char err[256] = "";
 
-    ck_assert_int_eq(sink_stdout_type.validate(ok, "sinks[0]", &errs), 0);
+    ck_assert_int_eq(sink_validate(&sink_stdout_type, ok, "sinks[0]", &errs), 0);
     ck_assert_uint_eq(errs.count, 0);
-    ck_assert_int_eq(sink_stdout_type.validate(bad, "sinks[0]", &errs), -1);
+    ck_assert_int_eq(sink_validate(&sink_stdout_type, bad, "sinks[0]", &errs), -1);
     ck_assert_uint_eq(errs.count, 2);
     ck_assert_str_eq(errs.msg[0], "sinks[0].path: unknown key");
     ck_assert_str_eq(errs.msg[1], "sinks[0].fsync: unknown key");
-    ck_assert_ptr_null(sink_stdout_type.create(bad, &(sink_host_t){.name = "c"}, err, sizeof(err)));
+    ck_assert_ptr_null(
+        sink_create(&sink_stdout_type, bad, &(sink_host_t){.name = "c"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, "path: unknown key") != NULL, "%s", err);
     cJSON_Delete(ok);
     cJSON_Delete(bad);
 }
 END_TEST
-
-#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static Suite *sink_suite(void)
 {
@@ -1084,6 +1297,11 @@ static Suite *sink_suite(void)
     tcase_add_test(conf, test_paths);
     tcase_add_test(conf, test_errors_add);
     tcase_add_test(conf, test_check_keys);
+    tcase_add_loop_test(conf, test_options_validate, 0, N(option_cases));
+    tcase_add_test(conf, test_options_typed);
+    tcase_add_test(conf, test_options_never_quote);
+    tcase_add_test(conf, test_options_doc);
+    tcase_add_test(conf, test_options_outbox);
     tcase_add_loop_test(conf, test_conf_string, 0, N(string_cases));
     tcase_add_loop_test(conf, test_conf_int, 0, N(int_cases));
     tcase_add_loop_test(conf, test_exact_integer, 0, N(exact_cases));
