@@ -777,7 +777,7 @@ page_scan_rc_t page_scan(const page_scan_spec_t *spec, const char *body, size_t 
 page_scan_rc_t page_scan_check(const char *text, size_t len, char *err, size_t errlen)
 {
     static const page_scan_spec_t validate_only; /* no path at all */
-    page_scan_result_t res = {0}; /* no field's text is wanted */
+    page_scan_result_t res = {0};                /* no field's text is wanted */
     return page_scan(&validate_only, text, len, NULL, NULL, &res, err, errlen);
 }
 

@@ -81,11 +81,8 @@
 #define CONTENT_JSON "application/json; charset=utf-8"
 
 static const struct sim_dialect *const dialects[] = {
-    &sim_dialect_century,
-    &sim_dialect_quiz_jsonapi,
-    &sim_dialect_proctorexam,
-    &sim_dialect_smarterproctoring,
-    &sim_dialect_rest,
+    &sim_dialect_century,           &sim_dialect_quiz_jsonapi, &sim_dialect_proctorexam,
+    &sim_dialect_smarterproctoring, &sim_dialect_rest,
 };
 #define NDIALECTS (sizeof(dialects) / sizeof(dialects[0]))
 
