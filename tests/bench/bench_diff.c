@@ -26,7 +26,7 @@
 #include "diff.h"
 #include "event.h"
 
-/* Events the engine hands to its sinks at a time (bridge/engine.c). */
+/* Events the engine hands to its sinks at a time (bridge/engine/deliver.c). */
 #define BENCH_WINDOW 5000
 #define BENCH_DEFAULT_SESSIONS 1000000
 /* One record's text; Century's are ~530 bytes. */

@@ -20,7 +20,7 @@ import stack as st  # noqa: E402
 
 INTERVAL_S = 2
 WINDOW_S = 20
-# The bridge's ENGINE_MAX_PAUSE_S (bridge/engine.c).
+# The bridge's ENGINE_MAX_PAUSE_S (bridge/engine/engine.c).
 MAX_PAUSE_S = 3600
 # The retry policy's attempts of one poll (bridge/http.c http_default_retry).
 POLL_ATTEMPTS = 4

@@ -1,6 +1,6 @@
 /*
  * fuzz_provider: one poll of an adapter driven by a fuzz input, as the
- * engine drives it (bridge/engine.c): poll_begin, then next_request and
+ * engine drives it (bridge/engine/fetch.c): poll_begin, then next_request and
  * handle_page until the poll completes or fails, every record fed to a
  * diff cycle, which a complete poll finishes and applies.
  *

@@ -1,0 +1,371 @@
+/*
+ * engine, commit: the fenced write of a cycle's delta with its outbox
+ * events and dead letters (read by the store window by window), the
+ * repairs a fence asks for, the snapshot loaded or restored from memory
+ * before a cycle, and the metrics of a committed cycle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * Bytes of text one window of a commit's outbox events or dead letters may
+ * hold (store_letters_t): the store queues a window and writes it out
+ * before the next is encoded, so that the outbox events of a first emit
+ * cycle (~1.5 KiB each, a million of them) are never all in memory. 1 MiB
+ * matches the store's STORE_FLUSH_BYTES; a window also holds at most
+ * STORE_BATCH letters.
+ */
+#define ENGINE_LETTER_WINDOW_BYTES (1024u * 1024u)
+/*
+ * Commits of one cycle: the first, and one more after each repair a fence
+ * asks for (the lease taken again, then the snapshot restored).
+ */
+#define ENGINE_COMMIT_TRIES 3
+
+/*
+ * Puts the snapshot of s back into Redis from memory, where Redis has none
+ * although this replica holds the lease and the snapshot it committed (or
+ * loaded) last: Redis lost its data (FLUSHALL, restarted without
+ * persistence, failed over to an empty replica). Without it the next cycle
+ * would take the empty Redis for a first poll: a baseline that swallows
+ * every change since, or, with initial_snapshot emit, every session sent
+ * again. Returns 1 when restored, 0 when Redis holds a snapshot (someone
+ * else's, or ours after all: load it), -1 when refused or failed.
+ */
+static int snapshot_restore(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    char err[256];
+
+    switch (
+        store_restore(e->store, s->conf->name, e->token, s->index, s->cycle, err, sizeof(err))) {
+    case STORE_FENCE_OK:
+        metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(s->conf->name), 1);
+        LOG_WARN("redis lost the snapshot of this source; restored it from memory (outbox events "
+                 "and dead letters redis held are not restored)",
+                 LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
+                 LF_I("sessions", diff_index_size(s->index)));
+        return 1;
+    case STORE_FENCE_BASE_MOVED:
+        return 0;
+    case STORE_FENCE_LEASE_OTHER:
+        lease_taken_over(s, err);
+        break;
+    case STORE_FENCE_LEASE_GONE:
+        s->lease_renew_at = 0; /* the next tick takes it again */
+        lease_due(e, 0);
+        break;
+    case STORE_FENCE_BASE_MISSING:
+    case STORE_FENCE_ERROR:
+        break;
+    }
+    LOG_WARN("redis lost the snapshot of this source and it cannot be restored now",
+             LF_S("source", s->conf->name), LF_S("error", err));
+    return -1;
+}
+
+int commit_ensure_loaded(engine_t *e, source_rt_t *s)
+{
+    char err[256];
+    bool exists = false;
+    if (s->loaded)
+        return 0;
+    if (s->index_valid && s->has_snapshot) {
+        int r = snapshot_restore(s);
+        if (r != 0) {
+            s->loaded = r > 0;
+            return r > 0 ? 0 : -1;
+        }
+    }
+    s->index_valid = 0; /* store_load() clears the index first */
+    if (store_load(e->store, s->conf->name, s->index, &exists, &s->cycle, err, sizeof(err)) != 0) {
+        LOG_ERROR("cannot load the snapshot; skipping this cycle", LF_S("source", s->conf->name),
+                  LF_S("error", err));
+        return -1;
+    }
+    s->has_snapshot = exists;
+    s->index_valid = 1;
+    s->loaded = 1;
+    observe_sessions_gauge(s);
+    LOG_INFO("snapshot loaded", LF_S("source", s->conf->name), LF_B("exists", exists),
+             LF_I("sessions", diff_index_size(s->index)), LF_I("cycle", (long long)s->cycle));
+    return 0;
+}
+
+/*
+ * A fenced commit found that Redis forgot what this replica holds: the
+ * lease (nobody holds it) or the snapshot the delta builds on. Takes the
+ * lease again, or puts the snapshot back from memory, so that the commit
+ * can be tried once more: 0 then, -1 when the fence's answer stands.
+ */
+static int commit_repair(source_rt_t *s, store_fence_t f)
+{
+    if (f == STORE_FENCE_LEASE_GONE)
+        return lease_retake(s, clock_mono_s()) == 1 ? 0 : -1;
+    if (f == STORE_FENCE_BASE_MISSING && s->index_valid && s->has_snapshot)
+        return snapshot_restore(s) == 1 ? 0 : -1;
+    return -1;
+}
+
+/* The CloudEvent text of event i of the cycle (malloc'd, owned by the
+ * caller), *ev filled; NULL on ENOMEM or text that is not UTF-8. */
+static char *cycle_event_json(source_rt_t *s, size_t i, diff_event_t *ev, size_t *len)
+{
+    if (diff_cycle_event(s->cy, i, ev) != 0)
+        return NULL;
+    return event_encode(ev, s->conf->name, s->conf->provider->name, s->observed_ms, len);
+}
+
+/*
+ * What a commit writes besides the delta, read by the store window by
+ * window (store_letters_t): the events of outbox sinks, sink by sink (so
+ * that the store batches each sink's run), and the events sinks refused for
+ * good as dead-letter records. A window's texts are encoded when the store
+ * asks for it and freed when it asks for the next one.
+ */
+typedef struct letters {
+    source_rt_t *s;
+    store_letters_t outbox, dead;
+    /* the next outbox letter: its index, and the sink and event it is */
+    size_t next, sink, event;
+    char **texts; /* the window's texts, owned */
+    size_t ntexts;
+    char (*ids)[DIFF_EVENT_ID_LEN]; /* the outbox window's event ids */
+} letters_t;
+
+static void letters_window_free(letters_t *l)
+{
+    for (size_t i = 0; i < l->ntexts; i++)
+        free(l->texts[i]);
+    l->ntexts = 0;
+}
+
+static void letters_free(letters_t *l)
+{
+    if (l->texts != NULL)
+        letters_window_free(l);
+    free(l->texts);
+    free(l->ids);
+}
+
+/* Moves the outbox cursor to the next (sink, event) the sink routes, at or
+ * after the current one; sink == nsinks when there is none. */
+static void letters_seek(letters_t *l)
+{
+    engine_t *e = l->s->e;
+
+    for (; l->sink < e->nsinks; l->sink++, l->event = 0) {
+        const engine_sink_t *sk = &e->sinks[l->sink];
+        for (; sk->ob && l->event < l->s->nevents; l->event++) {
+            if (conf_sink_routes(sk->conf, l->s->conf->name,
+                                 diff_cycle_event_type(l->s->cy, l->event)))
+                return;
+        }
+    }
+}
+
+static int outbox_letters_get(void *opaque, size_t from, store_letter_t *out, size_t max,
+                              size_t *got)
+{
+    letters_t *l = opaque;
+    source_rt_t *s = l->s;
+    size_t bytes = 0;
+
+    letters_window_free(l);
+    if (from < l->next) { /* the commit is tried again: from the start */
+        l->next = l->sink = l->event = 0;
+        letters_seek(l);
+    }
+    for (; l->next < from; l->next++, l->event++)
+        letters_seek(l);
+    *got = 0;
+    while (*got < max && bytes < ENGINE_LETTER_WINDOW_BYTES) {
+        diff_event_t ev;
+        size_t len = 0;
+        char *json;
+
+        letters_seek(l);
+        if (l->sink == s->e->nsinks || (json = cycle_event_json(s, l->event, &ev, &len)) == NULL)
+            return -1; /* fewer letters than counted, or ENOMEM */
+        l->texts[l->ntexts++] = json;
+        memcpy(l->ids[*got], ev.id, DIFF_EVENT_ID_LEN);
+        out[*got] = (store_letter_t){
+            .sink = s->e->sinks[l->sink].conf->name, .id = l->ids[*got], .json = json, .len = len};
+        (*got)++;
+        bytes += len;
+        l->next++;
+        l->event++;
+    }
+    return 0;
+}
+
+static int dead_letters_get(void *opaque, size_t from, store_letter_t *out, size_t max, size_t *got)
+{
+    letters_t *l = opaque;
+    source_rt_t *s = l->s;
+    size_t bytes = 0;
+
+    letters_window_free(l);
+    for (*got = 0; *got < max && bytes < ENGINE_LETTER_WINDOW_BYTES; (*got)++) {
+        const dead_event_t *d = &s->dead[from + *got];
+        diff_event_t ev;
+        size_t len = 0;
+        char *json = cycle_event_json(s, d->event, &ev, &len);
+        char *rec = json ? outbox_dead_record(d->sink, d->id, 1, d->error, json, len) : NULL;
+
+        free(json);
+        if (rec == NULL)
+            return -1;
+        l->texts[l->ntexts++] = rec;
+        out[*got] = (store_letter_t){.sink = d->sink, .id = d->id, .json = rec, .len = strlen(rec)};
+        bytes += out[*got].len;
+    }
+    return 0;
+}
+
+/* Counts the letters of the commit and sets up their readers. -1: out of memory. */
+static int letters_init(source_rt_t *s, letters_t *l)
+{
+    engine_t *e = s->e;
+    size_t nout = 0;
+
+    memset(l, 0, sizeof(*l));
+    l->s = s;
+    for (size_t k = 0; k < e->nsinks; k++) {
+        for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++)
+            nout +=
+                conf_sink_routes(e->sinks[k].conf, s->conf->name, diff_cycle_event_type(s->cy, i));
+    }
+    l->outbox = (store_letters_t){.n = nout, .get = outbox_letters_get, .opaque = l};
+    l->dead = (store_letters_t){.n = s->ndead, .get = dead_letters_get, .opaque = l};
+    if (nout == 0 && s->ndead == 0)
+        return 0;
+    l->texts = calloc(STORE_BATCH, sizeof(*l->texts));
+    l->ids = calloc(STORE_BATCH, sizeof(*l->ids));
+    if (l->texts == NULL || l->ids == NULL)
+        return -1;
+    letters_seek(l);
+    return 0;
+}
+
+static void commit_metrics(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    size_t by_type[DIFF_EV_COUNT] = {0};
+
+    if (e->obs.metrics == NULL)
+        return;
+    for (size_t i = 0; i < s->nevents; i++)
+        by_type[diff_cycle_event_type(s->cy, i)]++;
+    for (int t = 0; t < DIFF_EV_COUNT; t++) {
+        if (by_type[t] > 0)
+            metric_add(e->obs.metrics->events,
+                       LABELS(s->conf->name, diff_event_type_short((diff_event_type_t)t)),
+                       (double)by_type[t]);
+    }
+    metric_add(e->obs.metrics->unknown_statuses, LABELS(s->conf->name),
+               (double)diff_cycle_unknown_count(s->cy));
+    metric_add(e->obs.metrics->vanished_no_record, LABELS(s->conf->name),
+               (double)s->stats.vanished_no_record);
+    metric_set(e->obs.metrics->last_success_timestamp, LABELS(s->conf->name),
+               (double)clock_unix_ms() / 1000.0);
+    observe_sessions_gauge(s);
+}
+
+/* store_delta_t's readers of a cycle's changes and their last records. */
+static int cycle_change(void *opaque, size_t i, diff_change_t *out)
+{
+    return diff_cycle_change(opaque, i, out);
+}
+
+static int cycle_change_last(void *opaque, size_t i, const char **text, size_t *len)
+{
+    return diff_cycle_change_last(opaque, i, text, len);
+}
+
+void commit_cycle(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    engine_cycle_stats_t *st = &s->stats;
+    letters_t l;
+    char err[256];
+
+    /* t_deliver is set when sinks took events during the cycle, not when
+     * every event went to an outbox */
+    st->deliver_s = s->nds ? clock_mono_s() - s->t_deliver : 0;
+    st->changes = diff_cycle_nchanges(s->cy);
+    /* the changes are read from the cycle one by one, not copied out */
+    store_delta_t delta = {
+        .n = st->changes, .get = cycle_change, .last = cycle_change_last, .opaque = s->cy};
+    size_t after = diff_cycle_sessions_after(s->cy);
+    if (letters_init(s, &l) != 0) {
+        letters_free(&l);
+        engine_cycle_fail(s, "cannot commit", "out of memory");
+        return;
+    }
+    store_extra_t extra = {.outbox = l.outbox, .dead = l.dead};
+    double t0 = clock_mono_s();
+    store_fence_t f = STORE_FENCE_ERROR;
+    for (int i = 0; i < ENGINE_COMMIT_TRIES; i++) {
+        f = store_commit_fenced(e->store, s->conf->name, e->token, &delta, after, &extra, &s->cycle,
+                                err, sizeof(err));
+        if (f == STORE_FENCE_OK || commit_repair(s, f) != 0)
+            break;
+    }
+    letters_free(&l);
+    switch (f) {
+    case STORE_FENCE_OK:
+        break;
+    case STORE_FENCE_LEASE_OTHER:
+        lease_taken_over(s, err);
+        engine_cycle_fail(
+            s, "commit refused: another replica holds the lease; it delivers these events", err);
+        return;
+    case STORE_FENCE_LEASE_GONE:
+        engine_cycle_fail(
+            s, "commit refused: nobody holds the lease and it could not be taken again", err);
+        return;
+    case STORE_FENCE_BASE_MISSING:
+    case STORE_FENCE_BASE_MOVED:
+        s->loaded = 0;
+        engine_cycle_fail(
+            s,
+            "commit refused: the snapshot in redis is not the one this cycle was diffed "
+            "against; the next cycle diffs again",
+            err);
+        return;
+    case STORE_FENCE_ERROR:
+        /* An EXEC whose reply was lost may have applied: re-read it. */
+        s->loaded = 0;
+        engine_cycle_fail(s, "commit failed; events may be delivered again with the same ids", err);
+        return;
+    }
+    for (size_t k = 0; k < e->nsinks && extra.outbox.n > 0; k++) {
+        if (e->sinks[k].ob) {
+            outbox_nudge(e->sinks[k].ob);
+            loop_timer_arm(e->sinks[k].outbox_timer, 0);
+        }
+    }
+    st->commit_s = clock_mono_s() - t0;
+    diff_cycle_apply(s->cy);
+    s->has_snapshot = 1;
+    /* The fence saw our base in Redis: whatever made us doubt it, the index matches. */
+    s->index_valid = s->loaded = 1;
+    st->sessions = diff_index_size(s->index);
+    commit_metrics(s);
+    st->redis_commands = store_commands_sent(e->store) - s->cmds0;
+    LOG_INFO(s->opt.baseline ? "baseline recorded" : "cycle committed",
+             LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
+             LF_I("pages", st->pages), LF_I("observed", st->observed), LF_I("events", st->events),
+             LF_I("changes", st->changes), LF_I("sessions", st->sessions),
+             LF_I("outbox", extra.outbox.n), LF_I("dead_letters", extra.dead.n),
+             LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)),
+             LF_I("vanished_without_record", st->vanished_no_record), LF_D("poll_s", st->poll_s),
+             LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
+             LF_I("redis_commands", (long long)st->redis_commands),
+             LF_I("index_bytes", diff_index_memory(s->index)));
+    engine_cycle_end(s, 1);
+}

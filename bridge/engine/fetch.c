@@ -1,0 +1,297 @@
+/*
+ * engine, fetching: a cycle's start (the snapshot loaded, the diff begun),
+ * its pages one request at a time within the transfer slots, their retries
+ * and backoff, and the end of the poll (the diff finished, the last records
+ * of vanished sessions read) that hands the cycle to delivery or commit.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "page_scan.h"
+
+/* ---- the end of the poll ---- */
+
+/*
+ * Page transfers in flight at once, over all sources. Per-exam sources
+ * usually share one provider host: a thousand simultaneous requests to it
+ * would be neither polite nor faster. Sources beyond it queue in order.
+ */
+#define ENGINE_MAX_TRANSFERS 32
+
+static void log_unknown_statuses(source_rt_t *s)
+{
+    const char *const *unknown;
+    size_t n = diff_cycle_new_unknown_statuses(s->cy, &unknown);
+    for (size_t i = 0; i < n; i++)
+        LOG_WARN("unknown raw status: no transition; map it with status_map",
+                 LF_S("source", s->conf->name), LF_S("status", unknown[i]));
+}
+
+/* store_last_get()'s callback: one vanished event's last record, k from the window's first. */
+typedef struct last_window {
+    source_rt_t *s;
+    size_t first;
+    int oom;
+} last_window_t;
+
+static int on_last(void *opaque, size_t k, const char *text, size_t len)
+{
+    last_window_t *w = opaque;
+    source_rt_t *s = w->s;
+    char why[128]; /* not logged: one line per event is what this avoids */
+
+    /* Redis holds what we wrote, but it is read as input: a value that is
+     * not a JSON record would make an event that is not JSON (or, not
+     * UTF-8, fail its encoding every cycle again). */
+    if (text != NULL && page_scan_check(text, len, why, sizeof(why)) == PAGE_SCAN_OK) {
+        switch (diff_cycle_vanished_keep(s->cy, w->first + k, text, len)) {
+        case DIFF_KEEP_OK:
+            return 0;
+        case DIFF_KEEP_FULL:
+            break;
+        case DIFF_KEEP_ERROR:
+            w->oom = 1;
+            return -1;
+        }
+    }
+    s->stats.vanished_no_record++; /* counted, not logged per event */
+    return 0;
+}
+
+/*
+ * Completes the vanished events of a finished cycle with the last records
+ * Redis keeps of their sessions, STORE_BATCH at a time, before any event
+ * is read. A session Redis has no record of (stored before records were
+ * kept, or lost with Redis's data) keeps a null session. 0, or -1 with err.
+ */
+static int vanished_records_load(source_rt_t *s, char *err, size_t errlen)
+{
+    const char *ids[STORE_BATCH];
+    size_t nv = diff_cycle_nvanished(s->cy);
+
+    for (size_t from = 0; from < nv; from += STORE_BATCH) {
+        size_t n = nv - from < STORE_BATCH ? nv - from : STORE_BATCH;
+        last_window_t w = {.s = s, .first = from};
+
+        for (size_t k = 0; k < n; k++)
+            ids[k] = diff_cycle_vanished_id(s->cy, from + k);
+        if (store_last_get(s->e->store, s->conf->name, ids, n, on_last, &w, err, errlen) != 0) {
+            if (w.oom)
+                snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Every page was read: diff, then deliver or commit. */
+static void poll_complete(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    engine_cycle_stats_t *st = &s->stats;
+    char err[256];
+
+    if (diff_cycle_finish(s->cy) != 0) {
+        engine_cycle_fail(s, "out of memory finishing the diff", "ENOMEM");
+        return;
+    }
+    st->poll_s = clock_mono_s() - s->t_start;
+    metric_observe(ENGINE_METRIC(e, poll_duration), LABELS(s->conf->name), st->poll_s);
+    st->observed = diff_cycle_observed(s->cy);
+    log_unknown_statuses(s);
+    if (vanished_records_load(s, err, sizeof(err)) != 0) {
+        engine_cycle_fail(s,
+                          "cannot read the last records of vanished sessions; nothing emitted, "
+                          "nothing committed",
+                          err);
+        return;
+    }
+    s->nevents = st->events = diff_cycle_nevents(s->cy);
+    for (size_t i = 0; i < s->nevents; i++) {
+        for (size_t k = 0; k < e->nsinks; k++)
+            s->nds += deliver_routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
+    }
+    if (s->nds == 0) {
+        commit_cycle(s);
+        return;
+    }
+    /* Delivering while Redis is away would only produce duplicates: the
+     * commit after it would fail. One PING avoids the common case; the
+     * source waits for its answer in PHASE_CHECK, the loop does not. */
+    s->phase = PHASE_CHECK;
+    if (store_ping_async(e->store, deliver_on_ping, s, err, sizeof(err)) != 0)
+        engine_cycle_fail(s, "redis unreachable; not delivering, nothing committed", err);
+}
+
+/* ---- fetching ---- */
+
+static void on_http_done(void *opaque, int rc, const char *terr);
+
+static void fetch_start(source_rt_t *s)
+{
+    const char *hdrs[HTTP_MAX_REQUEST_HEADERS];
+    char err[256];
+    engine_t *e = s->e;
+    if (http_multi_active(e->multi) >= ENGINE_MAX_TRANSFERS) {
+        /* a transfer that ends starts the first of the queue (queue_drain) */
+        s->phase = PHASE_QUEUED;
+        s->queue_next = NULL;
+        if (e->queue_tail)
+            e->queue_tail->queue_next = s;
+        else
+            e->queue_head = s;
+        e->queue_tail = s;
+        return;
+    }
+    for (size_t i = 0; i < s->req->nheaders; i++)
+        hdrs[i] = s->req->headers[i];
+    if (http_start(s->e->multi, s->http, s->req->url, hdrs, s->req->nheaders, &s->resp,
+                   on_http_done, s, err, sizeof(err)) != 0) {
+        engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    }
+    s->phase = PHASE_FETCH;
+}
+
+/* Retries the current page, rebuilt first when the provider's requests are single-use. */
+void fetch_retry(source_rt_t *s)
+{
+    const provider_ops_t *p = s->conf->provider;
+    char err[512] = "";
+    if (p->refresh_request && p->refresh_request(s->poll, s->req, err, sizeof(err)) != 0) {
+        engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    }
+    fetch_start(s);
+}
+
+/* Asks the adapter for the next page, or closes the poll. */
+static void fetch_next(source_rt_t *s)
+{
+    char err[512];
+    int r = s->conf->provider->next_request(s->poll, s->req, err, sizeof(err));
+    if (r < 0) {
+        engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+    } else if (r == 0) {
+        poll_complete(s);
+    } else {
+        s->attempt = 1;
+        fetch_start(s);
+    }
+}
+
+static int on_record(void *opaque, const char *session_id, size_t id_len, const char *raw_status,
+                     size_t status_len, const char *text, size_t len, char *err, size_t errlen)
+{
+    source_rt_t *s = opaque;
+    return diff_cycle_observe(s->cy, session_id, id_len, raw_status, status_len, text, len, err,
+                              errlen);
+}
+
+/* Starts the queued page requests the transfer slots have room for. */
+static void queue_drain(engine_t *e)
+{
+    while (e->queue_head && http_multi_active(e->multi) < ENGINE_MAX_TRANSFERS) {
+        source_rt_t *s = e->queue_head;
+        e->queue_head = s->queue_next;
+        if (e->queue_head == NULL)
+            e->queue_tail = NULL;
+        s->queue_next = NULL;
+        fetch_start(s);
+    }
+}
+
+static void page_done(source_rt_t *s, int rc, const char *terr);
+
+/* A page transfer ended (called from the loop, on its thread): its slot is free. */
+static void on_http_done(void *opaque, int rc, const char *terr)
+{
+    source_rt_t *s = opaque;
+
+    if (s->e->closing)
+        return; /* abandoned: engine_free() releases the cycle */
+    page_done(s, rc, terr);
+    queue_drain(s->e);
+}
+
+static void page_done(source_rt_t *s, int rc, const char *terr)
+{
+    const provider_ops_t *p = s->conf->provider;
+    char err[512], herr[256];
+    double delay = 0;
+
+    snprintf(herr, sizeof(herr), "%s", terr ? terr : "");
+    if (s->e->obs.metrics) {
+        char code[16] = "error";
+        if (rc == 0 && s->resp.status > 0)
+            snprintf(code, sizeof(code), "%ld", s->resp.status);
+        metric_add(s->e->obs.metrics->http_requests, LABELS(s->conf->name, code), 1);
+    }
+    switch (http_retry_decide(&http_default_retry, s->attempt, rc, &s->resp, &delay, herr,
+                              sizeof(herr))) {
+    case HTTP_RETRY_AGAIN:
+        LOG_DEBUG("retrying a page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
+                  LF_S("error", herr), LF_I("attempt", s->attempt), LF_D("delay_s", delay));
+        s->attempt++;
+        s->retry_at = clock_mono_s() + delay;
+        s->phase = PHASE_BACKOFF;
+        engine_source_arm(s, s->e->halt_at ? 0 : delay); /* a stop fails it at once */
+        return;
+    case HTTP_RETRY_FAIL:
+        /* A provider that asks for a pause gets it beyond this poll (engine_cycle_end) */
+        if (rc == 0 && http_status_retryable(s->resp.status) && s->resp.retry_after_s >= 0)
+            s->pause_s = s->resp.retry_after_s;
+        snprintf(err, sizeof(err), "%s: %s after %d attempt%s", s->req->label, herr, s->attempt,
+                 s->attempt == 1 ? "" : "s");
+        engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    case HTTP_RETRY_DONE:
+        break;
+    }
+    s->stats.pages++;
+    if (p->handle_page(s->poll, &s->resp, on_record, s, herr, sizeof(herr)) != 0) {
+        snprintf(err, sizeof(err), "%s page %zu: %s", s->req->label, s->stats.pages, herr);
+        engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
+        return;
+    }
+    LOG_DEBUG("page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
+              LF_I("page", s->stats.pages), LF_I("bytes", s->resp.len));
+    http_response_reset(&s->resp);
+    fetch_next(s);
+}
+
+void fetch_cycle_start(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    const conf_source_t *cs = s->conf;
+
+    memset(&s->stats, 0, sizeof(s->stats));
+    s->cmds0 = store_commands_sent(e->store);
+    s->finished = 0;
+    if (s->paused) {
+        s->paused = 0;
+        metric_set(ENGINE_METRIC(e, paused_until), LABELS(cs->name), 0);
+    }
+    if (commit_ensure_loaded(e, s) != 0) {
+        engine_cycle_end(s, 0);
+        return;
+    }
+    s->opt = (diff_options_t){.source = cs->name,
+                              .vanish_grace = cs->vanish_grace,
+                              .status_map = cs->status_map,
+                              .baseline = !s->has_snapshot && !cs->initial_emit,
+                              .max_sessions = cs->max_sessions};
+    s->observed_ms = clock_unix_ms();
+    event_format_time(s->observed_ms, s->observed_at);
+    s->t_start = clock_mono_s();
+    s->cy = diff_cycle_begin(s->index, &s->opt);
+    s->poll = cs->provider->poll_begin(cs, s->observed_ms / 1000);
+    s->req = malloc(sizeof(*s->req));
+    if (s->cy == NULL || s->poll == NULL || s->req == NULL) {
+        engine_cycle_fail(s, "cannot start a cycle", "out of memory");
+        return;
+    }
+    fetch_next(s);
+}

@@ -1,0 +1,220 @@
+/*
+ * The engine's internal header, shared by the files of bridge/engine/ and
+ * included nowhere else (engine.h is the public API): the state of the
+ * engine and of each source, and the functions one job calls in another.
+ * Everything else in those files is static.
+ */
+#ifndef SB_ENGINE_INTERNAL_H
+#define SB_ENGINE_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "clock.h"
+#include "engine.h"
+#include "event.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "outbox.h"
+#include "store.h"
+
+/* Bytes of a sink error kept for a dead-letter record. */
+#define ENGINE_DEAD_ERROR_MAX 160
+
+/* A family of the observer's metrics, NULL without metrics (the metric_*() calls accept NULL). */
+#define ENGINE_METRIC(e, family) ((e)->obs.metrics ? (e)->obs.metrics->family : NULL)
+#define LABELS(...) ((const char *const[]){__VA_ARGS__})
+
+/* Figures of the last cycle of a source, logged when it commits. */
+typedef struct engine_cycle_stats {
+    size_t pages;
+    size_t observed;
+    size_t events;
+    size_t changes;
+    size_t sessions; /* tracked after the cycle */
+    double poll_s;   /* fetching and parsing every page */
+    double deliver_s;
+    double commit_s;
+    uint64_t redis_commands;   /* sent during the cycle, load included */
+    size_t vanished_no_record; /* vanished events Redis held no valid last record for */
+} engine_cycle_stats_t;
+
+typedef enum phase {
+    PHASE_IDLE = 0,
+    PHASE_QUEUED,  /* a page request waits for a transfer slot */
+    PHASE_FETCH,   /* a page request is in flight */
+    PHASE_BACKOFF, /* waiting before retrying the page */
+    PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
+    PHASE_CHECK,   /* the PING before delivering is in flight */
+    PHASE_LEASE,   /* asking Redis for the lease before a cycle */
+} phase_t;
+
+typedef struct source_rt source_rt_t;
+
+/* One outstanding delivery of one event to one sink. */
+typedef struct delivery {
+    sink_ticket_t ticket;
+    source_rt_t *src;
+    size_t event;          /* index into the cycle's events */
+    struct delivery *next; /* in the source's free list, while unused */
+} delivery_t;
+
+/* An event a sink refused for good: it goes to the dead letters at commit. */
+typedef struct dead_event {
+    size_t event;
+    const char *sink; /* the sink's configured name */
+    char id[DIFF_EVENT_ID_LEN];
+    char error[ENGINE_DEAD_ERROR_MAX];
+} dead_event_t;
+
+typedef struct engine_sink {
+    const conf_sink_t *conf;
+    void *ctx;
+    outbox_t *ob; /* outbox sinks only: their delivery worker */
+    engine_t *e;
+    sink_timer_t *outbox_timer; /* outbox sinks: the worker's next turn */
+    sink_timer_t *poll_timer;   /* sinks not on the loop: their next poll() */
+} engine_sink_t;
+
+struct source_rt {
+    engine_t *e;
+    const conf_source_t *conf;
+    diff_index_t *index;
+    http_client_t *http;
+    int loaded; /* index matches Redis as far as we know */
+    /* index holds the snapshot committed at cycle, and no other replica held the lease since */
+    int index_valid;
+    int leased;                               /* we hold the source's lease */
+    int renewing;                             /* a renewal is in flight */
+    int releasing;                            /* a release is in flight */
+    double renew_sent_at;                     /* monotonic s it was sent at */
+    double lease_renew_at, lease_valid_until; /* monotonic s */
+    double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
+    int has_snapshot;                         /* Redis holds a snapshot of this source */
+    uint64_t cycle;
+    double next_due; /* monotonic seconds */
+    phase_t phase;
+    sink_timer_t *timer;     /* next cycle, backoff, or a delivery check (by phase) */
+    int check_armed;         /* the timer is armed for a delivery check */
+    source_rt_t *queue_next; /* PHASE_QUEUED: the next source waiting for a transfer slot */
+    int wanted;              /* once: a cycle was asked for */
+    int finished;            /* once: that cycle ended */
+    int last_ok;
+    int paused; /* the paused-until gauge is set */
+    engine_cycle_stats_t stats;
+
+    /* The cycle in progress; all NULL/0 when idle. */
+    diff_options_t opt;
+    diff_cycle_t *cy;
+    void *poll;
+    provider_request_t *req;
+    http_response_t resp;
+    int attempt;
+    double retry_at;
+    double pause_s; /* Retry-After of the response that failed the poll, -1 when none */
+    int64_t observed_ms;
+    char observed_at[EVENT_TIME_LEN]; /* observed_ms as every event of the cycle says it */
+    event_buf_t evbuf;                /* the event being handed to the sinks */
+    double t_start, t_deliver;
+    uint64_t cmds0;
+    size_t nevents, next_event;
+    delivery_t *ds;
+    size_t nds;         /* deliveries of the cycle, in all */
+    delivery_t *free_d; /* slots of ds no ticket holds */
+    size_t pending, failed;
+    dead_event_t *dead;
+    size_t ndead, capdead;
+    int fatal;
+    char first_error[256];
+    char first_sink[CONF_NAME_MAX + 1];
+};
+
+struct engine {
+    const conf_t *conf;
+    volatile sig_atomic_t *stop;
+    store_t *store;
+    loop_t *loop; /* owns every socket and timer of the engine and its sinks */
+    http_multi_t *multi;
+    engine_sink_t *sinks;
+    size_t nsinks;
+    source_rt_t *sources;
+    size_t nsources;
+    int fatal;
+    int stop_asked;              /* SIGTERM or SIGINT arrived */
+    int closing;                 /* engine_free() runs: timers and completions change nothing */
+    double halt_at;              /* monotonic time the stop was first seen; 0 before */
+    char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
+    size_t live_replicas;        /* as of the last member beat, ourselves included */
+    double next_beat;
+    int beating;         /* a member beat is in flight */
+    double beat_sent_at; /* monotonic s */
+    int beaten;          /* a member beat succeeded */
+    double quiet_until;  /* monotonic s; before it, no lease that is not ours is taken */
+    size_t leases_held;
+    int once;
+    double drain_until; /* once: when the outbox drain gives up; 0 before */
+
+    sink_timer_t *lease_timer; /* member beat and lease renewals */
+    double lease_armed_at;     /* when it fires (monotonic s), INFINITY when disarmed */
+    sink_timer_t *observe_timer, *halt_timer, *drain_timer;
+    sink_timer_t *settle_timer;           /* soon: does the run end now? (engine_kick) */
+    source_rt_t *queue_head, *queue_tail; /* PHASE_QUEUED, in order */
+
+    engine_observer_t obs;
+    int observed; /* engine_observe() was called */
+    double next_gauges, next_redis_check;
+    /* Readiness, published by the loop for engine_ready() on the admin's threads. */
+    atomic_int checked;      /* the first checks ran */
+    atomic_int redis_up;     /* the last PING was answered */
+    int checking;            /* a readiness PING is in flight */
+    int redis_checked;       /* a readiness PING was answered (or failed) */
+    atomic_int unready_sink; /* index of a sink that is not ready, -1 when none */
+    atomic_int halting;      /* a stop was asked */
+};
+
+/* ---- engine.c: scheduling, the stop, the loop ---- */
+
+void engine_kick(engine_t *e);
+void engine_source_arm(source_rt_t *s, double after_s);
+void engine_cycle_end(source_rt_t *s, int ok);
+void engine_cycle_fail(source_rt_t *s, const char *msg, const char *err);
+int engine_cycle_wanted(const source_rt_t *s);
+
+/* ---- fetch.c ---- */
+
+void fetch_retry(source_rt_t *s);
+void fetch_cycle_start(source_rt_t *s);
+
+/* ---- deliver.c ---- */
+
+const char *deliver_result(sink_result_t r);
+int deliver_routes_live(const engine_sink_t *sk, const source_rt_t *s, diff_event_type_t type);
+void deliver_check(source_rt_t *s);
+void deliver_on_ping(void *opaque, int rc, const char *err);
+void deliver_on_outbox_timer(void *opaque);
+void deliver_on_outbox_settled(void *opaque);
+void deliver_on_sink_poll(void *opaque);
+
+/* ---- commit.c ---- */
+
+void commit_cycle(source_rt_t *s);
+int commit_ensure_loaded(engine_t *e, source_rt_t *s);
+
+/* ---- leases.c ---- */
+
+void lease_due(engine_t *e, double when);
+void lease_taken_over(source_rt_t *s, const char *why);
+int lease_retake(source_rt_t *s, double now);
+void lease_on_timer(void *opaque);
+void leases_tick(engine_t *e, double now);
+void lease_rebalance(source_rt_t *s);
+void leases_release_all(engine_t *e);
+int lease_ready(source_rt_t *s, double now);
+
+/* ---- observe.c ---- */
+
+void observe_sessions_gauge(source_rt_t *s);
+void observe_lease_gauges(source_rt_t *s);
+void observe_on_timer(void *opaque);
+
+#endif

@@ -1,0 +1,242 @@
+/*
+ * engine, observation: readiness (a PING and the sinks' ready(), published
+ * for the admin's threads), the gauges refreshed on a timer, and the
+ * metric series every source and sink starts with.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* How often the gauges read from the sinks (queue depth, ready) are refreshed. */
+#define ENGINE_GAUGES_S 1.0
+/*
+ * How often Redis (a PING) and the sinks are checked for readiness and the
+ * outbox and dead-letter sizes are read: a few small commands, well inside
+ * a scrape interval.
+ */
+#define ENGINE_REDIS_CHECK_S 5.0
+
+/*
+ * The sessions gauge of s: its snapshot's counts while we hold its lease,
+ * 0 otherwise, so that a sum over the replicas counts each session once.
+ */
+void observe_sessions_gauge(source_rt_t *s)
+{
+    size_t n[DIFF_STATE_COUNT] = {0};
+    if (s->leased)
+        diff_index_states(s->index, n);
+    for (int st = DIFF_STATE_PENDING; st < DIFF_STATE_COUNT; st++)
+        metric_set(ENGINE_METRIC(s->e, sessions),
+                   LABELS(s->conf->name, diff_state_name((diff_state_t)st)), (double)n[st]);
+}
+
+void observe_lease_gauges(source_rt_t *s)
+{
+    metric_set(ENGINE_METRIC(s->e, lease_owned), LABELS(s->conf->name), s->leased ? 1 : 0);
+    observe_sessions_gauge(s);
+}
+
+/* ---- what the admin endpoint reads ---- */
+
+/* A dead-letter or outbox count of one sink, for its gauge. */
+typedef struct count_ask {
+    engine_t *e;
+    size_t k;   /* the sink */
+    int outbox; /* outbox_depth, else dead_letters */
+} count_ask_t;
+
+static void on_count(void *opaque, int rc, size_t n, const char *err)
+{
+    count_ask_t *c = opaque;
+    engine_t *e = c->e;
+    (void)err;
+
+    if (!e->closing && rc == 0)
+        metric_set(c->outbox ? ENGINE_METRIC(e, outbox_depth) : ENGINE_METRIC(e, dead_letters),
+                   LABELS(e->sinks[c->k].conf->name), (double)n);
+    free(c);
+}
+
+static void count_ask(engine_t *e, size_t k, int outbox)
+{
+    count_ask_t *c = malloc(sizeof(*c));
+    const char *name = e->sinks[k].conf->name;
+    char err[256];
+
+    if (c == NULL)
+        return; /* the gauge keeps its last value */
+    *c = (count_ask_t){.e = e, .k = k, .outbox = outbox};
+    if ((outbox ? store_outbox_count_async : store_dlq_count_async)(e->store, name, on_count, c,
+                                                                    err, sizeof(err)) != 0)
+        free(c);
+}
+
+/* The readiness PING answered: the sizes only Redis knows, when it is up. */
+static void on_check_ping(void *opaque, int rc, const char *err)
+{
+    engine_t *e = opaque;
+    int up = rc == 0;
+
+    e->checking = 0;
+    if (e->closing)
+        return;
+    if (!up && atomic_load(&e->redis_up))
+        LOG_WARN("redis unreachable; reporting not ready", LF_S("error", err));
+    else if (up && !atomic_load(&e->redis_up) && e->redis_checked)
+        LOG_INFO("redis reachable again; reporting ready");
+    atomic_store(&e->redis_up, up);
+    e->redis_checked = 1;
+    atomic_store(&e->checked, 1); /* the sinks were checked in the same tick */
+    for (size_t k = 0; up && k < e->nsinks; k++) {
+        count_ask(e, k, 0);
+        if (e->sinks[k].ob)
+            count_ask(e, k, 1);
+    }
+}
+
+/* A PING for readiness (one at a time: a slow Redis is not asked twice). */
+static void redis_check(engine_t *e)
+{
+    char err[256];
+
+    if (e->checking)
+        return;
+    if (store_ping_async(e->store, on_check_ping, e, err, sizeof(err)) == 0)
+        e->checking = 1;
+    else
+        on_check_ping(e, -1, err);
+}
+
+/*
+ * The sinks' readiness. At the pace of the Redis check: a sink's ready() may
+ * probe (redis_stream opens a connection of its own while disconnected).
+ */
+static void sinks_check(engine_t *e)
+{
+    int unready = -1;
+
+    for (size_t k = 0; k < e->nsinks; k++) {
+        int ready = sink_ready(e->sinks[k].conf->type, e->sinks[k].ctx);
+        metric_set(ENGINE_METRIC(e, sink_ready), LABELS(e->sinks[k].conf->name), ready ? 1 : 0);
+        if (!ready && unready < 0)
+            unready = (int)k;
+    }
+    atomic_store(&e->unready_sink, unready);
+}
+
+/*
+ * The outbox worker's settled attempts as deliveries: the worker keeps the
+ * totals (an outbox sink's deliveries are counted nowhere else), the
+ * counters copy them.
+ */
+static void outbox_metrics(engine_t *e, engine_sink_t *sk)
+{
+    outbox_counts_t c;
+    const char *name = sk->conf->name;
+
+    outbox_get_counts(sk->ob, &c);
+    metric_set(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "ok"), (double)c.delivered);
+    metric_set(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "retry"), (double)c.retried);
+    metric_set(ENGINE_METRIC(e, sink_deliveries), LABELS(name, "dead_letter"), (double)c.dead);
+    metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), outbox_disabled(sk->ob) ? 1 : 0);
+}
+
+/*
+ * Every ENGINE_GAUGES_S (a loop timer): the heartbeat and the gauges read
+ * from the sinks; every ENGINE_REDIS_CHECK_S the checks readiness is made
+ * of. Runs on the loop's thread, where the sinks and the store
+ * may be used.
+ */
+static void observe_tick(engine_t *e, double now)
+{
+    if (e->obs.heartbeat)
+        e->obs.heartbeat(e->obs.opaque);
+    if (!e->observed || now < e->next_gauges)
+        return;
+    e->next_gauges = now + ENGINE_GAUGES_S;
+    metric_set(ENGINE_METRIC(e, heartbeat_timestamp), NULL, (double)clock_unix_ms() / 1000.0);
+    for (size_t k = 0; k < e->nsinks; k++) {
+        engine_sink_t *sk = &e->sinks[k];
+        metric_set(ENGINE_METRIC(e, sink_queue_depth), LABELS(sk->conf->name),
+                   (double)sink_pending(sk->conf->type, sk->ctx));
+        if (sk->ob)
+            outbox_metrics(e, sk);
+    }
+    if (now >= e->next_redis_check) {
+        e->next_redis_check = now + ENGINE_REDIS_CHECK_S;
+        redis_check(e);
+        sinks_check(e);
+    }
+    metric_set(ENGINE_METRIC(e, redis_errors), NULL, (double)store_errors(e->store));
+    /* the first checks ran once Redis answered the first PING */
+    if (e->redis_checked)
+        atomic_store(&e->checked, 1);
+}
+
+void engine_observe(engine_t *e, const engine_observer_t *obs)
+{
+    static const sink_result_t results[] = {SINK_OK, SINK_ERR_RETRY, SINK_ERR_PERMANENT,
+                                            SINK_ERR_FATAL};
+
+    e->obs = *obs;
+    e->observed = 1;
+    for (size_t i = 0; i < e->nsources; i++) {
+        source_rt_t *s = &e->sources[i];
+        const char *name = s->conf->name;
+        metric_add(ENGINE_METRIC(e, polls), LABELS(name, "ok"), 0);
+        metric_add(ENGINE_METRIC(e, polls), LABELS(name, "failed"), 0);
+        for (int t = 0; t < DIFF_EV_COUNT; t++)
+            metric_add(ENGINE_METRIC(e, events),
+                       LABELS(name, diff_event_type_short((diff_event_type_t)t)), 0);
+        metric_add(ENGINE_METRIC(e, unknown_statuses), LABELS(name), 0);
+        metric_add(ENGINE_METRIC(e, lease_lost), LABELS(name), 0);
+        metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(name), 0);
+        metric_add(ENGINE_METRIC(e, vanished_no_record), LABELS(name), 0);
+        metric_set(ENGINE_METRIC(e, paused_until), LABELS(name), 0);
+        observe_lease_gauges(s);
+    }
+    for (size_t k = 0; k < e->nsinks; k++) {
+        const char *name = e->sinks[k].conf->name;
+        for (size_t r = 0; r < sizeof(results) / sizeof(results[0]); r++)
+            metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, deliver_result(results[r])),
+                       0);
+        metric_set(ENGINE_METRIC(e, sink_fatal), LABELS(name), 0);
+        metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), 0);
+        if (e->sinks[k].ob) {
+            metric_set(ENGINE_METRIC(e, outbox_depth), LABELS(name), 0);
+            metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), 0);
+        }
+    }
+    metric_add(ENGINE_METRIC(e, redis_errors), NULL, 0);
+}
+
+bool engine_ready(void *opaque, char *why, size_t whylen)
+{
+    engine_t *e = opaque;
+    int sink = atomic_load(&e->unready_sink);
+    size_t n = 0;
+
+    why[0] = '\0';
+    if (atomic_load(&e->halting))
+        n += (size_t)snprintf(why, whylen, "shutting down");
+    else if (!atomic_load(&e->checked))
+        n += (size_t)snprintf(why, whylen, "starting");
+    if (atomic_load(&e->checked) && !atomic_load(&e->redis_up) && n < whylen)
+        n += (size_t)snprintf(why + n, whylen - n, "%sredis unreachable", n ? "; " : "");
+    /* conf names are set before the server starts and never change */
+    if (sink >= 0 && n < whylen)
+        n += (size_t)snprintf(why + n, whylen - n, "%ssink %s not ready", n ? "; " : "",
+                              e->sinks[sink].conf->name);
+    return n == 0;
+}
+
+void observe_on_timer(void *opaque)
+{
+    engine_t *e = opaque;
+
+    if (e->closing)
+        return;
+    observe_tick(e, clock_mono_s());
+    loop_timer_arm(e->observe_timer, ENGINE_GAUGES_S);
+}
