@@ -55,7 +55,7 @@ static int snapshot_restore(source_rt_t *s)
         lease_taken_over(s, err);
         break;
     case STORE_FENCE_LEASE_GONE:
-        s->lease_renew_at = 0; /* the next tick takes it again */
+        s->lease.renew_at = 0; /* the next tick takes it again */
         lease_due(e, 0);
         break;
     case STORE_FENCE_BASE_MISSING:
@@ -210,7 +210,7 @@ static int dead_letters_get(void *opaque, size_t from, store_letter_t *out, size
 
     letters_window_free(l);
     for (*got = 0; *got < max && bytes < ENGINE_LETTER_WINDOW_BYTES; (*got)++) {
-        const dead_event_t *d = &s->dead[from + *got];
+        const dead_event_t *d = &s->delivery.dead[from + *got];
         diff_event_t ev;
         size_t len = 0;
         char *json = cycle_event_json(s, d->event, &ev, &len);
@@ -240,8 +240,8 @@ static int letters_init(source_rt_t *s, letters_t *l)
                 conf_sink_routes(e->sinks[k].conf, s->conf->name, diff_cycle_event_type(s->cy, i));
     }
     l->outbox = (store_letters_t){.n = nout, .get = outbox_letters_get, .opaque = l};
-    l->dead = (store_letters_t){.n = s->ndead, .get = dead_letters_get, .opaque = l};
-    if (nout == 0 && s->ndead == 0)
+    l->dead = (store_letters_t){.n = s->delivery.ndead, .get = dead_letters_get, .opaque = l};
+    if (nout == 0 && s->delivery.ndead == 0)
         return 0;
     l->texts = calloc(STORE_BATCH, sizeof(*l->texts));
     l->ids = calloc(STORE_BATCH, sizeof(*l->ids));
@@ -295,7 +295,7 @@ void commit_cycle(source_rt_t *s)
 
     /* t_deliver is set when sinks took events during the cycle, not when
      * every event went to an outbox */
-    st->deliver_s = s->nds ? clock_mono_s() - s->t_deliver : 0;
+    st->deliver_s = s->delivery.nds ? clock_mono_s() - s->delivery.t_deliver : 0;
     st->changes = diff_cycle_nchanges(s->cy);
     /* the changes are read from the cycle one by one, not copied out */
     store_delta_t delta = {

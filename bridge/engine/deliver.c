@@ -46,15 +46,15 @@ const char *deliver_result(sink_result_t r)
 /* Remembers an event a sink refused for good; the commit dead-letters it. */
 static int dead_add(source_rt_t *s, const delivery_t *d, const char *errmsg)
 {
-    if (s->ndead == s->capdead) {
-        size_t cap = s->capdead ? 2 * s->capdead : 16;
-        dead_event_t *n = realloc(s->dead, cap * sizeof(*n));
+    if (s->delivery.ndead == s->delivery.capdead) {
+        size_t cap = s->delivery.capdead ? 2 * s->delivery.capdead : 16;
+        dead_event_t *n = realloc(s->delivery.dead, cap * sizeof(*n));
         if (n == NULL)
             return -1;
-        s->dead = n;
-        s->capdead = cap;
+        s->delivery.dead = n;
+        s->delivery.capdead = cap;
     }
-    dead_event_t *x = &s->dead[s->ndead++];
+    dead_event_t *x = &s->delivery.dead[s->delivery.ndead++];
     diff_event_t ev;
     x->event = d->event;
     x->sink = d->ticket.opaque;
@@ -85,12 +85,14 @@ static void delivery_settle(delivery_t *d, sink_result_t result, const char *err
         return;
     if (result == SINK_ERR_PERMANENT && dead_add(s, d, errmsg) == 0)
         return;
-    if (s->failed++ == 0) {
-        snprintf(s->first_error, sizeof(s->first_error), "%s", errmsg ? errmsg : "failed");
-        snprintf(s->first_sink, sizeof(s->first_sink), "%s", (const char *)t->opaque);
+    if (s->delivery.failed++ == 0) {
+        snprintf(s->delivery.first_error, sizeof(s->delivery.first_error), "%s",
+                 errmsg ? errmsg : "failed");
+        snprintf(s->delivery.first_sink, sizeof(s->delivery.first_sink), "%s",
+                 (const char *)t->opaque);
     }
     if (result == SINK_ERR_FATAL) {
-        s->fatal = 1;
+        s->delivery.fatal = 1;
         s->e->fatal = 1;
         metric_set(ENGINE_METRIC(s->e, sink_fatal), LABELS((const char *)t->opaque), 1);
         engine_kick(s->e);
@@ -103,14 +105,14 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
 {
     delivery_t *d = (delivery_t *)t;
     source_rt_t *s = d->src;
-    s->pending--;
+    s->delivery.pending--;
     delivery_settle(d, result, errmsg);
-    d->next = s->free_d;
-    s->free_d = d;
+    d->next = s->delivery.free_d;
+    s->delivery.free_d = d;
     /* Delivery moves on by events: the source looks at its cycle once the
      * sink's callback returned (not inside it: submit() may be calling). */
-    if (!s->check_armed) {
-        s->check_armed = 1;
+    if (!s->delivery.check_armed) {
+        s->delivery.check_armed = 1;
         engine_source_arm(s, 0);
     }
 }
@@ -126,15 +128,17 @@ static void deliver_more(source_rt_t *s)
     const conf_source_t *cs = s->conf;
 
     size_t name_len = strlen(cs->name);
-    while (s->next_event < s->nevents && s->pending < ENGINE_DELIVERY_WINDOW && !s->failed) {
+    while (s->delivery.next_event < s->nevents && s->delivery.pending < ENGINE_DELIVERY_WINDOW &&
+           !s->delivery.failed) {
         diff_event_t evbuf, *ev = &evbuf;
         char key[CONF_NAME_MAX + 1 + DIFF_ID_MAX + 1];
         size_t id_len;
-        if (diff_cycle_event(s->cy, s->next_event++, ev) != 0 ||
-            event_write(&s->evbuf, ev, cs->name, cs->provider->name, s->observed_at) != 0 ||
+        if (diff_cycle_event(s->cy, s->delivery.next_event++, ev) != 0 ||
+            event_write(&s->delivery.evbuf, ev, cs->name, cs->provider->name, s->observed_at) !=
+                0 ||
             (id_len = strlen(ev->session_id)) > DIFF_ID_MAX || name_len > CONF_NAME_MAX) {
-            s->failed++;
-            snprintf(s->first_error, sizeof(s->first_error),
+            s->delivery.failed++;
+            snprintf(s->delivery.first_error, sizeof(s->delivery.first_error),
                      "cannot encode an event (out of memory, or text that is not UTF-8)");
             break;
         }
@@ -147,21 +151,21 @@ static void deliver_more(source_rt_t *s)
                            .source = cs->name,
                            .session_id = ev->session_id,
                            .key = key,
-                           .json = s->evbuf.text,
-                           .json_len = s->evbuf.len};
+                           .json = s->delivery.evbuf.text,
+                           .json_len = s->delivery.evbuf.len};
         /* pending < ENGINE_DELIVERY_WINDOW left a slot for every sink */
-        for (size_t k = 0; k < e->nsinks && s->free_d != NULL; k++) {
+        for (size_t k = 0; k < e->nsinks && s->delivery.free_d != NULL; k++) {
             engine_sink_t *sk = &e->sinks[k];
             if (!deliver_routes_live(sk, s, ev->type))
                 continue;
-            delivery_t *d = s->free_d;
-            s->free_d = d->next;
+            delivery_t *d = s->delivery.free_d;
+            s->delivery.free_d = d->next;
             d->ticket.done = on_delivered;
             d->ticket.opaque = sk->conf->name;
             d->ticket.retry_after_s = -1;
             d->src = s;
-            d->event = s->next_event - 1;
-            s->pending++;
+            d->event = s->delivery.next_event - 1;
+            s->delivery.pending++;
             sink_result_t r = sk->conf->type->submit(sk->ctx, &se, &d->ticket);
             if (r != SINK_OK) /* not taken: resolve it ourselves */
                 on_delivered(&d->ticket, r, "the sink refused the event");
@@ -179,17 +183,17 @@ void deliver_check(source_rt_t *s)
 {
     deliver_more(s);
     sinks_poke(s->e);
-    if (s->pending > 0 || (s->next_event < s->nevents && !s->failed))
+    if (s->delivery.pending > 0 || (s->delivery.next_event < s->nevents && !s->delivery.failed))
         return;
-    if (s->fatal) {
+    if (s->delivery.fatal) {
         LOG_ERROR("sink failed fatally; stopping", LF_S("source", s->conf->name),
-                  LF_S("sink", s->first_sink), LF_S("error", s->first_error));
+                  LF_S("sink", s->delivery.first_sink), LF_S("error", s->delivery.first_error));
         engine_cycle_fail(s, NULL, NULL);
-    } else if (s->failed) {
+    } else if (s->delivery.failed) {
         LOG_WARN("events not acknowledged; nothing committed, the next cycle retries",
-                 LF_S("source", s->conf->name), LF_S("sink", s->first_sink),
-                 LF_I("failed", s->failed), LF_I("deliveries", s->nds),
-                 LF_S("error", s->first_error));
+                 LF_S("source", s->conf->name), LF_S("sink", s->delivery.first_sink),
+                 LF_I("failed", s->delivery.failed), LF_I("deliveries", s->delivery.nds),
+                 LF_S("error", s->delivery.first_error));
         engine_cycle_fail(s, NULL, NULL);
     } else {
         commit_cycle(s);
@@ -210,19 +214,20 @@ void deliver_on_ping(void *opaque, int rc, const char *err)
     }
     /* slots for one window, not for every delivery of the cycle: 40
      * bytes per event were 48 MiB in a first emit cycle of 1M sessions */
-    size_t nslots =
-        s->nds < ENGINE_DELIVERY_WINDOW + e->nsinks ? s->nds : ENGINE_DELIVERY_WINDOW + e->nsinks;
-    s->ds = calloc(nslots, sizeof(delivery_t));
-    if (s->ds == NULL) {
+    size_t nslots = s->delivery.nds < ENGINE_DELIVERY_WINDOW + e->nsinks
+                        ? s->delivery.nds
+                        : ENGINE_DELIVERY_WINDOW + e->nsinks;
+    s->delivery.ds = calloc(nslots, sizeof(delivery_t));
+    if (s->delivery.ds == NULL) {
         engine_cycle_fail(s, "out of memory delivering events", "ENOMEM");
         return;
     }
     for (size_t i = nslots; i-- > 0;) {
-        s->ds[i].next = s->free_d;
-        s->free_d = &s->ds[i];
+        s->delivery.ds[i].next = s->delivery.free_d;
+        s->delivery.free_d = &s->delivery.ds[i];
     }
     s->phase = PHASE_DELIVER;
-    s->t_deliver = clock_mono_s();
+    s->delivery.t_deliver = clock_mono_s();
     deliver_check(s);
 }
 

@@ -195,8 +195,8 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         char herr[256];
         s->e = e;
         s->conf = cs;
-        s->resp.retry_after_s = -1;
-        s->pause_s = -1;
+        s->fetch.resp.retry_after_s = -1;
+        s->fetch.pause_s = -1;
         s->index = diff_index_new();
         http_options_t ho = {.timeout_ms = cs->timeout_s * 1000L,
                              .connect_timeout_ms = cs->timeout_s * 1000L,
@@ -219,32 +219,32 @@ err:
 
 static void cycle_release(source_rt_t *s)
 {
-    if (s->poll)
-        s->conf->provider->poll_free(s->poll);
-    s->poll = NULL;
+    if (s->fetch.poll)
+        s->conf->provider->poll_free(s->fetch.poll);
+    s->fetch.poll = NULL;
     size_t held = diff_cycle_memory(s->cy);
     diff_cycle_free(s->cy);
     s->cy = NULL;
-    free(s->req);
-    s->req = NULL;
-    http_response_reset(&s->resp);
-    free(s->ds);
-    s->ds = NULL;
-    event_buf_free(&s->evbuf);
+    free(s->fetch.req);
+    s->fetch.req = NULL;
+    http_response_reset(&s->fetch.resp);
+    free(s->delivery.ds);
+    s->delivery.ds = NULL;
+    event_buf_free(&s->delivery.evbuf);
     /* A large cycle's memory sits in malloc's free lists between the
      * index's entries, where glibc does not give it back by itself: the
      * first emit cycle of a large source would otherwise set the
      * process's RSS for good. */
     if (held >= ENGINE_TRIM_AFTER_BYTES)
         malloc_trim(0);
-    free(s->dead);
-    s->dead = NULL;
-    s->ndead = s->capdead = 0;
-    s->free_d = NULL;
-    s->nevents = s->next_event = s->nds = 0;
-    s->pending = s->failed = 0;
-    s->fatal = 0;
-    s->first_error[0] = s->first_sink[0] = '\0';
+    free(s->delivery.dead);
+    s->delivery.dead = NULL;
+    s->delivery.ndead = s->delivery.capdead = 0;
+    s->delivery.free_d = NULL;
+    s->nevents = s->delivery.next_event = s->delivery.nds = 0;
+    s->delivery.pending = s->delivery.failed = 0;
+    s->delivery.fatal = 0;
+    s->delivery.first_error[0] = s->delivery.first_sink[0] = '\0';
 }
 
 /*
@@ -321,11 +321,11 @@ void engine_free(engine_t *e)
  */
 static void pause_apply(source_rt_t *s, double now)
 {
-    double asked = s->pause_s;
+    double asked = s->fetch.pause_s;
     double pause = asked < ENGINE_MAX_PAUSE_S ? asked : ENGINE_MAX_PAUSE_S;
     char until[EVENT_TIME_LEN];
 
-    s->pause_s = -1;
+    s->fetch.pause_s = -1;
     /* once polls a single time; an interval that waits longer anyway needs no pause */
     if (s->e->once || now + pause <= s->next_due)
         return;
@@ -349,10 +349,10 @@ void engine_cycle_end(source_rt_t *s, int ok)
     s->last_ok = ok;
     metric_add(ENGINE_METRIC(s->e, polls), LABELS(s->conf->name, ok ? "ok" : "failed"), 1);
     s->next_due = now + iv + iv * ENGINE_JITTER * (http_uniform01() - 0.5);
-    if (s->pause_s >= 0)
+    if (s->fetch.pause_s >= 0)
         pause_apply(s, now);
     lease_rebalance(s);
-    s->check_armed = 0;
+    s->delivery.check_armed = 0;
     if (s->e->once)
         loop_timer_arm(s->timer, -1); /* once polls a single time */
     else
@@ -399,7 +399,7 @@ static void on_source_timer(void *opaque)
             fetch_retry(s);
         break;
     case PHASE_DELIVER:
-        s->check_armed = 0;
+        s->delivery.check_armed = 0;
         deliver_check(s);
         break;
     case PHASE_QUEUED: /* moved on by queue_drain() */

@@ -111,9 +111,10 @@ static void poll_complete(source_rt_t *s)
     s->nevents = st->events = diff_cycle_nevents(s->cy);
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
-            s->nds += deliver_routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
+            s->delivery.nds +=
+                deliver_routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
     }
-    if (s->nds == 0) {
+    if (s->delivery.nds == 0) {
         commit_cycle(s);
         return;
     }
@@ -137,18 +138,18 @@ static void fetch_start(source_rt_t *s)
     if (http_multi_active(e->multi) >= ENGINE_MAX_TRANSFERS) {
         /* a transfer that ends starts the first of the queue (queue_drain) */
         s->phase = PHASE_QUEUED;
-        s->queue_next = NULL;
+        s->fetch.queue_next = NULL;
         if (e->queue_tail)
-            e->queue_tail->queue_next = s;
+            e->queue_tail->fetch.queue_next = s;
         else
             e->queue_head = s;
         e->queue_tail = s;
         return;
     }
-    for (size_t i = 0; i < s->req->nheaders; i++)
-        hdrs[i] = s->req->headers[i];
-    if (http_start(s->e->multi, s->http, s->req->url, hdrs, s->req->nheaders, &s->resp,
-                   on_http_done, s, err, sizeof(err)) != 0) {
+    for (size_t i = 0; i < s->fetch.req->nheaders; i++)
+        hdrs[i] = s->fetch.req->headers[i];
+    if (http_start(s->e->multi, s->http, s->fetch.req->url, hdrs, s->fetch.req->nheaders,
+                   &s->fetch.resp, on_http_done, s, err, sizeof(err)) != 0) {
         engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
         return;
     }
@@ -160,7 +161,8 @@ void fetch_retry(source_rt_t *s)
 {
     const provider_ops_t *p = s->conf->provider;
     char err[512] = "";
-    if (p->refresh_request && p->refresh_request(s->poll, s->req, err, sizeof(err)) != 0) {
+    if (p->refresh_request &&
+        p->refresh_request(s->fetch.poll, s->fetch.req, err, sizeof(err)) != 0) {
         engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
         return;
     }
@@ -171,13 +173,13 @@ void fetch_retry(source_rt_t *s)
 static void fetch_next(source_rt_t *s)
 {
     char err[512];
-    int r = s->conf->provider->next_request(s->poll, s->req, err, sizeof(err));
+    int r = s->conf->provider->next_request(s->fetch.poll, s->fetch.req, err, sizeof(err));
     if (r < 0) {
         engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
     } else if (r == 0) {
         poll_complete(s);
     } else {
-        s->attempt = 1;
+        s->fetch.attempt = 1;
         fetch_start(s);
     }
 }
@@ -195,10 +197,10 @@ static void queue_drain(engine_t *e)
 {
     while (e->queue_head && http_multi_active(e->multi) < ENGINE_MAX_TRANSFERS) {
         source_rt_t *s = e->queue_head;
-        e->queue_head = s->queue_next;
+        e->queue_head = s->fetch.queue_next;
         if (e->queue_head == NULL)
             e->queue_tail = NULL;
-        s->queue_next = NULL;
+        s->fetch.queue_next = NULL;
         fetch_start(s);
     }
 }
@@ -225,40 +227,42 @@ static void page_done(source_rt_t *s, int rc, const char *terr)
     snprintf(herr, sizeof(herr), "%s", terr ? terr : "");
     if (s->e->obs.metrics) {
         char code[16] = "error";
-        if (rc == 0 && s->resp.status > 0)
-            snprintf(code, sizeof(code), "%ld", s->resp.status);
+        if (rc == 0 && s->fetch.resp.status > 0)
+            snprintf(code, sizeof(code), "%ld", s->fetch.resp.status);
         metric_add(s->e->obs.metrics->http_requests, LABELS(s->conf->name, code), 1);
     }
-    switch (http_retry_decide(&http_default_retry, s->attempt, rc, &s->resp, &delay, herr,
-                              sizeof(herr))) {
+    switch (http_retry_decide(&http_default_retry, s->fetch.attempt, rc, &s->fetch.resp, &delay,
+                              herr, sizeof(herr))) {
     case HTTP_RETRY_AGAIN:
-        LOG_DEBUG("retrying a page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
-                  LF_S("error", herr), LF_I("attempt", s->attempt), LF_D("delay_s", delay));
-        s->attempt++;
-        s->retry_at = clock_mono_s() + delay;
+        LOG_DEBUG("retrying a page", LF_S("source", s->conf->name),
+                  LF_S("endpoint", s->fetch.req->label), LF_S("error", herr),
+                  LF_I("attempt", s->fetch.attempt), LF_D("delay_s", delay));
+        s->fetch.attempt++;
+        s->fetch.retry_at = clock_mono_s() + delay;
         s->phase = PHASE_BACKOFF;
         engine_source_arm(s, s->e->halt_at ? 0 : delay); /* a stop fails it at once */
         return;
     case HTTP_RETRY_FAIL:
         /* A provider that asks for a pause gets it beyond this poll (engine_cycle_end) */
-        if (rc == 0 && http_status_retryable(s->resp.status) && s->resp.retry_after_s >= 0)
-            s->pause_s = s->resp.retry_after_s;
-        snprintf(err, sizeof(err), "%s: %s after %d attempt%s", s->req->label, herr, s->attempt,
-                 s->attempt == 1 ? "" : "s");
+        if (rc == 0 && http_status_retryable(s->fetch.resp.status) &&
+            s->fetch.resp.retry_after_s >= 0)
+            s->fetch.pause_s = s->fetch.resp.retry_after_s;
+        snprintf(err, sizeof(err), "%s: %s after %d attempt%s", s->fetch.req->label, herr,
+                 s->fetch.attempt, s->fetch.attempt == 1 ? "" : "s");
         engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
         return;
     case HTTP_RETRY_DONE:
         break;
     }
     s->stats.pages++;
-    if (p->handle_page(s->poll, &s->resp, on_record, s, herr, sizeof(herr)) != 0) {
-        snprintf(err, sizeof(err), "%s page %zu: %s", s->req->label, s->stats.pages, herr);
+    if (p->handle_page(s->fetch.poll, &s->fetch.resp, on_record, s, herr, sizeof(herr)) != 0) {
+        snprintf(err, sizeof(err), "%s page %zu: %s", s->fetch.req->label, s->stats.pages, herr);
         engine_cycle_fail(s, "poll failed; nothing emitted, nothing committed", err);
         return;
     }
-    LOG_DEBUG("page", LF_S("source", s->conf->name), LF_S("endpoint", s->req->label),
-              LF_I("page", s->stats.pages), LF_I("bytes", s->resp.len));
-    http_response_reset(&s->resp);
+    LOG_DEBUG("page", LF_S("source", s->conf->name), LF_S("endpoint", s->fetch.req->label),
+              LF_I("page", s->stats.pages), LF_I("bytes", s->fetch.resp.len));
+    http_response_reset(&s->fetch.resp);
     fetch_next(s);
 }
 
@@ -287,9 +291,9 @@ void fetch_cycle_start(source_rt_t *s)
     event_format_time(s->observed_ms, s->observed_at);
     s->t_start = clock_mono_s();
     s->cy = diff_cycle_begin(s->index, &s->opt);
-    s->poll = cs->provider->poll_begin(cs, s->observed_ms / 1000);
-    s->req = malloc(sizeof(*s->req));
-    if (s->cy == NULL || s->poll == NULL || s->req == NULL) {
+    s->fetch.poll = cs->provider->poll_begin(cs, s->observed_ms / 1000);
+    s->fetch.req = malloc(sizeof(*s->fetch.req));
+    if (s->cy == NULL || s->fetch.poll == NULL || s->fetch.req == NULL) {
         engine_cycle_fail(s, "cannot start a cycle", "out of memory");
         return;
     }

@@ -84,49 +84,63 @@ struct source_rt {
     int loaded; /* index matches Redis as far as we know */
     /* index holds the snapshot committed at cycle, and no other replica held the lease since */
     int index_valid;
-    int leased;                               /* we hold the source's lease */
-    int renewing;                             /* a renewal is in flight */
-    int releasing;                            /* a release is in flight */
-    double renew_sent_at;                     /* monotonic s it was sent at */
-    double lease_renew_at, lease_valid_until; /* monotonic s */
-    double lease_wait_since;                  /* once: first refused acquisition, 0 otherwise */
-    int has_snapshot;                         /* Redis holds a snapshot of this source */
+    int has_snapshot; /* Redis holds a snapshot of this source */
     uint64_t cycle;
     double next_due; /* monotonic seconds */
     phase_t phase;
-    sink_timer_t *timer;     /* next cycle, backoff, or a delivery check (by phase) */
-    int check_armed;         /* the timer is armed for a delivery check */
-    source_rt_t *queue_next; /* PHASE_QUEUED: the next source waiting for a transfer slot */
-    int wanted;              /* once: a cycle was asked for */
-    int finished;            /* once: that cycle ended */
+    sink_timer_t *timer; /* next cycle, backoff, or a delivery check (by phase) */
+    int wanted;          /* once: a cycle was asked for */
+    int finished;        /* once: that cycle ended */
     int last_ok;
     int paused; /* the paused-until gauge is set */
     engine_cycle_stats_t stats;
 
+    /* The source's lease (leases.c). */
+    struct {
+        int held;                     /* we hold the source's lease */
+        int renewing;                 /* a renewal is in flight */
+        int releasing;                /* a release is in flight */
+        double renew_sent_at;         /* monotonic s it was sent at */
+        double renew_at, valid_until; /* monotonic s */
+        double wait_since;            /* once: first refused acquisition, 0 otherwise */
+    } lease;
+
     /* The cycle in progress; all NULL/0 when idle. */
     diff_options_t opt;
     diff_cycle_t *cy;
-    void *poll;
-    provider_request_t *req;
-    http_response_t resp;
-    int attempt;
-    double retry_at;
-    double pause_s; /* Retry-After of the response that failed the poll, -1 when none */
     int64_t observed_ms;
     char observed_at[EVENT_TIME_LEN]; /* observed_ms as every event of the cycle says it */
-    event_buf_t evbuf;                /* the event being handed to the sinks */
-    double t_start, t_deliver;
+    double t_start;
     uint64_t cmds0;
-    size_t nevents, next_event;
-    delivery_t *ds;
-    size_t nds;         /* deliveries of the cycle, in all */
-    delivery_t *free_d; /* slots of ds no ticket holds */
-    size_t pending, failed;
-    dead_event_t *dead;
-    size_t ndead, capdead;
-    int fatal;
-    char first_error[256];
-    char first_sink[CONF_NAME_MAX + 1];
+    size_t nevents;
+
+    /* Its pages (fetch.c). */
+    struct {
+        void *poll;
+        provider_request_t *req;
+        http_response_t resp;
+        int attempt;
+        double retry_at;
+        double pause_s; /* Retry-After of the response that failed the poll, -1 when none */
+        source_rt_t *queue_next; /* PHASE_QUEUED: the next source waiting for a transfer slot */
+    } fetch;
+
+    /* Its events handed to the sinks (deliver.c); the commit reads the dead letters. */
+    struct {
+        event_buf_t evbuf; /* the event being handed to the sinks */
+        double t_deliver;
+        size_t next_event;
+        delivery_t *ds;
+        size_t nds;         /* deliveries of the cycle, in all */
+        delivery_t *free_d; /* slots of ds no ticket holds */
+        size_t pending, failed;
+        dead_event_t *dead;
+        size_t ndead, capdead;
+        int fatal;
+        char first_error[256];
+        char first_sink[CONF_NAME_MAX + 1];
+        int check_armed; /* the timer is armed for a delivery check */
+    } delivery;
 };
 
 struct engine {

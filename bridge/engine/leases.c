@@ -42,9 +42,9 @@ static size_t fair_share(const engine_t *e)
 
 static void lease_lost(source_rt_t *s, const char *why)
 {
-    if (!s->leased)
+    if (!s->lease.held)
         return;
-    s->leased = 0;
+    s->lease.held = 0;
     s->loaded = 0; /* the next holder commits: re-read the snapshot when ours again */
     s->e->leases_held--;
     observe_lease_gauges(s);
@@ -73,16 +73,16 @@ static void lease_taken(source_rt_t *s, double now)
 {
     double ttl = s->e->conf->lease_ttl_s;
 
-    if (!s->leased) {
-        s->leased = 1;
+    if (!s->lease.held) {
+        s->lease.held = 1;
         s->e->leases_held++;
         observe_lease_gauges(s);
     }
     s->loaded = 0;
-    s->lease_renew_at = now + ttl / 3;
-    s->lease_valid_until = now + ttl;
-    s->lease_wait_since = 0;
-    lease_due(s->e, s->lease_renew_at);
+    s->lease.renew_at = now + ttl / 3;
+    s->lease.valid_until = now + ttl;
+    s->lease.wait_since = 0;
+    lease_due(s->e, s->lease.renew_at);
 }
 
 /* SET NX of the lease of s; err receives the reason of an error. */
@@ -130,8 +130,8 @@ static void leases_rearm(engine_t *e)
     /* a renewal in flight re-arms the timer when its answer comes */
     for (size_t i = 0; i < e->nsources; i++) {
         const source_rt_t *s = &e->sources[i];
-        if (s->leased && !s->renewing && s->lease_renew_at < next)
-            next = s->lease_renew_at;
+        if (s->lease.held && !s->lease.renewing && s->lease.renew_at < next)
+            next = s->lease.renew_at;
     }
     lease_due(e, next);
 }
@@ -169,17 +169,17 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
 {
     source_rt_t *s = opaque;
     engine_t *e = s->e;
-    double ttl = e->conf->lease_ttl_s, sent = s->renew_sent_at, now;
+    double ttl = e->conf->lease_ttl_s, sent = s->lease.renew_sent_at, now;
     (void)err;
 
-    s->renewing = 0;
-    if (e->closing || !s->leased)
+    s->lease.renewing = 0;
+    if (e->closing || !s->lease.held)
         return;
     now = clock_mono_s();
     switch (r) {
     case STORE_LEASE_HELD:
-        s->lease_renew_at = sent + ttl / 3;
-        s->lease_valid_until = sent + ttl;
+        s->lease.renew_at = sent + ttl / 3;
+        s->lease.valid_until = sent + ttl;
         break;
     case STORE_LEASE_OTHER:
         lease_taken_over(s, "taken by another replica (this one was paused or cut off)");
@@ -189,10 +189,10 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
         /* Gone: take it again; a Redis error either way counts as a failed renewal. */
         if (r == STORE_LEASE_GONE && lease_retake(s, now) >= 0)
             break;
-        if (now >= s->lease_valid_until)
+        if (now >= s->lease.valid_until)
             lease_lost(s, "not renewed within its TTL");
         else
-            s->lease_renew_at = now + 1;
+            s->lease.renew_at = now + 1;
         break;
     }
     leases_rearm(e);
@@ -217,20 +217,20 @@ void leases_tick(engine_t *e, double now)
     }
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = &e->sources[i];
-        if (!s->leased || s->renewing || now + ENGINE_LEASE_SLACK_S < s->lease_renew_at)
+        if (!s->lease.held || s->lease.renewing || now + ENGINE_LEASE_SLACK_S < s->lease.renew_at)
             continue;
-        s->renew_sent_at = now;
+        s->lease.renew_sent_at = now;
         if (store_lease_renew_async(e->store, s->conf->name, e->token, lease_ttl_ms(e), on_renewed,
                                     s, err, sizeof(err)) == 0) {
-            s->renewing = 1;
+            s->lease.renewing = 1;
             /* asked again if no answer came by then (the store times out first) */
-            s->lease_renew_at = now + 1;
+            s->lease.renew_at = now + 1;
             continue;
         }
-        if (now >= s->lease_valid_until)
+        if (now >= s->lease.valid_until)
             lease_lost(s, "not renewed within its TTL");
         else
-            s->lease_renew_at = now + 1;
+            s->lease.renew_at = now + 1;
     }
     leases_rearm(e);
 }
@@ -251,10 +251,10 @@ static void on_released(void *opaque, int rc, const char *err)
     engine_t *e = s->e;
     (void)err;
 
-    s->releasing = 0;
-    if (e->closing || rc != 0 || !s->leased)
+    s->lease.releasing = 0;
+    if (e->closing || rc != 0 || !s->lease.held)
         return;
-    s->leased = 0;
+    s->lease.held = 0;
     s->loaded = 0;
     s->index_valid = 0; /* the next holder commits */
     e->leases_held--;
@@ -269,10 +269,10 @@ void lease_rebalance(source_rt_t *s)
     engine_t *e = s->e;
     char err[256];
 
-    if (e->once || !s->leased || s->releasing || e->leases_held <= fair_share(e))
+    if (e->once || !s->lease.held || s->lease.releasing || e->leases_held <= fair_share(e))
         return;
-    s->releasing = store_lease_release_async(e->store, s->conf->name, e->token, on_released, s, err,
-                                             sizeof(err)) == 0;
+    s->lease.releasing = store_lease_release_async(e->store, s->conf->name, e->token, on_released,
+                                                   s, err, sizeof(err)) == 0;
 }
 
 void leases_release_all(engine_t *e)
@@ -280,11 +280,11 @@ void leases_release_all(engine_t *e)
     char err[256];
 
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].leased && store_lease_release(e->store, e->sources[i].conf->name,
-                                                        e->token, err, sizeof(err)) != 0)
+        if (e->sources[i].lease.held && store_lease_release(e->store, e->sources[i].conf->name,
+                                                            e->token, err, sizeof(err)) != 0)
             LOG_WARN("cannot release the lease; it expires by itself",
                      LF_S("source", e->sources[i].conf->name), LF_S("error", err));
-        e->sources[i].leased = 0;
+        e->sources[i].lease.held = 0;
     }
     e->leases_held = 0;
     (void)store_member_leave(e->store, e->token, err, sizeof(err));
@@ -304,13 +304,13 @@ static void lease_wait(source_rt_t *s, double now)
         engine_source_arm(s, s->next_due - now);
         return;
     }
-    if (s->lease_wait_since == 0) {
-        s->lease_wait_since = now;
+    if (s->lease.wait_since == 0) {
+        s->lease.wait_since = now;
         LOG_INFO("another replica holds the lease; waiting for it", LF_S("source", s->conf->name),
                  LF_I("up_to_s", ttl + 1));
-    } else if (now - s->lease_wait_since > ttl + 1) {
+    } else if (now - s->lease.wait_since > ttl + 1) {
         LOG_ERROR("another replica kept the lease; nothing polled", LF_S("source", s->conf->name));
-        s->lease_wait_since = 0;
+        s->lease.wait_since = 0;
         s->finished = 1;
         s->last_ok = 0;
         engine_kick(e);
@@ -368,11 +368,11 @@ int lease_ready(source_rt_t *s, double now)
     engine_t *e = s->e;
     char err[256];
 
-    if (s->releasing) {
+    if (s->lease.releasing) {
         engine_source_arm(s, ENGINE_LEASE_WAIT_S);
         return 0;
     }
-    if (s->leased)
+    if (s->lease.held)
         return 1;
     if (!e->once && (e->leases_held >= fair_share(e) || now < e->quiet_until)) {
         lease_wait(s, now);

@@ -24,7 +24,7 @@
 void observe_sessions_gauge(source_rt_t *s)
 {
     size_t n[DIFF_STATE_COUNT] = {0};
-    if (s->leased)
+    if (s->lease.held)
         diff_index_states(s->index, n);
     for (int st = DIFF_STATE_PENDING; st < DIFF_STATE_COUNT; st++)
         metric_set(ENGINE_METRIC(s->e, sessions),
@@ -33,7 +33,7 @@ void observe_sessions_gauge(source_rt_t *s)
 
 void observe_lease_gauges(source_rt_t *s)
 {
-    metric_set(ENGINE_METRIC(s->e, lease_owned), LABELS(s->conf->name), s->leased ? 1 : 0);
+    metric_set(ENGINE_METRIC(s->e, lease_owned), LABELS(s->conf->name), s->lease.held ? 1 : 0);
     observe_sessions_gauge(s);
 }
 
