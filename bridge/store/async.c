@@ -13,8 +13,6 @@
 
 #include "clock.h"
 
-/* ---- asynchronous operations (hiredis's async API on the daemon's loop) ---- */
-
 /*
  * One operation: a few commands pipelined on st->actx, their replies
  * arriving in order. hiredis calls a command's callback exactly once: with

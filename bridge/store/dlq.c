@@ -6,8 +6,6 @@
 
 #include <string.h>
 
-/* ---- dead letters ---- */
-
 typedef struct dlq_scan {
     store_dlq_fn fn;
     void *opaque;

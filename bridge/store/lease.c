@@ -13,8 +13,6 @@
 
 #include "clock.h"
 
-/* ---- leases ---- */
-
 int store_new_token(char token[STORE_TOKEN_LEN])
 {
     unsigned char b[16];

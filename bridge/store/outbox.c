@@ -13,8 +13,6 @@
 
 #include "clock.h"
 
-/* ---- outbox ---- */
-
 /*
  * Claims atomically, so that two bridges sharing an outbox never hand the
  * same event over twice at once. KEYS: due, bodies, attempts. ARGV: now,
