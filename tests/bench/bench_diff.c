@@ -179,7 +179,7 @@ static int run_cycle(diff_index_t *ix, diff_status_map_t *map, unsigned n, int c
         }
     }
     double t3 = cpu_s();
-    /* the commit's pass over the last records it writes (bridge/store.c) */
+    /* the commit's pass over the last records it writes (bridge/store/snapshot.c) */
     size_t nlast = 0, last_bytes = 0;
     for (size_t i = 0; i < diff_cycle_nchanges(cy); i++) {
         diff_change_t ch;

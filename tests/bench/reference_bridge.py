@@ -23,7 +23,7 @@ One run is one cycle, as a whole process:
    and flush: every delivery report must be a success, or nothing is committed
    and the exit code is 1;
 4. commit the delta (changed and removed sessions, then the meta hash) in one
-   MULTI/EXEC, in chunks of 1,000 fields per command, as bridge/store.c does.
+   MULTI/EXEC, in chunks of 1,000 fields per command, as bridge/store/snapshot.c does.
 
 It reads the same configuration file as the bridge (redis, sources[0],
 sinks[0], with ${VAR} expanded from the environment), so that both are

@@ -12,9 +12,11 @@
 
 #include "page_scan.h"
 
-const provider_ops_t *const provider_all[] = {&provider_century,     &provider_quiz_jsonapi,
-                                              &provider_proctorexam, &provider_smarterproctoring,
-                                              &provider_rest,        NULL};
+const provider_ops_t *const provider_all[] = {
+#define PROVIDER(name) &provider_##name,
+#include "list.h"
+#undef PROVIDER
+    NULL};
 
 const provider_ops_t *provider_find(const char *name)
 {

@@ -106,11 +106,9 @@ typedef struct provider_ops {
     void (*poll_free)(void *poll);
 } provider_ops_t;
 
-extern const provider_ops_t provider_century;
-extern const provider_ops_t provider_quiz_jsonapi;
-extern const provider_ops_t provider_proctorexam;
-extern const provider_ops_t provider_smarterproctoring;
-extern const provider_ops_t provider_rest;
+#define PROVIDER(name) extern const provider_ops_t provider_##name;
+#include "list.h"
+#undef PROVIDER
 
 /* Known providers, NULL-terminated. */
 extern const provider_ops_t *const provider_all[];

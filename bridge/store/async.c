@@ -1,0 +1,533 @@
+/*
+ * store: the asynchronous connection, on the daemon's loop (store_attach()),
+ * and every *_async call (see store.h).
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/adapters/libevent.h>
+
+#include "clock.h"
+
+/*
+ * One operation: a few commands pipelined on st->actx, their replies
+ * arriving in order. hiredis calls a command's callback exactly once: with
+ * its reply, or with NULL when the connection is dropped (an I/O error, our
+ * watchdog, store_detach()), so every operation finishes exactly once, when
+ * its last reply (or NULL) arrived, and reports the first failure it saw.
+ */
+typedef enum aop {
+    AOP_SETUP,
+    AOP_PING,
+    AOP_COUNT,
+    AOP_RENEW,
+    AOP_ACQUIRE,
+    AOP_RELEASE,
+    AOP_BEAT
+} aop_t;
+
+typedef struct areq {
+    store_t *st;
+    aop_t op;
+    unsigned sent, pending; /* commands sent; replies still awaited */
+    int failed;
+    char err[STORE_ERR_MAX];
+    const char *what; /* the command, for messages; static */
+    uint64_t t;       /* AOP_BEAT: unix ms the beat was made at */
+    long long value;  /* AOP_COUNT, AOP_RENEW, AOP_BEAT: the integer reply kept */
+    bool was_member;  /* AOP_BEAT */
+    bool set;         /* AOP_ACQUIRE: the SET NX took it */
+    union {
+        store_done_fn done;
+        store_count_fn count;
+        store_lease_fn lease;
+        store_beat_fn beat;
+    } fn;
+    void *opaque;
+} areq_t;
+
+/* No reply for this long while some are awaited: Redis is gone or stuck. */
+static void awatch_arm(store_t *st)
+{
+    loop_timer_arm(st->awatch, st->ainflight ? st->timeout_ms / 1000.0 : -1);
+}
+
+/* Drops actx: hiredis calls every pending callback with NULL, then ours. */
+static void adrop(store_t *st, const char *why)
+{
+    redisAsyncContext *ac = st->actx;
+
+    if (ac == NULL)
+        return;
+    snprintf(st->afail, sizeof st->afail, "%s", why);
+    st->actx = NULL;
+    redisAsyncFree(ac);
+}
+
+static void on_awatch(void *opaque)
+{
+    store_t *st = opaque;
+    char why[STORE_ERR_MAX];
+
+    snprintf(why, sizeof why, "redis %s: timed out after %d ms", st->endpoint, st->timeout_ms);
+    adrop(st, why);
+}
+
+static void on_aconnect(const redisAsyncContext *ac, int status)
+{
+    store_t *st = ac->data;
+
+    if (status == REDIS_OK) {
+        backoff_reset(&st->areconnect);
+        return;
+    }
+    /* hiredis frees ac after this, failing what was queued on it */
+    snprintf(st->aconnect_error, sizeof st->aconnect_error, "redis %s: connect: %s", st->endpoint,
+             ac->errstr[0] ? ac->errstr : "failed");
+    snprintf(st->afail, sizeof st->afail, "%s", st->aconnect_error);
+    backoff_failed(&st->areconnect, clock_mono_s(), 0);
+    if (st->actx == ac)
+        st->actx = NULL;
+}
+
+static void on_adisconnect(const redisAsyncContext *ac, int status)
+{
+    store_t *st = ac->data;
+    (void)status;
+
+    if (st->actx == ac)
+        st->actx = NULL;
+}
+
+/* Why a reply did not come: our reason for dropping, or hiredis's. */
+static void areq_lost(areq_t *q, const redisAsyncContext *ac)
+{
+    store_t *st = q->st;
+
+    if (st->afail[0])
+        snprintf(q->err, sizeof q->err, "%s", st->afail);
+    else
+        snprintf(q->err, sizeof q->err, "redis %s: %s: %s", st->endpoint, q->what,
+                 ac->err && ac->errstr[0] ? ac->errstr : "connection lost");
+}
+
+static void areq_unexpected(areq_t *q)
+{
+    q->failed = 1;
+    snprintf(q->err, sizeof q->err, "redis %s: %s: unexpected reply", q->st->endpoint, q->what);
+}
+
+/* Reply k of q (not an error reply): what it means to each operation. */
+static void areq_take(areq_t *q, unsigned k, const redisReply *r)
+{
+    switch (q->op) {
+    case AOP_SETUP:
+        break;
+    case AOP_PING:
+        if (r->type != REDIS_REPLY_STATUS || r->len != 4 || memcmp(r->str, "PONG", 4) != 0)
+            areq_unexpected(q);
+        break;
+    case AOP_ACQUIRE:
+        /* SET NX: +OK when taken, nil when someone holds it; then the renewal script */
+        if (k == 0)
+            q->set = r->type == REDIS_REPLY_STATUS;
+        else if (r->type != REDIS_REPLY_INTEGER)
+            areq_unexpected(q);
+        else
+            q->value = r->integer;
+        break;
+    case AOP_COUNT:
+    case AOP_RENEW:
+    case AOP_RELEASE:
+        if (r->type != REDIS_REPLY_INTEGER || (q->op == AOP_COUNT && r->integer < 0))
+            areq_unexpected(q);
+        else
+            q->value = r->integer;
+        break;
+    case AOP_BEAT:
+        /* ZSCORE, MULTI, ZADD, ZREMRANGEBYSCORE, EXEC, ZCARD */
+        if (k == 0) {
+            /* The score is when the entry expires, in unix ms (hiredis NUL-terminates). */
+            q->was_member = r->type == REDIS_REPLY_STRING && strtod(r->str, NULL) >= (double)q->t;
+        } else if (k == 4) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+                areq_unexpected(q);
+            for (size_t i = 0; !q->failed && i < r->elements; i++) {
+                if (r->element[i]->type == REDIS_REPLY_ERROR)
+                    areq_unexpected(q);
+            }
+        } else if (k == 5) {
+            if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
+                areq_unexpected(q);
+            else
+                q->value = r->integer;
+        }
+        break;
+    }
+}
+
+static void areq_finish(areq_t *q)
+{
+    const char *err = q->failed ? q->err : NULL;
+    store_lease_t lease;
+
+    /* The handshake is not counted: the operations queued behind it fail
+     * (and count) with it. */
+    if (q->failed && q->op != AOP_SETUP)
+        q->st->errors++;
+    switch (q->op) {
+    case AOP_SETUP:
+        /* A refused AUTH or SELECT: the commands queued behind it fail on
+         * their own (NOAUTH); drop the connection so that the next
+         * operation connects (and authenticates) again. */
+        if (q->failed && q->st->actx != NULL) {
+            snprintf(q->st->aconnect_error, sizeof q->st->aconnect_error, "%s", q->err);
+            backoff_failed(&q->st->areconnect, clock_mono_s(), 0);
+            adrop(q->st, q->err);
+        }
+        break;
+    case AOP_PING:
+    case AOP_RELEASE:
+        q->fn.done(q->opaque, q->failed ? -1 : 0, err);
+        break;
+    case AOP_ACQUIRE:
+        /* Not set but ours: a renewal that looked failed. Gone by the
+         * script: it expired in between; the caller tries again later. */
+        lease = q->failed                 ? STORE_LEASE_ERROR
+                : q->set || q->value == 1 ? STORE_LEASE_HELD
+                                          : STORE_LEASE_OTHER;
+        q->fn.lease(q->opaque, lease, err);
+        break;
+    case AOP_COUNT:
+        q->fn.count(q->opaque, q->failed ? -1 : 0, q->failed ? 0 : (size_t)q->value, err);
+        break;
+    case AOP_RENEW:
+        lease = q->failed       ? STORE_LEASE_ERROR
+                : q->value == 1 ? STORE_LEASE_HELD
+                : q->value < 0  ? STORE_LEASE_GONE
+                                : STORE_LEASE_OTHER;
+        q->fn.lease(q->opaque, lease, err);
+        break;
+    case AOP_BEAT:
+        q->fn.beat(q->opaque, q->failed ? -1 : 0, q->failed ? 0 : (size_t)q->value, q->was_member,
+                   err);
+        break;
+    }
+    free(q);
+}
+
+static void on_areply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    areq_t *q = priv;
+    store_t *st = q->st;
+    const redisReply *r = reply;
+    unsigned k = q->sent - q->pending;
+
+    st->ainflight--;
+    if (r == NULL) {
+        if (!q->failed)
+            areq_lost(q, ac);
+        q->failed = 1;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        if (!q->failed)
+            snprintf(q->err, sizeof q->err, "redis %s: %s: %.*s", st->endpoint, q->what,
+                     (int)r->len, r->str);
+        q->failed = 1;
+    } else if (!q->failed) {
+        areq_take(q, k, r);
+    }
+    if (st->actx == ac)
+        awatch_arm(st); /* a reply came: the connection is alive */
+    if (--q->pending == 0)
+        areq_finish(q);
+}
+
+/* Queues one command of q on actx. -1 when hiredis refused it (the connection is going). */
+static int areq_send(areq_t *q, int argc, const char **argv, const size_t *argvlen)
+{
+    store_t *st = q->st;
+
+    if (redisAsyncCommandArgv(st->actx, on_areply, q, argc, argv, argvlen) != REDIS_OK)
+        return -1;
+    q->sent++;
+    q->pending++;
+    st->ainflight++;
+    st->commands++;
+    if (st->ainflight == 1)
+        awatch_arm(st);
+    return 0;
+}
+
+/* Sends a command given as a NULL-terminated list of strings. */
+static int areq_sendv(areq_t *q, const char *const *argv)
+{
+    size_t lens[8];
+    int argc = 0;
+
+    for (; argv[argc] != NULL && argc < 8; argc++)
+        lens[argc] = strlen(argv[argc]);
+    return areq_send(q, argc, (const char **)argv, lens);
+}
+
+/*
+ * A connection for the next operation: the current one, or a new one
+ * (non-blocking connect; AUTH and SELECT are queued ahead of the caller's
+ * commands, so nothing waits for the handshake). While the last failed
+ * connect's pause runs, fails at once with its reason.
+ */
+static int aconnect(store_t *st, char *err, size_t errlen)
+{
+    redisAsyncContext *ac;
+
+    if (st->loop == NULL) {
+        store_set_err(err, errlen, "store: not attached to a loop");
+        return -1;
+    }
+    if (st->actx != NULL)
+        return 0;
+    if (!backoff_ready(&st->areconnect, clock_mono_s())) {
+        store_set_err(err, errlen, "%s", st->aconnect_error);
+        st->errors++;
+        return -1;
+    }
+    ac = redisAsyncConnect(st->target.host, st->target.port);
+    if (ac == NULL || ac->err) {
+        snprintf(st->aconnect_error, sizeof st->aconnect_error, "redis %s: connect: %s",
+                 st->endpoint, ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        backoff_failed(&st->areconnect, clock_mono_s(), 0);
+        store_set_err(err, errlen, "%s", st->aconnect_error);
+        st->errors++;
+        return -1;
+    }
+    ac->data = st;
+    if (redisLibeventAttach(ac, loop_event_base(st->loop)) != REDIS_OK) {
+        redisAsyncFree(ac);
+        store_set_err(err, errlen, "redis %s: cannot watch the connection", st->endpoint);
+        st->errors++;
+        return -1;
+    }
+    redisAsyncSetConnectCallback(ac, on_aconnect);
+    redisAsyncSetDisconnectCallback(ac, on_adisconnect);
+    st->actx = ac;
+    st->afail[0] = '\0';
+    if (st->target.password == NULL && st->target.db == 0)
+        return 0;
+    areq_t *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        adrop(st, "out of memory");
+        store_set_err(err, errlen, "store: out of memory");
+        return -1;
+    }
+    *q = (areq_t){.st = st, .op = AOP_SETUP, .what = "AUTH"};
+    /* The password goes on the wire only, never into a message. */
+    if (st->target.password != NULL) {
+        const char *argv[3] = {"AUTH", st->target.user, st->target.password};
+        size_t lens[3] = {4, st->target.user_len, st->target.password_len};
+        int argc = st->target.user != NULL ? 3 : 2;
+        if (argc == 2) {
+            argv[1] = st->target.password;
+            lens[1] = st->target.password_len;
+        }
+        if (areq_send(q, argc, argv, lens) == 0)
+            st->commands--; /* the handshake is not counted, as in the blocking connect */
+    }
+    if (st->target.db != 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", st->target.db);
+        const char *argv[] = {"SELECT", db, NULL};
+        if (areq_sendv(q, argv) == 0)
+            st->commands--;
+    }
+    if (q->pending == 0)
+        free(q);
+    return 0;
+}
+
+int store_attach(store_t *st, loop_t *loop, char *err, size_t errlen)
+{
+    if (st->loop != NULL)
+        return 0;
+    st->awatch = loop_timer_new(loop, on_awatch, st);
+    if (st->awatch == NULL) {
+        store_set_err(err, errlen, "store: out of memory");
+        return -1;
+    }
+    st->loop = loop;
+    return 0;
+}
+
+void store_detach(store_t *st)
+{
+    char why[STORE_ERR_MAX];
+
+    if (st == NULL || st->loop == NULL)
+        return;
+    snprintf(why, sizeof why, "redis %s: the store is closing", st->endpoint);
+    adrop(st, why);
+    loop_timer_free(st->awatch);
+    st->awatch = NULL;
+    st->loop = NULL;
+}
+
+/* A new operation of kind op, connected; NULL with err when it cannot start. */
+static areq_t *areq_new(store_t *st, aop_t op, const char *what, void *opaque, char *err,
+                        size_t errlen)
+{
+    areq_t *q;
+
+    if (aconnect(st, err, errlen) != 0)
+        return NULL;
+    q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        store_set_err(err, errlen, "store: out of memory");
+        return NULL;
+    }
+    *q = (areq_t){.st = st, .op = op, .what = what, .opaque = opaque};
+    return q;
+}
+
+/*
+ * Ends the sending of q: 0 when its callback will come, -1 with err when
+ * nothing was sent (q freed, no callback). A failure after some commands
+ * went out drops the connection, whose NULL replies finish q.
+ */
+static int areq_sent(areq_t *q, int rc, char *err, size_t errlen)
+{
+    store_t *st = q->st;
+
+    if (rc == 0)
+        return 0;
+    if (q->pending == 0) {
+        store_set_err(err, errlen, "redis %s: %s: %s", st->endpoint, q->what,
+                      st->actx && st->actx->errstr[0] ? st->actx->errstr : "connection lost");
+        st->errors++;
+        free(q);
+        return -1;
+    }
+    adrop(st, "connection lost while sending");
+    return 0;
+}
+
+int store_ping_async(store_t *st, store_done_fn fn, void *opaque, char *err, size_t errlen)
+{
+    areq_t *q = areq_new(st, AOP_PING, "PING", opaque, err, errlen);
+    const char *argv[] = {"PING", NULL};
+
+    if (q == NULL)
+        return -1;
+    q->fn.done = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
+
+static int count_async(store_t *st, const char *kind, const char *sink, store_count_fn fn,
+                       void *opaque, char *err, size_t errlen)
+{
+    char key[STORE_KEY_MAX];
+    areq_t *q;
+
+    if (store_make_key(st, kind, sink, "", key, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_COUNT, "HLEN", opaque, err, errlen)) == NULL)
+        return -1;
+    const char *argv[] = {"HLEN", key, NULL};
+    q->fn.count = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
+
+int store_dlq_count_async(store_t *st, const char *sink, store_count_fn fn, void *opaque, char *err,
+                          size_t errlen)
+{
+    return count_async(st, "dlq", sink, fn, opaque, err, errlen);
+}
+
+int store_outbox_count_async(store_t *st, const char *sink, store_count_fn fn, void *opaque,
+                             char *err, size_t errlen)
+{
+    return count_async(st, "ob", sink, fn, opaque, err, errlen);
+}
+
+int store_lease_renew_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                            store_lease_fn fn, void *opaque, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX], ttl[24];
+    areq_t *q;
+
+    if (store_make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_RENEW, "lease script", opaque, err, errlen)) == NULL)
+        return -1;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    const char *argv[] = {"EVAL", store_renew_script, "1", lease, token, ttl, NULL};
+    q->fn.lease = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
+
+/* The beat of store_member_beat() in one round trip: its commands pipelined. */
+int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_beat_fn fn,
+                            void *opaque, char *err, size_t errlen)
+{
+    char members[STORE_KEY_MAX], until[24], now[24];
+    uint64_t t = (uint64_t)clock_unix_ms();
+    areq_t *q = areq_new(st, AOP_BEAT, "members", opaque, err, errlen);
+    int rc = 0;
+
+    if (q == NULL)
+        return -1;
+    q->fn.beat = fn;
+    q->t = t;
+    snprintf(members, sizeof members, "%s:members", st->prefix);
+    snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);
+    snprintf(now, sizeof now, "(%" PRIu64, t);
+    const char *c[][5] = {{"ZSCORE", members, id, NULL},
+                          {"MULTI", NULL},
+                          {"ZADD", members, until, id, NULL},
+                          {"ZREMRANGEBYSCORE", members, "-inf", now, NULL},
+                          {"EXEC", NULL},
+                          {"ZCARD", members, NULL}};
+    for (size_t i = 0; rc == 0 && i < sizeof c / sizeof c[0]; i++)
+        rc = areq_sendv(q, c[i]);
+    return areq_sent(q, rc, err, errlen);
+}
+
+/*
+ * store_lease_acquire() in one round trip: SET NX and the renewal script
+ * pipelined (the script extends a lease the SET just took, harmlessly,
+ * and tells whether one it did not take is ours already).
+ */
+int store_lease_acquire_async(store_t *st, const char *source, const char *token, int64_t ttl_ms,
+                              store_lease_fn fn, void *opaque, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX], ttl[24];
+    areq_t *q;
+    int rc;
+
+    if (store_make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_ACQUIRE, "SET lease", opaque, err, errlen)) == NULL)
+        return -1;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    const char *set[] = {"SET", lease, token, "NX", "PX", ttl, NULL},
+               *renew[] = {"EVAL", store_renew_script, "1", lease, token, ttl, NULL};
+    q->fn.lease = fn;
+    rc = areq_sendv(q, set);
+    if (rc == 0)
+        rc = areq_sendv(q, renew);
+    return areq_sent(q, rc, err, errlen);
+}
+
+int store_lease_release_async(store_t *st, const char *source, const char *token, store_done_fn fn,
+                              void *opaque, char *err, size_t errlen)
+{
+    char lease[STORE_KEY_MAX];
+    areq_t *q;
+
+    if (store_make_key(st, "lease", source, "", lease, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_RELEASE, "lease script", opaque, err, errlen)) == NULL)
+        return -1;
+    const char *argv[] = {"EVAL", store_release_script, "1", lease, token, "0", NULL};
+    q->fn.done = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
