@@ -18,6 +18,11 @@ packages=(
   # conf/schema/asyncapi.yaml; jsonschema holds every event the end-to-end
   # tests read back to conf/schema/event.schema.json.
   prometheus python3-yaml python3-jsonschema
+  # tests/deploy/test_image.py builds deploy/Dockerfile and runs the image:
+  # debootstrap makes its Debian 12 base (no registry needed), buildah builds
+  # and runs it with chroot isolation (so no runc or crun: buildah's
+  # recommendations are left out like every other package's).
+  debootstrap buildah
 )
 # kubectl renders deploy/k8s: Debian's kubernetes-client, unless a kubectl
 # is already installed (the upstream "kubectl" package conflicts with it;
