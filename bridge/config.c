@@ -366,9 +366,11 @@ static int valid_listen(const char *s)
 static char *dup_name(const cJSON *obj, const char *path, sink_errors_t *errs)
 {
     const char *name = NULL;
+    char sub[CONF_PATH_MAX];
     if (sink_conf_string(obj, path, "name", true, NULL, &name, errs) == 0 && name &&
         !valid_name(name))
-        sink_errors_add(errs, path, "name: expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
+        sink_errors_add(errs, sink_conf_path(sub, sizeof(sub), path, "name"),
+                        "expected [a-z0-9_-]{1,%d}", CONF_NAME_MAX);
     return xstrdup(name);
 }
 
@@ -748,16 +750,27 @@ nomem:
 
 /* ---- the whole file ---- */
 
-static void check_unique(const char *what, const char *path, char **names, size_t n,
-                         sink_errors_t *errs)
+/*
+ * Reports every name already taken by an earlier element. paths[i] is the
+ * path of element i in the file (a source from an exam_ids entry has its
+ * entry's), or with paths NULL, top[i].
+ */
+static void check_unique(const char *what, const char *top, char **names, const char *const *paths,
+                         size_t n, sink_errors_t *errs)
 {
-    char sub[CONF_PATH_MAX];
+    char sub[CONF_PATH_MAX], first[CONF_PATH_MAX];
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < i; j++) {
             if (names[i] && names[j] && strcmp(names[i], names[j]) == 0) {
-                sink_conf_path_index(sub, sizeof(sub), path, i);
-                sink_errors_add(errs, sub, "duplicate %s name \"%s\" (also %s[%zu])", what,
-                                names[i], path, j);
+                if (paths) {
+                    snprintf(sub, sizeof(sub), "%s", paths[i]);
+                    snprintf(first, sizeof(first), "%s", paths[j]);
+                } else {
+                    sink_conf_path_index(sub, sizeof(sub), top, i);
+                    sink_conf_path_index(first, sizeof(first), top, j);
+                }
+                sink_errors_add(errs, sub, "duplicate %s name \"%s\" (also %s)", what, names[i],
+                                first);
             }
         }
     }
@@ -895,11 +908,16 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
             free(mine);
         }
         char **names = calloc(n ? n : 1, sizeof(char *));
-        for (i = 0; names && i < n; i++)
+        const char **paths = calloc(n ? n : 1, sizeof(char *));
+        i = 0;
+        for (const cJSON *e = expanded->child; names && paths && e; e = e->next, i++) {
             names[i] = conf->sources[i].name;
-        if (names)
-            check_unique("source", "sources", names, n, errs);
+            paths[i] = cJSON_GetObjectItemCaseSensitive(e, "path")->valuestring;
+        }
+        if (names && paths)
+            check_unique("source", "sources", names, paths, n, errs);
         free(names);
+        free(paths);
     }
 
     const cJSON *sinks = cJSON_GetObjectItemCaseSensitive(root, "sinks");
@@ -920,7 +938,7 @@ conf_t *conf_parse(const char *text, size_t len, const char *path, sink_errors_t
         for (i = 0; names && i < n; i++)
             names[i] = conf->sinks[i].name;
         if (names)
-            check_unique("sink", "sinks", names, n, errs);
+            check_unique("sink", "sinks", names, NULL, n, errs);
         free(names);
     }
 

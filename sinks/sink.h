@@ -391,7 +391,11 @@ void sink_errors_add(sink_errors_t *errs, const char *path, const char *fmt, ...
 
 /*
  * Reports every key of obj that is not in allowed (NULL-terminated) as
- * "<path>.<key>: unknown key". Returns the number of unknown keys.
+ * "<path>.<key>: unknown key", followed by ' (did you mean "<known>"?)'
+ * when a key of allowed is a likely typo away (at most two edits, one for
+ * keys of four letters or less). The one check of unknown keys: sources,
+ * providers, the top level and the sinks' option tables all go through it.
+ * Returns the number of unknown keys.
  */
 int sink_conf_check_keys(const cJSON *obj, const char *path, const char *const *allowed,
                          sink_errors_t *errs);

@@ -13,11 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Keys longer than this get no suggestion: nobody mistypes a paragraph. */
-#define SINK_SUGGEST_KEY_MAX 64
-/* Edits (insert, delete, replace, swap) a typo may be away from the key it suggests. */
-#define SINK_SUGGEST_EDITS 2
-
 const char *const sink_common_keys[] = {"name", "type", "events", "sources", NULL};
 
 /*
@@ -86,72 +81,6 @@ static bool bounded(double min, double max)
 
 /* ---- unknown keys ---- */
 
-/* Edit distance with adjacent swaps (optimal string alignment); capped inputs. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    size_t d[SINK_SUGGEST_KEY_MAX + 1][SINK_SUGGEST_KEY_MAX + 1];
-
-    if (la > SINK_SUGGEST_KEY_MAX || lb > SINK_SUGGEST_KEY_MAX)
-        return SIZE_MAX;
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-            size_t best = d[i - 1][j - 1] + cost;
-
-            if (d[i - 1][j] + 1 < best)
-                best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1;
-            d[i][j] = best;
-        }
-    }
-    return d[la][lb];
-}
-
-/* The known key nearest to key, or NULL when none is close enough to be the one meant. */
-static const char *nearest_key(const char *key, const sink_option_t *opts, size_t n,
-                               const char *const *core_keys)
-{
-    /* A short key is one edit from too many others for two edits to mean anything. */
-    size_t limit = strlen(key) <= 4 ? 1 : SINK_SUGGEST_EDITS, best_d = SIZE_MAX;
-    const char *best = NULL;
-
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(key, opts[i].key);
-
-        if (d <= limit && d < best_d) {
-            best_d = d;
-            best = opts[i].key;
-        }
-    }
-    for (size_t i = 0; core_keys && core_keys[i]; i++) {
-        size_t d = edit_distance(key, core_keys[i]);
-
-        if (d <= limit && d < best_d) {
-            best_d = d;
-            best = core_keys[i];
-        }
-    }
-    return best;
-}
-
-static bool listed(const char *key, const char *const *keys)
-{
-    for (size_t i = 0; keys && keys[i]; i++) {
-        if (strcmp(key, keys[i]) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Case-sensitive, as every lookup here: "Brokers" is a typo. */
 static const sink_option_t *find_option(const sink_option_t *opts, size_t n, const char *key)
 {
@@ -162,25 +91,29 @@ static const sink_option_t *find_option(const sink_option_t *opts, size_t n, con
     return NULL;
 }
 
+/*
+ * Unknown keys, through the one check (and its suggestions) that sources
+ * and providers use too: the known ones are the options', then core_keys.
+ */
 static void check_unknown(const cJSON *obj, const char *path, const sink_option_t *opts, size_t n,
                           const char *const *core_keys, sink_errors_t *errs)
 {
-    const cJSON *item;
-    char kpath[SINK_PATH_MAX];
+    size_t ncore = 0;
+    const char **known;
 
-    cJSON_ArrayForEach(item, obj)
-    {
-        const char *near;
-
-        if (!item->string || find_option(opts, n, item->string) || listed(item->string, core_keys))
-            continue;
-        sink_conf_path(kpath, sizeof(kpath), path, item->string);
-        near = nearest_key(item->string, opts, n, core_keys);
-        if (near)
-            sink_errors_add(errs, kpath, "unknown key (did you mean \"%s\"?)", near);
-        else
-            sink_errors_add(errs, kpath, "unknown key");
+    while (core_keys && core_keys[ncore])
+        ncore++;
+    known = calloc(n + ncore + 1, sizeof(*known));
+    if (!known) {
+        sink_errors_add(errs, path, "out of memory");
+        return;
     }
+    for (size_t i = 0; i < n; i++)
+        known[i] = opts[i].key;
+    for (size_t i = 0; i < ncore; i++)
+        known[n + i] = core_keys[i];
+    sink_conf_check_keys(obj, path, known, errs);
+    free(known);
 }
 
 /* ---- values ---- */

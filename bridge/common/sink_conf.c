@@ -9,6 +9,7 @@
  * place may well be a secret.
  */
 #include "sink.h"
+#include "suggest.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -72,6 +73,7 @@ int sink_conf_check_keys(const cJSON *obj, const char *path, const char *const *
         return 0;
     cJSON_ArrayForEach(item, obj)
     {
+        const char *near;
         size_t i;
 
         for (i = 0; allowed && allowed[i]; i++) {
@@ -81,7 +83,12 @@ int sink_conf_check_keys(const cJSON *obj, const char *path, const char *const *
         }
         if (allowed && allowed[i])
             continue;
-        sink_errors_add(errs, sink_conf_path(buf, sizeof(buf), path, item->string), "unknown key");
+        sink_conf_path(buf, sizeof(buf), path, item->string);
+        near = item->string ? suggest_nearest(item->string, allowed) : NULL;
+        if (near)
+            sink_errors_add(errs, buf, "unknown key (did you mean \"%s\"?)", near);
+        else
+            sink_errors_add(errs, buf, "unknown key");
         unknown++;
     }
     return unknown;

@@ -86,12 +86,12 @@ static const struct {
      "\"stream\":\"s\",\"url\":\"redis://:" SECRET "@@:x\"}]}",
      "sinks[0].url: invalid redis URL: no host"},
     {"{\"redis\":{\"urll\":\"redis://x\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
-     "redis.urll: unknown key"},
+     "redis.urll: unknown key (did you mean \"url\"?)"},
     {"{\"admin\":{\"listen\":\"nowhere\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
      "admin.listen: expected host:port"},
     {"{\"sources\":[{\"name\":\"Bad Name\",\"provider\":\"century_smart_ia\",\"base_url\":"
      "\"https://x\",\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
-     "sources[0]: name: expected [a-z0-9_-]"},
+     "sources[0].name: expected [a-z0-9_-]"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"nope\",\"base_url\":\"https://x\"}],"
      "\"sinks\":" SINKS_OK "}",
      "sources[0].provider: unknown provider \"nope\", expected one of: century_smart_ia"},
@@ -109,7 +109,7 @@ static const struct {
      "sources[0].auth.api_key: environment variable SB_T_NOT_SET is not set"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
      "\"auth\":{\"api_key\":\"k\",\"apikey\":\"k\"}}],\"sinks\":" SINKS_OK "}",
-     "sources[0].auth.apikey: unknown key"},
+     "sources[0].auth.apikey: unknown key (did you mean \"api_key\"?)"},
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
      "\"auth\":{\"api_key\":\"k\"},\"page_size\":101}],\"sinks\":" SINKS_OK "}",
      "sources[0].page_size"},
@@ -153,6 +153,21 @@ static const struct {
     {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
      "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"sort\":\"x\"}}],\"sinks\":" SINKS_OK "}",
      "sources[0].filters.sort: unknown key"},
+    /* Every unknown key gets the nearest known one when it is close: top level,
+     * sections, source keys, provider blocks. */
+    {"{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK ",\"lease_ttl\":5}",
+     "lease_ttl: unknown key (did you mean \"lease_ttl_s\"?)"},
+    {"{\"admin\":{\"listn\":\"x:1\"},\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}",
+     "admin.listn: unknown key (did you mean \"listen\"?)"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filter\":{}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].filter: unknown key (did you mean \"filters\"?)"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"completed_lookback\":60}],\"sinks\":" SINKS_OK "}",
+     "sources[0].completed_lookback: unknown key (did you mean \"completed_lookback_s\"?)"},
+    {"{\"sources\":[{\"name\":\"a\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+     "\"auth\":{\"api_key\":\"k\"},\"filters\":{\"userid\":[]}}],\"sinks\":" SINKS_OK "}",
+     "sources[0].filters.userid: unknown key (did you mean \"userId\"?)"},
     {"{\"sources\":[" SRC_OK "," SRC_OK "],\"sinks\":" SINKS_OK "}",
      "sources[1]: duplicate source name \"century\""},
     {"{\"sources\":[" SRC_OK "],\"sinks\":[{\"name\":\"x\",\"type\":\"carrier-pigeon\"}]}",
@@ -277,6 +292,12 @@ START_TEST(exam_ids_expand_into_one_source_each)
         {PE_SRC(",\"exam_ids\":[]"), "sources[0].exam_ids: expected a non-empty array"},
         {PE_SRC(",\"exam_ids\":[1,{}]"), "sources[0].exam_ids[1]: expected a positive integer"},
         {PE_SRC(",\"exam_ids\":[1,1]"), "duplicate source name \"pe-1\""},
+        /* Paths are the file's: an expanded entry counts once, not once per exam. */
+        {"{\"sources\":[{\"name\":\"pe\",\"provider\":\"proctorexam\",\"base_url\":\"https://x\","
+         "\"auth\":{\"api_token\":\"t\",\"secret_key\":\"k\"},\"exam_ids\":[1,2]},"
+         "{\"name\":\"pe-2\",\"provider\":\"century_smart_ia\",\"base_url\":\"https://x\","
+         "\"auth\":{\"api_key\":\"k\"}}],\"sinks\":" SINKS_OK "}",
+         "sources[1]: duplicate source name \"pe-2\" (also sources[0])"},
     };
     for (size_t r = 0; r < sizeof(bad_rows) / sizeof(bad_rows[0]); r++) {
         memset(errs, 0, sizeof(*errs));

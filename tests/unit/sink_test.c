@@ -74,12 +74,18 @@ START_TEST(test_check_keys)
     cJSON *j = parse_json("{\"name\":1,\"brokres\":2,\"brokers\":3,\"Brokers\":4,\"topic\":5}");
     sink_errors_t errs = {0};
 
-    /* Every unknown key at once, in document order; matching is case-sensitive. */
+    /* Every unknown key at once, in document order; matching is case-sensitive;
+     * the nearest known key when one is close. */
     ck_assert_int_eq(sink_conf_check_keys(j, "sinks[1]", allowed, &errs), 3);
     ck_assert_uint_eq(errs.count, 3);
-    ck_assert_str_eq(errs.msg[0], "sinks[1].brokres: unknown key");
-    ck_assert_str_eq(errs.msg[1], "sinks[1].Brokers: unknown key");
+    ck_assert_str_eq(errs.msg[0], "sinks[1].brokres: unknown key (did you mean \"brokers\"?)");
+    ck_assert_str_eq(errs.msg[1], "sinks[1].Brokers: unknown key (did you mean \"brokers\"?)");
     ck_assert_str_eq(errs.msg[2], "sinks[1].topic: unknown key");
+
+    /* At the top level (no path), and with nothing allowed. */
+    memset(&errs, 0, sizeof(errs));
+    ck_assert_int_eq(sink_conf_check_keys(j, "", NULL, &errs), 5);
+    ck_assert_str_eq(errs.msg[0], "name: unknown key");
 
     /* Not an object, or NULL: nothing to report. */
     memset(&errs, 0, sizeof(errs));
