@@ -18,12 +18,12 @@
 /* How long one batch may take to be acknowledged. */
 #define DLQ_BATCH_WAIT_MS 60000
 
+const char *const dlq_action_names[] = {"list", "replay", "purge", NULL};
+
 int dlq_action_parse(const char *s, dlq_action_t *out)
 {
-    static const char *const names[] = {"list", "replay", "purge"};
-
-    for (int i = 0; s != NULL && i < 3; i++) {
-        if (strcmp(s, names[i]) == 0) {
+    for (int i = 0; s != NULL && dlq_action_names[i]; i++) {
+        if (strcmp(s, dlq_action_names[i]) == 0) {
             *out = (dlq_action_t)i;
             return 0;
         }

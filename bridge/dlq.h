@@ -19,6 +19,9 @@ typedef enum dlq_action {
     DLQ_PURGE,
 } dlq_action_t;
 
+/* The actions' names, in dlq_action_t order, NULL-terminated: "list", "replay", "purge". */
+extern const char *const dlq_action_names[];
+
 /* "list" | "replay" | "purge" -> *out; -1 for anything else. */
 int dlq_action_parse(const char *s, dlq_action_t *out);
 

@@ -3,6 +3,8 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include "dlq.h"
 #include "engine.h"
 #include "log.h"
+#include "suggest.h"
 
 /* sysexits.h: EX_USAGE is 64, but the contract says 2 for usage errors. */
 #define EXIT_RUNTIME 1
@@ -34,29 +37,6 @@ static void on_signal(int sig)
 static void admin_beat(void *opaque)
 {
     admin_heartbeat(opaque);
-}
-
-static void usage(FILE *out)
-{
-    fprintf(
-        out,
-        "session-bridge %s: lifecycle events from \"list sessions\" APIs\n"
-        "\n"
-        "Usage:\n"
-        "  session-bridge run   -c FILE                  poll every source until SIGTERM/SIGINT\n"
-        "  session-bridge once  -c FILE [--source NAME]  one cycle per source, then exit\n"
-        "  session-bridge check -c FILE                  validate the configuration\n"
-        "  session-bridge dlq list|replay|purge -c FILE [--sink NAME]\n"
-        "                                                dead letters: list them (JSON lines),\n"
-        "                                                hand them to their sink again, or delete\n"
-        "  session-bridge sinks                          the sink types and their keys\n"
-        "  session-bridge version\n"
-        "\n"
-        "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
-        "source), 2 usage error, 78 configuration error.\n"
-        "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info). Strings in\n"
-        "the configuration may use ${VAR} and ${VAR:-default}.\n",
-        SB_VERSION);
 }
 
 /*
@@ -83,13 +63,283 @@ static int cmd_sinks(void)
     return 0;
 }
 
+/* ---- the command line: its commands and options, as tables ---- */
+
+typedef enum command_id {
+    CMD_RUN,
+    CMD_ONCE,
+    CMD_CHECK,
+    CMD_DLQ,
+    CMD_SINKS,
+    CMD_VERSION,
+    CMD_HELP,
+    CMD_COUNT,
+} command_id_t;
+
+#define ON(cmd) (1u << (cmd))
+#define ON_ALL ((1u << CMD_COUNT) - 1)
+
+/*
+ * A command: what its usage line shows after the name, one line for the
+ * list, and its own help. Which options it takes is said by the options
+ * table, so that adding a flag is one row there.
+ */
+typedef struct command {
+    const char *name;
+    const char *synopsis; /* after "session-bridge NAME" */
+    const char *summary;  /* the list's line */
+    const char *details;  /* the command's help, after its usage line */
+    bool needs_config;
+    const char *const *actions; /* the word after the command (dlq), NULL-terminated */
+} command_t;
+
+static const command_t commands[CMD_COUNT] = {
+    [CMD_RUN] = {"run", "-c FILE", "poll every source until SIGTERM/SIGINT",
+                 "The daemon: polls every source, delivers every event to its sinks, commits\n"
+                 "each source's snapshot to Redis, and serves /healthz, /readyz and /metrics\n"
+                 "on admin.listen. SIGTERM or SIGINT: finish, flush, exit 0.\n"
+                 "Exit codes: 0 stopped by a signal, 1 runtime failure, 2 usage error,\n"
+                 "78 configuration error.\n",
+                 true, NULL},
+    [CMD_ONCE] = {"once", "-c FILE [--source NAME]", "one poll cycle per source, then exit",
+                  "One poll cycle per source (or only NAME): deliver the events, commit the\n"
+                  "snapshots, exit. No admin endpoint.\n"
+                  "Exit codes: 0 every source done, 1 a source failed (nothing committed for\n"
+                  "it), 2 usage error or no such source, 78 configuration error.\n",
+                  true, NULL},
+    [CMD_CHECK] = {"check", "-c FILE", "validate the configuration, print what is wrong",
+                   "Validates the configuration file: prints every problem as\n"
+                   "FILE: JSON.PATH: what was expected, or OK with the sources and sinks.\n"
+                   "Contacts nothing.\n"
+                   "Exit codes: 0 valid, 2 usage error, 78 configuration error.\n",
+                   true, NULL},
+    [CMD_DLQ] = {"dlq", "list|replay|purge -c FILE [--sink NAME]",
+                 "dead letters: list, hand to their sink again, or delete",
+                 "The events that exhausted their sink's retries:\n"
+                 "  list    print them, one JSON object per line\n"
+                 "  replay  hand them to their sink again (those delivered leave the store)\n"
+                 "  purge   delete them\n"
+                 "Exit codes: 0 done, 1 Redis failed or a replay was not delivered,\n"
+                 "2 usage error or no such sink, 78 configuration error.\n",
+                 true, dlq_action_names},
+    [CMD_SINKS] = {"sinks", "", "the sink types and their keys",
+                   "Prints the keys every sink has, then each built-in type's keys (type,\n"
+                   "bounds, default, description): the tables check validates against.\n",
+                   false, NULL},
+    [CMD_VERSION] = {"version", "", "the version, with librdkafka's and libcurl's",
+                     "Prints the version of session-bridge and of the libraries it runs on.\n",
+                     false, NULL},
+    [CMD_HELP] = {"help", "[COMMAND]", "this help, or a command's",
+                  "Prints the list of commands, or COMMAND's usage and options.\n", false, NULL},
+};
+
+typedef enum option_id {
+    OPT_CONFIG,
+    OPT_SOURCE,
+    OPT_SINK,
+    OPT_HELP,
+    OPT_COUNT,
+} option_id_t;
+
+typedef struct cli_option {
+    const char *name;  /* the long name, without "--" */
+    char letter;       /* the short name, 0: none */
+    const char *arg;   /* the value's name in the help, NULL: a flag */
+    unsigned commands; /* ON(CMD_...) of the commands that take it */
+    const char *help;
+} cli_option_t;
+
+static const cli_option_t options[OPT_COUNT] = {
+    [OPT_CONFIG] = {"config", 'c', "FILE", ON(CMD_RUN) | ON(CMD_ONCE) | ON(CMD_CHECK) | ON(CMD_DLQ),
+                    "the configuration file (JSON)"},
+    [OPT_SOURCE] = {"source", 0, "NAME", ON(CMD_ONCE), "only the source named NAME"},
+    [OPT_SINK] = {"sink", 0, "NAME", ON(CMD_DLQ), "only the dead letters of the sink named NAME"},
+    [OPT_HELP] = {"help", 'h', NULL, ON_ALL, "print this help and exit"},
+};
+
 typedef struct args {
-    const char *cmd;
-    const char *action; /* dlq */
-    const char *config;
-    const char *source;
-    const char *sink;
+    command_id_t cmd;
+    const char *action;         /* dlq's */
+    const char *opt[OPT_COUNT]; /* each option's value; a flag's is "" when given */
 } args_t;
+
+/* Where a command line ends up: run the command, print help, or refuse it. */
+typedef enum parse_result {
+    PARSE_OK = 0,
+    PARSE_HELP,
+    PARSE_USAGE_ERROR,
+} parse_result_t;
+
+static bool takes(command_id_t cmd, option_id_t o)
+{
+    return (options[o].commands & ON(cmd)) != 0;
+}
+
+/* "-c, --config FILE" or "    --source NAME" into buf. */
+static const char *option_label(char *buf, size_t size, option_id_t o)
+{
+    const cli_option_t *opt = &options[o];
+    const char *arg = opt->arg ? opt->arg : "";
+
+    if (opt->letter)
+        snprintf(buf, size, "-%c, --%s%s%s", opt->letter, opt->name, *arg ? " " : "", arg);
+    else
+        snprintf(buf, size, "    --%s%s%s", opt->name, *arg ? " " : "", arg);
+    return buf;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "session-bridge %s: lifecycle events from \"list sessions\" APIs\n"
+            "\n"
+            "Usage: session-bridge COMMAND [OPTIONS]\n"
+            "\n"
+            "Commands:\n",
+            SB_VERSION);
+    for (int c = 0; c < CMD_COUNT; c++) {
+        char line[128];
+
+        snprintf(line, sizeof(line), "%s %s", commands[c].name, commands[c].synopsis);
+        if (strlen(line) > 32)
+            fprintf(out, "  %s\n  %-32s  %s\n", line, "", commands[c].summary);
+        else
+            fprintf(out, "  %-32s  %s\n", line, commands[c].summary);
+    }
+    fprintf(out, "\n"
+                 "Run \"session-bridge COMMAND --help\" for a command's options.\n"
+                 "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
+                 "source), 2 usage error, 78 configuration error.\n"
+                 "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info). Strings in\n"
+                 "the configuration may use ${VAR} and ${VAR:-default}.\n");
+}
+
+static void command_usage(command_id_t cmd, FILE *out)
+{
+    const command_t *c = &commands[cmd];
+    char label[64];
+
+    fprintf(out, "Usage: session-bridge %s%s%s\n\n%s\nOptions:\n", c->name, *c->synopsis ? " " : "",
+            c->synopsis, c->details);
+    for (int o = 0; o < OPT_COUNT; o++) {
+        if (takes(cmd, (option_id_t)o))
+            fprintf(out, "  %-20s  %s\n", option_label(label, sizeof(label), (option_id_t)o),
+                    options[o].help);
+    }
+}
+
+/* "list, replay or purge": the command's actions. */
+static const char *command_actions(command_id_t cmd, char *buf, size_t size)
+{
+    const char *const *w = commands[cmd].actions;
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (size_t k = 0; w && w[k] && n < size; k++) {
+        int r = snprintf(buf + n, size - n, "%s%s", k == 0 ? "" : w[k + 1] ? ", " : " or ", w[k]);
+        n += r > 0 ? (size_t)r : 0;
+    }
+    return buf;
+}
+
+/* The command named word, or -1. */
+static int command_find(const char *word)
+{
+    for (int c = 0; c < CMD_COUNT; c++) {
+        if (strcmp(word, commands[c].name) == 0)
+            return c;
+    }
+    return -1;
+}
+
+/* Prints the problem, then where help is; always PARSE_USAGE_ERROR. */
+static parse_result_t refuse(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static parse_result_t refuse(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "session-bridge%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun \"session-bridge %s%s--help\" for usage.\n", cmd ? cmd : "",
+            cmd ? " " : "");
+    return PARSE_USAGE_ERROR;
+}
+
+/* ' (did you mean "x"?)' when a candidate is close, else "". */
+static const char *did_you_mean(char *buf, size_t size, const suggest_t *s)
+{
+    if (!suggest_best(s))
+        return "";
+    snprintf(buf, size, " (did you mean \"%s\"?)", suggest_best(s));
+    return buf;
+}
+
+/* The option whose short name is letter (one of shortopts: there is one). */
+static int option_by_letter(int letter)
+{
+    int o = 0;
+
+    while (o < OPT_COUNT - 1 && options[o].letter != letter)
+        o++;
+    return o;
+}
+
+/* "run, once, check": the commands that take option o, into buf. */
+static const char *commands_taking(option_id_t o, char *buf, size_t size)
+{
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (int k = 0; k < CMD_COUNT && n < size; k++) {
+        if (takes((command_id_t)k, o)) {
+            int w = snprintf(buf + n, size - n, "%s%s", n ? ", " : "", commands[k].name);
+            n += w > 0 ? (size_t)w : 0;
+        }
+    }
+    return buf;
+}
+
+/* An option of other commands: say which take it. */
+static parse_result_t option_elsewhere(command_id_t cmd, option_id_t o)
+{
+    char with[96];
+
+    return refuse(commands[cmd].name, "--%s goes with %s, not %s", options[o].name,
+                  commands_taking(o, with, sizeof(with)), commands[cmd].name);
+}
+
+/* An option the command does not know: the nearest of its own, if one is close. */
+static parse_result_t unknown_option(command_id_t cmd, const char *arg)
+{
+    char word[SUGGEST_WORD_MAX + 1], spelled[OPT_COUNT][24], hint[128] = "";
+    suggest_t own, other;
+
+    /* "--sorce=x" is measured as "--sorce" */
+    snprintf(word, sizeof(word), "%.*s", (int)strcspn(arg, "="), arg);
+    suggest_init(&own, word);
+    suggest_init(&other, word);
+    for (int o = 0; o < OPT_COUNT; o++) {
+        snprintf(spelled[o], sizeof(spelled[o]), "--%s", options[o].name);
+        suggest_offer(takes(cmd, (option_id_t)o) ? &own : &other, spelled[o]);
+    }
+    if (suggest_best(&own)) {
+        snprintf(hint, sizeof(hint), " (did you mean \"%s\"?)", suggest_best(&own));
+    } else if (suggest_best(&other)) {
+        /* "check --sorce": the option exists, for another command */
+        int o = 0;
+        char with[96];
+
+        while (spelled[o] != suggest_best(&other))
+            o++;
+
+        snprintf(hint, sizeof(hint), " (%s goes with %s)", spelled[o],
+                 commands_taking((option_id_t)o, with, sizeof(with)));
+    }
+    return refuse(commands[cmd].name, "unknown option \"%s\"%s", word, hint);
+}
 
 /* Whether arg is "--name" or "--name=...", not an abbreviation of it. */
 static int spelled_out(const char *arg, const char *name)
@@ -99,59 +349,129 @@ static int spelled_out(const char *arg, const char *name)
     return strncmp(arg + 2, name, n) == 0 && (arg[2 + n] == '\0' || arg[2 + n] == '=');
 }
 
-/*
- * Reads the options after the command word (and after dlq's action):
- * -c/--config, --source, --sink, each as "--opt VALUE" or "--opt=VALUE".
- * getopt_long() prints nothing (opterr = 0): every mistake is reported as
- * the argument it stopped at, and options are not permuted, so a stray
- * word is one too. Long options are taken only when spelled out: an
- * abbreviation ("--conf") that one more option could make ambiguous is
- * refused now rather than broken later.
- */
-static int parse_args(int argc, char **argv, args_t *a)
+static parse_result_t unknown_command(const char *word)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"source", required_argument, NULL, 's'},
-        {"sink", required_argument, NULL, 'k'},
-        {NULL, 0, NULL, 0},
-    };
+    char hint[64];
+    suggest_t s;
+
+    suggest_init(&s, word);
+    for (int k = 0; k < CMD_COUNT; k++)
+        suggest_offer(&s, commands[k].name);
+    return refuse(NULL, "unknown command \"%s\"%s", word, did_you_mean(hint, sizeof(hint), &s));
+}
+
+/* The word after the command when it must be one of words (dlq's actions). */
+static parse_result_t parse_action(command_id_t cmd, const char *word, const char *const *words)
+{
+    char hint[64], names[128];
+    suggest_t s;
+
+    suggest_init(&s, word);
+    for (size_t k = 0; words[k]; k++) {
+        if (strcmp(words[k], word) == 0)
+            return PARSE_OK;
+        suggest_offer(&s, words[k]);
+    }
+    return refuse(commands[cmd].name, "unknown action \"%s\"%s, expected %s", word,
+                  did_you_mean(hint, sizeof(hint), &s), command_actions(cmd, names, sizeof(names)));
+}
+
+/* `help [COMMAND]`, `--help`, `--version`: the lines that are not a command and its options. */
+static parse_result_t parse_help(int argc, char **argv, args_t *a)
+{
+    int c;
+
+    a->cmd = strcmp(argv[1], "--version") == 0 ? CMD_VERSION : CMD_HELP;
+    if (argc == 2)
+        return PARSE_OK;
+    if (a->cmd == CMD_HELP && argc == 3 &&
+        (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0))
+        return PARSE_HELP;
+    if (a->cmd == CMD_HELP && argc == 3 && (c = command_find(argv[2])) >= 0) {
+        a->cmd = (command_id_t)c;
+        return PARSE_HELP;
+    }
+    if (a->cmd == CMD_HELP && argc == 3)
+        return unknown_command(argv[2]);
+    return refuse(NULL, "unexpected argument \"%s\"", argv[2]);
+}
+
+/*
+ * Reads the command line into a: the command word (and dlq's action), then
+ * its options, each as "--opt VALUE" or "--opt=VALUE" (-c FILE, -cFILE).
+ * getopt_long() prints nothing (opterr = 0): every mistake is reported
+ * here, with the nearest command, action or option when one is close, and
+ * options are not permuted, so a stray word is one too. Long options are
+ * taken only when spelled out: an abbreviation ("--conf") that one more
+ * option could make ambiguous is refused now rather than broken later.
+ * -h or --help after the command is PARSE_HELP, whatever else the line holds.
+ */
+static parse_result_t parse_args(int argc, char **argv, args_t *a)
+{
+    /* getopt_long()'s value for options[o]: above every character, so that 0 is no option */
+    enum { LONG_BASE = 0x100 };
+    struct option longopts[OPT_COUNT + 1] = {{0}};
+    char shortopts[2 * OPT_COUNT + 3] = "+:", hint[128];
     int first = 2, c, at, li;
 
     memset(a, 0, sizeof(*a));
     if (argc < 2)
-        return -1;
-    a->cmd = argv[1];
-    if (strcmp(a->cmd, "dlq") == 0 && argc > 2 && argv[2][0] != '-')
+        return refuse(NULL, "expected a command");
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--version") == 0)
+        return parse_help(argc, argv, a);
+    if ((c = command_find(argv[1])) < 0) {
+        if (argv[1][0] == '-')
+            return refuse(NULL, "expected a command before \"%s\"", argv[1]);
+        return unknown_command(argv[1]);
+    }
+    a->cmd = (command_id_t)c;
+    for (int i = first; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return PARSE_HELP;
+    }
+    if (commands[c].actions && argc > 2 && argv[2][0] != '-') {
         a->action = argv[first++];
+        if (parse_action(a->cmd, a->action, commands[c].actions) != PARSE_OK)
+            return PARSE_USAGE_ERROR;
+    }
+    for (int o = 0; o < OPT_COUNT; o++) {
+        longopts[o] = (struct option){
+            options[o].name, options[o].arg ? required_argument : no_argument, NULL, LONG_BASE + o};
+        if (options[o].letter) {
+            size_t n = strlen(shortopts);
+
+            shortopts[n++] = options[o].letter;
+            if (options[o].arg)
+                shortopts[n++] = ':';
+            shortopts[n] = '\0';
+        }
+    }
     /* getopt_long() reads from argv[1]: the word before the options stands in for argv[0]. */
     argc -= first - 1;
     argv += first - 1;
     opterr = 0;
     optind = 1;
-    while ((at = optind, li = -1, c = getopt_long(argc, argv, "+c:", longopts, &li)) != -1) {
-        if (li >= 0 && !spelled_out(argv[at], longopts[li].name))
-            c = '?';
-        switch (c) {
-        case 'c':
-            a->config = optarg;
-            break;
-        case 's':
-            a->source = optarg;
-            break;
-        case 'k':
-            a->sink = optarg;
-            break;
-        default: /* unknown, or its value missing */
-            fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", argv[at]);
-            return -1;
-        }
+    while ((at = optind, li = -1, c = getopt_long(argc, argv, shortopts, longopts, &li)) != -1) {
+        int o;
+
+        if (c == ':')
+            return refuse(commands[a->cmd].name, "\"%s\" expects a value", argv[at]);
+        if (c == '?' || (li >= 0 && !spelled_out(argv[at], longopts[li].name)))
+            return unknown_option(a->cmd, argv[at]);
+        o = c >= LONG_BASE ? c - LONG_BASE : option_by_letter(c);
+        if (!takes(a->cmd, (option_id_t)o))
+            return option_elsewhere(a->cmd, (option_id_t)o);
+        a->opt[o] = options[o].arg ? optarg : "";
     }
-    if (optind < argc) {
-        fprintf(stderr, "session-bridge: unexpected argument \"%s\"\n", argv[optind]);
-        return -1;
-    }
-    return 0;
+    if (optind < argc)
+        return refuse(commands[a->cmd].name, "unexpected argument \"%s\"", argv[optind]);
+    if (commands[a->cmd].actions && !a->action)
+        return refuse(commands[a->cmd].name, "expected %s first",
+                      command_actions(a->cmd, hint, sizeof(hint)));
+    if (commands[a->cmd].needs_config && !a->opt[OPT_CONFIG])
+        return refuse(commands[a->cmd].name, "-c FILE is required");
+    return PARSE_OK;
 }
 
 /* Prints every configuration problem as FILE: PATH: MESSAGE. */
@@ -173,14 +493,15 @@ static int cmd_check(const args_t *a)
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     if (errs == NULL)
         return EXIT_RUNTIME;
-    conf_t *conf = conf_load(a->config, errs);
+    conf_t *conf = conf_load(a->opt[OPT_CONFIG], errs);
     if (conf == NULL) {
-        print_conf_errors(a->config, errs, 0);
-        fprintf(stderr, "%s: %zu problem%s\n", a->config, errs->count, errs->count == 1 ? "" : "s");
+        print_conf_errors(a->opt[OPT_CONFIG], errs, 0);
+        fprintf(stderr, "%s: %zu problem%s\n", a->opt[OPT_CONFIG], errs->count,
+                errs->count == 1 ? "" : "s");
         free(errs);
         return EXIT_CONFIG;
     }
-    printf("%s: OK (%zu source%s, %zu sink%s)\n", a->config, conf->nsources,
+    printf("%s: OK (%zu source%s, %zu sink%s)\n", a->opt[OPT_CONFIG], conf->nsources,
            conf->nsources == 1 ? "" : "s", conf->nsinks, conf->nsinks == 1 ? "" : "s");
     for (size_t i = 0; i < conf->nsources; i++)
         printf("  source %-24s %-18s every %ds\n", conf->sources[i].name,
@@ -204,16 +525,16 @@ static int cmd_daemon(const args_t *a, int once)
 
     if (errs == NULL)
         return EXIT_RUNTIME;
-    conf_t *conf = conf_load(a->config, errs);
+    conf_t *conf = conf_load(a->opt[OPT_CONFIG], errs);
     if (conf == NULL) {
-        print_conf_errors(a->config, errs, 1);
+        print_conf_errors(a->opt[OPT_CONFIG], errs, 1);
         free(errs);
         return EXIT_CONFIG;
     }
     free(errs);
-    if (a->source && conf_find_source(conf, a->source) == NULL) {
-        LOG_ERROR("no such source in the configuration", LF_S("source", a->source),
-                  LF_S("file", a->config));
+    if (a->opt[OPT_SOURCE] && conf_find_source(conf, a->opt[OPT_SOURCE]) == NULL) {
+        LOG_ERROR("no such source in the configuration", LF_S("source", a->opt[OPT_SOURCE]),
+                  LF_S("file", a->opt[OPT_CONFIG]));
         conf_free(conf);
         return EXIT_USAGE;
     }
@@ -228,14 +549,14 @@ static int cmd_daemon(const args_t *a, int once)
     signal(SIGXFSZ, SIG_IGN);
 
     LOG_INFO("starting", LF_S("version", SB_VERSION), LF_S("mode", once ? "once" : "run"),
-             LF_S("config", a->config), LF_S("librdkafka", rd_kafka_version_str()));
+             LF_S("config", a->opt[OPT_CONFIG]), LF_S("librdkafka", rd_kafka_version_str()));
     e = engine_new(conf, &stop_requested, err, sizeof(err));
     if (e == NULL) {
         LOG_ERROR("cannot start", LF_S("error", err));
         goto out;
     }
     if (once) {
-        rc = engine_run_once(e, a->source) == 0 ? 0 : EXIT_RUNTIME;
+        rc = engine_run_once(e, a->opt[OPT_SOURCE]) == 0 ? 0 : EXIT_RUNTIME;
         goto out;
     }
     /* run: the admin endpoint (CONTRACT §8), answered from what the engine publishes */
@@ -269,78 +590,68 @@ out:
     return rc;
 }
 
-static int cmd_dlq(const args_t *a, dlq_action_t action)
+static int cmd_dlq(const args_t *a)
 {
     sink_errors_t *errs = calloc(1, sizeof(*errs));
+    dlq_action_t action = DLQ_LIST;
     int rc;
 
+    /* parse_args() took only a word of dlq_action_names */
+    dlq_action_parse(a->action, &action);
     if (errs == NULL)
         return EXIT_RUNTIME;
-    conf_t *conf = conf_load(a->config, errs);
+    conf_t *conf = conf_load(a->opt[OPT_CONFIG], errs);
     if (conf == NULL) {
-        print_conf_errors(a->config, errs, 0);
+        print_conf_errors(a->opt[OPT_CONFIG], errs, 0);
         free(errs);
         return EXIT_CONFIG;
     }
     free(errs);
-    int found = a->sink == NULL;
+    int found = a->opt[OPT_SINK] == NULL;
     for (size_t i = 0; !found && i < conf->nsinks; i++)
-        found = strcmp(conf->sinks[i].name, a->sink) == 0;
+        found = strcmp(conf->sinks[i].name, a->opt[OPT_SINK]) == 0;
     if (!found) {
-        fprintf(stderr, "session-bridge dlq: no sink named \"%s\" in %s\n", a->sink, a->config);
+        fprintf(stderr, "session-bridge dlq: no sink named \"%s\" in %s\n", a->opt[OPT_SINK],
+                a->opt[OPT_CONFIG]);
         conf_free(conf);
         return EXIT_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
-    rc = dlq_run(conf, action, a->sink) == 0 ? 0 : EXIT_RUNTIME;
+    rc = dlq_run(conf, action, a->opt[OPT_SINK]) == 0 ? 0 : EXIT_RUNTIME;
     conf_free(conf);
     return rc;
+}
+
+static int cmd_version(void)
+{
+    printf("session-bridge %s (librdkafka %s, %s)\n", SB_VERSION, rd_kafka_version_str(),
+           curl_version());
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     args_t a;
 
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-                      strcmp(argv[1], "help") == 0)) {
+    switch (parse_args(argc, argv, &a)) {
+    case PARSE_OK:
+        break;
+    case PARSE_HELP:
+        command_usage(a.cmd, stdout);
+        return 0;
+    case PARSE_USAGE_ERROR:
+        return EXIT_USAGE;
+    }
+    switch (a.cmd) {
+    case CMD_HELP:
         usage(stdout);
         return 0;
-    }
-    if (argc >= 2 && (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0)) {
-        printf("session-bridge %s (librdkafka %s, %s)\n", SB_VERSION, rd_kafka_version_str(),
-               curl_version());
-        return 0;
-    }
-    if (argc == 2 && strcmp(argv[1], "sinks") == 0)
+    case CMD_VERSION:
+        return cmd_version();
+    case CMD_SINKS:
         return cmd_sinks();
-    if (parse_args(argc, argv, &a) != 0) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
-    int is_run = strcmp(a.cmd, "run") == 0, is_once = strcmp(a.cmd, "once") == 0,
-        is_check = strcmp(a.cmd, "check") == 0, is_dlq = strcmp(a.cmd, "dlq") == 0;
-    dlq_action_t action = DLQ_LIST;
-    if (is_dlq && dlq_action_parse(a.action, &action) != 0) {
-        fprintf(stderr, "session-bridge dlq: expected list, replay or purge\n\n");
-        usage(stderr);
-        return EXIT_USAGE;
-    }
-    if (a.sink && !is_dlq) {
-        fprintf(stderr, "session-bridge %s: --sink only goes with dlq\n", a.cmd);
-        return EXIT_USAGE;
-    }
-    if (!is_run && !is_once && !is_check && !is_dlq) {
-        fprintf(stderr, "session-bridge: unknown command \"%s\"\n\n", a.cmd);
-        usage(stderr);
-        return EXIT_USAGE;
-    }
-    if (a.config == NULL) {
-        fprintf(stderr, "session-bridge %s: -c FILE is required\n", a.cmd);
-        return EXIT_USAGE;
-    }
-    if (a.source && !is_once) {
-        fprintf(stderr, "session-bridge %s: --source only goes with once\n", a.cmd);
-        return EXIT_USAGE;
+    default:
+        break;
     }
     if (log_init_from_env() != 0) {
         fprintf(stderr, "session-bridge: SB_LOG_LEVEL must be error, warn, info or debug\n");
@@ -350,7 +661,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "session-bridge: libcurl failed to initialise\n");
         return EXIT_RUNTIME;
     }
-    int rc = is_check ? cmd_check(&a) : is_dlq ? cmd_dlq(&a, action) : cmd_daemon(&a, is_once);
+    int rc = a.cmd == CMD_CHECK ? cmd_check(&a)
+             : a.cmd == CMD_DLQ ? cmd_dlq(&a)
+                                : cmd_daemon(&a, a.cmd == CMD_ONCE);
     curl_global_cleanup();
     return rc;
 }

@@ -31,15 +31,81 @@ class Cli(unittest.TestCase):
         rc, out, _ = self.s.bridge("version")
         self.assertEqual(rc, 0)
         self.assertRegex(out, r"^session-bridge \d+\.\d+\.\d+ ")
-        rc, out, _ = self.s.bridge("--help")
-        self.assertEqual(rc, 0)
-        for cmd in ("run", "once", "check", "version"):
-            self.assertIn(f"session-bridge {cmd}", out)
         for argv in ([], ["frobnicate", "-c", "x"], ["once"], ["run", "-c", "x", "--source", "a"],
                      ["check", "-c", "x", "--bogus"]):
             rc, _, err = self.s.bridge(*argv)
             self.assertEqual(rc, 2, argv)
             self.assertTrue(err.strip(), argv)
+
+    # Every command, the usage line its --help starts with, and the options it lists.
+    COMMANDS = {
+        "run": ("run -c FILE", ["-c, --config FILE"]),
+        "once": ("once -c FILE [--source NAME]", ["-c, --config FILE", "--source NAME"]),
+        "check": ("check -c FILE", ["-c, --config FILE"]),
+        "dlq": ("dlq list|replay|purge -c FILE [--sink NAME]", ["-c, --config FILE", "--sink NAME"]),
+        "sinks": ("sinks", []),
+        "version": ("version", []),
+        "help": ("help [COMMAND]", []),
+    }
+
+    def test_every_command_has_help(self):
+        """`CMD --help`, `CMD -h` and `help CMD` print CMD's usage and options
+        on stdout and exit 0, whatever else the line holds; `--help` lists
+        every command."""
+        rc, top, err = self.s.bridge("--help")
+        self.assertEqual((rc, err), (0, ""))
+        for cmd, (synopsis, opts) in self.COMMANDS.items():
+            self.assertIn(f"  {synopsis}", top)
+            outs = []
+            for argv in ([cmd, "--help"], [cmd, "-h"], ["help", cmd], [cmd, "-c", "x", "--help"]):
+                if cmd in ("sinks", "version", "help") and "-c" in argv:
+                    continue
+                rc, out, err = self.s.bridge(*argv)
+                self.assertEqual((rc, err), (0, ""), argv)
+                self.assertTrue(out.startswith(f"Usage: session-bridge {synopsis}\n"), out)
+                for opt in opts + ["-h, --help"]:
+                    self.assertIn(opt, out, argv)
+                outs.append(out)
+            self.assertEqual(len(set(outs)), 1, cmd)
+        rc, out, _ = self.s.bridge("--version")
+        self.assertEqual(rc, 0)
+        self.assertEqual(out, self.s.bridge("version")[1])
+
+    def test_mistakes_say_what_and_suggest_the_nearest(self):
+        """Usage errors exit 2 with one line naming the mistake (and the
+        nearest command, action or option when one is close) and where help
+        is, on stderr only."""
+        rows = [
+            (["chek", "-c", "x"], 'session-bridge: unknown command "chek" (did you mean "check"?)'),
+            (["help", "onec"], 'session-bridge: unknown command "onec" (did you mean "once"?)'),
+            (["frobnicate"], 'session-bridge: unknown command "frobnicate"\n'),
+            (["-c", "x"], 'session-bridge: expected a command before "-c"'),
+            (["once", "-c", "x", "--sorce", "a"],
+             'session-bridge once: unknown option "--sorce" (did you mean "--source"?)'),
+            (["once", "-c", "x", "--sorce=a"],
+             'session-bridge once: unknown option "--sorce" (did you mean "--source"?)'),
+            (["check", "--conf", "x"],
+             'session-bridge check: unknown option "--conf" (did you mean "--config"?)'),
+            (["check", "-c", "x", "--sorce", "a"],
+             'session-bridge check: unknown option "--sorce" (--source goes with once)'),
+            (["run", "-c", "x", "--source", "a"], "session-bridge run: --source goes with once, not run"),
+            (["sinks", "-c", "x"], "session-bridge sinks: --config goes with run, once, check, dlq, not sinks"),
+            (["dlq", "lst", "-c", "x"],
+             'session-bridge dlq: unknown action "lst" (did you mean "list"?), expected list, replay or purge'),
+            (["dlq", "-c", "x"], "session-bridge dlq: expected list, replay or purge first"),
+            (["check"], "session-bridge check: -c FILE is required"),
+            (["check", "-c"], 'session-bridge check: "-c" expects a value'),
+            (["check", "-c", "x", "extra"], 'session-bridge check: unexpected argument "extra"'),
+            (["version", "extra"], 'session-bridge version: unexpected argument "extra"'),
+            ([], "session-bridge: expected a command"),
+        ]
+        for argv, want in rows:
+            rc, out, err = self.s.bridge(*argv)
+            self.assertEqual(rc, 2, argv)
+            self.assertEqual(out, "", argv)
+            self.assertTrue(err.startswith(want), f"{argv}: {err!r}")
+            cmd = argv[0] if argv and argv[0] in self.COMMANDS and argv[0] != "help" else None
+            self.assertIn(f'Run "session-bridge {cmd + " " if cmd else ""}--help" for usage.', err)
 
     def test_sinks_prints_every_option_table(self):
         """`sinks` documents what check enforces: type, bounds, default, description."""
