@@ -334,7 +334,6 @@ static parse_result_t unknown_option(command_id_t cmd, const char *arg)
 
         while (spelled[o] != suggest_best(&other))
             o++;
-
         snprintf(hint, sizeof(hint), " (%s goes with %s)", spelled[o],
                  commands_taking((option_id_t)o, with, sizeof(with)));
     }
@@ -376,6 +375,11 @@ static parse_result_t parse_action(command_id_t cmd, const char *word, const cha
                   did_you_mean(hint, sizeof(hint), &s), command_actions(cmd, names, sizeof(names)));
 }
 
+static bool is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
 /* `help [COMMAND]`, `--help`, `--version`: the lines that are not a command and its options. */
 static parse_result_t parse_help(int argc, char **argv, args_t *a)
 {
@@ -384,16 +388,14 @@ static parse_result_t parse_help(int argc, char **argv, args_t *a)
     a->cmd = strcmp(argv[1], "--version") == 0 ? CMD_VERSION : CMD_HELP;
     if (argc == 2)
         return PARSE_OK;
-    if (a->cmd == CMD_HELP && argc == 3 &&
-        (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0))
-        return PARSE_HELP;
-    if (a->cmd == CMD_HELP && argc == 3 && (c = command_find(argv[2])) >= 0) {
-        a->cmd = (command_id_t)c;
-        return PARSE_HELP;
-    }
-    if (a->cmd == CMD_HELP && argc == 3)
+    if (a->cmd == CMD_VERSION || argc > 3)
+        return refuse(NULL, "unexpected argument \"%s\"", argv[a->cmd == CMD_VERSION ? 2 : 3]);
+    if (is_help(argv[2]))
+        return PARSE_HELP; /* help's own */
+    if ((c = command_find(argv[2])) < 0)
         return unknown_command(argv[2]);
-    return refuse(NULL, "unexpected argument \"%s\"", argv[2]);
+    a->cmd = (command_id_t)c;
+    return PARSE_HELP;
 }
 
 /*
@@ -417,8 +419,7 @@ static parse_result_t parse_args(int argc, char **argv, args_t *a)
     memset(a, 0, sizeof(*a));
     if (argc < 2)
         return refuse(NULL, "expected a command");
-    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--version") == 0)
+    if (strcmp(argv[1], "help") == 0 || is_help(argv[1]) || strcmp(argv[1], "--version") == 0)
         return parse_help(argc, argv, a);
     if ((c = command_find(argv[1])) < 0) {
         if (argv[1][0] == '-')
@@ -427,7 +428,7 @@ static parse_result_t parse_args(int argc, char **argv, args_t *a)
     }
     a->cmd = (command_id_t)c;
     for (int i = first; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+        if (is_help(argv[i]))
             return PARSE_HELP;
     }
     if (commands[c].actions && argc > 2 && argv[2][0] != '-') {
@@ -464,6 +465,8 @@ static parse_result_t parse_args(int argc, char **argv, args_t *a)
             return option_elsewhere(a->cmd, (option_id_t)o);
         a->opt[o] = options[o].arg ? optarg : "";
     }
+    if (a->opt[OPT_HELP]) /* within a cluster: "-hc" */
+        return PARSE_HELP;
     if (optind < argc)
         return refuse(commands[a->cmd].name, "unexpected argument \"%s\"", argv[optind]);
     if (commands[a->cmd].actions && !a->action)
