@@ -160,7 +160,7 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
                               sink_errors_t *errs)
 {
     char fpath[256], sub[300];
-    snprintf(fpath, sizeof(fpath), "%s.filters", path);
+    sink_conf_path(fpath, sizeof(fpath), path, "filters");
     if (!cJSON_IsObject(filters)) {
         sink_errors_add(errs, fpath, "expected an object");
         return;
@@ -168,7 +168,7 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
     sink_conf_check_keys(filters, fpath, filter_keys, errs);
 
     const cJSON *sd = cJSON_GetObjectItemCaseSensitive(filters, "startDate");
-    snprintf(sub, sizeof(sub), "%s.startDate", fpath);
+    sink_conf_path(sub, sizeof(sub), fpath, "startDate");
     if (sd && !cJSON_IsObject(sd)) {
         sink_errors_add(errs, sub, "expected an object of gt, gte, lt, lte");
     } else if (sd) {
@@ -179,7 +179,7 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
             const char *text = NULL;
             if (v == NULL)
                 continue;
-            snprintf(vpath, sizeof(vpath), "%s.%s", sub, date_ops[op]);
+            sink_conf_path(vpath, sizeof(vpath), sub, date_ops[op]);
             long long secs;
             if (cJSON_IsNumber(v) &&
                 sink_exact_integer(v->valuedouble, 0, CENTURY_DATE_MAX_S, &secs) == 0) {
@@ -205,7 +205,7 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
 
     for (int i = 0; i < 3; i++) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(filters, list_filters[i]);
-        snprintf(sub, sizeof(sub), "%s.%s", fpath, list_filters[i]);
+        sink_conf_path(sub, sizeof(sub), fpath, list_filters[i]);
         if (arr == NULL)
             continue;
         int n = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
@@ -220,7 +220,7 @@ static void configure_filters(century_conf_t *c, const cJSON *filters, const cha
         size_t j = 0;
         for (const cJSON *e = arr->child; e; e = e->next, j++) {
             char epath[320];
-            snprintf(epath, sizeof(epath), "%s[%zu]", sub, j);
+            sink_conf_path_index(epath, sizeof(epath), sub, j);
             int uuid = i < 2; /* userId and testId are UUIDs */
             if (!cJSON_IsString(e) || e->valuestring[0] == '\0' ||
                 strlen(e->valuestring) > CENTURY_VALUE_MAX || (uuid && !is_uuid(e->valuestring)) ||
@@ -248,7 +248,7 @@ static void *century_configure(const cJSON *src, const char *path, sink_errors_t
         return NULL;
     }
     const cJSON *auth = cJSON_GetObjectItemCaseSensitive(src, "auth");
-    snprintf(sub, sizeof(sub), "%s.auth", path);
+    sink_conf_path(sub, sizeof(sub), path, "auth");
     if (!cJSON_IsObject(auth)) {
         sink_errors_add(errs, sub, "required, expected an object with api_key");
     } else {
