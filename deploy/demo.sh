@@ -77,16 +77,16 @@ check_watched() {
   done
 }
 
-# wait_until WHAT COMMAND...: until COMMAND succeeds (10 s at most), watching the others.
+# wait_until WHAT LOG COMMAND...: until COMMAND succeeds (10 s at most), watching them all.
 wait_until() {
-  local what=$1
-  shift
+  local what=$1 log=$2
+  shift 2
   for _ in $(seq 1 100); do
     "$@" >/dev/null 2>&1 && return 0
     check_watched
     sleep 0.1
   done
-  fail "$what did not start within 10 s"
+  fail "$what did not start within 10 s" "$log"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -95,20 +95,20 @@ redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$stack/redis" --appendonly yes \
   --save "" >"$stack/redis.log" 2>&1 &
 watch "redis-server" "$stack/redis.log"
-wait_until "redis-server" redis-cli -p "$redis_port" ping
+wait_until "redis-server" "$stack/redis.log" redis-cli -p "$redis_port" ping
 
 "$build/tests/stack/sb-kafka-mock" --bootstrap-file "$stack/bootstrap" --partitions 3 \
   --topic sessions.started --topic sessions.completed --topic sessions.cancelled \
   >"$stack/kafka.log" 2>&1 &
 watch "the Kafka mock broker (sb-kafka-mock)" "$stack/kafka.log"
-wait_until "the Kafka mock broker" test -s "$stack/bootstrap"
+wait_until "the Kafka mock broker" "$stack/kafka.log" test -s "$stack/bootstrap"
 
 export CENTURY_API_KEY="demo-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 "$build/tests/stack/sb-provider-sim" --port 0 --url-file "$stack/sim-url" --dialect century \
   --api-key "$CENTURY_API_KEY" --active 6 --completed 3 --seed "$RANDOM" \
   --truth "$stack/truth.jsonl" >"$stack/sim.log" 2>&1 &
 watch "the provider simulator (sb-provider-sim)" "$stack/sim.log"
-wait_until "the provider simulator" test -s "$stack/sim-url"
+wait_until "the provider simulator" "$stack/sim.log" test -s "$stack/sim-url"
 
 export SB_DEMO_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export SB_DEMO_BROKERS=$(cat "$stack/bootstrap")
