@@ -54,8 +54,9 @@ static void usage(FILE *out)
         "\n"
         "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
         "source), 2 usage error, 78 configuration error.\n"
-        "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info). Strings in\n"
-        "the configuration may use ${VAR} and ${VAR:-default}.\n",
+        "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info),\n"
+        "SB_LOG_FORMAT=text|json (default text on a terminal, json otherwise). Strings\n"
+        "in the configuration may use ${VAR} and ${VAR:-default}.\n",
         SB_VERSION);
 }
 
@@ -342,9 +343,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "session-bridge %s: --source only goes with once\n", a.cmd);
         return EXIT_USAGE;
     }
-    if (log_init_from_env() != 0) {
-        fprintf(stderr, "session-bridge: SB_LOG_LEVEL must be error, warn, info or debug\n");
-        return EXIT_USAGE;
+    /* The environment configures the process as the file does: a bad
+     * value is a configuration error, named before anything runs. */
+    char log_err[160];
+    if (log_init_from_env(log_err, sizeof(log_err)) != 0) {
+        fprintf(stderr, "session-bridge: %s\n", log_err);
+        return EXIT_CONFIG;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "session-bridge: libcurl failed to initialise\n");

@@ -33,6 +33,8 @@ SIM = os.path.join(BUILD, "tests", "stack", "sb-provider-sim")
 
 TOPICS = {"started": "sessions.started", "completed": "sessions.completed",
           "cancelled": "sessions.cancelled"}
+# One SB_LOG_FORMAT=text line: time, the level column, the message.
+TEXT_LOG_LINE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (ERROR|WARN |INFO |DEBUG) \S"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -261,6 +263,8 @@ class Stack:
         env = dict(os.environ)
         env["TEST_CENTURY_KEY"] = self.api_key
         env.setdefault("SB_LOG_LEVEL", "info")
+        # The tests read JSON lines, whatever the shell that runs them says.
+        env["SB_LOG_FORMAT"] = "json"
         env.update(extra)
         return env
 
