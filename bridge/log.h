@@ -68,6 +68,8 @@ extern volatile int log_max_level;
 #define LOG_WARN(...) LOG_AT_(LOG_LVL_WARN, __VA_ARGS__, LF_END_)
 #define LOG_INFO(...) LOG_AT_(LOG_LVL_INFO, __VA_ARGS__, LF_END_)
 #define LOG_DEBUG(...) LOG_AT_(LOG_LVL_DEBUG, __VA_ARGS__, LF_END_)
+/* A line whose level the caller decides (a quiet cycle at debug, others at info). */
+#define LOG_AT(lvl, ...) LOG_AT_((lvl), __VA_ARGS__, LF_END_)
 
 /*
  * Reads SB_LOG_LEVEL (error|warn|info|debug, default info) and

@@ -100,6 +100,15 @@ def event_lines(text, where="line"):
     return [check_event(json.loads(line), where) for line in text.splitlines() if line.strip()]
 
 
+def duration_s(line, name):
+    """A duration of a log line in seconds: its <name>_ms field, or the
+    <name>_s field of builds from before durations were milliseconds (for
+    benchmarks that run an older binary beside this one)."""
+    if f"{name}_ms" in line:
+        return line[f"{name}_ms"] / 1000
+    return line[f"{name}_s"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -278,9 +287,9 @@ class Stack:
         check_sanitizers(err, "session-bridge")
         return p.returncode, out, err
 
-    def start_bridge(self, config, name="bridge-run"):
+    def start_bridge(self, config, name="bridge-run", env=None):
         """session-bridge run in the background; its log is log_of(name)."""
-        return self._spawn(name, [BRIDGE, "run", "-c", config], env=self.env())
+        return self._spawn(name, [BRIDGE, "run", "-c", config], env=env or self.env())
 
     def admin_url(self, name="bridge-run"):
         """http://127.0.0.1:<port> of a running bridge's admin endpoint, the
