@@ -104,8 +104,8 @@ typedef enum unit_style {
  * sequence becomes U+FFFD: JSON is UTF-8, and consumers in Java or Go
  * reject or mangle a line that is not; a terminal shows garbage.
  */
-static size_t put_unit(const unsigned char **p, const unsigned char *end, unit_style_t style,
-                       char unit[LOG_UNIT_SIZE])
+static size_t encode_unit(const unsigned char **p, const unsigned char *end, unit_style_t style,
+                          char unit[LOG_UNIT_SIZE])
 {
     unsigned char c = **p;
     size_t left = (size_t)(end - *p);
@@ -148,7 +148,7 @@ static int put_chars(line_t *l, const char *s, size_t n, unit_style_t style, int
     if (quoted)
         l->buf[l->len++] = '"';
     while (p < end && *p) {
-        size_t u = put_unit(&p, end, style, unit);
+        size_t u = encode_unit(&p, end, style, unit);
         if (l->len + u + q > line_room) {
             if (!cut) {
                 l->len = start;
