@@ -1,7 +1,8 @@
 /*
  * engine, observation: readiness (a PING and the sinks' ready(), published
- * for the admin's threads), the gauges refreshed on a timer, and the
- * metric series every source and sink starts with.
+ * for the admin's threads), the gauges refreshed on a timer, the metric
+ * series every source and sink starts with, and each source's periodic
+ * log summary (quiet cycles log at debug only).
  */
 #include <stdio.h>
 #include <stdlib.h>
