@@ -127,8 +127,9 @@ void cli_usage(FILE *out)
                  "Run \"session-bridge COMMAND --help\" for a command's options.\n"
                  "Exit codes: 0 success, 1 runtime failure (nothing committed for the failed\n"
                  "source), 2 usage error, 78 configuration error.\n"
-                 "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info). Strings in\n"
-                 "the configuration may use ${VAR} and ${VAR:-default}.\n");
+                 "Environment: SB_LOG_LEVEL=error|warn|info|debug (default info),\n"
+                 "SB_LOG_FORMAT=text|json (default text on a terminal, json otherwise). Strings\n"
+                 "in the configuration may use ${VAR} and ${VAR:-default}.\n");
 }
 
 void cli_command_usage(cli_command_t cmd, FILE *out)

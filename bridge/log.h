@@ -1,17 +1,22 @@
 /*
- * log: one JSON object per line on stderr (CONTRACT §8).
+ * log: one line per call on stderr (CONTRACT §8), a JSON object or, with
+ * SB_LOG_FORMAT=text (the default on a terminal), the same fields as
+ * `TIME LEVEL message  key=value ...` for people.
  *
- *   LOG_INFO("poll complete", LF_S("source", name), LF_I("pages", pages));
+ *   LOG_INFO("poll complete", LF_S("source", name), LF_I("pages", pages),
+ *            LF_DUR("poll_ms", poll_s));
  *
  * The level is checked before any argument is evaluated, so a disabled
  * debug line costs one comparison. Fields are typed so that numbers stay
- * numbers in the JSON. Never pass a secret: there is no redaction here, by
- * design, so that no code path depends on it.
+ * numbers in the JSON and durations read as durations. Never pass a
+ * secret: there is no redaction here, by design, so that no code path
+ * depends on it.
  */
 #ifndef SB_LOG_H
 #define SB_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum log_level {
     LOG_LVL_ERROR = 0,
@@ -26,6 +31,7 @@ typedef enum log_field_type {
     LOG_FT_INT,
     LOG_FT_DBL,
     LOG_FT_BOOL,
+    LOG_FT_DUR,
 } log_field_type_t;
 
 typedef struct log_field {
@@ -40,6 +46,14 @@ typedef struct log_field {
 #define LF_I(k, v) ((log_field_t){.type = LOG_FT_INT, .key = (k), .i = (long long)(v)})
 #define LF_D(k, v) ((log_field_t){.type = LOG_FT_DBL, .key = (k), .d = (double)(v)})
 #define LF_B(k, v) ((log_field_t){.type = LOG_FT_BOOL, .key = (k), .i = (v) ? 1 : 0})
+/*
+ * A duration, given in seconds (what clock_mono_s() differences and the
+ * configuration's *_s keys hold). Its key ends in _ms: the JSON line holds
+ * milliseconds under it ("poll_ms":41.2), the text line the key without
+ * _ms and a unit (poll=41ms, poll=1.24s), so that no line shows seconds
+ * as 7.6194e-05.
+ */
+#define LF_DUR(k, seconds) ((log_field_t){.type = LOG_FT_DUR, .key = (k), .d = (double)(seconds)})
 #define LF_END_ ((log_field_t){.type = LOG_FT_END})
 
 extern volatile int log_max_level;
@@ -54,13 +68,18 @@ extern volatile int log_max_level;
 #define LOG_WARN(...) LOG_AT_(LOG_LVL_WARN, __VA_ARGS__, LF_END_)
 #define LOG_INFO(...) LOG_AT_(LOG_LVL_INFO, __VA_ARGS__, LF_END_)
 #define LOG_DEBUG(...) LOG_AT_(LOG_LVL_DEBUG, __VA_ARGS__, LF_END_)
+/* A line whose level the caller decides (a quiet cycle at debug, others at info). */
+#define LOG_AT(lvl, ...) LOG_AT_((lvl), __VA_ARGS__, LF_END_)
 
 /*
- * Reads SB_LOG_LEVEL (error|warn|info|debug, default info) and routes the
- * sinks' log lines through this logger. Returns -1 when the variable holds
- * something else (the level stays info).
+ * Reads SB_LOG_LEVEL (error|warn|info|debug, default info) and
+ * SB_LOG_FORMAT (text|json; unset or empty: text when stderr is a
+ * terminal, json otherwise, so that pods and pipes get JSON), and routes the
+ * sinks' log lines through this logger. Returns -1 with the variable and
+ * its allowed values in err when one holds something else (that setting
+ * keeps its default).
  */
-int log_init_from_env(void);
+int log_init_from_env(char *err, size_t errlen);
 const char *log_level_name(log_level_t level);
 /* Writes one line; fields end with LOG_FT_END. Thread-safe (one write(2)). */
 void log_write(log_level_t level, const char *msg, const log_field_t *fields);

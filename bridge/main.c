@@ -239,9 +239,12 @@ int main(int argc, char **argv)
     default:
         break;
     }
-    if (log_init_from_env() != 0) {
-        fprintf(stderr, "session-bridge: SB_LOG_LEVEL must be error, warn, info or debug\n");
-        return EXIT_USAGE;
+    /* The environment configures the process as the file does: a bad
+     * value is a configuration error, named before anything runs. */
+    char log_err[160];
+    if (log_init_from_env(log_err, sizeof(log_err)) != 0) {
+        fprintf(stderr, "session-bridge: %s\n", log_err);
+        return EXIT_CONFIG;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "session-bridge: libcurl failed to initialise\n");

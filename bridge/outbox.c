@@ -273,7 +273,7 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
         }
         ob->counts.retried++;
         LOG_INFO("delivery failed; retrying later", LF_S("sink", ob->sink), LF_S("event_id", c->id),
-                 LF_I("attempt", c->attempt), LF_D("retry_in_s", delay),
+                 LF_I("attempt", c->attempt), LF_DUR("retry_in_ms", delay),
                  LF_S("error", errmsg ? errmsg : "failed"));
         rc = store_outbox_retry(ob->store, ob->sink, c->id,
                                 clock_unix_ms() + (int64_t)(delay * 1000), err, sizeof(err));

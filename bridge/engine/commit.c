@@ -357,15 +357,20 @@ void commit_cycle(source_rt_t *s)
     st->sessions = diff_index_size(s->index);
     commit_metrics(s);
     st->redis_commands = store_commands_sent(e->store) - s->cmds0;
-    LOG_INFO(s->opt.baseline ? "baseline recorded" : "cycle committed",
-             LF_S("source", s->conf->name), LF_I("cycle", (long long)s->cycle),
-             LF_I("pages", st->pages), LF_I("observed", st->observed), LF_I("events", st->events),
-             LF_I("changes", st->changes), LF_I("sessions", st->sessions),
-             LF_I("outbox", extra.outbox.n), LF_I("dead_letters", extra.dead.n),
-             LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)),
-             LF_I("vanished_without_record", st->vanished_no_record), LF_D("poll_s", st->poll_s),
-             LF_D("deliver_s", st->deliver_s), LF_D("commit_s", st->commit_s),
-             LF_I("redis_commands", (long long)st->redis_commands),
-             LF_I("index_bytes", diff_index_memory(s->index)));
+    /* A cycle that changed nothing is told by the source's summary
+     * (observe.c); once runs one cycle, and shows it. */
+    int quiet = !s->opt.baseline && st->events == 0 && st->changes == 0 && !e->once;
+    s->summary.events += st->events;
+    LOG_AT(quiet ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+           s->opt.baseline ? "baseline recorded" : "cycle committed", LF_S("source", s->conf->name),
+           LF_I("cycle", (long long)s->cycle), LF_I("pages", st->pages),
+           LF_I("observed", st->observed), LF_I("events", st->events), LF_I("changes", st->changes),
+           LF_I("sessions", st->sessions), LF_I("outbox", extra.outbox.n),
+           LF_I("dead_letters", extra.dead.n),
+           LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)),
+           LF_I("vanished_without_record", st->vanished_no_record), LF_DUR("poll_ms", st->poll_s),
+           LF_DUR("deliver_ms", st->deliver_s), LF_DUR("commit_ms", st->commit_s),
+           LF_I("redis_commands", (long long)st->redis_commands),
+           LF_I("index_bytes", diff_index_memory(s->index)));
     engine_cycle_end(s, 1);
 }

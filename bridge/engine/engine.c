@@ -106,6 +106,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     }
     e->conf = conf;
     e->stop = stop;
+    e->summary_s = observe_summary_period();
 
     store_options_t so = {.url = conf->redis_url,
                           .prefix = conf->redis_prefix,
@@ -208,6 +209,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
             goto nomem;
         /* Spread the first cycles over a fraction of each interval. */
         s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
+        s->summary.since = t0;
     }
     return e;
 nomem:
@@ -335,14 +337,15 @@ static void pause_apply(source_rt_t *s, double now)
     s->paused = 1;
     metric_set(ENGINE_METRIC(s->e, paused_until), LABELS(s->conf->name), (double)until_ms / 1000.0);
     LOG_WARN("provider asked for a pause (Retry-After); source paused",
-             LF_S("source", s->conf->name), LF_D("delay_s", pause), LF_S("until", until),
-             LF_D("retry_after_s", asked), LF_B("capped", asked > ENGINE_MAX_PAUSE_S),
-             LF_D("max_pause_s", ENGINE_MAX_PAUSE_S));
+             LF_S("source", s->conf->name), LF_DUR("delay_ms", pause), LF_S("until", until),
+             LF_DUR("retry_after_ms", asked), LF_B("capped", asked > ENGINE_MAX_PAUSE_S),
+             LF_DUR("max_pause_ms", ENGINE_MAX_PAUSE_S));
 }
 
 void engine_cycle_end(source_rt_t *s, int ok)
 {
     double iv = s->conf->interval_s, now = clock_mono_s();
+    observe_cycle_end(s, ok, now);
     cycle_release(s);
     s->phase = PHASE_IDLE;
     s->finished = 1;
@@ -443,7 +446,7 @@ static void halt_begin(engine_t *e)
     atomic_store(&e->halting, 1);
     if (!e->fatal)
         LOG_INFO("stop requested: finishing the cycles in flight",
-                 LF_I("grace_s", e->conf->shutdown_grace_s));
+                 LF_DUR("grace_ms", e->conf->shutdown_grace_s));
     loop_timer_arm(e->halt_timer, cycles_deadline(e) - e->halt_at);
     for (size_t i = 0; i < e->nsources; i++) {
         if (e->sources[i].phase == PHASE_BACKOFF)

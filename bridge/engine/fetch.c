@@ -236,7 +236,7 @@ static void page_done(source_rt_t *s, int rc, const char *terr)
     case HTTP_RETRY_AGAIN:
         LOG_DEBUG("retrying a page", LF_S("source", s->conf->name),
                   LF_S("endpoint", s->fetch.req->label), LF_S("error", herr),
-                  LF_I("attempt", s->fetch.attempt), LF_D("delay_s", delay));
+                  LF_I("attempt", s->fetch.attempt), LF_DUR("delay_ms", delay));
         s->fetch.attempt++;
         s->fetch.retry_at = clock_mono_s() + delay;
         s->phase = PHASE_BACKOFF;

@@ -39,6 +39,13 @@ typedef struct engine_cycle_stats {
     size_t vanished_no_record; /* vanished events Redis held no valid last record for */
 } engine_cycle_stats_t;
 
+/* The cycles of a source since its last summary (observe.c). */
+typedef struct engine_summary {
+    double since; /* monotonic s the period began */
+    size_t cycles, failed, events;
+    double last_cycle_s; /* the last cycle that polled, from its start to its end */
+} engine_summary_t;
+
 typedef enum phase {
     PHASE_IDLE = 0,
     PHASE_QUEUED,  /* a page request waits for a transfer slot */
@@ -94,6 +101,7 @@ struct source_rt {
     int last_ok;
     int paused; /* the paused-until gauge is set */
     engine_cycle_stats_t stats;
+    engine_summary_t summary;
 
     /* The source's lease (leases.c). */
     struct {
@@ -167,6 +175,7 @@ struct engine {
     size_t leases_held;
     int once;
     double drain_until; /* once: when the outbox drain gives up; 0 before */
+    double summary_s;   /* between two summaries of a source (observe.c) */
 
     sink_timer_t *lease_timer; /* member beat and lease renewals */
     double lease_armed_at;     /* when it fires (monotonic s), INFINITY when disarmed */
@@ -230,5 +239,7 @@ int lease_ready(source_rt_t *s, double now);
 void observe_sessions_gauge(source_rt_t *s);
 void observe_lease_gauges(source_rt_t *s);
 void observe_on_timer(void *opaque);
+double observe_summary_period(void);
+void observe_cycle_end(source_rt_t *s, int ok, double now);
 
 #endif

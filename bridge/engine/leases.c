@@ -108,7 +108,7 @@ int lease_retake(source_rt_t *s, double now)
     case STORE_LEASE_HELD:
         lease_taken(s, now);
         LOG_WARN("lease gone from redis (nobody held it); taken again",
-                 LF_S("source", s->conf->name), LF_I("ttl_s", s->e->conf->lease_ttl_s));
+                 LF_S("source", s->conf->name), LF_DUR("ttl_ms", s->e->conf->lease_ttl_s));
         return 1;
     case STORE_LEASE_OTHER:
     case STORE_LEASE_GONE:
@@ -156,7 +156,7 @@ static void on_beat(void *opaque, int rc, size_t live, bool was_member, const ch
         LOG_WARN("this replica's membership vanished from redis (it lost its data, or "
                  "this replica was cut off past the lease TTL); taking no source it does "
                  "not hold for one lease TTL",
-                 LF_I("ttl_s", ttl));
+                 LF_DUR("ttl_ms", ttl));
     }
     e->beaten = 1;
 }
@@ -307,7 +307,7 @@ static void lease_wait(source_rt_t *s, double now)
     if (s->lease.wait_since == 0) {
         s->lease.wait_since = now;
         LOG_INFO("another replica holds the lease; waiting for it", LF_S("source", s->conf->name),
-                 LF_I("up_to_s", ttl + 1));
+                 LF_DUR("up_to_ms", ttl + 1));
     } else if (now - s->lease.wait_since > ttl + 1) {
         LOG_ERROR("another replica kept the lease; nothing polled", LF_S("source", s->conf->name));
         s->lease.wait_since = 0;
@@ -333,7 +333,7 @@ static void on_lease_asked(void *opaque, store_lease_t r, const char *err)
     case STORE_LEASE_HELD:
         lease_taken(s, now);
         LOG_INFO("lease acquired", LF_S("source", s->conf->name),
-                 LF_I("ttl_s", e->conf->lease_ttl_s));
+                 LF_DUR("ttl_ms", e->conf->lease_ttl_s));
         if (engine_cycle_wanted(s))
             fetch_cycle_start(s);
         else

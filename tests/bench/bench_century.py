@@ -78,7 +78,7 @@ def main():
         first, churn = cyc[0], cyc[1:]
 
         def cycle_s(c):
-            return c["poll_s"] + c["deliver_s"] + c["commit_s"]
+            return sum(st.duration_s(c, k) for k in ("poll", "deliver", "commit"))
 
         print(f"session-bridge benchmark: {args.sessions} sessions, "
               f"{per_tick} upstream changes per tick ({args.churn:.1%}), "
@@ -87,18 +87,18 @@ def main():
               f"{'events/s':>11}{'changes':>9}{'redis cmds':>12}")
         print(f"{'first cycle (' + args.initial + ')':<28}{cycle_s(first):>9.2f}"
               f"{first['observed'] / cycle_s(first):>12.0f}{first['events']:>9}"
-              f"{first['events'] / max(first['deliver_s'], 1e-9) if first['events'] else 0:>11.0f}"
+              f"{first['events'] / max(st.duration_s(first, 'deliver'), 1e-9) if first['events'] else 0:>11.0f}"
               f"{first['changes']:>9}{first['redis_commands']:>12}")
         med = statistics.median
         ev = [c["events"] for c in churn]
         print(f"{'churn cycle (median)':<28}{med(cycle_s(c) for c in churn):>9.2f}"
               f"{med(c['observed'] / cycle_s(c) for c in churn):>12.0f}{med(ev):>9.0f}"
-              f"{med(c['events'] / max(c['deliver_s'], 1e-9) for c in churn):>11.0f}"
+              f"{med(c['events'] / max(st.duration_s(c, 'deliver'), 1e-9) for c in churn):>11.0f}"
               f"{med(c['changes'] for c in churn):>9.0f}"
               f"{med(c['redis_commands'] for c in churn):>12.0f}")
-        print(f"churn cycle split (median): poll {med(c['poll_s'] for c in churn):.2f} s, "
-              f"deliver {med(c['deliver_s'] for c in churn):.3f} s, "
-              f"commit {med(c['commit_s'] for c in churn):.3f} s")
+        print(f"churn cycle split (median): poll {med(st.duration_s(c, 'poll') for c in churn):.2f} s, "
+              f"deliver {med(st.duration_s(c, 'deliver') for c in churn):.3f} s, "
+              f"commit {med(st.duration_s(c, 'commit') for c in churn):.3f} s")
         tracked = churn[-1]["sessions"]
         idx = churn[-1].get("index_bytes")
         print(f"peak RSS of the bridge: {rss / 1024:.1f} MiB; sessions tracked: {tracked}"

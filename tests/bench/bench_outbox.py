@@ -163,11 +163,11 @@ def main():
 
         # No sink takes events during the cycle (the outbox gets them at the
         # commit): the cycle is its poll and its commit.
-        cycle_s = first["poll_s"] + first["commit_s"]
+        cycle_s = st.duration_s(first, "poll") + st.duration_s(first, "commit")
         print(f"outbox benchmark: {args.sessions} sessions, first cycle initial_snapshot=emit, "
               f"one webhook sink (max_in_flight {args.max_in_flight}), {os.cpu_count()} cores")
-        print(f"first cycle: {cycle_s:.2f} s (poll {first['poll_s']:.2f} s, commit "
-              f"{first['commit_s']:.2f} s), {first['observed'] / cycle_s:.0f} sessions/s, "
+        print(f"first cycle: {cycle_s:.2f} s (poll {st.duration_s(first, 'poll'):.2f} s, commit "
+              f"{st.duration_s(first, 'commit'):.2f} s), {first['observed'] / cycle_s:.0f} sessions/s, "
               f"{first['events']} events, outbox {first['outbox']}, "
               f"redis commands {first['redis_commands']}")
         print(f"peak RSS of the bridge: {rss_commit / 1024:.1f} MiB at the commit, "

@@ -13,8 +13,9 @@ committed cycle (means over --cycles cycles after the first):
     bytes ~ one round trip waited for), split into those on the blocking
     connection (the first the bridge opens: the loop waits for each) and
     on the others (the asynchronous one: nobody waits);
-  - redis_commands, poll_s, deliver_s, commit_s and their sum (the cycle
-    time) from the bridge's "cycle committed" lines;
+  - redis_commands, poll, deliver and commit durations (poll_ms ... in the
+    lines, poll_s ... in older builds) and their sum (the cycle time) from
+    the bridge's "cycle committed" lines;
   - the loop's stall: the longest commit_s (the commit still blocks the
     loop for all of its round trips), and the blocking round trips per
     cycle times the delay (what the loop spends waiting on Redis).
@@ -80,13 +81,16 @@ def run(s, binary, label, delay_s, cycles):
     def mean(k):
         return statistics.mean(x[k] for x in lines)
 
-    cycle = [x["poll_s"] + x["deliver_s"] + x["commit_s"] for x in lines]
+    def mean_s(k):
+        return statistics.mean(st.duration_s(x, k) for x in lines)
+
+    cycle = [sum(st.duration_s(x, k) for k in ("poll", "deliver", "commit")) for x in lines]
     return {"round_trips": blocking + other, "blocking_round_trips": blocking,
             "async_round_trips": other, "redis_commands": mean("redis_commands"),
-            "events": mean("events"), "poll_s": mean("poll_s"), "deliver_s": mean("deliver_s"),
-            "commit_s": mean("commit_s"), "cycle_s": statistics.mean(cycle),
+            "events": mean("events"), "poll_s": mean_s("poll"), "deliver_s": mean_s("deliver"),
+            "commit_s": mean_s("commit"), "cycle_s": statistics.mean(cycle),
             "cycle_p90_s": sorted(cycle)[int(0.9 * (len(cycle) - 1))],
-            "max_commit_s": max(x["commit_s"] for x in lines),
+            "max_commit_s": max(st.duration_s(x, "commit") for x in lines),
             "loop_wait_s": blocking * delay_s}
 
 

@@ -521,7 +521,7 @@ def cycle_split(run):
     """Where the bridge's cycle went, from its cycle line: the delivery phase
     is what compares with the bare producer."""
     c = committed(run)
-    return " ".join(f"{k} {c[k]:.3f}" for k in ("poll_s", "deliver_s", "commit_s") if k in c)
+    return " ".join(f"{k} {c[k]:.1f}" for k in ("poll_ms", "deliver_ms", "commit_ms") if k in c)
 
 
 # ---- equivalence ----

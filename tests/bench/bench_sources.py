@@ -95,7 +95,9 @@ def main():
 
         log_path = os.path.join(s.dir, "run.log")
         log = open(log_path, "wb")
-        p = subprocess.Popen([st.BRIDGE, "run", "-c", path], env=s.env(), stderr=log,
+        # Debug: the quiet cycles it counts below log at debug.
+        p = subprocess.Popen([st.BRIDGE, "run", "-c", path], env=s.env(SB_LOG_LEVEL="debug"),
+                             stderr=log,
                              stdout=subprocess.DEVNULL)
         time.sleep(2)  # start-up: loading 1,000 snapshots
         cpu0, t0 = proc_cpu_s(p.pid), time.monotonic()

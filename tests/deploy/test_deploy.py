@@ -351,6 +351,7 @@ class Manifests(unittest.TestCase):
         refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
         self.assertEqual(refs, [self.only("Secret")["metadata"]["name"]])
         self.assertIn({"name": "SB_LOG_LEVEL", "value": "info"}, c["env"])
+        self.assertIn({"name": "SB_LOG_FORMAT", "value": "json"}, c["env"])
 
     def test_shipped_secret_is_placeholders_only(self):
         env = self.secret_env()

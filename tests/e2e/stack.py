@@ -33,6 +33,8 @@ SIM = os.path.join(BUILD, "tests", "stack", "sb-provider-sim")
 
 TOPICS = {"started": "sessions.started", "completed": "sessions.completed",
           "cancelled": "sessions.cancelled"}
+# One SB_LOG_FORMAT=text line: time, the level column, the message.
+TEXT_LOG_LINE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (ERROR|WARN |INFO |DEBUG) \S"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -96,6 +98,15 @@ def event_lines(text, where="line"):
     """The events of a stdout or file sink's output, one JSON per line,
     each held to the schema."""
     return [check_event(json.loads(line), where) for line in text.splitlines() if line.strip()]
+
+
+def duration_s(line, name):
+    """A duration of a log line in seconds: its <name>_ms field, or the
+    <name>_s field of builds from before durations were milliseconds (for
+    benchmarks that run an older binary beside this one)."""
+    if f"{name}_ms" in line:
+        return line[f"{name}_ms"] / 1000
+    return line[f"{name}_s"]
 
 
 def free_port():
@@ -261,6 +272,8 @@ class Stack:
         env = dict(os.environ)
         env["TEST_CENTURY_KEY"] = self.api_key
         env.setdefault("SB_LOG_LEVEL", "info")
+        # The tests read JSON lines, whatever the shell that runs them says.
+        env["SB_LOG_FORMAT"] = "json"
         env.update(extra)
         return env
 
@@ -274,9 +287,9 @@ class Stack:
         check_sanitizers(err, "session-bridge")
         return p.returncode, out, err
 
-    def start_bridge(self, config, name="bridge-run"):
+    def start_bridge(self, config, name="bridge-run", env=None):
         """session-bridge run in the background; its log is log_of(name)."""
-        return self._spawn(name, [BRIDGE, "run", "-c", config], env=self.env())
+        return self._spawn(name, [BRIDGE, "run", "-c", config], env=env or self.env())
 
     def admin_url(self, name="bridge-run"):
         """http://127.0.0.1:<port> of a running bridge's admin endpoint, the

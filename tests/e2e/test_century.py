@@ -195,7 +195,8 @@ class CenturyEndToEnd(unittest.TestCase):
 
     def test_daemon_survives_redis_restart(self):
         self.baseline()
-        env = self.s.env()
+        # committed() counts every cycle: quiet ones log at debug.
+        env = self.s.env(SB_LOG_LEVEL="debug")
         log = open(os.path.join(self.s.dir, "daemon.log"), "wb")
         p = subprocess.Popen([st.BRIDGE, "run", "-c", self.conf], stderr=log,
                              stdout=subprocess.DEVNULL, env=env)

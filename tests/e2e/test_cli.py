@@ -1,8 +1,9 @@
 """The command line as a user meets it (CONTRACT §2): exit codes, `check`
-messages naming the file and JSON path, JSON log lines, and secrets that
+messages naming the file and JSON path, JSON (or text) log lines, and secrets that
 never reach any output, whatever fails."""
 
 import base64
+import itertools
 import json
 import os
 import sys
@@ -287,14 +288,15 @@ class Cli(unittest.TestCase):
 
     def test_runtime_failures_log_json_and_no_secret(self):
         """A provider refusing the key (401) and a Redis that is down: exit
-        1, every stderr line a JSON object, no secret anywhere."""
+        1, every stderr line a JSON object (with SB_LOG_FORMAT=text, a text
+        line), no secret anywhere in either format."""
         self.s.start_redis()
         self.s.start_kafka()
         self.s.start_sim()
         cases = ((API_SECRET, f"redis://127.0.0.1:{self.s.redis_port}/0", "HTTP status 401"),
                  (self.s.api_key, f"redis://:{REDIS_SECRET}@127.0.0.1:1/0",
                   "cannot take the lease"))
-        for key, redis_url, why in cases:
+        for (key, redis_url, why), fmt in itertools.product(cases, ("json", "text")):
             path = self.write({
                 "redis": {"url": redis_url},
                 "sources": [{"name": "century", "provider": "century_smart_ia",
@@ -303,24 +305,31 @@ class Cli(unittest.TestCase):
                 "sinks": [{"name": "bus", "type": "kafka", "brokers": self.s.bootstrap,
                            "properties": {"sasl.password": "${SB_TEST_SASL}",
                                           "message.timeout.ms": "3000"}}]})
-            env = self.s.env(SB_TEST_KEY=key, SB_TEST_SASL=SASL_SECRET, SB_LOG_LEVEL="debug")
+            env = self.s.env(SB_TEST_KEY=key, SB_TEST_SASL=SASL_SECRET, SB_LOG_LEVEL="debug",
+                             SB_LOG_FORMAT=fmt)
             rc, out, err = self.s.bridge("once", "-c", path, env=env)
             self.assertEqual(rc, 1, err)
             lines = [ln for ln in err.splitlines() if ln.strip()]
             self.assertTrue(lines)
             for ln in lines:
-                rec = json.loads(ln)
-                self.assertTrue({"ts", "level", "msg"} <= rec.keys(), ln)
+                if fmt == "json":
+                    rec = json.loads(ln)
+                    self.assertTrue({"ts", "level", "msg"} <= rec.keys(), ln)
+                else:
+                    self.assertRegex(ln, st.TEXT_LOG_LINE)
             self.assertIn(why, err)
             for secret in (API_SECRET, REDIS_SECRET, SASL_SECRET):
                 self.assertNotIn(secret, out + err)
 
-    def test_log_level(self):
-        rc, _, err = self.s.bridge("once", "-c", "/nonexistent",
-                                   env=self.s.env(SB_LOG_LEVEL="loud"))
-        self.assertEqual(rc, 2)
-        self.assertIn("SB_LOG_LEVEL", err)
-
+    def test_log_environment(self):
+        """A bad SB_LOG_LEVEL or SB_LOG_FORMAT is a configuration error
+        (78) that names the variable and the values it takes."""
+        for var, bad, allowed in (("SB_LOG_LEVEL", "loud", "error, warn, info or debug"),
+                                  ("SB_LOG_FORMAT", "logfmt", "text or json")):
+            rc, _, err = self.s.bridge("once", "-c", "/nonexistent",
+                                       env=self.s.env(**{var: bad}))
+            self.assertEqual(rc, 78, err)
+            self.assertIn(f"{var} must be {allowed}", err)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

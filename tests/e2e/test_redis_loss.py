@@ -49,7 +49,8 @@ class RedisLoss(unittest.TestCase):
 
     def run_case(self, initial_snapshot):
         conf = self.s.config(SOURCE, page_size=7, initial_snapshot=initial_snapshot)
-        self.s.start_bridge(conf)
+        # committed() counts every cycle: quiet ones log at debug.
+        self.s.start_bridge(conf, env=self.s.env(SB_LOG_LEVEL="debug"))
         st.wait_for(lambda: self.committed() >= 2, 30, "the daemon's first cycles")
         before = self.ids()
         tick0 = max((t["tick"] for t in self.s.truth()), default=0)
