@@ -34,6 +34,8 @@
 #define OUTBOX_RETRY_AFTER_MAX_S 86400.0
 /* Reason kept in Redis when an endpoint disables itself. */
 #define OUTBOX_WHY_MAX 256
+/* Settles per transaction (the store's bound); more wait for the next one. */
+#define OUTBOX_SETTLE_MAX STORE_BATCH
 
 struct outbox {
     char *sink;
@@ -54,6 +56,18 @@ struct outbox {
     bool drained; /* the last claim found nothing due, and no nudge since */
     size_t in_flight;
     outbox_counts_t counts;
+
+    /* Redis calls, all asynchronous: their answers come from the loop. */
+    bool claiming;     /* a claim is in flight */
+    size_t claim_room; /* how many it asked for */
+    bool flag_reading; /* a read of the disabled flag is in flight */
+    bool flag_stale;   /* the endpoint disabled itself after that read was sent */
+    bool closed;       /* outbox_close(): no claim, and claims answered late are dropped */
+    /* The settles of the attempts since the last turn, sent as one
+     * transaction by the next; each one's strings owned. */
+    store_settle_t *settles;
+    size_t nsettles, capsettles;
+    size_t settling; /* settle transactions awaiting their answer */
 };
 
 /* One attempt handed to the sink. */
@@ -101,10 +115,14 @@ fail:
     return NULL;
 }
 
+static void settles_free(outbox_t *ob, size_t n);
+
 void outbox_free(outbox_t *ob)
 {
     if (ob == NULL)
         return;
+    settles_free(ob, ob->nsettles);
+    free(ob->settles);
     free(ob->schedule);
     free(ob->sink);
     free(ob);
@@ -133,7 +151,12 @@ bool outbox_disabled(const outbox_t *ob)
 
 bool outbox_idle(const outbox_t *ob)
 {
-    return ob->drained && ob->in_flight == 0;
+    return ob->drained && ob->in_flight == 0 && !outbox_busy(ob);
+}
+
+bool outbox_busy(const outbox_t *ob)
+{
+    return ob->nsettles > 0 || ob->settling > 0 || ob->claiming || ob->flag_reading;
 }
 
 /* ---- records ---- */
@@ -191,22 +214,105 @@ int outbox_event_view(const cJSON *event, const char *json, size_t len, char *ke
 
 /* ---- settling ---- */
 
-/* Moves the claimed event to the dead letters; logs what happened. */
-static void bury(outbox_t *ob, const store_claim_t *c, const char *error)
+/* Frees the strings of the first n buffered settles and drops them. */
+static void settles_free(outbox_t *ob, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)ob->settles[i].id);
+        free((char *)ob->settles[i].record);
+    }
+    memmove(ob->settles, ob->settles + n, (ob->nsettles - n) * sizeof(*ob->settles));
+    ob->nsettles -= n;
+}
+
+/*
+ * Buffers what became of claim c for the next settle transaction; takes
+ * over c->id and record (NULL unless DEAD). An attempt whose settle cannot
+ * be buffered (out of memory) comes back when its claim expires.
+ */
+static void settle_later(outbox_t *ob, store_claim_t *c, store_settle_kind_t kind, int64_t due_ms,
+                         char *record)
+{
+    if (ob->nsettles == ob->capsettles) {
+        size_t cap = ob->capsettles ? 2 * ob->capsettles : 16;
+        store_settle_t *v = realloc(ob->settles, cap * sizeof(*v));
+
+        if (v == NULL) {
+            LOG_ERROR("out of memory; the event comes back when its claim expires",
+                      LF_S("sink", ob->sink), LF_S("event_id", c->id));
+            free(c->id);
+            free(record);
+            c->id = NULL;
+            return;
+        }
+        ob->settles = v;
+        ob->capsettles = cap;
+    }
+    ob->settles[ob->nsettles++] =
+        (store_settle_t){.kind = kind, .id = c->id, .due_ms = due_ms, .record = record};
+    c->id = NULL; /* the buffer's now */
+}
+
+/* store_outbox_settle_async()'s answer for one transaction (n settles). */
+typedef struct settle_tx {
+    outbox_t *ob;
+    size_t n;
+} settle_tx_t;
+
+static void on_settled(void *opaque, int rc, const char *err)
+{
+    settle_tx_t *tx = opaque;
+    outbox_t *ob = tx->ob;
+
+    ob->settling--;
+    if (rc != 0)
+        LOG_WARN("cannot settle attempts in Redis; their events come back when their claims expire",
+                 LF_S("sink", ob->sink), LF_I("attempts", tx->n), LF_S("error", err));
+    free(tx);
+    if (ob->settled && !ob->closed)
+        ob->settled(ob->opaque);
+}
+
+void outbox_settle_now(outbox_t *ob)
 {
     char err[256];
+
+    while (ob->nsettles > 0) {
+        size_t n = ob->nsettles < OUTBOX_SETTLE_MAX ? ob->nsettles : OUTBOX_SETTLE_MAX;
+        settle_tx_t *tx = malloc(sizeof(*tx));
+
+        if (tx == NULL) {
+            snprintf(err, sizeof(err), "out of memory");
+        } else {
+            *tx = (settle_tx_t){.ob = ob, .n = n};
+            if (store_outbox_settle_async(ob->store, ob->sink, ob->settles, n, on_settled, tx, err,
+                                          sizeof(err)) == 0) {
+                ob->settling++;
+                settles_free(ob, n); /* the store formatted the commands: copies on the wire */
+                continue;
+            }
+            free(tx);
+        }
+        LOG_WARN("cannot settle attempts in Redis; their events come back when their claims expire",
+                 LF_S("sink", ob->sink), LF_I("attempts", n), LF_S("error", err));
+        settles_free(ob, n);
+    }
+}
+
+/* Moves the claimed event to the dead letters (with the next settles); logs it. */
+static void bury(outbox_t *ob, store_claim_t *c, const char *error)
+{
     char *rec = outbox_dead_record(ob->sink, c->id, c->attempt, error, c->json, c->len);
 
     ob->counts.dead++;
-    if (rec == NULL || store_outbox_dead(ob->store, ob->sink, c->id, rec, err, sizeof(err)) != 0) {
+    if (rec == NULL) {
         LOG_ERROR("cannot move an event to the dead letters; it stays in the outbox",
-                  LF_S("sink", ob->sink), LF_S("event_id", c->id),
-                  LF_S("error", rec ? err : "out of memory"));
-    } else {
-        LOG_WARN("event moved to the dead letters", LF_S("sink", ob->sink), LF_S("event_id", c->id),
-                 LF_I("attempts", c->attempt), LF_S("error", error));
+                  LF_S("sink", ob->sink), LF_S("event_id", c->id), LF_S("error", "out of memory"));
+        return;
     }
-    free(rec);
+    LOG_WARN("event moved to the dead letters", LF_S("sink", ob->sink), LF_S("event_id", c->id),
+             LF_I("attempts", c->attempt), LF_S("error", error));
+    settle_later(ob, c, STORE_SETTLE_DEAD, 0, rec);
 }
 
 /* The delay before the attempt after c's, or < 0 when the schedule is exhausted. */
@@ -221,6 +327,16 @@ static double next_delay(const outbox_t *ob, const store_claim_t *c, double retr
     return d > retry_after_s ? d : retry_after_s;
 }
 
+/* store_sink_set_disabled_async()'s answer. */
+static void on_flag_written(void *opaque, int rc, const char *err)
+{
+    outbox_t *ob = opaque;
+
+    if (rc != 0)
+        LOG_ERROR("cannot record the disabled endpoint in Redis", LF_S("sink", ob->sink),
+                  LF_S("error", err));
+}
+
 static void disable(outbox_t *ob, const char *error)
 {
     char at[EVENT_TIME_LEN], err[256];
@@ -228,31 +344,35 @@ static void disable(outbox_t *ob, const char *error)
     event_format_time(clock_unix_ms(), at);
     snprintf(ob->why, sizeof(ob->why), "%s (at %s)", error ? error : "HTTP 410 Gone", at);
     ob->disabled = true;
-    if (store_sink_set_disabled(ob->store, ob->sink, ob->why, err, sizeof(err)) != 0)
-        LOG_ERROR("cannot record the disabled endpoint in Redis", LF_S("sink", ob->sink),
-                  LF_S("error", err));
+    ob->flag_stale = ob->flag_reading; /* a read sent before would say "enabled" */
+    if (store_sink_set_disabled_async(ob->store, ob->sink, ob->why, on_flag_written, ob, err,
+                                      sizeof(err)) != 0)
+        on_flag_written(ob, -1, err);
     LOG_ERROR("endpoint disabled: it answered 410 Gone; its events go to the dead letters until "
               "`session-bridge dlq replay` re-enables it",
               LF_S("sink", ob->sink));
 }
 
-/* Called by the sink on the loop's thread, once per attempt. */
+/*
+ * Called by the sink on the loop's thread, once per attempt. The outcome is
+ * buffered: the next turn settles every attempt since the last one in one
+ * transaction (a settle each was a round trip each).
+ */
 static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *errmsg)
 {
     attempt_t *a = (attempt_t *)t;
     outbox_t *ob = a->ob;
     store_claim_t *c = &a->claim;
-    char err[256], why[320];
-    int rc = 0;
+    char why[320];
     double delay;
 
     ob->in_flight--;
     switch (result) {
     case SINK_OK:
         ob->counts.delivered++;
-        rc = store_outbox_done(ob->store, ob->sink, c->id, err, sizeof(err));
         LOG_DEBUG("event delivered", LF_S("sink", ob->sink), LF_S("event_id", c->id),
                   LF_I("attempt", c->attempt));
+        settle_later(ob, c, STORE_SETTLE_DONE, 0, NULL);
         break;
     case SINK_ERR_GONE:
         if (!ob->disabled)
@@ -275,14 +395,10 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
         LOG_INFO("delivery failed; retrying later", LF_S("sink", ob->sink), LF_S("event_id", c->id),
                  LF_I("attempt", c->attempt), LF_DUR("retry_in_ms", delay),
                  LF_S("error", errmsg ? errmsg : "failed"));
-        rc = store_outbox_retry(ob->store, ob->sink, c->id,
-                                clock_unix_ms() + (int64_t)(delay * 1000), err, sizeof(err));
+        settle_later(ob, c, STORE_SETTLE_RETRY, clock_unix_ms() + (int64_t)(delay * 1000), NULL);
         break;
     }
-    if (rc != 0)
-        LOG_WARN("cannot settle an attempt in Redis; the event comes back when its claim expires",
-                 LF_S("sink", ob->sink), LF_S("event_id", c->id), LF_S("error", err));
-    free(c->id);
+    free(c->id); /* NULL once handed to the settles */
     free(c->json);
     free(a);
     if (ob->settled)
@@ -324,17 +440,21 @@ static void attempt_start(outbox_t *ob, store_claim_t *c)
 
 /* ---- the turn ---- */
 
-static void refresh_flag(outbox_t *ob, double now)
+/* store_sink_disabled_async()'s answer. */
+static void on_flag(void *opaque, int rc, bool disabled, const char *why, const char *err)
 {
-    char err[256];
+    outbox_t *ob = opaque;
     bool was = ob->disabled;
+    (void)err;
 
-    ob->next_flag_check = now + OUTBOX_FLAG_CHECK_S;
-    if (store_sink_disabled(ob->store, ob->sink, &ob->disabled, ob->why, sizeof(ob->why), err,
-                            sizeof(err)) != 0) {
-        ob->disabled = was;
+    ob->flag_reading = false;
+    if (rc != 0 || ob->flag_stale || ob->closed) {
+        ob->flag_stale = false;
         return;
     }
+    ob->disabled = disabled;
+    if (disabled)
+        snprintf(ob->why, sizeof(ob->why), "%s", why ? why : "");
     if (was && !ob->disabled)
         LOG_INFO("endpoint re-enabled", LF_S("sink", ob->sink));
     else if (!was && ob->disabled)
@@ -342,17 +462,72 @@ static void refresh_flag(outbox_t *ob, double now)
                  LF_S("why", ob->why));
 }
 
+static void refresh_flag(outbox_t *ob, double now)
+{
+    char err[256];
+
+    ob->next_flag_check = now + OUTBOX_FLAG_CHECK_S;
+    ob->flag_reading =
+        store_sink_disabled_async(ob->store, ob->sink, on_flag, ob, err, sizeof(err)) == 0;
+}
+
+/* A claim failed: nothing more can be done now (`once` may end); later again. */
+static void claim_failed(outbox_t *ob, double now, const char *err)
+{
+    LOG_WARN("cannot read the outbox; retrying", LF_S("sink", ob->sink), LF_S("error", err));
+    ob->next_claim = now + OUTBOX_REDIS_RETRY_S;
+    ob->drained = true;
+}
+
+/* store_outbox_claim_async()'s answer: hands the claimed events over. */
+static void on_claimed(void *opaque, int rc, store_claim_t *claims, size_t n, const char *err)
+{
+    outbox_t *ob = opaque;
+    double now = clock_mono_s();
+
+    ob->claiming = false;
+    if (ob->closed) {
+        /* the sink is going: the events come back when their claims expire */
+        store_claims_free(claims, n);
+        return;
+    }
+    if (rc != 0) {
+        claim_failed(ob, now, err);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (ob->disabled) {
+                char why[OUTBOX_WHY_MAX + 32];
+                snprintf(why, sizeof(why), "endpoint disabled: %s", ob->why);
+                bury(ob, &claims[i], why);
+                free(claims[i].id);
+                free(claims[i].json);
+            } else {
+                attempt_start(ob, &claims[i]);
+            }
+        }
+        free(claims); /* the members were handed over above */
+        /* A full batch: more may be due right away. */
+        ob->drained = n == 0;
+        ob->next_claim = n == ob->claim_room ? now : now + OUTBOX_IDLE_CLAIM_S;
+    }
+    if (ob->settled)
+        ob->settled(ob->opaque); /* a turn now: it settles the burials, claims again */
+}
+
 double outbox_turn(outbox_t *ob, bool stopping)
 {
     double now = clock_mono_s();
-    store_claim_t *claims = NULL;
-    size_t n = 0, room;
+    size_t room;
     char err[256];
 
-    if (now >= ob->next_flag_check)
+    outbox_settle_now(ob);
+    if (ob->closed)
+        return OUTBOX_IDLE_CLAIM_S;
+    if (now >= ob->next_flag_check && !ob->flag_reading)
         refresh_flag(ob, now);
-    if (stopping || now < ob->next_claim)
-        return stopping ? OUTBOX_IDLE_CLAIM_S : ob->next_claim - now;
+    /* a claim in flight calls settled() with its answer */
+    if (stopping || ob->claiming || now < ob->next_claim)
+        return stopping || ob->claiming ? OUTBOX_IDLE_CLAIM_S : ob->next_claim - now;
 
     room = ob->disabled     ? OUTBOX_CLAIM_BATCH
            : ob->type->room ? ob->type->room(ob->ctx)
@@ -361,27 +536,17 @@ double outbox_turn(outbox_t *ob, bool stopping)
         room = OUTBOX_CLAIM_BATCH;
     if (room == 0) /* a settled attempt frees a slot, and calls settled() */
         return OUTBOX_IDLE_CLAIM_S;
-    if (store_outbox_claim(ob->store, ob->sink, room, ob->lease_ms, ob->disabled, &claims, &n, err,
-                           sizeof(err)) != 0) {
-        LOG_WARN("cannot read the outbox; retrying", LF_S("sink", ob->sink), LF_S("error", err));
-        ob->next_claim = now + OUTBOX_REDIS_RETRY_S;
-        ob->drained = true; /* nothing more can be done now: `once` may end */
+    if (store_outbox_claim_async(ob->store, ob->sink, room, ob->lease_ms, ob->disabled, on_claimed,
+                                 ob, err, sizeof(err)) != 0) {
+        claim_failed(ob, now, err);
         return OUTBOX_REDIS_RETRY_S;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (ob->disabled) {
-            char why[OUTBOX_WHY_MAX + 32];
-            snprintf(why, sizeof(why), "endpoint disabled: %s", ob->why);
-            bury(ob, &claims[i], why);
-            free(claims[i].id);
-            free(claims[i].json);
-        } else {
-            attempt_start(ob, &claims[i]);
-        }
-    }
-    free(claims); /* the members were handed over above */
-    /* A full batch: more may be due right away. */
-    ob->drained = n == 0;
-    ob->next_claim = n == room ? now : now + OUTBOX_IDLE_CLAIM_S;
-    return ob->next_claim - now;
+    ob->claiming = true;
+    ob->claim_room = room;
+    return OUTBOX_IDLE_CLAIM_S;
+}
+
+void outbox_close(outbox_t *ob)
+{
+    ob->closed = true;
 }

@@ -15,6 +15,11 @@
  *
  * Runs on the engine's loop thread and shares its store; the sink resolves
  * the attempts from its loop callbacks (or its poll(), driven by the engine).
+ * Every Redis call is asynchronous (the store's *_async calls): a claim is
+ * answered from the loop, and the outcomes of the attempts that settled
+ * since the last turn go to Redis in one transaction at the next turn, so
+ * that a large drain costs a round trip per batch, not one per event, and
+ * holds nobody while it waits.
  */
 #ifndef SB_OUTBOX_H
 #define SB_OUTBOX_H
@@ -43,8 +48,10 @@ typedef struct outbox_options {
     const sink_config_t *conf; /* the sink's config: retry_schedule_s, timeout_s; borrowed */
     store_t *store;            /* borrowed; used on the caller's thread only */
     /*
-     * Optional: called with opaque on the loop's thread after each attempt
-     * settled, when the sink has room for another claim.
+     * Optional: called with opaque on the loop's thread when the worker
+     * wants a turn soon: an attempt settled (the sink has room for another
+     * claim, and its outcome is to be written), a claim or a settle
+     * transaction was answered.
      */
     void (*settled)(void *opaque);
     void *opaque;
@@ -53,9 +60,11 @@ typedef struct outbox_options {
 /* NULL with a reason in err. Reads nothing from Redis yet. */
 outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen);
 /*
- * Frees the worker. Attempts still in flight are not settled: their events
- * stay claimed in Redis and come back when the claim lease runs out. Call
- * it after the sink was flushed. Accepts NULL.
+ * Frees the worker. Attempts still in flight, and settles not sent yet
+ * (outbox_settle_now()), are not settled: their events stay claimed in
+ * Redis and come back when the claim lease runs out. Call it after the
+ * sink was flushed and the store let go of the loop (store_detach(): a
+ * call of the worker still pending is answered before). Accepts NULL.
  */
 void outbox_free(outbox_t *ob);
 
@@ -66,6 +75,18 @@ void outbox_free(outbox_t *ob);
  * after a nudge or a settled attempt).
  */
 double outbox_turn(outbox_t *ob, bool stopping);
+/*
+ * Sends the settles buffered since the last turn (outbox_turn() does it
+ * first): at exit, after the sink was flushed.
+ */
+void outbox_settle_now(outbox_t *ob);
+/*
+ * No more claims: the sink is about to go. A claim answered later is
+ * dropped (its events come back when the claim expires); settles still go.
+ */
+void outbox_close(outbox_t *ob);
+/* Whether settles wait to be sent or answered, or a claim or flag read is in flight. */
+bool outbox_busy(const outbox_t *ob);
 /* New events were committed: claim at the next turn instead of waiting. */
 void outbox_nudge(outbox_t *ob);
 /* Attempts handed to the sink and not settled yet. */
@@ -74,8 +95,9 @@ void outbox_get_counts(const outbox_t *ob, outbox_counts_t *out);
 /* Whether the endpoint is disabled (a 410), as of the last flag check. */
 bool outbox_disabled(const outbox_t *ob);
 /*
- * true once a claim found nothing due (and no nudge came since) and no
- * attempt is in flight: what `once` waits for before it exits.
+ * true once a claim found nothing due (and no nudge came since), no
+ * attempt is in flight and the worker is not busy with Redis: what `once`
+ * waits for before it exits.
  */
 bool outbox_idle(const outbox_t *ob);
 

@@ -87,14 +87,6 @@ void store_free(store_t *st);
 /* PING; 0 when Redis answers. */
 int store_ping(store_t *st, char *err, size_t errlen);
 
-/*
- * Loads the snapshot of source into ix (which is cleared first) with HSCAN.
- * *exists tells whether the source has a snapshot; *cycle is its cycle
- * number (0 without one). 0 or -1 with err (ix is then cleared).
- */
-int store_load(store_t *st, const char *source, diff_index_t *ix, bool *exists, uint64_t *cycle,
-               char *err, size_t errlen);
-
 /* One event for an outbox, or one dead-letter record; all borrowed. */
 typedef struct store_letter {
     const char *sink; /* sink name, [a-z0-9_-]{1,64} */
@@ -155,18 +147,11 @@ store_delta_t store_delta_of(const diff_change_t *changes, size_t n);
 #define STORE_LAST_MAX (16u * 1024u * 1024u)
 
 /*
- * Called per session of store_last_get(), in the order asked, with its
- * last record (len bytes, valid during the call), or NULL when Redis holds
- * none (or one longer than STORE_LAST_MAX). Returns 0 to go on.
+ * Called per session of store_last_get_async(), in the order asked, with
+ * its last record (len bytes, valid during the call), or NULL when Redis
+ * holds none (or one longer than STORE_LAST_MAX). Returns 0 to go on.
  */
 typedef int (*store_last_fn)(void *opaque, size_t k, const char *text, size_t len);
-
-/*
- * Reads the last records of n <= STORE_BATCH sessions of source (one
- * HMGET of P:rec:S). 0, or -1 with err (fn's failure included).
- */
-int store_last_get(store_t *st, const char *source, const char *const *ids, size_t n,
-                   store_last_fn fn, void *opaque, char *err, size_t errlen);
 
 /* ---- leases ---- */
 
@@ -205,8 +190,6 @@ int store_lease_release(store_t *st, const char *source, const char *token, char
  */
 int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
                       char *err, size_t errlen);
-/* Removes replica id from the members (at shutdown). */
-int store_member_leave(store_t *st, const char *id, char *err, size_t errlen);
 
 /* What a fenced write found; OK is 0. */
 typedef enum store_fence {
@@ -253,24 +236,8 @@ typedef struct store_claim {
     unsigned attempt; /* this attempt's number, from 1 */
 } store_claim_t;
 
-/*
- * Claims up to max events of sink's outbox that are due (every event when
- * any is set, due or not) in one atomic script: each one's attempt count is
- * incremented and it is made due again at now + lease_ms, so that the
- * events of a holder that dies come back after the lease. *out (owned by
- * the caller) and *n receive the claims, oldest due first.
- */
-int store_outbox_claim(store_t *st, const char *sink, size_t max, int64_t lease_ms, bool any,
-                       store_claim_t **out, size_t *n, char *err, size_t errlen);
+/* Frees n claims and their array; accepts NULL. */
 void store_claims_free(store_claim_t *claims, size_t n);
-/* The event was delivered: removes it from the outbox. */
-int store_outbox_done(store_t *st, const char *sink, const char *id, char *err, size_t errlen);
-/* Makes a claimed event due again at due_ms (unix ms). */
-int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t due_ms, char *err,
-                       size_t errlen);
-/* Moves an outbox event to the dead letters (record: the dead-letter JSON text). */
-int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
-                      size_t errlen);
 
 /* Events in sink's outbox: due, waiting for a retry or claimed. */
 int store_outbox_count(store_t *st, const char *sink, size_t *n, char *err, size_t errlen);
@@ -351,6 +318,95 @@ int store_lease_release_async(store_t *st, const char *source, const char *token
 /* store_member_beat(), its commands pipelined in one round trip. */
 int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_beat_fn fn,
                             void *opaque, char *err, size_t errlen);
+/* Removes replica id from the members (at shutdown). */
+int store_member_leave_async(store_t *st, const char *id, store_done_fn fn, void *opaque, char *err,
+                             size_t errlen);
+
+/* ---- asynchronous reads of the snapshot ---- */
+
+/*
+ * HSCAN page size of a load. Each page is a round trip: with Redis a
+ * network hop away, 1M sessions are 100 of them instead of the 1,000 of
+ * STORE_BATCH; a page stays ~0.5 MiB of reply (at most COUNT entries of
+ * DIFF_ID_MAX + DIFF_RECORD_MAX bytes, ~3 MiB), held only while it is put
+ * into the index.
+ */
+#define STORE_LOAD_SCAN_COUNT 10000
+
+/* exists: the source has a snapshot; cycle: its number (0 without one). */
+typedef void (*store_load_fn)(void *opaque, int rc, bool exists, uint64_t cycle, const char *err);
+
+/*
+ * Loads the snapshot of source into ix, which is cleared first and is the
+ * store's until fn is called (the caller neither reads nor frees it
+ * meanwhile): HGETALL of P:meta:S with the first HSCAN page of P:snap:S
+ * in one round trip, then one page per round trip, each put into ix from
+ * its reply and the next one asked for from there. On rc -1 (an error
+ * reply, a value that is not ours, a lost connection) ix is cleared again:
+ * nothing of a half scan stays.
+ */
+int store_load_async(store_t *st, const char *source, diff_index_t *ix, store_load_fn fn,
+                     void *opaque, char *err, size_t errlen);
+
+/*
+ * Reads the last records of n (1..STORE_BATCH) sessions of source in one
+ * HMGET of P:rec:S: each(opaque, k, ...) per session, then done(opaque,
+ * rc, err); rc -1 on a Redis error or when each refused a record. ids are
+ * borrowed during the call only.
+ */
+int store_last_get_async(store_t *st, const char *source, const char *const *ids, size_t n,
+                         store_last_fn each, store_done_fn done, void *opaque, char *err,
+                         size_t errlen);
+
+/* ---- the asynchronous outbox worker's calls ---- */
+
+/* Longest outbox claim batch: one reply holds them all. */
+#define STORE_CLAIM_MAX 1000
+
+/* claims (owned by the callee, free with store_claims_free()) is NULL when rc is -1. */
+typedef void (*store_claims_fn)(void *opaque, int rc, store_claim_t *claims, size_t n,
+                                const char *err);
+/*
+ * Claims up to max (1..STORE_CLAIM_MAX) events of sink's outbox that are
+ * due (every event when any is set, due or not) in one atomic script: each
+ * one's attempt count is incremented and it is made due again at now +
+ * lease_ms, so that the events of a holder that dies come back after the
+ * lease. The claims come oldest due first.
+ */
+int store_outbox_claim_async(store_t *st, const char *sink, size_t max, int64_t lease_ms, bool any,
+                             store_claims_fn fn, void *opaque, char *err, size_t errlen);
+
+/* What became of one attempt of a claimed event. */
+typedef enum store_settle_kind {
+    STORE_SETTLE_DONE = 0, /* delivered: removed from the outbox */
+    STORE_SETTLE_RETRY,    /* due again at due_ms (unix ms), unless removed meanwhile */
+    STORE_SETTLE_DEAD,     /* moved to the dead letters, record its dead-letter JSON */
+} store_settle_kind_t;
+
+typedef struct store_settle {
+    store_settle_kind_t kind;
+    const char *id;     /* the event id */
+    int64_t due_ms;     /* RETRY */
+    const char *record; /* DEAD */
+} store_settle_t;
+
+/*
+ * Settles n (1..STORE_BATCH) attempts of sink's outbox in one MULTI/EXEC,
+ * pipelined: one round trip whatever n. ops and their strings are borrowed
+ * during the call only. rc -1 when it may not have applied: the events
+ * then come back when their claims expire.
+ */
+int store_outbox_settle_async(store_t *st, const char *sink, const store_settle_t *ops, size_t n,
+                              store_done_fn fn, void *opaque, char *err, size_t errlen);
+
+/* why (NULL when not disabled) is valid during the call. */
+typedef void (*store_flag_fn)(void *opaque, int rc, bool disabled, const char *why,
+                              const char *err);
+/* store_sink_disabled(), store_sink_set_disabled(). */
+int store_sink_disabled_async(store_t *st, const char *sink, store_flag_fn fn, void *opaque,
+                              char *err, size_t errlen);
+int store_sink_set_disabled_async(store_t *st, const char *sink, const char *why, store_done_fn fn,
+                                  void *opaque, char *err, size_t errlen);
 
 /* Commands sent to Redis since store_new(), for benchmarks and metrics. */
 uint64_t store_commands_sent(const store_t *st);

@@ -1,8 +1,9 @@
 /*
  * engine, commit: the fenced write of a cycle's delta with its outbox
  * events and dead letters (read by the store window by window), the
- * repairs a fence asks for, the snapshot loaded or restored from memory
- * before a cycle, and the metrics of a committed cycle.
+ * repairs a fence asks for, the snapshot restored from memory before a
+ * cycle (fetch.c loads it when it must be read), and the metrics of a
+ * committed cycle.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,31 +68,22 @@ static int snapshot_restore(source_rt_t *s)
     return -1;
 }
 
-int commit_ensure_loaded(engine_t *e, source_rt_t *s)
+/*
+ * Before a cycle: whether the index of s matches Redis. 1 when it does
+ * (or was put back into a Redis that lost it), 0 when the snapshot must be
+ * read (fetch.c loads it, asynchronously), -1 when a restore failed.
+ */
+int commit_ensure_loaded(source_rt_t *s)
 {
-    char err[256];
-    bool exists = false;
     if (s->loaded)
-        return 0;
+        return 1;
     if (s->index_valid && s->has_snapshot) {
         int r = snapshot_restore(s);
         if (r != 0) {
             s->loaded = r > 0;
-            return r > 0 ? 0 : -1;
+            return r > 0 ? 1 : -1;
         }
     }
-    s->index_valid = 0; /* store_load() clears the index first */
-    if (store_load(e->store, s->conf->name, s->index, &exists, &s->cycle, err, sizeof(err)) != 0) {
-        LOG_ERROR("cannot load the snapshot; skipping this cycle", LF_S("source", s->conf->name),
-                  LF_S("error", err));
-        return -1;
-    }
-    s->has_snapshot = exists;
-    s->index_valid = 1;
-    s->loaded = 1;
-    observe_sessions_gauge(s);
-    LOG_INFO("snapshot loaded", LF_S("source", s->conf->name), LF_B("exists", exists),
-             LF_I("sessions", diff_index_size(s->index)), LF_I("cycle", (long long)s->cycle));
     return 0;
 }
 

@@ -18,12 +18,11 @@
  * failing source only holds its own machine.
  *
  * The PINGs (readiness, and before delivering), the readiness counts, the
- * member beat and the lease renewals, takes and releases are asynchronous
+ * member beat, the lease renewals, takes, retakes and releases (those at
+ * exit included), the snapshot load, the last records of vanished
+ * sessions and the outbox workers' claims and settles are asynchronous
  * store calls on this loop (hiredis's async API): their round trips hold
- * nobody. The snapshot load, the commit, the outbox (issue 12 moves them
- * next, in that order), the last records of vanished sessions and the
- * lapsed-lease retake still block the loop for theirs; so do the releases
- * at exit, after the loop ended.
+ * nobody. The commit still blocks the loop for its own.
  *
  * The jobs live in one file each, sharing internal.h: this one builds and
  * frees the engine, schedules the cycles and runs the loop until a stop or
@@ -43,6 +42,13 @@
 #define ENGINE_REDIS_TIMEOUT_MS 5000
 /* Bound of the final flush of every sink at exit when no stop was asked (once). */
 #define ENGINE_FLUSH_MS 10000
+/*
+ * At exit, how long the loop keeps serving the releases of the leases and
+ * the outboxes' last settles after the sinks were flushed: a reply later
+ * than the store's own timeout does not come (the store drops the
+ * connection then); within what is left of the shutdown grace.
+ */
+#define ENGINE_EXIT_REDIS_MS ENGINE_REDIS_TIMEOUT_MS
 /*
  * Of the shutdown grace, the part kept for flushing the sinks after the
  * cycles in flight were given the rest to finish (at most, in seconds).
@@ -261,18 +267,30 @@ static int flush_budget_ms(const engine_t *e)
     return left > 0.1 ? (int)(left * 1000) : 100;
 }
 
+/* Whether the exit still waits for Redis: releases, or an outbox's settles. */
+static int exit_waits(const engine_t *e)
+{
+    if (e->exit_pending > 0)
+        return 1;
+    for (size_t i = 0; i < e->nsinks; i++) {
+        if (e->sinks[i].ob && outbox_busy(e->sinks[i].ob))
+            return 1;
+    }
+    return 0;
+}
+
 void engine_free(engine_t *e)
 {
     if (e == NULL)
         return;
-    /* The flushes below may run the loop: nothing may start or commit then. */
+    /* The flushes below may run the loop: nothing may start or commit then
+     * (the store's answers that come meanwhile change nothing either). */
     e->closing = 1;
-    /* Fails the asynchronous store calls in flight now, while the sources
-     * their callbacks name still exist (closing: they change nothing). */
-    store_detach(e->store);
     int flush_ms = flush_budget_ms(e);
     for (size_t i = 0; i < e->nsinks; i++) {
         const sink_type_t *t = e->sinks[i].conf->type;
+        if (e->sinks[i].ob)
+            outbox_close(e->sinks[i].ob);
         if (e->sinks[i].ctx == NULL)
             continue;
         /* Outbox attempts settle through the store: both still exist here. */
@@ -285,15 +303,30 @@ void engine_free(engine_t *e)
                      LF_S("sink", e->sinks[i].conf->name),
                      LF_I("pending", sink_pending(t, e->sinks[i].ctx)));
         t->destroy(e->sinks[i].ctx);
+        e->sinks[i].ctx = NULL;
     }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        if (e->sinks[i].ob)
+            outbox_settle_now(e->sinks[i].ob);
+    }
+    if (e->store && e->loop) {
+        leases_release_all(e);
+        double until = clock_mono_s() + ENGINE_EXIT_REDIS_MS / 1000.0;
+        double grace = flush_budget_ms(e) / 1000.0 + clock_mono_s();
+        if (e->halt_at && grace < until)
+            until = grace;
+        while (exit_waits(e) && clock_mono_s() < until)
+            loop_run_for(e->loop, 50);
+    }
+    /* Fails the asynchronous store calls still in flight, while the
+     * sources and workers their callbacks name still exist. */
+    store_detach(e->store);
     for (size_t i = 0; i < e->nsinks; i++) {
         outbox_free(e->sinks[i].ob);
         loop_timer_free(e->sinks[i].outbox_timer);
         loop_timer_free(e->sinks[i].poll_timer);
     }
     free(e->sinks);
-    if (e->store)
-        leases_release_all(e);
     for (size_t i = 0; i < e->nsources; i++) {
         /* Sinks are gone: no ticket of a cycle can still be resolved. */
         http_client_free(e->sources[i].http);
@@ -405,10 +438,12 @@ static void on_source_timer(void *opaque)
         s->delivery.check_armed = 0;
         deliver_check(s);
         break;
-    case PHASE_QUEUED: /* moved on by queue_drain() */
-    case PHASE_FETCH:  /* moved on by on_http_done() */
-    case PHASE_CHECK:  /* moved on by deliver_on_ping() */
-    case PHASE_LEASE:  /* moved on by on_lease_asked() */
+    case PHASE_QUEUED:  /* moved on by queue_drain() */
+    case PHASE_FETCH:   /* moved on by on_http_done() */
+    case PHASE_CHECK:   /* moved on by deliver_on_ping() */
+    case PHASE_LEASE:   /* moved on by on_lease_asked() */
+    case PHASE_LOAD:    /* moved on by on_loaded() */
+    case PHASE_RECORDS: /* moved on by on_records() */
         break;
     }
 }

@@ -29,30 +29,24 @@ static void log_unknown_statuses(source_rt_t *s)
                  LF_S("source", s->conf->name), LF_S("status", unknown[i]));
 }
 
-/* store_last_get()'s callback: one vanished event's last record, k from the window's first. */
-typedef struct last_window {
-    source_rt_t *s;
-    size_t first;
-    int oom;
-} last_window_t;
-
+/* store_last_get_async()'s callback: one vanished event's last record, k from the window's first.
+ */
 static int on_last(void *opaque, size_t k, const char *text, size_t len)
 {
-    last_window_t *w = opaque;
-    source_rt_t *s = w->s;
+    source_rt_t *s = opaque;
     char why[128]; /* not logged: one line per event is what this avoids */
 
     /* Redis holds what we wrote, but it is read as input: a value that is
      * not a JSON record would make an event that is not JSON (or, not
      * UTF-8, fail its encoding every cycle again). */
     if (text != NULL && page_scan_check(text, len, why, sizeof(why)) == PAGE_SCAN_OK) {
-        switch (diff_cycle_vanished_keep(s->cy, w->first + k, text, len)) {
+        switch (diff_cycle_vanished_keep(s->cy, s->fetch.vanished_from + k, text, len)) {
         case DIFF_KEEP_OK:
             return 0;
         case DIFF_KEEP_FULL:
             break;
         case DIFF_KEEP_ERROR:
-            w->oom = 1;
+            s->fetch.vanished_oom = 1;
             return -1;
         }
     }
@@ -60,38 +54,66 @@ static int on_last(void *opaque, size_t k, const char *text, size_t len)
     return 0;
 }
 
-/*
- * Completes the vanished events of a finished cycle with the last records
- * Redis keeps of their sessions, STORE_BATCH at a time, before any event
- * is read. A session Redis has no record of (stored before records were
- * kept, or lost with Redis's data) keeps a null session. 0, or -1 with err.
- */
-static int vanished_records_load(source_rt_t *s, char *err, size_t errlen)
+static void records_fail(source_rt_t *s, const char *err)
 {
-    const char *ids[STORE_BATCH];
-    size_t nv = diff_cycle_nvanished(s->cy);
-
-    for (size_t from = 0; from < nv; from += STORE_BATCH) {
-        size_t n = nv - from < STORE_BATCH ? nv - from : STORE_BATCH;
-        last_window_t w = {.s = s, .first = from};
-
-        for (size_t k = 0; k < n; k++)
-            ids[k] = diff_cycle_vanished_id(s->cy, from + k);
-        if (store_last_get(s->e->store, s->conf->name, ids, n, on_last, &w, err, errlen) != 0) {
-            if (w.oom)
-                snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-    }
-    return 0;
+    engine_cycle_fail(s,
+                      "cannot read the last records of vanished sessions; nothing emitted, "
+                      "nothing committed",
+                      err);
 }
 
-/* Every page was read: diff, then deliver or commit. */
+static void poll_deliver(source_rt_t *s);
+static void on_records(void *opaque, int rc, const char *err);
+
+/*
+ * Completes the vanished events of a finished cycle with the last records
+ * Redis keeps of their sessions, STORE_BATCH at a time (the next window
+ * asked for from the answer of the last), before any event is read. A
+ * session Redis has no record of (stored before records were kept, or
+ * lost with Redis's data) keeps a null session.
+ */
+static void records_next(source_rt_t *s)
+{
+    const char *ids[STORE_BATCH];
+    size_t nv = diff_cycle_nvanished(s->cy), from = s->fetch.vanished_from;
+    size_t n = nv - from < STORE_BATCH ? nv - from : STORE_BATCH;
+    char err[256];
+
+    if (from >= nv) {
+        poll_deliver(s);
+        return;
+    }
+    for (size_t k = 0; k < n; k++)
+        ids[k] = diff_cycle_vanished_id(s->cy, from + k);
+    s->phase = PHASE_RECORDS;
+    if (store_last_get_async(s->e->store, s->conf->name, ids, n, on_last, on_records, s, err,
+                             sizeof(err)) != 0)
+        records_fail(s, err);
+}
+
+/* A window of last records was read (or not). */
+static void on_records(void *opaque, int rc, const char *err)
+{
+    source_rt_t *s = opaque;
+    size_t nv;
+
+    if (s->e->closing)
+        return;
+    if (rc != 0) {
+        records_fail(s, s->fetch.vanished_oom ? "out of memory" : err);
+        return;
+    }
+    nv = diff_cycle_nvanished(s->cy);
+    s->fetch.vanished_from +=
+        nv - s->fetch.vanished_from < STORE_BATCH ? nv - s->fetch.vanished_from : STORE_BATCH;
+    records_next(s);
+}
+
+/* Every page was read: diff, then read the last records of vanished sessions. */
 static void poll_complete(source_rt_t *s)
 {
     engine_t *e = s->e;
     engine_cycle_stats_t *st = &s->stats;
-    char err[256];
 
     if (diff_cycle_finish(s->cy) != 0) {
         engine_cycle_fail(s, "out of memory finishing the diff", "ENOMEM");
@@ -101,13 +123,18 @@ static void poll_complete(source_rt_t *s)
     metric_observe(ENGINE_METRIC(e, poll_duration), LABELS(s->conf->name), st->poll_s);
     st->observed = diff_cycle_observed(s->cy);
     log_unknown_statuses(s);
-    if (vanished_records_load(s, err, sizeof(err)) != 0) {
-        engine_cycle_fail(s,
-                          "cannot read the last records of vanished sessions; nothing emitted, "
-                          "nothing committed",
-                          err);
-        return;
-    }
+    s->fetch.vanished_from = 0;
+    s->fetch.vanished_oom = 0;
+    records_next(s);
+}
+
+/* The events are complete: deliver, or commit. */
+static void poll_deliver(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    engine_cycle_stats_t *st = &s->stats;
+    char err[256];
+
     s->nevents = st->events = diff_cycle_nevents(s->cy);
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
@@ -266,22 +293,11 @@ static void page_done(source_rt_t *s, int rc, const char *terr)
     fetch_next(s);
 }
 
-void fetch_cycle_start(source_rt_t *s)
+/* The index matches Redis: the diff begins, and the first page is asked for. */
+static void cycle_begin(source_rt_t *s)
 {
-    engine_t *e = s->e;
     const conf_source_t *cs = s->conf;
 
-    memset(&s->stats, 0, sizeof(s->stats));
-    s->cmds0 = store_commands_sent(e->store);
-    s->finished = 0;
-    if (s->paused) {
-        s->paused = 0;
-        metric_set(ENGINE_METRIC(e, paused_until), LABELS(cs->name), 0);
-    }
-    if (commit_ensure_loaded(e, s) != 0) {
-        engine_cycle_end(s, 0);
-        return;
-    }
     s->opt = (diff_options_t){.source = cs->name,
                               .vanish_grace = cs->vanish_grace,
                               .status_map = cs->status_map,
@@ -298,4 +314,76 @@ void fetch_cycle_start(source_rt_t *s)
         return;
     }
     fetch_next(s);
+}
+
+static void load_failed(source_rt_t *s, const char *err)
+{
+    LOG_ERROR("cannot load the snapshot; skipping this cycle", LF_S("source", s->conf->name),
+              LF_S("error", err));
+    engine_cycle_end(s, 0);
+}
+
+/*
+ * store_load_async()'s answer: the index holds the snapshot (valid only
+ * now that the scan finished), and the cycle begins.
+ */
+static void on_loaded(void *opaque, int rc, bool exists, uint64_t cycle, const char *err)
+{
+    source_rt_t *s = opaque;
+
+    if (s->e->closing)
+        return;
+    if (rc != 0) {
+        load_failed(s, err);
+        return;
+    }
+    if (!s->lease.held) {
+        /* lost meanwhile: the next holder commits, and we read again when ours */
+        diff_index_clear(s->index);
+        engine_cycle_end(s, 0);
+        return;
+    }
+    s->has_snapshot = exists;
+    s->cycle = cycle;
+    s->index_valid = 1;
+    s->loaded = 1;
+    observe_sessions_gauge(s);
+    LOG_INFO("snapshot loaded", LF_S("source", s->conf->name), LF_B("exists", exists),
+             LF_I("sessions", diff_index_size(s->index)), LF_I("cycle", (long long)s->cycle));
+    if (s->e->halt_at) {
+        engine_cycle_end(s, 0); /* a stop came meanwhile: no poll */
+        return;
+    }
+    cycle_begin(s);
+}
+
+void fetch_cycle_start(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    const conf_source_t *cs = s->conf;
+    char err[256];
+
+    memset(&s->stats, 0, sizeof(s->stats));
+    s->cmds0 = store_commands_sent(e->store);
+    s->finished = 0;
+    if (s->paused) {
+        s->paused = 0;
+        metric_set(ENGINE_METRIC(e, paused_until), LABELS(cs->name), 0);
+    }
+    switch (commit_ensure_loaded(s)) {
+    case 1:
+        cycle_begin(s);
+        return;
+    case 0:
+        /* the store holds the index until on_loaded(); it is no one's to trust meanwhile */
+        s->index_valid = 0;
+        s->cycle = 0;
+        s->phase = PHASE_LOAD;
+        if (store_load_async(e->store, cs->name, s->index, on_loaded, s, err, sizeof(err)) != 0)
+            load_failed(s, err);
+        return;
+    default:
+        engine_cycle_end(s, 0);
+        return;
+    }
 }

@@ -54,6 +54,8 @@ typedef enum phase {
     PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
     PHASE_CHECK,   /* the PING before delivering is in flight */
     PHASE_LEASE,   /* asking Redis for the lease before a cycle */
+    PHASE_LOAD,    /* the snapshot is being read from Redis into the index */
+    PHASE_RECORDS, /* the last records of vanished sessions are being read */
 } phase_t;
 
 typedef struct source_rt source_rt_t;
@@ -131,6 +133,8 @@ struct source_rt {
         double retry_at;
         double pause_s; /* Retry-After of the response that failed the poll, -1 when none */
         source_rt_t *queue_next; /* PHASE_QUEUED: the next source waiting for a transfer slot */
+        size_t vanished_from;    /* PHASE_RECORDS: the first vanished event of the window read */
+        int vanished_oom;        /* a last record of that window could not be kept */
     } fetch;
 
     /* Its events handed to the sinks (deliver.c); the commit reads the dead letters. */
@@ -174,8 +178,9 @@ struct engine {
     double quiet_until;  /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
-    double drain_until; /* once: when the outbox drain gives up; 0 before */
-    double summary_s;   /* between two summaries of a source (observe.c) */
+    double drain_until;  /* once: when the outbox drain gives up; 0 before */
+    double summary_s;    /* between two summaries of a source (observe.c) */
+    size_t exit_pending; /* engine_free(): releases sent, not answered yet */
 
     sink_timer_t *lease_timer; /* member beat and lease renewals */
     double lease_armed_at;     /* when it fires (monotonic s), INFINITY when disarmed */
@@ -221,7 +226,7 @@ void deliver_on_sink_poll(void *opaque);
 /* ---- commit.c ---- */
 
 void commit_cycle(source_rt_t *s);
-int commit_ensure_loaded(engine_t *e, source_rt_t *s);
+int commit_ensure_loaded(source_rt_t *s);
 
 /* ---- leases.c ---- */
 

@@ -85,26 +85,13 @@ static void lease_taken(source_rt_t *s, double now)
     lease_due(s->e, s->lease.renew_at);
 }
 
-/* SET NX of the lease of s; err receives the reason of an error. */
-static store_lease_t lease_set(source_rt_t *s, char *err, size_t errlen)
-{
-    engine_t *e = s->e;
-    return store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, errlen);
-}
-
 /*
- * Nobody holds the lease of s although this replica did: it expired while
- * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
- * it again unless another replica was faster. Whether the snapshot
- * survived is for the commit's fence and commit_ensure_loaded() to find out. 1
- * when the lease is ours again, 0 when another replica's, -1 on a Redis
- * error.
+ * What taking a lapsed lease of s again found: 1 when the lease is ours
+ * again, 0 when another replica's, -1 on a Redis error (err says why).
  */
-int lease_retake(source_rt_t *s, double now)
+static int retake_outcome(source_rt_t *s, store_lease_t r, const char *err, double now)
 {
-    char err[256];
-
-    switch (lease_set(s, err, sizeof(err))) {
+    switch (r) {
     case STORE_LEASE_HELD:
         lease_taken(s, now);
         LOG_WARN("lease gone from redis (nobody held it); taken again",
@@ -120,6 +107,25 @@ int lease_retake(source_rt_t *s, double now)
     LOG_WARN("cannot take the lapsed lease again", LF_S("source", s->conf->name),
              LF_S("error", err));
     return -1;
+}
+
+/*
+ * Nobody holds the lease of s although this replica did: it expired while
+ * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
+ * it again unless another replica was faster. Whether the snapshot
+ * survived is for the commit's fence and commit_ensure_loaded() to find
+ * out. Blocking: for the commit's repair (commit.c), which is itself
+ * blocking; the renewals retake through on_retaken(). 1 when the lease is
+ * ours again, 0 when another replica's, -1 on a Redis error.
+ */
+int lease_retake(source_rt_t *s, double now)
+{
+    engine_t *e = s->e;
+    char err[256];
+    store_lease_t r =
+        store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err));
+
+    return retake_outcome(s, r, err, now);
 }
 
 /* The next time the lease timer must fire: the beat, or the first renewal due. */
@@ -161,6 +167,31 @@ static void on_beat(void *opaque, int rc, size_t live, bool was_member, const ch
     e->beaten = 1;
 }
 
+/* A renewal (or retake) of s failed: lost past its TTL, else asked again in a second. */
+static void renew_failed(source_rt_t *s, double now)
+{
+    if (now >= s->lease.valid_until)
+        lease_lost(s, "not renewed within its TTL");
+    else
+        s->lease.renew_at = now + 1;
+}
+
+/* store_lease_acquire_async()'s answer to a retake of a lapsed lease (on_renewed()). */
+static void on_retaken(void *opaque, store_lease_t r, const char *err)
+{
+    source_rt_t *s = opaque;
+    engine_t *e = s->e;
+    double now;
+
+    s->lease.renewing = 0;
+    if (e->closing || !s->lease.held)
+        return;
+    now = clock_mono_s();
+    if (retake_outcome(s, r, err, now) < 0)
+        renew_failed(s, now);
+    leases_rearm(e);
+}
+
 /*
  * store_lease_renew_async()'s answer for s. The lease counts from when the
  * renewal was sent: Redis extended it at some moment after that.
@@ -170,6 +201,7 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
     source_rt_t *s = opaque;
     engine_t *e = s->e;
     double ttl = e->conf->lease_ttl_s, sent = s->lease.renew_sent_at, now;
+    char rerr[256];
     (void)err;
 
     s->lease.renewing = 0;
@@ -186,13 +218,16 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
         break;
     case STORE_LEASE_GONE:
     case STORE_LEASE_ERROR:
-        /* Gone: take it again; a Redis error either way counts as a failed renewal. */
-        if (r == STORE_LEASE_GONE && lease_retake(s, now) >= 0)
-            break;
-        if (now >= s->lease.valid_until)
-            lease_lost(s, "not renewed within its TTL");
-        else
+        /* Gone: take it again (renewing until on_retaken()); a Redis error
+         * either way counts as a failed renewal. */
+        if (r == STORE_LEASE_GONE &&
+            store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e),
+                                      on_retaken, s, rerr, sizeof(rerr)) == 0) {
+            s->lease.renewing = 1;
             s->lease.renew_at = now + 1;
+            break;
+        }
+        renew_failed(s, now);
         break;
     }
     leases_rearm(e);
@@ -227,10 +262,7 @@ void leases_tick(engine_t *e, double now)
             s->lease.renew_at = now + 1;
             continue;
         }
-        if (now >= s->lease.valid_until)
-            lease_lost(s, "not renewed within its TTL");
-        else
-            s->lease.renew_at = now + 1;
+        renew_failed(s, now);
     }
     leases_rearm(e);
 }
@@ -275,19 +307,50 @@ void lease_rebalance(source_rt_t *s)
                                                    s, err, sizeof(err)) == 0;
 }
 
+/* An exit release (or the member leave, s NULL) was answered. */
+static void on_exit_released(engine_t *e, source_rt_t *s, int rc, const char *err)
+{
+    e->exit_pending--;
+    if (rc != 0 && s != NULL)
+        LOG_WARN("cannot release the lease; it expires by itself", LF_S("source", s->conf->name),
+                 LF_S("error", err));
+}
+
+static void on_exit_release(void *opaque, int rc, const char *err)
+{
+    source_rt_t *s = opaque;
+    on_exit_released(s->e, s, rc, err);
+}
+
+static void on_exit_leave(void *opaque, int rc, const char *err)
+{
+    on_exit_released(opaque, NULL, rc, err);
+}
+
+/*
+ * At exit: releases every lease held and leaves the members, on the loop
+ * (engine_free() serves it until e->exit_pending is 0 or its bound).
+ */
 void leases_release_all(engine_t *e)
 {
     char err[256];
 
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].lease.held && store_lease_release(e->store, e->sources[i].conf->name,
-                                                            e->token, err, sizeof(err)) != 0)
-            LOG_WARN("cannot release the lease; it expires by itself",
-                     LF_S("source", e->sources[i].conf->name), LF_S("error", err));
-        e->sources[i].lease.held = 0;
+        source_rt_t *s = &e->sources[i];
+
+        if (s->lease.held) {
+            if (store_lease_release_async(e->store, s->conf->name, e->token, on_exit_release, s,
+                                          err, sizeof(err)) == 0)
+                e->exit_pending++;
+            else
+                LOG_WARN("cannot release the lease; it expires by itself",
+                         LF_S("source", s->conf->name), LF_S("error", err));
+        }
+        s->lease.held = 0;
     }
     e->leases_held = 0;
-    (void)store_member_leave(e->store, e->token, err, sizeof(err));
+    if (store_member_leave_async(e->store, e->token, on_exit_leave, e, err, sizeof(err)) == 0)
+        e->exit_pending++;
 }
 
 /* ---- before a cycle: is the lease ours? ---- */

@@ -27,7 +27,14 @@ typedef enum aop {
     AOP_RENEW,
     AOP_ACQUIRE,
     AOP_RELEASE,
-    AOP_BEAT
+    AOP_BEAT,
+    /* the reads and the outbox (their state: areq_t.u) */
+    AOP_LOAD,   /* HGETALL meta, then HSCAN pages, one per round trip */
+    AOP_LAST,   /* HMGET of last records */
+    AOP_CLAIM,  /* the claim script */
+    AOP_SETTLE, /* MULTI, the settles, EXEC */
+    AOP_FLAG,   /* GET of the disabled flag */
+    AOP_WRITE   /* one write whose reply only has to be no error */
 } aop_t;
 
 typedef struct areq {
@@ -46,8 +53,35 @@ typedef struct areq {
         store_count_fn count;
         store_lease_fn lease;
         store_beat_fn beat;
+        store_load_fn load;
+        store_claims_fn claims;
+        store_flag_fn flag;
     } fn;
     void *opaque;
+    union {
+        struct {
+            diff_index_t *ix; /* borrowed until the callback */
+            char meta[STORE_KEY_MAX], snap[STORE_KEY_MAX];
+            char what[8 + STORE_KEY_MAX];
+            char cursor[STORE_U64_DIGITS + 1]; /* of the next page */
+            uint64_t next;                     /* 0: the scan is over */
+            bool exists;
+            uint64_t cycle;
+        } load;
+        struct {
+            store_last_fn each;
+            size_t n;
+            char what[7 + STORE_KEY_MAX];
+        } last;
+        struct {
+            store_claim_t *claims; /* owned until handed to the callback */
+            size_t n;
+        } claim;
+        struct {
+            bool disabled;
+            char why[STORE_ERR_MAX];
+        } flag;
+    } u;
 } areq_t;
 
 /* No reply for this long while some are awaited: Redis is gone or stuck. */
@@ -121,6 +155,55 @@ static void areq_unexpected(areq_t *q)
     snprintf(q->err, sizeof q->err, "redis %s: %s: unexpected reply", q->st->endpoint, q->what);
 }
 
+/* Reply k of a read or an outbox operation (areq_take()). */
+static void areq_take_read(areq_t *q, unsigned k, const redisReply *r)
+{
+    store_t *st = q->st;
+    int rc = 0;
+
+    switch (q->op) {
+    case AOP_LOAD:
+        /* the meta first, then one HSCAN page per reply, each put into the index now */
+        if (k == 0)
+            rc = store_meta_reply(st, q->u.load.meta, r, &q->u.load.exists, &q->u.load.cycle,
+                                  q->err, sizeof q->err);
+        else
+            rc = store_scan_page(st, q->u.load.snap, r, store_load_pair, q->u.load.ix,
+                                 q->u.load.cursor, &q->u.load.next, q->err, sizeof q->err);
+        break;
+    case AOP_LAST:
+        rc = store_last_reply(st, q->u.last.what, r, q->u.last.n, q->u.last.each, q->opaque, q->err,
+                              sizeof q->err);
+        break;
+    case AOP_CLAIM:
+        rc = store_read_claims(st, r, &q->u.claim.claims, &q->u.claim.n, q->err, sizeof q->err);
+        break;
+    case AOP_SETTLE:
+        /* MULTI and every command answered +OK/+QUEUED (errors came as error
+         * replies); EXEC's array says whether each one applied */
+        if (k + 1 == q->sent) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != q->sent - 2)
+                areq_unexpected(q);
+            for (size_t i = 0; !q->failed && i < r->elements; i++) {
+                if (r->element[i]->type == REDIS_REPLY_ERROR)
+                    areq_unexpected(q);
+            }
+        }
+        break;
+    case AOP_FLAG:
+        q->u.flag.disabled = r->type == REDIS_REPLY_STRING;
+        if (q->u.flag.disabled)
+            store_quote_bytes(r->str, r->len, q->u.flag.why, sizeof q->u.flag.why);
+        else if (r->type != REDIS_REPLY_NIL)
+            areq_unexpected(q);
+        break;
+    default: /* AOP_WRITE: an error reply was all that could go wrong */
+        break;
+    }
+    if (rc != 0)
+        q->failed = 1;
+}
+
 /* Reply k of q (not an error reply): what it means to each operation. */
 static void areq_take(areq_t *q, unsigned k, const redisReply *r)
 {
@@ -166,6 +249,14 @@ static void areq_take(areq_t *q, unsigned k, const redisReply *r)
             else
                 q->value = r->integer;
         }
+        break;
+    case AOP_LOAD:
+    case AOP_LAST:
+    case AOP_CLAIM:
+    case AOP_SETTLE:
+    case AOP_FLAG:
+    case AOP_WRITE:
+        areq_take_read(q, k, r);
         break;
     }
 }
@@ -216,9 +307,35 @@ static void areq_finish(areq_t *q)
         q->fn.beat(q->opaque, q->failed ? -1 : 0, q->failed ? 0 : (size_t)q->value, q->was_member,
                    err);
         break;
+    case AOP_LOAD:
+        /* a scan that did not finish leaves nothing of itself */
+        if (q->failed)
+            diff_index_clear(q->u.load.ix);
+        q->fn.load(q->opaque, q->failed ? -1 : 0, !q->failed && q->u.load.exists,
+                   q->failed ? 0 : q->u.load.cycle, err);
+        break;
+    case AOP_CLAIM:
+        if (q->failed) {
+            store_claims_free(q->u.claim.claims, q->u.claim.n);
+            q->u.claim.claims = NULL;
+            q->u.claim.n = 0;
+        }
+        q->fn.claims(q->opaque, q->failed ? -1 : 0, q->u.claim.claims, q->u.claim.n, err);
+        break;
+    case AOP_FLAG:
+        q->fn.flag(q->opaque, q->failed ? -1 : 0, !q->failed && q->u.flag.disabled,
+                   !q->failed && q->u.flag.disabled ? q->u.flag.why : NULL, err);
+        break;
+    case AOP_LAST:
+    case AOP_SETTLE:
+    case AOP_WRITE:
+        q->fn.done(q->opaque, q->failed ? -1 : 0, err);
+        break;
     }
     free(q);
 }
+
+static bool areq_more(areq_t *q);
 
 static void on_areply(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -242,7 +359,7 @@ static void on_areply(redisAsyncContext *ac, void *reply, void *priv)
     }
     if (st->actx == ac)
         awatch_arm(st); /* a reply came: the connection is alive */
-    if (--q->pending == 0)
+    if (--q->pending == 0 && !areq_more(q))
         areq_finish(q);
 }
 
@@ -528,6 +645,256 @@ int store_lease_release_async(store_t *st, const char *source, const char *token
         (q = areq_new(st, AOP_RELEASE, "lease script", opaque, err, errlen)) == NULL)
         return -1;
     const char *argv[] = {"EVAL", store_release_script, "1", lease, token, "0", NULL};
+    q->fn.done = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
+
+/* ---- the reads and the outbox ---- */
+
+/*
+ * Sends the next HSCAN page of a load. Called from the reply callback of
+ * the last one (areq_more()), or with the meta read to start.
+ */
+static int load_send_page(areq_t *q)
+{
+    char count[16];
+    const char *argv[5] = {"HSCAN", q->u.load.snap, q->u.load.cursor, "COUNT", count};
+    size_t argvlen[5] = {5, strlen(q->u.load.snap), strlen(q->u.load.cursor), 5, 0};
+
+    argvlen[4] = (size_t)snprintf(count, sizeof count, "%d", STORE_LOAD_SCAN_COUNT);
+    return areq_send(q, 5, argv, argvlen);
+}
+
+/*
+ * Every reply q awaited came: whether it goes on with more commands (the
+ * next page of a load) instead of finishing. A send that fails finishes it
+ * as failed.
+ */
+static bool areq_more(areq_t *q)
+{
+    store_t *st = q->st;
+
+    if (q->op != AOP_LOAD || q->failed || q->u.load.next == 0)
+        return false;
+    if (st->actx != NULL && load_send_page(q) == 0)
+        return true;
+    q->failed = 1;
+    snprintf(q->err, sizeof q->err, "redis %s: %s: connection lost", st->endpoint, q->what);
+    if (st->actx != NULL)
+        adrop(st, q->err);
+    return false;
+}
+
+int store_load_async(store_t *st, const char *source, diff_index_t *ix, store_load_fn fn,
+                     void *opaque, char *err, size_t errlen)
+{
+    char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
+    areq_t *q;
+    int rc;
+
+    if (store_make_keys(st, source, snap, meta, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_LOAD, "HSCAN", opaque, err, errlen)) == NULL)
+        return -1;
+    diff_index_clear(ix);
+    q->fn.load = fn;
+    q->u.load.ix = ix;
+    memcpy(q->u.load.snap, snap, sizeof snap);
+    memcpy(q->u.load.meta, meta, sizeof meta);
+    snprintf(q->u.load.what, sizeof q->u.load.what, "HSCAN %s", snap);
+    q->what = q->u.load.what;
+    q->u.load.cursor[0] = '0';
+    /*
+     * The snapshot hash is scanned even without meta: the index must mirror
+     * what is stored, since later commits only write deltas on top of it.
+     * The meta and the first page share a round trip.
+     */
+    const char *hgetall[] = {"HGETALL", meta, NULL};
+    rc = areq_sendv(q, hgetall);
+    if (rc == 0)
+        rc = load_send_page(q);
+    return areq_sent(q, rc, err, errlen);
+}
+
+int store_last_get_async(store_t *st, const char *source, const char *const *ids, size_t n,
+                         store_last_fn each, store_done_fn done, void *opaque, char *err,
+                         size_t errlen)
+{
+    char rec[STORE_KEY_MAX];
+    const char **argv;
+    size_t *argvlen;
+    areq_t *q;
+    int rc;
+
+    if (n == 0 || n > STORE_BATCH || ids == NULL || each == NULL) {
+        store_set_err(err, errlen, "store: %zu last records asked for (1 to %d, with ids)", n,
+                      STORE_BATCH);
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (ids[k] == NULL) {
+            store_set_err(err, errlen, "store: last record %zu asked for without an id", k);
+            return -1;
+        }
+    }
+    if (store_make_key(st, "rec", source, "", rec, err, errlen) != 0)
+        return -1;
+    argv = calloc(2 + n, sizeof *argv);
+    argvlen = calloc(2 + n, sizeof *argvlen);
+    if (argv == NULL || argvlen == NULL ||
+        (q = areq_new(st, AOP_LAST, "HMGET", opaque, err, errlen)) == NULL) {
+        if (argv == NULL || argvlen == NULL)
+            store_set_err(err, errlen, "store: out of memory");
+        free(argv);
+        free(argvlen);
+        return -1;
+    }
+    q->fn.done = done;
+    q->u.last.each = each;
+    q->u.last.n = n;
+    snprintf(q->u.last.what, sizeof q->u.last.what, "HMGET %s", rec);
+    q->what = q->u.last.what;
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = rec;
+    argvlen[1] = strlen(rec);
+    for (size_t k = 0; k < n; k++) {
+        argv[2 + k] = ids[k];
+        argvlen[2 + k] = strlen(ids[k]);
+    }
+    /* hiredis formats the command now: the ids need not outlive the call */
+    rc = areq_send(q, (int)(2 + n), argv, argvlen);
+    free(argv);
+    free(argvlen);
+    return areq_sent(q, rc, err, errlen);
+}
+
+int store_outbox_claim_async(store_t *st, const char *sink, size_t max, int64_t lease_ms, bool any,
+                             store_claims_fn fn, void *opaque, char *err, size_t errlen)
+{
+    char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX];
+    char now_s[STORE_U64_DIGITS + 1], max_s[16], until_s[STORE_U64_DIGITS + 1];
+    uint64_t now = (uint64_t)clock_unix_ms();
+    areq_t *q;
+
+    if (max == 0 || max > STORE_CLAIM_MAX) {
+        store_set_err(err, errlen, "store: %zu claims asked for (1 to %d)", max, STORE_CLAIM_MAX);
+        return -1;
+    }
+    if (store_make_key(st, "ob", sink, ":due", due, err, errlen) != 0 ||
+        store_make_key(st, "ob", sink, "", body, err, errlen) != 0 ||
+        store_make_key(st, "ob", sink, ":att", att, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_CLAIM, "outbox claim", opaque, err, errlen)) == NULL)
+        return -1;
+    snprintf(now_s, sizeof now_s, "%" PRIu64, now);
+    snprintf(max_s, sizeof max_s, "%zu", max);
+    snprintf(until_s, sizeof until_s, "%" PRIu64, now + (uint64_t)(lease_ms > 0 ? lease_ms : 0));
+    const char *argv[] = {"EVAL",  store_claim_script, "3", due, body, att, now_s, max_s,
+                          until_s, any ? "1" : "0",    NULL};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
+    q->fn.claims = fn;
+    return areq_sent(q, areq_send(q, 10, argv, lens), err, errlen);
+}
+
+/*
+ * The settles go out as one MULTI ... EXEC on the shared connection. Nothing
+ * else can land inside it: the loop has one thread, and no callback runs
+ * between these consecutive redisAsyncCommandArgv() calls (replies are only
+ * read when control is back in the loop), so the transaction's commands are
+ * contiguous in hiredis's output buffer and on the wire.
+ */
+int store_outbox_settle_async(store_t *st, const char *sink, const store_settle_t *ops, size_t n,
+                              store_done_fn fn, void *opaque, char *err, size_t errlen)
+{
+    char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX], dlq[STORE_KEY_MAX];
+    areq_t *q;
+    int rc;
+
+    if (n == 0 || n > STORE_BATCH || ops == NULL) {
+        store_set_err(err, errlen, "store: %zu settles (1 to %d)", n, STORE_BATCH);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].id == NULL || (ops[i].kind == STORE_SETTLE_DEAD && ops[i].record == NULL) ||
+            ops[i].kind < STORE_SETTLE_DONE || ops[i].kind > STORE_SETTLE_DEAD) {
+            store_set_err(err, errlen, "store: settle %zu has no id, record or kind", i);
+            return -1;
+        }
+    }
+    if (store_make_key(st, "ob", sink, ":due", due, err, errlen) != 0 ||
+        store_make_key(st, "ob", sink, "", body, err, errlen) != 0 ||
+        store_make_key(st, "ob", sink, ":att", att, err, errlen) != 0 ||
+        store_make_key(st, "dlq", sink, "", dlq, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_SETTLE, "outbox settle", opaque, err, errlen)) == NULL)
+        return -1;
+    q->fn.done = fn;
+    const char *multi[] = {"MULTI", NULL}, *exec[] = {"EXEC", NULL};
+    rc = areq_sendv(q, multi);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *id = ops[i].id;
+        char score[STORE_U64_DIGITS + 2];
+
+        if (ops[i].kind == STORE_SETTLE_RETRY) {
+            /* XX: an event removed meanwhile (delivered by another holder) stays removed. */
+            snprintf(score, sizeof score, "%" PRId64, ops[i].due_ms);
+            const char *zadd[] = {"ZADD", due, "XX", score, id, NULL};
+            rc = areq_sendv(q, zadd);
+            continue;
+        }
+        if (ops[i].kind == STORE_SETTLE_DEAD) {
+            const char *hset[] = {"HSET", dlq, id, ops[i].record, NULL};
+            rc = areq_sendv(q, hset);
+        }
+        /* delivered or dead: out of the outbox */
+        const char *c[][4] = {
+            {"HDEL", body, id, NULL}, {"ZREM", due, id, NULL}, {"HDEL", att, id, NULL}};
+        for (size_t j = 0; rc == 0 && j < 3; j++)
+            rc = areq_sendv(q, c[j]);
+    }
+    if (rc == 0)
+        rc = areq_sendv(q, exec);
+    return areq_sent(q, rc, err, errlen);
+}
+
+int store_sink_disabled_async(store_t *st, const char *sink, store_flag_fn fn, void *opaque,
+                              char *err, size_t errlen)
+{
+    char off[STORE_KEY_MAX];
+    areq_t *q;
+
+    if (store_make_key(st, "ob", sink, ":off", off, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_FLAG, "GET", opaque, err, errlen)) == NULL)
+        return -1;
+    const char *argv[] = {"GET", off, NULL};
+    q->fn.flag = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
+
+int store_sink_set_disabled_async(store_t *st, const char *sink, const char *why, store_done_fn fn,
+                                  void *opaque, char *err, size_t errlen)
+{
+    char off[STORE_KEY_MAX];
+    areq_t *q;
+
+    if (store_make_key(st, "ob", sink, ":off", off, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_WRITE, why ? "SET" : "DEL", opaque, err, errlen)) == NULL)
+        return -1;
+    const char *argv[] = {why ? "SET" : "DEL", off, why, NULL};
+    q->fn.done = fn;
+    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+}
+
+int store_member_leave_async(store_t *st, const char *id, store_done_fn fn, void *opaque, char *err,
+                             size_t errlen)
+{
+    char members[STORE_KEY_MAX];
+    areq_t *q = areq_new(st, AOP_WRITE, "members", opaque, err, errlen);
+
+    if (q == NULL)
+        return -1;
+    snprintf(members, sizeof members, "%s:members", st->prefix);
+    const char *argv[] = {"ZREM", members, id, NULL};
     q->fn.done = fn;
     return areq_sent(q, areq_sendv(q, argv), err, errlen);
 }

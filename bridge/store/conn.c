@@ -357,6 +357,42 @@ int store_ping(store_t *st, char *err, size_t errlen)
 }
 
 /*
+ * Checks one HSCAN reply r of the hash key and calls fn per pair; the next
+ * cursor goes to cursor (its text, NUL-terminated) and *next (0 when the
+ * scan is over). 0, or -1 with err.
+ */
+int store_scan_page(store_t *st, const char *key, const redisReply *r, store_pair_fn fn,
+                    void *opaque, char cursor[STORE_U64_DIGITS + 1], uint64_t *next, char *err,
+                    size_t errlen)
+{
+    const redisReply *cur, *items;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
+        r->element[1]->elements % 2 != 0 ||
+        redis_parse_u64(r->element[0]->str, r->element[0]->len, next) != 0) {
+        store_set_err(err, errlen, "redis %s: HSCAN %s: unexpected reply", st->endpoint, key);
+        return -1;
+    }
+    cur = r->element[0];
+    items = r->element[1];
+    for (size_t i = 0; i < items->elements; i += 2) {
+        const redisReply *f = items->element[i], *v = items->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            store_set_err(err, errlen, "redis %s: HSCAN %s: unexpected reply", st->endpoint, key);
+            return -1;
+        }
+        if (fn(st, key, f, v, opaque, err, errlen) != 0)
+            return -1;
+    }
+    /* redis_parse_u64() took it: at most STORE_U64_DIGITS digits */
+    memcpy(cursor, cur->str, cur->len);
+    cursor[cur->len] = '\0';
+    return 0;
+}
+
+/*
  * HSCANs the hash key, calling fn per pair. HSCAN may return a field twice
  * (the callers are idempotent: putting it again replaces it).
  */
@@ -367,47 +403,24 @@ int store_scan_hash(store_t *st, const char *key, store_pair_fn fn, void *opaque
     char count[16];
     const char *argv[5] = {"HSCAN", key, cursor, "COUNT", count};
     size_t argvlen[5] = {5, strlen(key), 1, 5, 0};
-
     char what[6 + STORE_KEY_MAX];
 
     snprintf(what, sizeof what, "HSCAN %s", key);
     argvlen[4] = (size_t)snprintf(count, sizeof count, "%d", STORE_BATCH);
     for (;;) {
         redisReply *r = store_run_command(st, 5, argv, argvlen, what, err, errlen);
-        const redisReply *cur, *items;
         uint64_t next;
+        int rc;
 
         if (r == NULL)
             return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
-            r->element[1]->elements % 2 != 0 ||
-            redis_parse_u64(r->element[0]->str, r->element[0]->len, &next) != 0) {
-            store_set_err(err, errlen, "redis %s: HSCAN %s: unexpected reply", st->endpoint, key);
-            freeReplyObject(r);
-            return -1;
-        }
-        cur = r->element[0];
-        items = r->element[1];
-        for (size_t i = 0; i < items->elements; i += 2) {
-            const redisReply *f = items->element[i], *v = items->element[i + 1];
-
-            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-                store_set_err(err, errlen, "redis %s: HSCAN %s: unexpected reply", st->endpoint,
-                              key);
-                freeReplyObject(r);
-                return -1;
-            }
-            if (fn(st, key, f, v, opaque, err, errlen) != 0) {
-                freeReplyObject(r);
-                return -1;
-            }
-        }
-        memcpy(cursor, cur->str, cur->len);
-        argvlen[2] = cur->len;
+        rc = store_scan_page(st, key, r, fn, opaque, cursor, &next, err, errlen);
         freeReplyObject(r);
+        if (rc != 0)
+            return -1;
         if (next == 0)
             return 0;
+        argvlen[2] = strlen(cursor);
     }
 }
 

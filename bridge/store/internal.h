@@ -6,6 +6,7 @@
 #ifndef SB_STORE_INTERNAL_H
 #define SB_STORE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -98,6 +99,22 @@ int store_run_count(store_t *st, const char *cmd, const char *key, size_t *n, ch
                     size_t errlen);
 int store_scan_hash(store_t *st, const char *key, store_pair_fn fn, void *opaque, char *err,
                     size_t errlen);
+int store_scan_page(store_t *st, const char *key, const redisReply *r, store_pair_fn fn,
+                    void *opaque, char cursor[STORE_U64_DIGITS + 1], uint64_t *next, char *err,
+                    size_t errlen);
+
+/* The snapshot's replies (snapshot.c), read by the asynchronous load. */
+int store_meta_reply(const store_t *st, const char *meta, const redisReply *r, bool *exists,
+                     uint64_t *cycle, char *err, size_t errlen);
+int store_load_pair(store_t *st, const char *snap, const redisReply *f, const redisReply *v,
+                    void *opaque, char *err, size_t errlen);
+int store_last_reply(const store_t *st, const char *what, const redisReply *r, size_t n,
+                     store_last_fn fn, void *opaque, char *err, size_t errlen);
+
+/* The outbox's claim script and its reply (outbox.c). */
+extern const char store_claim_script[];
+int store_read_claims(const store_t *st, const redisReply *r, store_claim_t **out, size_t *n,
+                      char *err, size_t errlen);
 
 /* The lease scripts (lease.c), sent by the blocking and the asynchronous calls alike. */
 extern const char store_renew_script[];

@@ -139,13 +139,3 @@ int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live,
         return -1;
     return store_run_count(st, "ZCARD", members, live, err, errlen);
 }
-
-int store_member_leave(store_t *st, const char *id, char *err, size_t errlen)
-{
-    char members[STORE_KEY_MAX];
-
-    snprintf(members, sizeof members, "%s:members", st->prefix);
-    const char *c1[] = {"ZREM", members, id, NULL};
-    const char *const *cmds[] = {c1};
-    return store_run_transaction(st, cmds, 1, "members", err, errlen);
-}

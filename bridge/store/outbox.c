@@ -1,17 +1,15 @@
 /*
- * store: the outbox of every sink that has one: claims, done, retry, dead,
- * its depth, and the flag that disables the sink (see store.h). The
- * engine-side worker that drives it is bridge/outbox.c.
+ * store: the outbox of every sink that has one: the claim script and its
+ * reply (the claims and settles themselves are asynchronous calls of the
+ * worker, in async.c), its depth, and the flag that disables the sink (see
+ * store.h). The engine-side worker that drives it is bridge/outbox.c.
  */
 #include "internal.h"
 
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "clock.h"
 
 /*
  * Claims atomically, so that two bridges sharing an outbox never hand the
@@ -19,7 +17,7 @@
  * max, lease_until, any. Returns id, attempt, body triples; an id without a
  * body (written by hand, or half-removed) is dropped.
  */
-static const char claim_script[] =
+const char store_claim_script[] =
     "local ids\n"
     "if ARGV[4] == '1' then\n"
     "  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)\n"
@@ -40,9 +38,6 @@ static const char claim_script[] =
     "  end\n"
     "end\n"
     "return out\n";
-
-/* Longest outbox claim batch: one reply holds them all. */
-#define STORE_CLAIM_MAX 1000
 
 void store_claims_free(store_claim_t *claims, size_t n)
 {
@@ -67,8 +62,8 @@ static char *dup_bytes(const char *s, size_t len)
 }
 
 /* Turns the claim script's reply into claims; -1 on a reply we did not write. */
-static int read_claims(const store_t *st, const redisReply *r, store_claim_t **out, size_t *n,
-                       char *err, size_t errlen)
+int store_read_claims(const store_t *st, const redisReply *r, store_claim_t **out, size_t *n,
+                      char *err, size_t errlen)
 {
     size_t count;
     store_claim_t *c;
@@ -106,96 +101,6 @@ static int read_claims(const store_t *st, const redisReply *r, store_claim_t **o
     *out = c;
     *n = count;
     return 0;
-}
-
-int store_outbox_claim(store_t *st, const char *sink, size_t max, int64_t lease_ms, bool any,
-                       store_claim_t **out, size_t *n, char *err, size_t errlen)
-{
-    char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX];
-    char now_s[STORE_U64_DIGITS + 1], max_s[16], until_s[STORE_U64_DIGITS + 1];
-    const char *argv[10] = {"EVAL", claim_script, "3",   due,     body,
-                            att,    now_s,        max_s, until_s, any ? "1" : "0"};
-    size_t argvlen[10];
-    uint64_t now = (uint64_t)clock_unix_ms();
-    redisReply *r;
-    int rc;
-
-    *out = NULL;
-    *n = 0;
-    if (store_make_key(st, "ob", sink, ":due", due, err, errlen) != 0 ||
-        store_make_key(st, "ob", sink, "", body, err, errlen) != 0 ||
-        store_make_key(st, "ob", sink, ":att", att, err, errlen) != 0)
-        return -1;
-    if (max == 0)
-        return 0;
-    if (max > STORE_CLAIM_MAX)
-        max = STORE_CLAIM_MAX;
-    snprintf(now_s, sizeof now_s, "%" PRIu64, now);
-    snprintf(max_s, sizeof max_s, "%zu", max);
-    snprintf(until_s, sizeof until_s, "%" PRIu64, now + (uint64_t)(lease_ms > 0 ? lease_ms : 0));
-    for (int i = 0; i < 10; i++)
-        argvlen[i] = strlen(argv[i]);
-    if (store_ensure_connected(st, err, errlen) != 0)
-        return -1;
-    r = store_run_command(st, 10, argv, argvlen, "outbox claim", err, errlen);
-    if (r == NULL)
-        return -1;
-    rc = read_claims(st, r, out, n, err, errlen);
-    freeReplyObject(r);
-    return rc;
-}
-
-int store_outbox_done(store_t *st, const char *sink, const char *id, char *err, size_t errlen)
-{
-    char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX];
-
-    if (store_make_key(st, "ob", sink, ":due", due, err, errlen) != 0 ||
-        store_make_key(st, "ob", sink, "", body, err, errlen) != 0 ||
-        store_make_key(st, "ob", sink, ":att", att, err, errlen) != 0)
-        return -1;
-    const char *c1[] = {"HDEL", body, id, NULL}, *c2[] = {"ZREM", due, id, NULL},
-               *c3[] = {"HDEL", att, id, NULL};
-    const char *const *cmds[] = {c1, c2, c3};
-    return store_run_transaction(st, cmds, 3, "outbox done", err, errlen);
-}
-
-int store_outbox_retry(store_t *st, const char *sink, const char *id, int64_t due_ms, char *err,
-                       size_t errlen)
-{
-    char due[STORE_KEY_MAX], score[STORE_U64_DIGITS + 2];
-    /* XX: an event removed meanwhile (delivered by another holder) stays removed. */
-    const char *argv[5] = {"ZADD", due, "XX", score, id};
-    size_t argvlen[5];
-    redisReply *r;
-
-    if (store_make_key(st, "ob", sink, ":due", due, err, errlen) != 0)
-        return -1;
-    snprintf(score, sizeof score, "%" PRId64, due_ms);
-    for (int i = 0; i < 5; i++)
-        argvlen[i] = strlen(argv[i]);
-    if (store_ensure_connected(st, err, errlen) != 0)
-        return -1;
-    r = store_run_command(st, 5, argv, argvlen, "outbox retry", err, errlen);
-    if (r == NULL)
-        return -1;
-    freeReplyObject(r);
-    return 0;
-}
-
-int store_outbox_dead(store_t *st, const char *sink, const char *id, const char *record, char *err,
-                      size_t errlen)
-{
-    char due[STORE_KEY_MAX], body[STORE_KEY_MAX], att[STORE_KEY_MAX], dlq[STORE_KEY_MAX];
-
-    if (store_make_key(st, "ob", sink, ":due", due, err, errlen) != 0 ||
-        store_make_key(st, "ob", sink, "", body, err, errlen) != 0 ||
-        store_make_key(st, "ob", sink, ":att", att, err, errlen) != 0 ||
-        store_make_key(st, "dlq", sink, "", dlq, err, errlen) != 0)
-        return -1;
-    const char *c0[] = {"HSET", dlq, id, record, NULL}, *c1[] = {"HDEL", body, id, NULL},
-               *c2[] = {"ZREM", due, id, NULL}, *c3[] = {"HDEL", att, id, NULL};
-    const char *const *cmds[] = {c0, c1, c2, c3};
-    return store_run_transaction(st, cmds, 4, "dead letter", err, errlen);
 }
 
 int store_sink_disabled(store_t *st, const char *sink, bool *disabled, char *why, size_t whylen,

@@ -15,39 +15,30 @@
  * and is not worth reading. */
 #define STORE_META_FIELDS_MAX 64
 
-/* Reads the meta hash: *exists and *cycle. */
-static int load_meta(store_t *st, const char *meta, bool *exists, uint64_t *cycle, char *err,
-                     size_t errlen)
+/* The HGETALL reply r of the meta hash: *exists and *cycle. */
+int store_meta_reply(const store_t *st, const char *meta, const redisReply *r, bool *exists,
+                     uint64_t *cycle, char *err, size_t errlen)
 {
-    const char *argv[2] = {"HGETALL", meta};
-    size_t argvlen[2] = {7, strlen(meta)};
-    char what[8 + STORE_KEY_MAX];
-    redisReply *r;
     bool have_cycle = false;
-    int rc = -1;
 
-    snprintf(what, sizeof what, "HGETALL %s", meta);
-    r = store_run_command(st, 2, argv, argvlen, what, err, errlen);
-    if (r == NULL)
-        return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0 ||
         r->elements > 2 * STORE_META_FIELDS_MAX) {
         store_set_err(err, errlen, "redis %s: %s: not a snapshot meta hash", st->endpoint, meta);
-        goto out;
+        return -1;
     }
     for (size_t i = 0; i < r->elements; i += 2) {
         const redisReply *f = r->element[i], *v = r->element[i + 1];
 
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
             store_set_err(err, errlen, "redis %s: %s: unexpected reply", st->endpoint, meta);
-            goto out;
+            return -1;
         }
         if (f->len == 5 && memcmp(f->str, "cycle", 5) == 0) {
             if (redis_parse_u64(v->str, v->len, cycle) != 0) {
                 store_set_err(err, errlen,
                               "redis %s: %s field \"cycle\": not a decimal cycle number",
                               st->endpoint, meta);
-                goto out;
+                return -1;
             }
             have_cycle = true;
         }
@@ -55,17 +46,14 @@ static int load_meta(store_t *st, const char *meta, bool *exists, uint64_t *cycl
     *exists = r->elements > 0;
     if (*exists && !have_cycle) {
         store_set_err(err, errlen, "redis %s: %s: no field \"cycle\"", st->endpoint, meta);
-        goto out;
+        return -1;
     }
-    rc = 0;
-out:
-    freeReplyObject(r);
-    return rc;
+    return 0;
 }
 
 /* Checks and decodes one stored field/value pair into the index (opaque). */
-static int load_pair(store_t *st, const char *snap, const redisReply *f, const redisReply *v,
-                     void *opaque, char *err, size_t errlen)
+int store_load_pair(store_t *st, const char *snap, const redisReply *f, const redisReply *v,
+                    void *opaque, char *err, size_t errlen)
 {
     diff_index_t *ix = opaque;
     char status[DIFF_STATUS_MAX + 1];
@@ -85,32 +73,6 @@ static int load_pair(store_t *st, const char *snap, const redisReply *f, const r
         why = "cannot be indexed (out of memory?)";
     if (why != NULL) {
         store_set_err(err, errlen, "redis %s: %s field \"%s\": %s", st->endpoint, snap, shown, why);
-        return -1;
-    }
-    return 0;
-}
-
-int store_load(store_t *st, const char *source, diff_index_t *ix, bool *exists, uint64_t *cycle,
-               char *err, size_t errlen)
-{
-    char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX];
-
-    *exists = false;
-    *cycle = 0;
-    diff_index_clear(ix);
-    if (store_make_keys(st, source, snap, meta, err, errlen) != 0)
-        return -1;
-    if (store_ensure_connected(st, err, errlen) != 0)
-        return -1;
-    /*
-     * The snapshot hash is scanned even without meta: the index must mirror
-     * what is stored, since later commits only write deltas on top of it.
-     */
-    if (load_meta(st, meta, exists, cycle, err, errlen) != 0 ||
-        store_scan_hash(st, snap, load_pair, ix, err, errlen) != 0) {
-        diff_index_clear(ix);
-        *exists = false;
-        *cycle = 0;
         return -1;
     }
     return 0;
@@ -654,60 +616,28 @@ store_delta_t store_delta_of(const diff_change_t *changes, size_t n)
         .n = changes != NULL ? n : 0, .get = array_get, .opaque = (void *)changes};
 }
 
-int store_last_get(store_t *st, const char *source, const char *const *ids, size_t n,
-                   store_last_fn fn, void *opaque, char *err, size_t errlen)
+/* Hands the HMGET reply r of n last records to fn; -1 with err. */
+int store_last_reply(const store_t *st, const char *what, const redisReply *r, size_t n,
+                     store_last_fn fn, void *opaque, char *err, size_t errlen)
 {
-    char rec[STORE_KEY_MAX];
-    char what[7 + STORE_KEY_MAX];
-    redisReply *r;
-    int rc = 0;
-
-    if (n == 0)
-        return 0;
-    if (n > STORE_BATCH || ids == NULL || fn == NULL) {
-        store_set_err(err, errlen, "store: %zu last records asked for (at most %d, with ids)", n,
-                      STORE_BATCH);
-        return -1;
-    }
-    if (store_make_key(st, "rec", source, "", rec, err, errlen) != 0)
-        return -1;
-    st->argv[0] = "HMGET";
-    st->argvlen[0] = 5;
-    st->argv[1] = rec;
-    st->argvlen[1] = strlen(rec);
-    for (size_t k = 0; k < n; k++) {
-        if (ids[k] == NULL) {
-            store_set_err(err, errlen, "store: last record %zu asked for without an id", k);
-            return -1;
-        }
-        st->argv[2 + k] = ids[k];
-        st->argvlen[2 + k] = strlen(ids[k]);
-    }
-    if (store_ensure_connected(st, err, errlen) != 0)
-        return -1;
-    snprintf(what, sizeof what, "HMGET %s", rec);
-    r = store_run_command(st, (int)(2 + n), st->argv, st->argvlen, what, err, errlen);
-    if (r == NULL)
-        return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
         store_set_err(err, errlen, "redis %s: %s: unexpected reply", st->endpoint, what);
-        freeReplyObject(r);
         return -1;
     }
-    for (size_t k = 0; k < n && rc == 0; k++) {
+    for (size_t k = 0; k < n; k++) {
         const redisReply *v = r->element[k];
         bool have = v->type == REDIS_REPLY_STRING && v->len > 0 && v->len <= STORE_LAST_MAX;
 
         if (!have && v->type != REDIS_REPLY_NIL && v->type != REDIS_REPLY_STRING) {
             store_set_err(err, errlen, "redis %s: %s: unexpected reply", st->endpoint, what);
-            rc = -1;
-        } else if (fn(opaque, k, have ? v->str : NULL, have ? v->len : 0) != 0) {
+            return -1;
+        }
+        if (fn(opaque, k, have ? v->str : NULL, have ? v->len : 0) != 0) {
             store_set_err(err, errlen, "store: %s: the caller refused a record", what);
-            rc = -1;
+            return -1;
         }
     }
-    freeReplyObject(r);
-    return rc;
+    return 0;
 }
 
 store_fence_t store_commit_fenced(store_t *st, const char *source, const char *token,

@@ -139,13 +139,178 @@ static void commit_ok(store_t *st, const char *source, const diff_change_t *ch, 
     ck_assert_uint_eq(*cycle, before + 1);
 }
 
+/* ---- the asynchronous calls, waited for ---- */
+
+/*
+ * The tests of what a load, a read of last records, a claim or a settle
+ * writes and reads wait for each answer: the call runs on a loop of its
+ * own, attached for it alone (unless the store is attached already).
+ */
+typedef struct waited {
+    int calls, rc;
+    bool exists;
+    uint64_t cycle;
+    store_claim_t *claims;
+    size_t n;
+    char err[ERRLEN];
+} waited_t;
+
+static void waited_err(waited_t *w, int rc, const char *err)
+{
+    w->calls++;
+    w->rc = rc;
+    snprintf(w->err, sizeof w->err, "%s", err ? err : "");
+}
+
+static void on_waited_load(void *opaque, int rc, bool exists, uint64_t cycle, const char *err)
+{
+    waited_t *w = opaque;
+    w->exists = exists;
+    w->cycle = cycle;
+    waited_err(w, rc, err);
+}
+
+static void on_waited_done(void *opaque, int rc, const char *err)
+{
+    waited_err(opaque, rc, err);
+}
+
+static void on_waited_claims(void *opaque, int rc, store_claim_t *claims, size_t n, const char *err)
+{
+    waited_t *w = opaque;
+    w->claims = claims;
+    w->n = n;
+    waited_err(w, rc, err);
+}
+
+typedef enum waited_op { W_LOAD, W_CLAIM, W_SETTLE } waited_op_t;
+
+typedef struct waited_call {
+    waited_op_t op;
+    const char *name; /* source or sink */
+    diff_index_t *ix;
+    size_t n;
+    const store_settle_t *ops;
+} waited_call_t;
+
+/* Makes call c and waits for its answer (10 s at most); rc as the blocking calls return it. */
+static int call_waited(store_t *st, const waited_call_t *c, waited_t *w, char *err, size_t errlen)
+{
+    loop_t *l = NULL;
+    int rc;
+
+    memset(w, 0, sizeof *w);
+    l = loop_new(err, errlen);
+    ck_assert_ptr_nonnull(l);
+    ck_assert_int_eq(store_attach(st, l, err, errlen), 0);
+    switch (c->op) {
+    case W_LOAD:
+        rc = store_load_async(st, c->name, c->ix, on_waited_load, w, err, errlen);
+        break;
+    case W_CLAIM:
+        rc = store_outbox_claim_async(st, c->name, c->n, 60000, false, on_waited_claims, w, err,
+                                      errlen);
+        break;
+    default:
+        rc = store_outbox_settle_async(st, c->name, c->ops, c->n, on_waited_done, w, err, errlen);
+        break;
+    }
+    for (int waited = 0; rc == 0 && w->calls == 0 && waited < 10000; waited += 10)
+        loop_run_for(l, 10);
+    store_detach(st);
+    loop_free(l);
+    if (rc != 0)
+        return -1;
+    ck_assert_int_eq(w->calls, 1);
+    if (w->rc != 0)
+        snprintf(err, errlen, "%s", w->err);
+    return w->rc;
+}
+
+/* store_load_async(), waited for. */
+static int load_now(store_t *st, const char *source, diff_index_t *ix, bool *exists,
+                    uint64_t *cycle, char *err, size_t errlen)
+{
+    waited_t w;
+    waited_call_t c = {.op = W_LOAD, .name = source, .ix = ix};
+    int rc = call_waited(st, &c, &w, err, errlen);
+
+    *exists = w.exists;
+    *cycle = w.cycle;
+    return rc;
+}
+
+/* A window of last records read, and its answer (each's opaque). */
+typedef struct last_wait {
+    store_last_fn each;
+    void *opaque;
+    waited_t w;
+} last_wait_t;
+
+static int last_wait_each(void *opaque, size_t k, const char *text, size_t len)
+{
+    last_wait_t *lw = opaque;
+    return lw->each(lw->opaque, k, text, len);
+}
+
+static void on_last_wait_done(void *opaque, int rc, const char *err)
+{
+    waited_err(&((last_wait_t *)opaque)->w, rc, err);
+}
+
+/* store_last_get_async(), waited for. */
+static int last_get_now(store_t *st, const char *source, const char *const *ids, size_t n,
+                        store_last_fn fn, void *opaque, char *err, size_t errlen)
+{
+    last_wait_t lw = {.each = fn, .opaque = opaque};
+    loop_t *l = loop_new(err, errlen);
+    int rc;
+
+    ck_assert_ptr_nonnull(l);
+    ck_assert_int_eq(store_attach(st, l, err, errlen), 0);
+    rc = store_last_get_async(st, source, ids, n, last_wait_each, on_last_wait_done, &lw, err,
+                              errlen);
+    for (int waited = 0; rc == 0 && lw.w.calls == 0 && waited < 10000; waited += 10)
+        loop_run_for(l, 10);
+    store_detach(st);
+    loop_free(l);
+    if (rc != 0)
+        return -1;
+    ck_assert_int_eq(lw.w.calls, 1);
+    if (lw.w.rc != 0)
+        snprintf(err, errlen, "%s", lw.w.err);
+    return lw.w.rc;
+}
+
+/* store_outbox_claim_async(), waited for: the claims into *out, *n. */
+static int claim_now(store_t *st, const char *sink, size_t max, store_claim_t **out, size_t *n,
+                     char *err, size_t errlen)
+{
+    waited_t w;
+    waited_call_t c = {.op = W_CLAIM, .name = sink, .n = max};
+    int rc = call_waited(st, &c, &w, err, errlen);
+
+    *out = w.claims;
+    *n = w.n;
+    return rc;
+}
+
+/* store_outbox_settle_async() of one settle, waited for. */
+static int settle_now(store_t *st, const char *sink, store_settle_t op, char *err, size_t errlen)
+{
+    waited_t w;
+    waited_call_t c = {.op = W_SETTLE, .name = sink, .ops = &op, .n = 1};
+
+    return call_waited(st, &c, &w, err, errlen);
+}
+
 static diff_index_t *load_ok(store_t *st, const char *source, bool *exists, uint64_t *cycle)
 {
     char err[ERRLEN] = "";
     diff_index_t *ix = diff_index_new();
 
     ck_assert_ptr_nonnull(ix);
-    ck_assert_msg(store_load(st, source, ix, exists, cycle, err, sizeof err) == 0, "load %s: %s",
+    ck_assert_msg(load_now(st, source, ix, exists, cycle, err, sizeof err) == 0, "load %s: %s",
                   source, err);
     return ix;
 }
@@ -308,7 +473,7 @@ START_TEST(test_down_server)
     assert_no_secret(err);
 
     err[0] = '\0';
-    ck_assert_int_eq(store_load(st, "src", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "src", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert(!exists);
     ck_assert_msg(strstr(err, "refused") != NULL, "%s", err);
     assert_no_secret(err);
@@ -355,8 +520,8 @@ START_TEST(test_load_without_snapshot)
     bool exists = true;
 
     ck_assert_int_eq(diff_index_put(ix, "stale", &stale), 0);
-    ck_assert_msg(store_load(st, "never-committed", ix, &exists, &cycle, err, sizeof err) == 0,
-                  "%s", err);
+    ck_assert_msg(load_now(st, "never-committed", ix, &exists, &cycle, err, sizeof err) == 0, "%s",
+                  err);
     ck_assert(!exists);
     ck_assert_uint_eq(cycle, 0);
     ck_assert_uint_eq(diff_index_size(ix), 0);
@@ -605,7 +770,7 @@ static diff_change_t with_last(diff_change_t ch, diff_last_t last, const char *t
     return ch;
 }
 
-/* What store_last_get() handed over: copies, NULL for none. */
+/* What last_get_now() handed over: copies, NULL for none. */
 typedef struct lasts {
     char *text[4];
     size_t len[4];
@@ -635,8 +800,7 @@ static void lasts_get(store_t *st, const char *source, const char *const *ids, s
     char err[ERRLEN] = "";
 
     lasts_free(l);
-    ck_assert_msg(store_last_get(st, source, ids, n, lasts_take, l, err, sizeof err) == 0, "%s",
-                  err);
+    ck_assert_msg(last_get_now(st, source, ids, n, lasts_take, l, err, sizeof err) == 0, "%s", err);
 }
 
 /* Last records are written, replaced and removed with the delta they
@@ -711,7 +875,7 @@ START_TEST(test_last_records)
     /* reads are bounded to one batch, and a value we did not write as a
      * record (empty) reads as none */
     ck_assert_int_eq(
-        store_last_get(st, "lr", ids, STORE_BATCH + 1, lasts_take, &got, err, sizeof err), -1);
+        last_get_now(st, "lr", ids, STORE_BATCH + 1, lasts_take, &got, err, sizeof err), -1);
     redis_server_ok(srv.port, "HSET sb:rec:lr c %s", "");
     lasts_get(st, "lr", ids, 3, &got);
     ck_assert_ptr_null(got.text[2]);
@@ -910,7 +1074,7 @@ START_TEST(test_malformed_values)
         redis_server_ok(srv.port, "HSET sb:snap:bad %b %b", cases[i].field, cases[i].field_len,
                         cases[i].value, cases[i].value_len);
         err[0] = '\0';
-        ck_assert_msg(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err) == -1,
+        ck_assert_msg(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err) == -1,
                       "case %zu loaded", i);
         ck_assert_msg(strstr(err, "sb:snap:bad") != NULL && strstr(err, cases[i].err_part) != NULL,
                       "case %zu: %s", i, err);
@@ -924,29 +1088,29 @@ START_TEST(test_malformed_values)
     memset(long_value, 'v', sizeof long_value - 1);
     long_value[sizeof long_value - 1] = '\0';
     redis_server_ok(srv.port, "HSET sb:snap:bad long-value %s", long_value);
-    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "long-value") != NULL && strstr(err, "longer") != NULL, "%s", err);
     redis_server_ok(srv.port, "DEL sb:snap:bad");
     memset(long_field, 'f', sizeof long_field - 1);
     long_field[sizeof long_field - 1] = '\0';
     redis_server_ok(srv.port, "HSET sb:snap:bad %s 1:0:0000000000000000:x", long_field);
-    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "sb:snap:bad") != NULL && strstr(err, "ffff...") != NULL, "%s", err);
     redis_server_ok(srv.port, "DEL sb:snap:bad");
 
     /* The meta hash. */
     redis_server_ok(srv.port, "HSET sb:meta:bad cycle 12x");
-    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "sb:meta:bad") != NULL && strstr(err, "cycle") != NULL, "%s", err);
     redis_server_ok(srv.port, "HSET sb:meta:bad cycle 99999999999999999999");
-    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     redis_server_ok(srv.port, "HDEL sb:meta:bad cycle");
-    ck_assert_int_eq(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "sb:meta:bad") != NULL && strstr(err, "cycle") != NULL, "%s", err);
     redis_server_ok(srv.port, "HSET sb:meta:bad cycle 12");
 
     /* And a correct one loads again over the same connection. */
-    ck_assert_msg(store_load(st, "bad", ix, &exists, &cycle, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(load_now(st, "bad", ix, &exists, &cycle, err, sizeof err) == 0, "%s", err);
     ck_assert(exists);
     ck_assert_uint_eq(cycle, 12);
     ck_assert_uint_eq(diff_index_size(ix), 0);
@@ -971,7 +1135,7 @@ START_TEST(test_error_reply_fails_commit)
                   "%s", err);
 
     err[0] = '\0';
-    ck_assert_int_eq(store_load(st, "wrongtype", ix, &exists, &cycle, err, sizeof err), -1);
+    ck_assert_int_eq(load_now(st, "wrongtype", ix, &exists, &cycle, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "WRONGTYPE") != NULL, "%s", err);
 
     ck_assert_uint_eq(store_errors(st), 2);
@@ -1060,7 +1224,9 @@ START_TEST(test_outbox_and_dlq_counts)
     ck_assert_uint_eq(n, 1);
     ck_assert_msg(store_dlq_count(st, "kafka", &n, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(n, 1);
-    ck_assert_msg(store_outbox_done(st, "hook", "e1", err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(settle_now(st, "hook", (store_settle_t){.kind = STORE_SETTLE_DONE, .id = "e1"},
+                             err, sizeof err) == 0,
+                  "%s", err);
     ck_assert_msg(store_outbox_count(st, "hook", &n, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(store_outbox_count(st, "Bad Name", &n, err, sizeof err), -1);
@@ -1172,9 +1338,7 @@ static void claim_all_once(store_t *st, size_t n)
         store_claim_t *c = NULL;
         size_t got = 0;
 
-        ck_assert_msg(store_outbox_claim(st, "big", CLAIM_BATCH, 60000, false, &c, &got, err,
-                                         sizeof err) == 0,
-                      "%s", err);
+        ck_assert_msg(claim_now(st, "big", CLAIM_BATCH, &c, &got, err, sizeof err) == 0, "%s", err);
         ck_assert_uint_le(got, CLAIM_BATCH);
         for (size_t k = 0; k < got; k++) {
             size_t i = strtoul(c[k].id + 1, NULL, 10);
@@ -1186,7 +1350,10 @@ static void claim_all_once(store_t *st, size_t n)
             ck_assert_uint_eq(c[k].len, LETTER_BYTES);
             ck_assert(memcmp(c[k].json, body, LETTER_BYTES) == 0);
             ck_assert_uint_eq(c[k].attempt, 1);
-            ck_assert_msg(store_outbox_done(st, "big", c[k].id, err, sizeof err) == 0, "%s", err);
+            ck_assert_msg(settle_now(st, "big",
+                                     (store_settle_t){.kind = STORE_SETTLE_DONE, .id = c[k].id},
+                                     err, sizeof err) == 0,
+                          "%s", err);
         }
         store_claims_free(c, got);
         total += got;
@@ -1450,7 +1617,7 @@ START_TEST(test_invalid_input_sends_nothing)
                                              err, sizeof err),
                          STORE_FENCE_ERROR);
         ck_assert_msg(strstr(err, "source") != NULL, "%s", err);
-        ck_assert_int_eq(store_load(st, bad_sources[i], ix, &exists, &cycle, err, sizeof err), -1);
+        ck_assert_int_eq(load_now(st, bad_sources[i], ix, &exists, &cycle, err, sizeof err), -1);
     }
 
     diff_change_t bad_changes[][2] = {
@@ -1595,8 +1762,14 @@ static diff_index_t *load_after_outage(store_t *st, const char *source, bool *ex
 
     /* Calls fail while the store finds the old connection dead or pauses
      * after a refused connect (about a second); then it must reconnect. */
-    for (int i = 0; store_load(st, source, ix, exists, cycle, err, sizeof err) != 0; i++) {
+    for (int i = 0; load_now(st, source, ix, exists, cycle, err, sizeof err) != 0; i++) {
         ck_assert_msg(strstr(err, "redis 127.0.0.1:") != NULL, "%s", err);
+        ck_assert_msg(i < 30, "no reconnect within 3 s: %s", err);
+        nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
+    }
+    /* the load went on the asynchronous connection: the blocking one (the
+     * commits') reconnects by itself too */
+    for (int i = 0; store_ping(st, err, sizeof err) != 0; i++) {
         ck_assert_msg(i < 30, "no reconnect within 3 s: %s", err);
         nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
     }
