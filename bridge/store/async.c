@@ -185,8 +185,14 @@ static void areq_take_read(areq_t *q, unsigned k, const redisReply *r)
             if (r->type != REDIS_REPLY_ARRAY || r->elements != q->sent - 2)
                 areq_unexpected(q);
             for (size_t i = 0; !q->failed && i < r->elements; i++) {
-                if (r->element[i]->type == REDIS_REPLY_ERROR)
-                    areq_unexpected(q);
+                const redisReply *e = r->element[i];
+
+                /* Redis does not roll back: the others applied (WRONGTYPE) */
+                if (e->type == REDIS_REPLY_ERROR) {
+                    q->failed = 1;
+                    snprintf(q->err, sizeof q->err, "redis %s: %s: %.*s", st->endpoint, q->what,
+                             (int)e->len, e->str);
+                }
             }
         }
         break;

@@ -1935,6 +1935,14 @@ static void on_beat(void *opaque, int rc, size_t live, bool was_member, const ch
     seen_err(a, err);
 }
 
+static void on_load_seen(void *opaque, int rc, bool exists, uint64_t cycle, const char *err)
+{
+    async_seen_t *a = opaque;
+    a->rc = rc;
+    a->n = exists ? (size_t)cycle : 0;
+    seen_err(a, err);
+}
+
 /* Runs l until *calls reaches want, for at most max_ms. */
 static void run_until(loop_t *l, const int *calls, int want, int max_ms)
 {
@@ -2031,6 +2039,179 @@ START_TEST(test_async_operations)
     /* a bad sink name sends nothing and calls nothing back */
     ck_assert_int_eq(store_dlq_count_async(st, "Bad Name", on_count, &dlq, err, sizeof err), -1);
     ck_assert_int_eq(dlq.calls, 1);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
+/* Sessions of the mid-scan test: several STORE_LOAD_SCAN_COUNT pages. */
+#define SCAN_N (5 * STORE_LOAD_SCAN_COUNT)
+
+static void on_flag(void *opaque, int rc, bool disabled, const char *why, const char *err)
+{
+    async_seen_t *a = opaque;
+    a->rc = rc;
+    a->n = disabled;
+    seen_err(a, why ? why : err);
+}
+
+/*
+ * A load is one HSCAN page per round trip, each put into the index from its
+ * reply: the index fills while the loop turns. The connection killed in the
+ * middle (CLIENT KILL) fails it once, and leaves nothing of it in the index.
+ */
+START_TEST(test_async_load_killed_mid_scan)
+{
+    diff_change_t *ch = calloc(SCAN_N, sizeof *ch);
+    char(*ids)[16] = calloc(SCAN_N, sizeof *ids);
+    char err[ERRLEN] = "";
+    store_t *st = open_store(srv.port);
+    diff_index_t *ix = diff_index_new();
+    async_seen_t a = {0};
+    uint64_t cycle = 0, before;
+    bool exists;
+    loop_t *l;
+
+    ck_assert(ch != NULL && ids != NULL && ix != NULL);
+    for (size_t i = 0; i < SCAN_N; i++) {
+        snprintf(ids[i], sizeof ids[i], "s%zu", i);
+        ch[i] = upsert(ids[i], DIFF_STATE_ACTIVE, 0, i, "IN_PROGRESS");
+    }
+    commit_ok(st, "scan", ch, SCAN_N, SCAN_N, &cycle);
+
+    /* whole: the meta and every page, one page per round trip */
+    before = store_commands_sent(st);
+    ck_assert_msg(load_now(st, "scan", ix, &exists, &cycle, err, sizeof err) == 0, "%s", err);
+    ck_assert(exists);
+    ck_assert_uint_eq(cycle, 1);
+    ck_assert_uint_eq(diff_index_size(ix), SCAN_N);
+    ck_assert_uint_ge(store_commands_sent(st) - before, 1 + SCAN_N / STORE_LOAD_SCAN_COUNT);
+
+    l = attached_loop(st);
+    ck_assert_int_eq(store_load_async(st, "scan", ix, on_load_seen, &a, err, sizeof err), 0);
+    ck_assert_uint_eq(diff_index_size(ix), 0); /* cleared first */
+    for (int waited = 0; diff_index_size(ix) == 0 && a.calls == 0 && waited < 5000; waited++)
+        loop_run_for(l, 1);
+    ck_assert_msg(a.calls == 0 && diff_index_size(ix) > 0 && diff_index_size(ix) < SCAN_N,
+                  "not caught mid-scan: %d calls, %zu sessions", a.calls, diff_index_size(ix));
+    ck_assert_int_ge(redis_server_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
+    run_until(l, &a.calls, 1, 3000);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_int_eq(a.rc, -1);
+    ck_assert_msg(strstr(a.err, "HSCAN") != NULL || strstr(a.err, "redis 127.0.0.1") != NULL, "%s",
+                  a.err);
+    ck_assert_uint_eq(diff_index_size(ix), 0);
+    loop_run_for(l, 300); /* nothing more comes */
+    ck_assert_int_eq(a.calls, 1);
+
+    /* the next load connects again and reads it whole */
+    a = (async_seen_t){0};
+    ck_assert_int_eq(store_load_async(st, "scan", ix, on_load_seen, &a, err, sizeof err), 0);
+    run_until(l, &a.calls, 1, 5000);
+    ck_assert_msg(a.calls == 1 && a.rc == 0, "%s", a.err);
+    ck_assert_uint_eq(diff_index_size(ix), SCAN_N);
+    store_free(st);
+    loop_free(l);
+    diff_index_free(ix);
+    free(ch);
+    free(ids);
+}
+END_TEST
+
+/*
+ * The settles of a turn are one transaction: delivered, retried and dead
+ * events at once, in one round trip; the disabled flag by callback; the
+ * member leave.
+ */
+START_TEST(test_async_outbox)
+{
+    diff_change_t ch = upsert("a", DIFF_STATE_ACTIVE, 0, 1, "active");
+    store_letter_t out[] = {{.sink = "aob", .id = "e1", .json = "{}", .len = 2},
+                            {.sink = "aob", .id = "e2", .json = "{}", .len = 2},
+                            {.sink = "aob", .id = "e3", .json = "{}", .len = 2}};
+    store_extra_t extra = {.outbox = store_letters_of(out, 3)};
+    store_t *st = open_store(srv.port);
+    char err[ERRLEN] = "";
+    uint64_t cycle = 0, before;
+    store_claim_t *c = NULL;
+    size_t n = 0;
+    loop_t *l;
+
+    ck_assert_msg(commit_tx(st, "aob", &ch, 1, 1, &extra, &cycle, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(claim_now(st, "aob", 10, &c, &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(c[0].attempt, 1);
+    store_claims_free(c, n);
+    /* claimed: not due again within the claim lease */
+    ck_assert_msg(claim_now(st, "aob", 10, &c, &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(n, 0);
+    store_claims_free(c, n);
+
+    store_settle_t ops[] = {{.kind = STORE_SETTLE_DONE, .id = "e1"},
+                            {.kind = STORE_SETTLE_RETRY, .id = "e2", .due_ms = 1234},
+                            {.kind = STORE_SETTLE_DEAD, .id = "e3", .record = "{\"id\":\"e3\"}"}};
+    l = attached_loop(st);
+    async_seen_t done = {0};
+    before = store_commands_sent(st);
+    ck_assert_int_eq(store_outbox_settle_async(st, "aob", ops, 3, on_done, &done, err, sizeof err),
+                     0);
+    ck_assert_int_eq(done.calls, 0);
+    run_until(l, &done.calls, 1, 2000);
+    ck_assert_msg(done.calls == 1 && done.rc == 0, "%s", done.err);
+    /* MULTI, done 3, retry 1, dead 4, EXEC */
+    ck_assert_uint_eq(store_commands_sent(st) - before, 10);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:ob:aob"), 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HEXISTS sb:ob:aob e2"), 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "ZCARD sb:ob:aob:due"), 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "ZCOUNT sb:ob:aob:due 1234 1234"), 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:ob:aob:att"), 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HEXISTS sb:dlq:aob e3"), 1);
+
+    /* a command refused inside the transaction fails the settle, once */
+    ck_assert_int_eq(redis_server_int(srv.port, "SADD sb:ob:bad:due x"), 1);
+    done = (async_seen_t){0};
+    ck_assert_int_eq(
+        store_outbox_settle_async(st, "bad", &ops[1], 1, on_done, &done, err, sizeof err), 0);
+    run_until(l, &done.calls, 1, 2000);
+    ck_assert_int_eq(done.calls, 1);
+    ck_assert_msg(done.rc == -1 && strstr(done.err, "WRONGTYPE") != NULL, "%s", done.err);
+    /* nothing to settle, or no id: refused before anything is sent */
+    ck_assert_int_eq(store_outbox_settle_async(st, "aob", ops, 0, on_done, &done, err, sizeof err),
+                     -1);
+    store_settle_t noid = {.kind = STORE_SETTLE_DEAD, .id = "e9"};
+    ck_assert_int_eq(
+        store_outbox_settle_async(st, "aob", &noid, 1, on_done, &done, err, sizeof err), -1);
+    ck_assert_int_eq(done.calls, 1);
+
+    /* the disabled flag: set, read with its reason, cleared */
+    async_seen_t flag = {0}, set = {0};
+    ck_assert_int_eq(
+        store_sink_set_disabled_async(st, "aob", "HTTP 410 Gone", on_done, &set, err, sizeof err),
+        0);
+    ck_assert_int_eq(store_sink_disabled_async(st, "aob", on_flag, &flag, err, sizeof err), 0);
+    run_until(l, &flag.calls, 1, 2000);
+    ck_assert_msg(set.calls == 1 && set.rc == 0, "%s", set.err);
+    ck_assert_int_eq(flag.rc, 0);
+    ck_assert_uint_eq(flag.n, 1);
+    ck_assert_str_eq(flag.err, "HTTP 410 Gone");
+    set = flag = (async_seen_t){0};
+    ck_assert_int_eq(store_sink_set_disabled_async(st, "aob", NULL, on_done, &set, err, sizeof err),
+                     0);
+    ck_assert_int_eq(store_sink_disabled_async(st, "aob", on_flag, &flag, err, sizeof err), 0);
+    run_until(l, &flag.calls, 1, 2000);
+    ck_assert_int_eq(flag.rc, 0);
+    ck_assert_uint_eq(flag.n, 0);
+
+    /* the member leave */
+    char tok[STORE_TOKEN_LEN];
+    async_seen_t beat = {0}, leave = {0};
+    ck_assert_int_eq(store_new_token(tok), 0);
+    ck_assert_int_eq(store_member_beat_async(st, tok, 60000, on_beat, &beat, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_leave_async(st, tok, on_done, &leave, err, sizeof err), 0);
+    run_until(l, &leave.calls, 1, 2000);
+    ck_assert_msg(leave.calls == 1 && leave.rc == 0, "%s", leave.err);
+    ck_assert_msg(beat.calls == 1 && beat.rc == 0, "%s", beat.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "ZRANK sb:members %s", tok), -1);
     store_free(st);
     loop_free(l);
 }
@@ -2152,6 +2333,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_invalid_input_sends_nothing);
     tcase_add_test(tc, test_idle_connection_closed_by_server);
     tcase_add_test(tc, test_async_operations);
+    tcase_add_test(tc, test_async_load_killed_mid_scan);
+    tcase_add_test(tc, test_async_outbox);
     tcase_add_test(tc, test_async_timeout_fails_each_once);
     tcase_add_test(tc, test_async_down_server_pauses_reconnects);
     suite_add_tcase(s, tc);
