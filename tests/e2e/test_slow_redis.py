@@ -4,10 +4,18 @@ the loop of an idle `run` keeps turning: the heartbeat gauge, set by a
 loop timer every second, stays fresh, and /healthz answers ok, while the
 readiness PINGs, the member beats and the lease renewals (every lease
 TTL / 3) wait for their replies. When those calls blocked the loop, each
-one stalled it for its round trip (a beat, three of them)."""
+one stalled it for its round trip (a beat, three of them).
 
+The same with a bridge that loads a snapshot of 50k sessions and drains
+an outbox: the load is an HSCAN page per round trip, the worker a claim
+and a settle transaction per turn, none of them holding the loop. When
+they blocked, the load alone stalled it for ~50 round trips (100 s, the
+lease lost), and every settle for one more."""
+
+import collections
 import json
 import os
+import socket
 import sys
 import time
 import unittest
@@ -19,6 +27,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import stack as st  # noqa: E402
 from delay_proxy import DelayProxy  # noqa: E402
+from webhook_receiver import Receiver  # noqa: E402
 
 REPLY_DELAY_S = 2.0
 WINDOW_S = 8.0
@@ -28,6 +37,14 @@ WINDOW_S = 8.0
 # ADMIN_METRICS_REUSE_MS (0.5 s): older than this, the loop stalled. A loop
 # that blocks on these calls shows ~9 s.
 MAX_HEARTBEAT_AGE_S = 3.0
+# The loaded snapshot and the outbox drained meanwhile.
+SNAPSHOT_SESSIONS = 50000
+OUTBOX_EVENTS = 300
+# /healthz must answer within this (a liveness probe's timeout).
+HEALTHZ_TIMEOUT_S = 1.0
+# The load takes ~7 round trips of REPLY_DELAY_S after the lease; the
+# window waits for it at most this long.
+LOAD_WINDOW_S = 60.0
 
 
 def get(url, timeout=5):
@@ -43,6 +60,45 @@ def heartbeat(text):
         if line.startswith("session_bridge_heartbeat_timestamp_seconds "):
             return float(line.split()[1])
     raise AssertionError("no heartbeat gauge in /metrics")
+
+
+def resp(*args):
+    """One command in Redis's protocol."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def pipeline(port, commands):
+    """Sends every command at once and reads as many replies (none may be an error)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        c.sendall(b"".join(commands))
+        data, replies = b"", 0
+        while replies < len(commands):
+            chunk = c.recv(65536)
+            if not chunk:
+                raise AssertionError("redis closed the connection")
+            data += chunk
+            # the replies here are simple lines (+OK, :n) only
+            lines = data.split(b"\r\n")
+            data = lines.pop()
+            for line in lines:
+                if line.startswith(b"-"):
+                    raise AssertionError(line.decode())
+                replies += 1
+
+
+def sample(url):
+    """(heartbeat age s, /healthz answered 200 within HEALTHZ_TIMEOUT_S)."""
+    status, text = get(url + "/metrics")
+    age = time.time() - heartbeat(text) if status == 200 else float("inf")
+    try:
+        status, _ = get(url + "/healthz", timeout=HEALTHZ_TIMEOUT_S)
+    except OSError:  # timed out
+        status = None
+    return age, status == 200
 
 
 class SlowRedisTest(unittest.TestCase):
@@ -94,6 +150,84 @@ class SlowRedisTest(unittest.TestCase):
         self.proxy.delay_s = 0.0
         time.sleep(REPLY_DELAY_S + 0.5)
         self.assertEqual(self.s.stop_bridge(), 0)
+
+
+    def test_load_and_outbox_drain_hold_nobody_while_redis_is_slow(self):
+        # Real events of ours for the outbox: a first emit cycle printed by a stdout sink.
+        gen = self.s.config(name="gen", sinks=[{"name": "out", "type": "stdout"}],
+                            initial_snapshot="emit")
+        _, out, _ = self.s.once(gen)
+        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        self.assertGreater(len(events), 0)
+        # too few to drain for a while: the same shapes, OUTBOX_EVENTS ids
+        bodies = {}
+        for i in range(OUTBOX_EVENTS):
+            ev = json.loads(json.dumps(events[i % len(events)]))
+            sid = f"{ev['subject']}-{i}"
+            ev["subject"] = ev["data"]["session_id"] = sid
+            ev["id"] = st.event_id(ev["data"]["source"], sid, ev["type"])
+            bodies[ev["id"]] = json.dumps(ev)
+        cmds = [resp("HSET", "sb:ob:hook", *[x for kv in bodies.items() for x in kv]),
+                resp("ZADD", "sb:ob:hook:due", *[x for k in bodies for x in (0, k)])]
+        # The snapshot of the source the run loads: written as the bridge writes it.
+        fields = []
+        for i in range(SNAPSHOT_SESSIONS):
+            fields += [f"s{i}", f"2:0:{i:016x}:IN_PROGRESS"]
+        for k in range(0, len(fields), 2000):
+            cmds.append(resp("HSET", "sb:snap:century", *fields[k:k + 2000]))
+        cmds.append(resp("HSET", "sb:meta:century", "cycle", 1, "committed_at", 1,
+                         "sessions", SNAPSHOT_SESSIONS))
+        pipeline(self.s.redis_port, cmds)
+
+        receiver = Receiver(st.free_port(), ["whsec_" + "A" * 43 + "="]).start()
+        self.addCleanup(receiver.stop)
+        path = self.s.config(interval_s=30, sinks=[
+            {"name": "hook", "type": "webhook", "url": receiver.url,
+             "secrets": receiver.secrets, "retry_schedule_s": [0, 1, 1],
+             "timeout_s": 2, "max_in_flight": 16}])
+        with open(path) as f:
+            conf = json.load(f)
+        conf["redis"]["url"] = f"redis://127.0.0.1:{self.proxy.port}/0"
+        # Refused by the provider (401): the cycle ends after the load and
+        # commits nothing, so that the window measures the load and the drain.
+        conf["sources"][0]["auth"]["api_key"] = "not-the-key"
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        self.proxy.delay_s = REPLY_DELAY_S
+        self.s.start_bridge(path)
+        url = self.s.admin_url()
+
+        worst, unhealthy, ages, loaded_at = 0.0, 0, [], None
+        t_end = time.monotonic() + LOAD_WINDOW_S
+        while time.monotonic() < t_end and (loaded_at is None or time.monotonic() < loaded_at + 4):
+            age, healthy = sample(url)
+            ages.append(round(age, 1))
+            worst = max(worst, age)
+            unhealthy += not healthy
+            if loaded_at is None and '"msg":"snapshot loaded"' in self.s.log_of("bridge-run"):
+                loaded_at = time.monotonic()
+            time.sleep(0.2)
+        log = self.s.log_of("bridge-run")
+        self.assertLess(worst, MAX_HEARTBEAT_AGE_S,
+                        f"the loop stalled: its heartbeat was {worst:.1f} s old with every "
+                        f"Redis reply {REPLY_DELAY_S} s late; ages {ages}")
+        self.assertEqual(unhealthy, 0, f"/healthz failed or took over {HEALTHZ_TIMEOUT_S} s")
+        self.assertIsNotNone(loaded_at, "the snapshot was not loaded within the window")
+        self.assertIn(f'"sessions":{SNAPSHOT_SESSIONS}', log)
+        self.assertNotIn("lease lost", log)
+        drained_meanwhile = len(receiver.received())
+        self.assertGreater(drained_meanwhile, 0, "the outbox did not drain meanwhile")
+
+        # Redis fast again: the rest drains, each event once.
+        self.proxy.delay_s = 0.0
+        st.wait_for(lambda: self.s.redis("HLEN", "sb:ob:hook") == "0", timeout=60,
+                    what="the outbox to drain")
+        got = collections.Counter(d["id"] for d in receiver.received())
+        self.assertEqual(set(got), set(bodies))
+        self.assertEqual([i for i, n in got.items() if n > 1], [], "an event came twice")
+        self.assertEqual(self.s.stop_bridge(), 0)
+        # the exit released the lease on the loop
+        self.assertEqual(self.s.redis("EXISTS", "sb:lease:century"), "0")
 
 
 if __name__ == "__main__":
