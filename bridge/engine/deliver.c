@@ -259,6 +259,8 @@ void deliver_on_sink_poll(void *opaque)
     engine_sink_t *sk = opaque;
     const sink_type_t *t = sk->conf->type;
 
+    if (sk->e->closing)
+        return; /* engine_free() flushes, destroys, and serves the loop for the releases */
     t->poll(sk->ctx, 0);
     loop_timer_arm(sk->poll_timer,
                    sink_pending(t, sk->ctx) > 0 ? ENGINE_POLL_BUSY_S : ENGINE_POLL_IDLE_S);

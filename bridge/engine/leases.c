@@ -220,12 +220,14 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
     case STORE_LEASE_ERROR:
         /* Gone: take it again (renewing until on_retaken()); a Redis error
          * either way counts as a failed renewal. */
-        if (r == STORE_LEASE_GONE &&
-            store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e),
-                                      on_retaken, s, rerr, sizeof(rerr)) == 0) {
-            s->lease.renewing = 1;
-            s->lease.renew_at = now + 1;
-            break;
+        if (r == STORE_LEASE_GONE) {
+            if (store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e),
+                                          on_retaken, s, rerr, sizeof(rerr)) == 0) {
+                s->lease.renewing = 1;
+                s->lease.renew_at = now + 1;
+                break;
+            }
+            (void)retake_outcome(s, STORE_LEASE_ERROR, rerr, now); /* says why */
         }
         renew_failed(s, now);
         break;

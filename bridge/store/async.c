@@ -698,10 +698,10 @@ int store_load_async(store_t *st, const char *source, diff_index_t *ix, store_lo
     areq_t *q;
     int rc;
 
+    diff_index_clear(ix);
     if (store_make_keys(st, source, snap, meta, err, errlen) != 0 ||
         (q = areq_new(st, AOP_LOAD, "HSCAN", opaque, err, errlen)) == NULL)
         return -1;
-    diff_index_clear(ix);
     q->fn.load = fn;
     q->u.load.ix = ix;
     memcpy(q->u.load.snap, snap, sizeof snap);
