@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "array.h"
 #include "backoff.h"
 #include "clock.h"
 #include "event.h"
@@ -217,6 +218,8 @@ int outbox_event_view(const cJSON *event, const char *json, size_t len, char *ke
 /* Frees the strings of the first n buffered settles and drops them. */
 static void settles_free(outbox_t *ob, size_t n)
 {
+    if (n == 0)
+        return;
     for (size_t i = 0; i < n; i++) {
         free((char *)ob->settles[i].id);
         free((char *)ob->settles[i].record);
@@ -233,21 +236,18 @@ static void settles_free(outbox_t *ob, size_t n)
 static void settle_later(outbox_t *ob, store_claim_t *c, store_settle_kind_t kind, int64_t due_ms,
                          char *record)
 {
-    if (ob->nsettles == ob->capsettles) {
-        size_t cap = ob->capsettles ? 2 * ob->capsettles : 16;
-        store_settle_t *v = realloc(ob->settles, cap * sizeof(*v));
+    store_settle_t *v = array_grow(ob->settles, &ob->capsettles, ob->nsettles + 1,
+                                   sizeof(*ob->settles), OUTBOX_CLAIM_BATCH);
 
-        if (v == NULL) {
-            LOG_ERROR("out of memory; the event comes back when its claim expires",
-                      LF_S("sink", ob->sink), LF_S("event_id", c->id));
-            free(c->id);
-            free(record);
-            c->id = NULL;
-            return;
-        }
-        ob->settles = v;
-        ob->capsettles = cap;
+    if (v == NULL) {
+        LOG_ERROR("out of memory; the event comes back when its claim expires",
+                  LF_S("sink", ob->sink), LF_S("event_id", c->id));
+        free(c->id);
+        free(record);
+        c->id = NULL;
+        return;
     }
+    ob->settles = v;
     ob->settles[ob->nsettles++] =
         (store_settle_t){.kind = kind, .id = c->id, .due_ms = due_ms, .record = record};
     c->id = NULL; /* the buffer's now */
