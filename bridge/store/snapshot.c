@@ -133,7 +133,7 @@ static int check_changes(const store_delta_t *d, char *err, size_t errlen)
             return -1;
         }
         enc = diff_record_encode(&ch->rec, buf, sizeof buf);
-        /* What store_load() would reject must not be written: it would make
+        /* What the load would reject must not be written: it would make
          * the source unloadable until someone repairs the hash by hand. */
         if (enc < 0 || diff_record_decode(buf, (size_t)enc, &back, status, sizeof status) != 0) {
             store_set_err(err, errlen,

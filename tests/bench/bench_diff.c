@@ -226,7 +226,7 @@ static int run_cycle(diff_index_t *ix, diff_status_map_t *map, unsigned n, int c
     return 0;
 }
 
-/* Loads the index a cycle-1 poll leaves, as store_load() does at start. */
+/* Loads the index a cycle-1 poll leaves, as store_load_async() does at start. */
 static int load_index(diff_index_t *ix, unsigned n)
 {
     char id[37], text[BENCH_RECORD_MAX];

@@ -1240,7 +1240,7 @@ END_TEST
  * bytes per window than STORE_FLUSH_BYTES: windows are written out as queued. */
 #define BIG_OUTBOX (2 * STORE_BATCH + 500)
 #define LETTER_BYTES 2048
-/* Claims per store_outbox_claim() call in the tests: the worker's batches. */
+/* Claims per store_outbox_claim_async() call in the tests: the worker's batches. */
 #define CLAIM_BATCH 300
 /* Commands Redis holds in the MULTI when the crash test dies before its third
  * window: the delta's HSET, the first window's HSET and ZADD, the second's
