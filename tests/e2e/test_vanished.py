@@ -90,6 +90,23 @@ class VanishedRecord(unittest.TestCase):
     def cancelled(self):
         return {m["event"]["subject"]: m for k, m in self.s.events() if k == "cancelled"}
 
+    def test_more_vanished_than_one_read_each_carry_their_record(self):
+        # The last records are read STORE_BATCH (1,000) at a time, the next
+        # window asked for from the answer of the last: 2,500 take three.
+        n = 2500
+        self.p.in_progress.update({f"v{i}": record(f"v{i}", "IN_PROGRESS", str(i))
+                                   for i in range(n)})
+        self.once()
+        self.assertEqual(self.s.redis("HLEN", REC_KEY), str(n))
+        self.p.in_progress.clear()
+        err = self.once()
+        got = self.cancelled()
+        self.assertEqual(len(got), n)
+        for i in (0, 999, 1000, 1999, 2000, n - 1):
+            self.assertEqual(got[f"v{i}"]["event"]["data"]["session"]["extra"], i)
+        self.assertTrue(all(m["event"]["data"]["session"] is not None for m in got.values()))
+        self.assertIn('"vanished_without_record":0', err)
+
     def test_vanished_session_carries_its_last_record(self):
         p = self.p
         r1 = record("s1", "IN_PROGRESS", '"first"')
