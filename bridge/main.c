@@ -101,6 +101,7 @@ static int cmd_check(const cli_args_t *a)
 
 static int cmd_daemon(const cli_args_t *a, int once)
 {
+    int dry_run = a->opt[CLI_OPT_DRY_RUN] != NULL;
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     char err[512];
     int rc = EXIT_RUNTIME;
@@ -134,9 +135,13 @@ static int cmd_daemon(const cli_args_t *a, int once)
     /* A file sink over RLIMIT_FSIZE gets EFBIG from write() and reports it, instead of dying. */
     signal(SIGXFSZ, SIG_IGN);
 
-    LOG_INFO("starting", LF_S("version", SB_VERSION), LF_S("mode", once ? "once" : "run"),
+    LOG_INFO("starting", LF_S("version", SB_VERSION),
+             LF_S("mode", dry_run ? "once --dry-run"
+                          : once  ? "once"
+                                  : "run"),
              LF_S("config", a->opt[CLI_OPT_CONFIG]), LF_S("librdkafka", rd_kafka_version_str()));
-    e = engine_new(conf, &stop_requested, err, sizeof(err));
+    e = dry_run ? engine_new_dry_run(conf, &stop_requested, stdout, err, sizeof(err))
+                : engine_new(conf, &stop_requested, err, sizeof(err));
     if (e == NULL) {
         LOG_ERROR("cannot start", LF_S("error", err));
         goto out;

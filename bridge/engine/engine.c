@@ -97,7 +97,9 @@ static void on_halt_deadline(void *opaque);
 static void on_settle(void *opaque);
 static void on_stop_signal(void *opaque);
 
-engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err, size_t errlen)
+/* engine_new(), or engine_new_dry_run() when dry_out is set: then without sinks. */
+static engine_t *engine_build(const conf_t *conf, volatile sig_atomic_t *stop, FILE *dry_out,
+                              char *err, size_t errlen)
 {
     engine_t *e = calloc(1, sizeof(*e));
     if (e == NULL) {
@@ -107,6 +109,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     e->conf = conf;
     e->stop = stop;
     e->summary_s = observe_summary_period();
+    e->dry_out = dry_out;
 
     store_options_t so = {.url = conf->redis_url,
                           .prefix = conf->redis_prefix,
@@ -149,7 +152,7 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     e->sinks = calloc(conf->nsinks, sizeof(engine_sink_t));
     if (e->sinks == NULL)
         goto nomem;
-    for (size_t i = 0; i < conf->nsinks; i++) {
+    for (size_t i = 0; dry_out == NULL && i < conf->nsinks; i++) {
         const conf_sink_t *cs = &conf->sinks[i];
         char kerr[256];
         engine_sink_t *sk = &e->sinks[i];
@@ -217,6 +220,17 @@ nomem:
 err:
     engine_free(e);
     return NULL;
+}
+
+engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err, size_t errlen)
+{
+    return engine_build(conf, stop, NULL, err, errlen);
+}
+
+engine_t *engine_new_dry_run(const conf_t *conf, volatile sig_atomic_t *stop, FILE *out, char *err,
+                             size_t errlen)
+{
+    return engine_build(conf, stop, out, err, errlen);
 }
 
 static void cycle_release(source_rt_t *s)
@@ -292,7 +306,7 @@ void engine_free(engine_t *e)
         loop_timer_free(e->sinks[i].poll_timer);
     }
     free(e->sinks);
-    if (e->store)
+    if (e->store && e->dry_out == NULL) /* a dry run took nothing */
         leases_release_all(e);
     for (size_t i = 0; i < e->nsources; i++) {
         /* Sinks are gone: no ticket of a cycle can still be resolved. */
@@ -370,6 +384,44 @@ void engine_cycle_fail(source_rt_t *s, const char *msg, const char *err)
         LOG_WARN(msg, LF_S("source", s->conf->name), LF_S("error", err),
                  LF_I("pages", s->stats.pages));
     engine_cycle_end(s, 0);
+}
+
+/*
+ * once --dry-run, in place of delivery and commit: writes each event of the
+ * finished poll that some sink routes to e->dry_out, encoded as deliver.c
+ * encodes it for a sink, and ends the cycle as if it committed (the index
+ * does not advance: the engine is freed after this one cycle).
+ */
+void engine_dry_print(source_rt_t *s)
+{
+    const engine_t *e = s->e;
+    const conf_source_t *cs = s->conf;
+    size_t printed = 0;
+
+    for (size_t i = 0; i < s->nevents; i++) {
+        diff_event_t ev;
+        int routed = 0;
+        if (diff_cycle_event(s->cy, i, &ev) != 0 ||
+            event_write(&s->delivery.evbuf, &ev, cs->name, cs->provider->name, s->observed_at) !=
+                0) {
+            engine_cycle_fail(s, "dry run: cannot encode an event",
+                              "out of memory, or text that is not UTF-8");
+            return;
+        }
+        for (size_t k = 0; k < e->conf->nsinks && !routed; k++)
+            routed = conf_sink_routes(&e->conf->sinks[k], cs->name, ev.type);
+        if (!routed)
+            continue;
+        fwrite(s->delivery.evbuf.text, 1, s->delivery.evbuf.len, e->dry_out);
+        fputc('\n', e->dry_out);
+        printed++;
+    }
+    fflush(e->dry_out);
+    LOG_INFO("dry run: events printed; nothing delivered, nothing committed",
+             LF_S("source", cs->name), LF_I("pages", s->stats.pages),
+             LF_I("observed", s->stats.observed), LF_I("events", s->nevents),
+             LF_I("printed", printed), LF_B("baseline", s->opt.baseline));
+    engine_cycle_end(s, 1);
 }
 
 /* ---- the loop ---- */
@@ -522,8 +574,10 @@ static void run_loop(engine_t *e, int once)
     double now = clock_mono_s();
 
     e->once = once;
-    /* The member beat first: the fair share of the first cycles depends on it. */
-    leases_tick(e, now);
+    /* The member beat first: the fair share of the first cycles depends on it.
+     * A dry run writes nothing to Redis, the beat included. */
+    if (e->dry_out == NULL)
+        leases_tick(e, now);
     if (e->observed)
         observe_on_timer(e);
     for (size_t k = 0; k < e->nsinks; k++) {

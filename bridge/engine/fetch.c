@@ -109,6 +109,10 @@ static void poll_complete(source_rt_t *s)
         return;
     }
     s->nevents = st->events = diff_cycle_nevents(s->cy);
+    if (e->dry_out) {
+        engine_dry_print(s);
+        return;
+    }
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
             s->delivery.nds +=

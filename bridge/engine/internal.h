@@ -174,6 +174,7 @@ struct engine {
     double quiet_until;  /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
+    FILE *dry_out; /* once --dry-run: where the events go instead of the sinks; NULL otherwise */
     double drain_until; /* once: when the outbox drain gives up; 0 before */
     double summary_s;   /* between two summaries of a source (observe.c) */
 
@@ -201,6 +202,7 @@ void engine_kick(engine_t *e);
 void engine_source_arm(source_rt_t *s, double after_s);
 void engine_cycle_end(source_rt_t *s, int ok);
 void engine_cycle_fail(source_rt_t *s, const char *msg, const char *err);
+void engine_dry_print(source_rt_t *s);
 int engine_cycle_wanted(const source_rt_t *s);
 
 /* ---- fetch.c ---- */
