@@ -33,7 +33,9 @@ static const command_t commands[CLI_COMMAND_COUNT] = {
     [CLI_RUN] = {"run", "-c FILE", "poll every source until SIGTERM/SIGINT",
                  "The daemon: polls every source, delivers every event to its sinks, commits\n"
                  "each source's snapshot to Redis, and serves /healthz, /readyz and /metrics\n"
-                 "on admin.listen. SIGTERM or SIGINT: finish, flush, exit 0.\n"
+                 "on admin.listen. SIGTERM or SIGINT: finish, flush, exit 0. SIGHUP: read\n"
+                 "FILE again and apply what changed; an invalid file is refused and logged,\n"
+                 "the running configuration stays.\n"
                  "Exit codes: 0 stopped by a signal, 1 runtime failure, 2 usage error,\n"
                  "78 configuration error.\n",
                  true, NULL},

@@ -43,6 +43,16 @@ void engine_free(engine_t *e);
  */
 int engine_run_once(engine_t *e, const char *source);
 
+/*
+ * run: a SIGHUP re-reads path (copied), the file the configuration came
+ * from, and applies what changed without a restart (CONTRACT §2; how, in
+ * bridge/engine/reload.c). Call before engine_run(). Without it (once, a
+ * dry run) a SIGHUP is logged and changes nothing. 0, or -1 on ENOMEM.
+ */
+int engine_reload_on_hup(engine_t *e, const char *path);
+/* Asks for a reload as a SIGHUP does: for one that came before the engine watched for them. */
+void engine_reload_request(engine_t *e);
+
 /* Polls every source on its interval until *stop; returns 0, or -1 on a fatal sink error. */
 int engine_run(engine_t *e);
 

@@ -155,7 +155,7 @@ static void deliver_more(source_rt_t *s)
                            .json_len = s->delivery.evbuf.len};
         /* pending < ENGINE_DELIVERY_WINDOW left a slot for every sink */
         for (size_t k = 0; k < e->nsinks && s->delivery.free_d != NULL; k++) {
-            engine_sink_t *sk = &e->sinks[k];
+            engine_sink_t *sk = e->sinks[k];
             if (!deliver_routes_live(sk, s, ev->type))
                 continue;
             delivery_t *d = s->delivery.free_d;
@@ -268,7 +268,7 @@ void deliver_on_sink_poll(void *opaque)
 static void sinks_poke(engine_t *e)
 {
     for (size_t k = 0; k < e->nsinks; k++) {
-        engine_sink_t *sk = &e->sinks[k];
+        engine_sink_t *sk = e->sinks[k];
         if (sk->poll_timer && sink_pending(sk->conf->type, sk->ctx) > 0)
             loop_timer_arm(sk->poll_timer, 0);
     }

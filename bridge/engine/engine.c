@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "internal.h"
 
 /* Redis connect and command timeout. */
@@ -97,6 +98,153 @@ static void on_halt_deadline(void *opaque);
 static void on_settle(void *opaque);
 static void on_stop_signal(void *opaque);
 
+/*
+ * Starts the sink cs of gen (which the sink then holds a reference to: its
+ * context may point into cs) and appends it to e's sinks. 0, or -1 with the
+ * reason in err (the sink is not added).
+ */
+int engine_sink_start(engine_t *e, const conf_sink_t *cs, engine_conf_t *gen, char *err,
+                      size_t errlen)
+{
+    char kerr[256];
+    engine_sink_t *sk = calloc(1, sizeof(*sk));
+    engine_sink_t **grown = array_grow(e->sinks, &e->capsinks, e->nsinks + 1, sizeof(*e->sinks), 4);
+
+    if (sk == NULL || grown == NULL) {
+        free(sk);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    e->sinks = grown;
+    sk->conf = cs;
+    sk->e = e;
+    sink_host_t host = {.name = cs->name,
+                        .redis_url = e->conf->redis_url,
+                        .redis_prefix = e->conf->redis_prefix,
+                        .loop = loop_sink_api(e->loop)};
+    sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
+    if (sk->ctx == NULL) {
+        snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+        goto fail;
+    }
+    if (!(cs->type->flags & SINK_F_LOOP) &&
+        (sk->poll_timer = loop_timer_new(e->loop, deliver_on_sink_poll, sk)) == NULL)
+        goto nomem;
+    if (cs->type->flags & SINK_F_OUTBOX) {
+        outbox_options_t oo = {.sink = cs->name,
+                               .type = cs->type,
+                               .ctx = sk->ctx,
+                               .conf = cs->cfg,
+                               .store = e->store,
+                               .settled = deliver_on_outbox_settled,
+                               .opaque = sk};
+        sk->ob = outbox_new(&oo, kerr, sizeof(kerr));
+        if (sk->ob == NULL) {
+            snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+            goto fail;
+        }
+        if ((sk->outbox_timer = loop_timer_new(e->loop, deliver_on_outbox_timer, sk)) == NULL)
+            goto nomem;
+    }
+    sk->gen = engine_conf_ref(gen);
+    e->sinks[e->nsinks++] = sk;
+    return 0;
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    engine_sink_stop(sk, 0);
+    return -1;
+}
+
+/*
+ * Flushes sk within flush_ms, destroys its context and frees it, with its
+ * reference to its configuration. The caller has taken it out of e's sinks,
+ * and no ticket of a cycle is on it. Accepts a sink whose start failed.
+ */
+void engine_sink_stop(engine_sink_t *sk, int flush_ms)
+{
+    const sink_type_t *t = sk->conf->type;
+
+    if (sk->ctx) {
+        /* Outbox attempts settle through the store: both still exist here. */
+        if (t->flush(sk->ctx, flush_ms) != 0)
+            LOG_WARN(sk->ob ? "sink still had attempts in flight when it stopped; those events "
+                              "stay in the outbox and are retried after their claim expires"
+                            : "sink still had undelivered events when it stopped; they were not "
+                              "committed and will be delivered again",
+                     LF_S("sink", sk->conf->name), LF_I("pending", sink_pending(t, sk->ctx)));
+        t->destroy(sk->ctx);
+    }
+    outbox_free(sk->ob);
+    loop_timer_free(sk->outbox_timer);
+    loop_timer_free(sk->poll_timer);
+    engine_conf_unref(sk->e, sk->gen);
+    free(sk);
+}
+
+/*
+ * Adds a source of cs (from gen, referenced while the source points into
+ * it), idle, its first cycle due within a fraction of its interval after
+ * t0. NULL when out of memory.
+ */
+source_rt_t *engine_source_add(engine_t *e, const conf_source_t *cs, engine_conf_t *gen, double t0)
+{
+    source_rt_t *s = calloc(1, sizeof(*s));
+    source_rt_t **grown =
+        array_grow(e->sources, &e->capsources, e->nsources + 1, sizeof(*e->sources), 16);
+
+    if (s == NULL || grown == NULL) {
+        free(s);
+        return NULL;
+    }
+    e->sources = grown;
+    s->e = e;
+    s->conf = cs;
+    s->gen = engine_conf_ref(gen);
+    s->fetch.resp.retry_after_s = -1;
+    s->fetch.pause_s = -1;
+    s->index = diff_index_new();
+    s->timer = loop_timer_new(e->loop, on_source_timer, s);
+    e->sources[e->nsources++] = s;
+    if (s->index == NULL || s->timer == NULL || engine_source_http(s) != 0)
+        return NULL; /* engine_free() frees what there is */
+    /* Spread the first cycles over a fraction of each interval. */
+    s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
+    s->summary.since = t0;
+    return s;
+}
+
+/* (Re)builds the HTTP client of s from its configuration's timeout. 0, or -1 on ENOMEM. */
+int engine_source_http(source_rt_t *s)
+{
+    char herr[256];
+    http_options_t ho = {.timeout_ms = s->conf->timeout_s * 1000L,
+                         .connect_timeout_ms = s->conf->timeout_s * 1000L,
+                         .max_body = HTTP_DEFAULT_MAX_BODY};
+    http_client_t *h = http_client_new(&ho, herr, sizeof(herr));
+
+    if (h == NULL)
+        return -1;
+    http_client_free(s->http);
+    s->http = h;
+    return 0;
+}
+
+static void cycle_release(source_rt_t *s);
+
+/* Frees an idle s (or one whose cycle the closing engine abandons); the caller took it out of e's
+ * sources. */
+void engine_source_free(source_rt_t *s)
+{
+    http_client_free(s->http);
+    cycle_release(s);
+    diff_index_free(s->index);
+    loop_timer_free(s->timer);
+    engine_conf_unref(s->e, s->gen);
+    engine_conf_unref(s->e, s->next.gen);
+    free(s);
+}
+
 /* engine_new(), or engine_new_dry_run() when dry_out is set: then without sinks. */
 static engine_t *engine_build(const conf_t *conf, volatile sig_atomic_t *stop, FILE *dry_out,
                               char *err, size_t errlen)
@@ -110,6 +258,7 @@ static engine_t *engine_build(const conf_t *conf, volatile sig_atomic_t *stop, F
     e->stop = stop;
     e->summary_s = observe_summary_period();
     e->dry_out = dry_out;
+    pthread_mutex_init(&e->ready_lock, NULL);
 
     store_options_t so = {.url = conf->redis_url,
                           .prefix = conf->redis_prefix,
@@ -144,75 +293,26 @@ static engine_t *engine_build(const conf_t *conf, volatile sig_atomic_t *stop, F
         snprintf(err, errlen, "cannot watch SIGTERM and SIGINT on the event loop");
         goto err;
     }
+    /* Watched in every mode: a SIGHUP must never end the process (129). */
+    if (loop_on_signal(e->loop, SIGHUP, reload_on_signal, e) != 0) {
+        snprintf(err, errlen, "cannot watch SIGHUP on the event loop");
+        goto err;
+    }
     atomic_init(&e->checked, 0);
     atomic_init(&e->redis_up, 0);
-    atomic_init(&e->unready_sink, -1);
     atomic_init(&e->halting, 0);
 
-    e->sinks = calloc(conf->nsinks, sizeof(engine_sink_t));
-    if (e->sinks == NULL)
+    /* The first configuration is the caller's; later ones, the reloads' (reload.c). */
+    if ((e->gen = engine_conf_ref(engine_conf_adopt(e, (conf_t *)conf, 0))) == NULL)
         goto nomem;
     for (size_t i = 0; dry_out == NULL && i < conf->nsinks; i++) {
-        const conf_sink_t *cs = &conf->sinks[i];
-        char kerr[256];
-        engine_sink_t *sk = &e->sinks[i];
-        sk->conf = cs;
-        sk->e = e;
-        sink_host_t host = {.name = cs->name,
-                            .redis_url = conf->redis_url,
-                            .redis_prefix = conf->redis_prefix,
-                            .loop = loop_sink_api(e->loop)};
-        sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
-        e->nsinks++;
-        if (sk->ctx == NULL) {
-            snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+        if (engine_sink_start(e, &conf->sinks[i], e->gen, err, errlen) != 0)
             goto err;
-        }
-        if (!(cs->type->flags & SINK_F_LOOP) &&
-            (sk->poll_timer = loop_timer_new(e->loop, deliver_on_sink_poll, sk)) == NULL)
-            goto nomem;
-        if (cs->type->flags & SINK_F_OUTBOX) {
-            outbox_options_t oo = {.sink = cs->name,
-                                   .type = cs->type,
-                                   .ctx = sk->ctx,
-                                   .conf = cs->cfg,
-                                   .store = e->store,
-                                   .settled = deliver_on_outbox_settled,
-                                   .opaque = sk};
-            sk->ob = outbox_new(&oo, kerr, sizeof(kerr));
-            if (sk->ob == NULL) {
-                snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
-                goto err;
-            }
-            if ((sk->outbox_timer = loop_timer_new(e->loop, deliver_on_outbox_timer, sk)) == NULL)
-                goto nomem;
-        }
     }
-
-    e->sources = calloc(conf->nsources, sizeof(source_rt_t));
-    if (e->sources == NULL)
-        goto nomem;
     double t0 = clock_mono_s();
     for (size_t i = 0; i < conf->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
-        const conf_source_t *cs = &conf->sources[i];
-        char herr[256];
-        s->e = e;
-        s->conf = cs;
-        s->fetch.resp.retry_after_s = -1;
-        s->fetch.pause_s = -1;
-        s->index = diff_index_new();
-        http_options_t ho = {.timeout_ms = cs->timeout_s * 1000L,
-                             .connect_timeout_ms = cs->timeout_s * 1000L,
-                             .max_body = HTTP_DEFAULT_MAX_BODY};
-        s->http = http_client_new(&ho, herr, sizeof(herr));
-        s->timer = loop_timer_new(e->loop, on_source_timer, s);
-        e->nsources++;
-        if (s->index == NULL || s->http == NULL || s->timer == NULL)
+        if (engine_source_add(e, &conf->sources[i], e->gen, t0) == NULL)
             goto nomem;
-        /* Spread the first cycles over a fraction of each interval. */
-        s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
-        s->summary.since = t0;
     }
     return e;
 nomem:
@@ -285,37 +385,17 @@ void engine_free(engine_t *e)
      * their callbacks name still exist (closing: they change nothing). */
     store_detach(e->store);
     int flush_ms = flush_budget_ms(e);
-    for (size_t i = 0; i < e->nsinks; i++) {
-        const sink_type_t *t = e->sinks[i].conf->type;
-        if (e->sinks[i].ctx == NULL)
-            continue;
-        /* Outbox attempts settle through the store: both still exist here. */
-        if (t->flush(e->sinks[i].ctx, flush_ms) != 0)
-            LOG_WARN(e->sinks[i].ob ? "sink still had attempts in flight at exit; those events "
-                                      "stay in the outbox and are retried after their claim "
-                                      "expires"
-                                    : "sink still had undelivered events at exit; they were not "
-                                      "committed and will be delivered by the next run",
-                     LF_S("sink", e->sinks[i].conf->name),
-                     LF_I("pending", sink_pending(t, e->sinks[i].ctx)));
-        t->destroy(e->sinks[i].ctx);
-    }
-    for (size_t i = 0; i < e->nsinks; i++) {
-        outbox_free(e->sinks[i].ob);
-        loop_timer_free(e->sinks[i].outbox_timer);
-        loop_timer_free(e->sinks[i].poll_timer);
-    }
+    for (size_t i = 0; i < e->nsinks; i++)
+        engine_sink_stop(e->sinks[i], flush_ms);
     free(e->sinks);
     if (e->store && e->dry_out == NULL) /* a dry run took nothing */
         leases_release_all(e);
-    for (size_t i = 0; i < e->nsources; i++) {
-        /* Sinks are gone: no ticket of a cycle can still be resolved. */
-        http_client_free(e->sources[i].http);
-        cycle_release(&e->sources[i]);
-        diff_index_free(e->sources[i].index);
-        loop_timer_free(e->sources[i].timer);
-    }
+    /* Sinks are gone: no ticket of a cycle can still be resolved. */
+    for (size_t i = 0; i < e->nsources; i++)
+        engine_source_free(e->sources[i]);
     free(e->sources);
+    engine_conf_unref(e, e->gen);
+    reload_free(e);
     http_multi_free(e->multi);
     loop_timer_free(e->lease_timer);
     loop_timer_free(e->observe_timer);
@@ -324,7 +404,17 @@ void engine_free(engine_t *e)
     loop_timer_free(e->settle_timer);
     loop_free(e->loop);
     store_free(e->store);
+    pthread_mutex_destroy(&e->ready_lock);
     free(e);
+}
+
+engine_sink_t *engine_sink_find(const engine_t *e, const char *name)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (strcmp(e->sinks[k]->conf->name, name) == 0)
+            return e->sinks[k];
+    }
+    return NULL;
 }
 
 /* ---- the end of a cycle ---- */
@@ -430,7 +520,8 @@ void engine_dry_print(source_rt_t *s)
 int engine_cycle_wanted(const source_rt_t *s)
 {
     const engine_t *e = s->e;
-    return e->halt_at == 0 && (!e->once || (s->wanted && !s->finished));
+    return e->halt_at == 0 && !e->reload.sinks_wait && !s->next.removed &&
+           (!e->once || (s->wanted && !s->finished));
 }
 
 /* The timer of s: what it means depends on the phase it is in. */
@@ -483,10 +574,10 @@ static void on_halt_deadline(void *opaque)
     engine_t *e = opaque;
 
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].phase != PHASE_IDLE)
+        if (e->sources[i]->phase != PHASE_IDLE)
             LOG_WARN("shutdown grace exceeded: cycle abandoned, nothing committed",
-                     LF_S("source", e->sources[i].conf->name),
-                     LF_S("phase", e->sources[i].phase == PHASE_DELIVER ? "deliver" : "poll"));
+                     LF_S("source", e->sources[i]->conf->name),
+                     LF_S("phase", e->sources[i]->phase == PHASE_DELIVER ? "deliver" : "poll"));
     }
     loop_stop(e->loop);
 }
@@ -501,8 +592,8 @@ static void halt_begin(engine_t *e)
                  LF_DUR("grace_ms", e->conf->shutdown_grace_s));
     loop_timer_arm(e->halt_timer, cycles_deadline(e) - e->halt_at);
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].phase == PHASE_BACKOFF)
-            engine_source_arm(&e->sources[i], 0); /* fails at once rather than retry */
+        if (e->sources[i]->phase == PHASE_BACKOFF)
+            engine_source_arm(e->sources[i], 0); /* fails at once rather than retry */
     }
 }
 
@@ -524,7 +615,7 @@ static void on_stop_signal(void *opaque)
 static int outboxes_idle(const engine_t *e)
 {
     for (size_t k = 0; k < e->nsinks; k++) {
-        const outbox_t *ob = e->sinks[k].ob;
+        const outbox_t *ob = e->sinks[k]->ob;
         if (ob && (outbox_in_flight(ob) > 0 || (!outbox_idle(ob) && e->halt_at == 0)))
             return 0;
     }
@@ -546,10 +637,16 @@ static void on_settle(void *opaque)
         return;
     if (stopping(e) && e->halt_at == 0)
         halt_begin(e);
+    if (e->reload.requested && e->halt_at == 0) {
+        e->reload.requested = 0;
+        reload_on_signal(e);
+    }
+    if (e->reload.gen && e->halt_at == 0)
+        reload_settle(e);
     if (!e->once && e->halt_at == 0)
         return;
     for (size_t i = 0; i < e->nsources; i++) {
-        const source_rt_t *s = &e->sources[i];
+        const source_rt_t *s = e->sources[i];
         if (s->phase != PHASE_IDLE || (e->once && e->halt_at == 0 && s->wanted && !s->finished))
             return;
     }
@@ -580,30 +677,44 @@ static void run_loop(engine_t *e, int once)
         leases_tick(e, now);
     if (e->observed)
         observe_on_timer(e);
-    for (size_t k = 0; k < e->nsinks; k++) {
-        if (e->sinks[k].outbox_timer)
-            loop_timer_arm(e->sinks[k].outbox_timer, 0);
-        if (e->sinks[k].poll_timer)
-            loop_timer_arm(e->sinks[k].poll_timer, 0);
-    }
+    engine_sinks_arm(e);
     for (size_t i = 0; i < e->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
+        source_rt_t *s = e->sources[i];
         if (!once)
             engine_source_arm(s, s->next_due - now);
         else if (s->wanted)
             engine_source_arm(s, 0);
     }
     engine_kick(e); /* a stop asked before the run, or nothing wanted */
-    if (loop_run(e->loop) != 0) {
-        LOG_ERROR("the event loop failed; stopping");
-        e->fatal = 1;
+    for (;;) {
+        if (loop_run(e->loop) != 0) {
+            LOG_ERROR("the event loop failed; stopping");
+            e->fatal = 1;
+            return;
+        }
+        /* A reload's sinks are stopped and started here, outside any
+         * callback of the loop: their flush may have to run it. */
+        if (!e->reload.swap_now || e->halt_at)
+            return;
+        reload_swap(e);
+    }
+}
+
+/* The first turn of every sink's own timers: at the start, and for the sinks a reload started. */
+void engine_sinks_arm(engine_t *e)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (e->sinks[k]->outbox_timer && !loop_timer_armed(e->sinks[k]->outbox_timer))
+            loop_timer_arm(e->sinks[k]->outbox_timer, 0);
+        if (e->sinks[k]->poll_timer && !loop_timer_armed(e->sinks[k]->poll_timer))
+            loop_timer_arm(e->sinks[k]->poll_timer, 0);
     }
 }
 
 int engine_run_once(engine_t *e, const char *source)
 {
     for (size_t i = 0; i < e->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
+        source_rt_t *s = e->sources[i];
         s->wanted = source == NULL || strcmp(s->conf->name, source) == 0;
         s->finished = 0;
         s->last_ok = 0;
@@ -611,7 +722,7 @@ int engine_run_once(engine_t *e, const char *source)
     run_loop(e, 1);
     int rc = e->fatal ? -1 : 0;
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].wanted && !e->sources[i].last_ok)
+        if (e->sources[i]->wanted && !e->sources[i]->last_ok)
             rc = -1;
     }
     return rc;

@@ -115,8 +115,7 @@ static void poll_complete(source_rt_t *s)
     }
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
-            s->delivery.nds +=
-                deliver_routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
+            s->delivery.nds += deliver_routes_live(e->sinks[k], s, diff_cycle_event_type(s->cy, i));
     }
     if (s->delivery.nds == 0) {
         commit_cycle(s);

@@ -129,7 +129,7 @@ static void leases_rearm(engine_t *e)
 
     /* a renewal in flight re-arms the timer when its answer comes */
     for (size_t i = 0; i < e->nsources; i++) {
-        const source_rt_t *s = &e->sources[i];
+        const source_rt_t *s = e->sources[i];
         if (s->lease.held && !s->lease.renewing && s->lease.renew_at < next)
             next = s->lease.renew_at;
     }
@@ -173,6 +173,8 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
     (void)err;
 
     s->lease.renewing = 0;
+    if (s->next.removed)
+        engine_kick(e); /* a reload waits for it to be idle */
     if (e->closing || !s->lease.held)
         return;
     now = clock_mono_s();
@@ -216,7 +218,7 @@ void leases_tick(engine_t *e, double now)
                                              sizeof(err)) == 0;
     }
     for (size_t i = 0; i < e->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
+        source_rt_t *s = e->sources[i];
         if (!s->lease.held || s->lease.renewing || now + ENGINE_LEASE_SLACK_S < s->lease.renew_at)
             continue;
         s->lease.renew_sent_at = now;
@@ -252,6 +254,8 @@ static void on_released(void *opaque, int rc, const char *err)
     (void)err;
 
     s->lease.releasing = 0;
+    if (s->next.removed)
+        engine_kick(e); /* a reload waits for it to be idle */
     if (e->closing || rc != 0 || !s->lease.held)
         return;
     s->lease.held = 0;
@@ -280,11 +284,11 @@ void leases_release_all(engine_t *e)
     char err[256];
 
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].lease.held && store_lease_release(e->store, e->sources[i].conf->name,
-                                                            e->token, err, sizeof(err)) != 0)
+        if (e->sources[i]->lease.held && store_lease_release(e->store, e->sources[i]->conf->name,
+                                                             e->token, err, sizeof(err)) != 0)
             LOG_WARN("cannot release the lease; it expires by itself",
-                     LF_S("source", e->sources[i].conf->name), LF_S("error", err));
-        e->sources[i].lease.held = 0;
+                     LF_S("source", e->sources[i]->conf->name), LF_S("error", err));
+        e->sources[i]->lease.held = 0;
     }
     e->leases_held = 0;
     (void)store_member_leave(e->store, e->token, err, sizeof(err));
