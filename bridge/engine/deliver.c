@@ -237,7 +237,9 @@ void deliver_on_outbox_timer(void *opaque)
     engine_sink_t *sk = opaque;
     engine_t *e = sk->e;
 
-    if (e->closing)
+    /* A sink a reload retires claims nothing more: what it claimed settles
+     * before it stops, what it did not is its successor's. */
+    if (e->closing || sk->retiring)
         return;
     loop_timer_arm(sk->outbox_timer, outbox_turn(sk->ob, e->halt_at != 0));
     sinks_poke(e);
@@ -249,7 +251,7 @@ void deliver_on_outbox_settled(void *opaque)
 {
     engine_sink_t *sk = opaque;
 
-    if (!sk->e->closing)
+    if (!sk->e->closing && !sk->retiring)
         loop_timer_arm(sk->outbox_timer, 0);
 }
 

@@ -17,6 +17,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack as st  # noqa: E402
+from webhook_receiver import Receiver  # noqa: E402
+
+WHSEC = "whsec_" + "A" * 43 + "="  # a test secret: 32 zero bytes
 
 
 class Churn:
@@ -181,16 +184,25 @@ class Reload(unittest.TestCase):
         self.assertNotIn(str(self.s.redis_port) + "/0", json.dumps(fixed))
         churn.settle()
         churn.step(2)
+        self.assertIn('session_bridge_sink_ready{sink="files"} 1', self.metrics())
+
+        # Reload 5: the file sink goes; every tick so far reached it.
+        tick_file_removed = churn.last
+        self.write([self.source("keep"), chg, self.source("new")], [self.bus()])
+        done = self.hup_and_wait("configuration reloaded")
+        self.assertIn("sinks_removed=files", done["changes"])
+        self.assertIn("sources_added=- sources_changed=- sources_removed=-", done["changes"])
+        churn.step(2)
         last_tick = churn.last
         self.assertEqual(self.s.redis("GET", "sb:lease:keep"), token, "keep's lease changed")
         text = self.metrics()
-        self.assertIn('session_bridge_config_reloads_total{result="ok"} 2\n', text)
+        self.assertIn('session_bridge_config_reloads_total{result="ok"} 3\n', text)
         self.assertIn('session_bridge_config_reloads_total{result="invalid"} 2\n', text)
         stamp = re.search(r"^session_bridge_config_last_reload_success_timestamp_seconds (\S+)$",
                           text, re.M)
         self.assertGreater(float(stamp.group(1)), time.time() - 120)
         self.assertNotIn('source="gone"', text, "the removed source kept its series")
-        self.assertIn('session_bridge_sink_ready{sink="files"} 1', text)
+        self.assertNotIn('sink="files"', text, "the removed sink kept its series")
         self.assertEqual(self.s.stop_bridge(), 0)
 
         # Counting: nothing lost, every duplicate with the same id.
@@ -212,16 +224,52 @@ class Reload(unittest.TestCase):
         gone = {(sid, t) for (src, sid, t) in got if src == "gone"}
         self.assertLessEqual(gone, st.expected_from_truth(truth, "gone", after_tick=0))
         self.assertTrue(gone, "the removed source published nothing before it went")
-        # The file sink, added then changed, lost nothing from the cycles
-        # after it came: every event of keep after the tick it was added at.
+        # The file sink, added, changed, then removed, lost nothing while it
+        # was there: every event of keep from the tick after it was added on,
+        # up to the last tick every source saw before it went.
         with open(self.events_file) as f:
             in_file = {(e["data"]["source"], e["subject"], e["type"])
                        for e in st.event_lines(f.read(), "a file sink line")}
+        until = [t for t in truth if t["tick"] <= tick_file_removed]
         want_file = {("keep", sid, t) for sid, t in
-                     st.expected_from_truth(truth, "keep", after_tick=tick_file_added + 1)}
+                     st.expected_from_truth(until, "keep", after_tick=tick_file_added)}
         self.assertLessEqual(want_file, in_file, "the file sink lost events across its change")
         self.assertLessEqual(in_file, set(got), "the file sink has events Kafka has not")
-        self.assertGreater(last_tick, tick_file_added)
+        self.assertGreater(last_tick, tick_file_removed)
+        self.assertGreater(tick_file_removed, tick_file_added)
+
+    def test_a_changed_outbox_sink_keeps_its_outbox(self):
+        receiver = Receiver(st.free_port(), [WHSEC])
+        self.addCleanup(receiver.stop)
+        hook = {"name": "hook", "type": "webhook", "url": receiver.url, "secrets": [WHSEC],
+                "retry_schedule_s": [0, 0.5, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3], "timeout_s": 2}
+        self.write([self.source("keep")], [self.bus(), hook])
+        self.proc = self.s.start_bridge(self.path)
+        churn = Churn(self.s)
+        churn.sources = {"keep"}
+        churn.settle()
+        # The receiver is down: the events wait in the outbox.
+        churn.step(2)
+        depth = int(self.s.redis("ZCARD", "sb:ob:hook:due"))
+        self.assertGreater(depth, 0)
+        # The sink changes while its outbox holds events, then the receiver comes back.
+        self.write([self.source("keep")], [self.bus(), dict(hook, max_in_flight=2)])
+        churn.tick()
+        done = self.hup_and_wait("configuration reloaded")
+        self.assertIn("sinks_changed=hook", done["changes"])
+        churn.settle()
+        churn.step(1)
+        receiver.start()
+        want = {st.event_id("keep", sid, t)
+                for sid, t in st.expected_from_truth(self.s.truth(), "keep", after_tick=0)}
+        try:
+            st.wait_for(lambda: set(receiver.unique()) == want, timeout=60,
+                        what="the webhook to get every event, those of the old instance included")
+        except TimeoutError:
+            self.assertEqual(set(receiver.unique()), want, "webhook deliveries")
+        st.wait_for(lambda: self.s.redis("ZCARD", "sb:ob:hook:due") == "0", timeout=15,
+                    what="the outbox to drain")
+        self.assertEqual(self.s.stop_bridge(), 0)
 
     def test_sighup_never_ends_the_process(self):
         # A provider that never answers keeps `once` busy for seconds.
