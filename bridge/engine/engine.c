@@ -697,6 +697,7 @@ static void run_loop(engine_t *e, int once)
         if (!e->reload.swap_now || e->halt_at)
             return;
         reload_swap(e);
+        engine_kick(e); /* a stop that came during the flushes: on_settle() sees it */
     }
 }
 
