@@ -37,6 +37,7 @@ static const char *const by_source_type[] = {"source", "type", NULL};
 static const char *const by_source_code[] = {"source", "code", NULL};
 static const char *const by_sink[] = {"sink", NULL};
 static const char *const by_sink_result[] = {"sink", "result", NULL};
+static const char *const by_result[] = {"result", NULL};
 
 /* A poll fetches every page of a source: from a fraction of a second for
  * one page to minutes for many pages behind rate limits. */
@@ -93,6 +94,11 @@ static const metric_def_t defs[] = {
     DEF(vanished_no_record, DEF_COUNTER, "vanished_without_record_total", by_source,
         "Vanished sessions whose cancelled event carries a null session: Redis held no last "
         "record of them (state from before records were kept, or lost)."),
+    DEF(config_reloads, DEF_COUNTER, "config_reloads_total", by_result,
+        "Configuration reloads (SIGHUP): ok, applied; invalid, refused, the running "
+        "configuration stays."),
+    DEF(config_reload_stamp, DEF_GAUGE, "config_last_reload_success_timestamp_seconds", no_labels,
+        "Unix time of the last configuration reload that was applied; 0 before any."),
 };
 
 /* Not in the table: the registry keeps it, there is no family to update. */
@@ -135,6 +141,14 @@ bridge_metrics_t *bridge_metrics_new(metrics_t *m, char *err, size_t errlen)
 fail:
     free(bm);
     return NULL;
+}
+
+void bridge_metrics_forget(bridge_metrics_t *bm, const char *label, const char *value)
+{
+    if (bm == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
+        metric_drop(*(metric_family_t **)(void *)((char *)bm + defs[i].offset), label, value);
 }
 
 void bridge_metrics_free(bridge_metrics_t *bm)

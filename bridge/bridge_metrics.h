@@ -14,6 +14,8 @@
  *   code of http_requests:     the HTTP status as decimal text ("200"), or
  *                              "error" for a transport failure
  *   result of sink_deliveries: "ok", "retry", "dead_letter", "failed"
+ *   result of config_reloads:  "ok" (applied), "invalid" (refused: the
+ *                              running configuration stays)
  */
 #ifndef SB_BRIDGE_METRICS_H
 #define SB_BRIDGE_METRICS_H
@@ -48,7 +50,16 @@ typedef struct bridge_metrics {
     metric_family_t *outbox_depth;     /* gauge {sink} */
     metric_family_t *dead_letters;     /* gauge {sink} */
     metric_family_t *sink_disabled;    /* gauge {sink}, 0 or 1 */
+    /* the configuration (SIGHUP) */
+    metric_family_t *config_reloads;      /* counter {result} */
+    metric_family_t *config_reload_stamp; /* gauge, unix s of the last successful reload */
 } bridge_metrics_t;
+
+/*
+ * Removes the series of a source or sink that is gone (label "source" or
+ * "sink", value its name) from every family that has that label.
+ */
+void bridge_metrics_forget(bridge_metrics_t *bm, const char *label, const char *value);
 
 /*
  * Registers every family in m (which owns them) and sets build_info; also

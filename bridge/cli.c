@@ -33,13 +33,18 @@ static const command_t commands[CLI_COMMAND_COUNT] = {
     [CLI_RUN] = {"run", "-c FILE", "poll every source until SIGTERM/SIGINT",
                  "The daemon: polls every source, delivers every event to its sinks, commits\n"
                  "each source's snapshot to Redis, and serves /healthz, /readyz and /metrics\n"
-                 "on admin.listen. SIGTERM or SIGINT: finish, flush, exit 0.\n"
+                 "on admin.listen. SIGTERM or SIGINT: finish, flush, exit 0. SIGHUP: read\n"
+                 "FILE again and apply what changed; an invalid file is refused and logged,\n"
+                 "the running configuration stays.\n"
                  "Exit codes: 0 stopped by a signal, 1 runtime failure, 2 usage error,\n"
                  "78 configuration error.\n",
                  true, NULL},
-    [CLI_ONCE] = {"once", "-c FILE [--source NAME]", "one poll cycle per source, then exit",
+    [CLI_ONCE] = {"once", "-c FILE [--source NAME] [--dry-run]",
+                  "one poll cycle per source, then exit",
                   "One poll cycle per source (or only NAME): deliver the events, commit the\n"
-                  "snapshots, exit. No admin endpoint.\n"
+                  "snapshots, exit. No admin endpoint. With --dry-run: poll and diff, print\n"
+                  "the events it would deliver on stdout (one JSON line each), and deliver,\n"
+                  "commit and write to Redis nothing.\n"
                   "Exit codes: 0 every source done, 1 a source failed (nothing committed for\n"
                   "it), 2 usage error or no such source, 78 configuration error.\n",
                   true, NULL},
@@ -84,6 +89,8 @@ static const option_t options[CLI_OPT_COUNT] = {
     [CLI_OPT_SOURCE] = {"source", 0, "NAME", ON(CLI_ONCE), "only the source named NAME"},
     [CLI_OPT_SINK] = {"sink", 0, "NAME", ON(CLI_DLQ),
                       "only the dead letters of the sink named NAME"},
+    [CLI_OPT_DRY_RUN] = {"dry-run", 0, NULL, ON(CLI_ONCE),
+                         "print the events instead of delivering them; write nothing"},
     [CLI_OPT_HELP] = {"help", 'h', NULL, ON_ALL, "print this help and exit"},
 };
 

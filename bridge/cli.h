@@ -21,10 +21,11 @@ typedef enum cli_command {
 } cli_command_t;
 
 typedef enum cli_option_id {
-    CLI_OPT_CONFIG, /* -c, --config FILE */
-    CLI_OPT_SOURCE, /* --source NAME */
-    CLI_OPT_SINK,   /* --sink NAME */
-    CLI_OPT_HELP,   /* -h, --help */
+    CLI_OPT_CONFIG,  /* -c, --config FILE */
+    CLI_OPT_SOURCE,  /* --source NAME */
+    CLI_OPT_SINK,    /* --sink NAME */
+    CLI_OPT_DRY_RUN, /* --dry-run */
+    CLI_OPT_HELP,    /* -h, --help */
     CLI_OPT_COUNT,
 } cli_option_id_t;
 

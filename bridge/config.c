@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 /* Longest string after expansion. */
 #define CONF_EXPANDED_MAX (64u * 1024u)
 /* Longest JSON path we format. */
@@ -399,6 +402,26 @@ static const char *sink_type_name_at(size_t i)
     return i < n ? sink_builtin_types[i]->name : i == n ? "module" : NULL;
 }
 
+/*
+ * SHA-256 of obj's compact JSON text into digest (zeros when out of
+ * memory: the block then reads as changed at every reload, which is safe).
+ * The text holds expanded secrets: it is wiped before it is freed.
+ */
+static void block_digest(const cJSON *obj, unsigned char digest[CONF_DIGEST_LEN])
+{
+    char *text = cJSON_PrintUnformatted(obj);
+    unsigned int n = 0;
+
+    memset(digest, 0, CONF_DIGEST_LEN);
+    if (text == NULL)
+        return;
+    size_t len = strlen(text);
+    if (EVP_Digest(text, len, digest, &n, EVP_sha256(), NULL) != 1 || n != CONF_DIGEST_LEN)
+        memset(digest, 0, CONF_DIGEST_LEN);
+    OPENSSL_cleanse(text, len);
+    cJSON_free(text);
+}
+
 /* ---- sources ---- */
 
 static void parse_source(conf_source_t *src, const cJSON *obj, const char *path,
@@ -413,6 +436,7 @@ static void parse_source(conf_source_t *src, const cJSON *obj, const char *path,
         return;
     }
     src->name = dup_name(obj, path, errs);
+    block_digest(obj, src->digest);
 
     if (sink_conf_string(obj, path, "provider", true, NULL, &provider, errs) == 0 && provider) {
         src->provider = provider_find(provider);
@@ -571,6 +595,7 @@ static void parse_sink(conf_t *conf, conf_sink_t *sk, const cJSON *obj, const ch
         return;
     }
     sk->name = dup_name(obj, path, errs);
+    block_digest(obj, sk->digest);
     if (sink_conf_string(obj, path, "type", true, NULL, &type, errs) == 0 && type) {
         sk->type =
             strcmp(type, "module") == 0 ? load_module(sk, obj, path, errs) : sink_type_find(type);

@@ -32,6 +32,8 @@
 #define CONF_DEFAULT_SHUTDOWN_GRACE_S 20
 /* A paused or dead replica's sources are taken over within this. */
 #define CONF_DEFAULT_LEASE_TTL_S 15
+/* SHA-256 of a source's or sink's block: a reload compares them by it. */
+#define CONF_DIGEST_LEN 32
 
 typedef struct conf_source {
     char *name;
@@ -45,6 +47,10 @@ typedef struct conf_source {
     size_t max_sessions; /* records one poll may observe */
     bool initial_emit;   /* initial_snapshot = "emit" */
     diff_status_map_t *status_map;
+    /* of its block as the file holds it after ${VAR} expansion (one copy's
+     * block for an exam_ids expansion), compact: a reload that changes any
+     * value of it changes the source; whitespace alone does not */
+    unsigned char digest[CONF_DIGEST_LEN];
 } conf_source_t;
 
 typedef struct conf_sink {
@@ -55,6 +61,7 @@ typedef struct conf_sink {
     size_t nsources;
     sink_config_t *cfg; /* the sink's own keys, validated and typed; owned */
     void *module;       /* dlopen() handle of a "module" sink, closed by conf_free() */
+    unsigned char digest[CONF_DIGEST_LEN]; /* of its block, as conf_source_t's */
 } conf_sink_t;
 
 typedef struct conf {

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bridge_metrics.h"
 #include "config.h"
@@ -23,6 +24,16 @@ typedef struct engine engine_t;
  * a reason in err.
  */
 engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err, size_t errlen);
+/*
+ * An engine for `once --dry-run`: the store and the sources of conf, no
+ * sink. Its cycles load the snapshot, poll and diff as usual, write the
+ * events that some sink of conf routes to out (borrowed, one CloudEvent per
+ * line, the bytes a sink would get) and end there: nothing is delivered,
+ * committed, leased or beaten, so nothing is written to Redis. Run it with
+ * engine_run_once(). NULL with a reason in err.
+ */
+engine_t *engine_new_dry_run(const conf_t *conf, volatile sig_atomic_t *stop, FILE *out, char *err,
+                             size_t errlen);
 /* Flushes the sinks within their bound and frees everything. Accepts NULL. */
 void engine_free(engine_t *e);
 
@@ -31,6 +42,16 @@ void engine_free(engine_t *e);
  * cycle committed, -1 when any failed (that source committed nothing).
  */
 int engine_run_once(engine_t *e, const char *source);
+
+/*
+ * run: a SIGHUP re-reads path (copied), the file the configuration came
+ * from, and applies what changed without a restart (CONTRACT §2; how, in
+ * bridge/engine/reload.c). Call before engine_run(). Without it (once, a
+ * dry run) a SIGHUP is logged and changes nothing. 0, or -1 on ENOMEM.
+ */
+int engine_reload_on_hup(engine_t *e, const char *path);
+/* Asks for a reload as a SIGHUP does: for one that came before the engine watched for them. */
+void engine_reload_request(engine_t *e);
 
 /* Polls every source on its interval until *stop; returns 0, or -1 on a fatal sink error. */
 int engine_run(engine_t *e);

@@ -22,12 +22,15 @@
 #define EXIT_USAGE 2
 #define EXIT_CONFIG 78
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, reload_requested;
 
+/* Until the engine's loop watches them (and again after it): a stop, or a SIGHUP noted. */
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGHUP)
+        reload_requested = 1;
+    else
+        stop_requested = 1;
 }
 
 /* The engine's heartbeat, on its loop's thread: the admin endpoint's liveness. */
@@ -101,6 +104,7 @@ static int cmd_check(const cli_args_t *a)
 
 static int cmd_daemon(const cli_args_t *a, int once)
 {
+    int dry_run = a->opt[CLI_OPT_DRY_RUN] != NULL;
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     char err[512];
     int rc = EXIT_RUNTIME;
@@ -108,6 +112,17 @@ static int cmd_daemon(const cli_args_t *a, int once)
     metrics_t *metrics = NULL;
     bridge_metrics_t *bm = NULL;
     admin_t *admin = NULL;
+
+    /* First: a SIGHUP that comes while the file is read must not end the process (129). */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* A file sink over RLIMIT_FSIZE gets EFBIG from write() and reports it, instead of dying. */
+    signal(SIGXFSZ, SIG_IGN);
 
     if (errs == NULL)
         return EXIT_RUNTIME;
@@ -125,26 +140,30 @@ static int cmd_daemon(const cli_args_t *a, int once)
         return EXIT_USAGE;
     }
 
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    /* A file sink over RLIMIT_FSIZE gets EFBIG from write() and reports it, instead of dying. */
-    signal(SIGXFSZ, SIG_IGN);
-
-    LOG_INFO("starting", LF_S("version", SB_VERSION), LF_S("mode", once ? "once" : "run"),
+    LOG_INFO("starting", LF_S("version", SB_VERSION),
+             LF_S("mode", dry_run ? "once --dry-run"
+                          : once  ? "once"
+                                  : "run"),
              LF_S("config", a->opt[CLI_OPT_CONFIG]), LF_S("librdkafka", rd_kafka_version_str()));
-    e = engine_new(conf, &stop_requested, err, sizeof(err));
+    e = dry_run ? engine_new_dry_run(conf, &stop_requested, stdout, err, sizeof(err))
+                : engine_new(conf, &stop_requested, err, sizeof(err));
     if (e == NULL) {
         LOG_ERROR("cannot start", LF_S("error", err));
         goto out;
     }
     if (once) {
+        if (reload_requested)
+            LOG_INFO("SIGHUP ignored: once reads its configuration once");
         rc = engine_run_once(e, a->opt[CLI_OPT_SOURCE]) == 0 ? 0 : EXIT_RUNTIME;
         goto out;
     }
+    /* The engine's loop watches SIGHUP from engine_new() on; one before it is read again now. */
+    if (engine_reload_on_hup(e, a->opt[CLI_OPT_CONFIG]) != 0) {
+        LOG_ERROR("cannot start", LF_S("error", "out of memory"));
+        goto out;
+    }
+    if (reload_requested)
+        engine_reload_request(e);
     /* run: the admin endpoint (CONTRACT §8), answered from what the engine publishes */
     metrics = metrics_new();
     bm = metrics ? bridge_metrics_new(metrics, err, sizeof(err)) : NULL;

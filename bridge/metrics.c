@@ -567,6 +567,34 @@ int metric_observe(metric_family_t *f, const char *const *values, double v)
     return update(f, values, OP_OBSERVE, v);
 }
 
+size_t metric_drop(metric_family_t *f, const char *label, const char *value)
+{
+    size_t k, dropped = 0;
+
+    if (f == NULL)
+        return 0;
+    for (k = 0; k < f->nlabels && strcmp(f->labels[k], label) != 0; k++)
+        ;
+    if (k == f->nlabels)
+        return 0;
+    pthread_mutex_lock(&f->lock);
+    for (size_t b = 0; b < f->table_size; b++) {
+        for (series_t **at = &f->table[b]; *at;) {
+            series_t *sr = *at;
+            if (strcmp(sr->values[k], value) != 0) {
+                at = &sr->chain;
+                continue;
+            }
+            *at = sr->chain;
+            free(sr);
+            f->nseries--;
+            dropped++;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    return dropped;
+}
+
 void metric_set_series_cap(metric_family_t *f, size_t cap)
 {
     if (f == NULL)

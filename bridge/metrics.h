@@ -96,6 +96,14 @@ int metric_add(metric_family_t *f, const char *const *values, double v);
 int metric_set(metric_family_t *f, const char *const *values, double v);
 int metric_observe(metric_family_t *f, const char *const *values, double v);
 
+/*
+ * Removes every series of f whose label named label has value (a source or
+ * a sink that is gone, so that its series stop being scraped rather than
+ * stay at their last value). Returns how many; 0 when f is NULL or has no
+ * such label.
+ */
+size_t metric_drop(metric_family_t *f, const char *label, const char *value);
+
 /* Changes the series cap of f (tests use a small one). */
 void metric_set_series_cap(metric_family_t *f, size_t cap);
 /* Series refused by f so far. */

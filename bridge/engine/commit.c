@@ -150,7 +150,7 @@ static void letters_seek(letters_t *l)
     engine_t *e = l->s->e;
 
     for (; l->sink < e->nsinks; l->sink++, l->event = 0) {
-        const engine_sink_t *sk = &e->sinks[l->sink];
+        const engine_sink_t *sk = e->sinks[l->sink];
         for (; sk->ob && l->event < l->s->nevents; l->event++) {
             if (conf_sink_routes(sk->conf, l->s->conf->name,
                                  diff_cycle_event_type(l->s->cy, l->event)))
@@ -185,7 +185,7 @@ static int outbox_letters_get(void *opaque, size_t from, store_letter_t *out, si
         l->texts[l->ntexts++] = json;
         memcpy(l->ids[*got], ev.id, DIFF_EVENT_ID_LEN);
         out[*got] = (store_letter_t){
-            .sink = s->e->sinks[l->sink].conf->name, .id = l->ids[*got], .json = json, .len = len};
+            .sink = s->e->sinks[l->sink]->conf->name, .id = l->ids[*got], .json = json, .len = len};
         (*got)++;
         bytes += len;
         l->next++;
@@ -227,9 +227,9 @@ static int letters_init(source_rt_t *s, letters_t *l)
     memset(l, 0, sizeof(*l));
     l->s = s;
     for (size_t k = 0; k < e->nsinks; k++) {
-        for (size_t i = 0; e->sinks[k].ob && i < s->nevents; i++)
+        for (size_t i = 0; e->sinks[k]->ob && i < s->nevents; i++)
             nout +=
-                conf_sink_routes(e->sinks[k].conf, s->conf->name, diff_cycle_event_type(s->cy, i));
+                conf_sink_routes(e->sinks[k]->conf, s->conf->name, diff_cycle_event_type(s->cy, i));
     }
     l->outbox = (store_letters_t){.n = nout, .get = outbox_letters_get, .opaque = l};
     l->dead = (store_letters_t){.n = s->delivery.ndead, .get = dead_letters_get, .opaque = l};
@@ -336,9 +336,9 @@ void commit_cycle(source_rt_t *s)
         return;
     }
     for (size_t k = 0; k < e->nsinks && extra.outbox.n > 0; k++) {
-        if (e->sinks[k].ob) {
-            outbox_nudge(e->sinks[k].ob);
-            loop_timer_arm(e->sinks[k].outbox_timer, 0);
+        if (e->sinks[k]->ob) {
+            outbox_nudge(e->sinks[k]->ob);
+            loop_timer_arm(e->sinks[k]->outbox_timer, 0);
         }
     }
     st->commit_s = clock_mono_s() - t0;

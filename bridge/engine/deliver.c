@@ -155,7 +155,7 @@ static void deliver_more(source_rt_t *s)
                            .json_len = s->delivery.evbuf.len};
         /* pending < ENGINE_DELIVERY_WINDOW left a slot for every sink */
         for (size_t k = 0; k < e->nsinks && s->delivery.free_d != NULL; k++) {
-            engine_sink_t *sk = &e->sinks[k];
+            engine_sink_t *sk = e->sinks[k];
             if (!deliver_routes_live(sk, s, ev->type))
                 continue;
             delivery_t *d = s->delivery.free_d;
@@ -237,7 +237,9 @@ void deliver_on_outbox_timer(void *opaque)
     engine_sink_t *sk = opaque;
     engine_t *e = sk->e;
 
-    if (e->closing)
+    /* A sink a reload retires claims nothing more: what it claimed settles
+     * before it stops, what it did not is its successor's. */
+    if (e->closing || sk->retiring)
         return;
     loop_timer_arm(sk->outbox_timer, outbox_turn(sk->ob, e->halt_at != 0));
     sinks_poke(e);
@@ -249,7 +251,7 @@ void deliver_on_outbox_settled(void *opaque)
 {
     engine_sink_t *sk = opaque;
 
-    if (!sk->e->closing)
+    if (!sk->e->closing && !sk->retiring)
         loop_timer_arm(sk->outbox_timer, 0);
 }
 
@@ -270,7 +272,7 @@ void deliver_on_sink_poll(void *opaque)
 static void sinks_poke(engine_t *e)
 {
     for (size_t k = 0; k < e->nsinks; k++) {
-        engine_sink_t *sk = &e->sinks[k];
+        engine_sink_t *sk = e->sinks[k];
         if (sk->poll_timer && sink_pending(sk->conf->type, sk->ctx) > 0)
             loop_timer_arm(sk->poll_timer, 0);
     }

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "internal.h"
 
 /* Redis connect and command timeout. */
@@ -103,7 +104,194 @@ static void on_halt_deadline(void *opaque);
 static void on_settle(void *opaque);
 static void on_stop_signal(void *opaque);
 
-engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err, size_t errlen)
+/*
+ * Starts the sink cs of gen (which the sink then holds a reference to: its
+ * context may point into cs) and appends it to e's sinks. 0, or -1 with the
+ * reason in err (the sink is not added).
+ */
+int engine_sink_start(engine_t *e, const conf_sink_t *cs, engine_conf_t *gen, char *err,
+                      size_t errlen)
+{
+    char kerr[256];
+    engine_sink_t *sk = calloc(1, sizeof(*sk));
+    engine_sink_t **grown = array_grow(e->sinks, &e->capsinks, e->nsinks + 1, sizeof(*e->sinks), 4);
+
+    if (sk == NULL || grown == NULL) {
+        free(sk);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    e->sinks = grown;
+    sk->conf = cs;
+    sk->e = e;
+    sink_host_t host = {.name = cs->name,
+                        .redis_url = e->conf->redis_url,
+                        .redis_prefix = e->conf->redis_prefix,
+                        .loop = loop_sink_api(e->loop)};
+    sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
+    if (sk->ctx == NULL) {
+        snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+        goto fail;
+    }
+    if (!(cs->type->flags & SINK_F_LOOP) &&
+        (sk->poll_timer = loop_timer_new(e->loop, deliver_on_sink_poll, sk)) == NULL)
+        goto nomem;
+    if (cs->type->flags & SINK_F_OUTBOX) {
+        outbox_options_t oo = {.sink = cs->name,
+                               .type = cs->type,
+                               .ctx = sk->ctx,
+                               .conf = cs->cfg,
+                               .store = e->store,
+                               .settled = deliver_on_outbox_settled,
+                               .opaque = sk};
+        sk->ob = outbox_new(&oo, kerr, sizeof(kerr));
+        if (sk->ob == NULL) {
+            snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+            goto fail;
+        }
+        if ((sk->outbox_timer = loop_timer_new(e->loop, deliver_on_outbox_timer, sk)) == NULL)
+            goto nomem;
+    }
+    sk->gen = engine_conf_ref(gen);
+    e->sinks[e->nsinks++] = sk;
+    return 0;
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    engine_sink_stop(sk, 0);
+    engine_sink_free(sk);
+    return -1;
+}
+
+/*
+ * Stops sk: its outbox claims nothing more, the sink flushes within
+ * flush_ms and its context is destroyed, then the outbox sends what settled
+ * (through the store, which still exists). sk itself stays: its outbox's
+ * answers may still be in flight and name it (engine_sink_free() once
+ * engine_sink_busy() says none is). The caller has taken it out of e's
+ * sinks, and no ticket of a cycle is on it. Accepts a sink whose start failed.
+ */
+void engine_sink_stop(engine_sink_t *sk, int flush_ms)
+{
+    const sink_type_t *t = sk->conf->type;
+
+    if (sk->ob)
+        outbox_close(sk->ob);
+    if (sk->ctx) {
+        if (t->flush(sk->ctx, flush_ms) != 0)
+            LOG_WARN(sk->ob ? "sink still had attempts in flight when it stopped; those events "
+                              "stay in the outbox and are retried after their claim expires"
+                            : "sink still had undelivered events when it stopped; they were not "
+                              "committed and will be delivered again",
+                     LF_S("sink", sk->conf->name), LF_I("pending", sink_pending(t, sk->ctx)));
+        t->destroy(sk->ctx);
+        sk->ctx = NULL;
+    }
+    if (sk->ob)
+        outbox_settle_now(sk->ob);
+    loop_timer_free(sk->outbox_timer);
+    sk->outbox_timer = NULL;
+    loop_timer_free(sk->poll_timer);
+    sk->poll_timer = NULL;
+}
+
+/* 1 while sk's outbox waits for Redis's answers (which name sk). */
+int engine_sink_busy(const engine_sink_t *sk)
+{
+    return sk->ob != NULL && outbox_busy(sk->ob);
+}
+
+/* Frees a stopped sk with its reference to its configuration. */
+void engine_sink_free(engine_sink_t *sk)
+{
+    outbox_free(sk->ob);
+    engine_conf_unref(sk->e, sk->gen);
+    free(sk);
+}
+
+/*
+ * Frees the sinks a reload stopped whose outbox answers have come (all of
+ * them when the store is detached: no answer can come any more).
+ */
+void engine_retired_sweep(engine_t *e, int all)
+{
+    size_t kept = 0;
+
+    for (size_t k = 0; k < e->nretired; k++) {
+        if (all || !engine_sink_busy(e->retired[k]))
+            engine_sink_free(e->retired[k]);
+        else
+            e->retired[kept++] = e->retired[k];
+    }
+    e->nretired = kept;
+}
+
+/*
+ * Adds a source of cs (from gen, referenced while the source points into
+ * it), idle, its first cycle due within a fraction of its interval after
+ * t0. NULL when out of memory.
+ */
+source_rt_t *engine_source_add(engine_t *e, const conf_source_t *cs, engine_conf_t *gen, double t0)
+{
+    source_rt_t *s = calloc(1, sizeof(*s));
+    source_rt_t **grown =
+        array_grow(e->sources, &e->capsources, e->nsources + 1, sizeof(*e->sources), 16);
+
+    if (s == NULL || grown == NULL) {
+        free(s);
+        return NULL;
+    }
+    e->sources = grown;
+    s->e = e;
+    s->conf = cs;
+    s->gen = engine_conf_ref(gen);
+    s->fetch.resp.retry_after_s = -1;
+    s->fetch.pause_s = -1;
+    s->index = diff_index_new();
+    s->timer = loop_timer_new(e->loop, on_source_timer, s);
+    e->sources[e->nsources++] = s;
+    if (s->index == NULL || s->timer == NULL || engine_source_http(s) != 0)
+        return NULL; /* engine_free() frees what there is */
+    /* Spread the first cycles over a fraction of each interval. */
+    s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
+    s->summary.since = t0;
+    return s;
+}
+
+/* (Re)builds the HTTP client of s from its configuration's timeout. 0, or -1 on ENOMEM. */
+int engine_source_http(source_rt_t *s)
+{
+    char herr[256];
+    http_options_t ho = {.timeout_ms = s->conf->timeout_s * 1000L,
+                         .connect_timeout_ms = s->conf->timeout_s * 1000L,
+                         .max_body = HTTP_DEFAULT_MAX_BODY};
+    http_client_t *h = http_client_new(&ho, herr, sizeof(herr));
+
+    if (h == NULL)
+        return -1;
+    http_client_free(s->http);
+    s->http = h;
+    return 0;
+}
+
+static void cycle_release(source_rt_t *s);
+
+/* Frees an idle s (or one whose cycle the closing engine abandons); the caller took it out of e's
+ * sources. */
+void engine_source_free(source_rt_t *s)
+{
+    http_client_free(s->http);
+    cycle_release(s);
+    diff_index_free(s->index);
+    loop_timer_free(s->timer);
+    engine_conf_unref(s->e, s->gen);
+    engine_conf_unref(s->e, s->next.gen);
+    free(s);
+}
+
+/* engine_new(), or engine_new_dry_run() when dry_out is set: then without sinks. */
+static engine_t *engine_build(const conf_t *conf, volatile sig_atomic_t *stop, FILE *dry_out,
+                              char *err, size_t errlen)
 {
     engine_t *e = calloc(1, sizeof(*e));
     if (e == NULL) {
@@ -113,6 +301,8 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
     e->conf = conf;
     e->stop = stop;
     e->summary_s = observe_summary_period();
+    e->dry_out = dry_out;
+    pthread_mutex_init(&e->ready_lock, NULL);
 
     store_options_t so = {.url = conf->redis_url,
                           .prefix = conf->redis_prefix,
@@ -147,75 +337,26 @@ engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err,
         snprintf(err, errlen, "cannot watch SIGTERM and SIGINT on the event loop");
         goto err;
     }
+    /* Watched in every mode: a SIGHUP must never end the process (129). */
+    if (loop_on_signal(e->loop, SIGHUP, reload_on_signal, e) != 0) {
+        snprintf(err, errlen, "cannot watch SIGHUP on the event loop");
+        goto err;
+    }
     atomic_init(&e->checked, 0);
     atomic_init(&e->redis_up, 0);
-    atomic_init(&e->unready_sink, -1);
     atomic_init(&e->halting, 0);
 
-    e->sinks = calloc(conf->nsinks, sizeof(engine_sink_t));
-    if (e->sinks == NULL)
+    /* The first configuration is the caller's; later ones, the reloads' (reload.c). */
+    if ((e->gen = engine_conf_ref(engine_conf_adopt(e, (conf_t *)conf, 0))) == NULL)
         goto nomem;
-    for (size_t i = 0; i < conf->nsinks; i++) {
-        const conf_sink_t *cs = &conf->sinks[i];
-        char kerr[256];
-        engine_sink_t *sk = &e->sinks[i];
-        sk->conf = cs;
-        sk->e = e;
-        sink_host_t host = {.name = cs->name,
-                            .redis_url = conf->redis_url,
-                            .redis_prefix = conf->redis_prefix,
-                            .loop = loop_sink_api(e->loop)};
-        sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
-        e->nsinks++;
-        if (sk->ctx == NULL) {
-            snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
+    for (size_t i = 0; dry_out == NULL && i < conf->nsinks; i++) {
+        if (engine_sink_start(e, &conf->sinks[i], e->gen, err, errlen) != 0)
             goto err;
-        }
-        if (!(cs->type->flags & SINK_F_LOOP) &&
-            (sk->poll_timer = loop_timer_new(e->loop, deliver_on_sink_poll, sk)) == NULL)
-            goto nomem;
-        if (cs->type->flags & SINK_F_OUTBOX) {
-            outbox_options_t oo = {.sink = cs->name,
-                                   .type = cs->type,
-                                   .ctx = sk->ctx,
-                                   .conf = cs->cfg,
-                                   .store = e->store,
-                                   .settled = deliver_on_outbox_settled,
-                                   .opaque = sk};
-            sk->ob = outbox_new(&oo, kerr, sizeof(kerr));
-            if (sk->ob == NULL) {
-                snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
-                goto err;
-            }
-            if ((sk->outbox_timer = loop_timer_new(e->loop, deliver_on_outbox_timer, sk)) == NULL)
-                goto nomem;
-        }
     }
-
-    e->sources = calloc(conf->nsources, sizeof(source_rt_t));
-    if (e->sources == NULL)
-        goto nomem;
     double t0 = clock_mono_s();
     for (size_t i = 0; i < conf->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
-        const conf_source_t *cs = &conf->sources[i];
-        char herr[256];
-        s->e = e;
-        s->conf = cs;
-        s->fetch.resp.retry_after_s = -1;
-        s->fetch.pause_s = -1;
-        s->index = diff_index_new();
-        http_options_t ho = {.timeout_ms = cs->timeout_s * 1000L,
-                             .connect_timeout_ms = cs->timeout_s * 1000L,
-                             .max_body = HTTP_DEFAULT_MAX_BODY};
-        s->http = http_client_new(&ho, herr, sizeof(herr));
-        s->timer = loop_timer_new(e->loop, on_source_timer, s);
-        e->nsources++;
-        if (s->index == NULL || s->http == NULL || s->timer == NULL)
+        if (engine_source_add(e, &conf->sources[i], e->gen, t0) == NULL)
             goto nomem;
-        /* Spread the first cycles over a fraction of each interval. */
-        s->next_due = t0 + cs->interval_s * ENGINE_JITTER * http_uniform01();
-        s->summary.since = t0;
     }
     return e;
 nomem:
@@ -223,6 +364,17 @@ nomem:
 err:
     engine_free(e);
     return NULL;
+}
+
+engine_t *engine_new(const conf_t *conf, volatile sig_atomic_t *stop, char *err, size_t errlen)
+{
+    return engine_build(conf, stop, NULL, err, errlen);
+}
+
+engine_t *engine_new_dry_run(const conf_t *conf, volatile sig_atomic_t *stop, FILE *out, char *err,
+                             size_t errlen)
+{
+    return engine_build(conf, stop, out, err, errlen);
 }
 
 static void cycle_release(source_rt_t *s)
@@ -273,7 +425,11 @@ static int exit_waits(const engine_t *e)
     if (e->exit_pending > 0)
         return 1;
     for (size_t i = 0; i < e->nsinks; i++) {
-        if (e->sinks[i].ob && outbox_busy(e->sinks[i].ob))
+        if (engine_sink_busy(e->sinks[i]))
+            return 1;
+    }
+    for (size_t i = 0; i < e->nretired; i++) {
+        if (engine_sink_busy(e->retired[i]))
             return 1;
     }
     return 0;
@@ -287,30 +443,11 @@ void engine_free(engine_t *e)
      * (the store's answers that come meanwhile change nothing either). */
     e->closing = 1;
     int flush_ms = flush_budget_ms(e);
-    for (size_t i = 0; i < e->nsinks; i++) {
-        const sink_type_t *t = e->sinks[i].conf->type;
-        if (e->sinks[i].ob)
-            outbox_close(e->sinks[i].ob);
-        if (e->sinks[i].ctx == NULL)
-            continue;
-        /* Outbox attempts settle through the store: both still exist here. */
-        if (t->flush(e->sinks[i].ctx, flush_ms) != 0)
-            LOG_WARN(e->sinks[i].ob ? "sink still had attempts in flight at exit; those events "
-                                      "stay in the outbox and are retried after their claim "
-                                      "expires"
-                                    : "sink still had undelivered events at exit; they were not "
-                                      "committed and will be delivered by the next run",
-                     LF_S("sink", e->sinks[i].conf->name),
-                     LF_I("pending", sink_pending(t, e->sinks[i].ctx)));
-        t->destroy(e->sinks[i].ctx);
-        e->sinks[i].ctx = NULL;
-    }
-    for (size_t i = 0; i < e->nsinks; i++) {
-        if (e->sinks[i].ob)
-            outbox_settle_now(e->sinks[i].ob);
-    }
+    for (size_t i = 0; i < e->nsinks; i++)
+        engine_sink_stop(e->sinks[i], flush_ms);
     if (e->store && e->loop) {
-        leases_release_all(e);
+        if (e->dry_out == NULL) /* a dry run took nothing */
+            leases_release_all(e);
         double until = clock_mono_s() + ENGINE_EXIT_REDIS_MS / 1000.0;
         double grace = flush_budget_ms(e) / 1000.0 + clock_mono_s();
         if (e->halt_at && grace < until)
@@ -321,20 +458,17 @@ void engine_free(engine_t *e)
     /* Fails the asynchronous store calls still in flight, while the
      * sources and workers their callbacks name still exist. */
     store_detach(e->store);
-    for (size_t i = 0; i < e->nsinks; i++) {
-        outbox_free(e->sinks[i].ob);
-        loop_timer_free(e->sinks[i].outbox_timer);
-        loop_timer_free(e->sinks[i].poll_timer);
-    }
+    for (size_t i = 0; i < e->nsinks; i++)
+        engine_sink_free(e->sinks[i]);
     free(e->sinks);
-    for (size_t i = 0; i < e->nsources; i++) {
-        /* Sinks are gone: no ticket of a cycle can still be resolved. */
-        http_client_free(e->sources[i].http);
-        cycle_release(&e->sources[i]);
-        diff_index_free(e->sources[i].index);
-        loop_timer_free(e->sources[i].timer);
-    }
+    engine_retired_sweep(e, 1);
+    free(e->retired);
+    /* Sinks are gone: no ticket of a cycle can still be resolved. */
+    for (size_t i = 0; i < e->nsources; i++)
+        engine_source_free(e->sources[i]);
     free(e->sources);
+    engine_conf_unref(e, e->gen);
+    reload_free(e);
     http_multi_free(e->multi);
     loop_timer_free(e->lease_timer);
     loop_timer_free(e->observe_timer);
@@ -343,7 +477,17 @@ void engine_free(engine_t *e)
     loop_timer_free(e->settle_timer);
     loop_free(e->loop);
     store_free(e->store);
+    pthread_mutex_destroy(&e->ready_lock);
     free(e);
+}
+
+engine_sink_t *engine_sink_find(const engine_t *e, const char *name)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (strcmp(e->sinks[k]->conf->name, name) == 0)
+            return e->sinks[k];
+    }
+    return NULL;
 }
 
 /* ---- the end of a cycle ---- */
@@ -405,13 +549,52 @@ void engine_cycle_fail(source_rt_t *s, const char *msg, const char *err)
     engine_cycle_end(s, 0);
 }
 
+/*
+ * once --dry-run, in place of delivery and commit: writes each event of the
+ * finished poll that some sink routes to e->dry_out, encoded as deliver.c
+ * encodes it for a sink, and ends the cycle as if it committed (the index
+ * does not advance: the engine is freed after this one cycle).
+ */
+void engine_dry_print(source_rt_t *s)
+{
+    const engine_t *e = s->e;
+    const conf_source_t *cs = s->conf;
+    size_t printed = 0;
+
+    for (size_t i = 0; i < s->nevents; i++) {
+        diff_event_t ev;
+        int routed = 0;
+        if (diff_cycle_event(s->cy, i, &ev) != 0 ||
+            event_write(&s->delivery.evbuf, &ev, cs->name, cs->provider->name, s->observed_at) !=
+                0) {
+            engine_cycle_fail(s, "dry run: cannot encode an event",
+                              "out of memory, or text that is not UTF-8");
+            return;
+        }
+        for (size_t k = 0; k < e->conf->nsinks && !routed; k++)
+            routed = conf_sink_routes(&e->conf->sinks[k], cs->name, ev.type);
+        if (!routed)
+            continue;
+        fwrite(s->delivery.evbuf.text, 1, s->delivery.evbuf.len, e->dry_out);
+        fputc('\n', e->dry_out);
+        printed++;
+    }
+    fflush(e->dry_out);
+    LOG_INFO("dry run: events printed; nothing delivered, nothing committed",
+             LF_S("source", cs->name), LF_I("pages", s->stats.pages),
+             LF_I("observed", s->stats.observed), LF_I("events", s->nevents),
+             LF_I("printed", printed), LF_B("baseline", s->opt.baseline));
+    engine_cycle_end(s, 1);
+}
+
 /* ---- the loop ---- */
 
 /* Whether the timer of an idle s starts a cycle now. */
 int engine_cycle_wanted(const source_rt_t *s)
 {
     const engine_t *e = s->e;
-    return e->halt_at == 0 && (!e->once || (s->wanted && !s->finished));
+    return e->halt_at == 0 && !e->reload.sinks_wait && !s->next.removed &&
+           (!e->once || (s->wanted && !s->finished));
 }
 
 /* The timer of s: what it means depends on the phase it is in. */
@@ -466,10 +649,10 @@ static void on_halt_deadline(void *opaque)
     engine_t *e = opaque;
 
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].phase != PHASE_IDLE)
+        if (e->sources[i]->phase != PHASE_IDLE)
             LOG_WARN("shutdown grace exceeded: cycle abandoned, nothing committed",
-                     LF_S("source", e->sources[i].conf->name),
-                     LF_S("phase", e->sources[i].phase == PHASE_DELIVER ? "deliver" : "poll"));
+                     LF_S("source", e->sources[i]->conf->name),
+                     LF_S("phase", e->sources[i]->phase == PHASE_DELIVER ? "deliver" : "poll"));
     }
     loop_stop(e->loop);
 }
@@ -484,8 +667,8 @@ static void halt_begin(engine_t *e)
                  LF_DUR("grace_ms", e->conf->shutdown_grace_s));
     loop_timer_arm(e->halt_timer, cycles_deadline(e) - e->halt_at);
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].phase == PHASE_BACKOFF)
-            engine_source_arm(&e->sources[i], 0); /* fails at once rather than retry */
+        if (e->sources[i]->phase == PHASE_BACKOFF)
+            engine_source_arm(e->sources[i], 0); /* fails at once rather than retry */
     }
 }
 
@@ -507,7 +690,7 @@ static void on_stop_signal(void *opaque)
 static int outboxes_idle(const engine_t *e)
 {
     for (size_t k = 0; k < e->nsinks; k++) {
-        const outbox_t *ob = e->sinks[k].ob;
+        const outbox_t *ob = e->sinks[k]->ob;
         if (ob && (outbox_in_flight(ob) > 0 || (!outbox_idle(ob) && e->halt_at == 0)))
             return 0;
     }
@@ -529,10 +712,16 @@ static void on_settle(void *opaque)
         return;
     if (stopping(e) && e->halt_at == 0)
         halt_begin(e);
+    if (e->reload.requested && e->halt_at == 0) {
+        e->reload.requested = 0;
+        reload_on_signal(e);
+    }
+    if (e->reload.gen && e->halt_at == 0)
+        reload_settle(e);
     if (!e->once && e->halt_at == 0)
         return;
     for (size_t i = 0; i < e->nsources; i++) {
-        const source_rt_t *s = &e->sources[i];
+        const source_rt_t *s = e->sources[i];
         if (s->phase != PHASE_IDLE || (e->once && e->halt_at == 0 && s->wanted && !s->finished))
             return;
     }
@@ -557,34 +746,51 @@ static void run_loop(engine_t *e, int once)
     double now = clock_mono_s();
 
     e->once = once;
-    /* The member beat first: the fair share of the first cycles depends on it. */
-    leases_tick(e, now);
+    /* The member beat first: the fair share of the first cycles depends on it.
+     * A dry run writes nothing to Redis, the beat included. */
+    if (e->dry_out == NULL)
+        leases_tick(e, now);
     if (e->observed)
         observe_on_timer(e);
-    for (size_t k = 0; k < e->nsinks; k++) {
-        if (e->sinks[k].outbox_timer)
-            loop_timer_arm(e->sinks[k].outbox_timer, 0);
-        if (e->sinks[k].poll_timer)
-            loop_timer_arm(e->sinks[k].poll_timer, 0);
-    }
+    engine_sinks_arm(e);
     for (size_t i = 0; i < e->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
+        source_rt_t *s = e->sources[i];
         if (!once)
             engine_source_arm(s, s->next_due - now);
         else if (s->wanted)
             engine_source_arm(s, 0);
     }
     engine_kick(e); /* a stop asked before the run, or nothing wanted */
-    if (loop_run(e->loop) != 0) {
-        LOG_ERROR("the event loop failed; stopping");
-        e->fatal = 1;
+    for (;;) {
+        if (loop_run(e->loop) != 0) {
+            LOG_ERROR("the event loop failed; stopping");
+            e->fatal = 1;
+            return;
+        }
+        /* A reload's sinks are stopped and started here, outside any
+         * callback of the loop: their flush may have to run it. */
+        if (!e->reload.swap_now || e->halt_at)
+            return;
+        reload_swap(e);
+        engine_kick(e); /* a stop that came during the flushes: on_settle() sees it */
+    }
+}
+
+/* The first turn of every sink's own timers: at the start, and for the sinks a reload started. */
+void engine_sinks_arm(engine_t *e)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (e->sinks[k]->outbox_timer && !loop_timer_armed(e->sinks[k]->outbox_timer))
+            loop_timer_arm(e->sinks[k]->outbox_timer, 0);
+        if (e->sinks[k]->poll_timer && !loop_timer_armed(e->sinks[k]->poll_timer))
+            loop_timer_arm(e->sinks[k]->poll_timer, 0);
     }
 }
 
 int engine_run_once(engine_t *e, const char *source)
 {
     for (size_t i = 0; i < e->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
+        source_rt_t *s = e->sources[i];
         s->wanted = source == NULL || strcmp(s->conf->name, source) == 0;
         s->finished = 0;
         s->last_ok = 0;
@@ -592,7 +798,7 @@ int engine_run_once(engine_t *e, const char *source)
     run_loop(e, 1);
     int rc = e->fatal ? -1 : 0;
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i].wanted && !e->sources[i].last_ok)
+        if (e->sources[i]->wanted && !e->sources[i]->last_ok)
             rc = -1;
     }
     return rc;

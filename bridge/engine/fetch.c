@@ -136,10 +136,13 @@ static void poll_deliver(source_rt_t *s)
     char err[256];
 
     s->nevents = st->events = diff_cycle_nevents(s->cy);
+    if (e->dry_out) {
+        engine_dry_print(s);
+        return;
+    }
     for (size_t i = 0; i < s->nevents; i++) {
         for (size_t k = 0; k < e->nsinks; k++)
-            s->delivery.nds +=
-                deliver_routes_live(&e->sinks[k], s, diff_cycle_event_type(s->cy, i));
+            s->delivery.nds += deliver_routes_live(e->sinks[k], s, diff_cycle_event_type(s->cy, i));
     }
     if (s->delivery.nds == 0) {
         commit_cycle(s);
@@ -337,8 +340,9 @@ static void on_loaded(void *opaque, int rc, bool exists, uint64_t cycle, const c
         load_failed(s, err);
         return;
     }
-    if (!s->lease.held) {
-        /* lost meanwhile: the next holder commits, and we read again when ours */
+    if (!s->lease.held && s->e->dry_out == NULL) {
+        /* lost meanwhile: the next holder commits, and we read again when ours
+         * (a dry run holds none: it reads whatever was committed last) */
         diff_index_clear(s->index);
         engine_cycle_end(s, 0);
         return;

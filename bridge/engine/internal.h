@@ -7,6 +7,7 @@
 #ifndef SB_ENGINE_INTERNAL_H
 #define SB_ENGINE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "clock.h"
@@ -60,6 +61,21 @@ typedef enum phase {
 
 typedef struct source_rt source_rt_t;
 
+/*
+ * A configuration the engine runs with (reload.c): the first one, the
+ * caller's, and each reload's. Sources, sinks and the engine itself hold a
+ * reference while they point into it; the last one frees a reload's
+ * configuration (never the caller's). A sink keeps the configuration it was
+ * started with for its whole life (its context may point into its table);
+ * a source moves to the newest one when it is idle.
+ */
+typedef struct engine_conf {
+    conf_t *conf;
+    int owned; /* a reload's: conf_free() with the last reference */
+    size_t refs;
+    struct engine_conf *next; /* e->gens */
+} engine_conf_t;
+
 /* One outstanding delivery of one event to one sink. */
 typedef struct delivery {
     sink_ticket_t ticket;
@@ -77,7 +93,9 @@ typedef struct dead_event {
 } dead_event_t;
 
 typedef struct engine_sink {
-    const conf_sink_t *conf;
+    const conf_sink_t *conf; /* in gen */
+    engine_conf_t *gen;
+    int retiring; /* a reload changed or removed it: stopped once no cycle runs */
     void *ctx;
     outbox_t *ob; /* outbox sinks only: their delivery worker */
     engine_t *e;
@@ -87,7 +105,15 @@ typedef struct engine_sink {
 
 struct source_rt {
     engine_t *e;
-    const conf_source_t *conf;
+    const conf_source_t *conf; /* in gen */
+    engine_conf_t *gen;
+    /* What a reload asked of it, done once it is idle (reload.c). */
+    struct {
+        const conf_source_t *conf; /* its block in gen (NULL: nothing asked) */
+        engine_conf_t *gen;
+        int changed; /* a byte of its block changed */
+        int removed; /* the reload removed it: released and freed */
+    } next;
     diff_index_t *index;
     http_client_t *http;
     int loaded; /* index matches Redis as far as we know */
@@ -161,10 +187,26 @@ struct engine {
     store_t *store;
     loop_t *loop; /* owns every socket and timer of the engine and its sinks */
     http_multi_t *multi;
-    engine_sink_t *sinks;
-    size_t nsinks;
-    source_rt_t *sources;
-    size_t nsources;
+    engine_sink_t **sinks; /* each its own allocation: callbacks hold them */
+    size_t nsinks, capsinks;
+    /* sinks a reload stopped while their outbox still waits for Redis
+     * (engine_retired_sweep() frees them) */
+    engine_sink_t **retired;
+    size_t nretired, capretired;
+    source_rt_t **sources; /* likewise */
+    size_t nsources, capsources;
+    engine_conf_t *gen;  /* conf's; conf is the newest configuration */
+    engine_conf_t *gens; /* every configuration still referenced */
+    /* SIGHUP (reload.c) */
+    struct {
+        char *path;         /* run: the file a SIGHUP reloads; NULL (once): ignored */
+        engine_conf_t *gen; /* the reload being applied, NULL when none */
+        int sinks_wait;     /* sinks change: no cycle starts until every source is idle */
+        int swap_now;       /* every source idle: run_loop() swaps the sinks, outside the loop */
+        int again;          /* a SIGHUP came while one was applied */
+        int requested;      /* engine_reload_request(): on_settle() starts it */
+        char *summary;      /* what it adds, changes and removes, logged when applied */
+    } reload;
     int fatal;
     int stop_asked;              /* SIGTERM or SIGINT arrived */
     int closing;                 /* engine_free() runs: timers and completions change nothing */
@@ -178,6 +220,7 @@ struct engine {
     double quiet_until;  /* monotonic s; before it, no lease that is not ours is taken */
     size_t leases_held;
     int once;
+    FILE *dry_out; /* once --dry-run: where the events go instead of the sinks; NULL otherwise */
     double drain_until;  /* once: when the outbox drain gives up; 0 before */
     double summary_s;    /* between two summaries of a source (observe.c) */
     size_t exit_pending; /* engine_free(): releases sent, not answered yet */
@@ -192,20 +235,34 @@ struct engine {
     int observed; /* engine_observe() was called */
     double next_gauges, next_redis_check;
     /* Readiness, published by the loop for engine_ready() on the admin's threads. */
-    atomic_int checked;      /* the first checks ran */
-    atomic_int redis_up;     /* the last PING was answered */
-    int checking;            /* a readiness PING is in flight */
-    int redis_checked;       /* a readiness PING was answered (or failed) */
-    atomic_int unready_sink; /* index of a sink that is not ready, -1 when none */
-    atomic_int halting;      /* a stop was asked */
+    atomic_int checked;                   /* the first checks ran */
+    atomic_int redis_up;                  /* the last PING was answered */
+    int checking;                         /* a readiness PING is in flight */
+    int redis_checked;                    /* a readiness PING was answered (or failed) */
+    pthread_mutex_t ready_lock;           /* unready_sink */
+    char unready_sink[CONF_NAME_MAX + 1]; /* a sink that is not ready, "" when none */
+    atomic_int halting;                   /* a stop was asked */
 };
 
 /* ---- engine.c: scheduling, the stop, the loop ---- */
+
+int engine_sink_start(engine_t *e, const conf_sink_t *cs, engine_conf_t *gen, char *err,
+                      size_t errlen);
+void engine_sink_stop(engine_sink_t *sk, int flush_ms);
+int engine_sink_busy(const engine_sink_t *sk);
+void engine_sink_free(engine_sink_t *sk);
+void engine_retired_sweep(engine_t *e, int all);
+engine_sink_t *engine_sink_find(const engine_t *e, const char *name);
+source_rt_t *engine_source_add(engine_t *e, const conf_source_t *cs, engine_conf_t *gen, double t0);
+int engine_source_http(source_rt_t *s);
+void engine_source_free(source_rt_t *s);
+void engine_sinks_arm(engine_t *e);
 
 void engine_kick(engine_t *e);
 void engine_source_arm(source_rt_t *s, double after_s);
 void engine_cycle_end(source_rt_t *s, int ok);
 void engine_cycle_fail(source_rt_t *s, const char *msg, const char *err);
+void engine_dry_print(source_rt_t *s);
 int engine_cycle_wanted(const source_rt_t *s);
 
 /* ---- fetch.c ---- */
@@ -239,6 +296,16 @@ void lease_rebalance(source_rt_t *s);
 void leases_release_all(engine_t *e);
 int lease_ready(source_rt_t *s, double now);
 
+/* ---- reload.c ---- */
+
+engine_conf_t *engine_conf_adopt(engine_t *e, conf_t *conf, int owned);
+engine_conf_t *engine_conf_ref(engine_conf_t *g);
+void engine_conf_unref(engine_t *e, engine_conf_t *g);
+void reload_on_signal(void *opaque);
+void reload_settle(engine_t *e);
+void reload_swap(engine_t *e);
+void reload_free(engine_t *e);
+
 /* ---- observe.c ---- */
 
 void observe_sessions_gauge(source_rt_t *s);
@@ -246,5 +313,8 @@ void observe_lease_gauges(source_rt_t *s);
 void observe_on_timer(void *opaque);
 double observe_summary_period(void);
 void observe_cycle_end(source_rt_t *s, int ok, double now);
+void observe_unready_sink(engine_t *e, const char *name);
+void observe_source_series(source_rt_t *s);
+void observe_sink_series(engine_sink_t *sk);
 
 #endif

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -90,8 +91,8 @@ void observe_lease_gauges(source_rt_t *s)
 /* A dead-letter or outbox count of one sink, for its gauge. */
 typedef struct count_ask {
     engine_t *e;
-    size_t k;   /* the sink */
-    int outbox; /* outbox_depth, else dead_letters */
+    char sink[CONF_NAME_MAX + 1]; /* by name: a reload may remove it meanwhile */
+    int outbox;                   /* outbox_depth, else dead_letters */
 } count_ask_t;
 
 static void on_count(void *opaque, int rc, size_t n, const char *err)
@@ -100,21 +101,22 @@ static void on_count(void *opaque, int rc, size_t n, const char *err)
     engine_t *e = c->e;
     (void)err;
 
-    if (!e->closing && rc == 0)
+    if (!e->closing && rc == 0 && engine_sink_find(e, c->sink) != NULL)
         metric_set(c->outbox ? ENGINE_METRIC(e, outbox_depth) : ENGINE_METRIC(e, dead_letters),
-                   LABELS(e->sinks[c->k].conf->name), (double)n);
+                   LABELS(c->sink), (double)n);
     free(c);
 }
 
 static void count_ask(engine_t *e, size_t k, int outbox)
 {
     count_ask_t *c = malloc(sizeof(*c));
-    const char *name = e->sinks[k].conf->name;
+    const char *name = e->sinks[k]->conf->name;
     char err[256];
 
     if (c == NULL)
         return; /* the gauge keeps its last value */
-    *c = (count_ask_t){.e = e, .k = k, .outbox = outbox};
+    *c = (count_ask_t){.e = e, .outbox = outbox};
+    snprintf(c->sink, sizeof(c->sink), "%s", name);
     if ((outbox ? store_outbox_count_async : store_dlq_count_async)(e->store, name, on_count, c,
                                                                     err, sizeof(err)) != 0)
         free(c);
@@ -138,7 +140,7 @@ static void on_check_ping(void *opaque, int rc, const char *err)
     atomic_store(&e->checked, 1); /* the sinks were checked in the same tick */
     for (size_t k = 0; up && k < e->nsinks; k++) {
         count_ask(e, k, 0);
-        if (e->sinks[k].ob)
+        if (e->sinks[k]->ob)
             count_ask(e, k, 1);
     }
 }
@@ -162,15 +164,24 @@ static void redis_check(engine_t *e)
  */
 static void sinks_check(engine_t *e)
 {
-    int unready = -1;
+    const char *unready = NULL;
 
     for (size_t k = 0; k < e->nsinks; k++) {
-        int ready = sink_ready(e->sinks[k].conf->type, e->sinks[k].ctx);
-        metric_set(ENGINE_METRIC(e, sink_ready), LABELS(e->sinks[k].conf->name), ready ? 1 : 0);
-        if (!ready && unready < 0)
-            unready = (int)k;
+        int ready = sink_ready(e->sinks[k]->conf->type, e->sinks[k]->ctx);
+        metric_set(ENGINE_METRIC(e, sink_ready), LABELS(e->sinks[k]->conf->name), ready ? 1 : 0);
+        if (!ready && unready == NULL)
+            unready = e->sinks[k]->conf->name;
     }
-    atomic_store(&e->unready_sink, unready);
+    observe_unready_sink(e, unready);
+}
+
+/* Publishes the name of a sink that is not ready (NULL: none) for engine_ready(). */
+void observe_unready_sink(engine_t *e, const char *name)
+{
+    /* a copy: a reload frees the sinks' configurations, the admin's threads read it */
+    pthread_mutex_lock(&e->ready_lock);
+    snprintf(e->unready_sink, sizeof(e->unready_sink), "%s", name ? name : "");
+    pthread_mutex_unlock(&e->ready_lock);
 }
 
 /*
@@ -200,12 +211,14 @@ static void observe_tick(engine_t *e, double now)
 {
     if (e->obs.heartbeat)
         e->obs.heartbeat(e->obs.opaque);
+    if (e->nretired > 0)
+        engine_retired_sweep(e, 0);
     if (!e->observed || now < e->next_gauges)
         return;
     e->next_gauges = now + ENGINE_GAUGES_S;
     metric_set(ENGINE_METRIC(e, heartbeat_timestamp), NULL, (double)clock_unix_ms() / 1000.0);
     for (size_t k = 0; k < e->nsinks; k++) {
-        engine_sink_t *sk = &e->sinks[k];
+        engine_sink_t *sk = e->sinks[k];
         metric_set(ENGINE_METRIC(e, sink_queue_depth), LABELS(sk->conf->name),
                    (double)sink_pending(sk->conf->type, sk->ctx));
         if (sk->ob)
@@ -224,46 +237,64 @@ static void observe_tick(engine_t *e, double now)
 
 void engine_observe(engine_t *e, const engine_observer_t *obs)
 {
-    static const sink_result_t results[] = {SINK_OK, SINK_ERR_RETRY, SINK_ERR_PERMANENT,
-                                            SINK_ERR_FATAL};
-
     e->obs = *obs;
     e->observed = 1;
-    for (size_t i = 0; i < e->nsources; i++) {
-        source_rt_t *s = &e->sources[i];
-        const char *name = s->conf->name;
-        metric_add(ENGINE_METRIC(e, polls), LABELS(name, "ok"), 0);
-        metric_add(ENGINE_METRIC(e, polls), LABELS(name, "failed"), 0);
-        for (int t = 0; t < DIFF_EV_COUNT; t++)
-            metric_add(ENGINE_METRIC(e, events),
-                       LABELS(name, diff_event_type_short((diff_event_type_t)t)), 0);
-        metric_add(ENGINE_METRIC(e, unknown_statuses), LABELS(name), 0);
-        metric_add(ENGINE_METRIC(e, lease_lost), LABELS(name), 0);
-        metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(name), 0);
-        metric_add(ENGINE_METRIC(e, vanished_no_record), LABELS(name), 0);
-        metric_set(ENGINE_METRIC(e, paused_until), LABELS(name), 0);
-        observe_lease_gauges(s);
-    }
-    for (size_t k = 0; k < e->nsinks; k++) {
-        const char *name = e->sinks[k].conf->name;
-        for (size_t r = 0; r < sizeof(results) / sizeof(results[0]); r++)
-            metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, deliver_result(results[r])),
-                       0);
-        metric_set(ENGINE_METRIC(e, sink_fatal), LABELS(name), 0);
-        metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), 0);
-        if (e->sinks[k].ob) {
-            metric_set(ENGINE_METRIC(e, outbox_depth), LABELS(name), 0);
-            metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), 0);
-        }
-    }
+    for (size_t i = 0; i < e->nsources; i++)
+        observe_source_series(e->sources[i]);
+    for (size_t k = 0; k < e->nsinks; k++)
+        observe_sink_series(e->sinks[k]);
     metric_add(ENGINE_METRIC(e, redis_errors), NULL, 0);
+    metric_add(ENGINE_METRIC(e, config_reloads), LABELS("ok"), 0);
+    metric_add(ENGINE_METRIC(e, config_reloads), LABELS("invalid"), 0);
+    metric_set(ENGINE_METRIC(e, config_reload_stamp), NULL, 0);
+}
+
+/* The series a source starts with (engine_observe(), and a source a reload added). */
+void observe_source_series(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    const char *name = s->conf->name;
+
+    metric_add(ENGINE_METRIC(e, polls), LABELS(name, "ok"), 0);
+    metric_add(ENGINE_METRIC(e, polls), LABELS(name, "failed"), 0);
+    for (int t = 0; t < DIFF_EV_COUNT; t++)
+        metric_add(ENGINE_METRIC(e, events),
+                   LABELS(name, diff_event_type_short((diff_event_type_t)t)), 0);
+    metric_add(ENGINE_METRIC(e, unknown_statuses), LABELS(name), 0);
+    metric_add(ENGINE_METRIC(e, lease_lost), LABELS(name), 0);
+    metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(name), 0);
+    metric_add(ENGINE_METRIC(e, vanished_no_record), LABELS(name), 0);
+    metric_set(ENGINE_METRIC(e, paused_until), LABELS(name), 0);
+    observe_lease_gauges(s);
+}
+
+/* The series a sink starts with (engine_observe(), and a sink a reload added). */
+void observe_sink_series(engine_sink_t *sk)
+{
+    static const sink_result_t results[] = {SINK_OK, SINK_ERR_RETRY, SINK_ERR_PERMANENT,
+                                            SINK_ERR_FATAL};
+    engine_t *e = sk->e;
+    const char *name = sk->conf->name;
+
+    for (size_t r = 0; r < sizeof(results) / sizeof(results[0]); r++)
+        metric_add(ENGINE_METRIC(e, sink_deliveries), LABELS(name, deliver_result(results[r])), 0);
+    metric_set(ENGINE_METRIC(e, sink_fatal), LABELS(name), 0);
+    metric_set(ENGINE_METRIC(e, dead_letters), LABELS(name), 0);
+    if (sk->ob) {
+        metric_set(ENGINE_METRIC(e, outbox_depth), LABELS(name), 0);
+        metric_set(ENGINE_METRIC(e, sink_disabled), LABELS(name), 0);
+    }
 }
 
 bool engine_ready(void *opaque, char *why, size_t whylen)
 {
     engine_t *e = opaque;
-    int sink = atomic_load(&e->unready_sink);
+    char sink[CONF_NAME_MAX + 1];
     size_t n = 0;
+
+    pthread_mutex_lock(&e->ready_lock);
+    memcpy(sink, e->unready_sink, sizeof(sink));
+    pthread_mutex_unlock(&e->ready_lock);
 
     why[0] = '\0';
     if (atomic_load(&e->halting))
@@ -272,10 +303,8 @@ bool engine_ready(void *opaque, char *why, size_t whylen)
         n += (size_t)snprintf(why, whylen, "starting");
     if (atomic_load(&e->checked) && !atomic_load(&e->redis_up) && n < whylen)
         n += (size_t)snprintf(why + n, whylen - n, "%sredis unreachable", n ? "; " : "");
-    /* conf names are set before the server starts and never change */
-    if (sink >= 0 && n < whylen)
-        n += (size_t)snprintf(why + n, whylen - n, "%ssink %s not ready", n ? "; " : "",
-                              e->sinks[sink].conf->name);
+    if (sink[0] && n < whylen)
+        n += (size_t)snprintf(why + n, whylen - n, "%ssink %s not ready", n ? "; " : "", sink);
     return n == 0;
 }
 

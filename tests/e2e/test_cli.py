@@ -41,7 +41,8 @@ class Cli(unittest.TestCase):
     # Every command, the usage line its --help starts with, and the options it lists.
     COMMANDS = {
         "run": ("run -c FILE", ["-c, --config FILE"]),
-        "once": ("once -c FILE [--source NAME]", ["-c, --config FILE", "--source NAME"]),
+        "once": ("once -c FILE [--source NAME] [--dry-run]",
+                 ["-c, --config FILE", "--source NAME", "--dry-run"]),
         "check": ("check -c FILE", ["-c, --config FILE"]),
         "dlq": ("dlq list|replay|purge -c FILE [--sink NAME]", ["-c, --config FILE", "--sink NAME"]),
         "sinks": ("sinks", []),

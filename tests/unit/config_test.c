@@ -272,6 +272,47 @@ END_TEST
     "{\"sources\":[{\"name\":\"pe\",\"provider\":\"proctorexam\",\"base_url\":\"https://x\","      \
     "\"auth\":{\"api_token\":\"t\",\"secret_key\":\"k\"}" extra "}],\"sinks\":" SINKS_OK "}"
 
+/* The digest a reload compares blocks by: values count, whitespace does not. */
+static conf_t *parse_ok(const char *json)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    conf_t *c = conf_parse(json, strlen(json), "t.json", errs);
+    ck_assert_msg(c != NULL, "%s", errs->count ? errs->msg[0] : "");
+    free(errs);
+    return c;
+}
+
+START_TEST(block_digests_follow_the_values)
+{
+    setenv("SB_T_SECRET", "one", 1);
+    conf_t *a = parse_ok("{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}");
+    conf_t *spaced = parse_ok("{\"sources\":[ " SRC_OK " ],\n\"sinks\": [ {\"name\": \"console\", "
+                              "\"type\":\"stdout\"} ]}");
+    conf_t *iv =
+        parse_ok("{\"sources\":[{\"name\":\"century\",\"provider\":\"century_smart_ia\","
+                 "\"base_url\":\"https://x/api/v1\",\"auth\":{\"api_key\":\"${SB_T_SECRET}\"},"
+                 "\"interval_s\":5}],\"sinks\":[{\"name\":\"console\",\"type\":"
+                 "\"stdout\",\"events\":[\"started\"]}]}");
+    setenv("SB_T_SECRET", "two", 1);
+    conf_t *secret = parse_ok("{\"sources\":[" SRC_OK "],\"sinks\":" SINKS_OK "}");
+    conf_t *pe = parse_ok(PE_SRC(",\"exam_ids\":[12,34]"));
+
+    ck_assert_mem_eq(a->sources[0].digest, spaced->sources[0].digest, CONF_DIGEST_LEN);
+    ck_assert_mem_eq(a->sinks[0].digest, spaced->sinks[0].digest, CONF_DIGEST_LEN);
+    ck_assert(memcmp(a->sources[0].digest, iv->sources[0].digest, CONF_DIGEST_LEN) != 0);
+    ck_assert(memcmp(a->sinks[0].digest, iv->sinks[0].digest, CONF_DIGEST_LEN) != 0);
+    /* a secret that changes in the environment changes the source */
+    ck_assert(memcmp(a->sources[0].digest, secret->sources[0].digest, CONF_DIGEST_LEN) != 0);
+    /* each copy of an expansion is its own block */
+    ck_assert(memcmp(pe->sources[0].digest, pe->sources[1].digest, CONF_DIGEST_LEN) != 0);
+    conf_free(a);
+    conf_free(spaced);
+    conf_free(iv);
+    conf_free(secret);
+    conf_free(pe);
+}
+END_TEST
+
 START_TEST(exam_ids_expand_into_one_source_each)
 {
     const char *json = PE_SRC(",\"exam_ids\":[12,\"34\",56]");
@@ -397,6 +438,7 @@ int main(void)
     tcase_add_test(tc, every_problem_is_listed);
     tcase_add_test(tc, good_config_with_defaults);
     tcase_add_test(tc, exam_ids_expand_into_one_source_each);
+    tcase_add_test(tc, block_digests_follow_the_values);
     tcase_add_loop_test(tc, messages_name_the_variable_not_its_value, 0,
                         (int)(sizeof(quoting) / sizeof(quoting[0])));
     suite_add_tcase(s, tc);

@@ -240,6 +240,35 @@ START_TEST(series_cap_refuses_and_counts)
 }
 END_TEST
 
+START_TEST(drop_removes_the_series_of_one_label_value)
+{
+    metrics_t *m = metrics_new();
+    metric_family_t *c = metrics_counter(m, "x_total", "X.", L("source", "result"), err, ERRLEN);
+    metric_family_t *g = metrics_gauge(m, "y", "Y.", L("sink"), err, ERRLEN);
+    metric_set_series_cap(c, 3);
+    ck_assert_int_eq(metric_add(c, V("a", "ok"), 1), 0);
+    ck_assert_int_eq(metric_add(c, V("gone", "ok"), 1), 0);
+    ck_assert_int_eq(metric_add(c, V("gone", "failed"), 1), 0);
+    ck_assert_int_eq(metric_set(g, V("gone"), 1), 0);
+    ck_assert_uint_eq(metric_drop(c, "source", "gone"), 2);
+    ck_assert_uint_eq(metric_drop(c, "sink", "a"), 0); /* no such label */
+    ck_assert_uint_eq(metric_drop(NULL, "source", "a"), 0);
+    /* the dropped series no longer count against the cap */
+    ck_assert_int_eq(metric_add(c, V("b", "ok"), 1), 0);
+    ck_assert_int_eq(metric_add(c, V("c", "ok"), 1), 0);
+    /* a series dropped and used again starts from zero */
+    ck_assert_int_eq(metric_drop(c, "source", "c"), 1);
+    ck_assert_int_eq(metric_add(c, V("c", "ok"), 5), 0);
+    assert_renders(m, "# HELP x_total X.\n# TYPE x_total counter\n"
+                      "x_total{source=\"a\",result=\"ok\"} 1\n"
+                      "x_total{source=\"b\",result=\"ok\"} 1\n"
+                      "x_total{source=\"c\",result=\"ok\"} 5\n"
+                      "# HELP y Y.\n# TYPE y gauge\n"
+                      "y{sink=\"gone\"} 1\n");
+    metrics_free(m);
+}
+END_TEST
+
 START_TEST(default_series_cap)
 {
     metrics_t *m = metrics_new();
@@ -535,6 +564,8 @@ static const struct {
     {"session_bridge_paused_until_timestamp_seconds", "gauge", "{source=\"v\"}"},
     {"session_bridge_redis_state_restored_total", "counter", "{source=\"v\"}"},
     {"session_bridge_vanished_without_record_total", "counter", "{source=\"v\"}"},
+    {"session_bridge_config_reloads_total", "counter", "{result=\"v\"}"},
+    {"session_bridge_config_last_reload_success_timestamp_seconds", "gauge", ""},
     {"session_bridge_metric_series_refused_total", "counter", "{family=\""},
 };
 #define SPEC_FAMILIES (sizeof(spec) / sizeof(spec[0]))
@@ -625,6 +656,7 @@ int main(void)
     tc = tcase_create("bounds");
     tcase_add_test(tc, updates_that_do_not_fit_change_nothing);
     tcase_add_test(tc, series_cap_refuses_and_counts);
+    tcase_add_test(tc, drop_removes_the_series_of_one_label_value);
     tcase_add_test(tc, default_series_cap);
     tcase_add_test(tc, bad_label_values_refused);
     tcase_add_loop_test(tc, registration_errors, 0, sizeof(bad_families) / sizeof(bad_families[0]));
