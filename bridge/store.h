@@ -29,6 +29,21 @@
  *                TTL; set only if absent, renewed and released only by a
  *                script that compares the token
  *   P:members    zset  replica id -> unix ms until which it counts as alive
+ *   P:replica:ID string, JSON {"host","pid","version","started_at"}: who
+ *                replica ID is, for `status`; written with each member
+ *                beat, with the membership's TTL. A replica's id is its
+ *                lease token, so the lease names its holder while the
+ *                fence still compares one opaque random value: a lease
+ *                without a record (a replica of an older version, or one
+ *                that stopped beating) is shown by its token alone.
+ *
+ * What the daemon says of each source, for `status` (nothing reads it back):
+ *   P:poll:S     hash  at (unix ms), outcome (ok|failed), error (""
+ *                      when ok, at most STORE_POLL_ERROR_MAX bytes, the
+ *                      text the daemon logged: no secrets), events, pages,
+ *                      replica (the writer's id); every field overwritten
+ *                      at the end of each cycle, on the asynchronous
+ *                      connection, so its size stays bounded
  * A commit given a lease token is fenced twice: it WATCHes P:lease:S and
  * P:meta:S, checks that the lease holds the token and that the snapshot is
  * still at the cycle the delta was computed against, and EXEC applies
@@ -181,15 +196,29 @@ store_lease_t store_lease_renew(store_t *st, const char *source, const char *tok
 /* Deletes our lease (nothing when it is not ours). 0 or -1. */
 int store_lease_release(store_t *st, const char *source, const char *token, char *err,
                         size_t errlen);
+/* Longest host name a replica's record keeps (a DNS name is at most 253). */
+#define STORE_HOST_MAX 253
+/* Longest version string a replica's record keeps. */
+#define STORE_VERSION_MAX 32
+
+/* Who a replica is, as its beats write it (P:replica:ID); all borrowed. */
+typedef struct store_replica {
+    const char *host;    /* gethostname(): the pod's name under Kubernetes; cut to STORE_HOST_MAX */
+    const char *version; /* cut to STORE_VERSION_MAX */
+    long pid;
+    int64_t started_ms; /* unix ms */
+} store_replica_t;
+
 /*
  * Registers replica id as alive for ttl_ms, forgets the expired ones, and
  * counts the live replicas (ourselves included) into *live. *was_member
  * tells whether id was registered (and not expired) before this beat: a
  * replica that beat before and finds itself gone was forgotten by Redis
- * (its data lost) or cut off past its TTL.
+ * (its data lost) or cut off past its TTL. who, when not NULL, is written
+ * as P:replica:ID in the same transaction, with the same TTL.
  */
-int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
-                      char *err, size_t errlen);
+int store_member_beat(store_t *st, const char *id, const store_replica_t *who, int64_t ttl_ms,
+                      size_t *live, bool *was_member, char *err, size_t errlen);
 
 /* What a fenced write found; OK is 0. */
 typedef enum store_fence {
@@ -316,9 +345,9 @@ int store_lease_acquire_async(store_t *st, const char *source, const char *token
 int store_lease_release_async(store_t *st, const char *source, const char *token, store_done_fn fn,
                               void *opaque, char *err, size_t errlen);
 /* store_member_beat(), its commands pipelined in one round trip. */
-int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_beat_fn fn,
-                            void *opaque, char *err, size_t errlen);
-/* Removes replica id from the members (at shutdown). */
+int store_member_beat_async(store_t *st, const char *id, const store_replica_t *who, int64_t ttl_ms,
+                            store_beat_fn fn, void *opaque, char *err, size_t errlen);
+/* Removes replica id from the members, and its record (at shutdown). */
 int store_member_leave_async(store_t *st, const char *id, store_done_fn fn, void *opaque, char *err,
                              size_t errlen);
 
@@ -407,6 +436,73 @@ int store_sink_disabled_async(store_t *st, const char *sink, store_flag_fn fn, v
                               char *err, size_t errlen);
 int store_sink_set_disabled_async(store_t *st, const char *sink, const char *why, store_done_fn fn,
                                   void *opaque, char *err, size_t errlen);
+
+/* Bytes of a poll's error kept in P:poll:S (longer ones are cut). */
+#define STORE_POLL_ERROR_MAX 400
+
+/* The end of a cycle of a source, as P:poll:S holds it; strings borrowed. */
+typedef struct store_poll {
+    int64_t at_ms; /* unix ms the cycle ended */
+    bool ok;
+    const char *error; /* why it failed (NULL or "" when ok); never a secret */
+    size_t events, pages;
+    const char *replica; /* the writer's id */
+} store_poll_t;
+
+/* Overwrites P:poll:S with p: one HSET of every field, so none is left from before. */
+int store_poll_set_async(store_t *st, const char *source, const store_poll_t *p, store_done_fn fn,
+                         void *opaque, char *err, size_t errlen);
+
+/* ---- what `status` reads: Redis only, nothing written ---- */
+
+/* Bytes of a lease value read: a token is 32 hex digits; another writer's
+ * longer value is shown cut. */
+#define STORE_HOLDER_MAX 64
+
+/* A replica's record (P:replica:ID), as read back. */
+typedef struct store_replica_info {
+    bool known; /* a record was found and parsed */
+    char host[STORE_HOST_MAX + 1];
+    char version[STORE_VERSION_MAX + 1];
+    long pid;
+    int64_t started_ms;
+} store_replica_info_t;
+
+/* What Redis holds of one source. Strings are printable ASCII (other bytes quoted). */
+typedef struct store_source_status {
+    bool committed; /* P:meta:S exists */
+    uint64_t cycle;
+    int64_t committed_ms; /* unix ms; 0 when the meta hash does not say */
+    size_t sessions;
+    char holder[STORE_HOLDER_MAX + 1]; /* the lease's value; "" when nobody holds it */
+    int64_t lease_ttl_ms;              /* -1 when nobody holds it */
+    store_replica_info_t holder_info;
+    bool polled; /* P:poll:S exists */
+    int64_t poll_ms;
+    bool poll_ok;
+    char poll_error[STORE_POLL_ERROR_MAX + 1];
+    size_t poll_events, poll_pages;
+    char poll_replica[STORE_HOLDER_MAX + 1];
+    store_replica_info_t poll_replica_info;
+} store_source_status_t;
+
+/*
+ * Reads what Redis holds of sources names[0 .. n), n <= STORE_BATCH, into
+ * out[0 .. n) (the caller's): two pipelined round trips, whatever n. Each
+ * value is read with a bound of its own (GETRANGE for strings). 0, or -1
+ * with err.
+ */
+int store_sources_status(store_t *st, const char *const *names, size_t n,
+                         store_source_status_t *out, char *err, size_t errlen);
+
+/*
+ * Calls fn with the name of every source Redis holds a snapshot of
+ * (P:meta:*), by SCAN with COUNT STORE_BATCH: a name may come twice, and
+ * names a scan cannot be a source's are skipped. fn returns 0 to go on,
+ * 1 to stop the scan there. 0, or -1 with err.
+ */
+typedef int (*store_name_fn)(void *opaque, const char *name);
+int store_scan_sources(store_t *st, store_name_fn fn, void *opaque, char *err, size_t errlen);
 
 /* Commands sent to Redis since store_new(), for benchmarks and metrics. */
 uint64_t store_commands_sent(const store_t *st);

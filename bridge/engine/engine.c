@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "array.h"
 #include "internal.h"
@@ -323,6 +324,13 @@ static engine_t *engine_build(const conf_t *conf, volatile sig_atomic_t *stop, F
         snprintf(err, errlen, "no random bytes for the replica token");
         goto err;
     }
+    if (gethostname(e->host, sizeof(e->host)) != 0)
+        snprintf(e->host, sizeof(e->host), "unknown");
+    e->host[sizeof(e->host) - 1] = '\0'; /* POSIX leaves a cut name unterminated */
+    e->who = (store_replica_t){.host = e->host,
+                               .version = SB_VERSION,
+                               .pid = (long)getpid(),
+                               .started_ms = clock_unix_ms()};
     e->live_replicas = 1;
     e->lease_armed_at = INFINITY;
     if ((e->lease_timer = loop_timer_new(e->loop, lease_on_timer, e)) == NULL ||
@@ -523,6 +531,7 @@ void engine_cycle_end(source_rt_t *s, int ok)
 {
     double iv = s->conf->interval_s, now = clock_mono_s();
     observe_cycle_end(s, ok, now);
+    observe_poll_outcome(s, ok);
     cycle_release(s);
     s->phase = PHASE_IDLE;
     s->finished = 1;
@@ -543,9 +552,12 @@ void engine_cycle_end(source_rt_t *s, int ok)
 /* Ends the cycle without committing; logs msg with err when msg is set. */
 void engine_cycle_fail(source_rt_t *s, const char *msg, const char *err)
 {
-    if (msg)
+    if (msg) {
         LOG_WARN(msg, LF_S("source", s->conf->name), LF_S("error", err),
                  LF_I("pages", s->stats.pages));
+        /* what was logged, so no secret: the operator's `status` shows it */
+        snprintf(s->why, sizeof(s->why), "%s: %s", msg, err ? err : "");
+    }
     engine_cycle_end(s, 0);
 }
 
@@ -725,6 +737,10 @@ static void on_settle(void *opaque)
         if (s->phase != PHASE_IDLE || (e->once && e->halt_at == 0 && s->wanted && !s->finished))
             return;
     }
+    /* The last cycles' P:poll:S go out before the store closes (each
+     * answers or times out, and kicks) */
+    if (e->polls_writing > 0)
+        return;
     if (e->halt_at) {
         loop_stop(e->loop);
         return;

@@ -128,6 +128,8 @@ struct source_rt {
     int finished;        /* once: that cycle ended */
     int last_ok;
     int paused; /* the paused-until gauge is set */
+    /* Why the cycle failed, for its P:poll:S (engine_cycle_fail()); "" otherwise. */
+    char why[STORE_POLL_ERROR_MAX + 1];
     engine_cycle_stats_t stats;
     engine_summary_t summary;
 
@@ -212,7 +214,10 @@ struct engine {
     int closing;                 /* engine_free() runs: timers and completions change nothing */
     double halt_at;              /* monotonic time the stop was first seen; 0 before */
     char token[STORE_TOKEN_LEN]; /* this replica: member id and lease token */
-    size_t live_replicas;        /* as of the last member beat, ourselves included */
+    char host[STORE_HOST_MAX + 1];
+    store_replica_t who;  /* what its beats say it is, for `status` */
+    size_t polls_writing; /* P:poll:S writes in flight: a stop waits for them */
+    size_t live_replicas; /* as of the last member beat, ourselves included */
     double next_beat;
     int beating;         /* a member beat is in flight */
     double beat_sent_at; /* monotonic s */
@@ -316,5 +321,6 @@ void observe_cycle_end(source_rt_t *s, int ok, double now);
 void observe_unready_sink(engine_t *e, const char *name);
 void observe_source_series(source_rt_t *s);
 void observe_sink_series(engine_sink_t *sk);
+void observe_poll_outcome(source_rt_t *s, int ok);
 
 #endif

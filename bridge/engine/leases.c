@@ -251,8 +251,8 @@ void leases_tick(engine_t *e, double now)
     if (now >= e->next_beat && !e->beating) {
         e->next_beat = now + ttl / 3;
         e->beat_sent_at = now;
-        e->beating = store_member_beat_async(e->store, e->token, lease_ttl_ms(e), on_beat, e, err,
-                                             sizeof(err)) == 0;
+        e->beating = store_member_beat_async(e->store, e->token, &e->who, lease_ttl_ms(e), on_beat,
+                                             e, err, sizeof(err)) == 0;
     }
     for (size_t i = 0; i < e->nsources; i++) {
         source_rt_t *s = e->sources[i];

@@ -317,3 +317,49 @@ void observe_on_timer(void *opaque)
     observe_tick(e, clock_mono_s());
     loop_timer_arm(e->observe_timer, ENGINE_GAUGES_S);
 }
+
+/* ---- what `status` reads ---- */
+
+/* store_poll_set_async()'s answer: a status that did not reach Redis is only stale. */
+static void on_poll_written(void *opaque, int rc, const char *err)
+{
+    engine_t *e = opaque;
+
+    e->polls_writing--;
+    if (rc != 0)
+        LOG_DEBUG("cannot write the last poll's outcome", LF_S("error", err));
+    if (!e->closing)
+        engine_kick(e); /* a stop may have waited for it */
+}
+
+/*
+ * At the end of every cycle of s, before its state is released: its
+ * outcome into P:poll:S, without waiting for Redis. A failure's text is
+ * the one the daemon logged (engine_cycle_fail()), or the first sink
+ * error of the cycle.
+ */
+void observe_poll_outcome(source_rt_t *s, int ok)
+{
+    engine_t *e = s->e;
+    char why[sizeof(s->why)], err[256];
+
+    if (ok)
+        why[0] = '\0';
+    else if (s->why[0])
+        snprintf(why, sizeof(why), "%s", s->why);
+    else if (s->delivery.first_error[0])
+        snprintf(why, sizeof(why), "events not acknowledged; nothing committed: sink %s: %s",
+                 s->delivery.first_sink, s->delivery.first_error);
+    else
+        snprintf(why, sizeof(why), "the cycle did not complete (the daemon's log says why)");
+    s->why[0] = '\0';
+    store_poll_t p = {.at_ms = clock_unix_ms(),
+                      .ok = ok,
+                      .error = why,
+                      .events = s->stats.events,
+                      .pages = s->stats.pages,
+                      .replica = e->token};
+    if (store_poll_set_async(e->store, s->conf->name, &p, on_poll_written, e, err, sizeof(err)) ==
+        0)
+        e->polls_writing++;
+}

@@ -48,6 +48,7 @@ typedef struct areq {
     long long value;  /* AOP_COUNT, AOP_RENEW, AOP_BEAT: the integer reply kept */
     bool was_member;  /* AOP_BEAT */
     bool set;         /* AOP_ACQUIRE: the SET NX took it */
+    size_t exec_n;    /* AOP_BEAT: replies its EXEC holds */
     union {
         store_done_fn done;
         store_count_fn count;
@@ -238,18 +239,18 @@ static void areq_take(areq_t *q, unsigned k, const redisReply *r)
             q->value = r->integer;
         break;
     case AOP_BEAT:
-        /* ZSCORE, MULTI, ZADD, ZREMRANGEBYSCORE, EXEC, ZCARD */
+        /* ZSCORE, MULTI, ZADD, ZREMRANGEBYSCORE, [SET replica,] EXEC, ZCARD */
         if (k == 0) {
             /* The score is when the entry expires, in unix ms (hiredis NUL-terminates). */
             q->was_member = r->type == REDIS_REPLY_STRING && strtod(r->str, NULL) >= (double)q->t;
-        } else if (k == 4) {
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+        } else if (k == q->exec_n + 2) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != q->exec_n)
                 areq_unexpected(q);
             for (size_t i = 0; !q->failed && i < r->elements; i++) {
                 if (r->element[i]->type == REDIS_REPLY_ERROR)
                     areq_unexpected(q);
             }
-        } else if (k == 5) {
+        } else if (k == q->exec_n + 3) {
             if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
                 areq_unexpected(q);
             else
@@ -590,30 +591,66 @@ int store_lease_renew_async(store_t *st, const char *source, const char *token, 
 }
 
 /* The beat of store_member_beat() in one round trip: its commands pipelined. */
-int store_member_beat_async(store_t *st, const char *id, int64_t ttl_ms, store_beat_fn fn,
-                            void *opaque, char *err, size_t errlen)
+int store_member_beat_async(store_t *st, const char *id, const store_replica_t *who, int64_t ttl_ms,
+                            store_beat_fn fn, void *opaque, char *err, size_t errlen)
 {
-    char members[STORE_KEY_MAX], until[24], now[24];
+    char members[STORE_KEY_MAX], replica[STORE_KEY_MAX], until[24], now[24], ttl[24];
+    char record[STORE_REPLICA_RECORD_MAX];
     uint64_t t = (uint64_t)clock_unix_ms();
-    areq_t *q = areq_new(st, AOP_BEAT, "members", opaque, err, errlen);
+    areq_t *q;
     int rc = 0;
 
-    if (q == NULL)
+    if (who != NULL && store_make_key(st, "replica", id, "", replica, err, errlen) != 0)
+        return -1;
+    if (who != NULL && store_replica_record(who, record) != 0) {
+        store_set_err(err, errlen, "store: out of memory");
+        return -1;
+    }
+    if ((q = areq_new(st, AOP_BEAT, "members", opaque, err, errlen)) == NULL)
         return -1;
     q->fn.beat = fn;
     q->t = t;
+    q->exec_n = who != NULL ? 3 : 2;
     snprintf(members, sizeof members, "%s:members", st->prefix);
     snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);
     snprintf(now, sizeof now, "(%" PRIu64, t);
-    const char *c[][5] = {{"ZSCORE", members, id, NULL},
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    const char *c[][6] = {{"ZSCORE", members, id, NULL},
                           {"MULTI", NULL},
                           {"ZADD", members, until, id, NULL},
                           {"ZREMRANGEBYSCORE", members, "-inf", now, NULL},
+                          {"SET", replica, record, "PX", ttl, NULL},
                           {"EXEC", NULL},
                           {"ZCARD", members, NULL}};
-    for (size_t i = 0; rc == 0 && i < sizeof c / sizeof c[0]; i++)
-        rc = areq_sendv(q, c[i]);
+    for (size_t i = 0; rc == 0 && i < sizeof c / sizeof c[0]; i++) {
+        if (i != 4 || who != NULL)
+            rc = areq_sendv(q, c[i]);
+    }
     return areq_sent(q, rc, err, errlen);
+}
+
+int store_poll_set_async(store_t *st, const char *source, const store_poll_t *p, store_done_fn fn,
+                         void *opaque, char *err, size_t errlen)
+{
+    char key[STORE_KEY_MAX], at[24], events[24], pages[24];
+    const char *error = p->ok || p->error == NULL ? "" : p->error;
+    areq_t *q;
+
+    if (store_make_key(st, "poll", source, "", key, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_WRITE, "HSET poll", opaque, err, errlen)) == NULL)
+        return -1;
+    snprintf(at, sizeof at, "%" PRId64, p->at_ms);
+    snprintf(events, sizeof events, "%zu", p->events);
+    snprintf(pages, sizeof pages, "%zu", p->pages);
+    const char *argv[] = {
+        "HSET",   key,    "at",    at,    "outcome", p->ok ? "ok" : "failed",     "error", error,
+        "events", events, "pages", pages, "replica", p->replica ? p->replica : ""};
+    size_t lens[sizeof argv / sizeof argv[0]];
+    for (size_t i = 0; i < sizeof argv / sizeof argv[0]; i++)
+        lens[i] = strlen(argv[i]);
+    lens[7] = strnlen(error, STORE_POLL_ERROR_MAX); /* bounded: cut, not refused */
+    q->fn.done = fn;
+    return areq_sent(q, areq_send(q, (int)(sizeof argv / sizeof argv[0]), argv, lens), err, errlen);
 }
 
 /*
@@ -894,13 +931,19 @@ int store_sink_set_disabled_async(store_t *st, const char *sink, const char *why
 int store_member_leave_async(store_t *st, const char *id, store_done_fn fn, void *opaque, char *err,
                              size_t errlen)
 {
-    char members[STORE_KEY_MAX];
-    areq_t *q = areq_new(st, AOP_WRITE, "members", opaque, err, errlen);
+    char members[STORE_KEY_MAX], replica[STORE_KEY_MAX];
+    areq_t *q;
+    int rc;
 
-    if (q == NULL)
+    if (store_make_key(st, "replica", id, "", replica, err, errlen) != 0 ||
+        (q = areq_new(st, AOP_WRITE, "members", opaque, err, errlen)) == NULL)
         return -1;
     snprintf(members, sizeof members, "%s:members", st->prefix);
-    const char *argv[] = {"ZREM", members, id, NULL};
+    const char *zrem[] = {"ZREM", members, id, NULL}, *del[] = {"DEL", replica, NULL};
     q->fn.done = fn;
-    return areq_sent(q, areq_sendv(q, argv), err, errlen);
+    /* its record too: status shows no replica that left */
+    rc = areq_sendv(q, zrem);
+    if (rc == 0)
+        rc = areq_sendv(q, del);
+    return areq_sent(q, rc, err, errlen);
 }

@@ -134,7 +134,9 @@ int store_make_key(const store_t *st, const char *kind, const char *name, const 
                    char key[STORE_KEY_MAX], char *err, size_t errlen)
 {
     /* Snapshots and leases are per source, outboxes and dead letters per sink. */
-    const char *noun = strcmp(kind, "ob") == 0 || strcmp(kind, "dlq") == 0 ? "sink" : "source";
+    const char *noun = strcmp(kind, "ob") == 0 || strcmp(kind, "dlq") == 0 ? "sink"
+                       : strcmp(kind, "replica") == 0                      ? "replica id"
+                                                                           : "source";
     size_t len;
 
     if (name == NULL) {

@@ -116,6 +116,14 @@ extern const char store_claim_script[];
 int store_read_claims(const store_t *st, const redisReply *r, store_claim_t **out, size_t *n,
                       char *err, size_t errlen);
 
+/*
+ * Bytes of a replica's record (P:replica:ID) and its NUL: its JSON with the
+ * longest host name and version, every byte escaped, fits; a longer value
+ * read back was not written by us.
+ */
+#define STORE_REPLICA_RECORD_MAX (6 * (STORE_HOST_MAX + STORE_VERSION_MAX) + 128)
+int store_replica_record(const store_replica_t *who, char *out);
+
 /* The lease scripts (lease.c), sent by the blocking and the asynchronous calls alike. */
 extern const char store_renew_script[];
 extern const char store_release_script[];

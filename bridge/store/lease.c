@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <openssl/rand.h>
 
 #include "clock.h"
@@ -113,10 +114,33 @@ int store_lease_release(store_t *st, const char *source, const char *token, char
     return lease_script(st, store_release_script, source, token, 0, &n, err, errlen);
 }
 
-int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live, bool *was_member,
-                      char *err, size_t errlen)
+/*
+ * The text of P:replica:ID for who, into out (STORE_REPLICA_RECORD_MAX
+ * bytes): its host and version cut to their bounds, so that it always
+ * fits. 0, or -1 out of memory.
+ */
+int store_replica_record(const store_replica_t *who, char *out)
 {
-    char members[STORE_KEY_MAX], until[24], now[24];
+    char host[STORE_HOST_MAX + 1], version[STORE_VERSION_MAX + 1];
+    cJSON *o = cJSON_CreateObject();
+    int rc = -1;
+
+    snprintf(host, sizeof host, "%s", who->host ? who->host : "");
+    snprintf(version, sizeof version, "%s", who->version ? who->version : "");
+    if (o != NULL && cJSON_AddStringToObject(o, "host", host) &&
+        cJSON_AddNumberToObject(o, "pid", (double)who->pid) &&
+        cJSON_AddStringToObject(o, "version", version) &&
+        cJSON_AddNumberToObject(o, "started_at", (double)who->started_ms))
+        rc = cJSON_PrintPreallocated(o, out, STORE_REPLICA_RECORD_MAX, 0) ? 0 : -1;
+    cJSON_Delete(o);
+    return rc;
+}
+
+int store_member_beat(store_t *st, const char *id, const store_replica_t *who, int64_t ttl_ms,
+                      size_t *live, bool *was_member, char *err, size_t errlen)
+{
+    char members[STORE_KEY_MAX], replica[STORE_KEY_MAX], until[24], now[24], ttl[24];
+    char record[STORE_REPLICA_RECORD_MAX];
     uint64_t t = (uint64_t)clock_unix_ms();
     const char *zscore[3] = {"ZSCORE", members, id};
     size_t zscore_len[3] = {6, 0, strlen(id)};
@@ -124,6 +148,12 @@ int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live,
 
     snprintf(members, sizeof members, "%s:members", st->prefix);
     zscore_len[1] = strlen(members);
+    if (who != NULL && store_make_key(st, "replica", id, "", replica, err, errlen) != 0)
+        return -1;
+    if (who != NULL && store_replica_record(who, record) != 0) {
+        store_set_err(err, errlen, "store: out of memory");
+        return -1;
+    }
     if (store_ensure_connected(st, err, errlen) != 0 ||
         (r = store_run_command(st, 3, zscore, zscore_len, "ZSCORE", err, errlen)) == NULL)
         return -1;
@@ -132,10 +162,12 @@ int store_member_beat(store_t *st, const char *id, int64_t ttl_ms, size_t *live,
     freeReplyObject(r);
     snprintf(until, sizeof until, "%" PRIu64, t + (uint64_t)ttl_ms);
     snprintf(now, sizeof now, "(%" PRIu64, t);
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
     const char *c1[] = {"ZADD", members, until, id, NULL},
-               *c2[] = {"ZREMRANGEBYSCORE", members, "-inf", now, NULL};
-    const char *const *cmds[] = {c1, c2};
-    if (store_run_transaction(st, cmds, 2, "members", err, errlen) != 0)
+               *c2[] = {"ZREMRANGEBYSCORE", members, "-inf", now, NULL},
+               *c3[] = {"SET", replica, record, "PX", ttl, NULL};
+    const char *const *cmds[] = {c1, c2, c3};
+    if (store_run_transaction(st, cmds, who != NULL ? 3 : 2, "members", err, errlen) != 0)
         return -1;
     return store_run_count(st, "ZCARD", members, live, err, errlen);
 }

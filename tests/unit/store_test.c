@@ -688,15 +688,15 @@ START_TEST(test_fences_and_restore)
     /* A member beat tells a first beat, and a membership Redis forgot, from a renewal. */
     size_t live = 0;
     bool was_member = true;
-    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_beat(st, a, NULL, 60000, &live, &was_member, err, sizeof err), 0);
     ck_assert(!was_member);
-    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_beat(st, a, NULL, 60000, &live, &was_member, err, sizeof err), 0);
     ck_assert(was_member);
     ck_assert_uint_eq(live, 1);
 
     /* Redis loses everything: the lease is nobody's, not another replica's. */
     redis_server_ok(srv.port, "FLUSHALL");
-    ck_assert_int_eq(store_member_beat(st, a, 60000, &live, &was_member, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_beat(st, a, NULL, 60000, &live, &was_member, err, sizeof err), 0);
     ck_assert(!was_member);
     ck_assert_int_eq(store_lease_renew(st, "fenced", a, 60000, err, sizeof err), STORE_LEASE_GONE);
     ck_assert_int_eq(commit_fenced(st, a, &cycle), STORE_FENCE_LEASE_GONE);
@@ -1976,8 +1976,8 @@ START_TEST(test_async_operations)
     ck_assert_int_eq(store_dlq_count_async(st, "async", on_count, &dlq, err, sizeof err), 0);
     ck_assert_int_eq(
         store_lease_renew_async(st, "async", a_tok, 60000, on_lease, &renew, err, sizeof err), 0);
-    ck_assert_int_eq(store_member_beat_async(st, a_tok, 60000, on_beat, &beat1, err, sizeof err),
-                     0);
+    ck_assert_int_eq(
+        store_member_beat_async(st, a_tok, NULL, 60000, on_beat, &beat1, err, sizeof err), 0);
     ck_assert_int_eq(ping.calls + dlq.calls + renew.calls + beat1.calls, 0);
     run_until(l, &beat1.calls, 1, 2000);
     ck_assert_msg(ping.calls == 1 && ping.rc == 0, "%s", ping.err);
@@ -2029,8 +2029,8 @@ START_TEST(test_async_operations)
     renew = (async_seen_t){0};
     ck_assert_int_eq(
         store_lease_renew_async(st, "async", a_tok, 60000, on_lease, &renew, err, sizeof err), 0);
-    ck_assert_int_eq(store_member_beat_async(st, a_tok, 60000, on_beat, &beat2, err, sizeof err),
-                     0);
+    ck_assert_int_eq(
+        store_member_beat_async(st, a_tok, NULL, 60000, on_beat, &beat2, err, sizeof err), 0);
     run_until(l, &beat2.calls, 1, 2000);
     ck_assert_int_eq(renew.lease, STORE_LEASE_HELD);
     ck_assert(beat2.was_member);
@@ -2206,7 +2206,8 @@ START_TEST(test_async_outbox)
     char tok[STORE_TOKEN_LEN];
     async_seen_t beat = {0}, leave = {0};
     ck_assert_int_eq(store_new_token(tok), 0);
-    ck_assert_int_eq(store_member_beat_async(st, tok, 60000, on_beat, &beat, err, sizeof err), 0);
+    ck_assert_int_eq(store_member_beat_async(st, tok, NULL, 60000, on_beat, &beat, err, sizeof err),
+                     0);
     ck_assert_int_eq(store_member_leave_async(st, tok, on_done, &leave, err, sizeof err), 0);
     run_until(l, &leave.calls, 1, 2000);
     ck_assert_msg(leave.calls == 1 && leave.rc == 0, "%s", leave.err);
