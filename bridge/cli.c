@@ -54,6 +54,16 @@ static const command_t commands[CLI_COMMAND_COUNT] = {
                    "Contacts nothing.\n"
                    "Exit codes: 0 valid, 2 usage error, 78 configuration error.\n",
                    true, NULL},
+    [CLI_STATUS] = {"status", "-c FILE [--json] [--source NAME]",
+                    "what each source and sink is doing, from Redis alone",
+                    "What each source is doing, read from Redis alone (the same answer from any\n"
+                    "replica, while the daemons run; nothing is written): the last commit, the\n"
+                    "sessions tracked, the lease holder and its TTL, the last poll's outcome and\n"
+                    "error; per sink, the dead letters, the outbox and the disabled flag. Also\n"
+                    "the sources Redis holds that the configuration no longer names (marked *).\n"
+                    "Exit codes: 0 done, 1 Redis unreachable or failing, 2 usage error or no\n"
+                    "such source, 78 configuration error.\n",
+                    true, NULL},
     [CLI_DLQ] = {"dlq", "list|replay|purge -c FILE [--sink NAME]",
                  "dead letters: list, hand to their sink again, or delete",
                  "The events that exhausted their sink's retries:\n"
@@ -84,13 +94,15 @@ typedef struct option_row {
 
 static const option_t options[CLI_OPT_COUNT] = {
     [CLI_OPT_CONFIG] = {"config", 'c', "FILE",
-                        ON(CLI_RUN) | ON(CLI_ONCE) | ON(CLI_CHECK) | ON(CLI_DLQ),
+                        ON(CLI_RUN) | ON(CLI_ONCE) | ON(CLI_CHECK) | ON(CLI_STATUS) | ON(CLI_DLQ),
                         "the configuration file (JSON)"},
-    [CLI_OPT_SOURCE] = {"source", 0, "NAME", ON(CLI_ONCE), "only the source named NAME"},
+    [CLI_OPT_SOURCE] = {"source", 0, "NAME", ON(CLI_ONCE) | ON(CLI_STATUS),
+                        "only the source named NAME"},
     [CLI_OPT_SINK] = {"sink", 0, "NAME", ON(CLI_DLQ),
                       "only the dead letters of the sink named NAME"},
     [CLI_OPT_DRY_RUN] = {"dry-run", 0, NULL, ON(CLI_ONCE),
                          "print the events instead of delivering them; write nothing"},
+    [CLI_OPT_JSON] = {"json", 0, NULL, ON(CLI_STATUS), "one JSON object instead of the tables"},
     [CLI_OPT_HELP] = {"help", 'h', NULL, ON_ALL, "print this help and exit"},
 };
 

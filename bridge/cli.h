@@ -13,6 +13,7 @@ typedef enum cli_command {
     CLI_RUN,
     CLI_ONCE,
     CLI_CHECK,
+    CLI_STATUS,
     CLI_DLQ,
     CLI_SINKS,
     CLI_VERSION,
@@ -25,7 +26,8 @@ typedef enum cli_option_id {
     CLI_OPT_SOURCE,  /* --source NAME */
     CLI_OPT_SINK,    /* --sink NAME */
     CLI_OPT_DRY_RUN, /* --dry-run */
-    CLI_OPT_HELP,    /* -h, --help */
+    CLI_OPT_JSON,    /* --json */
+    CLI_OPT_HELP,    /* -h, --help (last: option_by_letter() falls back on it) */
     CLI_OPT_COUNT,
 } cli_option_id_t;
 

@@ -16,6 +16,7 @@
 #include "dlq.h"
 #include "engine.h"
 #include "log.h"
+#include "status.h"
 
 /* sysexits.h: EX_USAGE is 64, but the contract says 2 for usage errors. */
 #define EXIT_RUNTIME 1
@@ -195,6 +196,31 @@ out:
     return rc;
 }
 
+/* `status`: Redis unreachable is one line and exit 1; nothing is logged as JSON. */
+static int cmd_status(const cli_args_t *a)
+{
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    char err[512] = "";
+    status_result_t r;
+
+    if (errs == NULL)
+        return EXIT_RUNTIME;
+    conf_t *conf = conf_load(a->opt[CLI_OPT_CONFIG], errs);
+    if (conf == NULL) {
+        print_conf_errors(a->opt[CLI_OPT_CONFIG], errs, 0);
+        free(errs);
+        return EXIT_CONFIG;
+    }
+    free(errs);
+    signal(SIGPIPE, SIG_IGN);
+    status_options_t so = {.source = a->opt[CLI_OPT_SOURCE], .json = a->opt[CLI_OPT_JSON] != NULL};
+    r = status_run(conf, &so, stdout, err, sizeof(err));
+    conf_free(conf);
+    if (r != STATUS_OK)
+        fprintf(stderr, "session-bridge status: %s\n", err);
+    return r == STATUS_OK ? 0 : r == STATUS_NO_SUCH_SOURCE ? EXIT_USAGE : EXIT_RUNTIME;
+}
+
 static int cmd_dlq(const cli_args_t *a)
 {
     sink_errors_t *errs = calloc(1, sizeof(*errs));
@@ -269,9 +295,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "session-bridge: libcurl failed to initialise\n");
         return EXIT_RUNTIME;
     }
-    int rc = a.cmd == CLI_CHECK ? cmd_check(&a)
-             : a.cmd == CLI_DLQ ? cmd_dlq(&a)
-                                : cmd_daemon(&a, a.cmd == CLI_ONCE);
+    int rc = a.cmd == CLI_CHECK    ? cmd_check(&a)
+             : a.cmd == CLI_DLQ    ? cmd_dlq(&a)
+             : a.cmd == CLI_STATUS ? cmd_status(&a)
+                                   : cmd_daemon(&a, a.cmd == CLI_ONCE);
     curl_global_cleanup();
     return rc;
 }
