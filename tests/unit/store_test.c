@@ -2300,6 +2300,235 @@ START_TEST(test_async_down_server_pauses_reconnects)
 }
 END_TEST
 
+/* ---- what status reads, and what the daemon writes for it ---- */
+
+/* A string value read on a plain connection (owned), or NULL when absent. */
+static char *get_string(const char *key, int64_t *pttl)
+{
+    redisContext *c = redis_server_connect(srv.port);
+    redisReply *r;
+    char *out = NULL;
+
+    ck_assert_ptr_nonnull(c);
+    r = redisCommand(c, "GET %s", key);
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        out = strdup(r->str);
+    freeReplyObject(r);
+    r = redisCommand(c, "PTTL %s", key);
+    if (pttl != NULL)
+        *pttl = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
+    freeReplyObject(r);
+    redisFree(c);
+    return out;
+}
+
+START_TEST(test_replica_record_written_by_the_beat)
+{
+    char err[ERRLEN] = "", tok[STORE_TOKEN_LEN], key[128], host[400];
+    snprintf(key, sizeof key, "redis://127.0.0.1:%d", srv.port);
+    store_t *st = open_store_url(key, "rr", 2000);
+    loop_t *l = attached_loop(st);
+    size_t live = 0;
+    bool was = true;
+    int64_t pttl = 0;
+
+    ck_assert_int_eq(store_new_token(tok), 0);
+    store_replica_t who = {.host = "pod-a", .version = "1.2.3", .pid = 4242, .started_ms = 1000};
+    ck_assert_int_eq(store_member_beat(st, tok, &who, 60000, &live, &was, err, sizeof err), 0);
+    ck_assert_uint_eq(live, 1);
+    snprintf(key, sizeof key, "rr:replica:%s", tok);
+    char *rec = get_string(key, &pttl);
+    ck_assert_ptr_nonnull(rec);
+    ck_assert_str_eq(rec,
+                     "{\"host\":\"pod-a\",\"pid\":4242,\"version\":\"1.2.3\",\"started_at\":1000}");
+    ck_assert(pttl > 0 && pttl <= 60000); /* it expires with the membership */
+    free(rec);
+
+    /* the asynchronous beat writes it too, in its one round trip; a host
+     * longer than any DNS name is cut to the bound */
+    memset(host, 'h', sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    who.host = host;
+    async_seen_t beat = {0};
+    uint64_t before = store_commands_sent(st);
+    ck_assert_int_eq(store_member_beat_async(st, tok, &who, 30000, on_beat, &beat, err, sizeof err),
+                     0);
+    run_until(l, &beat.calls, 1, 2000);
+    ck_assert_msg(beat.rc == 0, "%s", beat.err);
+    ck_assert(beat.was_member);
+    ck_assert_uint_eq(beat.n, 1);
+    ck_assert_uint_eq(store_commands_sent(st), before + 7); /* the six and the SET */
+    rec = get_string(key, &pttl);
+    ck_assert_ptr_nonnull(rec);
+    ck_assert(pttl > 0 && pttl <= 30000);
+    char want[STORE_HOST_MAX + 16];
+    snprintf(want, sizeof want, "{\"host\":\"%.*s\"", STORE_HOST_MAX, host);
+    ck_assert_msg(strncmp(rec, want, strlen(want)) == 0, "%s", rec);
+    free(rec);
+
+    /* leaving takes the record with the membership */
+    async_seen_t leave = {0};
+    ck_assert_int_eq(store_member_leave_async(st, tok, on_done, &leave, err, sizeof err), 0);
+    run_until(l, &leave.calls, 1, 2000);
+    ck_assert_msg(leave.rc == 0, "%s", leave.err);
+    ck_assert_ptr_null(get_string(key, NULL));
+    ck_assert_int_eq(redis_server_int(srv.port, "ZCARD rr:members"), 0);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
+START_TEST(test_poll_status_overwritten_and_bounded)
+{
+    char err[ERRLEN] = "", url[64], long_error[STORE_POLL_ERROR_MAX * 2];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    store_t *st = open_store_url(url, "ps", 2000);
+    loop_t *l = attached_loop(st);
+    async_seen_t w1 = {0}, w2 = {0};
+
+    memset(long_error, 'e', sizeof long_error - 1);
+    long_error[sizeof long_error - 1] = '\0';
+    store_poll_t p = {.at_ms = 1700000000123,
+                      .ok = false,
+                      .error = long_error,
+                      .events = 0,
+                      .pages = 2,
+                      .replica = "abc"};
+    ck_assert_int_eq(store_poll_set_async(st, "src", &p, on_done, &w1, err, sizeof err), 0);
+    run_until(l, &w1.calls, 1, 2000);
+    ck_assert_msg(w1.rc == 0, "%s", w1.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HSTRLEN ps:poll:src error"), STORE_POLL_ERROR_MAX);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET ps:poll:src at"), 1700000000123LL);
+
+    /* the next cycle's outcome replaces every field: no error left behind */
+    p = (store_poll_t){.at_ms = 1700000001000, .ok = true, .error = "ignored", .events = 5};
+    ck_assert_int_eq(store_poll_set_async(st, "src", &p, on_done, &w2, err, sizeof err), 0);
+    run_until(l, &w2.calls, 1, 2000);
+    ck_assert_msg(w2.rc == 0, "%s", w2.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HSTRLEN ps:poll:src error"), 0);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET ps:poll:src events"), 5);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN ps:poll:src"), 6);
+
+    /* a name that cannot be a key sends nothing and calls nothing back */
+    ck_assert_int_eq(store_poll_set_async(st, "Bad Name", &p, on_done, &w2, err, sizeof err), -1);
+    ck_assert_int_eq(w2.calls, 1);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
+START_TEST(test_sources_status_as_redis_holds_them)
+{
+    char err[ERRLEN] = "", url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    store_t *st = open_store_url(url, "ss", 2000);
+    store_source_status_t out[4];
+    const char tok[] = "0123456789abcdef0123456789abcdef";
+
+    /* ours: a commit, a held lease with its holder's record, a failed poll */
+    redis_server_ok(srv.port, "HSET ss:meta:full cycle 7 committed_at 1700000000000 sessions 3");
+    redis_server_ok(srv.port, "SET ss:lease:full %s PX 9000", tok);
+    redis_server_ok(srv.port, "SET ss:replica:%s %s PX 9000", tok,
+                    "{\"host\":\"pod-a\",\"pid\":12,\"version\":\"9\",\"started_at\":5}");
+    redis_server_ok(srv.port,
+                    "HSET ss:poll:full at 1700000000100 outcome failed error %s events 0 pages 1 "
+                    "replica %s",
+                    "HTTP status 401", tok);
+    /* foreign: a lease of a writer that is not us (no TTL, long, binary), a
+     * record that is not JSON, an over-long error */
+    char foreign[200];
+    memset(foreign, 'x', sizeof foreign);
+    foreign[10] = '\x01';
+    redisContext *c = redis_server_connect(srv.port);
+    freeReplyObject(redisCommand(c, "SET ss:lease:odd %b", foreign, sizeof foreign));
+    freeReplyObject(redisCommand(c, "SET ss:replica:xxxxxxxxxx not-json"));
+    redisFree(c);
+
+    const char *names[] = {"full", "empty", "odd"};
+    uint64_t before = store_commands_sent(st);
+    ck_assert_msg(store_sources_status(st, names, 3, out, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(store_commands_sent(st), before + 3 * 4 + 3 * 2); /* two round trips */
+
+    ck_assert(out[0].committed);
+    ck_assert_uint_eq(out[0].cycle, 7);
+    ck_assert_int_eq(out[0].committed_ms, 1700000000000LL);
+    ck_assert_uint_eq(out[0].sessions, 3);
+    ck_assert_str_eq(out[0].holder, tok);
+    ck_assert(out[0].lease_ttl_ms > 0 && out[0].lease_ttl_ms <= 9000);
+    ck_assert(out[0].holder_info.known);
+    ck_assert_str_eq(out[0].holder_info.host, "pod-a");
+    ck_assert_int_eq(out[0].holder_info.pid, 12);
+    ck_assert(out[0].polled && !out[0].poll_ok);
+    ck_assert_str_eq(out[0].poll_error, "HTTP status 401");
+    ck_assert_uint_eq(out[0].poll_pages, 1);
+    ck_assert_str_eq(out[0].poll_replica, tok);
+    ck_assert(out[0].poll_replica_info.known);
+
+    ck_assert(!out[1].committed && !out[1].polled);
+    ck_assert_str_eq(out[1].holder, "");
+    ck_assert_int_eq(out[1].lease_ttl_ms, -1);
+    ck_assert(!out[1].holder_info.known);
+
+    /* read up to its bound, shown printable, no TTL said as it is */
+    ck_assert_uint_le(strlen(out[2].holder), STORE_HOLDER_MAX);
+    ck_assert_msg(strstr(out[2].holder, "\\x01") != NULL, "%s", out[2].holder);
+    ck_assert_int_eq(out[2].lease_ttl_ms, -1);
+    ck_assert(!out[2].holder_info.known);
+
+    /* a bad name, or too many: refused before anything is sent, and the
+     * connection stays in step */
+    const char *bad[] = {"full", "Bad Name"};
+    before = store_commands_sent(st);
+    ck_assert_int_eq(store_sources_status(st, bad, 2, out, err, sizeof err), -1);
+    ck_assert_int_eq(store_sources_status(st, names, STORE_BATCH + 1, NULL, err, sizeof err), -1);
+    ck_assert_uint_eq(store_commands_sent(st), before);
+    ck_assert_msg(store_sources_status(st, names, 1, out, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(out[0].cycle, 7);
+    store_free(st);
+}
+END_TEST
+
+typedef struct found {
+    char names[8][65]; /* source names are at most 64 bytes */
+    int n, stop_after;
+} found_t;
+
+static int on_found(void *opaque, const char *name)
+{
+    found_t *f = opaque;
+
+    ck_assert_int_lt(f->n, 8);
+    snprintf(f->names[f->n++], sizeof f->names[0], "%s", name);
+    return f->n == f->stop_after;
+}
+
+START_TEST(test_scan_sources_under_the_prefix_only)
+{
+    char err[ERRLEN] = "", url[64], longname[80];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+    store_t *st = open_store_url(url, "g*[x]", 2000); /* glob characters in the prefix */
+    found_t f = {.n = 0};
+
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    redis_server_ok(srv.port, "HSET g*[x]:meta:one cycle 1");
+    redis_server_ok(srv.port, "HSET g*[x]:meta:two cycle 1");
+    redis_server_ok(srv.port, "HSET gZx:meta:other cycle 1"); /* matched by an unescaped glob */
+    redis_server_ok(srv.port, "HSET g*[x]:meta:Bad cycle 1"); /* not a name of ours */
+    redis_server_ok(srv.port, "HSET g*[x]:meta:%s cycle 1", longname);
+    redis_server_ok(srv.port, "HSET g*[x]:snap:three a b"); /* not a meta hash */
+    ck_assert_msg(store_scan_sources(st, on_found, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.n, 2);
+    ck_assert((strcmp(f.names[0], "one") == 0 && strcmp(f.names[1], "two") == 0) ||
+              (strcmp(f.names[0], "two") == 0 && strcmp(f.names[1], "one") == 0));
+    /* the callback stops it */
+    f = (found_t){.stop_after = 1};
+    ck_assert_msg(store_scan_sources(st, on_found, &f, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(f.n, 1);
+    store_free(st);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -2338,6 +2567,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_async_outbox);
     tcase_add_test(tc, test_async_timeout_fails_each_once);
     tcase_add_test(tc, test_async_down_server_pauses_reconnects);
+    tcase_add_test(tc, test_replica_record_written_by_the_beat);
+    tcase_add_test(tc, test_poll_status_overwritten_and_bounded);
+    tcase_add_test(tc, test_sources_status_as_redis_holds_them);
+    tcase_add_test(tc, test_scan_sources_under_the_prefix_only);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("auth");
