@@ -18,6 +18,8 @@
 #define STATUS_REDIS_TIMEOUT_MS 5000
 /* Bytes of one table cell: a host name longer than this is cut, with "...". */
 #define STATUS_CELL_MAX 64
+/* Bytes of a disabled sink's reason kept (the outbox writes at most 256). */
+#define STATUS_REASON_MAX 320
 /* "2026-12-01T16:02:03Z" and the NUL. */
 #define STATUS_TIME_LEN 21
 
@@ -42,7 +44,7 @@ typedef struct sink_row {
     bool outbox; /* an outbox sink: depth and disabled flag are its */
     size_t depth, dead;
     bool disabled;
-    char why[STATUS_CELL_MAX];
+    char why[STATUS_REASON_MAX];
 } sink_row_t;
 
 typedef struct status {
@@ -463,15 +465,15 @@ static cJSON *sink_json(const sink_row_t *k)
 static int print_json(const status_t *s, FILE *out)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON *redis = cJSON_AddObjectToObject(o, "redis");
-    cJSON *sources = cJSON_AddArrayToObject(o, "sources");
-    cJSON *sinks;
+    cJSON *redis, *sources, *sinks;
     char *text;
 
+    cJSON_AddNumberToObject(o, "at", (double)s->now_ms);
+    redis = cJSON_AddObjectToObject(o, "redis");
+    sources = cJSON_AddArrayToObject(o, "sources");
     cJSON_AddStringToObject(redis, "endpoint", s->endpoint);
     cJSON_AddNumberToObject(redis, "db", s->db);
     cJSON_AddStringToObject(redis, "prefix", s->conf->redis_prefix);
-    cJSON_AddNumberToObject(o, "at", (double)s->now_ms);
     for (size_t i = 0; i < s->nrows; i++)
         cJSON_AddItemToArray(sources, row_json(s, &s->rows[i]));
     cJSON_AddBoolToObject(o, "sources_truncated", s->truncated);

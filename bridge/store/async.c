@@ -200,7 +200,7 @@ static void areq_take_read(areq_t *q, unsigned k, const redisReply *r)
     case AOP_FLAG:
         q->u.flag.disabled = r->type == REDIS_REPLY_STRING;
         if (q->u.flag.disabled)
-            store_quote_bytes(r->str, r->len, q->u.flag.why, sizeof q->u.flag.why);
+            store_printable(r->str, r->len, q->u.flag.why, sizeof q->u.flag.why);
         else if (r->type != REDIS_REPLY_NIL)
             areq_unexpected(q);
         break;

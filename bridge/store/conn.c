@@ -102,6 +102,25 @@ void store_quote_bytes(const char *s, size_t len, char *out, size_t outlen)
     out[o] = '\0';
 }
 
+/*
+ * len bytes of s as printable ASCII into out, cut to what fits, the
+ * others as \xHH. Unlike store_quote_bytes() (an excerpt for an error
+ * message), a whole value read to be shown: a host name, a reason.
+ */
+void store_printable(const char *s, size_t len, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < len && o + 5 < outlen; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f)
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+    }
+    out[o] = '\0';
+}
+
 /* ---- keys ---- */
 
 static int set_prefix(store_t *st, const char *prefix, char *err, size_t errlen)

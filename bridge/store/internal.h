@@ -80,6 +80,7 @@ typedef int (*store_pair_fn)(store_t *st, const char *key, const redisReply *f, 
 void store_set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void store_quote_bytes(const char *s, size_t len, char *out, size_t outlen);
+void store_printable(const char *s, size_t len, char *out, size_t outlen);
 int store_make_key(const store_t *st, const char *kind, const char *name, const char *suffix,
                    char key[STORE_KEY_MAX], char *err, size_t errlen);
 int store_make_keys(const store_t *st, const char *source, char snap[STORE_KEY_MAX],

@@ -123,7 +123,7 @@ int store_sink_disabled(store_t *st, const char *sink, bool *disabled, char *why
     if (r->type == REDIS_REPLY_STRING) {
         *disabled = true;
         if (why != NULL && whylen > 0)
-            store_quote_bytes(r->str, r->len, why, whylen);
+            store_printable(r->str, r->len, why, whylen);
     }
     freeReplyObject(r);
     return 0;

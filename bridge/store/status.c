@@ -31,32 +31,12 @@ static uint64_t field_u64(const redisReply *r)
     return v;
 }
 
-/*
- * len bytes of s as printable ASCII into out, cut to what fits: the
- * others as \xHH. Unlike store_quote_bytes() (an error's excerpt), whole
- * values: a host name, a poll's error (cut to STORE_POLL_ERROR_MAX when
- * written).
- */
-static void printable(const char *s, size_t len, char *out, size_t outlen)
-{
-    size_t o = 0;
-
-    for (size_t i = 0; i < len && o + 5 < outlen; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f)
-            out[o++] = (char)c;
-        else
-            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
-    }
-    out[o] = '\0';
-}
-
 /* A string field of a reply, printable into out; "" when absent. */
 static void field_text(const redisReply *r, char *out, size_t outlen)
 {
     out[0] = '\0';
     if (r != NULL && r->type == REDIS_REPLY_STRING)
-        printable(r->str, r->len, out, outlen);
+        store_printable(r->str, r->len, out, outlen);
 }
 
 /* Parses a replica's record (GETRANGE reply) into *info; unknown when it is not one. */
@@ -76,11 +56,12 @@ static void replica_parse(const redisReply *r, store_replica_info_t *info)
     started = cJSON_GetObjectItemCaseSensitive(o, "started_at");
     if (cJSON_IsString(host) && cJSON_IsNumber(pid)) {
         info->known = true;
-        printable(host->valuestring, strlen(host->valuestring), info->host, sizeof info->host);
+        store_printable(host->valuestring, strlen(host->valuestring), info->host,
+                        sizeof info->host);
         info->pid = (long)pid->valuedouble;
         if (cJSON_IsString(version))
-            printable(version->valuestring, strlen(version->valuestring), info->version,
-                      sizeof info->version);
+            store_printable(version->valuestring, strlen(version->valuestring), info->version,
+                            sizeof info->version);
         if (cJSON_IsNumber(started))
             info->started_ms = (int64_t)started->valuedouble;
     }
