@@ -304,7 +304,7 @@ static void sink_cells(const sink_row_t *k, char cells[SCOL_COUNT][STATUS_CELL_M
     if (!k->outbox)
         snprintf(cells[SCOL_DISABLED], STATUS_CELL_MAX, "-");
     else if (k->disabled)
-        snprintf(cells[SCOL_DISABLED], STATUS_CELL_MAX, "yes: %s", k->why);
+        snprintf(cells[SCOL_DISABLED], STATUS_CELL_MAX, "yes");
     else
         snprintf(cells[SCOL_DISABLED], STATUS_CELL_MAX, "no");
     for (int c = 0; c < SCOL_COUNT; c++)
@@ -374,6 +374,11 @@ static int print_text(const status_t *s, FILE *out)
         for (size_t i = 0; i < s->nsinks; i++)
             sink_cells(&s->sinks[i], scells[i]);
         print_table(out, scol_titles, SCOL_COUNT, &scells[0][0][0], s->nsinks);
+    }
+    for (size_t i = 0, n = 0; i < s->nsinks; i++) {
+        if (s->sinks[i].disabled)
+            fprintf(out, "%s  %s: %s\n", n++ ? "" : "\nDisabled (dlq replay re-enables):\n",
+                    s->sinks[i].conf->name, s->sinks[i].why);
     }
     free(cells);
     free(scells);

@@ -115,6 +115,7 @@ class Status(unittest.TestCase):
         self.assertEqual(by["broken"]["last_poll"]["outcome"], "failed")
         self.assertIn("401", by["broken"]["last_poll"]["error"])
         self.assertIn("broken: poll failed", table)
+        self.assertIn("gone: HTTP 410", table)
 
         sinks = {k["name"]: k for k in doc["sinks"]}
         self.assertEqual(sorted(sinks), ["bus", "gone", "stuck"])
