@@ -196,22 +196,33 @@ out:
     return rc;
 }
 
-/* `status`: Redis unreachable is one line and exit 1; nothing is logged as JSON. */
-static int cmd_status(const cli_args_t *a)
+/*
+ * The configuration of a command that prints to a terminal: its problems
+ * on stderr. 0 with *conf (owned by the caller), or the exit code.
+ */
+static int load_for_cli(const char *path, conf_t **conf)
 {
     sink_errors_t *errs = calloc(1, sizeof(*errs));
-    char err[512] = "";
-    status_result_t r;
 
     if (errs == NULL)
         return EXIT_RUNTIME;
-    conf_t *conf = conf_load(a->opt[CLI_OPT_CONFIG], errs);
-    if (conf == NULL) {
-        print_conf_errors(a->opt[CLI_OPT_CONFIG], errs, 0);
-        free(errs);
-        return EXIT_CONFIG;
-    }
+    *conf = conf_load(path, errs);
+    if (*conf == NULL)
+        print_conf_errors(path, errs, 0);
     free(errs);
+    return *conf ? 0 : EXIT_CONFIG;
+}
+
+/* `status`: Redis unreachable is one line and exit 1; nothing is logged as JSON. */
+static int cmd_status(const cli_args_t *a)
+{
+    char err[512] = "";
+    status_result_t r;
+    conf_t *conf;
+    int rc = load_for_cli(a->opt[CLI_OPT_CONFIG], &conf);
+
+    if (rc != 0)
+        return rc;
     signal(SIGPIPE, SIG_IGN);
     status_options_t so = {.source = a->opt[CLI_OPT_SOURCE], .json = a->opt[CLI_OPT_JSON] != NULL};
     r = status_run(conf, &so, stdout, err, sizeof(err));
@@ -223,21 +234,14 @@ static int cmd_status(const cli_args_t *a)
 
 static int cmd_dlq(const cli_args_t *a)
 {
-    sink_errors_t *errs = calloc(1, sizeof(*errs));
     dlq_action_t action = DLQ_LIST;
+    conf_t *conf;
     int rc;
 
     /* parse_args() took only a word of dlq_action_names */
     dlq_action_parse(a->action, &action);
-    if (errs == NULL)
-        return EXIT_RUNTIME;
-    conf_t *conf = conf_load(a->opt[CLI_OPT_CONFIG], errs);
-    if (conf == NULL) {
-        print_conf_errors(a->opt[CLI_OPT_CONFIG], errs, 0);
-        free(errs);
-        return EXIT_CONFIG;
-    }
-    free(errs);
+    if ((rc = load_for_cli(a->opt[CLI_OPT_CONFIG], &conf)) != 0)
+        return rc;
     int found = a->opt[CLI_OPT_SINK] == NULL;
     for (size_t i = 0; !found && i < conf->nsinks; i++)
         found = strcmp(conf->sinks[i].name, a->opt[CLI_OPT_SINK]) == 0;
