@@ -336,13 +336,19 @@ static void on_poll_written(void *opaque, int rc, const char *err)
  * At the end of every cycle of s, before its state is released: its
  * outcome into P:poll:S, without waiting for Redis. A failure's text is
  * the one the daemon logged (engine_cycle_fail()), or the first sink
- * error of the cycle.
+ * error of the cycle. Only the lease holder writes it: a replica that
+ * lost the lease meanwhile would overwrite the new holder's outcome, and
+ * a run that takes no lease (a dry run) writes nothing to Redis.
  */
 void observe_poll_outcome(source_rt_t *s, int ok)
 {
     engine_t *e = s->e;
     char why[sizeof(s->why)], err[256];
 
+    if (!s->lease.held) {
+        s->why[0] = '\0';
+        return;
+    }
     if (ok)
         why[0] = '\0';
     else if (s->why[0])
