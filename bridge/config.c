@@ -573,11 +573,11 @@ static const sink_type_t *load_module(conf_sink_t *sk, const cJSON *obj, const c
         return NULL;
     }
     t = m->type;
-    if (t == NULL || t->name == NULL || !t->options || !t->create || !t->submit ||
-        (!t->poll && !(t->flags & SINK_F_LOOP)) || !t->flush || !t->destroy) {
+    if (t == NULL || t->name == NULL || !t->options || !t->init || !t->submit || !t->flush ||
+        !t->exit) {
         sink_errors_add(errs, sub,
-                        "%s exports an incomplete sink type (name, options, create, submit, "
-                        "flush and destroy are required, and poll unless it sets SINK_F_LOOP)",
+                        "%s exports an incomplete sink type (name, options, init, submit, "
+                        "flush and exit are required)",
                         file);
         return NULL;
     }

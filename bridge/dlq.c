@@ -157,7 +157,7 @@ static void replay_batch(replay_ctx_t *rp)
         }
         record_free(&r);
     }
-    (void)t->flush(rp->ctx, DLQ_BATCH_WAIT_MS);
+    (void)t->flush(rp->ctx, sink_deadline_in(DLQ_BATCH_WAIT_MS));
     for (size_t i = 0; i < rp->nbatch; i++) {
         pending_letter_t *p = &rp->batch[i];
 
@@ -224,7 +224,7 @@ static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
                         .redis_prefix = conf->redis_prefix,
                         .loop = loop_sink_api(loop)};
     rp.batch = calloc(DLQ_BATCH, sizeof(pending_letter_t));
-    rp.ctx = rp.batch ? cs->type->create(cs->cfg, &host, err, sizeof(err)) : NULL;
+    rp.ctx = rp.batch ? cs->type->init(cs->cfg, &host, err, sizeof(err)) : NULL;
     if (rp.ctx == NULL) {
         fprintf(stderr, "sink %s: %s\n", cs->name, rp.batch ? err : "out of memory");
         free(rp.batch);
@@ -237,7 +237,7 @@ static int replay_sink(const conf_t *conf, store_t *st, const conf_sink_t *cs)
     }
     if (rp.nbatch > 0)
         replay_batch(&rp);
-    cs->type->destroy(rp.ctx);
+    cs->type->exit(rp.ctx);
     loop_free(loop);
     free(rp.batch);
     if (rp.gone) {

@@ -21,7 +21,7 @@
  * that the events of a bridge killed mid-attempt come back soon.
  */
 #define OUTBOX_LEASE_MARGIN_S 5
-/* Claims per turn; the sink's room() usually caps it lower. */
+/* Claims per turn; the sink's capacity() usually caps it lower. */
 #define OUTBOX_CLAIM_BATCH 100
 /* How often an idle worker looks for due events (retries come due by time). */
 #define OUTBOX_IDLE_CLAIM_S 0.5
@@ -529,9 +529,9 @@ double outbox_turn(outbox_t *ob, bool stopping)
     if (stopping || ob->claiming || now < ob->next_claim)
         return stopping || ob->claiming ? OUTBOX_IDLE_CLAIM_S : ob->next_claim - now;
 
-    room = ob->disabled     ? OUTBOX_CLAIM_BATCH
-           : ob->type->room ? ob->type->room(ob->ctx)
-                            : OUTBOX_CLAIM_BATCH;
+    room = ob->disabled         ? OUTBOX_CLAIM_BATCH
+           : ob->type->capacity ? ob->type->capacity(ob->ctx)
+                                : OUTBOX_CLAIM_BATCH;
     if (room > OUTBOX_CLAIM_BATCH)
         room = OUTBOX_CLAIM_BATCH;
     if (room == 0) /* a settled attempt frees a slot, and calls settled() */

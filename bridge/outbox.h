@@ -14,7 +14,8 @@
  * it.
  *
  * Runs on the engine's loop thread and shares its store; the sink resolves
- * the attempts from its loop callbacks (or its poll(), driven by the engine).
+ * the attempts from its loop callbacks (or its flush(), driven by the
+ * engine when the sink is not on the loop).
  * Every Redis call is asynchronous (the store's *_async calls): a claim is
  * answered from the loop, and the outcomes of the attempts that settled
  * since the last turn go to Redis in one transaction at the next turn, so
@@ -49,8 +50,8 @@ typedef struct outbox_options {
     store_t *store;            /* borrowed; used on the caller's thread only */
     /*
      * Optional: called with opaque on the loop's thread when the worker
-     * wants a turn soon: an attempt settled (the sink has room for another
-     * claim, and its outcome is to be written), a claim or a settle
+     * wants a turn soon: an attempt settled (the sink has capacity for
+     * another claim, and its outcome is to be written), a claim or a settle
      * transaction was answered.
      */
     void (*settled)(void *opaque);

@@ -6,16 +6,16 @@
  * (tail -F, log shippers) never see two events interleaved. How durable an
  * acknowledged event is depends on fsync:
  *   always    a ticket resolves only after an fsync that covers its line:
- *             submit() writes, the next poll()/flush() fsyncs once for every
+ *             submit() writes, the next tick or flush() fsyncs once for every
  *             line written since and resolves them all (group commit);
- *   interval  a ticket resolves once the kernel has the line; poll() fsyncs
+ *   interval  a ticket resolves once the kernel has the line; the tick fsyncs
  *             at most once per FILE_SYNC_INTERVAL_MS, so a machine crash may
  *             lose the last second (a process crash loses nothing);
  *   never     a ticket resolves once the kernel has the line; the kernel
  *             writes it back when it wants.
  * A failed write resolves RETRY and leaves no partial line behind (the file
  * is cut back to where the line began); the file is then reopened by path
- * by the next submit() or poll(). poll() also notices, within
+ * by the next submit() or tick. The tick also notices, within
  * FILE_CHECK_MS, a file moved or deleted by someone else, and starts a new
  * one instead of writing on to it.
  *
@@ -24,13 +24,16 @@
  * becomes path.(k+1) for k = keep-1 .. 1 (the oldest, path.keep, is
  * overwritten), path becomes path.1, and a new path is created.
  *
- * On the bridge's loop, one timer does poll()'s work when it is due: the
+ * The tick is the periodic work, done by one timer on the bridge's loop when it is due: the
  * group fsync of fsync=always right after the submits of a loop turn, the
  * fsync of fsync=interval FILE_SYNC_INTERVAL_MS after the last one, the
- * path check every FILE_CHECK_MS. Without a loop the caller polls.
+ * path check every FILE_CHECK_MS. Without a loop, every flush() does it.
+ * flush() also fsyncs at once whatever the mode asks (except never).
  *
- * Everything runs on the main loop thread; only what pending() and ready()
- * read, which the admin thread may call, is atomic.
+ * Everything runs on the main loop thread, ready() included.
+ *
+ * probe() (check --connect) only asks whether the directory lets us create
+ * and write files (access(2) with W_OK and X_OK): it creates nothing.
  */
 #include "clock.h"
 #include "sink.h"
@@ -38,7 +41,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,11 +65,11 @@
 /*
  * fsync=always: lines written and waiting for their fsync. Past the bound,
  * submit() fsyncs before writing more, so the batch stays bounded even when
- * the caller submits a whole cycle before polling.
+ * the caller submits a whole cycle before flushing.
  */
 #define FILE_WAITING_MAX 10000
 /*
- * How often poll() looks at the path: it reopens a file closed by a failure
+ * How often the tick looks at the path: it reopens a file closed by a failure
  * (so that ready() recovers without waiting for an event), and notices a
  * file moved or deleted by someone else (so that lines stop going to it).
  */
@@ -92,12 +94,12 @@ typedef struct file_sink {
     fsync_mode_t fsync;
     unsigned long long rotate_bytes;
     int keep;
-    int fd;                  /* -1: closed, opened again by submit() or poll() */
+    int fd;                  /* -1: closed, opened again by submit() or the tick */
     unsigned long long size; /* of the open file */
     bool dirty;              /* lines written since the last fsync */
     bool dir_dirty;          /* an entry of dir changed since its last fsync */
     int64_t last_sync_ms;
-    int64_t check_ms; /* poll()'s next look at the path */
+    int64_t check_ms; /* the tick's next look at the path */
     dev_t dev;        /* the identity of the open file */
     ino_t ino;
     int64_t rotate_retry_ms;
@@ -105,10 +107,9 @@ typedef struct file_sink {
     size_t cap;
     sink_ticket_t **waiting; /* fsync=always: written, waiting for the fsync */
     size_t nwaiting;
-    atomic_size_t pending;   /* = nwaiting, readable from any thread */
-    atomic_int healthy;      /* the last open, write and fsync succeeded */
-    const sink_loop_t *loop; /* NULL: the caller polls */
-    sink_timer_t *tick;      /* on the loop: poll()'s work, when due */
+    int healthy;             /* the last open, write and fsync succeeded */
+    const sink_loop_t *loop; /* NULL: the caller flushes */
+    sink_timer_t *tick;      /* on the loop: the tick's work, when due */
     int64_t tick_at;         /* when tick fires (monotonic ms), INT64_MAX when disarmed */
 } file_sink_t;
 
@@ -190,14 +191,14 @@ static int file_open(file_sink_t *ctx, char *msg, size_t size)
 
         snprintf(msg, size, "file %s: open: %s%s", ctx->path, strerror(e),
                  e == ENOENT ? " (does the directory exist?)" : "");
-        atomic_store(&ctx->healthy, 0);
+        ctx->healthy = 0;
         return -1;
     }
     /* Truncating a partial line and rotating only make sense for a file. */
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         snprintf(msg, size, "file %s: not a regular file", ctx->path);
         close(fd);
-        atomic_store(&ctx->healthy, 0);
+        ctx->healthy = 0;
         return -1;
     }
     ctx->fd = fd;
@@ -207,7 +208,7 @@ static int file_open(file_sink_t *ctx, char *msg, size_t size)
     /* The file may be new: its directory entry is durable only once the
      * directory is synced too. */
     ctx->dir_dirty = true;
-    atomic_store(&ctx->healthy, 1);
+    ctx->healthy = 1;
     return 0;
 }
 
@@ -240,12 +241,12 @@ static int sync_file(file_sink_t *ctx, char *msg, size_t size)
     if (ctx->fd >= 0 && ctx->dirty && fsync(ctx->fd) != 0) {
         snprintf(msg, size, "file %s: fsync: %s", ctx->path, strerror(errno));
         file_close(ctx);
-        atomic_store(&ctx->healthy, 0);
+        ctx->healthy = 0;
         return -1;
     }
     ctx->dirty = false;
     if (ctx->dir_dirty && sync_dir(ctx, msg, size) != 0) {
-        atomic_store(&ctx->healthy, 0);
+        ctx->healthy = 0;
         return -1;
     }
     return 0;
@@ -268,7 +269,6 @@ static void sync_waiting(file_sink_t *ctx)
     if (rc != 0)
         sink_log(SINK_LOG_WARN, ctx->name, "%s; %zu events given back", msg, n);
     ctx->nwaiting = 0;
-    atomic_store(&ctx->pending, 0);
     for (size_t i = 0; i < n; i++)
         sink_ticket_done(ctx->waiting[i], rc == 0 ? SINK_OK : SINK_ERR_RETRY, rc == 0 ? NULL : msg);
 }
@@ -416,7 +416,7 @@ static void drop_file(file_sink_t *ctx)
 {
     sync_waiting(ctx);
     file_close(ctx);
-    atomic_store(&ctx->healthy, 0);
+    ctx->healthy = 0;
 }
 
 /* On the loop: the tick fires by when_ms, or sooner as it was. */
@@ -439,14 +439,14 @@ static void sync_due(file_sink_t *ctx)
         tick_due(ctx, ctx->last_sync_ms + FILE_SYNC_INTERVAL_MS);
 }
 
-static void file_poll(void *vctx, int timeout_ms);
+static void tick_work(file_sink_t *ctx);
 
 static void on_tick(void *opaque)
 {
     file_sink_t *ctx = opaque;
 
     ctx->tick_at = INT64_MAX;
-    file_poll(ctx, 0);
+    tick_work(ctx);
     tick_due(ctx, ctx->check_ms);
     sync_due(ctx);
 }
@@ -479,14 +479,13 @@ static sink_result_t file_submit(void *vctx, const sink_event_t *ev, sink_ticket
     }
     ctx->size += n;
     ctx->dirty = true;
-    atomic_store(&ctx->healthy, 1);
+    ctx->healthy = 1;
     if (ctx->fsync != FSYNC_ALWAYS) {
         sync_due(ctx);
         sink_ticket_done(ticket, SINK_OK, NULL);
         return SINK_OK;
     }
     ctx->waiting[ctx->nwaiting++] = ticket;
-    atomic_fetch_add(&ctx->pending, 1);
     sync_due(ctx);
     return SINK_OK;
 }
@@ -521,12 +520,9 @@ static void check_path(file_sink_t *ctx)
         sink_log(SINK_LOG_DEBUG, ctx->name, "%s", msg);
 }
 
-/* Nothing to wait for: the fsyncs and the path checks are what poll() is for. */
-static void file_poll(void *vctx, int timeout_ms)
+/* The periodic work: the path check when due, and the fsyncs the mode asks for. */
+static void tick_work(file_sink_t *ctx)
 {
-    file_sink_t *ctx = vctx;
-
-    (void)timeout_ms;
     if (clock_mono_ms() >= ctx->check_ms) {
         ctx->check_ms = clock_mono_ms() + FILE_CHECK_MS;
         check_path(ctx);
@@ -538,39 +534,67 @@ static void file_poll(void *vctx, int timeout_ms)
         sync_now(ctx);
 }
 
-static size_t file_pending(void *vctx)
-{
-    return atomic_load(&((file_sink_t *)vctx)->pending);
-}
-
-/* May run on any thread. */
 static int file_ready(void *vctx)
 {
-    return atomic_load(&((file_sink_t *)vctx)->healthy);
+    return ((file_sink_t *)vctx)->healthy;
 }
 
-/* Makes everything written durable (unless never), at once: an fsync does
- * not wait for anything else. */
-static int file_flush(void *vctx, int timeout_ms)
+/* The tick's work, then everything written made durable (unless never), at
+ * once: an fsync waits for nothing else, so the deadline is never needed. */
+static size_t file_flush(void *vctx, int64_t deadline_ms)
 {
     file_sink_t *ctx = vctx;
 
-    (void)timeout_ms;
+    (void)deadline_ms;
+    tick_work(ctx);
     if (ctx->fsync != FSYNC_NEVER)
         sync_now(ctx);
-    return atomic_load(&ctx->pending) == 0 ? 0 : -1;
+    return ctx->nwaiting;
+}
+
+/*
+ * The directory must let us create and write the file (and the file, when
+ * it exists, be writable): what open() at init() needs, asked without
+ * creating anything. Answers at once; the deadline is never needed.
+ */
+static int file_probe(const sink_config_t *cfg, const sink_host_t *host, int64_t deadline_ms,
+                      char *msg, size_t msglen)
+{
+    const char *path = sink_config_get(cfg, "path")->s;
+    char *dir = dir_of(path);
+    struct stat sb;
+    int rc = -1;
+
+    (void)host;
+    (void)deadline_ms;
+    if (!dir)
+        snprintf(msg, msglen, "out of memory");
+    else if (stat(dir, &sb) != 0)
+        snprintf(msg, msglen, "directory %s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(sb.st_mode))
+        snprintf(msg, msglen, "%s is not a directory", dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        snprintf(msg, msglen, "directory %s is not writable: %s", dir, strerror(errno));
+    else if (stat(path, &sb) == 0 && (S_ISDIR(sb.st_mode) || access(path, W_OK) != 0))
+        snprintf(msg, msglen, "%s exists and is not a writable file", path);
+    else {
+        snprintf(msg, msglen, "directory %s is writable", dir);
+        rc = 0;
+    }
+    free(dir);
+    return rc;
 }
 
 /* ---- instance ---- */
 
-static void file_destroy(void *vctx)
+static void file_exit(void *vctx)
 {
     file_sink_t *ctx = vctx;
 
     if (!ctx)
         return;
     if (ctx->waiting)
-        file_flush(ctx, 0);
+        file_flush(ctx, 0); /* resolves every waiting ticket, OK or RETRY */
     if (ctx->loop)
         ctx->loop->timer_free(ctx->tick);
     file_close(ctx);
@@ -582,8 +606,7 @@ static void file_destroy(void *vctx)
     free(ctx);
 }
 
-static void *file_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
-                         size_t errlen)
+static void *file_init(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen)
 {
     const char *path = sink_config_get(cfg, "path")->s;
     file_sink_t *ctx = calloc(1, sizeof(*ctx));
@@ -621,7 +644,7 @@ static void *file_create(const sink_config_t *cfg, const sink_host_t *host, char
     return ctx;
 
 fail:
-    file_destroy(ctx);
+    file_exit(ctx);
     return NULL;
 }
 
@@ -630,11 +653,10 @@ const sink_type_t sink_file_type = {
     .flags = SINK_F_LOOP,
     .desc = "one event per line appended to a local file (JSON Lines), rotated by size",
     .options = file_options,
-    .create = file_create,
+    .init = file_init,
     .submit = file_submit,
-    .poll = file_poll,
-    .pending = file_pending,
-    .ready = file_ready,
     .flush = file_flush,
-    .destroy = file_destroy,
+    .exit = file_exit,
+    .ready = file_ready,
+    .probe = file_probe,
 };

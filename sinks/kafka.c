@@ -9,11 +9,10 @@
  * when the main queue gets an event (rd_kafka_queue_io_event_enable), and
  * the watch serves the queue with rd_kafka_poll(rk, 0): a delivery report
  * is handled as it arrives, and nothing wakes up while nothing happens.
- * Only what ready() and pending() read, which the admin thread may call for
- * /readyz and /metrics, is atomic.
+ * The core calls ready() on that thread too, so nothing here is atomic.
  *
  * A ticket travels as the message opaque and is resolved exactly once: by
- * the delivery report, or by the purge in destroy() for what never got one.
+ * the delivery report, or by the purge in exit() for what never got one.
  * The sink counts the messages between a successful produce and their report
  * itself (pending), because rd_kafka_outq_len() also counts requests and
  * queued callbacks.
@@ -23,7 +22,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,16 +64,16 @@
 /* Numeric properties written as integers up to this; beyond, as %.17g (exact below 2^53). */
 #define KAFKA_PROPERTY_INT_MAX 1000000000000000LL
 /*
- * destroy(): grace time for in-flight deliveries before purging them. Short:
+ * exit(): grace time for in-flight deliveries before purging them. Short:
  * the core calls flush() with its own bound (the shutdown grace) first, and
  * a second long wait here would overrun that grace.
  */
 #define KAFKA_DESTROY_FLUSH_MS 500
-/* destroy(): time to serve the delivery reports of purged messages. */
+/* exit(): time to serve the delivery reports of purged messages. */
 #define KAFKA_PURGE_SERVE_MS 500
-/* While the brokers are down and the sink idle: how often poll() asks for metadata. */
+/* While the brokers are down and the sink idle: how often flush() asks for metadata. */
 #define KAFKA_PROBE_INTERVAL_MS 5000
-/* ... and for how long at most (also bounded by poll()'s timeout). */
+/* ... and for how long at most (also bounded by flush()'s deadline). */
 #define KAFKA_PROBE_TIMEOUT_MS 1000
 /* librdkafka property values and error strings we handle. */
 #define KAFKA_STR_MAX 512
@@ -111,10 +111,10 @@ typedef struct kafka_sink {
     kafka_topic_t cache[KAFKA_TOPIC_CACHE_MAX];
     size_t ncache;
     kafka_route_t last[KIND_COUNT];
-    atomic_size_t pending;
+    size_t pending; /* produced, no delivery report yet */
     int64_t last_probe_ms;
-    atomic_int seen_cluster; /* metadata arrived or a delivery succeeded */
-    atomic_int down;         /* all brokers down or a delivery timed out */
+    int seen_cluster; /* metadata arrived or a delivery succeeded */
+    int down;         /* all brokers down or a delivery timed out */
     /* On the bridge's loop: the main queue's wake-up pipe and its watch. */
     const sink_loop_t *loop;
     int wake[2];
@@ -471,12 +471,12 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
     sink_ticket_t *ticket = msg->_private;
     char fatal[KAFKA_STR_MAX];
 
-    atomic_fetch_sub(&ctx->pending, 1);
+    ctx->pending--;
     if (!ticket)
         return;
     if (!msg->err) {
-        atomic_store(&ctx->seen_cluster, 1);
-        atomic_store(&ctx->down, 0);
+        ctx->seen_cluster = 1;
+        ctx->down = 0;
         sink_ticket_done(ticket, SINK_OK, NULL);
         return;
     }
@@ -491,7 +491,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
         return;
     }
     if (msg->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
-        atomic_store(&ctx->down, 1);
+        ctx->down = 1;
     sink_log(SINK_LOG_DEBUG, ctx->name, "delivery to %s failed: %s", rd_kafka_topic_name(msg->rkt),
              rd_kafka_err2str(msg->err));
     sink_ticket_done(ticket, SINK_ERR_RETRY, rd_kafka_err2str(msg->err));
@@ -510,7 +510,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-        atomic_store(&ctx->down, 1);
+        ctx->down = 1;
     sink_log(SINK_LOG_WARN, ctx->name, "%s: %s", rd_kafka_err2name(err), reason);
 }
 
@@ -580,7 +580,7 @@ static int watch_main_queue(kafka_sink_t *ctx, const sink_loop_t *loop, char *er
     return 0;
 }
 
-static void kafka_destroy(void *vctx)
+static void kafka_exit(void *vctx)
 {
     kafka_sink_t *ctx = vctx;
 
@@ -590,18 +590,18 @@ static void kafka_destroy(void *vctx)
         ctx->loop->watch_free(ctx->watch); /* rd_kafka_flush() serves from here on */
     if (ctx->rk) {
         rd_kafka_flush(ctx->rk, KAFKA_DESTROY_FLUSH_MS);
-        if (atomic_load(&ctx->pending) > 0) {
+        if (ctx->pending > 0) {
             /* Resolve what is left (as RETRY, through the delivery reports of
              * the purge) rather than leave the core's tickets dangling. */
             sink_log(SINK_LOG_WARN, ctx->name,
-                     "%zu events not acknowledged within %d ms, giving them back",
-                     atomic_load(&ctx->pending), KAFKA_DESTROY_FLUSH_MS);
+                     "%zu events not acknowledged within %d ms, giving them back", ctx->pending,
+                     KAFKA_DESTROY_FLUSH_MS);
             rd_kafka_purge(ctx->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_flush(ctx->rk, KAFKA_PURGE_SERVE_MS);
         }
-        if (atomic_load(&ctx->pending) > 0)
+        if (ctx->pending > 0)
             sink_log(SINK_LOG_ERROR, ctx->name, "%zu events left without a delivery report",
-                     atomic_load(&ctx->pending));
+                     ctx->pending);
         if (rd_kafka_outq_len(ctx->rk) > 0)
             sink_log(SINK_LOG_WARN, ctx->name, "%d requests still queued at shutdown",
                      rd_kafka_outq_len(ctx->rk));
@@ -622,8 +622,7 @@ static void kafka_destroy(void *vctx)
     free(ctx);
 }
 
-static void *kafka_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
-                          size_t errlen)
+static void *kafka_init(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen)
 {
     const cJSON *topics = sink_config_get(cfg, "topics")->json;
     const cJSON *props = sink_config_get(cfg, "properties")->json;
@@ -679,7 +678,7 @@ static void *kafka_create(const sink_config_t *cfg, const sink_host_t *host, cha
 fail:
     if (kconf)
         rd_kafka_conf_destroy(kconf);
-    kafka_destroy(ctx);
+    kafka_exit(ctx);
     free(errs);
     return NULL;
 }
@@ -798,7 +797,7 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
         rd_kafka_topic_destroy(rkt);
 
     if (!err) {
-        atomic_fetch_add(&ctx->pending, 1);
+        ctx->pending++;
         return SINK_OK;
     }
     if (is_fatal)
@@ -807,67 +806,182 @@ static sink_result_t kafka_submit(void *vctx, const sink_event_t *ev, sink_ticke
 }
 
 /*
- * Without a loop only (the core never polls an instance on its loop).
- * Besides serving callbacks: after an outage with nothing to deliver, no
- * delivery report would ever tell that the brokers are back, so while the
- * sink is marked down and idle, poll() spends part of its budget on a
- * metadata request every KAFKA_PROBE_INTERVAL_MS.
+ * After an outage with nothing to deliver, no delivery report would ever
+ * tell that the brokers are back: while the sink is marked down and idle,
+ * flush() spends part of what is left before its deadline on a metadata
+ * request, every KAFKA_PROBE_INTERVAL_MS at most. Off the loop only in
+ * practice: the core flushes a sink on its loop at exit alone.
  */
-static void kafka_poll(void *vctx, int timeout_ms)
+static void reprobe(kafka_sink_t *ctx, int64_t deadline_ms)
 {
-    kafka_sink_t *ctx = vctx;
+    const struct rd_kafka_metadata *md = NULL;
+    int budget = sink_ms_left(deadline_ms);
 
-    if (atomic_load(&ctx->down) && atomic_load(&ctx->pending) == 0 && timeout_ms > 0 &&
-        clock_mono_ms() - ctx->last_probe_ms >= KAFKA_PROBE_INTERVAL_MS) {
-        const struct rd_kafka_metadata *md = NULL;
-        int64_t start = clock_mono_ms();
-        int budget = timeout_ms < KAFKA_PROBE_TIMEOUT_MS ? timeout_ms : KAFKA_PROBE_TIMEOUT_MS;
-
-        ctx->last_probe_ms = start;
-        if (rd_kafka_metadata(ctx->rk, 0, NULL, &md, budget) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            rd_kafka_metadata_destroy(md);
-            atomic_store(&ctx->down, 0);
-        }
-        timeout_ms -= (int)(clock_mono_ms() - start);
-        if (timeout_ms < 0)
-            timeout_ms = 0;
+    if (!ctx->down || budget == 0 || sink_now_ms() - ctx->last_probe_ms < KAFKA_PROBE_INTERVAL_MS)
+        return;
+    ctx->last_probe_ms = sink_now_ms();
+    if (budget > KAFKA_PROBE_TIMEOUT_MS)
+        budget = KAFKA_PROBE_TIMEOUT_MS;
+    if (rd_kafka_metadata(ctx->rk, 0, NULL, &md, budget) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_metadata_destroy(md);
+        ctx->down = 0;
     }
-    rd_kafka_poll(ctx->rk, timeout_ms);
-}
-
-static size_t kafka_pending(void *vctx)
-{
-    return atomic_load(&((kafka_sink_t *)vctx)->pending);
 }
 
 /*
  * Ready when the producer has no fatal error, the cluster has answered
  * (cached metadata, checked without blocking, or a delivery report) and
  * nothing since says it is gone (all brokers down, a delivery timed out);
- * a successful delivery or poll()'s probe clears that. May run on any thread.
+ * a successful delivery or flush()'s metadata request clears that.
  */
 static int kafka_ready(void *vctx)
 {
     kafka_sink_t *ctx = vctx;
     char fatal[KAFKA_STR_MAX];
 
-    if (rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)) || atomic_load(&ctx->down))
+    if (rd_kafka_fatal_error(ctx->rk, fatal, sizeof(fatal)) || ctx->down)
         return 0;
-    if (!atomic_load(&ctx->seen_cluster) && rd_kafka_controllerid(ctx->rk, 0) >= 0)
-        atomic_store(&ctx->seen_cluster, 1);
-    return atomic_load(&ctx->seen_cluster);
+    if (!ctx->seen_cluster && rd_kafka_controllerid(ctx->rk, 0) >= 0)
+        ctx->seen_cluster = 1;
+    return ctx->seen_cluster;
 }
 
-static int kafka_flush(void *vctx, int timeout_ms)
+static size_t kafka_flush(void *vctx, int64_t deadline_ms)
 {
     kafka_sink_t *ctx = vctx;
 
-    if (atomic_load(&ctx->pending) == 0) {
+    if (ctx->pending == 0) {
+        reprobe(ctx, deadline_ms);
         rd_kafka_poll(ctx->rk, 0);
         return 0;
     }
-    rd_kafka_flush(ctx->rk, timeout_ms);
-    return atomic_load(&ctx->pending) == 0 ? 0 : -1;
+    rd_kafka_flush(ctx->rk, sink_ms_left(deadline_ms));
+    return ctx->pending;
+}
+
+/* What probe()'s producer reports through error_cb, served by rd_kafka_poll(). */
+typedef struct kafka_probe_state {
+    char error[KAFKA_STR_MAX];
+} kafka_probe_state_t;
+
+static void probe_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_probe_state_t *st = opaque;
+
+    (void)rk;
+    snprintf(st->error, sizeof(st->error), "%s: %s", rd_kafka_err2name(err), reason);
+}
+
+/* Appends printf text to msg at *o, as far as it fits. */
+static void msg_add(char *msg, size_t msglen, size_t *o, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void msg_add(char *msg, size_t msglen, size_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+
+    if (*o >= msglen)
+        return;
+    va_start(ap, fmt);
+    w = vsnprintf(msg + *o, msglen - *o, fmt, ap);
+    va_end(ap);
+    *o = w < 0 ? msglen : *o + (size_t)w;
+}
+
+/*
+ * check --connect: a producer of its own (the sink's properties, so SASL
+ * and TLS are tried as configured) asks the cluster for the metadata of
+ * every topic, bounded by the deadline, and finds the sink's topics in it.
+ * All topics rather than ours by name: a metadata request naming a topic
+ * that does not exist creates it on a cluster that auto-creates topics
+ * (and on librdkafka's mock), and check --connect must change nothing.
+ * Nothing is produced; the producer is destroyed before returning.
+ */
+static int kafka_probe(const sink_config_t *cfg, const sink_host_t *host, int64_t deadline_ms,
+                       char *msg, size_t msglen)
+{
+    const cJSON *topics = sink_config_get(cfg, "topics")->json;
+    const cJSON *props = sink_config_get(cfg, "properties")->json;
+    sink_errors_t *errs = calloc(1, sizeof(*errs));
+    kafka_probe_state_t st = {{0}};
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_conf_t *kconf = NULL;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_resp_err_t err;
+    char names[KIND_COUNT][KAFKA_TOPIC_MAX + 1], errstr[KAFKA_STR_MAX];
+    size_t o = 0;
+    int rc = -1;
+
+    (void)host;
+    if (!errs) {
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
+    if (!(kconf = build_conf(props, "properties", errs)) ||
+        conf_set(kconf, "brokers", "bootstrap.servers", sink_config_get(cfg, "brokers")->s, errs) !=
+            0) {
+        sink_errors_join(errs, msg, msglen);
+        goto out;
+    }
+    rd_kafka_conf_set_opaque(kconf, &st);
+    rd_kafka_conf_set_error_cb(kconf, probe_error_cb);
+    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr)))) {
+        trim_right(errstr);
+        redact_text(errstr, sizeof(errstr), props);
+        snprintf(msg, msglen, "cannot create a producer: %s", errstr);
+        goto out;
+    }
+    kconf = NULL; /* owned by rk now */
+    err = rd_kafka_metadata(rk, 1, NULL, &md,
+                            sink_ms_left(deadline_ms) > 0 ? sink_ms_left(deadline_ms) : 1);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_poll(rk, 0); /* error_cb says why the brokers did not answer */
+        redact_text(st.error, sizeof(st.error), props);
+        snprintf(msg, msglen, "no metadata from %s: %s%s%s", sink_config_get(cfg, "brokers")->s,
+                 rd_kafka_err2str(err), st.error[0] ? "; last error " : "", st.error);
+        goto out;
+    }
+    msg_add(msg, msglen, &o, "%d broker%s", md->broker_cnt, md->broker_cnt == 1 ? "" : "s");
+    rc = 0;
+    for (int k = 0; k < KIND_COUNT; k++) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(topics, kind_names[k]);
+        const char *tmpl = cJSON_IsString(t) ? t->valuestring : default_topics[k];
+        const struct rd_kafka_metadata_topic *found = NULL;
+        bool seen = false;
+
+        if (strstr(tmpl, "{source}")) {
+            msg_add(msg, msglen, &o, ", topic %s: one per source, not checked", tmpl);
+            names[k][0] = '\0';
+            continue;
+        }
+        if (sink_expand_name(names[k], sizeof(names[k]), tmpl, "", kind_names[k]) < 0)
+            names[k][0] = '\0';
+        for (int j = 0; j < k && !seen; j++)
+            seen = strcmp(names[j], names[k]) == 0;
+        if (seen || !names[k][0])
+            continue;
+        for (int i = 0; i < md->topic_cnt && !found; i++) {
+            if (strcmp(md->topics[i].topic, names[k]) == 0)
+                found = &md->topics[i];
+        }
+        if (!found || found->err) {
+            msg_add(msg, msglen, &o, ", topic %s: %s", names[k],
+                    found ? rd_kafka_err2str(found->err) : "does not exist");
+            rc = -1;
+        } else {
+            msg_add(msg, msglen, &o, ", topic %s: %d partition%s", names[k], found->partition_cnt,
+                    found->partition_cnt == 1 ? "" : "s");
+        }
+    }
+out:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rk)
+        rd_kafka_destroy(rk);
+    if (kconf)
+        rd_kafka_conf_destroy(kconf);
+    free(errs);
+    return rc;
 }
 
 const sink_type_t sink_kafka_type = {
@@ -875,11 +989,10 @@ const sink_type_t sink_kafka_type = {
     .flags = SINK_F_LOOP,
     .desc = "an idempotent producer (acks=all), one topic per event type, key <source>/<session>",
     .options = kafka_options,
-    .create = kafka_create,
+    .init = kafka_init,
     .submit = kafka_submit,
-    .poll = kafka_poll,
-    .pending = kafka_pending,
-    .ready = kafka_ready,
     .flush = kafka_flush,
-    .destroy = kafka_destroy,
+    .exit = kafka_exit,
+    .ready = kafka_ready,
+    .probe = kafka_probe,
 };

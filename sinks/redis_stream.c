@@ -12,7 +12,7 @@
  * configured to make it (appendonly, replication).
  *
  * One blocking hiredis connection, used as a pipeline: submit() appends
- * the XADD to hiredis's output buffer and queues the ticket; poll() writes
+ * the XADD to hiredis's output buffer and queues the ticket; flush() writes
  * the buffer out and reads replies only when poll(2) says the socket is
  * ready, so it waits no longer than asked (a write of a large pipeline may
  * block up to the socket timeout). Replies come back in command order, so
@@ -27,16 +27,15 @@
  * writable while the buffer holds unsent commands, and one timer gives
  * everything back RS_REPLY_TIMEOUT_MS after the last progress.
  *
- * Everything runs on the main loop thread except pending() and ready(),
- * which the admin thread may call: they read atomics and the immutable
- * target only.
+ * Everything runs on the main loop thread, ready() included (its probe
+ * connection is one of its own). probe() (check --connect) runs on a
+ * thread of its own and PINGs with a connection of its own: no XADD.
  */
 #include "clock.h"
 #include "sink.h"
 
 #include <errno.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +60,8 @@
  * the tickets given back rather than hold the source's cycle forever.
  */
 #define RS_REPLY_TIMEOUT_MS 5000
-/* destroy(): grace time for outstanding replies. */
-#define RS_DESTROY_FLUSH_MS 5000
+/* exit(): grace time for outstanding replies. */
+#define RS_EXIT_FLUSH_MS 5000
 /* Longest source name the core accepts; {source} counts as this. */
 #define RS_SOURCE_MAX 64
 /* Longest event kind ("completed", "cancelled"); {type} counts as this. */
@@ -77,7 +76,7 @@ typedef struct rs_sink {
     char *name;
     char *stream;          /* template */
     char maxlen[24];       /* decimal; "" when not trimming */
-    redis_target_t target; /* immutable after create() */
+    redis_target_t target; /* immutable after init() */
     redisContext *c;       /* NULL while disconnected */
     bool unsent;           /* commands in hiredis's buffer not yet written */
     int64_t connect_after_ms;
@@ -85,9 +84,8 @@ typedef struct rs_sink {
     char connect_err[RS_MSG_MAX]; /* why the last connect failed */
     sink_ticket_t **fifo;         /* RS_PENDING_MAX slots, in command order */
     size_t head, count;
-    int64_t progress_ms;   /* the last reply, or when the fifo stopped being empty */
-    atomic_size_t pending; /* = count */
-    atomic_int connected;
+    int64_t progress_ms; /* the last reply, or when the fifo stopped being empty */
+    int connected;
     const sink_loop_t *loop; /* NULL: the caller polls */
     sink_watch_t *watch;     /* of c's socket, while connected on the loop */
     sink_timer_t *stall;     /* on the loop: the reply timeout */
@@ -159,7 +157,6 @@ static void fifo_push(rs_sink_t *ctx, sink_ticket_t *t)
         ctx->progress_ms = clock_mono_ms();
     ctx->fifo[(ctx->head + ctx->count) % RS_PENDING_MAX] = t;
     ctx->count++;
-    atomic_store(&ctx->pending, ctx->count);
 }
 
 static sink_ticket_t *fifo_pop(rs_sink_t *ctx)
@@ -168,7 +165,6 @@ static sink_ticket_t *fifo_pop(rs_sink_t *ctx)
 
     ctx->head = (ctx->head + 1) % RS_PENDING_MAX;
     ctx->count--;
-    atomic_store(&ctx->pending, ctx->count);
     return t;
 }
 
@@ -192,7 +188,7 @@ static void drop_connection(rs_sink_t *ctx, const char *what, const char *why)
         redisFree(ctx->c);
     ctx->c = NULL;
     ctx->unsent = false;
-    atomic_store(&ctx->connected, 0);
+    ctx->connected = 0;
     if (n > 0)
         sink_log(SINK_LOG_WARN, ctx->name, "%s; %zu events given back", msg, n);
     else
@@ -239,7 +235,7 @@ static int ensure_connected(rs_sink_t *ctx, char *msg, size_t size)
         return -1;
     }
     ctx->down_logged = false;
-    atomic_store(&ctx->connected, 1);
+    ctx->connected = 1;
     sink_log(SINK_LOG_INFO, ctx->name, "connected to redis %s", ctx->target.endpoint);
     return 0;
 }
@@ -441,7 +437,7 @@ static sink_result_t rs_submit(void *vctx, const sink_event_t *ev, sink_ticket_t
     char key[RS_KEY_MAX + 1], msg[RS_MSG_MAX];
 
     if (ctx->count == RS_PENDING_MAX)
-        return SINK_ERR_RETRY; /* the caller resolves it; poll() makes room */
+        return SINK_ERR_RETRY; /* the caller resolves it; flush() makes room */
     if (sink_expand_name(key, sizeof(key), ctx->stream, ev->source, ev->kind) < 0) {
         sink_log(SINK_LOG_ERROR, ctx->name, "event %s: stream name too long for source %s", ev->id,
                  ev->source);
@@ -461,43 +457,37 @@ static sink_result_t rs_submit(void *vctx, const sink_event_t *ev, sink_ticket_t
 }
 
 /*
- * Serves replies until at least one ticket resolved or timeout_ms passed,
- * and gives everything back when Redis stopped answering. While idle it
- * only checks whether the server closed the connection, so that ready()
- * tells the truth.
+ * Serves replies until every ticket resolved or the deadline came, and
+ * gives everything back when Redis stopped answering. While idle it only
+ * checks whether the server closed the connection, so that ready() tells
+ * the truth.
  */
-static void rs_poll(void *vctx, int timeout_ms)
+static size_t rs_flush(void *vctx, int64_t deadline_ms)
 {
     rs_sink_t *ctx = vctx;
-    int64_t deadline = clock_mono_ms() + timeout_ms;
 
     if (ctx->c && ctx->count == 0) {
         if (redis_idle_closed(ctx->c))
             drop_connection(ctx, "idle connection", "closed by the server");
-        return;
+        return 0;
     }
     while (ctx->c && ctx->count > 0) {
-        size_t resolved = serve_once(ctx, wait_budget(ctx, deadline));
-
+        serve_once(ctx, wait_budget(ctx, deadline_ms));
         check_stalled(ctx);
-        if (resolved > 0 || clock_mono_ms() >= deadline)
-            return;
+        if (clock_mono_ms() >= deadline_ms)
+            break;
     }
-}
-
-static size_t rs_pending(void *vctx)
-{
-    return atomic_load(&((rs_sink_t *)vctx)->pending);
+    return ctx->count;
 }
 
 /* Up, or a connection can be made now (a probe of its own: the delivery
- * connection belongs to the main loop thread). Any thread. */
+ * connection may be in the middle of a pipeline). */
 static int rs_ready(void *vctx)
 {
     rs_sink_t *ctx = vctx;
     redisContext *probe;
 
-    if (atomic_load(&ctx->connected))
+    if (ctx->connected)
         return 1;
     probe = redis_connect_target(&ctx->target, RS_PROBE_TIMEOUT_MS, NULL, 0);
     if (!probe)
@@ -506,25 +496,47 @@ static int rs_ready(void *vctx)
     return 1;
 }
 
-static int rs_flush(void *vctx, int timeout_ms)
+/* The sink's Redis (its url, else the bridge's) into *t; 0, or -1 with msg. */
+static int target_of(const sink_config_t *cfg, const sink_host_t *host, redis_target_t *t,
+                     char *msg, size_t msglen)
 {
-    rs_sink_t *ctx = vctx;
-    int64_t deadline = clock_mono_ms() + timeout_ms;
+    const char *own_url = sink_config_get(cfg, "url")->s;
+    const char *url = own_url ? own_url : host ? host->redis_url : NULL;
+    char why[RS_MSG_MAX];
 
-    while (ctx->c && ctx->count > 0 && clock_mono_ms() < deadline) {
-        serve_once(ctx, wait_budget(ctx, deadline));
-        check_stalled(ctx);
+    if (!url) {
+        snprintf(msg, msglen, "url: required when the bridge has no redis.url");
+        return -1;
     }
-    return ctx->count == 0 ? 0 : -1;
+    if (redis_url_parse(url, t, why, sizeof(why)) != 0) {
+        snprintf(msg, msglen, "%s: %s", own_url ? "url" : "redis.url", why);
+        return -1;
+    }
+    return 0;
 }
 
-static void rs_destroy(void *vctx)
+/* A PING on a connection of its own, within RS_CONNECT_TIMEOUT_MS and the deadline. */
+static int rs_probe(const sink_config_t *cfg, const sink_host_t *host, int64_t deadline_ms,
+                    char *msg, size_t msglen)
+{
+    redis_target_t t = {0};
+    int budget = sink_ms_left(deadline_ms), rc;
+
+    if (target_of(cfg, host, &t, msg, msglen) != 0)
+        return -1;
+    rc = redis_probe(&t, budget < RS_CONNECT_TIMEOUT_MS ? budget : RS_CONNECT_TIMEOUT_MS, msg,
+                     msglen);
+    redis_target_clear(&t);
+    return rc;
+}
+
+static void rs_exit(void *vctx)
 {
     rs_sink_t *ctx = vctx;
 
     if (!ctx)
         return;
-    if (ctx->count > 0 && rs_flush(ctx, RS_DESTROY_FLUSH_MS) != 0)
+    if (ctx->count > 0 && rs_flush(ctx, sink_deadline_in(RS_EXIT_FLUSH_MS)) > 0)
         drop_connection(ctx, "shutdown", "no reply in time"); /* gives the rest back */
     if (ctx->loop) {
         ctx->loop->watch_free(ctx->watch);
@@ -539,27 +551,17 @@ static void rs_destroy(void *vctx)
     free(ctx);
 }
 
-static void *rs_create(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen)
+static void *rs_init(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen)
 {
-    const char *own_url = sink_config_get(cfg, "url")->s;
     long long maxlen = sink_config_get(cfg, "maxlen")->i;
     rs_sink_t *ctx = calloc(1, sizeof(*ctx));
-    const char *url;
-    char why[RS_MSG_MAX];
 
     if (!ctx) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    url = own_url ? own_url : host ? host->redis_url : NULL;
-    if (!url) {
-        snprintf(err, errlen, "url: required when the bridge has no redis.url");
+    if (target_of(cfg, host, &ctx->target, err, errlen) != 0)
         goto fail;
-    }
-    if (redis_url_parse(url, &ctx->target, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "%s: %s", own_url ? "url" : "redis.url", why);
-        goto fail;
-    }
     if (maxlen > 0)
         snprintf(ctx->maxlen, sizeof(ctx->maxlen), "%lld", maxlen);
     ctx->name = strdup(host && host->name ? host->name : "redis_stream");
@@ -576,11 +578,11 @@ static void *rs_create(const sink_config_t *cfg, const sink_host_t *host, char *
         }
         ctx->loop = host->loop;
     }
-    /* No connection yet: create() must not block; the first submit() connects. */
+    /* No connection yet: init() must not block; the first submit() connects. */
     return ctx;
 
 fail:
-    rs_destroy(ctx);
+    rs_exit(ctx);
     return NULL;
 }
 
@@ -589,11 +591,10 @@ const sink_type_t sink_redis_stream_type = {
     .flags = SINK_F_LOOP,
     .desc = "every event appended to a Redis Stream (XADD), trimmed approximately",
     .options = rs_options,
-    .create = rs_create,
+    .init = rs_init,
     .submit = rs_submit,
-    .poll = rs_poll,
-    .pending = rs_pending,
-    .ready = rs_ready,
     .flush = rs_flush,
-    .destroy = rs_destroy,
+    .exit = rs_exit,
+    .ready = rs_ready,
+    .probe = rs_probe,
 };

@@ -13,8 +13,10 @@
 #define SINK_LOG_MSG_MAX 1024
 
 const sink_type_t *const sink_builtin_types[] = {
-    &sink_kafka_type, &sink_stdout_type,       &sink_webhook_type,
-    &sink_file_type,  &sink_redis_stream_type, NULL,
+#define SINK(name) &sink_##name##_type,
+#include "sink_list.h"
+#undef SINK
+    NULL,
 };
 
 const sink_type_t *sink_type_find(const char *name)

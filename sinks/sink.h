@@ -1,16 +1,18 @@
 /*
  * sinks: where lifecycle events go.
  *
- * A sink type is one struct of function pointers (sink_type_t). The core
- * creates an instance per configured sink, hands it encoded events with a
- * ticket each, and drives it from the main loop thread: a sink watches its
+ * A sink type is one struct of function pointers (sink_type_t), shaped
+ * like a Fluent Bit output plugin: init(), submit(), flush() with a
+ * deadline, exit(), and a few optional callbacks. The core makes an
+ * instance per configured sink, hands it encoded events with a ticket
+ * each, and drives it from the main loop thread: a sink watches its
  * sockets and arms its timers on the bridge's event loop (sink_loop_t), or,
- * if it does not, is served through poll(). The
- * sink resolves every ticket once (see sink_ticket_t for destroy()), with 0
- * when the event is durably accepted (Kafka: a successful delivery report
- * with acks=all) or an error.
- * The core commits a source's snapshot only when all tickets of its cycle
- * resolved with 0.
+ * if it does not, is served by the core calling flush() with a deadline
+ * already past now and then. The sink resolves its tickets (see
+ * sink_ticket_t for who resolves what at exit) with 0 when the event is
+ * durably accepted (Kafka: a successful delivery report with acks=all) or
+ * an error. The core commits a source's snapshot only when all tickets of
+ * its cycle resolved with 0.
  *
  * Sinks flagged SINK_F_OUTBOX (webhooks) are not called during the cycle:
  * their events are written to a durable outbox in Redis in the same
@@ -19,7 +21,7 @@
  * retry_schedule_s and moving what exhausts it to the dead-letter store.
  *
  * A sink type declares its keys in an option table (sink_option_t): the core
- * validates a sink's object against it and hands create() typed values. The
+ * validates a sink's object against it and hands init() typed values. The
  * configuration helpers below (sink_conf_*) remain for checks a table
  * cannot express (an option's check(), nested objects).
  *
@@ -33,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -45,7 +48,7 @@ typedef struct sink_errors sink_errors_t;
  * against in sink_module_t; the bridge refuses any other. Bump it on every
  * change to a struct or a signature below.
  */
-#define SINK_ABI_VERSION 3
+#define SINK_ABI_VERSION 4
 
 typedef enum sink_result {
     SINK_OK = 0,
@@ -71,15 +74,19 @@ typedef struct sink_event {
 /*
  * A delivery promise. The core owns it; the sink calls sink_ticket_done()
  * at most once per submitted event, on the main loop thread (inside
- * submit(), one of its loop callbacks, or a later poll()/flush()), and must
- * not touch it afterwards. Until destroy() it is exactly once: every ticket
- * a sink took resolves. In destroy(), a sink that is not SINK_F_OUTBOX
- * still resolves what is left (Kafka purges, redis_stream and file give
- * their tickets back as RETRY); an outbox sink (the webhook) abandons the
- * attempts in flight unresolved on purpose: the core never looks at those
- * tickets again, and their events, still claimed in the outbox, are
- * delivered again once the claim expires, rather than counted as a failed
- * attempt that never failed.
+ * submit(), one of its loop callbacks, or flush()), and must not touch it
+ * afterwards. Who resolves what:
+ *  - until exit(), the sink resolves every ticket it took, exactly once;
+ *  - in exit(), a sink that is not SINK_F_OUTBOX resolves what is left
+ *    (Kafka purges its queue, redis_stream and file give theirs back as
+ *    RETRY): the core's tickets never dangle, and a cycle whose events
+ *    were not acknowledged is not committed;
+ *  - in exit(), an outbox sink (the webhook) abandons its attempts in
+ *    flight unresolved, on purpose: their events are still claimed in the
+ *    outbox and are delivered again once the claim expires, instead of
+ *    being counted as a failed attempt that never failed. The outbox
+ *    worker, which owns those tickets, frees them after exit()
+ *    (outbox_free()); the sink must not call them from exit().
  */
 typedef struct sink_ticket sink_ticket_t;
 struct sink_ticket {
@@ -104,7 +111,8 @@ static inline void sink_ticket_done(sink_ticket_t *ticket, sink_result_t result,
  * The bridge's one event loop, as a sink sees it: file descriptors to
  * watch and timers to arm, every callback on the main loop thread. A sink
  * that uses it (SINK_F_LOOP) registers its sockets and deadlines in
- * create() and is never polled; the loop sleeps until one of them is due.
+ * init() and is never driven by the core's flush() calls between
+ * deliveries; the loop sleeps until one of them is due.
  * The table stays valid for the instance's whole life (unlike the strings
  * of sink_host_t); its members are called with loop as first argument.
  */
@@ -135,7 +143,8 @@ typedef struct sink_loop {
     void (*timer_free)(sink_timer_t *t);
     /*
      * Serves the loop until something happened or timeout_ms passed, for a
-     * flush() that must wait; never from inside a loop callback.
+     * flush() that must wait; never from inside a loop callback (the core
+     * calls flush() and exit() outside them).
      */
     void (*run)(void *loop, int timeout_ms);
 } sink_loop_t;
@@ -147,7 +156,10 @@ typedef struct sink_host {
     const char *name;         /* the sink's configured name */
     const char *redis_url;    /* the bridge's redis.url (for sinks that write to Redis) */
     const char *redis_prefix; /* the bridge's redis.prefix */
-    /* The event loop, valid until destroy(); NULL when the caller drives poll() itself. */
+    /*
+     * The event loop, valid until exit(); NULL when the caller drives the
+     * instance with flush() itself (tests, tools, probe()).
+     */
     const sink_loop_t *loop;
 } sink_host_t;
 
@@ -157,7 +169,7 @@ typedef struct sink_host {
  * A sink type declares its configuration keys in a table of sink_option_t,
  * ended by an entry whose key is NULL. The core validates a sink's object
  * against it (the JSON path of every problem, unknown keys refused with the
- * nearest known key suggested), fills in the defaults, and hands create() a
+ * nearest known key suggested), fills in the defaults, and hands init() a
  * sink_config_t holding one typed value per option. The same table prints
  * the documentation of `session-bridge sinks`. The common keys name, type,
  * events, sources (and a module's path) are the core's and belong in no
@@ -219,7 +231,7 @@ typedef struct sink_option {
 /*
  * An option's value in a sink_config_t: the configured one, else the
  * default. Everything points into the configuration and is valid while it
- * is (for create(): during the call).
+ * is (for init() and probe(): during the call).
  */
 typedef struct sink_value {
     bool set;          /* the key was in the sink's object */
@@ -240,13 +252,39 @@ const sink_value_t *sink_config_get(const sink_config_t *cfg, const char *key);
 /* sink_type_t.flags */
 #define SINK_F_OUTBOX 0x1u /* delivered through the durable outbox (see above) */
 /*
- * Given host->loop, the instance drives itself on it and the core never
- * calls its poll(). Without the flag (or without a loop) the core calls
- * poll(ctx, 0) now and then: a fallback for modules that do not use the
- * loop, which costs them a wake-up every few milliseconds while events are
- * pending.
+ * Given host->loop, the instance drives itself on it. Without the flag (or
+ * without a loop) the core calls flush() with a deadline already past every
+ * few milliseconds while the instance holds unresolved tickets: a fallback
+ * for modules that do not use the loop, which costs them those wake-ups.
  */
 #define SINK_F_LOOP 0x2u
+
+/*
+ * The time base of every deadline below: CLOCK_MONOTONIC, in milliseconds
+ * (immune to clock steps). A deadline is an absolute time on it.
+ */
+static inline int64_t sink_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The deadline budget_ms from now. */
+static inline int64_t sink_deadline_in(int64_t budget_ms)
+{
+    return sink_now_ms() + (budget_ms > 0 ? budget_ms : 0);
+}
+
+/*
+ * Milliseconds left until deadline_ms, clamped to [0, INT32_MAX]: the
+ * timeout to hand a library call that must keep the deadline.
+ */
+static inline int sink_ms_left(int64_t deadline_ms)
+{
+    int64_t left = deadline_ms - sink_now_ms();
+    return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
 
 typedef struct sink_type {
     const char *name; /* the config "type" */
@@ -254,63 +292,88 @@ typedef struct sink_type {
     const char *desc; /* one line, for `session-bridge sinks` */
     /* The sink's own keys, ended by a {0} entry (see sink_option_t). */
     const sink_option_t *options;
+
+    /* ---- required ---- */
+
     /*
-     * Optional: checks that span options (a value the table cannot judge
-     * alone), on a configuration that passed the table. path is the sink's
-     * JSON path ("sinks[1]") for messages. Appends problems to errs.
-     * Connects to nothing.
-     */
-    void (*check)(const sink_config_t *cfg, const char *path, sink_errors_t *errs);
-    /*
-     * Creates an instance from a configuration that passed the table and
+     * Makes an instance from a configuration that passed the table and
      * check(); NULL with a reason in err. May start background connections
-     * but must not block on them. The returned context belongs to the
-     * caller, who releases it with destroy(). cfg, host and their strings
-     * are valid during the call only: the instance copies what it keeps.
+     * but must not block on them. Main thread. The returned context
+     * belongs to the caller, who releases it with exit(). cfg, host and
+     * their strings are valid during the call only: the instance copies
+     * what it keeps.
      */
-    void *(*create)(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen);
+    void *(*init)(const sink_config_t *cfg, const sink_host_t *host, char *err, size_t errlen);
     /*
-     * Hands over one event. The sink copies what it needs from ev before
-     * returning. Returns SINK_OK when the ticket is now the sink's
-     * responsibility (resolved later or already), or an error when it did
-     * not take it (the ticket is then untouched and the caller resolves it).
+     * Hands over one event. Main loop thread. The sink copies what it
+     * needs from ev before returning. Returns SINK_OK when the ticket is
+     * now the sink's responsibility (resolved later or already), or an
+     * error when it did not take it (the ticket is then untouched and the
+     * caller resolves it).
      */
     sink_result_t (*submit)(void *ctx, const sink_event_t *ev, sink_ticket_t *ticket);
     /*
-     * Serves completions, waiting at most timeout_ms. Main loop thread.
-     * Optional with SINK_F_LOOP: called only when the instance has no loop.
+     * Serves completions until every ticket the sink holds resolved or
+     * deadline_ms (sink_now_ms()'s clock) came, and returns how many are
+     * still unresolved: 0 means everything handed over was resolved. A
+     * deadline already past serves what is ready without waiting (the
+     * core's fallback drive of a sink off the loop, and a cheap way for a
+     * tool to ask how many are left). A sink keeps the deadline: every
+     * wait inside is bounded by what is left of it. Main loop thread,
+     * never from inside a loop callback.
      */
-    void (*poll)(void *ctx, int timeout_ms);
+    size_t (*flush)(void *ctx, int64_t deadline_ms);
     /*
-     * Optional (NULL: none, as for a sink that resolves every ticket in
-     * submit()). Events handed over and not yet resolved. Any thread.
+     * Flushes within a bound of its own (short: the core flushed with its
+     * shutdown grace first), resolves or abandons what is left as
+     * sink_ticket_t says, and frees everything. Accepts NULL. Main thread,
+     * outside loop callbacks; the loop is still valid during the call.
      */
-    size_t (*pending)(void *ctx);
+    void (*exit)(void *ctx);
+
+    /* ---- optional ---- */
+
     /*
-     * Optional (NULL: always ready). 1 when the sink can take events now,
-     * 0 otherwise (for /readyz). Any thread.
+     * Checks that span options (a value the table cannot judge alone), on
+     * a configuration that passed the table. path is the sink's JSON path
+     * ("sinks[1]") for messages. Appends problems to errs. Connects to
+     * nothing. Main thread (configuration loading). NULL: none.
+     */
+    void (*check)(const sink_config_t *cfg, const char *path, sink_errors_t *errs);
+    /*
+     * 1 when the sink can take events now, 0 otherwise (for /readyz and
+     * the sink_ready gauge). Main loop thread, every few seconds; it may
+     * probe (redis_stream connects while disconnected). NULL: always
+     * ready. Not merged with capacity(): readiness is about the endpoint
+     * (a broker up, a file writable) and asked rarely, capacity about the
+     * sink's own slots and asked before every outbox claim, and no sink
+     * needs both.
      */
     int (*ready)(void *ctx);
     /*
-     * Waits up to timeout_ms for every pending ticket to resolve. Returns 0
-     * when none is left pending, -1 otherwise.
+     * How many more events the sink would start delivering right now
+     * (e.g. max_in_flight minus the requests in flight); the outbox
+     * worker claims no more than this. Main loop thread; cheap, no I/O.
+     * NULL: unbounded.
      */
-    int (*flush)(void *ctx, int timeout_ms);
-    /* Flushes within a bound and frees everything. Accepts NULL. */
-    void (*destroy)(void *ctx);
+    size_t (*capacity)(void *ctx);
     /*
-     * Optional (NULL: unbounded). How many more events the sink would start
-     * delivering right now (e.g. max_in_flight minus the requests in
-     * flight). The outbox worker claims no more than this.
+     * `session-bridge check --connect`: reaches the sink's endpoint
+     * without delivering anything (broker metadata, a TLS handshake, a
+     * PING, a directory's permissions) and writes one line for people
+     * into msg ("3 brokers, topic sessions: 6 partitions"; the reason when
+     * it fails), never a secret. Returns 0 when the endpoint is usable,
+     * -1 otherwise. Works from the configuration alone (no instance: init()
+     * may write, e.g. create a file), host->loop is NULL, and every wait
+     * ends by deadline_ms. Called on a thread of its own, at the same
+     * time as other sinks' probes: it shares nothing with them. NULL: the
+     * type cannot be probed (reported as skipped).
      */
-    size_t (*room)(void *ctx);
+    int (*probe)(const sink_config_t *cfg, const sink_host_t *host, int64_t deadline_ms, char *msg,
+                 size_t msglen);
 } sink_type_t;
 
-/* The optional entries through their defaults: nothing pending, always ready. */
-static inline size_t sink_pending(const sink_type_t *type, void *ctx)
-{
-    return type->pending ? type->pending(ctx) : 0;
-}
+/* The optional ready() through its default: always ready. */
 static inline int sink_ready(const sink_type_t *type, void *ctx)
 {
     return type->ready ? type->ready(ctx) : 1;
@@ -337,14 +400,17 @@ const cJSON *sink_config_json(const sink_config_t *cfg);
 
 /*
  * Shortcuts for tools and tests: sink_validate() is sink_config_parse()
- * with the common keys skipped, 0 or -1; sink_create() parses conf
- * (messages without a path prefix, joined into err) and creates the
- * instance with type->create().
+ * with the common keys skipped, 0 or -1; sink_init() parses conf
+ * (messages without a path prefix, joined into err) and makes the
+ * instance with type->init(); sink_probe() parses conf the same way and
+ * calls type->probe() (-1 with a message when the type has none).
  */
 int sink_validate(const sink_type_t *type, const cJSON *conf, const char *path,
                   sink_errors_t *errs);
-void *sink_create(const sink_type_t *type, const cJSON *conf, const sink_host_t *host, char *err,
-                  size_t errlen);
+void *sink_init(const sink_type_t *type, const cJSON *conf, const sink_host_t *host, char *err,
+                size_t errlen);
+int sink_probe(const sink_type_t *type, const cJSON *conf, const sink_host_t *host,
+               int64_t deadline_ms, char *msg, size_t msglen);
 
 /* The keys every sink has, which the core checks: name, type, events, sources. */
 extern const char *const sink_common_keys[];
@@ -352,11 +418,10 @@ extern const char *const sink_common_keys[];
 /* Prints the type's options (type, default, bounds, description) to out. */
 void sink_type_doc(const sink_type_t *type, FILE *out);
 
-extern const sink_type_t sink_kafka_type;
-extern const sink_type_t sink_stdout_type;
-extern const sink_type_t sink_webhook_type;
-extern const sink_type_t sink_file_type;
-extern const sink_type_t sink_redis_stream_type;
+/* The built-in types themselves, sink_<name>_type, one per line of sink_list.h. */
+#define SINK(name) extern const sink_type_t sink_##name##_type;
+#include "sink_list.h"
+#undef SINK
 
 /* ---- configuration helpers ---- */
 
@@ -382,7 +447,7 @@ struct sink_errors {
 const char *sink_conf_path(char *buf, size_t size, const char *path, const char *key);
 const char *sink_conf_path_index(char *buf, size_t size, const char *path, size_t index);
 
-/* Joins the collected messages with "; " into err (for create()'s reason). */
+/* Joins the collected messages with "; " into err (for init()'s reason). */
 void sink_errors_join(const sink_errors_t *errs, char *err, size_t errlen);
 
 /* Appends "<path>: <printf message>" ("<message>" when path is NULL or empty). */

@@ -476,25 +476,46 @@ int sink_validate(const sink_type_t *type, const cJSON *conf, const char *path, 
     return cfg ? 0 : -1;
 }
 
-void *sink_create(const sink_type_t *type, const cJSON *conf, const sink_host_t *host, char *err,
-                  size_t errlen)
+/* conf parsed as sink_init() and sink_probe() take it; NULL with the problems joined into err. */
+static sink_config_t *parse_for_call(const sink_type_t *type, const cJSON *conf, char *err,
+                                     size_t errlen)
 {
     sink_errors_t *errs = calloc(1, sizeof(*errs));
     sink_config_t *cfg;
-    void *ctx = NULL;
 
     if (!errs) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     cfg = sink_config_parse(type, conf, "", sink_common_keys, errs);
-    if (cfg)
-        ctx = type->create(cfg, host, err, errlen);
-    else
+    if (!cfg)
         sink_errors_join(errs, err, errlen);
-    sink_config_free(cfg);
     free(errs);
+    return cfg;
+}
+
+void *sink_init(const sink_type_t *type, const cJSON *conf, const sink_host_t *host, char *err,
+                size_t errlen)
+{
+    sink_config_t *cfg = parse_for_call(type, conf, err, errlen);
+    void *ctx = cfg ? type->init(cfg, host, err, errlen) : NULL;
+
+    sink_config_free(cfg);
     return ctx;
+}
+
+int sink_probe(const sink_type_t *type, const cJSON *conf, const sink_host_t *host,
+               int64_t deadline_ms, char *msg, size_t msglen)
+{
+    sink_config_t *cfg = parse_for_call(type, conf, msg, msglen);
+    int rc = -1;
+
+    if (cfg && !type->probe)
+        snprintf(msg, msglen, "the %s type has no probe", type->name);
+    else if (cfg)
+        rc = type->probe(cfg, host, deadline_ms, msg, msglen);
+    sink_config_free(cfg);
+    return rc;
 }
 
 /* ---- documentation ---- */

@@ -20,7 +20,7 @@ typedef struct stdout_sink {
     size_t cap;
 } stdout_sink_t;
 
-static void stdout_destroy(void *vctx)
+static void stdout_exit(void *vctx)
 {
     stdout_sink_t *ctx = vctx;
 
@@ -31,15 +31,15 @@ static void stdout_destroy(void *vctx)
     free(ctx);
 }
 
-static void *stdout_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
-                           size_t errlen)
+static void *stdout_init(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                         size_t errlen)
 {
     stdout_sink_t *ctx = calloc(1, sizeof(*ctx));
 
     (void)cfg;
     if (!ctx || !(ctx->name = strdup(host && host->name ? host->name : "stdout"))) {
         snprintf(err, errlen, "out of memory");
-        stdout_destroy(ctx);
+        stdout_exit(ctx);
         return NULL;
     }
     return ctx;
@@ -74,10 +74,21 @@ static sink_result_t stdout_submit(void *vctx, const sink_event_t *ev, sink_tick
     return SINK_OK;
 }
 
-static int stdout_flush(void *vctx, int timeout_ms)
+static size_t stdout_flush(void *vctx, int64_t deadline_ms)
 {
     (void)vctx;
-    (void)timeout_ms;
+    (void)deadline_ms;
+    return 0;
+}
+
+/* Nothing to reach: a write to stdout fails only once a reader is gone, and then per event. */
+static int stdout_probe(const sink_config_t *cfg, const sink_host_t *host, int64_t deadline_ms,
+                        char *msg, size_t msglen)
+{
+    (void)cfg;
+    (void)host;
+    (void)deadline_ms;
+    snprintf(msg, msglen, "standard output");
     return 0;
 }
 
@@ -86,8 +97,9 @@ const sink_type_t sink_stdout_type = {
     .flags = SINK_F_LOOP, /* every ticket resolves in submit(): nothing to drive */
     .desc = "one event per line on standard output (JSON Lines)",
     .options = (const sink_option_t[]){{0}},
-    .create = stdout_create,
+    .init = stdout_init,
     .submit = stdout_submit,
     .flush = stdout_flush,
-    .destroy = stdout_destroy,
+    .exit = stdout_exit,
+    .probe = stdout_probe,
 };

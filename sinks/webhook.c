@@ -17,21 +17,26 @@
  * submissions beyond the slots wait in a FIFO queue. On the bridge's loop
  * the multi handle is driven by socket and timer callbacks (multi_loop.h,
  * shared with the pollers' HTTP client), so an attempt completes as its
- * response arrives; without one, poll() drives it. Everything runs on the
- * main loop thread, inside submit(), the loop's callbacks, poll(), flush()
- * and destroy(); only the pending count, which the admin thread reads for
- * /metrics, is atomic.
+ * response arrives; without one, flush() drives it. Everything runs on the
+ * main loop thread, inside submit(), the loop's callbacks, flush() and
+ * exit().
+ *
+ * probe() (check --connect) opens a connection to the URL's origin and
+ * completes the TLS handshake, then closes it: no HTTP request at all.
+ * Not a HEAD or an OPTIONS: a receiver may route any request on its path
+ * to the handler that acts on events, log it as a failed delivery or
+ * count it against a rate limit, and a signed one would be a delivery;
+ * DNS, TCP and TLS (the certificate checked as for a delivery) are what
+ * fails in practice, and an empty connection is invisible to the handler.
  *
  * Logs and messages name the endpoint by its origin (scheme://host[:port])
  * only: a webhook URL's path or query often carries a token.
  */
-#include "clock.h"
 #include "multi_loop.h"
 #include "net.h"
 #include "sink.h"
 #include "webhook.h"
 
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,14 +102,13 @@ struct webhook_sink {
     size_t nkeys;
     long timeout_ms;
     CURLM *multi;     /* ml's when on the loop */
-    multi_loop_t *ml; /* on the bridge's loop; NULL when poll() drives multi */
+    multi_loop_t *ml; /* on the bridge's loop; NULL when flush() drives multi */
     const sink_loop_t *loop;
     webhook_slot_t *slots;
     size_t nslots; /* max_in_flight */
     size_t in_flight;
     webhook_delivery_t *queue_head, *queue_tail;
     size_t queued;
-    atomic_size_t pending; /* in_flight + queued, for other threads */
 };
 
 /* ---- signing and secrets (webhook.h) ---- */
@@ -319,11 +323,6 @@ static const sink_option_t webhook_options[] = {
 
 /* ---- requests ---- */
 
-static void update_pending(webhook_sink_t *ctx)
-{
-    atomic_store(&ctx->pending, ctx->in_flight + ctx->queued);
-}
-
 /* Event ids go into a header and into the signed "<id>.<ts>.<body>": no '.', no CR/LF. */
 static bool valid_id(const char *id)
 {
@@ -514,7 +513,6 @@ static int slot_start(webhook_sink_t *ctx, webhook_slot_t *slot, webhook_deliver
     slot->headers = headers;
     slot->delivery = d;
     ctx->in_flight++;
-    update_pending(ctx);
     sink_log(SINK_LOG_DEBUG, ctx->name, "event %s: POST %zu bytes to %s", d->id, d->body_len,
              ctx->origin);
     return 0;
@@ -530,7 +528,6 @@ static void slot_clear(webhook_sink_t *ctx, webhook_slot_t *slot)
     delivery_free(slot->delivery);
     slot->delivery = NULL;
     ctx->in_flight--;
-    update_pending(ctx);
 }
 
 static void enqueue(webhook_sink_t *ctx, webhook_delivery_t *d)
@@ -542,7 +539,6 @@ static void enqueue(webhook_sink_t *ctx, webhook_delivery_t *d)
         ctx->queue_head = d;
     ctx->queue_tail = d;
     ctx->queued++;
-    update_pending(ctx);
 }
 
 static webhook_delivery_t *dequeue(webhook_sink_t *ctx)
@@ -555,7 +551,6 @@ static webhook_delivery_t *dequeue(webhook_sink_t *ctx)
     if (!ctx->queue_head)
         ctx->queue_tail = NULL;
     ctx->queued--;
-    update_pending(ctx);
     return d;
 }
 
@@ -632,7 +627,7 @@ static void finish(webhook_sink_t *ctx, webhook_slot_t *slot, CURLcode cc)
     else
         sink_log(SINK_LOG_WARN, ctx->name, "event %s: %s", slot->delivery->id, msg);
     slot_clear(ctx, slot);
-    /* Refill the slot before done(), so that room() is right if done() asks. */
+    /* Refill the slot before done(), so that capacity() is right if done() asks. */
     start_queued(ctx);
     if (result == SINK_ERR_RETRY && retry_after_s >= 0)
         ticket->retry_after_s = retry_after_s;
@@ -665,15 +660,16 @@ static void perform(webhook_sink_t *ctx)
 
 /* ---- the sink interface ---- */
 
-static void webhook_destroy(void *vctx)
+static void webhook_exit(void *vctx)
 {
     webhook_sink_t *ctx = vctx;
     webhook_delivery_t *d;
 
     if (!ctx)
         return;
-    /* The tickets stay unresolved on purpose: their outbox claims expire and
-     * the worker delivers those events again. */
+    /* The tickets stay unresolved on purpose (sink.h, sink_ticket_t): their
+     * outbox claims expire and the worker, which frees them, delivers those
+     * events again. */
     if (ctx->in_flight + ctx->queued > 0)
         sink_log(SINK_LOG_WARN, ctx->name,
                  "%zu deliveries to %s abandoned at shutdown; the outbox delivers them again",
@@ -716,8 +712,8 @@ static int load_keys(webhook_sink_t *ctx, const sink_config_t *cfg, char *err, s
     return ctx->nkeys > 0 ? 0 : -1;
 }
 
-static void *webhook_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
-                            size_t errlen)
+static void *webhook_init(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                          size_t errlen)
 {
     const char *url = sink_config_get(cfg, "url")->s, *why;
     webhook_sink_t *ctx = calloc(1, sizeof(*ctx));
@@ -756,7 +752,7 @@ static void *webhook_create(const sink_config_t *cfg, const sink_host_t *host, c
     return ctx;
 
 fail:
-    webhook_destroy(ctx);
+    webhook_exit(ctx);
     return NULL;
 }
 
@@ -776,7 +772,7 @@ static sink_result_t webhook_submit(void *vctx, const sink_event_t *ev, sink_tic
     }
     if (!(d = delivery_new(ev, ticket)))
         return SINK_ERR_RETRY; /* ticket untouched: the caller resolves it */
-    /* The worker claims no more than room(); queueing covers a caller that does not. */
+    /* The worker claims no more than capacity(); queueing covers a caller that does not. */
     if (ctx->queue_head || !(slot = free_slot(ctx))) {
         enqueue(ctx, d);
         return SINK_OK;
@@ -796,10 +792,8 @@ static sink_result_t webhook_submit(void *vctx, const sink_event_t *ev, sink_tic
  * in flight and nothing finished yet. On the loop, it runs the loop that
  * long instead (never called from inside a loop callback).
  */
-static void webhook_poll(void *vctx, int timeout_ms)
+static void serve(webhook_sink_t *ctx, int timeout_ms)
 {
-    webhook_sink_t *ctx = vctx;
-
     start_queued(ctx);
     if (ctx->ml) {
         if (ctx->in_flight > 0)
@@ -816,32 +810,76 @@ static void webhook_poll(void *vctx, int timeout_ms)
     collect(ctx);
 }
 
-/* Any thread. */
-static size_t webhook_pending(void *vctx)
-{
-    return atomic_load(&((webhook_sink_t *)vctx)->pending);
-}
-
-static int webhook_flush(void *vctx, int timeout_ms)
+static size_t webhook_flush(void *vctx, int64_t deadline_ms)
 {
     webhook_sink_t *ctx = vctx;
-    int64_t deadline = clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    int64_t left;
 
     do {
-        left = deadline - clock_mono_ms();
-        webhook_poll(ctx, left > 0 ? (int)left : 0);
-    } while (atomic_load(&ctx->pending) > 0 && clock_mono_ms() < deadline);
-    return atomic_load(&ctx->pending) == 0 ? 0 : -1;
+        serve(ctx, sink_ms_left(deadline_ms));
+    } while (ctx->in_flight + ctx->queued > 0 && sink_now_ms() < deadline_ms);
+    return ctx->in_flight + ctx->queued;
 }
 
 /* How many more attempts would start now: free slots not already promised to the queue. */
-static size_t webhook_room(void *vctx)
+static size_t webhook_capacity(void *vctx)
 {
     const webhook_sink_t *ctx = vctx;
     size_t used = ctx->in_flight + ctx->queued;
 
     return used >= ctx->nslots ? 0 : ctx->nslots - used;
+}
+
+/*
+ * A connection to the origin and, for https, the TLS handshake with the
+ * certificate checked, then nothing: see the top of the file for why no
+ * request. Bounded by the attempt timeout and the deadline, whichever is
+ * first. On the caller's thread (a blocking transfer of its own).
+ */
+static int webhook_probe(const sink_config_t *cfg, const sink_host_t *host, int64_t deadline_ms,
+                         char *msg, size_t msglen)
+{
+    char origin[WEBHOOK_ORIGIN_MAX];
+    const char *why;
+    long timeout_ms = (long)sink_config_get(cfg, "timeout_s")->i * 1000L;
+    long left = sink_ms_left(deadline_ms);
+    curl_off_t connect_us = 0, tls_us = 0;
+    CURLcode cc;
+    CURL *h;
+
+    (void)host;
+    if (parse_url(sink_config_get(cfg, "url")->s, origin, sizeof(origin), &why) != 0) {
+        snprintf(msg, msglen, "url: %s", why);
+        return -1;
+    }
+    if (left < timeout_ms)
+        timeout_ms = left > 0 ? left : 1;
+    net_easy_options_t eo = {.timeout_ms = timeout_ms,
+                             .connect_timeout_ms = timeout_ms,
+                             .max_response = WEBHOOK_RESPONSE_MAX};
+    if (!(h = net_easy_new(&eo)) || curl_easy_setopt(h, CURLOPT_URL, origin) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L) != CURLE_OK) {
+        curl_easy_cleanup(h);
+        snprintf(msg, msglen, "cannot set up a libcurl handle");
+        return -1;
+    }
+    cc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect_us);
+    curl_easy_getinfo(h, CURLINFO_APPCONNECT_TIME_T, &tls_us);
+    curl_easy_cleanup(h);
+    if (cc != CURLE_OK) {
+        /* curl_easy_strerror(), not the error buffer: that one may quote the URL. */
+        snprintf(msg, msglen, "%s: %s", origin,
+                 cc == CURLE_OPERATION_TIMEDOUT ? "no connection within the timeout"
+                                                : curl_easy_strerror(cc));
+        return -1;
+    }
+    if (tls_us > 0)
+        snprintf(msg, msglen, "%s: connected and TLS handshake done in %lld ms (no request sent)",
+                 origin, (long long)(tls_us / 1000));
+    else
+        snprintf(msg, msglen, "%s: connected in %lld ms (no request sent)", origin,
+                 (long long)(connect_us / 1000));
+    return 0;
 }
 
 /* No .ready: an HTTP endpoint has no standing connection whose state could gate readiness. */
@@ -851,11 +889,10 @@ const sink_type_t sink_webhook_type = {
     .desc = "a signed POST per event (Standard Webhooks, CloudEvents structured mode), retried "
             "from the outbox",
     .options = webhook_options,
-    .create = webhook_create,
+    .init = webhook_init,
     .submit = webhook_submit,
-    .poll = webhook_poll,
-    .pending = webhook_pending,
     .flush = webhook_flush,
-    .destroy = webhook_destroy,
-    .room = webhook_room,
+    .exit = webhook_exit,
+    .capacity = webhook_capacity,
+    .probe = webhook_probe,
 };

@@ -397,3 +397,53 @@ fail:
     redisFree(c);
     return NULL;
 }
+
+/* Longest server version we quote ("7.0.15"; a fork may say more). */
+#define REDIS_VERSION_MAX 32
+
+int redis_probe(const redis_target_t *t, int timeout_ms, char *msg, size_t msglen)
+{
+    char version[REDIS_VERSION_MAX + 1] = "";
+    redisContext *c = redis_connect_target(t, timeout_ms > 0 ? timeout_ms : 1, msg, msglen);
+    redisReply *r;
+    int rc = -1;
+
+    if (c == NULL)
+        return -1;
+    r = redisCommand(c, "PING");
+    if (r == NULL || r->type != REDIS_REPLY_STATUS || strcmp(r->str, "PONG") != 0) {
+        char why[160];
+
+        if (r == NULL)
+            redis_describe_error(c, errno, timeout_ms, why, sizeof why);
+        else
+            snprintf(why, sizeof why, "unexpected reply");
+        snprintf(msg, msglen, "redis %s: PING: %s", t->endpoint,
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : why);
+        goto out;
+    }
+    freeReplyObject(r);
+    /* The version is a courtesy: a server that hides INFO (an ACL) still answered PING. */
+    r = redisCommand(c, "INFO server");
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        const char *v = strstr(r->str, "redis_version:");
+        size_t n = 0;
+
+        if (v != NULL) {
+            v += strlen("redis_version:");
+            while (n < REDIS_VERSION_MAX && v[n] && v[n] != '\r' && v[n] != '\n')
+                n++;
+            memcpy(version, v, n);
+            version[n] = '\0';
+        }
+    }
+    if (version[0])
+        snprintf(msg, msglen, "redis %s at %s", version, t->endpoint);
+    else
+        snprintf(msg, msglen, "redis at %s (PING answered, version not shown)", t->endpoint);
+    rc = 0;
+out:
+    freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}

@@ -79,6 +79,15 @@ void redis_describe_error(const redisContext *c, int saved_errno, int timeout_ms
  */
 bool redis_idle_closed(const redisContext *c);
 
+/*
+ * Connects to t within timeout_ms, PINGs, reads the server's version (INFO
+ * server), and closes: what check --connect and the redis_stream sink's
+ * probe say about a Redis, read-only. Writes "redis 7.0.15 at
+ * 127.0.0.1:6379" into msg and returns 0, or the reason ("redis <endpoint>:
+ * <step>: <reason>") and -1. Blocking, on the caller's thread.
+ */
+int redis_probe(const redis_target_t *t, int timeout_ms, char *msg, size_t msglen);
+
 /* Strict unsigned decimal as Redis replies and URLs hold it: no sign, no
  * spaces, no overflow. 0 or -1. */
 int redis_parse_u64(const char *s, size_t len, uint64_t *out);

@@ -17,9 +17,10 @@
  */
 #define ENGINE_DELIVERY_WINDOW 5000
 /*
- * How often a sink that does not use the loop (no SINK_F_LOOP: a module
- * written for poll()) is polled: while it holds events, and while idle
- * (where its poll() may notice a closed connection or a moved file).
+ * How often a sink that does not use the loop (no SINK_F_LOOP) is flushed
+ * with a deadline already past, which serves it without waiting: while it
+ * holds events, and while idle (where its flush() may notice a closed
+ * connection or a moved file).
  */
 #define ENGINE_POLL_BUSY_S 0.01
 #define ENGINE_POLL_IDLE_S 0.1
@@ -106,6 +107,7 @@ static void on_delivered(sink_ticket_t *t, sink_result_t result, const char *err
     delivery_t *d = (delivery_t *)t;
     source_rt_t *s = d->src;
     s->delivery.pending--;
+    d->sink->unresolved--;
     delivery_settle(d, result, errmsg);
     d->next = s->delivery.free_d;
     s->delivery.free_d = d;
@@ -164,8 +166,10 @@ static void deliver_more(source_rt_t *s)
             d->ticket.opaque = sk->conf->name;
             d->ticket.retry_after_s = -1;
             d->src = s;
+            d->sink = sk;
             d->event = s->delivery.next_event - 1;
             s->delivery.pending++;
+            sk->unresolved++;
             sink_result_t r = sk->conf->type->submit(sk->ctx, &se, &d->ticket);
             if (r != SINK_OK) /* not taken: resolve it ourselves */
                 on_delivered(&d->ticket, r, "the sink refused the event");
@@ -255,17 +259,15 @@ void deliver_on_outbox_settled(void *opaque)
         loop_timer_arm(sk->outbox_timer, 0);
 }
 
-/* A sink that does not use the loop: polled without waiting. */
+/* A sink that does not use the loop: flushed with a deadline already past, so without waiting. */
 void deliver_on_sink_poll(void *opaque)
 {
     engine_sink_t *sk = opaque;
-    const sink_type_t *t = sk->conf->type;
 
     if (sk->e->closing)
-        return; /* engine_free() flushes, destroys, and serves the loop for the releases */
-    t->poll(sk->ctx, 0);
-    loop_timer_arm(sk->poll_timer,
-                   sink_pending(t, sk->ctx) > 0 ? ENGINE_POLL_BUSY_S : ENGINE_POLL_IDLE_S);
+        return; /* engine_free() flushes, exits, and serves the loop for the releases */
+    size_t left = sk->conf->type->flush(sk->ctx, 0);
+    loop_timer_arm(sk->poll_timer, left > 0 ? ENGINE_POLL_BUSY_S : ENGINE_POLL_IDLE_S);
 }
 
 /* Events were handed over: the sinks that are polled are polled soon. */
@@ -273,7 +275,7 @@ static void sinks_poke(engine_t *e)
 {
     for (size_t k = 0; k < e->nsinks; k++) {
         engine_sink_t *sk = e->sinks[k];
-        if (sk->poll_timer && sink_pending(sk->conf->type, sk->ctx) > 0)
+        if (sk->poll_timer && (sk->unresolved > 0 || (sk->ob && outbox_in_flight(sk->ob) > 0)))
             loop_timer_arm(sk->poll_timer, 0);
     }
 }

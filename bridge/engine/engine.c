@@ -129,7 +129,7 @@ int engine_sink_start(engine_t *e, const conf_sink_t *cs, engine_conf_t *gen, ch
                         .redis_url = e->conf->redis_url,
                         .redis_prefix = e->conf->redis_prefix,
                         .loop = loop_sink_api(e->loop)};
-    sk->ctx = cs->type->create(cs->cfg, &host, kerr, sizeof(kerr));
+    sk->ctx = cs->type->init(cs->cfg, &host, kerr, sizeof(kerr));
     if (sk->ctx == NULL) {
         snprintf(err, errlen, "sink %s: %s", cs->name, kerr);
         goto fail;
@@ -165,27 +165,29 @@ fail:
 }
 
 /*
- * Stops sk: its outbox claims nothing more, the sink flushes within
- * flush_ms and its context is destroyed, then the outbox sends what settled
+ * Stops sk: its outbox claims nothing more, the sink flushes until
+ * deadline_ms (sink_now_ms()'s clock; 0: serves what is ready, no wait) and
+ * exits (its context freed), then the outbox sends what settled
  * (through the store, which still exists). sk itself stays: its outbox's
  * answers may still be in flight and name it (engine_sink_free() once
  * engine_sink_busy() says none is). The caller has taken it out of e's
  * sinks, and no ticket of a cycle is on it. Accepts a sink whose start failed.
  */
-void engine_sink_stop(engine_sink_t *sk, int flush_ms)
+void engine_sink_stop(engine_sink_t *sk, int64_t deadline_ms)
 {
     const sink_type_t *t = sk->conf->type;
 
     if (sk->ob)
         outbox_close(sk->ob);
     if (sk->ctx) {
-        if (t->flush(sk->ctx, flush_ms) != 0)
+        size_t left = t->flush(sk->ctx, deadline_ms);
+        if (left > 0)
             LOG_WARN(sk->ob ? "sink still had attempts in flight when it stopped; those events "
                               "stay in the outbox and are retried after their claim expires"
                             : "sink still had undelivered events when it stopped; they were not "
                               "committed and will be delivered again",
-                     LF_S("sink", sk->conf->name), LF_I("pending", sink_pending(t, sk->ctx)));
-        t->destroy(sk->ctx);
+                     LF_S("sink", sk->conf->name), LF_I("pending", left));
+        t->exit(sk->ctx);
         sk->ctx = NULL;
     }
     if (sk->ob)
@@ -450,9 +452,10 @@ void engine_free(engine_t *e)
     /* The flushes below may run the loop: nothing may start or commit then
      * (the store's answers that come meanwhile change nothing either). */
     e->closing = 1;
-    int flush_ms = flush_budget_ms(e);
+    /* One deadline for all: the shutdown grace is the whole exit's, not each sink's. */
+    int64_t deadline = sink_deadline_in(flush_budget_ms(e));
     for (size_t i = 0; i < e->nsinks; i++)
-        engine_sink_stop(e->sinks[i], flush_ms);
+        engine_sink_stop(e->sinks[i], deadline);
     if (e->store && e->loop) {
         if (e->dry_out == NULL) /* a dry run took nothing */
             leases_release_all(e);

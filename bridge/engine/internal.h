@@ -80,8 +80,9 @@ typedef struct engine_conf {
 typedef struct delivery {
     sink_ticket_t ticket;
     source_rt_t *src;
-    size_t event;          /* index into the cycle's events */
-    struct delivery *next; /* in the source's free list, while unused */
+    struct engine_sink *sink; /* the one the ticket was handed to */
+    size_t event;             /* index into the cycle's events */
+    struct delivery *next;    /* in the source's free list, while unused */
 } delivery_t;
 
 /* An event a sink refused for good: it goes to the dead letters at commit. */
@@ -97,10 +98,11 @@ typedef struct engine_sink {
     engine_conf_t *gen;
     int retiring; /* a reload changed or removed it: stopped once no cycle runs */
     void *ctx;
-    outbox_t *ob; /* outbox sinks only: their delivery worker */
+    size_t unresolved; /* tickets of cycles handed to it and not resolved yet */
+    outbox_t *ob;      /* outbox sinks only: their delivery worker */
     engine_t *e;
     sink_timer_t *outbox_timer; /* outbox sinks: the worker's next turn */
-    sink_timer_t *poll_timer;   /* sinks not on the loop: their next poll() */
+    sink_timer_t *poll_timer;   /* sinks not on the loop: their next flush() */
 } engine_sink_t;
 
 struct source_rt {
@@ -253,7 +255,7 @@ struct engine {
 
 int engine_sink_start(engine_t *e, const conf_sink_t *cs, engine_conf_t *gen, char *err,
                       size_t errlen);
-void engine_sink_stop(engine_sink_t *sk, int flush_ms);
+void engine_sink_stop(engine_sink_t *sk, int64_t deadline_ms);
 int engine_sink_busy(const engine_sink_t *sk);
 void engine_sink_free(engine_sink_t *sk);
 void engine_retired_sweep(engine_t *e, int all);

@@ -219,8 +219,10 @@ static void observe_tick(engine_t *e, double now)
     metric_set(ENGINE_METRIC(e, heartbeat_timestamp), NULL, (double)clock_unix_ms() / 1000.0);
     for (size_t k = 0; k < e->nsinks; k++) {
         engine_sink_t *sk = e->sinks[k];
+        /* What the core handed over and the sink has not resolved: the worker's attempts for
+         * an outbox sink, the cycles' tickets for the others. */
         metric_set(ENGINE_METRIC(e, sink_queue_depth), LABELS(sk->conf->name),
-                   (double)sink_pending(sk->conf->type, sk->ctx));
+                   (double)(sk->ob ? outbox_in_flight(sk->ob) : sk->unresolved));
         if (sk->ob)
             outbox_metrics(e, sk);
     }

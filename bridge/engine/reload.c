@@ -17,7 +17,7 @@
  *   nothing committed, as a stop would), then gives its lease back, drops
  *   its metric series and is freed. An added one starts as at boot.
  * - Sinks: an unchanged one keeps running. A changed or removed one is
- *   stopped (flushed within ENGINE_SINK_DRAIN_MS, then destroyed) only when
+ *   stopped (flushed within ENGINE_SINK_DRAIN_MS, then exited) only when
  *   no cycle has tickets on it: while the reload waits, no source starts a
  *   cycle, and the cycles in flight finish; then the sinks are stopped and
  *   started again from the new configuration, outside the loop's callbacks
@@ -457,7 +457,7 @@ void reload_swap(engine_t *e)
         e->nsinks--;
         if (e->observed && conf_find_sink(nc, sk->conf->name) == NULL)
             bridge_metrics_forget(e->obs.metrics, "sink", sk->conf->name);
-        engine_sink_stop(sk, ENGINE_SINK_DRAIN_MS);
+        engine_sink_stop(sk, sink_deadline_in(ENGINE_SINK_DRAIN_MS));
         engine_sink_t **grown =
             engine_sink_busy(sk)
                 ? array_grow(e->retired, &e->capretired, e->nretired + 1, sizeof(*e->retired), 4)

@@ -36,7 +36,7 @@ static const sink_option_t summary_options[] = {
     {0},
 };
 
-static void summary_destroy(void *vctx)
+static void summary_exit(void *vctx)
 {
     summary_t *s = vctx;
 
@@ -49,8 +49,8 @@ static void summary_destroy(void *vctx)
     free(s);
 }
 
-static void *summary_create(const sink_config_t *cfg, const sink_host_t *host, char *err,
-                            size_t errlen)
+static void *summary_init(const sink_config_t *cfg, const sink_host_t *host, char *err,
+                          size_t errlen)
 {
     const char *output = sink_config_get(cfg, "output")->s;
     const char *prefix = sink_config_get(cfg, "prefix")->s;
@@ -60,13 +60,13 @@ static void *summary_create(const sink_config_t *cfg, const sink_host_t *host, c
     if (s == NULL || (s->name = strdup(host->name)) == NULL ||
         (s->prefix = strdup(prefix ? prefix : "")) == NULL) {
         snprintf(err, errlen, "out of memory");
-        summary_destroy(s);
+        summary_exit(s);
         return NULL;
     }
     s->out = fopen(output, "a");
     if (s->out == NULL) {
         snprintf(err, errlen, "cannot open %s: %s", output, strerror(errno));
-        summary_destroy(s);
+        summary_exit(s);
         return NULL;
     }
     sink_log(SINK_LOG_INFO, s->name, "summary module writing to %s", output);
@@ -88,24 +88,25 @@ static sink_result_t summary_submit(void *vctx, const sink_event_t *ev, sink_tic
     return SINK_OK;
 }
 
-static int summary_flush(void *vctx, int timeout_ms)
+/* Every ticket was resolved inside submit(): none is ever left. */
+static size_t summary_flush(void *vctx, int64_t deadline_ms)
 {
     (void)vctx;
-    (void)timeout_ms;
+    (void)deadline_ms;
     return 0;
 }
 
 static const sink_type_t summary_type = {
     .name = "summary",
-    /* Every ticket is resolved inside submit(): nothing to poll, nothing pending, always
-     * ready (the optional poll, pending and ready are left out). */
+    /* Every ticket is resolved inside submit(): nothing to drive, always ready (the
+     * optional callbacks are left out; without .probe, check --connect says "skipped"). */
     .flags = SINK_F_LOOP,
     .desc = "one line per event appended to a file (an example module)",
     .options = summary_options,
-    .create = summary_create,
+    .init = summary_init,
     .submit = summary_submit,
     .flush = summary_flush,
-    .destroy = summary_destroy,
+    .exit = summary_exit,
 };
 
 /* The one symbol the bridge looks for. */

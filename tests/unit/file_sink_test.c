@@ -63,7 +63,7 @@ static void *file_sink_new(const char *extra)
     snprintf(json, sizeof(json), "{\"name\":\"files\",\"type\":\"file\",\"path\":\"%s\"%s%s}", path,
              *extra ? "," : "", extra);
     conf = parse_json(json);
-    ctx = sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err));
+    ctx = sink_init(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
     cJSON_Delete(conf);
     return ctx;
@@ -215,13 +215,13 @@ START_TEST(test_create_errors)
     char json[256], err[ERRLEN] = "";
     cJSON *conf = parse_json("{\"path\":\"/x\",\"keep\":0}");
 
-    ck_assert_ptr_null(sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
+    ck_assert_ptr_null(sink_init(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
     ck_assert_str_eq(err, "keep: expected an integer between 1 and 1000, got 0");
     cJSON_Delete(conf);
 
     snprintf(json, sizeof(json), "{\"path\":\"%s/missing/events.jsonl\"}", dir);
     conf = parse_json(json);
-    ck_assert_ptr_null(sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
+    ck_assert_ptr_null(sink_init(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, dir) && strstr(err, "/missing/events.jsonl") &&
                       strstr(err, "No such file or directory") &&
                       strstr(err, "does the directory exist"),
@@ -230,7 +230,7 @@ START_TEST(test_create_errors)
 
     snprintf(json, sizeof(json), "{\"path\":\"%s\"}", dir); /* a directory */
     conf = parse_json(json);
-    ck_assert_ptr_null(sink_create(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
+    ck_assert_ptr_null(sink_init(T, conf, &(sink_host_t){.name = "files"}, err, sizeof(err)));
     ck_assert_msg(strstr(err, dir) && strstr(err, "Is a directory"), "%s", err);
     cJSON_Delete(conf);
 }
@@ -256,17 +256,17 @@ START_TEST(test_lines)
         event_init(&ev[i], i % 2 ? "century" : "quiz", "s-1", i % 3 ? "completed" : "started", i);
         submit_ok(ctx, &ev[i], &t[i]);
     }
-    ck_assert(poll_until_resolved(T, ctx, t, N(t), 5000));
+    ck_assert(flush_until_resolved(T, ctx, t, N(t), 5000));
     for (int i = 0; i < N(t); i++)
         assert_resolved(&t[i], SINK_OK);
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
     ck_assert_int_eq(T->ready(ctx), 1);
-    ck_assert_int_eq(T->flush(ctx, 0), 0);
+    ck_assert_uint_eq(T->flush(ctx, sink_deadline_in(0)), 0);
     assert_lines(path, ev, 0, N(ev));
     ck_assert_int_eq(stat(path, &sb), 0);
     ck_assert_int_eq(sb.st_mode & 0777, 0640);
-    T->destroy(ctx);
-    T->destroy(NULL);
+    T->exit(ctx);
+    T->exit(NULL);
 }
 END_TEST
 
@@ -280,21 +280,21 @@ START_TEST(test_appends_across_instances)
     events_init(ev, 4);
     submit_ok(ctx, &ev[0], &t[0]);
     submit_ok(ctx, &ev[1], &t[1]);
-    T->destroy(ctx);
+    T->exit(ctx);
     ctx = file_sink_new("");
     submit_ok(ctx, &ev[2], &t[2]);
     submit_ok(ctx, &ev[3], &t[3]);
-    T->destroy(ctx);
+    T->exit(ctx);
     assert_lines(path, ev, 0, 4);
 }
 END_TEST
 
 /*
  * fsync=always: submit() writes at once (readers see the line) but resolves
- * nothing; the next poll() fsyncs once and resolves every line written.
+ * nothing; the next flush() (or the tick) fsyncs once and resolves every line written.
  * interval and never resolve inside submit().
  */
-START_TEST(test_always_resolves_in_poll)
+START_TEST(test_always_resolves_in_flush)
 {
     test_event_t ev[3];
     test_ticket_t t[3];
@@ -305,29 +305,28 @@ START_TEST(test_always_resolves_in_poll)
         submit_ok(ctx, &ev[i], &t[i]);
         ck_assert_int_eq(t[i].calls, 0);
     }
-    ck_assert_uint_eq(T->pending(ctx), 3);
     assert_lines(path, ev, 0, 3);
-    T->poll(ctx, 0);
+    T->flush(ctx, sink_deadline_in(0));
     for (int i = 0; i < 3; i++)
         assert_resolved(&t[i], SINK_OK);
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
 
-    /* flush() resolves too. */
+    /* Every flush() does. */
     submit_ok(ctx, &ev[0], &t[0]);
     ck_assert_int_eq(t[0].calls, 0);
-    ck_assert_int_eq(T->flush(ctx, 0), 0);
+    ck_assert_uint_eq(T->flush(ctx, sink_deadline_in(0)), 0);
     assert_resolved(&t[0], SINK_OK);
 
-    /* So does destroy(): no ticket is left dangling. */
+    /* So does exit(): no ticket is left dangling. */
     submit_ok(ctx, &ev[1], &t[1]);
-    T->destroy(ctx);
+    T->exit(ctx);
     assert_resolved(&t[1], SINK_OK);
 
     ctx = file_sink_new("\"fsync\":\"interval\"");
     submit_ok(ctx, &ev[2], &t[2]);
     assert_resolved(&t[2], SINK_OK);
-    ck_assert_uint_eq(T->pending(ctx), 0);
-    T->destroy(ctx);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -367,14 +366,13 @@ START_TEST(test_always_bounds_the_batch)
     event_init(&ev, "century", "s-1", "started", 0);
     for (int i = 0; i < WAITING_MAX; i++)
         submit_ok(ctx, &ev, &t[i]);
-    ck_assert_uint_eq(T->pending(ctx), WAITING_MAX);
     ck_assert_int_eq(t[0].calls, 0);
+    ck_assert_int_eq(t[WAITING_MAX - 1].calls, 0);
     submit_ok(ctx, &ev, &t[WAITING_MAX]);
-    ck_assert_uint_eq(T->pending(ctx), 1);
     for (int i = 0; i < WAITING_MAX; i++)
         assert_resolved(&t[i], SINK_OK);
     ck_assert_int_eq(t[WAITING_MAX].calls, 0);
-    T->destroy(ctx);
+    T->exit(ctx);
     assert_resolved(&t[WAITING_MAX], SINK_OK);
 }
 END_TEST
@@ -391,7 +389,7 @@ START_TEST(test_newline_refused)
     submit_ok(ctx, &ev, &t);
     assert_resolved(&t, SINK_ERR_PERMANENT);
     ck_assert_int_eq(file_size(path), 0);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -422,9 +420,9 @@ START_TEST(test_rotation_loses_nothing)
         event_init(&ev[i], "century", "s-1", "started", i);
         submit_ok(ctx, &ev[i], &t[i]);
         if (i % 7 == 0)
-            T->poll(ctx, 0);
+            T->flush(ctx, sink_deadline_in(0));
     }
-    T->destroy(ctx);
+    T->exit(ctx);
     for (int i = 0; i < EVENTS; i++)
         assert_resolved(&t[i], SINK_OK);
 
@@ -466,7 +464,7 @@ START_TEST(test_rotation_keeps_at_most_keep)
         submit_ok(ctx, &ev[i], &t);
         assert_resolved(&t, SINK_OK);
     }
-    T->destroy(ctx);
+    T->exit(ctx);
     rotated(name, sizeof(name), 4);
     ck_assert_int_eq(file_size(name), -1);
     for (int k = 3; k >= 0; k--) {
@@ -540,23 +538,23 @@ START_TEST(test_write_error_leaves_no_partial_line)
     ck_assert_int_eq(file_size(path), before);
     assert_lines(path, ev, 0, 3);
     ck_assert_int_eq(T->ready(ctx), 0);
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
 
     submit_ok(ctx, &ev[3], &t[3]);
     submit_ok(ctx, &ev[4], &t[4]);
-    ck_assert(poll_until_resolved(T, ctx, &t[3], 2, 5000));
+    ck_assert(flush_until_resolved(T, ctx, &t[3], 2, 5000));
     assert_resolved(&t[3], SINK_OK);
     assert_resolved(&t[4], SINK_OK);
     ck_assert_int_eq(T->ready(ctx), 1);
     assert_lines(path, ev, 0, 5);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
 /*
  * After a failure the file is reopened by path: when a directory took its
  * place, that is a RETRY naming the path; once it is gone, a new file is
- * created (by poll() already) and written.
+ * created (by flush() already) and written.
  */
 START_TEST(test_file_replaced_by_directory)
 {
@@ -578,21 +576,21 @@ START_TEST(test_file_replaced_by_directory)
     ck_assert_msg(strstr(t[1].err, path) && strstr(t[1].err, "Is a directory"), "%s", t[1].err);
     ck_assert_int_eq(T->ready(ctx), 0);
 
-    /* Once the directory is gone, poll() reopens the file: ready again. */
+    /* Once the directory is gone, flush() reopens the file: ready again. */
     ck_assert_int_eq(rmdir(path), 0);
-    T->poll(ctx, 0);
+    T->flush(ctx, sink_deadline_in(0));
     ck_assert_int_eq(T->ready(ctx), 1);
     submit_ok(ctx, &ev[1], &t[1]);
     submit_ok(ctx, &ev[2], &t[2]);
     assert_resolved(&t[1], SINK_OK);
     assert_resolved(&t[2], SINK_OK);
     assert_lines(path, ev, 1, 2);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
 /* A file moved away by someone else (an outside rotator) is noticed by
- * poll(): new lines go to a new file at path, none to the moved one. */
+ * flush(): new lines go to a new file at path, none to the moved one. */
 START_TEST(test_file_moved_away)
 {
     char moved[160];
@@ -605,12 +603,12 @@ START_TEST(test_file_moved_away)
     submit_ok(ctx, &ev[0], &t[0]);
     assert_resolved(&t[0], SINK_OK);
     ck_assert_int_eq(rename(path, moved), 0);
-    T->poll(ctx, 0);
+    T->flush(ctx, sink_deadline_in(0));
     submit_ok(ctx, &ev[1], &t[1]);
     assert_resolved(&t[1], SINK_OK);
     assert_lines(moved, ev, 0, 1);
     assert_lines(path, ev, 1, 1);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -631,7 +629,7 @@ static Suite *file_sink_suite(void)
     tcase_add_checked_fixture(io, test_setup, NULL);
     tcase_add_loop_test(io, test_lines, 0, N(modes));
     tcase_add_test(io, test_appends_across_instances);
-    tcase_add_test(io, test_always_resolves_in_poll);
+    tcase_add_test(io, test_always_resolves_in_flush);
     tcase_add_test(io, test_always_resolves_on_the_loop);
     tcase_add_test(io, test_always_bounds_the_batch);
     tcase_add_test(io, test_newline_refused);

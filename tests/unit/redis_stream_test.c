@@ -53,7 +53,7 @@ static void *stream_sink_new(const char *keys, const char *redis_url)
 
     snprintf(json, sizeof(json), "{\"name\":\"stream\",\"type\":\"redis_stream\",%s}", keys);
     conf = parse_json(json);
-    ctx = sink_create(T, conf, &host, err, sizeof(err));
+    ctx = sink_init(T, conf, &host, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
     cJSON_Delete(conf);
     return ctx;
@@ -88,8 +88,8 @@ static void assert_resolved(const test_ticket_t *t, sink_result_t want)
 
 static void flush_ok(void *ctx)
 {
-    ck_assert_int_eq(T->flush(ctx, WAIT_MS), 0);
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, sink_deadline_in(WAIT_MS)), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
 }
 
 /* XRANGE key - + in db; the caller frees the reply. */
@@ -217,23 +217,23 @@ START_TEST(test_create)
     sink_host_t host = {.name = "stream"};
     void *ctx;
 
-    ck_assert_ptr_null(sink_create(T, conf, &host, err, sizeof(err)));
+    ck_assert_ptr_null(sink_init(T, conf, &host, err, sizeof(err)));
     ck_assert_str_eq(err, "url: required when the bridge has no redis.url");
     host.redis_url = "redis://:" SECRET "@h:0";
-    ck_assert_ptr_null(sink_create(T, conf, &host, err, sizeof(err)));
+    ck_assert_ptr_null(sink_init(T, conf, &host, err, sizeof(err)));
     ck_assert_str_eq(err, "redis.url: invalid redis URL: the port must be 1..65535");
-    ck_assert_ptr_null(sink_create(T, with_url, &host, err, sizeof(err)));
+    ck_assert_ptr_null(sink_init(T, with_url, &host, err, sizeof(err)));
     ck_assert_str_eq(err, "url: invalid redis URL: the port must be 1..65535");
 
     snprintf(url, sizeof(url), "redis://:" SECRET "@127.0.0.1:%d", redis_server_free_port());
     host.redis_url = url;
-    ctx = sink_create(T, conf, &host, err, sizeof(err));
+    ctx = sink_init(T, conf, &host, err, sizeof(err));
     ck_assert_msg(ctx != NULL, "%s", err);
     ck_assert_int_eq(T->ready(ctx), 0);
-    ck_assert_uint_eq(T->pending(ctx), 0);
-    ck_assert_int_eq(T->flush(ctx, 0), 0);
-    T->destroy(ctx);
-    T->destroy(NULL);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
+    ck_assert_uint_eq(T->flush(ctx, sink_deadline_in(0)), 0);
+    T->exit(ctx);
+    T->exit(NULL);
     cJSON_Delete(conf);
     cJSON_Delete(with_url);
 }
@@ -259,9 +259,9 @@ START_TEST(test_server_down)
         ck_assert_msg(strstr(t.err, endpoint) && strstr(t.err, "refused"), "%s", t.err);
         assert_no_secret(t.err);
     }
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
     ck_assert_int_eq(T->ready(ctx), 0);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -298,11 +298,11 @@ START_TEST(test_round_trip)
         event_init(&ev[i], sources[i % 2], session, kinds[i % 3], i);
         submit_ok(ctx, &ev[i], &t[i]);
     }
-    ck_assert_uint_gt(T->pending(ctx), 0); /* replies are read in poll() */
-    ck_assert(poll_until_resolved(T, ctx, t, EVENTS, WAIT_MS));
+    ck_assert_int_eq(t[EVENTS - 1].calls, 0); /* replies are read in flush() */
+    ck_assert(flush_until_resolved(T, ctx, t, EVENTS, WAIT_MS));
     for (int i = 0; i < EVENTS; i++)
         assert_resolved(&t[i], SINK_OK);
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
     ck_assert_int_eq(T->ready(ctx), 1);
 
     for (int s = 0; s < 2; s++) {
@@ -319,7 +319,7 @@ START_TEST(test_round_trip)
             assert_stream(srv.port, 0, key, ev, idx, n);
         }
     }
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -386,14 +386,14 @@ START_TEST(test_maxlen)
     r = xrange(srv.port, 0, "trimmed");
     assert_entry(r->element[r->elements - 1], &ev[EVENTS - 1]);
     freeReplyObject(r);
-    T->destroy(trimmed);
-    T->destroy(full);
+    T->exit(trimmed);
+    T->exit(full);
 }
 END_TEST
 
 /*
  * Up to PENDING_MAX XADDs may await their replies; the next submit is
- * refused (RETRY, ticket untouched) until poll() made room.
+ * refused (RETRY, ticket untouched) until flush() made room.
  */
 START_TEST(test_pending_bound)
 {
@@ -404,7 +404,7 @@ START_TEST(test_pending_bound)
     event_init(&ev, "century", "s-1", "started", 0);
     for (int i = 0; i < PENDING_MAX; i++)
         submit_ok(ctx, &ev, &t[i]);
-    ck_assert_uint_eq(T->pending(ctx), PENDING_MAX);
+    ck_assert_int_eq(t[PENDING_MAX - 1].calls, 0);
     ck_assert_int_eq(submit(ctx, &ev, &t[PENDING_MAX]), SINK_ERR_RETRY);
     ck_assert_int_eq(t[PENDING_MAX].calls, 0);
     flush_ok(ctx);
@@ -414,7 +414,7 @@ START_TEST(test_pending_bound)
     flush_ok(ctx);
     assert_resolved(&t[PENDING_MAX], SINK_OK);
     ck_assert_int_eq(redis_server_int(srv.port, "XLEN bounded"), PENDING_MAX + 1);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -442,7 +442,7 @@ START_TEST(test_error_reply)
     assert_resolved(&t[2], SINK_OK);
     ck_assert_int_eq(T->ready(ctx), 1);
     assert_stream(srv.port, 0, "ev:century", ev, ok, 2);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -463,7 +463,7 @@ START_TEST(test_default_url_and_db)
     assert_resolved(&t, SINK_OK);
     ck_assert_int_eq(redis_server_int(srv.port, "EXISTS in-db-2"), 0);
     assert_stream(srv.port, 2, "in-db-2", &ev, first, 1);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -482,10 +482,10 @@ START_TEST(test_idle_connection_closed_by_server)
         ck_assert_int_ge(redis_server_int(srv.port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
         sleep_ms(50);
         if (round == 1)
-            T->poll(ctx, 0); /* notices it here rather than in submit() */
+            T->flush(ctx, sink_deadline_in(0)); /* notices it here rather than in submit() */
     }
     ck_assert_int_eq(redis_server_int(srv.port, "XLEN idle"), 3);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -512,7 +512,7 @@ START_TEST(test_auth)
     submit_ok(ctx, &ev, &t);
     flush_ok(ctx);
     assert_resolved(&t, SINK_OK);
-    T->destroy(ctx);
+    T->exit(ctx);
 
     snprintf(url, sizeof(url), "redis://:" SECRET "-wrong@127.0.0.1:%d", srv.port);
     ctx = stream_sink_new("\"stream\":\"authed\"", url);
@@ -521,7 +521,7 @@ START_TEST(test_auth)
     ck_assert_msg(strstr(t.err, "AUTH") != NULL, "%s", t.err);
     assert_no_secret(t.err);
     ck_assert_int_eq(T->ready(ctx), 0);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -572,12 +572,12 @@ START_TEST(test_killed_and_restarted)
     for (int i = BEFORE; i < BEFORE + DURING; i++)
         submit_ok(ctx, &ev[i], &t[i]);
     redis_server_kill(&srv);
-    ck_assert(poll_until_resolved(T, ctx, &t[BEFORE], DURING, WAIT_MS));
+    ck_assert(flush_until_resolved(T, ctx, &t[BEFORE], DURING, WAIT_MS));
     for (int i = BEFORE; i < BEFORE + DURING; i++) {
         assert_resolved(&t[i], SINK_ERR_RETRY);
         ck_assert_msg(strstr(t[i].err, endpoint) != NULL, "%s", t[i].err);
     }
-    ck_assert_uint_eq(T->pending(ctx), 0);
+    ck_assert_uint_eq(T->flush(ctx, 0), 0);
     ck_assert_int_eq(T->ready(ctx), 0);
     submit_ok(ctx, &ev[BEFORE], &t[BEFORE]);
     assert_resolved(&t[BEFORE], SINK_ERR_RETRY);
@@ -605,7 +605,7 @@ START_TEST(test_killed_and_restarted)
         assert_entry(r->element[i], &ev[i]);
     assert_entry(r->element[r->elements - 1], &ev[N(ev) - 1]);
     freeReplyObject(r);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 
@@ -628,7 +628,7 @@ START_TEST(test_hung_server)
 
     kill(srv.pid, SIGSTOP);
     submit_ok(ctx, &ev[1], &t[1]);
-    ck_assert_int_eq(T->flush(ctx, WAIT_MS), 0); /* resolved, if not delivered */
+    ck_assert_uint_eq(T->flush(ctx, sink_deadline_in(WAIT_MS)), 0); /* resolved, if not delivered */
     kill(srv.pid, SIGCONT);
     assert_resolved(&t[1], SINK_ERR_RETRY);
     ck_assert_msg(strstr(t[1].err, "no reply within") != NULL, "%s", t[1].err);
@@ -637,7 +637,7 @@ START_TEST(test_hung_server)
     flush_ok(ctx);
     assert_resolved(&t[1], SINK_OK);
     ck_assert_int_ge(redis_server_int(srv.port, "XLEN hung"), 2);
-    T->destroy(ctx);
+    T->exit(ctx);
 }
 END_TEST
 

@@ -173,9 +173,9 @@ static bool serve_until_resolved(void (*serve)(void *, void *, int), void *a, vo
     }
 }
 
-static void serve_poll(void *type, void *ctx, int ms)
+static void serve_flush(void *type, void *ctx, int ms)
 {
-    ((const sink_type_t *)type)->poll(ctx, ms);
+    ((const sink_type_t *)type)->flush(ctx, sink_deadline_in(ms));
 }
 
 static void serve_loop(void *loop, void *unused, int ms)
@@ -184,10 +184,10 @@ static void serve_loop(void *loop, void *unused, int ms)
     ((const sink_loop_t *)loop)->run(((const sink_loop_t *)loop)->loop, ms);
 }
 
-bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
-                         int timeout_ms)
+bool flush_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
+                          int timeout_ms)
 {
-    return serve_until_resolved(serve_poll, (void *)type, ctx, t, n, timeout_ms);
+    return serve_until_resolved(serve_flush, (void *)type, ctx, t, n, timeout_ms);
 }
 
 bool loop_until_resolved(const sink_loop_t *loop, test_ticket_t *t, int n, int timeout_ms)
@@ -200,8 +200,7 @@ void *sink_on_loop(const sink_type_t *type, const char *name, const char *json,
 {
     char err[512] = "";
     cJSON *conf = parse_json(json);
-    void *ctx =
-        sink_create(type, conf, &(sink_host_t){.name = name, .loop = loop}, err, sizeof(err));
+    void *ctx = sink_init(type, conf, &(sink_host_t){.name = name, .loop = loop}, err, sizeof(err));
 
     ck_assert_msg(ctx != NULL, "create %s: %s", json, err);
     cJSON_Delete(conf);
@@ -216,9 +215,9 @@ void sink_done_on_loop(const sink_type_t *type, void *ctx, const sink_loop_t *lo
         ck_assert_int_eq(t[i].calls, 1);
         ck_assert_msg(t[i].result == SINK_OK, "ticket %d: %d %s", i, t[i].result, t[i].err);
     }
-    ck_assert_uint_eq(sink_pending(type, ctx), 0);
+    ck_assert_uint_eq(type->flush(ctx, 0), 0);
     ck_assert(type->flags & SINK_F_LOOP);
-    type->destroy(ctx);
+    type->exit(ctx);
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(t[i].calls, 1); /* destroy() resolved nothing twice */
 }

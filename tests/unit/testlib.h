@@ -68,18 +68,18 @@ typedef struct test_event {
 /* Event number n of source/session, kind started|completed|cancelled. */
 void event_init(test_event_t *te, const char *source, const char *session, const char *kind, int n);
 
-/* Polls until every ticket of t[0..n) resolved or timeout_ms passed. */
-bool poll_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
-                         int timeout_ms);
-/* The same for a sink on an event loop: runs the loop instead of polling. */
+/* Flushes until every ticket of t[0..n) resolved or timeout_ms passed. */
+bool flush_until_resolved(const sink_type_t *type, void *ctx, test_ticket_t *t, int n,
+                          int timeout_ms);
+/* The same for a sink on an event loop: runs the loop instead of flushing. */
 bool loop_until_resolved(const sink_loop_t *loop, test_ticket_t *t, int n, int timeout_ms);
-/* An instance of type from json on loop, named name (the test fails if create() does). */
+/* An instance of type from json on loop, named name (the test fails if init() does). */
 void *sink_on_loop(const sink_type_t *type, const char *name, const char *json,
                    const sink_loop_t *loop);
 /*
  * Runs loop until every ticket of t resolved (within timeout_ms), checks
  * each resolved SINK_OK, nothing is left pending and the type declares
- * SINK_F_LOOP (the core never polls it), then destroys ctx.
+ * SINK_F_LOOP (the core never drives it with flush()), then exits ctx.
  */
 void sink_done_on_loop(const sink_type_t *type, void *ctx, const sink_loop_t *loop,
                        test_ticket_t *t, int n, int timeout_ms);

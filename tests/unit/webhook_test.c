@@ -287,13 +287,13 @@ START_TEST(test_validate)
 
     /* create() agrees, and says why without the path prefix or a secret. */
     err[0] = '\0';
-    ctx = sink_create(&sink_webhook_type, j, &(sink_host_t){.name = "hook"}, err, sizeof(err));
+    ctx = sink_init(&sink_webhook_type, j, &(sink_host_t){.name = "hook"}, err, sizeof(err));
     ck_assert((ctx != NULL) == (c->rc == 0));
     if (!ctx) {
         ck_assert_msg(strlen(err) > 0, "create() failed without a reason");
         assert_no_secret(err);
     }
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
     cJSON_Delete(j);
 }
 END_TEST
@@ -573,7 +573,7 @@ static void assert_log_clean(void)
 /* A sink for the server, with the URL's query holding a token the logs must not show. */
 /*
  * The "http_loop" cases run every HTTP test again with the sink on an event
- * loop (sink_host_t.loop): nothing calls poll() then, the loop alone moves
+ * loop (sink_host_t.loop): nothing calls flush() then, the loop alone moves
  * the transfers on.
  */
 static loop_t *loop;
@@ -602,9 +602,9 @@ static void *sink_for(unsigned port, const char *secrets_json, int timeout_s, in
              "\"timeout_s\":%d,\"max_in_flight\":%d}",
              port, secrets_json, timeout_s, max_in_flight);
     conf = parse_json(text);
-    ctx = sink_create(&sink_webhook_type, conf,
-                      &(sink_host_t){.name = "hook", .loop = loop ? loop_sink_api(loop) : NULL},
-                      err, sizeof(err));
+    ctx = sink_init(&sink_webhook_type, conf,
+                    &(sink_host_t){.name = "hook", .loop = loop ? loop_sink_api(loop) : NULL}, err,
+                    sizeof(err));
     ck_assert_msg(ctx != NULL, "create: %s", err);
     cJSON_Delete(conf);
     loglen = 0;
@@ -652,13 +652,13 @@ static bool all_resolved(const test_ticket_t *tickets, unsigned n)
     return true;
 }
 
-/* Moves the transfers on for up to ms: the loop runs them, or poll() when there is none. */
+/* Moves the transfers on for up to ms: the loop runs them, or flush() when there is none. */
 static void serve(void *ctx, int ms)
 {
     if (loop)
         loop_run_for(loop, ms);
     else
-        sink_webhook_type.poll(ctx, ms);
+        sink_webhook_type.flush(ctx, sink_deadline_in(ms));
 }
 
 /* Serves until every ticket is resolved (bounded); each exactly once. */
@@ -670,7 +670,7 @@ static void drive(void *ctx, test_ticket_t *tickets, unsigned n)
         serve(ctx, 100);
     for (unsigned i = 0; i < n; i++)
         ck_assert_int_eq(tickets[i].calls, 1);
-    ck_assert_uint_eq(sink_webhook_type.pending(ctx), 0);
+    ck_assert_uint_eq(sink_webhook_type.flush(ctx, 0), 0);
 }
 
 /* One event to a server answering status; returns its ticket. */
@@ -684,7 +684,7 @@ static test_ticket_t deliver_one(unsigned status, int timeout_s)
     submit_n(ctx, &ev, &t, 1);
     drive(ctx, &t, 1);
     assert_log_clean();
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
     return t;
 }
 
@@ -707,11 +707,11 @@ START_TEST(test_ok_and_keep_alive)
     ck_assert_int_eq(server_get(&srv.nsigs), 1);
     /* One kept-alive connection served the three attempts. */
     ck_assert_int_eq(server_get(&srv.connections), 1);
-    ck_assert_uint_eq(sink_webhook_type.room(ctx), 4);
+    ck_assert_uint_eq(sink_webhook_type.capacity(ctx), 4);
     ck_assert_ptr_nonnull(strstr(logbuf, "debug hook: event "));
     ck_assert_ptr_nonnull(strstr(logbuf, "http://127.0.0.1:"));
     assert_log_clean();
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
     server_stop();
 }
 END_TEST
@@ -735,7 +735,7 @@ START_TEST(test_two_secrets_two_signatures)
     ck_assert_int_eq(t.result, SINK_OK);
     ck_assert_int_eq(server_get(&srv.nsigs), 2);
     assert_log_clean();
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
     server_stop();
 }
 END_TEST
@@ -843,7 +843,7 @@ START_TEST(test_no_answer_times_out)
     /* Safety net: timeout_s is 1; far below the drive() bound. */
     ck_assert_int_lt(now_ms() - start, 5000);
     assert_log_clean();
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
     close(fd);
 
     /* Nobody listening at all: refused, also a retry. */
@@ -852,7 +852,7 @@ START_TEST(test_no_answer_times_out)
     drive(ctx, &t, 1);
     ck_assert_int_eq(t.result, SINK_ERR_RETRY);
     ck_assert_ptr_nonnull(strstr(t.err, "127.0.0.1"));
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
 }
 END_TEST
 
@@ -872,8 +872,8 @@ START_TEST(test_max_in_flight)
     srv.hold = true;
     ctx = sink_for(srv.port, SECRET_OK, 10, 2);
     submit_n(ctx, evs, t, 6);
-    ck_assert_uint_eq(sink_webhook_type.pending(ctx), 6);
-    ck_assert_uint_eq(sink_webhook_type.room(ctx), 0);
+    ck_assert_int_eq(t[5].calls, 0);
+    ck_assert_uint_eq(sink_webhook_type.capacity(ctx), 0);
     while (!all_resolved(t, 6) && now_ms() < deadline) {
         int held = server_get(&srv.current), left = 6 - server_get(&srv.answered);
 
@@ -889,13 +889,13 @@ START_TEST(test_max_in_flight)
         ck_assert_int_eq(t[i].result, SINK_OK);
     ck_assert_int_eq(server_get(&srv.hook_hits), 6);
     ck_assert_int_eq(server_get(&srv.max_current), 2);
-    ck_assert_uint_eq(sink_webhook_type.room(ctx), 2);
-    sink_webhook_type.destroy(ctx);
+    ck_assert_uint_eq(sink_webhook_type.capacity(ctx), 2);
+    sink_webhook_type.exit(ctx);
     server_stop();
 }
 END_TEST
 
-START_TEST(test_room_flush_and_destroy)
+START_TEST(test_capacity_flush_and_exit)
 {
     test_event_t evs[5];
     test_ticket_t t[5];
@@ -905,22 +905,21 @@ START_TEST(test_room_flush_and_destroy)
     server_start(200);
     srv.hold = true;
     ctx = sink_for(srv.port, SECRET_OK, 10, 3);
-    ck_assert_uint_eq(sink_webhook_type.room(ctx), 3);
+    ck_assert_uint_eq(sink_webhook_type.capacity(ctx), 3);
     for (unsigned i = 0; i < 4; i++) {
         submit_n(ctx, &evs[i], &t[i], 1);
-        ck_assert_uint_eq(sink_webhook_type.room(ctx), i < 3 ? 2 - i : 0);
-        ck_assert_uint_eq(sink_webhook_type.pending(ctx), i + 1);
+        ck_assert_uint_eq(sink_webhook_type.capacity(ctx), i < 3 ? 2 - i : 0);
+        ck_assert_uint_eq(sink_webhook_type.flush(ctx, 0), i + 1);
     }
-    /* Held by the server: the bound of flush() ends it, nothing resolved. */
-    ck_assert_int_eq(sink_webhook_type.flush(ctx, 200), -1);
-    ck_assert_uint_eq(sink_webhook_type.pending(ctx), 4);
+    /* Held by the server: the deadline of flush() ends it, nothing resolved. */
+    ck_assert_uint_eq(sink_webhook_type.flush(ctx, sink_deadline_in(200)), 4);
     ck_assert_int_eq(t[0].calls, 0);
 
     server_release(4);
-    ck_assert_int_eq(sink_webhook_type.flush(ctx, WAIT_BOUND_MS), 0);
+    ck_assert_uint_eq(sink_webhook_type.flush(ctx, sink_deadline_in(WAIT_BOUND_MS)), 0);
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(t[i].result, SINK_OK);
-    ck_assert_uint_eq(sink_webhook_type.room(ctx), 3);
+    ck_assert_uint_eq(sink_webhook_type.capacity(ctx), 3);
 
     /* An id that cannot be a webhook-id is refused, the ticket left to the caller. */
     event_init(&evs[4], 5);
@@ -928,14 +927,14 @@ START_TEST(test_room_flush_and_destroy)
     ticket_init(&t[4]);
     ck_assert_int_eq(sink_webhook_type.submit(ctx, &evs[4].ev, &t[4].t), SINK_ERR_PERMANENT);
     ck_assert_int_eq(t[4].calls, 0);
-    ck_assert_uint_eq(sink_webhook_type.pending(ctx), 0);
+    ck_assert_uint_eq(sink_webhook_type.flush(ctx, 0), 0);
 
-    /* destroy() abandons what is in flight without resolving it. */
+    /* exit() abandons what is in flight without resolving it. */
     submit_n(ctx, evs, t, 2);
     while (server_get(&srv.current) < 2 && now_ms() < deadline)
         serve(ctx, 20);
     ck_assert_int_eq(server_get(&srv.current), 2);
-    sink_webhook_type.destroy(ctx);
+    sink_webhook_type.exit(ctx);
     ck_assert_int_eq(t[0].calls + t[1].calls, 0);
     ck_assert_ptr_nonnull(strstr(logbuf, "2 deliveries"));
     server_stop();
@@ -963,7 +962,7 @@ static Suite *webhook_suite(void)
     tcase_add_test(http, test_large_response_body);
     tcase_add_test(http, test_no_answer_times_out);
     tcase_add_test(http, test_max_in_flight);
-    tcase_add_test(http, test_room_flush_and_destroy);
+    tcase_add_test(http, test_capacity_flush_and_exit);
     tcase_add_checked_fixture(http_loop, loop_setup, loop_teardown);
     tcase_add_test(http_loop, test_ok_and_keep_alive);
     tcase_add_test(http_loop, test_two_secrets_two_signatures);
@@ -973,7 +972,7 @@ static Suite *webhook_suite(void)
     tcase_add_test(http_loop, test_large_response_body);
     tcase_add_test(http_loop, test_no_answer_times_out);
     tcase_add_test(http_loop, test_max_in_flight);
-    tcase_add_test(http_loop, test_room_flush_and_destroy);
+    tcase_add_test(http_loop, test_capacity_flush_and_exit);
     suite_add_tcase(s, pure);
     suite_add_tcase(s, conf);
     suite_add_tcase(s, http);
