@@ -56,6 +56,11 @@ struct outbox {
     double next_claim;
     bool drained; /* the last claim found nothing due, and no nudge since */
     size_t in_flight;
+    /*
+     * The attempts in flight: the worker owns them until the sink resolves
+     * them, and frees those an outbox sink abandoned at exit (sink.h).
+     */
+    struct attempt *attempts;
     outbox_counts_t counts;
 
     /* Redis calls, all asynchronous: their answers come from the loop. */
@@ -76,7 +81,23 @@ typedef struct attempt {
     sink_ticket_t ticket; /* first: the sink hands it back */
     outbox_t *ob;
     store_claim_t claim;
+    struct attempt *prev, *next; /* in ob->attempts */
 } attempt_t;
+
+static void attempt_free(attempt_t *a)
+{
+    outbox_t *ob = a->ob;
+
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        ob->attempts = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    free(a->claim.id);
+    free(a->claim.json);
+    free(a);
+}
 
 outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen)
 {
@@ -124,6 +145,10 @@ void outbox_free(outbox_t *ob)
         return;
     settles_free(ob, ob->nsettles);
     free(ob->settles);
+    /* Abandoned by the sink's exit(): their claims expire in Redis, and the
+     * events come back to whichever worker claims them next. */
+    while (ob->attempts)
+        attempt_free(ob->attempts);
     free(ob->schedule);
     free(ob->sink);
     free(ob);
@@ -398,9 +423,7 @@ static void on_attempt_done(sink_ticket_t *t, sink_result_t result, const char *
         settle_later(ob, c, STORE_SETTLE_RETRY, clock_unix_ms() + (int64_t)(delay * 1000), NULL);
         break;
     }
-    free(c->id); /* NULL once handed to the settles */
-    free(c->json);
-    free(a);
+    attempt_free(a); /* its claim's id is NULL once handed to the settles */
     if (ob->settled)
         ob->settled(ob->opaque);
 }
@@ -423,6 +446,10 @@ static void attempt_start(outbox_t *ob, store_claim_t *c)
     }
     a->ob = ob;
     a->claim = *c;
+    a->next = ob->attempts;
+    if (ob->attempts)
+        ob->attempts->prev = a;
+    ob->attempts = a;
     a->ticket.done = on_attempt_done;
     a->ticket.opaque = ob;
     a->ticket.retry_after_s = -1;

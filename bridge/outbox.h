@@ -4,7 +4,7 @@
  * A committed cycle leaves the events of outbox sinks in Redis (store.h:
  * P:ob:K, written in the same transaction as the snapshot delta). The
  * worker claims the events that are due, at most as many as the sink has
- * room for, hands each one to the sink as one attempt, and settles the
+ * capacity for, hands each one to the sink as one attempt, and settles the
  * result: delivered events leave the outbox; failed ones are due again
  * after the next delay of the sink's retry_schedule_s (with jitter, never
  * before the endpoint's Retry-After); what exhausts the schedule, or is
@@ -61,11 +61,13 @@ typedef struct outbox_options {
 /* NULL with a reason in err. Reads nothing from Redis yet. */
 outbox_t *outbox_new(const outbox_options_t *opt, char *err, size_t errlen);
 /*
- * Frees the worker. Attempts still in flight, and settles not sent yet
- * (outbox_settle_now()), are not settled: their events stay claimed in
- * Redis and come back when the claim lease runs out. Call it after the
- * sink was flushed and the store let go of the loop (store_detach(): a
- * call of the worker still pending is answered before). Accepts NULL.
+ * Frees the worker and the attempts still in flight. Those, and settles
+ * not sent yet (outbox_settle_now()), are not settled: their events stay
+ * claimed in Redis and come back when the claim lease runs out. Call it
+ * after the sink's exit(), which abandons its attempts without resolving
+ * them (sink.h, sink_ticket_t), and after the store let go of the loop
+ * (store_detach(): a call of the worker still pending is answered before).
+ * Accepts NULL.
  */
 void outbox_free(outbox_t *ob);
 
