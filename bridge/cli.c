@@ -48,11 +48,15 @@ static const command_t commands[CLI_COMMAND_COUNT] = {
                   "Exit codes: 0 every source done, 1 a source failed (nothing committed for\n"
                   "it), 2 usage error or no such source, 78 configuration error.\n",
                   true, NULL},
-    [CLI_CHECK] = {"check", "-c FILE", "validate the configuration, print what is wrong",
+    [CLI_CHECK] = {"check", "-c FILE [--connect]",
+                   "validate the configuration, print what is wrong",
                    "Validates the configuration file: prints every problem as\n"
                    "FILE: JSON.PATH: what was expected, or OK with the sources and sinks.\n"
-                   "Contacts nothing.\n"
-                   "Exit codes: 0 valid, 2 usage error, 78 configuration error.\n",
+                   "Contacts nothing, unless --connect: then it also reaches Redis, every sink\n"
+                   "and every source with their credentials, writes nothing anywhere, and\n"
+                   "prints one line per target (ok, FAILED or skipped, and what it found).\n"
+                   "Exit codes: 0 valid (with --connect: and every target ok), 1 a target\n"
+                   "failed (--connect), 2 usage error, 78 configuration error.\n",
                    true, NULL},
     [CLI_STATUS] = {"status", "-c FILE [--json] [--source NAME]",
                     "what each source and sink is doing, from Redis alone",
@@ -103,6 +107,8 @@ static const option_t options[CLI_OPT_COUNT] = {
     [CLI_OPT_DRY_RUN] = {"dry-run", 0, NULL, ON(CLI_ONCE),
                          "print the events instead of delivering them; write nothing"},
     [CLI_OPT_JSON] = {"json", 0, NULL, ON(CLI_STATUS), "one JSON object instead of the tables"},
+    [CLI_OPT_CONNECT] = {"connect", 0, NULL, ON(CLI_CHECK),
+                         "also reach Redis, every sink and every source; write nothing"},
     [CLI_OPT_HELP] = {"help", 'h', NULL, ON_ALL, "print this help and exit"},
 };
 

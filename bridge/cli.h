@@ -27,6 +27,7 @@ typedef enum cli_option_id {
     CLI_OPT_SINK,    /* --sink NAME */
     CLI_OPT_DRY_RUN, /* --dry-run */
     CLI_OPT_JSON,    /* --json */
+    CLI_OPT_CONNECT, /* --connect */
     CLI_OPT_HELP,    /* -h, --help (last: option_by_letter() falls back on it) */
     CLI_OPT_COUNT,
 } cli_option_id_t;

@@ -13,6 +13,7 @@
 #include "bridge_metrics.h"
 #include "cli.h"
 #include "config.h"
+#include "connect_check.h"
 #include "dlq.h"
 #include "engine.h"
 #include "log.h"
@@ -93,6 +94,14 @@ static int cmd_check(const cli_args_t *a)
     }
     printf("%s: OK (%zu source%s, %zu sink%s)\n", a->opt[CLI_OPT_CONFIG], conf->nsources,
            conf->nsources == 1 ? "" : "s", conf->nsinks, conf->nsinks == 1 ? "" : "s");
+    if (a->opt[CLI_OPT_CONNECT]) {
+        /* A closed socket is an answer to report, not a reason to die. */
+        signal(SIGPIPE, SIG_IGN);
+        int rc = connect_check_run(conf, stdout) == 0 ? 0 : EXIT_RUNTIME;
+        conf_free(conf);
+        free(errs);
+        return rc;
+    }
     for (size_t i = 0; i < conf->nsources; i++)
         printf("  source %-24s %-18s every %ds\n", conf->sources[i].name,
                conf->sources[i].provider->name, conf->sources[i].interval_s);

@@ -43,7 +43,7 @@ class Cli(unittest.TestCase):
         "run": ("run -c FILE", ["-c, --config FILE"]),
         "once": ("once -c FILE [--source NAME] [--dry-run]",
                  ["-c, --config FILE", "--source NAME", "--dry-run"]),
-        "check": ("check -c FILE", ["-c, --config FILE"]),
+        "check": ("check -c FILE [--connect]", ["-c, --config FILE", "--connect"]),
         "dlq": ("dlq list|replay|purge -c FILE [--sink NAME]", ["-c, --config FILE", "--sink NAME"]),
         "sinks": ("sinks", []),
         "version": ("version", []),
