@@ -208,7 +208,7 @@ START_TEST(test_path_too_long)
 }
 END_TEST
 
-/* create() checks the keys too, and opens the file: a wrong path is a
+/* init() checks the keys too, and opens the file: a wrong path is a
  * startup error that names it. */
 START_TEST(test_create_errors)
 {
@@ -612,6 +612,53 @@ START_TEST(test_file_moved_away)
 }
 END_TEST
 
+/* check --connect's probe of path (with its directory): 0 or -1, the message in msg. */
+static int probe_path(const char *p, char *msg, size_t size)
+{
+    char json[512];
+    cJSON *conf;
+    int rc;
+
+    snprintf(json, sizeof(json), "{\"name\":\"files\",\"type\":\"file\",\"path\":\"%s\"}", p);
+    conf = parse_json(json);
+    rc = sink_probe(T, conf, &(sink_host_t){.name = "files"}, sink_deadline_in(1000), msg, size);
+    cJSON_Delete(conf);
+    return rc;
+}
+
+/*
+ * The probe asks whether the file could be created and written, and
+ * creates nothing: a missing directory, a directory at the path and a
+ * read-only directory fail (the last one only without root, which may
+ * write anywhere).
+ */
+START_TEST(test_probe)
+{
+    char msg[ERRLEN], want[ERRLEN], sub[160];
+
+    ck_assert_int_eq(probe_path(path, msg, sizeof(msg)), 0);
+    snprintf(want, sizeof(want), "directory %s is writable", dir);
+    ck_assert_str_eq(msg, want);
+    ck_assert_int_eq(access(path, F_OK), -1); /* not created */
+
+    snprintf(sub, sizeof(sub), "%s/missing/events.jsonl", dir);
+    ck_assert_int_eq(probe_path(sub, msg, sizeof(msg)), -1);
+    ck_assert_msg(strstr(msg, "No such file or directory"), "%s", msg);
+
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    ck_assert_int_eq(probe_path(path, msg, sizeof(msg)), -1);
+    ck_assert_msg(strstr(msg, "exists and is not a writable file"), "%s", msg);
+    ck_assert_int_eq(rmdir(path), 0);
+
+    if (geteuid() != 0) {
+        ck_assert_int_eq(chmod(dir, 0500), 0);
+        ck_assert_int_eq(probe_path(path, msg, sizeof(msg)), -1);
+        ck_assert_msg(strstr(msg, "is not writable"), "%s", msg);
+        ck_assert_int_eq(chmod(dir, 0700), 0);
+    }
+}
+END_TEST
+
 static Suite *file_sink_suite(void)
 {
     Suite *s = suite_create("file_sink");
@@ -623,6 +670,7 @@ static Suite *file_sink_suite(void)
     tcase_add_loop_test(conf, test_validate, 0, N(validate_cases));
     tcase_add_test(conf, test_path_too_long);
     tcase_add_test(conf, test_create_errors);
+    tcase_add_test(conf, test_probe);
     suite_add_tcase(s, conf);
 
     tcase_add_unchecked_fixture(io, runner_setup, runner_teardown);

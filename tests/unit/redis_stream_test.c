@@ -207,7 +207,7 @@ START_TEST(test_stream_name_too_long)
 }
 END_TEST
 
-/* create() connects to nothing, so a server that is down is no error there;
+/* init() connects to nothing, so a server that is down is no error there;
  * a missing or bad URL is, and the message says which key. */
 START_TEST(test_create)
 {
@@ -641,6 +641,36 @@ START_TEST(test_hung_server)
 }
 END_TEST
 
+/* check --connect's probe against port, through the bridge's redis.url. */
+static int probe_port(int port, char *msg, size_t size)
+{
+    char url[64];
+    cJSON *conf = parse_json("{\"name\":\"stream\",\"type\":\"redis_stream\",\"stream\":\"s\"}");
+    int rc;
+
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    rc = sink_probe(T, conf, &(sink_host_t){.name = "stream", .redis_url = url},
+                    sink_deadline_in(5000), msg, size);
+    cJSON_Delete(conf);
+    return rc;
+}
+
+/* The probe PINGs and reads the version, and writes nothing; a server that is down fails it. */
+START_TEST(test_probe)
+{
+    char msg[ERRLEN], want[64];
+    int down = redis_server_free_port();
+
+    ck_assert_int_eq(probe_port(srv.port, msg, sizeof(msg)), 0);
+    snprintf(want, sizeof(want), " at 127.0.0.1:%d", srv.port);
+    ck_assert_msg(strncmp(msg, "redis ", 6) == 0 && strstr(msg, want), "%s", msg);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS s"), 0);
+    ck_assert_int_eq(probe_port(down, msg, sizeof(msg)), -1);
+    snprintf(want, sizeof(want), "redis 127.0.0.1:%d: connect: ", down);
+    ck_assert_msg(strstr(msg, want) == msg, "%s", msg);
+}
+END_TEST
+
 static Suite *redis_stream_suite(void)
 {
     Suite *s = suite_create("redis_stream");
@@ -663,6 +693,7 @@ static Suite *redis_stream_suite(void)
     tcase_add_test(tc, test_error_reply);
     tcase_add_test(tc, test_default_url_and_db);
     tcase_add_test(tc, test_idle_connection_closed_by_server);
+    tcase_add_test(tc, test_probe);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("auth");

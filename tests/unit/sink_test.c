@@ -1143,7 +1143,7 @@ START_TEST(test_kafka_fatal)
 }
 END_TEST
 
-/* destroy() with an undeliverable event: the ticket still resolves, once. */
+/* exit() with an undeliverable event: the ticket still resolves, once. */
 START_TEST(test_kafka_destroy_resolves)
 {
     static const char *const topics[] = {"sessions.started", NULL};
@@ -1294,6 +1294,75 @@ START_TEST(test_stdout_validate)
 }
 END_TEST
 
+/*
+ * check --connect's probe: the brokers and the partitions of each topic
+ * from one metadata request, a missing topic a failure (and not created:
+ * the mock creates topics a metadata request names), a {source} template
+ * not checked, and a cluster that does not answer a failure within the
+ * deadline, with no secret property in the message.
+ */
+START_TEST(test_kafka_probe)
+{
+    static const char *const topics[] = {"sessions.started", "sessions.completed", NULL};
+    char msg[1024], json[1024];
+    mock_t m;
+    cJSON *conf;
+    int64_t start;
+
+    sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
+    mock_start(&m, 3);
+    mock_topics(&m, topics);
+    snprintf(json, sizeof(json),
+             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",\"topics\":"
+             "{\"started\":\"sessions.started\",\"completed\":\"sessions.completed\","
+             "\"cancelled\":\"sessions.{source}\"}}",
+             m.bootstraps);
+    conf = parse_json(json);
+    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
+                                sink_deadline_in(5000), msg, sizeof(msg)),
+                     0);
+    ck_assert_str_eq(msg, "3 brokers, topic sessions.started: 1 partition, topic "
+                          "sessions.completed: 1 partition, topic sessions.{source}: one per "
+                          "source, not checked");
+    cJSON_Delete(conf);
+
+    /* A missing topic fails the probe, and the probe did not create it. */
+    snprintf(json, sizeof(json),
+             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",\"topics\":"
+             "{\"cancelled\":\"sessions.absent\"}}",
+             m.bootstraps);
+    conf = parse_json(json);
+    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
+                                sink_deadline_in(5000), msg, sizeof(msg)),
+                     -1);
+    ck_assert_msg(strstr(msg, "topic sessions.absent: does not exist"), "%s", msg);
+    /* Asked again: still missing, so the first probe did not create it. */
+    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
+                                sink_deadline_in(5000), msg, sizeof(msg)),
+                     -1);
+    ck_assert_msg(strstr(msg, "topic sessions.absent: does not exist"), "%s", msg);
+    cJSON_Delete(conf);
+
+    /* Nobody answers: the deadline ends it, the SASL password stays out of the message. */
+    set_brokers(m.mc, 3, false);
+    snprintf(json, sizeof(json),
+             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",\"properties\":"
+             "{\"security.protocol\":\"sasl_plaintext\",\"sasl.mechanism\":\"PLAIN\","
+             "\"sasl.username\":\"u\",\"sasl.password\":\"hunter2-secret\"}}",
+             m.bootstraps);
+    conf = parse_json(json);
+    start = now_ms();
+    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
+                                sink_deadline_in(1000), msg, sizeof(msg)),
+                     -1);
+    ck_assert_int_lt(now_ms() - start, 3000);
+    ck_assert_msg(strstr(msg, "no metadata from ") == msg, "%s", msg);
+    ck_assert_ptr_null(strstr(msg, "hunter2-secret"));
+    cJSON_Delete(conf);
+    mock_stop(&m);
+}
+END_TEST
+
 static Suite *sink_suite(void)
 {
     Suite *s = suite_create("sink");
@@ -1326,6 +1395,7 @@ static Suite *sink_suite(void)
     tcase_add_test(kafka, test_kafka_brokers_down);
     tcase_add_test(kafka, test_kafka_fatal);
     tcase_add_test(kafka, test_kafka_destroy_resolves);
+    tcase_add_test(kafka, test_kafka_probe);
     tcase_set_timeout(kafka, 60);
     suite_add_tcase(s, kafka);
 

@@ -219,5 +219,5 @@ void sink_done_on_loop(const sink_type_t *type, void *ctx, const sink_loop_t *lo
     ck_assert(type->flags & SINK_F_LOOP);
     type->exit(ctx);
     for (int i = 0; i < n; i++)
-        ck_assert_int_eq(t[i].calls, 1); /* destroy() resolved nothing twice */
+        ck_assert_int_eq(t[i].calls, 1); /* exit() resolved nothing twice */
 }

@@ -285,12 +285,12 @@ START_TEST(test_validate)
     if (c->rc == 0)
         ck_assert_uint_eq(errs.count, 0);
 
-    /* create() agrees, and says why without the path prefix or a secret. */
+    /* init() agrees, and says why without the path prefix or a secret. */
     err[0] = '\0';
     ctx = sink_init(&sink_webhook_type, j, &(sink_host_t){.name = "hook"}, err, sizeof(err));
     ck_assert((ctx != NULL) == (c->rc == 0));
     if (!ctx) {
-        ck_assert_msg(strlen(err) > 0, "create() failed without a reason");
+        ck_assert_msg(strlen(err) > 0, "init() failed without a reason");
         assert_no_secret(err);
     }
     sink_webhook_type.exit(ctx);
@@ -941,6 +941,54 @@ START_TEST(test_capacity_flush_and_exit)
 }
 END_TEST
 
+/* check --connect's probe of the sink at port: 0 or -1, the message in msg. */
+static int probe_port(unsigned port, char *msg, size_t size)
+{
+    char text[512];
+    cJSON *conf;
+    int rc;
+
+    snprintf(text, sizeof(text),
+             "{\"url\":\"http://127.0.0.1:%u" HOOK_PATH "?token=tok3n\"," SECRET_OK
+             ",\"timeout_s\":2}",
+             port);
+    conf = parse_json(text);
+    rc = sink_probe(&sink_webhook_type, conf, &(sink_host_t){.name = "hook"},
+                    sink_deadline_in(5000), msg, size);
+    cJSON_Delete(conf);
+    return rc;
+}
+
+/*
+ * The probe connects to the URL's origin and sends nothing: the endpoint
+ * sees a connection and no request. The message names the origin only
+ * (the query holds a token). A closed port fails it.
+ */
+START_TEST(test_probe_connects_and_sends_nothing)
+{
+    char msg[512], origin[64];
+    unsigned port;
+
+    server_start(200);
+    port = srv.port;
+    snprintf(origin, sizeof(origin), "http://127.0.0.1:%u: connected in ", port);
+    ck_assert_int_eq(probe_port(port, msg, sizeof(msg)), 0);
+    ck_assert_msg(strstr(msg, origin) == msg && strstr(msg, "(no request sent)"), "%s", msg);
+    ck_assert_ptr_null(strstr(msg, "tok3n"));
+    ck_assert_ptr_null(strstr(msg, HOOK_PATH));
+    for (int64_t until = now_ms() + WAIT_BOUND_MS;
+         server_get(&srv.connections) == 0 && now_ms() < until;)
+        usleep(10 * 1000); /* the server's thread counts the connection when it accepts it */
+    ck_assert_int_eq(server_get(&srv.connections), 1);
+    server_stop();
+    ck_assert_int_eq(srv.hook_hits + srv.other_hits, 0);
+
+    ck_assert_int_eq(probe_port(port, msg, sizeof(msg)), -1);
+    ck_assert_msg(strstr(msg, "Couldn't connect to server") || strstr(msg, "connect"), "%s", msg);
+    ck_assert_ptr_null(strstr(msg, "tok3n"));
+}
+END_TEST
+
 static Suite *webhook_suite(void)
 {
     Suite *s = suite_create("webhook");
@@ -963,6 +1011,7 @@ static Suite *webhook_suite(void)
     tcase_add_test(http, test_no_answer_times_out);
     tcase_add_test(http, test_max_in_flight);
     tcase_add_test(http, test_capacity_flush_and_exit);
+    tcase_add_test(http, test_probe_connects_and_sends_nothing);
     tcase_add_checked_fixture(http_loop, loop_setup, loop_teardown);
     tcase_add_test(http_loop, test_ok_and_keep_alive);
     tcase_add_test(http_loop, test_two_secrets_two_signatures);
