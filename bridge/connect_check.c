@@ -59,15 +59,12 @@ struct target {
     provider_request_t *req;
     http_response_t resp;
     size_t records;
-    bool started;
 };
 
 typedef struct report {
     pthread_mutex_t lock;
     pthread_cond_t changed; /* a thread's target is done */
     target_t *targets;
-    size_t n;
-    size_t running; /* sources whose request is in flight */
     loop_t *loop;
 } report_t;
 
@@ -180,7 +177,6 @@ static void source_start(target_t *t, http_multi_t *m)
                          .connect_timeout_ms = cs->timeout_s * 1000L,
                          .max_body = HTTP_DEFAULT_MAX_BODY};
 
-    t->started = true;
     t->resp.retry_after_s = -1;
     if (!(t->http = http_client_new(&ho, err, sizeof(err))) ||
         !(t->req = calloc(1, sizeof(*t->req))) ||
@@ -251,24 +247,83 @@ static const char *status_word(target_status_t s)
     return s == TARGET_OK ? "ok" : s == TARGET_SKIPPED ? "skipped" : "FAILED";
 }
 
-int connect_check_run(const conf_t *conf, FILE *out)
+/*
+ * Waits for the threads of targets[0..nthreads) until each is done or
+ * deadline_ms came. A thread still running is detached and marked late:
+ * its target stays its own (only the flag is read here). Returns whether
+ * any was left behind.
+ */
+static bool wait_threads(report_t *r, size_t nthreads, pthread_t *threads, bool *joinable,
+                         bool *late, int64_t deadline_ms)
 {
-    size_t nthreads = 1 + conf->nsinks, n = nthreads + conf->nsources;
-    report_t r = {.n = n};
-    pthread_condattr_t ca;
-    pthread_t *threads = calloc(nthreads, sizeof(pthread_t));
-    thread_arg_t *args = calloc(nthreads, sizeof(thread_arg_t));
-    bool *joinable = calloc(nthreads, sizeof(bool));
-    char err[256];
-    int longest = CONNECT_SINK_TIMEOUT_MS > CONNECT_REDIS_TIMEOUT_MS ? CONNECT_SINK_TIMEOUT_MS
-                                                                     : CONNECT_REDIS_TIMEOUT_MS;
+    struct timespec until = {.tv_sec = deadline_ms / 1000,
+                             .tv_nsec = (deadline_ms % 1000) * 1000000};
+    bool abandoned = false;
+
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        size_t open = 0;
+        for (size_t i = 0; i < nthreads; i++)
+            open += !r->targets[i].done;
+        if (open == 0 || pthread_cond_timedwait(&r->changed, &r->lock, &until) != 0)
+            break;
+    }
+    for (size_t i = 0; i < nthreads; i++) {
+        late[i] = !r->targets[i].done;
+        if (late[i]) {
+            pthread_detach(threads[i]);
+            joinable[i] = false;
+            abandoned = true;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return abandoned;
+}
+
+/* One aligned line per target; 1 when any failed, 0 otherwise. */
+static int print_report(const report_t *r, size_t n, const bool *late, size_t nthreads, int bound_s,
+                        FILE *out)
+{
     size_t width = 0;
     int rc = 0;
 
+    for (size_t i = 0; i < n; i++) {
+        size_t w = strlen(r->targets[i].label);
+        width = w > width ? w : width;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const target_t *t = &r->targets[i];
+        if (i < nthreads && late[i]) {
+            fprintf(out, "%-*s  %-7s no answer within %d s\n", (int)width, t->label,
+                    status_word(TARGET_FAILED), bound_s);
+            rc = 1;
+            continue;
+        }
+        fprintf(out, "%-*s  %-7s %s\n", (int)width, t->label, status_word(t->status), t->msg);
+        if (t->status == TARGET_FAILED)
+            rc = 1;
+    }
+    return rc;
+}
+
+int connect_check_run(const conf_t *conf, FILE *out)
+{
+    size_t nthreads = 1 + conf->nsinks, n = nthreads + conf->nsources;
+    report_t r = {0};
+    pthread_condattr_t ca;
+    pthread_t *threads = calloc(nthreads, sizeof(pthread_t));
+    thread_arg_t *args = calloc(nthreads, sizeof(thread_arg_t));
+    bool *joinable = calloc(nthreads, sizeof(bool)), *late = calloc(nthreads, sizeof(bool));
+    char err[256];
+    int longest = CONNECT_SINK_TIMEOUT_MS > CONNECT_REDIS_TIMEOUT_MS ? CONNECT_SINK_TIMEOUT_MS
+                                                                     : CONNECT_REDIS_TIMEOUT_MS;
+    int rc;
+
     r.targets = calloc(n, sizeof(target_t));
-    if (!threads || !args || !joinable || !r.targets || !(r.loop = loop_new(err, sizeof(err)))) {
-        fprintf(out, "check --connect: %s\n", r.targets && threads ? err : "out of memory");
-        free(threads), free(args), free(joinable), free(r.targets);
+    bool allocated = threads && args && joinable && late && r.targets;
+    if (!allocated || !(r.loop = loop_new(err, sizeof(err)))) {
+        fprintf(out, "check --connect: %s\n", allocated ? err : "out of memory");
+        free(threads), free(args), free(joinable), free(late), free(r.targets);
         return 1;
     }
     pthread_mutex_init(&r.lock, NULL);
@@ -308,52 +363,20 @@ int connect_check_run(const conf_t *conf, FILE *out)
     }
     run_sources(&r, &r.targets[nthreads], conf->nsources, deadline - CONNECT_GRACE_MS);
 
-    /* The threads, until each is done or the deadline passed. */
-    struct timespec until = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
-    pthread_mutex_lock(&r.lock);
-    for (;;) {
-        size_t open = 0;
-        for (size_t i = 0; i < nthreads; i++)
-            open += !r.targets[i].done;
-        if (open == 0 || pthread_cond_timedwait(&r.changed, &r.lock, &until) != 0)
-            break;
-    }
-    bool abandoned = false;
-    for (size_t i = 0; i < nthreads; i++) {
-        if (!r.targets[i].done) {
-            /* Left running: its target must outlive it, so nothing below is freed. */
-            r.targets[i].done = true;
-            r.targets[i].status = TARGET_FAILED;
-            snprintf(r.targets[i].msg, sizeof(r.targets[i].msg), "no answer within %d s",
-                     (longest + CONNECT_GRACE_MS) / 1000);
-            pthread_detach(threads[i]);
-            joinable[i] = false;
-            abandoned = true;
-        }
-    }
-    pthread_mutex_unlock(&r.lock);
-
-    for (size_t i = 0; i < n; i++) {
-        size_t w = strlen(r.targets[i].label);
-        width = w > width ? w : width;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const target_t *t = &r.targets[i];
-        fprintf(out, "%-*s  %-7s %s\n", (int)width, t->label, status_word(t->status), t->msg);
-        if (t->status == TARGET_FAILED)
-            rc = 1;
-    }
+    bool abandoned = wait_threads(&r, nthreads, threads, joinable, late, deadline);
+    rc = print_report(&r, n, late, nthreads, (longest + CONNECT_GRACE_MS) / 1000, out);
     fflush(out);
     for (size_t i = 0; i < nthreads; i++) {
         if (joinable[i])
             pthread_join(threads[i], NULL);
     }
     if (abandoned)
-        return rc; /* the process exits next; a thread still uses its target and the lock */
+        return rc; /* the process exits next; a late thread still uses its target and the lock */
     pthread_cond_destroy(&r.changed);
     pthread_mutex_destroy(&r.lock);
     loop_free(r.loop);
     free(r.targets);
+    free(late);
     free(joinable);
     free(args);
     free(threads);
