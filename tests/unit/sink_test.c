@@ -1294,6 +1294,23 @@ START_TEST(test_stdout_validate)
 }
 END_TEST
 
+/* sink_probe() of a kafka sink on brokers with extra keys (a JSON fragment), within budget_ms. */
+static int kafka_probe_with(const char *brokers, const char *extra, int budget_ms, char *msg,
+                            size_t size)
+{
+    char json[1024];
+    cJSON *conf;
+    int rc;
+
+    snprintf(json, sizeof(json), "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",%s}",
+             brokers, extra);
+    conf = parse_json(json);
+    rc = sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
+                    sink_deadline_in(budget_ms), msg, size);
+    cJSON_Delete(conf);
+    return rc;
+}
+
 /*
  * check --connect's probe: the brokers and the partitions of each topic
  * from one metadata request, a missing topic a failure (and not created:
@@ -1304,61 +1321,42 @@ END_TEST
 START_TEST(test_kafka_probe)
 {
     static const char *const topics[] = {"sessions.started", "sessions.completed", NULL};
-    char msg[1024], json[1024];
+    static const char absent[] = "\"topics\":{\"cancelled\":\"sessions.absent\"}";
+    char msg[1024];
     mock_t m;
-    cJSON *conf;
     int64_t start;
 
     sink_set_logger(NULL, SINK_LOG_ERROR, NULL);
     mock_start(&m, 3);
     mock_topics(&m, topics);
-    snprintf(json, sizeof(json),
-             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",\"topics\":"
-             "{\"started\":\"sessions.started\",\"completed\":\"sessions.completed\","
-             "\"cancelled\":\"sessions.{source}\"}}",
-             m.bootstraps);
-    conf = parse_json(json);
-    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
-                                sink_deadline_in(5000), msg, sizeof(msg)),
+    ck_assert_int_eq(kafka_probe_with(m.bootstraps,
+                                      "\"topics\":{\"started\":\"sessions.started\","
+                                      "\"completed\":\"sessions.completed\","
+                                      "\"cancelled\":\"sessions.{source}\"}",
+                                      5000, msg, sizeof(msg)),
                      0);
     ck_assert_str_eq(msg, "3 brokers, topic sessions.started: 1 partition, topic "
                           "sessions.completed: 1 partition, topic sessions.{source}: one per "
                           "source, not checked");
-    cJSON_Delete(conf);
 
-    /* A missing topic fails the probe, and the probe did not create it. */
-    snprintf(json, sizeof(json),
-             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",\"topics\":"
-             "{\"cancelled\":\"sessions.absent\"}}",
-             m.bootstraps);
-    conf = parse_json(json);
-    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
-                                sink_deadline_in(5000), msg, sizeof(msg)),
-                     -1);
-    ck_assert_msg(strstr(msg, "topic sessions.absent: does not exist"), "%s", msg);
-    /* Asked again: still missing, so the first probe did not create it. */
-    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
-                                sink_deadline_in(5000), msg, sizeof(msg)),
-                     -1);
-    ck_assert_msg(strstr(msg, "topic sessions.absent: does not exist"), "%s", msg);
-    cJSON_Delete(conf);
+    /* A missing topic fails the probe; asked again, still missing: the probe did not create it. */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(kafka_probe_with(m.bootstraps, absent, 5000, msg, sizeof(msg)), -1);
+        ck_assert_msg(strstr(msg, "topic sessions.absent: does not exist"), "%s", msg);
+    }
 
     /* Nobody answers: the deadline ends it, the SASL password stays out of the message. */
     set_brokers(m.mc, 3, false);
-    snprintf(json, sizeof(json),
-             "{\"name\":\"bus\",\"type\":\"kafka\",\"brokers\":\"%s\",\"properties\":"
-             "{\"security.protocol\":\"sasl_plaintext\",\"sasl.mechanism\":\"PLAIN\","
-             "\"sasl.username\":\"u\",\"sasl.password\":\"hunter2-secret\"}}",
-             m.bootstraps);
-    conf = parse_json(json);
     start = now_ms();
-    ck_assert_int_eq(sink_probe(&sink_kafka_type, conf, &(sink_host_t){.name = "bus"},
-                                sink_deadline_in(1000), msg, sizeof(msg)),
+    ck_assert_int_eq(kafka_probe_with(m.bootstraps,
+                                      "\"properties\":{\"security.protocol\":\"sasl_plaintext\","
+                                      "\"sasl.mechanism\":\"PLAIN\",\"sasl.username\":\"u\","
+                                      "\"sasl.password\":\"hunter2-secret\"}",
+                                      1000, msg, sizeof(msg)),
                      -1);
     ck_assert_int_lt(now_ms() - start, 3000);
     ck_assert_msg(strstr(msg, "no metadata from ") == msg, "%s", msg);
     ck_assert_ptr_null(strstr(msg, "hunter2-secret"));
-    cJSON_Delete(conf);
     mock_stop(&m);
 }
 END_TEST
