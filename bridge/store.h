@@ -504,6 +504,34 @@ int store_sources_status(store_t *st, const char *const *names, size_t n,
 typedef int (*store_name_fn)(void *opaque, const char *name);
 int store_scan_sources(store_t *st, store_name_fn fn, void *opaque, char *err, size_t errlen);
 
+/*
+ * A fenced write's answer, on the loop's thread: f as store_commit_fenced()
+ * or store_restore() would return it, and on OK the cycle the snapshot is
+ * at now.
+ */
+typedef void (*store_fence_fn)(void *opaque, store_fence_t f, uint64_t cycle, const char *err);
+
+/*
+ * store_commit_fenced() on the loop, from base cycle `cycle`: the same
+ * transaction, fences and outcomes, driven by callbacks on a connection of
+ * its own (WATCH holds per connection, and MULTI would take in every other
+ * caller's commands), one commit at a time, the others waiting in order.
+ * The delta and the letters are read window by window as Redis queues the
+ * earlier ones (STORE_TX_WINDOWS_IN_FLIGHT at most in our memory), so
+ * their readers, and what they read, must stay valid until fn, and are
+ * called on the loop's thread meanwhile. A connection lost before EXEC
+ * fails the commit once with nothing applied; an EXEC whose reply was lost
+ * may have applied (ERROR, as the blocking call says). The next commit
+ * connects again.
+ */
+int store_commit_fenced_async(store_t *st, const char *source, const char *token,
+                              const store_delta_t *delta, size_t sessions_after,
+                              const store_extra_t *extra, uint64_t cycle, store_fence_fn fn,
+                              void *opaque, char *err, size_t errlen);
+/* store_restore() the same way; ix must not change until fn. */
+int store_restore_async(store_t *st, const char *source, const char *token, const diff_index_t *ix,
+                        uint64_t cycle, store_fence_fn fn, void *opaque, char *err, size_t errlen);
+
 /* Commands sent to Redis since store_new(), for benchmarks and metrics. */
 uint64_t store_commands_sent(const store_t *st);
 /*

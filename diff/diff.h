@@ -193,6 +193,15 @@ void diff_index_states(const diff_index_t *ix, size_t counts[DIFF_STATE_COUNT]);
  */
 typedef int (*diff_index_fn)(void *opaque, const char *session_id, const diff_record_t *rec);
 int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque);
+/*
+ * diff_index_foreach() in steps, for a caller that visits a large index
+ * a part at a time (the store restores one in windows): starts at position
+ * *pos (0 the first time); when fn returns nonzero, *pos is left just past
+ * the session it was called for and fn's value returned, so that the next
+ * call goes on after it. 0 once every session from *pos on was visited.
+ * ix must not change between the steps.
+ */
+int diff_index_foreach_from(const diff_index_t *ix, size_t *pos, diff_index_fn fn, void *opaque);
 
 /* ---- one poll cycle ---- */
 

@@ -247,9 +247,9 @@ int diff_index_get(const diff_index_t *ix, const char *session_id, diff_record_t
     return 0;
 }
 
-int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque)
+int diff_index_foreach_from(const diff_index_t *ix, size_t *pos, diff_index_fn fn, void *opaque)
 {
-    for (size_t i = 0; ix != NULL && i < ix->tab.cap; i++) {
+    for (size_t i = *pos; ix != NULL && i < ix->tab.cap; i++) {
         uint32_t ref = ix->tab.slots[i].ref;
         diff_record_t rec;
         int rc;
@@ -257,8 +257,17 @@ int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque)
             continue;
         const entry_t *e = entry_at(ix, ref);
         entry_record(ix, e, &rec);
-        if ((rc = fn(opaque, e->id, &rec)) != 0)
+        if ((rc = fn(opaque, e->id, &rec)) != 0) {
+            *pos = i + 1;
             return rc;
+        }
     }
+    *pos = ix != NULL ? ix->tab.cap : 0;
     return 0;
+}
+
+int diff_index_foreach(const diff_index_t *ix, diff_index_fn fn, void *opaque)
+{
+    size_t pos = 0;
+    return diff_index_foreach_from(ix, &pos, fn, opaque);
 }

@@ -478,7 +478,9 @@ int store_attach(store_t *st, loop_t *loop, char *err, size_t errlen)
     if (st->loop != NULL)
         return 0;
     st->awatch = loop_timer_new(loop, on_awatch, st);
-    if (st->awatch == NULL) {
+    if (st->awatch == NULL || store_acommit_attach(st, loop) != 0) {
+        loop_timer_free(st->awatch);
+        st->awatch = NULL;
         store_set_err(err, errlen, "store: out of memory");
         return -1;
     }
@@ -494,6 +496,7 @@ void store_detach(store_t *st)
         return;
     snprintf(why, sizeof why, "redis %s: the store is closing", st->endpoint);
     adrop(st, why);
+    store_acommit_detach(st);
     loop_timer_free(st->awatch);
     st->awatch = NULL;
     st->loop = NULL;

@@ -30,21 +30,6 @@
 /* Used when the options leave the timeout at 0. */
 #define STORE_DEFAULT_TIMEOUT_MS 5000
 
-/* MULTI + EXEC around the delta. */
-#define STORE_TX_WRAP 2
-
-/*
- * The slowest rate at which Redis is expected to apply a queued transaction
- * and log it (AOF with appendfsync always writes the whole EXEC before it
- * answers): the EXEC reply of a large transaction is awaited for the
- * command timeout plus its bytes at this rate. A first emit cycle of a
- * million sessions with an outbox sink queues ~1.7 GiB, which Redis took
- * ~45 s to apply on the 2-core benchmark machine (38 MiB/s); at the plain
- * 5 s timeout the commit was reported failed although it applied. Slower
- * than this, Redis is in trouble and the commit counts as failed (it may
- * still apply: the caller reloads before its next cycle).
- */
-#define STORE_EXEC_MIN_BYTES_PER_S (8u * 1024u * 1024u)
 /* HSET key + STORE_BATCH field/value pairs: the widest command we send. */
 #define STORE_ARGV_MAX (2 + 2 * STORE_BATCH)
 
@@ -319,6 +304,7 @@ store_t *store_new(const store_options_t *opt, char *err, size_t errlen)
     st->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
     st->reconnect = backoff_init(&store_reconnect);
     st->areconnect = backoff_init(&store_reconnect);
+    st->creconnect = backoff_init(&store_reconnect);
     if (set_prefix(st, opt->prefix != NULL ? opt->prefix : STORE_DEFAULT_PREFIX, err, errlen) != 0)
         goto err;
     if (redis_url_parse(opt->url, &st->target, err, errlen) != 0)
@@ -353,7 +339,6 @@ void store_free(store_t *st)
     free(st->argvlen);
     free(st->records);
     free(st->letters);
-    free(st->last_buf);
     free(st);
 }
 
@@ -453,6 +438,44 @@ static void set_timeout(store_t *st, uint64_t ms)
     (void)redisSetTimeout(st->ctx, tv);
 }
 
+/*
+ * The EXEC reply r of a transaction of `sent` commands: 0, -1 with err, or
+ * -2 when a WATCHed key aborted it. Redis does not roll back: a command
+ * that failed inside EXEC (WRONGTYPE) leaves the others applied; it is
+ * reported as a failure, and the caller reloads before its next cycle.
+ */
+int store_tx_exec_reply(const store_t *st, const redisReply *r, size_t sent, const char *what,
+                        char *err, size_t errlen)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        store_set_err(err, errlen, "redis %s: commit %s: transaction aborted", st->endpoint, what);
+        return -2;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        store_set_err(err, errlen, "redis %s: commit %s: %.*s", st->endpoint, what, (int)r->len,
+                      r->str);
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        store_set_err(err, errlen, "redis %s: commit %s: unexpected EXEC reply", st->endpoint,
+                      what);
+        return -1;
+    }
+    if (r->elements != sent - STORE_TX_WRAP) {
+        store_set_err(err, errlen, "redis %s: commit %s: EXEC returned %zu replies", st->endpoint,
+                      what, r->elements);
+        return -1;
+    }
+    for (size_t j = 0; j < r->elements; j++) {
+        if (r->element[j]->type == REDIS_REPLY_ERROR) {
+            store_set_err(err, errlen, "redis %s: commit %s: %.*s", st->endpoint, what,
+                          (int)r->element[j]->len, r->element[j]->str);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* store_read_transaction() without the longer wait. */
 static int read_transaction_replies(store_t *st, size_t sent, const char *snap, char *err,
                                     size_t errlen)
@@ -460,39 +483,17 @@ static int read_transaction_replies(store_t *st, size_t sent, const char *snap, 
     bool failed = false, aborted = false;
 
     for (size_t i = 0; i < sent; i++) {
-        bool last = i + 1 == sent;
         redisReply *r = store_read_reply(st, "commit", err, errlen);
 
         if (r == NULL)
             return -1; /* connection dropped */
-        if (r->type == REDIS_REPLY_ERROR) {
-            if (!failed)
-                store_set_err(err, errlen, "redis %s: commit %s: %.*s", st->endpoint, snap,
-                              (int)r->len, r->str);
-            failed = true;
-        } else if (last && r->type == REDIS_REPLY_NIL) {
-            store_set_err(err, errlen, "redis %s: commit %s: transaction aborted", st->endpoint,
-                          snap);
-            failed = aborted = true;
-        } else if (last && r->type == REDIS_REPLY_ARRAY && !failed) {
-            /* Redis does not roll back: a command that failed inside EXEC
-             * (WRONGTYPE) leaves the others applied. Reported as a failure;
-             * the caller reloads before its next cycle. */
-            if (r->elements != sent - STORE_TX_WRAP) {
-                store_set_err(err, errlen, "redis %s: commit %s: EXEC returned %zu replies",
-                              st->endpoint, snap, r->elements);
-                failed = true;
-            }
-            for (size_t j = 0; j < r->elements && !failed; j++) {
-                if (r->element[j]->type == REDIS_REPLY_ERROR) {
-                    store_set_err(err, errlen, "redis %s: commit %s: %.*s", st->endpoint, snap,
-                                  (int)r->element[j]->len, r->element[j]->str);
-                    failed = true;
-                }
-            }
-        } else if (last && r->type != REDIS_REPLY_ARRAY && !failed) {
-            store_set_err(err, errlen, "redis %s: commit %s: unexpected EXEC reply", st->endpoint,
-                          snap);
+        if (i + 1 == sent && !failed) {
+            int rc = store_tx_exec_reply(st, r, sent, snap, err, errlen);
+            failed = rc != 0;
+            aborted = rc == -2;
+        } else if (r->type == REDIS_REPLY_ERROR && !failed) {
+            store_set_err(err, errlen, "redis %s: commit %s: %.*s", st->endpoint, snap, (int)r->len,
+                          r->str);
             failed = true;
         }
         freeReplyObject(r);

@@ -58,10 +58,6 @@ struct store {
     size_t *argvlen;
     char *records;           /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
     store_letter_t *letters; /* one window of letters (STORE_BATCH) */
-    /* The last records of one HSET chunk, copied: a cycle hands each one
-     * out only until it reads the next. */
-    char *last_buf;
-    size_t last_cap;
     /* The asynchronous connection on the daemon's loop (store_attach()). */
     loop_t *loop;              /* NULL until attached */
     redisAsyncContext *actx;   /* NULL while disconnected */
@@ -70,7 +66,121 @@ struct store {
     backoff_t areconnect;      /* after failed async connects */
     char afail[STORE_ERR_MAX]; /* why actx is being dropped, for its pending replies */
     char aconnect_error[STORE_ERR_MAX];
+    /* The commit connection (acommit.c): a second asynchronous one, since
+     * WATCH holds per connection and MULTI would take in the commands of
+     * every other caller. One commit at a time runs on it. */
+    redisAsyncContext *cctx;   /* NULL while disconnected */
+    sink_timer_t *cwatch;      /* armed while replies are awaited */
+    sink_timer_t *ckick;       /* finishes commits and starts the next, from the loop */
+    unsigned cinflight;        /* replies awaited on cctx */
+    backoff_t creconnect;      /* after failed connects of cctx */
+    char cfail[STORE_ERR_MAX]; /* why cctx is being dropped */
+    char cconnect_error[STORE_ERR_MAX];
+    struct acommit *chead, *ctail; /* the commit running first, then those waiting */
 };
+
+/*
+ * The slowest rate at which Redis is expected to apply a queued transaction
+ * and log it (AOF with appendfsync always writes the whole EXEC before it
+ * answers): the EXEC reply of a large transaction is awaited for the
+ * command timeout plus its bytes at this rate. A first emit cycle of a
+ * million sessions with an outbox sink queues ~1.7 GiB, which Redis took
+ * ~45 s to apply on the 2-core benchmark machine (38 MiB/s); at the plain
+ * 5 s timeout the commit was reported failed although it applied. Slower
+ * than this, Redis is in trouble and the commit counts as failed (it may
+ * still apply: the caller reloads before its next cycle).
+ */
+#define STORE_EXEC_MIN_BYTES_PER_S (8u * 1024u * 1024u)
+
+/* MULTI + EXEC around the commands of a transaction. */
+#define STORE_TX_WRAP 2
+
+/*
+ * A fenced commit or restore transaction (tx.c), built window by window:
+ * each store_tx_window() call queues the next few commands through send
+ * (at most one HSET/HDEL chunk of STORE_BATCH fields, or one window of
+ * letters), so that whoever drives it holds one window at a time: the
+ * blocking commit queues them back to back, the asynchronous one
+ * (acommit.c) waits for Redis to have queued earlier windows first.
+ */
+typedef enum store_tx_stage {
+    TX_MULTI = 0,
+    TX_SET,      /* HSET P:snap:S of the upserts */
+    TX_DEL,      /* HDEL P:snap:S of the removals */
+    TX_LAST_SET, /* HSET P:rec:S */
+    TX_LAST_DEL, /* HDEL P:rec:S */
+    TX_OUTBOX,   /* HSET P:ob:K and ZADD P:ob:K:due */
+    TX_DEAD,     /* HSET P:dlq:K */
+    TX_CLEAR,    /* restore: DEL P:snap:S */
+    TX_RESTORE,  /* restore: HSET P:snap:S of the index */
+    TX_META,
+    TX_EXEC,
+    TX_DONE
+} store_tx_stage_t;
+
+/* Queues one command; 0, or -1 with err (the transaction is then abandoned). */
+typedef int (*store_tx_send_fn)(void *opaque, int argc, const char **argv, const size_t *argvlen,
+                                const char *what, char *err, size_t errlen);
+
+typedef struct store_tx {
+    store_t *st;
+    char source[STORE_SOURCE_MAX + 1];
+    char token[STORE_TOKEN_LEN];
+    char snap[STORE_KEY_MAX], meta[STORE_KEY_MAX], rec[STORE_KEY_MAX], lease[STORE_KEY_MAX];
+    uint64_t base;   /* the cycle the fence expects (0: no snapshot) */
+    uint64_t cycle;  /* the cycle meta says after it */
+    size_t sessions; /* the count meta says after it */
+    store_delta_t delta;
+    store_extra_t extra;
+    const diff_index_t *ix; /* restore: the sessions written */
+    store_tx_stage_t stage;
+    size_t pos; /* where the stage goes on: a change, a letter, an index position */
+    char now[STORE_U64_DIGITS + 1]; /* the due time of outbox letters */
+    /* The last record read but not queued yet: it did not fit in the
+     * chunk before it (a delta hands each one out once). */
+    bool carry;
+    size_t carry_len;
+    char *last_buf; /* one chunk of last records, copied (owned) */
+    size_t last_cap;
+    store_tx_send_fn send;
+    void *send_opaque;
+    size_t commands; /* sent, MULTI and EXEC included */
+    uint64_t bytes;  /* of those, as formatted for the wire (the sender counts) */
+} store_tx_t;
+
+/* A commit of delta (restore: of ix when delta is NULL) on the source's
+ * keys; 0, or -1 with err (a name that makes no key). */
+int store_tx_init(store_tx_t *tx, store_t *st, const char *source, const char *token, uint64_t base,
+                  uint64_t cycle, size_t sessions, const store_delta_t *delta,
+                  const store_extra_t *extra, const diff_index_t *ix, char *err, size_t errlen);
+/* Queues the next window; 0 (stage TX_DONE once EXEC went), or -1 with err. */
+int store_tx_window(store_tx_t *tx, char *err, size_t errlen);
+void store_tx_free(store_tx_t *tx);
+/* Rejects a delta the transaction could not write whole. */
+int store_tx_check_delta(const store_delta_t *d, char *err, size_t errlen);
+
+/* What the lease and the meta hash hold, as the fence reads them (GET, HGET). */
+typedef struct store_fence_read {
+    int owner_type, at_type; /* REDIS_REPLY_* */
+    size_t owner_len, at_len;
+    char owner[STORE_TOKEN_LEN + 1]; /* cut: a longer one is not ours */
+    char at[STORE_U64_DIGITS + 2];   /* cut: a longer one is not a cycle */
+    char error[STORE_ERR_MAX];       /* an error reply to either */
+} store_fence_read_t;
+
+void store_fence_read_take(store_fence_read_t *fr, bool owner, const redisReply *r);
+/* The fence's verdict on what it read; err says why when not OK. */
+store_fence_t store_fence_judge(const store_t *st, const store_tx_t *tx,
+                                const store_fence_read_t *fr, char *err, size_t errlen);
+/* The aborted EXEC's verdict: which key moved, ERROR when neither differs now. */
+store_fence_t store_fence_aborted(const store_t *st, const store_tx_t *tx,
+                                  const store_fence_read_t *fr, char *err, size_t errlen);
+/* Checks the EXEC reply of a transaction of `sent` commands: 0, -1 with err, -2 aborted. */
+int store_tx_exec_reply(const store_t *st, const redisReply *r, size_t sent, const char *what,
+                        char *err, size_t errlen);
+/* store_attach()'s and store_detach()'s part for the commit connection (acommit.c). */
+int store_acommit_attach(store_t *st, loop_t *loop);
+void store_acommit_detach(store_t *st);
 
 /* Called per field/value pair of a scanned hash; 0 to go on. */
 typedef int (*store_pair_fn)(store_t *st, const char *key, const redisReply *f, const redisReply *v,
