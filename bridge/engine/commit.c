@@ -33,16 +33,15 @@
  * persistence, failed over to an empty replica). Without it the next cycle
  * would take the empty Redis for a first poll: a baseline that swallows
  * every change since, or, with initial_snapshot emit, every session sent
- * again. Returns 1 when restored, 0 when Redis holds a snapshot (someone
- * else's, or ours after all: load it), -1 when refused or failed.
+ * again. What the restore's answer f means: 1 restored, 0 Redis holds a
+ * snapshot (someone else's, or ours after all: load it), -1 refused or
+ * failed.
  */
-static int snapshot_restore(source_rt_t *s)
+static int restore_outcome(source_rt_t *s, store_fence_t f, const char *err)
 {
     engine_t *e = s->e;
-    char err[256];
 
-    switch (
-        store_restore(e->store, s->conf->name, e->token, s->index, s->cycle, err, sizeof(err))) {
+    switch (f) {
     case STORE_FENCE_OK:
         metric_add(ENGINE_METRIC(e, redis_state_restored), LABELS(s->conf->name), 1);
         LOG_WARN("redis lost the snapshot of this source; restored it from memory (outbox events "
@@ -68,6 +67,16 @@ static int snapshot_restore(source_rt_t *s)
     return -1;
 }
 
+static int snapshot_restore(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    char err[256];
+    store_fence_t f =
+        store_restore(e->store, s->conf->name, e->token, s->index, s->cycle, err, sizeof(err));
+
+    return restore_outcome(s, f, err);
+}
+
 /*
  * Before a cycle: whether the index of s matches Redis. 1 when it does
  * (or was put back into a Redis that lost it), 0 when the snapshot must be
@@ -85,21 +94,6 @@ int commit_ensure_loaded(source_rt_t *s)
         }
     }
     return 0;
-}
-
-/*
- * A fenced commit found that Redis forgot what this replica holds: the
- * lease (nobody holds it) or the snapshot the delta builds on. Takes the
- * lease again, or puts the snapshot back from memory, so that the commit
- * can be tried once more: 0 then, -1 when the fence's answer stands.
- */
-static int commit_repair(source_rt_t *s, store_fence_t f)
-{
-    if (f == STORE_FENCE_LEASE_GONE)
-        return lease_retake(s, clock_mono_s()) == 1 ? 0 : -1;
-    if (f == STORE_FENCE_BASE_MISSING && s->index_valid && s->has_snapshot)
-        return snapshot_restore(s) == 1 ? 0 : -1;
-    return -1;
 }
 
 /* The CloudEvent text of event i of the cycle (malloc'd, owned by the
@@ -267,47 +261,24 @@ static void commit_metrics(source_rt_t *s)
     observe_sessions_gauge(s);
 }
 
-/* store_delta_t's readers of a cycle's changes and their last records. */
-static int cycle_change(void *opaque, size_t i, diff_change_t *out)
+static void commit_send(source_rt_t *s);
+
+void commit_release(source_rt_t *s)
 {
-    return diff_cycle_change(opaque, i, out);
+    if (s->commit.letters != NULL) {
+        letters_free(s->commit.letters);
+        free(s->commit.letters);
+    }
+    memset(&s->commit, 0, sizeof(s->commit));
 }
 
-static int cycle_change_last(void *opaque, size_t i, const char **text, size_t *len)
-{
-    return diff_cycle_change_last(opaque, i, text, len);
-}
-
-void commit_cycle(source_rt_t *s)
+/* The fence's answer stands, or its repair failed: what the cycle comes to. */
+static void commit_finish(source_rt_t *s, store_fence_t f, const char *err)
 {
     engine_t *e = s->e;
     engine_cycle_stats_t *st = &s->stats;
-    letters_t l;
-    char err[256];
+    size_t nout = s->commit.letters->outbox.n, ndead = s->commit.letters->dead.n;
 
-    /* t_deliver is set when sinks took events during the cycle, not when
-     * every event went to an outbox */
-    st->deliver_s = s->delivery.nds ? clock_mono_s() - s->delivery.t_deliver : 0;
-    st->changes = diff_cycle_nchanges(s->cy);
-    /* the changes are read from the cycle one by one, not copied out */
-    store_delta_t delta = {
-        .n = st->changes, .get = cycle_change, .last = cycle_change_last, .opaque = s->cy};
-    size_t after = diff_cycle_sessions_after(s->cy);
-    if (letters_init(s, &l) != 0) {
-        letters_free(&l);
-        engine_cycle_fail(s, "cannot commit", "out of memory");
-        return;
-    }
-    store_extra_t extra = {.outbox = l.outbox, .dead = l.dead};
-    double t0 = clock_mono_s();
-    store_fence_t f = STORE_FENCE_ERROR;
-    for (int i = 0; i < ENGINE_COMMIT_TRIES; i++) {
-        f = store_commit_fenced(e->store, s->conf->name, e->token, &delta, after, &extra, &s->cycle,
-                                err, sizeof(err));
-        if (f == STORE_FENCE_OK || commit_repair(s, f) != 0)
-            break;
-    }
-    letters_free(&l);
     switch (f) {
     case STORE_FENCE_OK:
         break;
@@ -335,13 +306,13 @@ void commit_cycle(source_rt_t *s)
         engine_cycle_fail(s, "commit failed; events may be delivered again with the same ids", err);
         return;
     }
-    for (size_t k = 0; k < e->nsinks && extra.outbox.n > 0; k++) {
+    for (size_t k = 0; k < e->nsinks && nout > 0; k++) {
         if (e->sinks[k]->ob) {
             outbox_nudge(e->sinks[k]->ob);
             loop_timer_arm(e->sinks[k]->outbox_timer, 0);
         }
     }
-    st->commit_s = clock_mono_s() - t0;
+    st->commit_s = clock_mono_s() - s->commit.t0;
     diff_cycle_apply(s->cy);
     s->has_snapshot = 1;
     /* The fence saw our base in Redis: whatever made us doubt it, the index matches. */
@@ -357,12 +328,116 @@ void commit_cycle(source_rt_t *s)
            s->opt.baseline ? "baseline recorded" : "cycle committed", LF_S("source", s->conf->name),
            LF_I("cycle", (long long)s->cycle), LF_I("pages", st->pages),
            LF_I("observed", st->observed), LF_I("events", st->events), LF_I("changes", st->changes),
-           LF_I("sessions", st->sessions), LF_I("outbox", extra.outbox.n),
-           LF_I("dead_letters", extra.dead.n),
+           LF_I("sessions", st->sessions), LF_I("outbox", nout), LF_I("dead_letters", ndead),
            LF_I("unknown_statuses", diff_cycle_unknown_count(s->cy)),
            LF_I("vanished_without_record", st->vanished_no_record), LF_DUR("poll_ms", st->poll_s),
            LF_DUR("deliver_ms", st->deliver_s), LF_DUR("commit_ms", st->commit_s),
            LF_I("redis_commands", (long long)st->redis_commands),
            LF_I("index_bytes", diff_index_memory(s->index)));
     engine_cycle_end(s, 1);
+}
+
+/* store_restore_async()'s answer to a repair: the commit goes again, or its refusal stands. */
+static void on_repair_restored(void *opaque, store_fence_t f, uint64_t cycle, const char *err)
+{
+    source_rt_t *s = opaque;
+    (void)cycle;
+
+    if (s->e->closing)
+        return;
+    if (restore_outcome(s, f, err) == 1)
+        commit_send(s);
+    else
+        commit_finish(s, s->commit.refused, s->commit.refused_why);
+}
+
+/*
+ * A fenced commit found that Redis forgot what this replica holds: the
+ * lease (nobody holds it) or the snapshot the delta builds on. Takes the
+ * lease again and commits once more, or puts the snapshot back from
+ * memory first (on the commit connection, behind the commits waiting
+ * there); otherwise the fence's answer stands.
+ */
+static void commit_repair(source_rt_t *s, store_fence_t f, const char *err)
+{
+    engine_t *e = s->e;
+    char rerr[256];
+
+    s->commit.refused = f;
+    snprintf(s->commit.refused_why, sizeof(s->commit.refused_why), "%s", err ? err : "");
+    if (s->commit.tries < ENGINE_COMMIT_TRIES) {
+        if (f == STORE_FENCE_LEASE_GONE && lease_retake(s, clock_mono_s()) == 1) {
+            commit_send(s);
+            return;
+        }
+        if (f == STORE_FENCE_BASE_MISSING && s->index_valid && s->has_snapshot) {
+            if (store_restore_async(e->store, s->conf->name, e->token, s->index, s->cycle,
+                                    on_repair_restored, s, rerr, sizeof(rerr)) == 0)
+                return;
+            (void)restore_outcome(s, STORE_FENCE_ERROR, rerr);
+        }
+    }
+    commit_finish(s, f, err);
+}
+
+/* store_commit_fenced_async()'s answer, on the loop. */
+static void on_committed(void *opaque, store_fence_t f, uint64_t cycle, const char *err)
+{
+    source_rt_t *s = opaque;
+
+    if (s->e->closing)
+        return; /* engine_free() releases the cycle */
+    if (f == STORE_FENCE_OK) {
+        s->cycle = cycle;
+        commit_finish(s, f, NULL);
+    } else {
+        commit_repair(s, f, err);
+    }
+}
+
+/* store_delta_t's readers of a cycle's changes and their last records. */
+static int cycle_change(void *opaque, size_t i, diff_change_t *out)
+{
+    return diff_cycle_change(opaque, i, out);
+}
+
+static int cycle_change_last(void *opaque, size_t i, const char **text, size_t *len)
+{
+    return diff_cycle_change_last(opaque, i, text, len);
+}
+
+/* Sends the cycle's transaction; its answer comes to on_committed(). */
+static void commit_send(source_rt_t *s)
+{
+    engine_t *e = s->e;
+    letters_t *l = s->commit.letters;
+    char err[256];
+    /* the changes are read from the cycle one by one, not copied out */
+    store_delta_t delta = {
+        .n = s->stats.changes, .get = cycle_change, .last = cycle_change_last, .opaque = s->cy};
+    store_extra_t extra = {.outbox = l->outbox, .dead = l->dead};
+
+    s->commit.tries++;
+    if (store_commit_fenced_async(e->store, s->conf->name, e->token, &delta,
+                                  diff_cycle_sessions_after(s->cy), &extra, s->cycle, on_committed,
+                                  s, err, sizeof(err)) != 0)
+        commit_finish(s, STORE_FENCE_ERROR, err);
+}
+
+void commit_cycle(source_rt_t *s)
+{
+    engine_cycle_stats_t *st = &s->stats;
+
+    /* t_deliver is set when sinks took events during the cycle, not when
+     * every event went to an outbox */
+    st->deliver_s = s->delivery.nds ? clock_mono_s() - s->delivery.t_deliver : 0;
+    st->changes = diff_cycle_nchanges(s->cy);
+    s->commit.letters = malloc(sizeof(*s->commit.letters));
+    if (s->commit.letters == NULL || letters_init(s, s->commit.letters) != 0) {
+        engine_cycle_fail(s, "cannot commit", "out of memory");
+        return;
+    }
+    s->phase = PHASE_COMMIT;
+    s->commit.t0 = clock_mono_s();
+    commit_send(s);
 }

@@ -20,9 +20,10 @@
  * The PINGs (readiness, and before delivering), the readiness counts, the
  * member beat, the lease renewals, takes, retakes and releases (those at
  * exit included), the snapshot load, the last records of vanished
- * sessions and the outbox workers' claims and settles are asynchronous
- * store calls on this loop (hiredis's async API): their round trips hold
- * nobody. The commit still blocks the loop for its own.
+ * sessions, the outbox workers' claims and settles, and the commit (on a
+ * connection of its own, PHASE_COMMIT until Redis answered) are
+ * asynchronous store calls on this loop (hiredis's async API): their round
+ * trips hold nobody.
  *
  * The jobs live in one file each, sharing internal.h: this one builds and
  * frees the engine, schedules the cycles and runs the loop until a stop or
@@ -407,6 +408,7 @@ static void cycle_release(source_rt_t *s)
      * process's RSS for good. */
     if (held >= ENGINE_TRIM_AFTER_BYTES)
         malloc_trim(0);
+    commit_release(s);
     free(s->delivery.dead);
     s->delivery.dead = NULL;
     s->delivery.ndead = s->delivery.capdead = 0;
@@ -642,6 +644,7 @@ static void on_source_timer(void *opaque)
     case PHASE_LEASE:   /* moved on by on_lease_asked() */
     case PHASE_LOAD:    /* moved on by on_loaded() */
     case PHASE_RECORDS: /* moved on by on_records() */
+    case PHASE_COMMIT:  /* moved on by the commit's answer (commit.c) */
         break;
     }
 }
@@ -664,10 +667,16 @@ static void on_halt_deadline(void *opaque)
     engine_t *e = opaque;
 
     for (size_t i = 0; i < e->nsources; i++) {
-        if (e->sources[i]->phase != PHASE_IDLE)
+        phase_t p = e->sources[i]->phase;
+        if (p == PHASE_COMMIT)
+            /* its EXEC may be on the way: whether it applied, the next run's load says */
+            LOG_WARN("shutdown grace exceeded: commit abandoned in flight; the next run loads "
+                     "whatever redis holds",
+                     LF_S("source", e->sources[i]->conf->name));
+        else if (p != PHASE_IDLE)
             LOG_WARN("shutdown grace exceeded: cycle abandoned, nothing committed",
                      LF_S("source", e->sources[i]->conf->name),
-                     LF_S("phase", e->sources[i]->phase == PHASE_DELIVER ? "deliver" : "poll"));
+                     LF_S("phase", p == PHASE_DELIVER ? "deliver" : "poll"));
     }
     loop_stop(e->loop);
 }

@@ -57,6 +57,7 @@ typedef enum phase {
     PHASE_LEASE,   /* asking Redis for the lease before a cycle */
     PHASE_LOAD,    /* the snapshot is being read from Redis into the index */
     PHASE_RECORDS, /* the last records of vanished sessions are being read */
+    PHASE_COMMIT,  /* the cycle's transaction is on its way to Redis (commit.c) */
 } phase_t;
 
 typedef struct source_rt source_rt_t;
@@ -183,6 +184,15 @@ struct source_rt {
         char first_sink[CONF_NAME_MAX + 1];
         int check_armed; /* the timer is armed for a delivery check */
     } delivery;
+
+    /* Its commit in flight (commit.c); NULL/0 otherwise. */
+    struct {
+        struct letters *letters; /* the outbox events and dead letters the store reads */
+        int tries;               /* commits sent, repairs included */
+        double t0;               /* monotonic s the first was sent at */
+        store_fence_t refused;   /* the fence's answer a repair in flight tries to undo */
+        char refused_why[256];
+    } commit;
 };
 
 struct engine {
@@ -291,6 +301,7 @@ void deliver_on_sink_poll(void *opaque);
 
 void commit_cycle(source_rt_t *s);
 int commit_ensure_loaded(source_rt_t *s);
+void commit_release(source_rt_t *s);
 
 /* ---- leases.c ---- */
 
