@@ -44,14 +44,20 @@
  *                      replica (the writer's id); every field overwritten
  *                      at the end of each cycle, on the asynchronous
  *                      connection, so its size stays bounded
- * A commit given a lease token is fenced twice: it WATCHes P:lease:S and
- * P:meta:S, checks that the lease holds the token and that the snapshot is
- * still at the cycle the delta was computed against, and EXEC applies
- * nothing if either changed meanwhile. So the commit of a replica that lost
+ * A commit given a lease token is fenced twice: it WATCHes P:meta:S,
+ * checks that the lease holds the token and that the snapshot is still at
+ * the cycle the delta was computed against, and EXEC applies nothing if
+ * the meta hash changed meanwhile. So the commit of a replica that lost
  * its lease (paused past its TTL) is refused, and so is a delta that would
  * land on a snapshot Redis no longer has (flushed, restarted empty): the
  * fence says which of the two, and a holder that still has the snapshot in
- * memory can put it back (store_restore()) before committing.
+ * memory can put it back (store_restore()) before committing. The lease
+ * is not WATCHed: its holder renews it (PEXPIRE) while a long commit is
+ * in flight, which would abort that commit every time. The meta hash is
+ * what every writer of the snapshot moves, so it orders them: a replica
+ * that took the lease over after our fence and commits first aborts our
+ * EXEC; if ours lands first, its own fence finds the base moved, and it
+ * diffs again against ours (whose events were delivered: nothing is lost).
  *
  * A commit writes only the delta of a cycle (changed and removed sessions),
  * its outbox events and dead letters, plus the meta hash in one MULTI/EXEC

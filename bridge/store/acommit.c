@@ -6,7 +6,7 @@
  *
  * One commit runs at a time; the others wait in order (st->chead). A
  * commit goes through:
- *   fence  WATCH lease meta, GET lease, HGET meta cycle, pipelined; the
+ *   fence  WATCH meta, GET lease, HGET meta cycle, pipelined; the
  *          reply of HGET judges the fence (UNWATCH when it refuses);
  *   tx     MULTI and the windows of store_tx_t: window k+1 is queued when
  *          Redis answered QUEUED to the last command of window k, at most
@@ -14,7 +14,7 @@
  *          a few windows whatever the size of the delta; then EXEC, awaited
  *          for the command timeout plus its bytes at
  *          STORE_EXEC_MIN_BYTES_PER_S;
- *   why    an EXEC a WATCHed key aborted: GET and HGET again, to say which.
+ *   why    an EXEC the WATCH aborted: GET and HGET again, to say why.
  * hiredis calls every callback exactly once (with NULL when the connection
  * is dropped), so a commit lives until its last reply came; its own
  * callback is called after that, from st->ckick, never from inside
@@ -372,7 +372,7 @@ static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
     if (c->queue_failed) {
         cfinish(c, STORE_FENCE_ERROR, c->err);
     } else if (rc == -2) {
-        /* which of the two keys moved: asked again (nothing is WATCHed now) */
+        /* what moved: asked again (nothing is WATCHed now) */
         c->state = AC_WHY;
         c->fence_k = 0;
         memset(&c->fr, 0, sizeof c->fr);
@@ -430,10 +430,10 @@ static void pump(acommit_t *c)
 static void cstart(acommit_t *c)
 {
     store_t *st = c->st;
-    const char *watch[3] = {"WATCH", c->tx.lease, c->tx.meta}, *get[2] = {"GET", c->tx.lease},
+    const char *watch[2] = {"WATCH", c->tx.meta}, *get[2] = {"GET", c->tx.lease},
                *hget[3] = {"HGET", c->tx.meta, "cycle"};
-    size_t watch_len[3] = {5, strlen(c->tx.lease), strlen(c->tx.meta)},
-           get_len[2] = {3, watch_len[1]}, hget_len[3] = {4, watch_len[2], 5};
+    size_t watch_len[2] = {5, strlen(c->tx.meta)}, get_len[2] = {3, strlen(c->tx.lease)},
+           hget_len[3] = {4, watch_len[1], 5};
     char err[STORE_ERR_MAX];
 
     c->state = AC_FENCE;
@@ -443,7 +443,7 @@ static void cstart(acommit_t *c)
         cfinish(c, STORE_FENCE_ERROR, err);
         return;
     }
-    if (csend(c, on_fence, 3, watch, watch_len) != 0 || csend(c, on_fence, 2, get, get_len) != 0 ||
+    if (csend(c, on_fence, 2, watch, watch_len) != 0 || csend(c, on_fence, 2, get, get_len) != 0 ||
         csend(c, on_fence, 3, hget, hget_len) != 0) {
         snprintf(err, sizeof err, "redis %s: WATCH: connection lost while sending", st->endpoint);
         cfail_sending(c, err);

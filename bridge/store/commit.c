@@ -637,15 +637,15 @@ static int expect_ok(store_t *st, int argc, const char **argv, const size_t *arg
 static store_fence_t read_fence(store_t *st, const store_tx_t *tx, bool watch, char *err,
                                 size_t errlen)
 {
-    const char *watch_argv[3] = {"WATCH", tx->lease, tx->meta}, *get[2] = {"GET", tx->lease},
+    const char *watch_argv[2] = {"WATCH", tx->meta}, *get[2] = {"GET", tx->lease},
                *hget[3] = {"HGET", tx->meta, "cycle"};
-    size_t watch_len[3] = {5, strlen(tx->lease), strlen(tx->meta)}, get_len[2] = {3, watch_len[1]},
-           hget_len[3] = {4, watch_len[2], 5};
+    size_t watch_len[2] = {5, strlen(tx->meta)}, get_len[2] = {3, strlen(tx->lease)},
+           hget_len[3] = {4, watch_len[1], 5};
     store_fence_read_t fr = {0};
     redisReply *owner = NULL, *at = NULL;
     store_fence_t rc = STORE_FENCE_ERROR;
 
-    if (watch && expect_ok(st, 3, watch_argv, watch_len, "WATCH", err, errlen) != 0)
+    if (watch && expect_ok(st, 2, watch_argv, watch_len, "WATCH", err, errlen) != 0)
         return STORE_FENCE_ERROR;
     /* Both questions in one round trip. */
     if (store_append_command(st, 2, get, get_len, "GET lease", err, errlen) != 0 ||
@@ -667,9 +667,10 @@ out:
 }
 
 /*
- * WATCHes the lease and the meta hash of the source and checks that the
- * lease holds the token and that the snapshot is at the base cycle: the
- * EXEC that follows then applies only if neither changed in between.
+ * WATCHes the meta hash of the source and checks that the lease holds the
+ * token and that the snapshot is at the base cycle: the EXEC that follows
+ * then applies only if no other commit came in between (store.h says why
+ * the lease is not WATCHed).
  * Anything but OK leaves nothing WATCHed.
  */
 static store_fence_t watch_fence(store_t *st, const store_tx_t *tx, char *err, size_t errlen)

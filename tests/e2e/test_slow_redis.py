@@ -10,7 +10,12 @@ The same with a bridge that loads a snapshot of 50k sessions and drains
 an outbox: the load is an HSCAN page per round trip, the worker a claim
 and a settle transaction per turn, none of them holding the loop. When
 they blocked, the load alone stalled it for ~50 round trips (100 s, the
-lease lost), and every settle for one more."""
+lease lost), and every settle for one more.
+
+The same while a cycle with events commits: its fence, its transaction
+and its EXEC wait on a connection of their own. When the commit blocked
+the loop, it stalled it for three round trips and more (6 s: the lease
+of TTL 4 s lost, the cycle never committed)."""
 
 import collections
 import json
@@ -111,15 +116,19 @@ class SlowRedisTest(unittest.TestCase):
         self.proxy = DelayProxy(self.s.redis_port)
         self.addCleanup(self.proxy.close)
 
-    def test_loop_keeps_turning_while_redis_is_slow(self):
-        path = self.s.config(interval_s=60, initial_snapshot="emit")
+    def start_behind_proxy(self, **source_keys):
+        """A bridge whose Redis is the proxy's; returns its admin URL."""
+        path = self.s.config(initial_snapshot="emit", **source_keys)
         with open(path) as f:
             conf = json.load(f)
         conf["redis"]["url"] = f"redis://127.0.0.1:{self.proxy.port}/0"
         with open(path, "w") as f:
             json.dump(conf, f)
         self.s.start_bridge(path)
-        url = self.s.admin_url()
+        return self.s.admin_url()
+
+    def test_loop_keeps_turning_while_redis_is_slow(self):
+        url = self.start_behind_proxy(interval_s=60)
         st.wait_for(lambda: "cycle committed" in self.s.log_of("bridge-run"), timeout=30,
                     what="the first cycle")
         self.assertEqual(len(self.s.events()), 5)
@@ -151,6 +160,49 @@ class SlowRedisTest(unittest.TestCase):
         time.sleep(REPLY_DELAY_S + 0.5)
         self.assertEqual(self.s.stop_bridge(), 0)
 
+    def committed_cycles(self):
+        lines = []
+        for line in self.s.log_of("bridge-run").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("msg") == "cycle committed":
+                lines.append(rec)
+        return lines
+
+    def test_a_commit_holds_nobody_while_redis_is_slow(self):
+        url = self.start_behind_proxy(interval_s=4)
+        st.wait_for(lambda: self.committed_cycles(), timeout=30, what="the first cycle")
+        self.assertEqual(len(self.s.events()), 5)
+
+        self.proxy.delay_s = REPLY_DELAY_S
+        time.sleep(REPLY_DELAY_S + 0.5)  # what was in flight got its replies
+        done = len(self.committed_cycles())
+        self.s.tick(started=3)
+
+        def with_events():
+            return [c for c in self.committed_cycles()[done:] if c.get("events", 0) >= 3]
+
+        ages, unhealthy, t_end = [], 0, time.monotonic() + 60
+        while time.monotonic() < t_end and not with_events():
+            age, healthy = sample(url)
+            ages.append(round(age, 2))
+            unhealthy += not healthy
+            time.sleep(0.2)
+        self.assertTrue(with_events(), "no cycle with the new events committed; log: "
+                        f"{self.s.log_of('bridge-run')[-4000:]}")
+        committed = with_events()[0]
+        # the commit itself took its round trips: it ran while the loop turned
+        self.assertGreaterEqual(st.duration_s(committed, "commit"), 2 * REPLY_DELAY_S, committed)
+        self.assertLess(max(ages), MAX_HEARTBEAT_AGE_S,
+                        f"the loop stalled during the commit ({committed}): ages {ages}")
+        self.assertEqual(unhealthy, 0, f"/healthz failed or took over {HEALTHZ_TIMEOUT_S} s")
+        self.assertEqual(len(self.s.events()), 8)
+
+        self.proxy.delay_s = 0.0
+        time.sleep(REPLY_DELAY_S + 0.5)
+        self.assertEqual(self.s.stop_bridge(), 0)
 
     def test_load_and_outbox_drain_hold_nobody_while_redis_is_slow(self):
         # Real events of ours for the outbox: a first emit cycle printed by a stdout sink.

@@ -8,6 +8,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -2529,6 +2530,300 @@ START_TEST(test_scan_sources_under_the_prefix_only)
 }
 END_TEST
 
+/* ================= commits on the loop ================= */
+
+typedef struct fence_seen {
+    int calls;
+    store_fence_t f;
+    uint64_t cycle;
+    char err[ERRLEN];
+} fence_seen_t;
+
+static void on_fence(void *opaque, store_fence_t f, uint64_t cycle, const char *err)
+{
+    fence_seen_t *a = opaque;
+    a->calls++;
+    a->f = f;
+    a->cycle = cycle;
+    snprintf(a->err, sizeof a->err, "%s", err ? err : "");
+}
+
+/* Commits delta from base on the loop and waits for the one answer. */
+static fence_seen_t commit_async(store_t *st, loop_t *l, const char *source, const char *token,
+                                 const store_delta_t *d, size_t after, uint64_t base)
+{
+    fence_seen_t a = {0};
+    char err[ERRLEN] = "";
+
+    ck_assert_msg(store_commit_fenced_async(st, source, token, d, after, NULL, base, on_fence, &a,
+                                            err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(a.calls, 0); /* never from inside the call */
+    run_until(l, &a.calls, 1, 10000);
+    ck_assert_int_eq(a.calls, 1);
+    return a;
+}
+
+/*
+ * A delta whose reader runs a Redis command of a second client when change
+ * `at` is read: on the loop, between the commit's WATCH and its EXEC.
+ */
+typedef enum meddle { MEDDLE_NOTE, MEDDLE_CYCLE, MEDDLE_RENEW, MEDDLE_KILL } meddle_t;
+
+typedef struct meddling {
+    const diff_change_t *ch;
+    size_t at;
+    meddle_t cmd;
+    int port;
+    int done;
+} meddling_t;
+
+static int meddling_get(void *opaque, size_t i, diff_change_t *out)
+{
+    meddling_t *m = opaque;
+
+    if (i == m->at && !m->done) {
+        m->done = 1;
+        switch (m->cmd) {
+        case MEDDLE_NOTE:
+            redis_server_ok(m->port, "HSET sb:meta:af note 1");
+            break;
+        case MEDDLE_CYCLE:
+            redis_server_ok(m->port, "HSET sb:meta:af cycle 9");
+            break;
+        case MEDDLE_RENEW:
+            redis_server_ok(m->port, "PEXPIRE sb:lease:af 60000");
+            break;
+        case MEDDLE_KILL:
+            ck_assert_int_ge(redis_server_int(m->port, "CLIENT KILL TYPE normal SKIPME yes"), 1);
+            break;
+        }
+    }
+    *out = m->ch[i];
+    return 0;
+}
+
+/* Every outcome of the fence, as the blocking commit gives them, and in order. */
+START_TEST(test_async_commit_outcomes)
+{
+    store_t *st = open_store(srv.port);
+    loop_t *l = attached_loop(st);
+    char a[STORE_TOKEN_LEN], b[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    diff_change_t ch[] = {upsert("x", DIFF_STATE_ACTIVE, 0, 1, "active"),
+                          upsert("y", DIFF_STATE_PENDING, 0, 2, "pending")};
+    store_delta_t two = store_delta_of(ch, 2), one = store_delta_of(ch, 1);
+    fence_seen_t r, q[2] = {{0}};
+
+    ck_assert_int_eq(store_new_token(a), 0);
+    ck_assert_int_eq(store_new_token(b), 0);
+    /* nobody holds the lease */
+    r = commit_async(st, l, "af", a, &two, 2, 0);
+    ck_assert_int_eq(r.f, STORE_FENCE_LEASE_GONE);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:snap:af sb:meta:af"), 0);
+    /* another replica holds it */
+    ck_assert_int_eq(store_lease_acquire(st, "af", b, 60000, err, sizeof err), STORE_LEASE_HELD);
+    r = commit_async(st, l, "af", a, &two, 2, 0);
+    ck_assert_int_eq(r.f, STORE_FENCE_LEASE_OTHER);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:snap:af sb:meta:af"), 0);
+    ck_assert_int_eq(store_lease_release(st, "af", b, err, sizeof err), 0);
+    ck_assert_int_eq(store_lease_acquire(st, "af", a, 60000, err, sizeof err), STORE_LEASE_HELD);
+    /* a refused fence leaves nothing WATCHed: this one applies */
+    r = commit_async(st, l, "af", a, &two, 2, 0);
+    ck_assert_msg(r.f == STORE_FENCE_OK, "%s", r.err);
+    ck_assert_uint_eq(r.cycle, 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:af"), 2);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:af cycle"), 1);
+    /* a base the snapshot left */
+    r = commit_async(st, l, "af", a, &one, 2, 0);
+    ck_assert_int_eq(r.f, STORE_FENCE_BASE_MOVED);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:af cycle"), 1);
+    /* two commits queued at once run one after the other, in order */
+    ck_assert_int_eq(
+        store_commit_fenced_async(st, "af", a, &one, 2, NULL, 1, on_fence, &q[0], err, sizeof err),
+        0);
+    ck_assert_int_eq(
+        store_commit_fenced_async(st, "af", a, &one, 2, NULL, 2, on_fence, &q[1], err, sizeof err),
+        0);
+    run_until(l, &q[1].calls, 1, 5000);
+    ck_assert_msg(q[0].calls == 1 && q[0].f == STORE_FENCE_OK, "%s", q[0].err);
+    ck_assert_msg(q[1].calls == 1 && q[1].f == STORE_FENCE_OK, "%s", q[1].err);
+    ck_assert_uint_eq(q[1].cycle, 3);
+    /* Redis lost the snapshot: BASE_MISSING, and the restore puts it back */
+    redis_server_ok(srv.port, "DEL sb:meta:af sb:snap:af");
+    r = commit_async(st, l, "af", a, &one, 2, 3);
+    ck_assert_int_eq(r.f, STORE_FENCE_BASE_MISSING);
+    diff_index_t *ix = diff_index_new();
+    ck_assert_int_eq(diff_index_put(ix, "x", &ch[0].rec), 0);
+    ck_assert_int_eq(diff_index_put(ix, "y", &ch[1].rec), 0);
+    fence_seen_t rs = {0};
+    ck_assert_int_eq(store_restore_async(st, "af", b, ix, 3, on_fence, &rs, err, sizeof err), 0);
+    run_until(l, &rs.calls, 1, 5000);
+    ck_assert_int_eq(rs.f, STORE_FENCE_LEASE_OTHER);
+    rs = (fence_seen_t){0};
+    ck_assert_int_eq(store_restore_async(st, "af", a, ix, 3, on_fence, &rs, err, sizeof err), 0);
+    run_until(l, &rs.calls, 1, 5000);
+    ck_assert_msg(rs.f == STORE_FENCE_OK, "%s", rs.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:af"), 2);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:af cycle"), 3);
+    rs = (fence_seen_t){0};
+    ck_assert_int_eq(store_restore_async(st, "af", a, ix, 3, on_fence, &rs, err, sizeof err), 0);
+    run_until(l, &rs.calls, 1, 5000);
+    ck_assert_int_eq(rs.f, STORE_FENCE_BASE_MOVED); /* a snapshot exists now */
+    r = commit_async(st, l, "af", a, &one, 2, 3);
+    ck_assert_msg(r.f == STORE_FENCE_OK, "%s", r.err);
+
+    /* a second client writes the meta hash between WATCH and EXEC: aborted,
+     * nothing applied; a cycle moved says BASE_MOVED, another field only
+     * that a concurrent write aborted it */
+    diff_change_t more[] = {upsert("z", DIFF_STATE_ACTIVE, 0, 3, "active")};
+    meddling_t m = {.ch = more, .at = 0, .cmd = MEDDLE_NOTE, .port = srv.port};
+    store_delta_t dm = {.n = 1, .get = meddling_get, .opaque = &m};
+    r = commit_async(st, l, "af", a, &dm, 3, 4);
+    ck_assert_int_eq(r.f, STORE_FENCE_ERROR);
+    ck_assert_msg(strstr(r.err, "aborted by a concurrent write") != NULL, "%s", r.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HEXISTS sb:snap:af z"), 0);
+    m = (meddling_t){.ch = more, .at = 0, .cmd = MEDDLE_CYCLE, .port = srv.port};
+    r = commit_async(st, l, "af", a, &dm, 3, 4);
+    ck_assert_int_eq(r.f, STORE_FENCE_BASE_MOVED);
+    ck_assert_int_eq(redis_server_int(srv.port, "HEXISTS sb:snap:af z"), 0);
+    /* the lease renewed meanwhile (PEXPIRE) does not abort it */
+    redis_server_ok(srv.port, "HSET sb:meta:af cycle 4");
+    m = (meddling_t){.ch = more, .at = 0, .cmd = MEDDLE_RENEW, .port = srv.port};
+    r = commit_async(st, l, "af", a, &dm, 3, 4);
+    ck_assert_msg(r.f == STORE_FENCE_OK, "%s", r.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HEXISTS sb:snap:af z"), 1);
+    ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:af cycle"), 5);
+
+    diff_index_free(ix);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
+/* The connection killed in the middle of a transaction of many windows:
+ * the commit fails once, Redis holds none of it, the next one reconnects. */
+START_TEST(test_async_commit_connection_killed)
+{
+    store_t *st = open_store(srv.port);
+    loop_t *l = attached_loop(st);
+    char token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    diff_change_t *ch = make_upserts(BIG_N);
+    meddling_t m = {.ch = ch, .at = BIG_N / 2, .cmd = MEDDLE_KILL, .port = srv.port};
+    store_delta_t d = {.n = BIG_N, .get = meddling_get, .opaque = &m};
+    uint64_t errors0 = store_errors(st);
+    fence_seen_t r;
+
+    ck_assert_int_eq(store_new_token(token), 0);
+    ck_assert_int_eq(store_lease_acquire(st, "killed", token, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    r = commit_async(st, l, "killed", token, &d, BIG_N, 0);
+    ck_assert_int_eq(r.f, STORE_FENCE_ERROR);
+    ck_assert_msg(r.err[0] != '\0', "no reason");
+    ck_assert_uint_eq(store_errors(st), errors0 + 1);
+    /* nothing more comes later */
+    loop_run_for(l, 200);
+    ck_assert_int_eq(redis_server_int(srv.port, "EXISTS sb:snap:killed sb:meta:killed"), 0);
+    r = commit_async(st, l, "killed", token, &d, BIG_N, 0);
+    ck_assert_msg(r.f == STORE_FENCE_OK, "%s", r.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:snap:killed"), BIG_N);
+
+    /* closing the store fails the commit running and those waiting, once each */
+    fence_seen_t q[2] = {{0}};
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(store_commit_fenced_async(st, "killed", token, &d, BIG_N, NULL, 1,
+                                                   on_fence, &q[i], err, sizeof err),
+                         0);
+    loop_run_for(l, 1);
+    store_detach(st);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(q[i].calls, 1);
+        ck_assert_int_eq(q[i].f, STORE_FENCE_ERROR);
+    }
+    free(ch);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
+/*
+ * A commit of many windows (LAST_BIG_N changes whose last records hold
+ * LAST_ASYNC_TEXT bytes each: ~100 MiB of transaction) keeps only a few
+ * windows in memory: the next is queued when Redis answered the earlier.
+ * Queued at once, the output buffer would hold all of it.
+ */
+#define ASYNC_BIG_N 50000
+#define LAST_ASYNC_TEXT 2048
+#define ASYNC_HEAP_MAX (48u * 1024u * 1024u)
+
+typedef struct heavy_delta {
+    diff_change_t *ch;
+    char *text;
+    size_t heap0, heap_max;
+} heavy_delta_t;
+
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+static int heavy_get(void *opaque, size_t i, diff_change_t *out)
+{
+    heavy_delta_t *h = opaque;
+    *out = h->ch[i];
+    return 0;
+}
+
+static int heavy_last(void *opaque, size_t i, const char **text, size_t *len)
+{
+    heavy_delta_t *h = opaque;
+    size_t heap = heap_in_use();
+
+    if (heap > h->heap_max)
+        h->heap_max = heap;
+    snprintf(h->text, 16, "%015zu", i);
+    *text = h->text;
+    *len = LAST_ASYNC_TEXT;
+    return 0;
+}
+
+START_TEST(test_async_commit_memory_stays_bounded)
+{
+    store_t *st = open_store(srv.port);
+    loop_t *l = attached_loop(st);
+    char token[STORE_TOKEN_LEN], err[ERRLEN] = "";
+    static char ids[ASYNC_BIG_N][16];
+    heavy_delta_t h = {.ch = calloc(ASYNC_BIG_N, sizeof(diff_change_t)),
+                       .text = malloc(LAST_ASYNC_TEXT)};
+    store_delta_t d = {.n = ASYNC_BIG_N, .get = heavy_get, .last = heavy_last, .opaque = &h};
+    fence_seen_t r;
+
+    ck_assert(h.ch != NULL && h.text != NULL);
+    memset(h.text, 'x', LAST_ASYNC_TEXT);
+    for (size_t i = 0; i < ASYNC_BIG_N; i++) {
+        snprintf(ids[i], sizeof ids[i], "h-%06zu", i);
+        h.ch[i] = upsert(ids[i], DIFF_STATE_ACTIVE, 0, i, "active");
+        h.ch[i].last = DIFF_LAST_SET;
+    }
+    ck_assert_int_eq(store_new_token(token), 0);
+    ck_assert_int_eq(store_lease_acquire(st, "heavy", token, 60000, err, sizeof err),
+                     STORE_LEASE_HELD);
+    h.heap0 = heap_in_use();
+    r = commit_async(st, l, "heavy", token, &d, ASYNC_BIG_N, 0);
+    ck_assert_msg(r.f == STORE_FENCE_OK, "%s", r.err);
+    ck_assert_int_eq(redis_server_int(srv.port, "HLEN sb:rec:heavy"), ASYNC_BIG_N);
+    ck_assert_int_eq(redis_server_int(srv.port, "HSTRLEN sb:rec:heavy h-049999"), LAST_ASYNC_TEXT);
+    /* ASan's allocator reports nothing to mallinfo2(): the bound holds trivially there */
+    ck_assert_msg(h.heap_max - h.heap0 < ASYNC_HEAP_MAX,
+                  "%zu MiB in use during a commit of ~%d MiB", (h.heap_max - h.heap0) >> 20,
+                  (int)((size_t)ASYNC_BIG_N * LAST_ASYNC_TEXT >> 20));
+    free(h.ch);
+    free(h.text);
+    store_free(st);
+    loop_free(l);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -2567,6 +2862,9 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_async_outbox);
     tcase_add_test(tc, test_async_timeout_fails_each_once);
     tcase_add_test(tc, test_async_down_server_pauses_reconnects);
+    tcase_add_test(tc, test_async_commit_outcomes);
+    tcase_add_test(tc, test_async_commit_connection_killed);
+    tcase_add_test(tc, test_async_commit_memory_stays_bounded);
     tcase_add_test(tc, test_replica_record_written_by_the_beat);
     tcase_add_test(tc, test_poll_status_overwritten_and_bounded);
     tcase_add_test(tc, test_sources_status_as_redis_holds_them);
