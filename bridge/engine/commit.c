@@ -4,6 +4,12 @@
  * repairs a fence asks for, the snapshot restored from memory before a
  * cycle (fetch.c loads it when it must be read), and the metrics of a
  * committed cycle.
+ *
+ * The commit is asynchronous: the source waits in PHASE_COMMIT while the
+ * store queues the transaction on its commit connection, and its answer
+ * (on_committed) applies the delta to the index, counts the metrics and
+ * arms the next cycle. Until then the cycle, its delta and its letters
+ * stay as they are: the store reads them as it goes.
  */
 #include <stdio.h>
 #include <stdlib.h>

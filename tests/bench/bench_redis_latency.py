@@ -11,14 +11,16 @@ committed cycle (means over --cycles cycles after the first):
 
   - round trips: request bursts the proxy saw (one read of the bridge's
     bytes ~ one round trip waited for), split into those on the blocking
-    connection (the first the bridge opens: the loop waits for each) and
-    on the others (the asynchronous one: nobody waits);
+    connection (the first the bridge opens: the loop waits for each), on
+    the asynchronous one (the second: nobody waits) and on the commit's
+    own (the third, opened by the first commit on the loop, when the
+    binary has one: nobody waits either);
   - redis_commands, poll, deliver and commit durations (poll_ms ... in the
     lines, poll_s ... in older builds) and their sum (the cycle time) from
     the bridge's "cycle committed" lines;
-  - the loop's stall: the longest commit_s (the commit still blocks the
-    loop for all of its round trips), and the blocking round trips per
-    cycle times the delay (what the loop spends waiting on Redis).
+  - the longest commit (a blocking commit stalls the loop for all of
+    it), and the blocking round trips per cycle times the delay (what the
+    loop spends waiting on Redis).
 
     tests/bench/bench_redis_latency.py --before /work/main/build/bridge/session-bridge \\
         [--after build/bridge/session-bridge] [--delay-ms 1] [--cycles 20]
@@ -76,7 +78,8 @@ def run(s, binary, label, delay_s, cycles):
         proxy.close()
     r0 += [0] * (len(r1) - len(r0))
     blocking = (r1[0] - r0[0]) / cycles
-    other = sum(b - a for a, b in zip(r0[1:], r1[1:])) / cycles
+    other = (r1[1] - r0[1]) / cycles if len(r1) > 1 else 0.0
+    commit = sum(b - a for a, b in zip(r0[2:], r1[2:])) / cycles
 
     def mean(k):
         return statistics.mean(x[k] for x in lines)
@@ -85,8 +88,9 @@ def run(s, binary, label, delay_s, cycles):
         return statistics.mean(st.duration_s(x, k) for x in lines)
 
     cycle = [sum(st.duration_s(x, k) for k in ("poll", "deliver", "commit")) for x in lines]
-    return {"round_trips": blocking + other, "blocking_round_trips": blocking,
-            "async_round_trips": other, "redis_commands": mean("redis_commands"),
+    return {"round_trips": blocking + other + commit, "blocking_round_trips": blocking,
+            "async_round_trips": other, "commit_conn_round_trips": commit,
+            "redis_commands": mean("redis_commands"),
             "events": mean("events"), "poll_s": mean_s("poll"), "deliver_s": mean_s("deliver"),
             "commit_s": mean_s("commit"), "cycle_s": statistics.mean(cycle),
             "cycle_p90_s": sorted(cycle)[int(0.9 * (len(cycle) - 1))],
