@@ -54,12 +54,14 @@ def probe(url, stop, out, every_s):
 
 def run(s, binary, label, sessions, every_s):
     s.redis("FLUSHALL")
+    # interval_s 30: the first cycle starts within its jitter (3 s); the
+    # run ends once it committed, before a second one
     path = os.path.join(s.dir, f"commit-{label}.json")
     conf = {"redis": {"url": f"redis://127.0.0.1:{s.redis_port}/0", "prefix": "sb"},
             "admin": {"listen": "127.0.0.1:0"}, "lease_ttl_s": 15,
             "sources": [{"name": "big", "provider": "century_smart_ia",
                          "base_url": s.sim_url + "/api/v1",
-                         "auth": {"api_key": "${TEST_CENTURY_KEY}"}, "interval_s": 3600,
+                         "auth": {"api_key": "${TEST_CENTURY_KEY}"}, "interval_s": 30,
                          "page_size": 100, "initial_snapshot": "emit",
                          "max_sessions": sessions}],
             "sinks": [{"name": "out", "type": "stdout"}]}
