@@ -13,7 +13,10 @@ before each run. While the first cycle runs, /healthz is asked every
   - commit_s, poll_s, deliver_s of the "cycle committed" line;
   - the slowest /healthz answer during the commit (the probes whose
     request started within [commit end - commit_s, commit end]), and over
-    the whole cycle;
+    the whole cycle (the admin endpoint answers from its own threads: it
+    says 503 only once the loop's heartbeat is older than its bound);
+  - the oldest the loop's heartbeat gauge was during the commit (set by a
+    loop timer every second: its age is how long the loop stood still);
   - the bridge's peak RSS (VmHWM) once the cycle committed.
 
     tests/bench/bench_commit_loop.py --before /tmp/main-build/bridge/session-bridge \\
@@ -40,15 +43,29 @@ LINE = re.compile(r'^\{.*"msg":"cycle committed".*\}$', re.M)
 PORT = re.compile(r'"msg":"admin endpoint listening".*?"port":(\d+)')
 
 
+def heartbeat_age(url):
+    """Seconds since the loop last set its heartbeat gauge (every second)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("session_bridge_heartbeat_timestamp_seconds "):
+                return time.time() - float(line.split()[1])
+    return float("nan")
+
+
 def probe(url, stop, out, every_s):
     while not stop.is_set():
         t0 = time.time()
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
                 ok = r.status == 200
         except OSError:
             ok = False
-        out.append((t0, time.time() - t0, ok))
+        took = time.time() - t0
+        try:
+            age = heartbeat_age(url)
+        except OSError:
+            age = float("nan")
+        out.append((t0, took, ok, age))
         time.sleep(every_s)
 
 
@@ -75,7 +92,7 @@ def run(s, binary, label, sessions, every_s):
     try:
         port = st.wait_for(lambda: PORT.search(st.read_text(log_path)), timeout=20,
                            what="the admin endpoint").group(1)
-        t = threading.Thread(target=probe, args=(f"http://127.0.0.1:{port}/healthz", stop,
+        t = threading.Thread(target=probe, args=(f"http://127.0.0.1:{port}", stop,
                                                  probes, every_s), daemon=True)
         t.start()
         m = st.wait_for(lambda: LINE.search(st.read_text(log_path)), timeout=1800,
@@ -90,13 +107,14 @@ def run(s, binary, label, sessions, every_s):
     line = json.loads(m.group(0))
     end = datetime.datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).timestamp()
     start = end - line["commit_s"]
-    during = [d for t0, d, ok in probes if start <= t0 <= end] or [0.0]
-    failed = sum(1 for _, _, ok in probes if not ok)
+    during = [p for p in probes if start <= p[0] <= end] or [(0, 0.0, True, 0.0)]
+    failed = sum(1 for p in probes if not p[2])
     return {"sessions": line["sessions"], "events": line["events"], "poll_s": line["poll_s"],
             "deliver_s": line["deliver_s"], "commit_s": line["commit_s"],
-            "probes_during_commit": len([1 for t0, _, _ in probes if start <= t0 <= end]),
-            "slowest_healthz_during_commit_s": max(during),
-            "slowest_healthz_s": max(d for _, d, _ in probes), "failed_probes": failed,
+            "probes_during_commit": len([1 for p in probes if start <= p[0] <= end]),
+            "slowest_healthz_during_commit_s": max(p[1] for p in during),
+            "oldest_heartbeat_during_commit_s": max(p[3] for p in during),
+            "slowest_healthz_s": max(p[1] for p in probes), "failed_probes": failed,
             "peak_rss_mib": peak / 1024, "seen_after_s": t_seen - end}
 
 
