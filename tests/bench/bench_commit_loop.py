@@ -10,9 +10,9 @@ measured), against the e2e stack's Redis (AOF, appendfsync always) flushed
 before each run. While the first cycle runs, /healthz is asked every
 --probe-ms with a 10 s timeout and each answer's latency kept. Reported:
 
-  - commit_s, poll_s, deliver_s of the "cycle committed" line;
+  - the poll, deliver and commit durations of the "cycle committed" line;
   - the slowest /healthz answer during the commit (the probes whose
-    request started within [commit end - commit_s, commit end]), and over
+    request started within the commit, from the line's time and duration), and over
     the whole cycle (the admin endpoint answers from its own threads: it
     says 503 only once the loop's heartbeat is older than its bound);
   - the oldest the loop's heartbeat gauge was during the commit (set by a
@@ -106,11 +106,12 @@ def run(s, binary, label, sessions, every_s):
         p.wait(timeout=120)
     line = json.loads(m.group(0))
     end = datetime.datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).timestamp()
-    start = end - line["commit_s"]
+    commit_s = st.duration_s(line, "commit")
+    start = end - commit_s
     during = [p for p in probes if start <= p[0] <= end] or [(0, 0.0, True, 0.0)]
     failed = sum(1 for p in probes if not p[2])
-    return {"sessions": line["sessions"], "events": line["events"], "poll_s": line["poll_s"],
-            "deliver_s": line["deliver_s"], "commit_s": line["commit_s"],
+    return {"sessions": line["sessions"], "events": line["events"], "poll_s": st.duration_s(line, "poll"),
+            "deliver_s": st.duration_s(line, "deliver"), "commit_s": commit_s,
             "probes_during_commit": len([1 for p in probes if start <= p[0] <= end]),
             "slowest_healthz_during_commit_s": max(p[1] for p in during),
             "oldest_heartbeat_during_commit_s": max(p[3] for p in during),
