@@ -26,10 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/sds.h>
-
-#include "clock.h"
 
 /*
  * Windows of a transaction sent and not yet answered QUEUED. One would
@@ -77,18 +74,6 @@ static void cwatch_arm(store_t *st)
     loop_timer_arm(st->cwatch, st->cinflight ? s : -1);
 }
 
-/* Drops cctx: hiredis calls every pending callback with NULL. */
-static void cdrop(store_t *st, const char *why)
-{
-    redisAsyncContext *ac = st->cctx;
-
-    if (ac == NULL)
-        return;
-    snprintf(st->cfail, sizeof st->cfail, "%s", why);
-    st->cctx = NULL;
-    redisAsyncFree(ac);
-}
-
 static void on_cwatch(void *opaque)
 {
     store_t *st = opaque;
@@ -98,33 +83,7 @@ static void on_cwatch(void *opaque)
              st->timeout_ms,
              st->chead && st->chead->exec_sent ? " and the transaction's bytes at the slowest rate"
                                                : "");
-    cdrop(st, why);
-}
-
-static void on_cconnect(const redisAsyncContext *ac, int status)
-{
-    store_t *st = ac->data;
-
-    if (status == REDIS_OK) {
-        backoff_reset(&st->creconnect);
-        return;
-    }
-    /* hiredis frees ac after this, failing what was queued on it */
-    snprintf(st->cconnect_error, sizeof st->cconnect_error, "redis %s: connect: %s", st->endpoint,
-             ac->errstr[0] ? ac->errstr : "failed");
-    snprintf(st->cfail, sizeof st->cfail, "%s", st->cconnect_error);
-    backoff_failed(&st->creconnect, clock_mono_s(), 0);
-    if (st->cctx == ac)
-        st->cctx = NULL;
-}
-
-static void on_cdisconnect(const redisAsyncContext *ac, int status)
-{
-    store_t *st = ac->data;
-    (void)status;
-
-    if (st->cctx == ac)
-        st->cctx = NULL;
+    store_aconn_drop(&st->c, why);
 }
 
 /* A reply of AUTH or SELECT: refused, the connection is dropped (the commit behind fails). */
@@ -133,75 +92,36 @@ static void on_csetup(redisAsyncContext *ac, void *reply, void *priv)
     store_t *st = priv;
     const redisReply *r = reply;
 
+    char why[STORE_ERR_MAX];
+
     st->cinflight--;
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && st->cctx == ac) {
-        snprintf(st->cconnect_error, sizeof st->cconnect_error, "redis %s: %.*s", st->endpoint,
-                 (int)r->len, r->str);
-        backoff_failed(&st->creconnect, clock_mono_s(), 0);
-        cdrop(st, st->cconnect_error);
-    } else if (st->cctx == ac) {
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && st->c.ctx == ac) {
+        snprintf(why, sizeof why, "redis %s: %.*s", st->endpoint, (int)r->len, r->str);
+        store_aconn_refused(&st->c, why);
+    } else if (st->c.ctx == ac) {
         cwatch_arm(st);
     }
 }
 
-static int csetup_send(store_t *st, int argc, const char **argv, const size_t *lens)
+static int csetup_send(void *opaque, int argc, const char **argv, const size_t *lens)
 {
-    if (redisAsyncCommandArgv(st->cctx, on_csetup, st, argc, argv, lens) != REDIS_OK)
+    store_t *st = opaque;
+
+    if (redisAsyncCommandArgv(st->c.ctx, on_csetup, st, argc, argv, lens) != REDIS_OK)
         return -1;
     if (st->cinflight++ == 0)
         cwatch_arm(st);
     return 0;
 }
 
-/* The commit connection: the current one, or a new one, AUTH and SELECT queued ahead. */
+/* The commit connection: the current one, or a new one with AUTH and SELECT queued ahead. */
 static int cconnect(store_t *st, char *err, size_t errlen)
 {
-    redisAsyncContext *ac;
+    int rc = store_aconn_open(&st->c, err, errlen);
 
-    if (st->cctx != NULL)
-        return 0;
-    if (!backoff_ready(&st->creconnect, clock_mono_s())) {
-        store_set_err(err, errlen, "%s", st->cconnect_error);
-        return -1;
-    }
-    ac = redisAsyncConnect(st->target.host, st->target.port);
-    if (ac == NULL || ac->err) {
-        snprintf(st->cconnect_error, sizeof st->cconnect_error, "redis %s: connect: %s",
-                 st->endpoint, ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        backoff_failed(&st->creconnect, clock_mono_s(), 0);
-        store_set_err(err, errlen, "%s", st->cconnect_error);
-        return -1;
-    }
-    ac->data = st;
-    if (redisLibeventAttach(ac, loop_event_base(st->loop)) != REDIS_OK) {
-        redisAsyncFree(ac);
-        store_set_err(err, errlen, "redis %s: cannot watch the connection", st->endpoint);
-        return -1;
-    }
-    redisAsyncSetConnectCallback(ac, on_cconnect);
-    redisAsyncSetDisconnectCallback(ac, on_cdisconnect);
-    st->cctx = ac;
-    st->cfail[0] = '\0';
-    /* The password goes on the wire only, never into a message. */
-    if (st->target.password != NULL) {
-        const char *argv[3] = {"AUTH", st->target.user, st->target.password};
-        size_t lens[3] = {4, st->target.user_len, st->target.password_len};
-        int argc = st->target.user != NULL ? 3 : 2;
-        if (argc == 2) {
-            argv[1] = st->target.password;
-            lens[1] = st->target.password_len;
-        }
-        (void)csetup_send(st, argc, argv, lens);
-    }
-    if (st->target.db != 0) {
-        char db[16];
-        const char *argv[2] = {"SELECT", db};
-        size_t lens[2] = {6, (size_t)snprintf(db, sizeof db, "%d", st->target.db)};
-        (void)csetup_send(st, 2, argv, lens);
-    }
-    return 0;
+    if (rc == 1)
+        (void)store_aconn_setup(&st->c, csetup_send, st);
+    return rc < 0 ? -1 : 0;
 }
 
 /* The result of c is known: it finishes once its last reply came. */
@@ -225,8 +145,8 @@ static void clost(acommit_t *c, const redisAsyncContext *ac)
     store_t *st = c->st;
     char why[STORE_ERR_MAX];
 
-    if (st->cfail[0])
-        snprintf(why, sizeof why, "%s", st->cfail);
+    if (st->c.fail[0])
+        snprintf(why, sizeof why, "%s", st->c.fail);
     else
         snprintf(why, sizeof why, "redis %s: commit %s: %s", st->endpoint, c->tx.snap,
                  ac->err && ac->errstr[0] ? ac->errstr : "connection lost");
@@ -245,7 +165,7 @@ static bool creply(acommit_t *c, redisAsyncContext *ac, const redisReply *r)
 
     st->cinflight--;
     c->pending--;
-    if (st->cctx == ac)
+    if (st->c.ctx == ac)
         cwatch_arm(st); /* a reply came: the connection is alive */
     if (r == NULL && c->state != AC_DONE)
         clost(c, ac);
@@ -261,7 +181,7 @@ static int csend(acommit_t *c, redisCallbackFn *fn, int argc, const char **argv,
 {
     store_t *st = c->st;
 
-    if (st->cctx == NULL || redisAsyncCommandArgv(st->cctx, fn, c, argc, argv, lens) != REDIS_OK)
+    if (st->c.ctx == NULL || redisAsyncCommandArgv(st->c.ctx, fn, c, argc, argv, lens) != REDIS_OK)
         return -1;
     c->pending++;
     st->commands++;
@@ -278,7 +198,7 @@ static void cfail_sending(acommit_t *c, const char *why)
     cfinish(c, STORE_FENCE_ERROR, why);
     /* Redis discards the MULTI of a connection that closes; the NULL
      * replies of what is pending finish c */
-    cdrop(st, why);
+    store_aconn_drop(&st->c, why);
     if (c->pending == 0)
         loop_timer_arm(st->ckick, 0);
 }
@@ -391,7 +311,7 @@ static int tx_send(void *opaque, int argc, const char **argv, const size_t *argv
 {
     acommit_t *c = opaque;
     store_t *st = c->st;
-    size_t had = st->cctx != NULL ? sdslen(st->cctx->c.obuf) : 0;
+    size_t had = st->c.ctx != NULL ? sdslen(st->c.ctx->c.obuf) : 0;
     bool exec = c->tx.stage == TX_EXEC;
 
     if (csend(c, exec ? on_exec : on_queued, argc, argv, argvlen) != 0) {
@@ -399,7 +319,7 @@ static int tx_send(void *opaque, int argc, const char **argv, const size_t *argv
                       what);
         return -1;
     }
-    c->tx.bytes += sdslen(st->cctx->c.obuf) - had;
+    c->tx.bytes += sdslen(st->c.ctx->c.obuf) - had;
     if (exec) {
         c->exec_sent = true;
         cwatch_arm(st); /* EXEC is awaited longer */
@@ -493,7 +413,7 @@ void store_acommit_detach(store_t *st)
     acommit_t *c;
 
     snprintf(why, sizeof why, "redis %s: the store is closing", st->endpoint);
-    cdrop(st, why);
+    store_aconn_drop(&st->c, why);
     while ((c = st->chead) != NULL) {
         /* the drop answered every reply it awaited */
         cfinish(c, STORE_FENCE_ERROR, why);

@@ -9,12 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libevent.h>
-
 #include "clock.h"
 
 /*
- * One operation: a few commands pipelined on st->actx, their replies
+ * One operation: a few commands pipelined on st->a, their replies
  * arriving in order. hiredis calls a command's callback exactly once: with
  * its reply, or with NULL when the connection is dropped (an I/O error, our
  * watchdog, store_detach()), so every operation finishes exactly once, when
@@ -91,51 +89,13 @@ static void awatch_arm(store_t *st)
     loop_timer_arm(st->awatch, st->ainflight ? st->timeout_ms / 1000.0 : -1);
 }
 
-/* Drops actx: hiredis calls every pending callback with NULL, then ours. */
-static void adrop(store_t *st, const char *why)
-{
-    redisAsyncContext *ac = st->actx;
-
-    if (ac == NULL)
-        return;
-    snprintf(st->afail, sizeof st->afail, "%s", why);
-    st->actx = NULL;
-    redisAsyncFree(ac);
-}
-
 static void on_awatch(void *opaque)
 {
     store_t *st = opaque;
     char why[STORE_ERR_MAX];
 
     snprintf(why, sizeof why, "redis %s: timed out after %d ms", st->endpoint, st->timeout_ms);
-    adrop(st, why);
-}
-
-static void on_aconnect(const redisAsyncContext *ac, int status)
-{
-    store_t *st = ac->data;
-
-    if (status == REDIS_OK) {
-        backoff_reset(&st->areconnect);
-        return;
-    }
-    /* hiredis frees ac after this, failing what was queued on it */
-    snprintf(st->aconnect_error, sizeof st->aconnect_error, "redis %s: connect: %s", st->endpoint,
-             ac->errstr[0] ? ac->errstr : "failed");
-    snprintf(st->afail, sizeof st->afail, "%s", st->aconnect_error);
-    backoff_failed(&st->areconnect, clock_mono_s(), 0);
-    if (st->actx == ac)
-        st->actx = NULL;
-}
-
-static void on_adisconnect(const redisAsyncContext *ac, int status)
-{
-    store_t *st = ac->data;
-    (void)status;
-
-    if (st->actx == ac)
-        st->actx = NULL;
+    store_aconn_drop(&st->a, why);
 }
 
 /* Why a reply did not come: our reason for dropping, or hiredis's. */
@@ -143,8 +103,8 @@ static void areq_lost(areq_t *q, const redisAsyncContext *ac)
 {
     store_t *st = q->st;
 
-    if (st->afail[0])
-        snprintf(q->err, sizeof q->err, "%s", st->afail);
+    if (st->a.fail[0])
+        snprintf(q->err, sizeof q->err, "%s", st->a.fail);
     else
         snprintf(q->err, sizeof q->err, "redis %s: %s: %s", st->endpoint, q->what,
                  ac->err && ac->errstr[0] ? ac->errstr : "connection lost");
@@ -282,11 +242,8 @@ static void areq_finish(areq_t *q)
         /* A refused AUTH or SELECT: the commands queued behind it fail on
          * their own (NOAUTH); drop the connection so that the next
          * operation connects (and authenticates) again. */
-        if (q->failed && q->st->actx != NULL) {
-            snprintf(q->st->aconnect_error, sizeof q->st->aconnect_error, "%s", q->err);
-            backoff_failed(&q->st->areconnect, clock_mono_s(), 0);
-            adrop(q->st, q->err);
-        }
+        if (q->failed && q->st->a.ctx != NULL)
+            store_aconn_refused(&q->st->a, q->err);
         break;
     case AOP_PING:
     case AOP_RELEASE:
@@ -364,18 +321,18 @@ static void on_areply(redisAsyncContext *ac, void *reply, void *priv)
     } else if (!q->failed) {
         areq_take(q, k, r);
     }
-    if (st->actx == ac)
+    if (st->a.ctx == ac)
         awatch_arm(st); /* a reply came: the connection is alive */
     if (--q->pending == 0 && !areq_more(q))
         areq_finish(q);
 }
 
-/* Queues one command of q on actx. -1 when hiredis refused it (the connection is going). */
+/* Queues one command of q on st->a. -1 when hiredis refused it (the connection is going). */
 static int areq_send(areq_t *q, int argc, const char **argv, const size_t *argvlen)
 {
     store_t *st = q->st;
 
-    if (redisAsyncCommandArgv(st->actx, on_areply, q, argc, argv, argvlen) != REDIS_OK)
+    if (redisAsyncCommandArgv(st->a.ctx, on_areply, q, argc, argv, argvlen) != REDIS_OK)
         return -1;
     q->sent++;
     q->pending++;
@@ -397,6 +354,17 @@ static int areq_sendv(areq_t *q, const char *const *argv)
     return areq_send(q, argc, (const char **)argv, lens);
 }
 
+/* A command of the handshake: sent like any, but not counted, as in the blocking connect. */
+static int setup_send(void *opaque, int argc, const char **argv, const size_t *lens)
+{
+    areq_t *q = opaque;
+
+    if (areq_send(q, argc, argv, lens) != 0)
+        return -1;
+    q->st->commands--;
+    return 0;
+}
+
 /*
  * A connection for the next operation: the current one, or a new one
  * (non-blocking connect; AUTH and SELECT are queued ahead of the caller's
@@ -405,69 +373,23 @@ static int areq_sendv(areq_t *q, const char *const *argv)
  */
 static int aconnect(store_t *st, char *err, size_t errlen)
 {
-    redisAsyncContext *ac;
+    int rc = store_aconn_open(&st->a, err, errlen);
+    areq_t *q;
 
-    if (st->loop == NULL) {
-        store_set_err(err, errlen, "store: not attached to a loop");
+    if (rc < 0) {
+        st->errors++;
         return -1;
     }
-    if (st->actx != NULL)
+    if (rc == 0 || (st->target.password == NULL && st->target.db == 0))
         return 0;
-    if (!backoff_ready(&st->areconnect, clock_mono_s())) {
-        store_set_err(err, errlen, "%s", st->aconnect_error);
-        st->errors++;
-        return -1;
-    }
-    ac = redisAsyncConnect(st->target.host, st->target.port);
-    if (ac == NULL || ac->err) {
-        snprintf(st->aconnect_error, sizeof st->aconnect_error, "redis %s: connect: %s",
-                 st->endpoint, ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        backoff_failed(&st->areconnect, clock_mono_s(), 0);
-        store_set_err(err, errlen, "%s", st->aconnect_error);
-        st->errors++;
-        return -1;
-    }
-    ac->data = st;
-    if (redisLibeventAttach(ac, loop_event_base(st->loop)) != REDIS_OK) {
-        redisAsyncFree(ac);
-        store_set_err(err, errlen, "redis %s: cannot watch the connection", st->endpoint);
-        st->errors++;
-        return -1;
-    }
-    redisAsyncSetConnectCallback(ac, on_aconnect);
-    redisAsyncSetDisconnectCallback(ac, on_adisconnect);
-    st->actx = ac;
-    st->afail[0] = '\0';
-    if (st->target.password == NULL && st->target.db == 0)
-        return 0;
-    areq_t *q = calloc(1, sizeof *q);
+    q = calloc(1, sizeof *q);
     if (q == NULL) {
-        adrop(st, "out of memory");
+        store_aconn_drop(&st->a, "out of memory");
         store_set_err(err, errlen, "store: out of memory");
         return -1;
     }
     *q = (areq_t){.st = st, .op = AOP_SETUP, .what = "AUTH"};
-    /* The password goes on the wire only, never into a message. */
-    if (st->target.password != NULL) {
-        const char *argv[3] = {"AUTH", st->target.user, st->target.password};
-        size_t lens[3] = {4, st->target.user_len, st->target.password_len};
-        int argc = st->target.user != NULL ? 3 : 2;
-        if (argc == 2) {
-            argv[1] = st->target.password;
-            lens[1] = st->target.password_len;
-        }
-        if (areq_send(q, argc, argv, lens) == 0)
-            st->commands--; /* the handshake is not counted, as in the blocking connect */
-    }
-    if (st->target.db != 0) {
-        char db[16];
-        snprintf(db, sizeof db, "%d", st->target.db);
-        const char *argv[] = {"SELECT", db, NULL};
-        if (areq_sendv(q, argv) == 0)
-            st->commands--;
-    }
+    (void)store_aconn_setup(&st->a, setup_send, q);
     if (q->pending == 0)
         free(q);
     return 0;
@@ -495,7 +417,7 @@ void store_detach(store_t *st)
     if (st == NULL || st->loop == NULL)
         return;
     snprintf(why, sizeof why, "redis %s: the store is closing", st->endpoint);
-    adrop(st, why);
+    store_aconn_drop(&st->a, why);
     store_acommit_detach(st);
     loop_timer_free(st->awatch);
     st->awatch = NULL;
@@ -532,12 +454,12 @@ static int areq_sent(areq_t *q, int rc, char *err, size_t errlen)
         return 0;
     if (q->pending == 0) {
         store_set_err(err, errlen, "redis %s: %s: %s", st->endpoint, q->what,
-                      st->actx && st->actx->errstr[0] ? st->actx->errstr : "connection lost");
+                      st->a.ctx && st->a.ctx->errstr[0] ? st->a.ctx->errstr : "connection lost");
         st->errors++;
         free(q);
         return -1;
     }
-    adrop(st, "connection lost while sending");
+    store_aconn_drop(&st->a, "connection lost while sending");
     return 0;
 }
 
@@ -722,12 +644,12 @@ static bool areq_more(areq_t *q)
 
     if (q->op != AOP_LOAD || q->failed || q->u.load.next == 0)
         return false;
-    if (st->actx != NULL && load_send_page(q) == 0)
+    if (st->a.ctx != NULL && load_send_page(q) == 0)
         return true;
     q->failed = 1;
     snprintf(q->err, sizeof q->err, "redis %s: %s: connection lost", st->endpoint, q->what);
-    if (st->actx != NULL)
-        adrop(st, q->err);
+    if (st->a.ctx != NULL)
+        store_aconn_drop(&st->a, q->err);
     return false;
 }
 

@@ -303,8 +303,8 @@ store_t *store_new(const store_options_t *opt, char *err, size_t errlen)
     }
     st->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
     st->reconnect = backoff_init(&store_reconnect);
-    st->areconnect = backoff_init(&store_reconnect);
-    st->creconnect = backoff_init(&store_reconnect);
+    store_aconn_init(&st->a, st, &store_reconnect);
+    store_aconn_init(&st->c, st, &store_reconnect);
     if (set_prefix(st, opt->prefix != NULL ? opt->prefix : STORE_DEFAULT_PREFIX, err, errlen) != 0)
         goto err;
     if (redis_url_parse(opt->url, &st->target, err, errlen) != 0)

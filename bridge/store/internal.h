@@ -41,6 +41,36 @@
 /* Room for the reason of a failed connect. */
 #define STORE_ERR_MAX 256
 
+/*
+ * One asynchronous connection of the store on the loop (aconn.c): async.c
+ * has one for its operations, acommit.c one for the commits.
+ */
+typedef struct store_aconn {
+    store_t *st;
+    redisAsyncContext *ctx;            /* NULL while disconnected */
+    backoff_t reconnect;               /* after failed connects */
+    char fail[STORE_ERR_MAX];          /* why ctx is being dropped, for its pending replies */
+    char connect_error[STORE_ERR_MAX]; /* repeated while the pause after it runs */
+} store_aconn_t;
+
+void store_aconn_init(store_aconn_t *c, store_t *st, const backoff_policy_t *pause);
+/*
+ * Makes c->ctx a connection: the current one (0), or a new one whose
+ * non-blocking connect is under way (1: the caller queues its handshake,
+ * store_aconn_setup(), ahead of its commands). -1 with err when it cannot
+ * (not attached, a failed connect's pause, no memory).
+ */
+int store_aconn_open(store_aconn_t *c, char *err, size_t errlen);
+/* Drops c->ctx: hiredis calls every pending callback with NULL (later
+ * when called from one of them). why is what they report. */
+void store_aconn_drop(store_aconn_t *c, const char *why);
+/* The handshake was refused (AUTH, SELECT): drops the connection, and the
+ * next connect waits for the pause, why repeated meanwhile. */
+void store_aconn_refused(store_aconn_t *c, const char *why);
+/* Queues AUTH and SELECT as the URL asks through send (0 or -1 each). */
+typedef int (*store_aconn_send_fn)(void *opaque, int argc, const char **argv, const size_t *lens);
+int store_aconn_setup(store_aconn_t *c, store_aconn_send_fn send, void *opaque);
+
 struct store {
     redis_target_t target;
     const char *endpoint; /* target.endpoint: host:port as errors show it */
@@ -59,23 +89,17 @@ struct store {
     char *records;           /* STORE_BATCH slots of STORE_RECORD_SLOT bytes */
     store_letter_t *letters; /* one window of letters (STORE_BATCH) */
     /* The asynchronous connection on the daemon's loop (store_attach()). */
-    loop_t *loop;              /* NULL until attached */
-    redisAsyncContext *actx;   /* NULL while disconnected */
-    sink_timer_t *awatch;      /* armed while replies are awaited */
-    unsigned ainflight;        /* replies awaited on actx */
-    backoff_t areconnect;      /* after failed async connects */
-    char afail[STORE_ERR_MAX]; /* why actx is being dropped, for its pending replies */
-    char aconnect_error[STORE_ERR_MAX];
+    loop_t *loop; /* NULL until attached */
+    store_aconn_t a;
+    sink_timer_t *awatch; /* armed while replies are awaited */
+    unsigned ainflight;   /* replies awaited on a */
     /* The commit connection (acommit.c): a second asynchronous one, since
      * WATCH holds per connection and MULTI would take in the commands of
      * every other caller. One commit at a time runs on it. */
-    redisAsyncContext *cctx;   /* NULL while disconnected */
-    sink_timer_t *cwatch;      /* armed while replies are awaited */
-    sink_timer_t *ckick;       /* finishes commits and starts the next, from the loop */
-    unsigned cinflight;        /* replies awaited on cctx */
-    backoff_t creconnect;      /* after failed connects of cctx */
-    char cfail[STORE_ERR_MAX]; /* why cctx is being dropped */
-    char cconnect_error[STORE_ERR_MAX];
+    store_aconn_t c;
+    sink_timer_t *cwatch;          /* armed while replies are awaited */
+    sink_timer_t *ckick;           /* finishes commits and starts the next, from the loop */
+    unsigned cinflight;            /* replies awaited on c */
     struct acommit *chead, *ctail; /* the commit running first, then those waiting */
 };
 
