@@ -114,9 +114,10 @@ static int retake_outcome(source_rt_t *s, store_lease_t r, const char *err, doub
  * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
  * it again unless another replica was faster. Whether the snapshot
  * survived is for the commit's fence and commit_ensure_loaded() to find
- * out. Blocking: for the commit's repair (commit.c), which is itself
- * blocking; the renewals retake through on_retaken(). 1 when the lease is
- * ours again, 0 when another replica's, -1 on a Redis error.
+ * out. Blocking: for the commit's repair (commit.c), when a fence found
+ * the lease lapsed under a commit (rare: the renewals go on during one);
+ * the renewals retake through on_retaken(). 1 when the lease is ours
+ * again, 0 when another replica's, -1 on a Redis error.
  */
 int lease_retake(source_rt_t *s, double now)
 {
