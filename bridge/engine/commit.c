@@ -1,9 +1,9 @@
 /*
  * engine, commit: the fenced write of a cycle's delta with its outbox
  * events and dead letters (read by the store window by window), the
- * repairs a fence asks for, the snapshot restored from memory before a
- * cycle (fetch.c loads it when it must be read), and the metrics of a
- * committed cycle.
+ * repairs a fence asks for, what a restore of the snapshot from memory
+ * comes to (fetch.c sends one before a cycle, the repairs here after a
+ * fence), and the metrics of a committed cycle.
  *
  * The commit is asynchronous: the source waits in PHASE_COMMIT while the
  * store queues the transaction on its commit connection, and its answer
@@ -39,11 +39,12 @@
  * persistence, failed over to an empty replica). Without it the next cycle
  * would take the empty Redis for a first poll: a baseline that swallows
  * every change since, or, with initial_snapshot emit, every session sent
- * again. What the restore's answer f means: 1 restored, 0 Redis holds a
- * snapshot (someone else's, or ours after all: load it), -1 refused or
- * failed.
+ * again. The restore is asynchronous (store_restore_async(), on the
+ * commit connection); this judges its answer f, logs and counts it: 1
+ * restored, 0 Redis holds a snapshot (someone else's, or ours after all:
+ * load it), -1 refused or failed.
  */
-static int restore_outcome(source_rt_t *s, store_fence_t f, const char *err)
+int commit_restore_outcome(source_rt_t *s, store_fence_t f, const char *err)
 {
     engine_t *e = s->e;
 
@@ -71,35 +72,6 @@ static int restore_outcome(source_rt_t *s, store_fence_t f, const char *err)
     LOG_WARN("redis lost the snapshot of this source and it cannot be restored now",
              LF_S("source", s->conf->name), LF_S("error", err));
     return -1;
-}
-
-static int snapshot_restore(source_rt_t *s)
-{
-    engine_t *e = s->e;
-    char err[256];
-    store_fence_t f =
-        store_restore(e->store, s->conf->name, e->token, s->index, s->cycle, err, sizeof(err));
-
-    return restore_outcome(s, f, err);
-}
-
-/*
- * Before a cycle: whether the index of s matches Redis. 1 when it does
- * (or was put back into a Redis that lost it), 0 when the snapshot must be
- * read (fetch.c loads it, asynchronously), -1 when a restore failed.
- */
-int commit_ensure_loaded(source_rt_t *s)
-{
-    if (s->loaded)
-        return 1;
-    if (s->index_valid && s->has_snapshot) {
-        int r = snapshot_restore(s);
-        if (r != 0) {
-            s->loaded = r > 0;
-            return r > 0 ? 1 : -1;
-        }
-    }
-    return 0;
 }
 
 /* The CloudEvent text of event i of the cycle (malloc'd, owned by the
@@ -343,6 +315,20 @@ static void commit_finish(source_rt_t *s, store_fence_t f, const char *err)
     engine_cycle_end(s, 1);
 }
 
+/* store_lease_acquire_async()'s answer to a repair: the commit goes again, or its refusal stands.
+ */
+static void on_repair_retaken(void *opaque, store_lease_t r, const char *err)
+{
+    source_rt_t *s = opaque;
+
+    if (s->e->closing)
+        return;
+    if (lease_retake_outcome(s, r, err, clock_mono_s()) == 1)
+        commit_send(s);
+    else
+        commit_finish(s, s->commit.refused, s->commit.refused_why);
+}
+
 /* store_restore_async()'s answer to a repair: the commit goes again, or its refusal stands. */
 static void on_repair_restored(void *opaque, store_fence_t f, uint64_t cycle, const char *err)
 {
@@ -351,7 +337,7 @@ static void on_repair_restored(void *opaque, store_fence_t f, uint64_t cycle, co
 
     if (s->e->closing)
         return;
-    if (restore_outcome(s, f, err) == 1)
+    if (commit_restore_outcome(s, f, err) == 1)
         commit_send(s);
     else
         commit_finish(s, s->commit.refused, s->commit.refused_why);
@@ -360,9 +346,10 @@ static void on_repair_restored(void *opaque, store_fence_t f, uint64_t cycle, co
 /*
  * A fenced commit found that Redis forgot what this replica holds: the
  * lease (nobody holds it) or the snapshot the delta builds on. Takes the
- * lease again and commits once more, or puts the snapshot back from
- * memory first (on the commit connection, behind the commits waiting
- * there); otherwise the fence's answer stands.
+ * lease again, or puts the snapshot back from memory (on the commit
+ * connection, behind the commits waiting there), and commits once more
+ * from that answer; otherwise the fence's answer stands. Neither waits on
+ * the loop: the source stays in PHASE_COMMIT meanwhile.
  */
 static void commit_repair(source_rt_t *s, store_fence_t f, const char *err)
 {
@@ -372,15 +359,16 @@ static void commit_repair(source_rt_t *s, store_fence_t f, const char *err)
     s->commit.refused = f;
     snprintf(s->commit.refused_why, sizeof(s->commit.refused_why), "%s", err ? err : "");
     if (s->commit.tries < ENGINE_COMMIT_TRIES) {
-        if (f == STORE_FENCE_LEASE_GONE && lease_retake(s, clock_mono_s()) == 1) {
-            commit_send(s);
-            return;
+        if (f == STORE_FENCE_LEASE_GONE) {
+            if (lease_retake_async(s, on_repair_retaken, rerr, sizeof(rerr)) == 0)
+                return;
+            (void)lease_retake_outcome(s, STORE_LEASE_ERROR, rerr, clock_mono_s()); /* says why */
         }
         if (f == STORE_FENCE_BASE_MISSING && s->index_valid && s->has_snapshot) {
             if (store_restore_async(e->store, s->conf->name, e->token, s->index, s->cycle,
                                     on_repair_restored, s, rerr, sizeof(rerr)) == 0)
                 return;
-            (void)restore_outcome(s, STORE_FENCE_ERROR, rerr);
+            (void)commit_restore_outcome(s, STORE_FENCE_ERROR, rerr);
         }
     }
     commit_finish(s, f, err);

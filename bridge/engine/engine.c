@@ -642,7 +642,7 @@ static void on_source_timer(void *opaque)
     case PHASE_FETCH:   /* moved on by on_http_done() */
     case PHASE_CHECK:   /* moved on by deliver_on_ping() */
     case PHASE_LEASE:   /* moved on by on_lease_asked() */
-    case PHASE_LOAD:    /* moved on by on_loaded() */
+    case PHASE_LOAD:    /* moved on by on_loaded() or on_restored() */
     case PHASE_RECORDS: /* moved on by on_records() */
     case PHASE_COMMIT:  /* moved on by the commit's answer (commit.c) */
         break;

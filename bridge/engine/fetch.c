@@ -1,8 +1,9 @@
 /*
- * engine, fetching: a cycle's start (the snapshot loaded, the diff begun),
- * its pages one request at a time within the transfer slots, their retries
- * and backoff, and the end of the poll (the diff finished, the last records
- * of vanished sessions read) that hands the cycle to delivery or commit.
+ * engine, fetching: a cycle's start (the snapshot loaded, or put back from
+ * memory into a Redis that lost it, and the diff begun), its pages one
+ * request at a time within the transfer slots, their retries and backoff,
+ * and the end of the poll (the diff finished, the last records of vanished
+ * sessions read) that hands the cycle to delivery or commit.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -361,6 +362,55 @@ static void on_loaded(void *opaque, int rc, bool exists, uint64_t cycle, const c
     cycle_begin(s);
 }
 
+/* Reads the snapshot of s from Redis into the index; on_loaded() goes on. */
+static void snapshot_load(source_rt_t *s)
+{
+    char err[256];
+
+    /* the store holds the index until on_loaded(); it is no one's to trust meanwhile */
+    s->index_valid = 0;
+    s->cycle = 0;
+    s->phase = PHASE_LOAD;
+    if (store_load_async(s->e->store, s->conf->name, s->index, on_loaded, s, err, sizeof(err)) != 0)
+        load_failed(s, err);
+}
+
+/*
+ * store_restore_async()'s answer before a cycle: the index is in Redis
+ * again and the cycle begins, or Redis holds a snapshot after all (read
+ * it), or the cycle is skipped (commit_restore_outcome() logged why).
+ */
+static void on_restored(void *opaque, store_fence_t f, uint64_t cycle, const char *err)
+{
+    source_rt_t *s = opaque;
+    (void)cycle;
+
+    if (s->e->closing)
+        return;
+    switch (commit_restore_outcome(s, f, err)) {
+    case 1:
+        if (!s->lease.held || s->e->halt_at) {
+            engine_cycle_end(s, 0); /* lost since the fence passed, or a stop came: no poll */
+            return;
+        }
+        s->loaded = 1;
+        cycle_begin(s);
+        return;
+    case 0:
+        snapshot_load(s);
+        return;
+    default:
+        engine_cycle_end(s, 0);
+        return;
+    }
+}
+
+/*
+ * Before a cycle: the index of s matches Redis, or is read from it, or
+ * (Redis lost what this holder committed or loaded last) is put back into
+ * it from memory, without waiting on the loop: PHASE_LOAD until the
+ * store's answer.
+ */
 void fetch_cycle_start(source_rt_t *s)
 {
     engine_t *e = s->e;
@@ -374,20 +424,17 @@ void fetch_cycle_start(source_rt_t *s)
         s->paused = 0;
         metric_set(ENGINE_METRIC(e, paused_until), LABELS(cs->name), 0);
     }
-    switch (commit_ensure_loaded(s)) {
-    case 1:
+    if (s->loaded) {
         cycle_begin(s);
         return;
-    case 0:
-        /* the store holds the index until on_loaded(); it is no one's to trust meanwhile */
-        s->index_valid = 0;
-        s->cycle = 0;
-        s->phase = PHASE_LOAD;
-        if (store_load_async(e->store, cs->name, s->index, on_loaded, s, err, sizeof(err)) != 0)
-            load_failed(s, err);
-        return;
-    default:
-        engine_cycle_end(s, 0);
+    }
+    if (!s->index_valid || !s->has_snapshot) {
+        snapshot_load(s);
         return;
     }
+    /* the index must not change until on_restored() */
+    s->phase = PHASE_LOAD;
+    if (store_restore_async(e->store, cs->name, e->token, s->index, s->cycle, on_restored, s, err,
+                            sizeof(err)) != 0)
+        on_restored(s, STORE_FENCE_ERROR, 0, err);
 }

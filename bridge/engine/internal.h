@@ -55,7 +55,7 @@ typedef enum phase {
     PHASE_DELIVER, /* events handed to sinks, waiting for their tickets */
     PHASE_CHECK,   /* the PING before delivering is in flight */
     PHASE_LEASE,   /* asking Redis for the lease before a cycle */
-    PHASE_LOAD,    /* the snapshot is being read from Redis into the index */
+    PHASE_LOAD,    /* the snapshot is read from Redis, or put back from memory (fetch.c) */
     PHASE_RECORDS, /* the last records of vanished sessions are being read */
     PHASE_COMMIT,  /* the cycle's transaction is on its way to Redis (commit.c) */
 } phase_t;
@@ -300,14 +300,15 @@ void deliver_on_sink_poll(void *opaque);
 /* ---- commit.c ---- */
 
 void commit_cycle(source_rt_t *s);
-int commit_ensure_loaded(source_rt_t *s);
+int commit_restore_outcome(source_rt_t *s, store_fence_t f, const char *err);
 void commit_release(source_rt_t *s);
 
 /* ---- leases.c ---- */
 
 void lease_due(engine_t *e, double when);
 void lease_taken_over(source_rt_t *s, const char *why);
-int lease_retake(source_rt_t *s, double now);
+int lease_retake_outcome(source_rt_t *s, store_lease_t r, const char *err, double now);
+int lease_retake_async(source_rt_t *s, store_lease_fn fn, char *err, size_t errlen);
 void lease_on_timer(void *opaque);
 void leases_tick(engine_t *e, double now);
 void lease_rebalance(source_rt_t *s);

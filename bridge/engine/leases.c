@@ -56,7 +56,7 @@ static void lease_lost(source_rt_t *s, const char *why)
 /*
  * Another replica holds the lease of s: it may commit, so our index may
  * fall behind the snapshot and must never be restored over a Redis that
- * lost it (commit_ensure_loaded() reads the snapshot instead). A lease that only
+ * lost it (fetch_cycle_start() reads the snapshot instead). A lease that only
  * lapsed (Redis unreachable, or restarted empty) leaves the index ours.
  */
 void lease_taken_over(source_rt_t *s, const char *why)
@@ -89,7 +89,7 @@ static void lease_taken(source_rt_t *s, double now)
  * What taking a lapsed lease of s again found: 1 when the lease is ours
  * again, 0 when another replica's, -1 on a Redis error (err says why).
  */
-static int retake_outcome(source_rt_t *s, store_lease_t r, const char *err, double now)
+int lease_retake_outcome(source_rt_t *s, store_lease_t r, const char *err, double now)
 {
     switch (r) {
     case STORE_LEASE_HELD:
@@ -111,22 +111,20 @@ static int retake_outcome(source_rt_t *s, store_lease_t r, const char *err, doub
 
 /*
  * Nobody holds the lease of s although this replica did: it expired while
- * we could not renew it, or Redis lost it (flushed, restarted empty). Takes
- * it again unless another replica was faster. Whether the snapshot
- * survived is for the commit's fence and commit_ensure_loaded() to find
- * out. Blocking: for the commit's repair (commit.c), when a fence found
- * the lease lapsed under a commit (rare: the renewals go on during one);
- * the renewals retake through on_retaken(). 1 when the lease is ours
- * again, 0 when another replica's, -1 on a Redis error.
+ * we could not renew it, or Redis lost it (flushed, restarted empty). Asks
+ * Redis for it again unless another replica was faster; fn gets the answer
+ * on the loop, for lease_retake_outcome(). Whether the snapshot survived
+ * is for the commit's fence and the next load to find out. For a renewal
+ * that found the lease gone (on_retaken()) and for the commit's repair
+ * (commit.c), when a fence found it lapsed under a commit. 0, or -1 with
+ * err when nothing was sent.
  */
-int lease_retake(source_rt_t *s, double now)
+int lease_retake_async(source_rt_t *s, store_lease_fn fn, char *err, size_t errlen)
 {
     engine_t *e = s->e;
-    char err[256];
-    store_lease_t r =
-        store_lease_acquire(e->store, s->conf->name, e->token, lease_ttl_ms(e), err, sizeof(err));
 
-    return retake_outcome(s, r, err, now);
+    return store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e), fn, s, err,
+                                     errlen);
 }
 
 /* The next time the lease timer must fire: the beat, or the first renewal due. */
@@ -188,7 +186,7 @@ static void on_retaken(void *opaque, store_lease_t r, const char *err)
     if (e->closing || !s->lease.held)
         return;
     now = clock_mono_s();
-    if (retake_outcome(s, r, err, now) < 0)
+    if (lease_retake_outcome(s, r, err, now) < 0)
         renew_failed(s, now);
     leases_rearm(e);
 }
@@ -224,13 +222,12 @@ static void on_renewed(void *opaque, store_lease_t r, const char *err)
         /* Gone: take it again (renewing until on_retaken()); a Redis error
          * either way counts as a failed renewal. */
         if (r == STORE_LEASE_GONE) {
-            if (store_lease_acquire_async(e->store, s->conf->name, e->token, lease_ttl_ms(e),
-                                          on_retaken, s, rerr, sizeof(rerr)) == 0) {
+            if (lease_retake_async(s, on_retaken, rerr, sizeof(rerr)) == 0) {
                 s->lease.renewing = 1;
                 s->lease.renew_at = now + 1;
                 break;
             }
-            (void)retake_outcome(s, STORE_LEASE_ERROR, rerr, now); /* says why */
+            (void)lease_retake_outcome(s, STORE_LEASE_ERROR, rerr, now); /* says why */
         }
         renew_failed(s, now);
         break;
