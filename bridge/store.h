@@ -9,7 +9,7 @@
  *                    for the sessions that can vanish (pending, active):
  *                    what their vanished event carries (CONTRACT §6).
  *                    Written with the delta (diff_change_t.last), never
- *                    held by the bridge; store_restore() leaves it alone
+ *                    held by the bridge; store_restore_async() leaves it alone
  *                    (a Redis that lost the snapshot lost it too)
  * A source "has a snapshot" when P:meta:S exists.
  *
@@ -51,7 +51,7 @@
  * its lease (paused past its TTL) is refused, and so is a delta that would
  * land on a snapshot Redis no longer has (flushed, restarted empty): the
  * fence says which of the two, and a holder that still has the snapshot in
- * memory can put it back (store_restore()) before committing. The lease
+ * memory can put it back (store_restore_async()) before committing. The lease
  * is not WATCHed: its holder renews it (PEXPIRE) while a long commit is
  * in flight, which would abort that commit every time. The meta hash is
  * what every writer of the snapshot moves, so it orders them: a replica
@@ -248,18 +248,6 @@ store_fence_t store_commit_fenced(store_t *st, const char *source, const char *t
                                   const store_delta_t *delta, size_t sessions_after,
                                   const store_extra_t *extra, uint64_t *cycle, char *err,
                                   size_t errlen);
-
-/*
- * Writes the whole of ix as the snapshot of source, at cycle (> 0), in one
- * transaction: for a holder whose Redis lost the source's state while the
- * holder still has the last committed snapshot in memory. Fenced: it
- * applies only while P:lease:S holds token and Redis has no snapshot of the
- * source (P:meta:S absent); BASE_MOVED means a snapshot exists (another
- * holder's, or ours after all): nothing is written and it must be loaded
- * instead. Leftover session fields without a meta hash are replaced.
- */
-store_fence_t store_restore(store_t *st, const char *source, const char *token,
-                            const diff_index_t *ix, uint64_t cycle, char *err, size_t errlen);
 
 /* ---- the outbox of a sink ---- */
 
@@ -512,8 +500,8 @@ int store_scan_sources(store_t *st, store_name_fn fn, void *opaque, char *err, s
 
 /*
  * A fenced write's answer, on the loop's thread: f as store_commit_fenced()
- * or store_restore() would return it, and on OK the cycle the snapshot is
- * at now.
+ * would return it (a restore's, below), and on OK the cycle the snapshot
+ * is at now.
  */
 typedef void (*store_fence_fn)(void *opaque, store_fence_t f, uint64_t cycle, const char *err);
 
@@ -534,7 +522,16 @@ int store_commit_fenced_async(store_t *st, const char *source, const char *token
                               const store_delta_t *delta, size_t sessions_after,
                               const store_extra_t *extra, uint64_t cycle, store_fence_fn fn,
                               void *opaque, char *err, size_t errlen);
-/* store_restore() the same way; ix must not change until fn. */
+/*
+ * Writes the whole of ix as the snapshot of source, at cycle (> 0), in one
+ * transaction queued like a commit: for a holder whose Redis lost the
+ * source's state while the holder still has the last committed snapshot in
+ * memory. Fenced: it applies only while P:lease:S holds token and Redis has
+ * no snapshot of the source (P:meta:S absent); BASE_MOVED means a snapshot
+ * exists (another holder's, or ours after all): nothing is written and it
+ * must be loaded instead. Leftover session fields without a meta hash are
+ * replaced. ix must not change until fn.
+ */
 int store_restore_async(store_t *st, const char *source, const char *token, const diff_index_t *ix,
                         uint64_t cycle, store_fence_fn fn, void *opaque, char *err, size_t errlen);
 

@@ -765,19 +765,3 @@ store_fence_t store_commit_fenced(store_t *st, const char *source, const char *t
         *cycle += 1;
     return f;
 }
-
-store_fence_t store_restore(store_t *st, const char *source, const char *token,
-                            const diff_index_t *ix, uint64_t cycle, char *err, size_t errlen)
-{
-    store_tx_t tx;
-
-    if (token == NULL || ix == NULL || cycle == 0) {
-        store_set_err(err, errlen, "store: a restore needs a lease token, an index and a cycle");
-        return STORE_FENCE_ERROR;
-    }
-    /* Base 0: it writes only where Redis holds no snapshot at all. */
-    if (store_tx_init(&tx, st, source, token, 0, cycle, diff_index_size(ix), NULL, NULL, ix, err,
-                      errlen) != 0)
-        return STORE_FENCE_ERROR;
-    return run_blocking(st, &tx, err, errlen);
-}

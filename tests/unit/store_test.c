@@ -184,7 +184,15 @@ static void on_waited_claims(void *opaque, int rc, store_claim_t *claims, size_t
     waited_err(w, rc, err);
 }
 
-typedef enum waited_op { W_LOAD, W_CLAIM, W_SETTLE } waited_op_t;
+/* A fenced write's answer: its store_fence_t in rc (OK is 0). */
+static void on_waited_fence(void *opaque, store_fence_t f, uint64_t cycle, const char *err)
+{
+    waited_t *w = opaque;
+    w->cycle = cycle;
+    waited_err(w, (int)f, err);
+}
+
+typedef enum waited_op { W_LOAD, W_CLAIM, W_SETTLE, W_RESTORE } waited_op_t;
 
 typedef struct waited_call {
     waited_op_t op;
@@ -192,6 +200,8 @@ typedef struct waited_call {
     diff_index_t *ix;
     size_t n;
     const store_settle_t *ops;
+    const char *token; /* W_RESTORE: the lease token, and the cycle restored at */
+    uint64_t cycle;
 } waited_call_t;
 
 /* Makes call c and waits for its answer (10 s at most); rc as the blocking calls return it. */
@@ -211,6 +221,10 @@ static int call_waited(store_t *st, const waited_call_t *c, waited_t *w, char *e
     case W_CLAIM:
         rc = store_outbox_claim_async(st, c->name, c->n, 60000, false, on_waited_claims, w, err,
                                       errlen);
+        break;
+    case W_RESTORE:
+        rc = store_restore_async(st, c->name, c->token, c->ix, c->cycle, on_waited_fence, w, err,
+                                 errlen);
         break;
     default:
         rc = store_outbox_settle_async(st, c->name, c->ops, c->n, on_waited_done, w, err, errlen);
@@ -239,6 +253,17 @@ static int load_now(store_t *st, const char *source, diff_index_t *ix, bool *exi
     *exists = w.exists;
     *cycle = w.cycle;
     return rc;
+}
+
+/* store_restore_async(), waited for: its answer (ERROR when nothing was sent). */
+static store_fence_t restore_now(store_t *st, const char *source, const char *token,
+                                 diff_index_t *ix, uint64_t cycle, char *err, size_t errlen)
+{
+    waited_t w;
+    waited_call_t c = {.op = W_RESTORE, .name = source, .ix = ix, .token = token, .cycle = cycle};
+    int rc = call_waited(st, &c, &w, err, errlen);
+
+    return rc < 0 ? STORE_FENCE_ERROR : (store_fence_t)rc;
 }
 
 /* A window of last records read, and its answer (each's opaque). */
@@ -713,9 +738,9 @@ START_TEST(test_fences_and_restore)
     for (size_t i = 0; i < 2; i++)
         ck_assert_int_eq(diff_index_put(mem, ch[i].session_id, &ch[i].rec), 0);
     redis_server_ok(srv.port, "HSET sb:snap:fenced leftover 1:0:0000000000000000:X");
-    ck_assert_int_eq(store_restore(st, "fenced", b, mem, cycle, err, sizeof err),
+    ck_assert_int_eq(restore_now(st, "fenced", b, mem, cycle, err, sizeof err),
                      STORE_FENCE_LEASE_OTHER);
-    ck_assert_int_eq(store_restore(st, "fenced", a, mem, cycle, err, sizeof err), STORE_FENCE_OK);
+    ck_assert_int_eq(restore_now(st, "fenced", a, mem, cycle, err, sizeof err), STORE_FENCE_OK);
     diff_index_t *ix = load_ok(st, "fenced", &exists, &stale);
     ck_assert(exists);
     ck_assert_uint_eq(stale, 2);
@@ -730,8 +755,7 @@ START_TEST(test_fences_and_restore)
     ck_assert_uint_eq(cycle, 3);
 
     /* A snapshot that exists (another holder's, advanced) is never overwritten. */
-    ck_assert_int_eq(store_restore(st, "fenced", a, mem, 1, err, sizeof err),
-                     STORE_FENCE_BASE_MOVED);
+    ck_assert_int_eq(restore_now(st, "fenced", a, mem, 1, err, sizeof err), STORE_FENCE_BASE_MOVED);
     ck_assert_int_eq(redis_server_int(srv.port, "HGET sb:meta:fenced cycle"), 3);
 
     /* A lapsed lease that another replica took is OTHER to the old holder. */
