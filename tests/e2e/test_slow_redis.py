@@ -15,7 +15,11 @@ lease lost), and every settle for one more.
 The same while a cycle with events commits: its fence, its transaction
 and its EXEC wait on a connection of their own. When the commit blocked
 the loop, it stalled it for three round trips and more (6 s: the lease
-of TTL 4 s lost, the cycle never committed)."""
+of TTL 4 s lost, the cycle never committed).
+
+The same while the daemon repairs a Redis that lost its data (FLUSHALL):
+the lease taken again, the snapshot put back from memory. When those
+repairs blocked, the restore alone stalled the loop for its round trips."""
 
 import collections
 import json
@@ -50,6 +54,8 @@ HEALTHZ_TIMEOUT_S = 1.0
 # The load takes ~7 round trips of REPLY_DELAY_S after the lease; the
 # window waits for it at most this long.
 LOAD_WINDOW_S = 60.0
+# What the daemon logs once it put back a snapshot Redis lost.
+RESTORED = "redis lost the snapshot of this source; restored it from memory"
 
 
 def get(url, timeout=5):
@@ -104,6 +110,17 @@ def sample(url):
     except OSError:  # timed out
         status = None
     return age, status == 200
+
+
+def sample_until(url, done, timeout_s):
+    """Samples every 0.2 s until done() or timeout_s: (heartbeat ages, unhealthy answers)."""
+    ages, unhealthy, t_end = [], 0, time.monotonic() + timeout_s
+    while time.monotonic() < t_end and not done():
+        age, healthy = sample(url)
+        ages.append(round(age, 2))
+        unhealthy += not healthy
+        time.sleep(0.2)
+    return ages, unhealthy
 
 
 class SlowRedisTest(unittest.TestCase):
@@ -184,12 +201,7 @@ class SlowRedisTest(unittest.TestCase):
         def with_events():
             return [c for c in self.committed_cycles()[done:] if c.get("events", 0) >= 3]
 
-        ages, unhealthy, t_end = [], 0, time.monotonic() + 60
-        while time.monotonic() < t_end and not with_events():
-            age, healthy = sample(url)
-            ages.append(round(age, 2))
-            unhealthy += not healthy
-            time.sleep(0.2)
+        ages, unhealthy = sample_until(url, with_events, 60)
         self.assertTrue(with_events(), "no cycle with the new events committed; log: "
                         f"{self.s.log_of('bridge-run')[-4000:]}")
         committed = with_events()[0]
@@ -202,6 +214,53 @@ class SlowRedisTest(unittest.TestCase):
 
         self.proxy.delay_s = 0.0
         time.sleep(REPLY_DELAY_S + 0.5)
+        self.assertEqual(self.s.stop_bridge(), 0)
+
+    def test_repairs_after_redis_lost_its_data_hold_nobody_while_redis_is_slow(self):
+        # Cycles far enough apart that a renewal finds the lease gone and
+        # takes it again between two of them: the next cycle puts the
+        # snapshot back before it polls (the commit's own repairs, when the
+        # loss comes under a commit, are e2e.redis_loss's).
+        url = self.start_behind_proxy(interval_s=10)
+        st.wait_for(lambda: self.committed_cycles(), timeout=30, what="the first cycle")
+        self.proxy.delay_s = REPLY_DELAY_S
+        time.sleep(REPLY_DELAY_S + 0.5)  # what was in flight got its replies
+        done = len(self.committed_cycles())
+        self.s.tick(started=1)
+        st.wait_for(lambda: len(self.committed_cycles()) > done, timeout=60,
+                    what="a cycle committed with Redis slow")
+        before = collections.Counter(m["event"]["id"] for _, m in self.s.events())
+        self.assertEqual(sum(before.values()), 6)
+        mark = len(self.s.log_of("bridge-run"))
+        tick0 = max(t["tick"] for t in self.s.truth())
+        self.assertEqual(self.s.redis("FLUSHALL"), "OK")  # behind the proxy's back
+        self.s.tick(started=3)
+        new = [t["session_id"] for t in self.s.truth()
+               if t["tick"] > tick0 and t["to"] == "active"]
+        self.assertEqual(len(new), 3)
+
+        def repaired():
+            log = self.s.log_of("bridge-run")[mark:]
+            return RESTORED in log and '"msg":"cycle committed"' in log.split(RESTORED, 1)[1]
+
+        ages, unhealthy = sample_until(url, repaired, 90)
+        log = self.s.log_of("bridge-run")[mark:]
+        self.assertTrue(repaired(), f"no restore and commit after the loss; log: {log[-4000:]}")
+        self.assertLess(max(ages), MAX_HEARTBEAT_AGE_S,
+                        f"the loop stalled during the repairs: ages {ages}")
+        self.assertEqual(unhealthy, 0, f"/healthz failed or took over {HEALTHZ_TIMEOUT_S} s")
+        self.assertEqual(log.count(RESTORED), 1, "the restore is not logged once")
+        self.assertNotIn("baseline recorded", log)
+        self.assertNotIn("lease lost", log)
+
+        # Redis fast again: the new sessions' starts, each once, nothing older again.
+        self.proxy.delay_s = 0.0
+        want = before + collections.Counter(
+            st.event_id("century", sid, "session.started") for sid in new)
+        st.wait_for(lambda: len(self.s.events()) >= sum(want.values()), timeout=30,
+                    what="the 3 started events")
+        time.sleep(2)
+        self.assertEqual(collections.Counter(m["event"]["id"] for _, m in self.s.events()), want)
         self.assertEqual(self.s.stop_bridge(), 0)
 
     def test_load_and_outbox_drain_hold_nobody_while_redis_is_slow(self):
