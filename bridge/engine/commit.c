@@ -315,8 +315,7 @@ static void commit_finish(source_rt_t *s, store_fence_t f, const char *err)
     engine_cycle_end(s, 1);
 }
 
-/* store_lease_acquire_async()'s answer to a repair: the commit goes again, or its refusal stands.
- */
+/* lease_retake_async()'s answer to a repair: the commit goes again, or its refusal stands. */
 static void on_repair_retaken(void *opaque, store_lease_t r, const char *err)
 {
     source_rt_t *s = opaque;
